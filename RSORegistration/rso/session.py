@@ -1,0 +1,476 @@
+"""The registration session: the clinician's state, its history, undo, and its folder on disk.
+
+The state is the current displacement field plus the current network weights. Every step works
+on copies and only an accepted step replaces the state, so a cancelled or failed step leaves it
+exactly as it was. With a folder, each accepted step is written (atomically) before the call
+returns, so a crash loses at most the step in flight and the session can be reopened.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from . import __version__
+from .errors import InputError
+from .geometry import ModelGrid, RegionBox, box_from_fixed_index, box_from_lps, box_from_ras
+from .geometry import overlap_fraction
+from .imageio import (
+    check_scalar_volume,
+    read_displacement_field,
+    read_image,
+    write_bytes_atomically,
+    write_displacement_field,
+    write_image,
+)
+from .losses import LossConfig, RegistrationLoss
+from .metrics import folding, largest_change_outside, rmse, target_registration_error
+from .model import ModelConfig, RegistrationNet
+from .optimize import (
+    PAPER_LEARNING_RATE,
+    CancelToken,
+    ProgressCallback,
+    blend_weights,
+    compose_local,
+    crop_window,
+    fine_tune,
+    predict,
+    relative_to,
+)
+
+log = logging.getLogger(__name__)
+
+SESSION_FORMAT = "rso-registration-session"
+RSO_MODES = ("full", "crop")
+COMPOSITIONS = ("global", "local")
+MIN_OVERLAP = 0.01
+DEFAULT_BLEND_MARGIN_MM = 15.0
+
+
+def normalise(hu: np.ndarray) -> np.ndarray:
+    """The paper's (HU + 1000) / 2000 (Table 2)."""
+    return (hu + 1000.0) / 2000.0
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("device cuda was asked for but torch sees no CUDA GPU")
+    if name not in ("cpu", "cuda"):
+        raise InputError(f"device must be auto, cpu or cuda, not {name!r}")
+    return torch.device(name)
+
+
+@dataclass
+class RSOSettings:
+    """How an RSO step runs: which input is fed and how its field is merged."""
+
+    iterations: int = 400
+    mode: str = "full"  # the paper: whole image fed, loss in the box
+    compose: str = "global"  # the paper: the fine-tuned network's field everywhere
+    blend_margin_mm: float = DEFAULT_BLEND_MARGIN_MM
+    learning_rate: float = PAPER_LEARNING_RATE
+
+    def __post_init__(self):
+        if self.mode not in RSO_MODES:
+            raise InputError(f"RSO mode must be one of {RSO_MODES}, not {self.mode!r}")
+        if self.compose not in COMPOSITIONS:
+            raise InputError(f"composition must be one of {COMPOSITIONS}, not {self.compose!r}")
+        _check_iterations(self.iterations)
+        if self.blend_margin_mm < 0:
+            raise InputError("blend margin must be >= 0 mm")
+
+
+def _check_iterations(iterations: int) -> None:
+    if not isinstance(iterations, int) or iterations < 0:
+        raise InputError(f"iterations must be a whole number >= 0, not {iterations!r}")
+
+
+@dataclass
+class StepRecord:
+    """One accepted step: what ran, with which parameters, how the loss went, what it achieved."""
+
+    kind: str  # "general", "iso" or "rso"
+    params: dict
+    loss: list[float]
+    seconds: float
+    metrics: dict
+    box: RegionBox | None = None
+    finished: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["box"] = self.box.to_dict() if self.box else None
+        data["box_ras"] = self.box.ras_corners if self.box else None
+        data["iterations"] = self.params.get("iterations", 0)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StepRecord":
+        box = RegionBox.from_dict(data["box"]) if data.get("box") else None
+        return cls(data["kind"], data["params"], data["loss"], data["seconds"], data["metrics"], box, data["finished"])
+
+
+@dataclass
+class SessionState:
+    """What undo restores: the field (3, z, y, x) in model-grid voxels and the network weights."""
+
+    field: np.ndarray
+    weights: dict
+
+    def save(self, folder: Path) -> None:
+        tmp = folder.with_name(f".{folder.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        np.save(tmp / "field.npy", self.field)
+        torch.save(self.weights, tmp / "weights.pt")
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+
+    @classmethod
+    def load(cls, folder: Path) -> "SessionState":
+        weights = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+        return cls(np.load(folder / "field.npy"), weights)
+
+
+class RegistrationSession:
+    """general -> ISO -> RSO(box) ..., with undo, cancel, metrics and an on-disk folder."""
+
+    def __init__(
+        self,
+        fixed: sitk.Image,
+        moving: sitk.Image,
+        net: RegistrationNet,
+        *,
+        grid_shape=None,
+        folder: str | Path | None = None,
+        reference: sitk.Image | None = None,
+        truth: sitk.Image | None = None,
+        seed: int = 0,
+        device: str = "auto",
+        loss: LossConfig = LossConfig(),
+        model_source: str = "",
+    ):
+        for image, what in ((fixed, "fixed image"), (moving, "moving image")):
+            check_scalar_volume(image, what)
+        if reference is not None:
+            check_scalar_volume(reference, "reference image")
+        if overlap_fraction(fixed, moving) < MIN_OVERLAP:
+            raise InputError("fixed and moving images do not overlap in physical space (check origins and directions)")
+        self.fixed, self.moving, self.reference, self.truth = fixed, moving, reference, truth
+        self.grid = ModelGrid.covering(fixed, grid_shape or net.config.grid)
+        self.device = resolve_device(device)
+        self.seed, self.loss_config, self.model_source = int(seed), loss, model_source
+        self.net = net.to(self.device)
+        self._prepare_arrays()
+        self.history: list[StepRecord] = []
+        initial = SessionState(np.zeros((3, *self.grid.shape), np.float32), _weights_copy(self.net))
+        self._states: list[SessionState | None] = [initial]
+        self.folder: Path | None = None
+        if folder is not None:
+            self.attach_folder(folder)
+
+    # ----------------------------------------------------------------- inputs on the model grid
+    def _prepare_arrays(self) -> None:
+        grid = self.grid
+        self.fixed_hu = grid.resample(self.fixed)
+        self.moving_hu = grid.resample(self.moving)
+        self.reference_hu = grid.resample(self.reference) if self.reference is not None else self.fixed_hu
+        self.truth_mm = grid.resample_field(self.truth) if self.truth is not None else None
+        as_tensor = lambda a: torch.from_numpy(normalise(a)).to(self.device)[None, None]  # noqa: E731
+        self.fixed_t, self.moving_t = as_tensor(self.fixed_hu), as_tensor(self.moving_hu)
+
+    # ----------------------------------------------------------------------------- the state
+    @property
+    def state(self) -> SessionState:
+        index = len(self.history)
+        if self._states[index] is None:
+            self._states[index] = SessionState.load(self._state_folder(index))
+        return self._states[index]
+
+    @property
+    def field_voxels(self) -> np.ndarray:
+        """The current field, (3, z, y, x) model-grid voxels (dz, dy, dx)."""
+        return self.state.field
+
+    @property
+    def field_mm(self) -> np.ndarray:
+        """The current field, (z, y, x, 3) LPS millimetres, fixed -> moving."""
+        return self.grid.voxels_to_mm(self.state.field)
+
+    def warped_model_grid(self, field_voxels: np.ndarray | None = None) -> np.ndarray:
+        """The moving image (HU) warped by a field on the model grid."""
+        field_voxels = self.field_voxels if field_voxels is None else field_voxels
+        displacement = torch.from_numpy(field_voxels).to(self.device)[None]
+        moving = torch.from_numpy(self.moving_hu + 1000.0).to(self.device)[None, None]
+        with torch.no_grad():  # warp HU+1000 so that the zero padding outside is air
+            warped = self.net.warp(moving, displacement)
+        return warped[0, 0].cpu().numpy() - 1000.0
+
+    # ----------------------------------------------------------------------------- the steps
+    def general(self) -> StepRecord:
+        """The general model's one forward pass (paper step 1)."""
+        return self._run("general", {}, None, self._general_candidate)
+
+    def iso(self, iterations: int = 100, *, learning_rate: float = PAPER_LEARNING_RATE,
+            progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> StepRecord:
+        """Image-specific optimisation: fine-tune the weights on the whole pair (paper eq. 3)."""
+        _check_iterations(iterations)
+        params = {"iterations": iterations, "learning_rate": learning_rate}
+        return self._run("iso", params, None, lambda: self._iso_candidate(params, progress, cancel))
+
+    def rso(self, box: RegionBox, settings: RSOSettings = RSOSettings(), *,
+            progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> StepRecord:
+        """Region-specific optimisation: fine-tune with the similarity restricted to ``box`` (eq. 6)."""
+        self._check_box(box)
+        params = asdict(settings)
+        return self._run("rso", params, box, lambda: self._rso_candidate(box, settings, progress, cancel))
+
+    def _run(self, kind: str, params: dict, box: RegionBox | None, make_candidate) -> StepRecord:
+        torch.manual_seed(self.seed + len(self.history))
+        start = time.perf_counter()
+        field_voxels, net, losses = make_candidate()  # may raise Cancelled: nothing changed yet
+        seconds = time.perf_counter() - start
+        previous = self.field_voxels
+        record = StepRecord(kind, params, losses, round(seconds, 3), self.metrics(field_voxels, box, previous), box)
+        self._accept(record, SessionState(field_voxels, _weights_copy(net)), net)
+        log.info("%s done in %.1f s: %s", kind, seconds, _summary(record.metrics))
+        return record
+
+    def _general_candidate(self):
+        return predict(self.net, self.fixed_t, self.moving_t)[0].cpu().numpy(), self.net, []
+
+    def _iso_candidate(self, params: dict, progress, cancel):
+        net = copy.deepcopy(self.net)
+        losses = fine_tune(net, self.fixed_t, self.moving_t, iterations=params["iterations"],
+                           loss_fn=self._loss(), learning_rate=params["learning_rate"], step="iso",
+                           progress=progress, cancel=cancel)
+        return predict(net, self.fixed_t, self.moving_t)[0].cpu().numpy(), net, losses
+
+    def _rso_candidate(self, box: RegionBox, settings: RSOSettings, progress, cancel):
+        net = copy.deepcopy(self.net)
+        old = self.field_voxels
+        margin = self.blend_margin_voxels(settings.blend_margin_mm)
+        if settings.mode == "crop":
+            window = crop_window(box.voxels, old, self.grid.shape, margin)
+            fixed, moving, region = self.fixed_t[(..., *window.slices)], self.moving_t[(..., *window.slices)], relative_to(box.voxels, window)
+        else:
+            window, fixed, moving, region = None, self.fixed_t, self.moving_t, box.voxels.slices
+        losses = fine_tune(net, fixed, moving, iterations=settings.iterations, loss_fn=self._loss(),
+                           region=region, learning_rate=settings.learning_rate, step="rso",
+                           progress=progress, cancel=cancel)
+        if settings.compose == "global":
+            return predict(net, self.fixed_t, self.moving_t)[0].cpu().numpy(), net, losses
+        candidate = old.copy()
+        target = (slice(None), *window.slices) if window is not None else (slice(None),)
+        candidate[target] = predict(net, fixed, moving)[0].cpu().numpy()
+        weights = blend_weights(box.voxels, margin, self.grid.shape)
+        return compose_local(old, candidate, weights[None]), net, losses
+
+    def _loss(self) -> RegistrationLoss:
+        return RegistrationLoss(self.loss_config).to(self.device)
+
+    def blend_margin_voxels(self, margin_mm: float) -> np.ndarray:
+        return np.ceil(margin_mm / self.grid.voxel_size_mm()).astype(int)
+
+    # --------------------------------------------------------------------------------- boxes
+    def box_from_ras(self, ras) -> RegionBox:
+        return box_from_ras(self.grid, ras)
+
+    def box_from_lps(self, corner_a, corner_b) -> RegionBox:
+        return box_from_lps(self.grid, corner_a, corner_b)
+
+    def box_from_fixed_index(self, ijk) -> RegionBox:
+        return box_from_fixed_index(self.grid, self.fixed, ijk)
+
+    def _check_box(self, box: RegionBox) -> None:
+        if not isinstance(box, RegionBox):
+            raise InputError("RSO needs a RegionBox (use session.box_from_ras / box_from_lps)")
+        if any(b > n or a < 0 or b <= a for a, b, n in zip(box.voxels.lo, box.voxels.hi, self.grid.shape)):
+            raise InputError(f"box voxels {box.voxels} do not fit the model grid {self.grid.shape}")
+
+    # ------------------------------------------------------------------------------- metrics
+    def metrics(self, field_voxels: np.ndarray | None = None, box: RegionBox | None = None,
+                previous: np.ndarray | None = None, margin_mm: float = DEFAULT_BLEND_MARGIN_MM) -> dict:
+        """RMSE (HU), TRE (mm), folding and, given the previous field, the change outside box + margin."""
+        field_voxels = self.field_voxels if field_voxels is None else field_voxels
+        field_mm = self.grid.voxels_to_mm(field_voxels)
+        warped = self.warped_model_grid(field_voxels)
+        inside = box.voxels.mask(self.grid.shape) if box else None
+        metrics = {
+            "rmse_hu": rmse(warped, self.reference_hu),
+            "rmse_hu_box": rmse(warped, self.reference_hu, inside) if box else None,
+            "rmse_hu_outside": rmse(warped, self.reference_hu, ~inside) if box else None,
+            "tre_mm": None, "tre_mm_box": None,
+            **folding(field_mm, self.grid.index_to_lps),
+            "outside_change_mm": None,
+        }
+        if self.truth_mm is not None:
+            metrics["tre_mm"] = target_registration_error(field_mm, self.truth_mm)
+            metrics["tre_mm_box"] = target_registration_error(field_mm, self.truth_mm, inside) if box else None
+        if box is not None and previous is not None:
+            around = box.voxels.expanded(self.blend_margin_voxels(margin_mm), self.grid.shape)
+            metrics["outside_change_mm"] = largest_change_outside(
+                self.grid.voxels_to_mm(previous), field_mm, around.mask(self.grid.shape))
+        return metrics
+
+    # ---------------------------------------------------------------------------------- undo
+    def undo(self) -> StepRecord | None:
+        """Drop the last step and restore the state before it, bit for bit; None if nothing to undo."""
+        if not self.history:
+            return None
+        record = self.history.pop()
+        self._states.pop()
+        self.net.load_state_dict(self.state.weights)
+        if self.folder is not None:
+            self._write_manifest()
+            shutil.rmtree(self._state_folder(len(self.history) + 1), ignore_errors=True)
+        log.info("undid %s", record.kind)
+        return record
+
+    def _accept(self, record: StepRecord, state: SessionState, net: torch.nn.Module) -> None:
+        index = len(self.history) + 1
+        if self.folder is not None:  # disk first: a crash now leaves the previous session intact
+            state.save(self._state_folder(index))
+            self._write_manifest(self.history + [record])
+        self.history.append(record)
+        self._states.append(state)
+        if self.net is not net:
+            self.net.load_state_dict(state.weights)
+        if self.folder is not None and index >= 2:
+            self._states[index - 2] = None  # older states reload from disk on undo
+
+    # ------------------------------------------------------------------------------- folder
+    def _state_folder(self, index: int) -> Path:
+        if self.folder is None:
+            raise RuntimeError("state not in memory and the session has no folder")
+        return self.folder / "states" / f"{index:04d}"
+
+    def attach_folder(self, folder: str | Path) -> None:
+        """Start writing the session (inputs, states, manifest) into a new folder."""
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"session folder {folder} is a file")
+        if (folder / "session.json").exists():
+            raise InputError(f"{folder} already holds a session; open it with RegistrationSession.open")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self._save_all_states()
+        for name, image in self._input_images().items():
+            if name == "truth":
+                write_displacement_field(image, folder / "truth.nii.gz")
+            else:
+                write_image(_compact(image), folder / f"{name}.nii.gz")
+        self._write_manifest()
+
+    def _save_all_states(self) -> None:
+        for index, state in enumerate(self._states):
+            state.save(self._state_folder(index))
+
+    def _input_images(self) -> dict:
+        images = {"fixed": self.fixed, "moving": self.moving, "reference": self.reference, "truth": self.truth}
+        return {name: image for name, image in images.items() if image is not None}
+
+    def _write_manifest(self, history: list[StepRecord] | None = None) -> None:
+        manifest = {
+            "format": SESSION_FORMAT,
+            "engine_version": __version__,
+            "grid": self.grid.to_dict(),
+            "model": {"config": self.net.config.to_dict(), "source": self.model_source},
+            "loss": asdict(self.loss_config),
+            "seed": self.seed,
+            "inputs": sorted(self._input_images()),
+            "steps": [r.to_dict() for r in (self.history if history is None else history)],
+        }
+        write_bytes_atomically(json.dumps(manifest, indent=1).encode(), self.folder / "session.json")
+
+    @classmethod
+    def open(cls, folder: str | Path, device: str = "auto") -> "RegistrationSession":
+        """Reopen a session folder at its last accepted step."""
+        folder = Path(folder)
+        manifest_path = folder / "session.json"
+        if not manifest_path.is_file():
+            raise InputError(f"{folder} holds no session (session.json missing)")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{manifest_path} is corrupt: {exc}") from None
+        if manifest.get("format") != SESSION_FORMAT:
+            raise InputError(f"{manifest_path} is not an RSORegistration session")
+        images = {name: _read_input(folder, name) for name in manifest["inputs"]}
+        session = cls.__new__(cls)
+        session._restore(folder, manifest, images, device)
+        return session
+
+    def _restore(self, folder: Path, manifest: dict, images: dict, device: str) -> None:
+        self.fixed, self.moving = images["fixed"], images["moving"]
+        self.reference, self.truth = images.get("reference"), images.get("truth")
+        self.grid = ModelGrid.from_dict(manifest["grid"])
+        self.device = resolve_device(device)
+        self.seed, self.loss_config = manifest["seed"], LossConfig(**manifest["loss"])
+        self.model_source = manifest["model"]["source"]
+        self.folder = folder
+        self.history = [StepRecord.from_dict(r) for r in manifest["steps"]]
+        self._states = [None] * (len(self.history) + 1)
+        _remove_orphan_states(folder, len(self.history))
+        self.net = RegistrationNet(ModelConfig.from_dict(manifest["model"]["config"])).to(self.device)
+        self.net.load_state_dict(self.state.weights)
+        self._prepare_arrays()
+
+
+def _read_input(folder: Path, name: str) -> sitk.Image:
+    path = folder / f"{name}.nii.gz"
+    return read_displacement_field(path, name) if name == "truth" else read_image(path, name)
+
+
+def _remove_orphan_states(folder: Path, steps: int) -> None:
+    """States written by a step that crashed before its manifest was: not part of the session."""
+    for path in (folder / "states").iterdir():
+        if path.name.startswith(".") or int(path.name) > steps:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _weights_copy(net: torch.nn.Module) -> dict:
+    return {key: value.detach().cpu().clone() for key, value in net.state_dict().items()}
+
+
+def _compact(image: sitk.Image) -> sitk.Image:
+    """CT in whole HU fits int16 at half the size; anything else is kept as it is."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        return image
+    values = sitk.GetArrayViewFromImage(image)
+    if np.all(values == np.round(values)) and values.min() >= -32768 and values.max() <= 32767:
+        return sitk.Cast(image, sitk.sitkInt16)
+    return image
+
+
+def _summary(metrics: dict) -> str:
+    parts = [f"RMSE {metrics['rmse_hu']:.1f} HU"]
+    if metrics.get("rmse_hu_box") is not None:
+        parts.append(f"box {metrics['rmse_hu_box']:.1f} HU")
+    if metrics.get("tre_mm"):
+        parts.append(f"TRE {metrics['tre_mm']['mean']:.2f} mm")
+    if metrics.get("tre_mm_box"):
+        parts.append(f"box TRE {metrics['tre_mm_box']['mean']:.2f} mm")
+    return ", ".join(parts)
+
+
+def open_inputs(fixed_path, moving_path, reference_path=None, truth_path=None) -> dict:
+    """Read a registration's input files, each checked, as keyword arguments for the session."""
+    return {
+        "fixed": read_image(fixed_path, "fixed image"),
+        "moving": read_image(moving_path, "moving image"),
+        "reference": read_image(reference_path, "reference image") if reference_path else None,
+        "truth": read_displacement_field(truth_path, "truth field") if truth_path else None,
+    }
