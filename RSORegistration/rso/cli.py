@@ -93,11 +93,17 @@ def add_subcommands(subparsers) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rso-registration", description="Deep interactive deformable registration (RSO).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar; log lines only")
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    add_output_options(parser, default=False)
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_subcommands(subparsers)
+    for subparser in subparsers.choices.values():  # accepted after the subcommand too
+        add_output_options(subparser, default=argparse.SUPPRESS)
     return parser
+
+
+def add_output_options(parser, default) -> None:
+    parser.add_argument("--quiet", action="store_true", default=default, help="no progress bar; log lines only")
+    parser.add_argument("--verbose", action="store_true", default=default, help="debug logging")
 
 
 @contextmanager
@@ -113,8 +119,28 @@ def one_line_errors():
         raise SystemExit(EXIT_CANCELLED) from None
 
 
+# Options whose comma-separated values may start with a minus sign (RAS coordinates), which
+# argparse would otherwise take for an option.
+NUMBER_LIST_OPTIONS = ("--roi", "--roi-ijk", "--grid")
+
+
+def attach_number_lists(argv: list[str]) -> list[str]:
+    """``--roi -12,3,...`` -> ``--roi=-12,3,...`` so that negative coordinates just work."""
+    joined, pending = [], None
+    for arg in argv:
+        if pending is not None:
+            joined.append(f"{pending}={arg}")
+            pending = None
+        elif arg in NUMBER_LIST_OPTIONS:
+            pending = arg
+        else:
+            joined.append(arg)
+    return joined + ([pending] if pending else [])
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(attach_number_lists(argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)

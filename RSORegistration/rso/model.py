@@ -94,20 +94,28 @@ def parameter_count(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def save_checkpoint(net: RegistrationNet, path: str | os.PathLike, **extra) -> Path:
-    """Write weights with their configuration (and any training state in ``extra``) atomically."""
+def save_checkpoint(net: RegistrationNet, path: str | os.PathLike, dtype: torch.dtype | None = None, **extra) -> Path:
+    """Write weights with their configuration (and any training state in ``extra``) atomically.
+
+    ``dtype=torch.float16`` halves a shipped model; loading always gives float32 weights.
+    """
     buffer = io.BytesIO()
     torch.save(
         {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
             "model_config": net.config.to_dict(),
-            "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "state_dict": {k: _stored(v, dtype) for k, v in net.state_dict().items()},
             **extra,
         },
         buffer,
     )
     return write_bytes_atomically(buffer.getvalue(), path)
+
+
+def _stored(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    tensor = tensor.detach().cpu()
+    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[RegistrationNet, dict]:

@@ -1,0 +1,38 @@
+# RSORegistration: set-up, data, tests and the demo on a fresh machine with Python 3 and make.
+#   make demo   set up, fetch the real chest CTs, run the demo case
+#   make test   set up, fetch the real chest CTs, run the tests
+# A GPU user installs the torch build that matches their CUDA and runs `make TORCH_SPEC= test`.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: setup data test test-fast demo clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(TORCH_SPEC),$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)")
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+data: setup
+	$(BIN)/rso-registration fetch-data
+
+test: data
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: data
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: data
+	$(BIN)/rso-registration demo --out out/demo $(DEMO_ARGS)
+
+clean:
+	rm -rf $(VENV) out .pytest_cache
