@@ -7,3 +7,7 @@ class InputError(ValueError):
 
 class Cancelled(Exception):
     """A step was cancelled by the user; the session is left exactly as before the step."""
+
+
+class Diverged(InputError):
+    """An optimisation produced a non-finite loss; the step is dropped and the session unchanged."""

@@ -76,6 +76,7 @@ def build_report(session) -> dict:
         "model": {"source": session.model_source, "config": session.net.config.to_dict()},
         "grid": session.grid.to_dict(),
         "seed": session.seed,
+        "precision": session.precision,
         "conventions": {
             "displacement": "ITK displacement field, LPS mm, maps fixed points to moving points",
             "metrics_grid": "metrics are computed on the model grid",

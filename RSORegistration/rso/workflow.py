@@ -37,6 +37,7 @@ class RegisterJob:
     truth: str | None = None
     reference: str | None = None
     device: str = "auto"
+    precision: str = "fp32"
     seed: int = 0
     figure: bool = True
 
@@ -47,7 +48,7 @@ class RegisterJob:
             grid=tuple(args.grid) if args.grid else None, iso=args.iso, boxes_ras=args.roi, boxes_ijk=args.roi_ijk,
             rso=RSOSettings(iterations=args.rso, mode=args.rso_mode, compose=args.compose, blend_margin_mm=args.blend_margin),
             loss=LossConfig(similarity=args.similarity, smoothness_weight=args.smoothness),
-            truth=args.truth, reference=args.reference, device=args.device, seed=args.seed, figure=not args.no_figure,
+            truth=args.truth, reference=args.reference, device=args.device, precision=args.precision, seed=args.seed, figure=not args.no_figure,
         )
 
 
@@ -59,11 +60,10 @@ def prepare_session(job: RegisterJob) -> tuple[RegistrationSession, list]:
     if job.model and job.channels:
         raise InputError("--channels describes an untrained network; it cannot be combined with --model")
     inputs = open_inputs(job.fixed, job.moving, job.reference, job.truth)
-    config = ModelConfig(channels=tuple(job.channels)) if job.channels else None
-    net, source = build_model(job.model, config)
+    net, source = build_model(job.model, ModelConfig(channels=tuple(job.channels)) if job.channels else None)
     log.info("model: %s, channels %s", source, net.config.channels)
     session = RegistrationSession(**inputs, net=net, grid_shape=job.grid, seed=job.seed, device=job.device,
-                                  loss=job.loss, model_source=source)
+                                  loss=job.loss, model_source=source, precision=job.precision)
     boxes = [session.box_from_ras(b) for b in job.boxes_ras] + [session.box_from_fixed_index(b) for b in job.boxes_ijk]
     return session, boxes
 
