@@ -57,6 +57,7 @@ def add_register(subparsers) -> None:
     parser.add_argument("--blend-margin", type=float, default=15.0, metavar="MM", help="local blend margin (mm)")
     parser.add_argument("--truth", help="ground-truth displacement field (ITK, fixed -> moving) for TRE")
     parser.add_argument("--reference", help="image to measure RMSE against (default: the fixed image)")
+    parser.add_argument("--mask", help="where whole-image and box metrics are measured, e.g. a body mask (default: everywhere)")
     parser.add_argument("--no-figure", action="store_true", help="skip report.png")
     parser.set_defaults(func=run_register)
 

@@ -64,7 +64,8 @@ def run_demo(args) -> int:
         raise InputError(f"output folder {out} is a file")
     case = demo_case()
     inputs = open_inputs(case / f"cbct_phase{FIXED_PHASE}.nii.gz", case / f"cbct_phase{MOVING_PHASE}.nii.gz",
-                         case / f"ct_phase{FIXED_PHASE}.nii.gz", case / f"truth_{FIXED_PHASE}_{MOVING_PHASE}.nii.gz")
+                         case / f"ct_phase{FIXED_PHASE}.nii.gz", case / f"truth_{FIXED_PHASE}_{MOVING_PHASE}.nii.gz",
+                         case / "body_mask.nii.gz")
     rso_settings = RSOSettings(iterations=plan.rso, mode=args.rso_mode, compose=args.compose)
     loss = LossConfig(similarity=args.similarity, smoothness_weight=args.smoothness)
 

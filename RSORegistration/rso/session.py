@@ -157,6 +157,7 @@ class RegistrationSession:
         folder: str | Path | None = None,
         reference: sitk.Image | None = None,
         truth: sitk.Image | None = None,
+        mask: sitk.Image | None = None,
         seed: int = 0,
         device: str = "auto",
         loss: LossConfig = LossConfig(),
@@ -169,7 +170,7 @@ class RegistrationSession:
             check_scalar_volume(reference, "reference image")
         if overlap_fraction(fixed, moving) < MIN_OVERLAP:
             raise InputError("fixed and moving images do not overlap in physical space (check origins and directions)")
-        self.fixed, self.moving, self.reference, self.truth = fixed, moving, reference, truth
+        self.fixed, self.moving, self.reference, self.truth, self.mask = fixed, moving, reference, truth, mask
         self.grid = ModelGrid.covering(fixed, grid_shape or net.config.grid)
         self.device = resolve_device(device)
         self.seed, self.loss_config, self.model_source = int(seed), loss, model_source
@@ -190,6 +191,8 @@ class RegistrationSession:
         self.moving_hu = grid.resample(self.moving)
         self.reference_hu = grid.resample(self.reference) if self.reference is not None else self.fixed_hu
         self.truth_mm = grid.resample_field(self.truth) if self.truth is not None else None
+        # Where quality is measured (e.g. the body): air outside the patient says nothing about motion.
+        self.evaluation_mask = grid.resample(self.mask, default=0) > 0.5 if self.mask is not None else None
         as_tensor = lambda a: torch.from_numpy(normalise(a)).to(self.device)[None, None]  # noqa: E731
         self.fixed_t, self.moving_t = as_tensor(self.fixed_hu), as_tensor(self.moving_hu)
 
@@ -315,23 +318,32 @@ class RegistrationSession:
         field_voxels = self.field_voxels if field_voxels is None else field_voxels
         field_mm = self.grid.voxels_to_mm(field_voxels)
         warped = self.warped_model_grid(field_voxels)
-        inside = box.voxels.mask(self.grid.shape) if box else None
+        whole = self.evaluation_mask
+        inside = self._evaluated(box.voxels.mask(self.grid.shape)) if box else None
+        outside = self._evaluated(~box.voxels.mask(self.grid.shape)) if box else None
         metrics = {
-            "rmse_hu": rmse(warped, self.reference_hu),
+            "rmse_hu": rmse(warped, self.reference_hu, whole),
             "rmse_hu_box": rmse(warped, self.reference_hu, inside) if box else None,
-            "rmse_hu_outside": rmse(warped, self.reference_hu, ~inside) if box else None,
+            "rmse_hu_outside": rmse(warped, self.reference_hu, outside) if box else None,
             "tre_mm": None, "tre_mm_box": None,
             **folding(field_mm, self.grid.index_to_lps),
             "outside_change_mm": None,
         }
         if self.truth_mm is not None:
-            metrics["tre_mm"] = target_registration_error(field_mm, self.truth_mm)
+            metrics["tre_mm"] = target_registration_error(field_mm, self.truth_mm, whole)
             metrics["tre_mm_box"] = target_registration_error(field_mm, self.truth_mm, inside) if box else None
         if box is not None and previous is not None:
             around = box.voxels.expanded(self.blend_margin_voxels(margin_mm), self.grid.shape)
             metrics["outside_change_mm"] = largest_change_outside(
                 self.grid.voxels_to_mm(previous), field_mm, around.mask(self.grid.shape))
         return metrics
+
+    def _evaluated(self, region: np.ndarray) -> np.ndarray:
+        """A region restricted to the evaluation mask, unless that would leave nothing."""
+        if self.evaluation_mask is None:
+            return region
+        restricted = region & self.evaluation_mask
+        return restricted if restricted.any() else region
 
     # ---------------------------------------------------------------------------------- undo
     def undo(self) -> StepRecord | None:
@@ -387,7 +399,8 @@ class RegistrationSession:
             state.save(self._state_folder(index))
 
     def _input_images(self) -> dict:
-        images = {"fixed": self.fixed, "moving": self.moving, "reference": self.reference, "truth": self.truth}
+        images = {"fixed": self.fixed, "moving": self.moving, "reference": self.reference, "truth": self.truth,
+                  "mask": self.mask}
         return {name: image for name, image in images.items() if image is not None}
 
     def _write_manifest(self, history: list[StepRecord] | None = None) -> None:
@@ -424,7 +437,7 @@ class RegistrationSession:
 
     def _restore(self, folder: Path, manifest: dict, images: dict, device: str) -> None:
         self.fixed, self.moving = images["fixed"], images["moving"]
-        self.reference, self.truth = images.get("reference"), images.get("truth")
+        self.reference, self.truth, self.mask = images.get("reference"), images.get("truth"), images.get("mask")
         self.grid = ModelGrid.from_dict(manifest["grid"])
         self.device = resolve_device(device)
         self.seed, self.loss_config = manifest["seed"], LossConfig(**manifest["loss"])
@@ -476,11 +489,12 @@ def _summary(metrics: dict) -> str:
     return ", ".join(parts)
 
 
-def open_inputs(fixed_path, moving_path, reference_path=None, truth_path=None) -> dict:
+def open_inputs(fixed_path, moving_path, reference_path=None, truth_path=None, mask_path=None) -> dict:
     """Read a registration's input files, each checked, as keyword arguments for the session."""
     return {
         "fixed": read_image(fixed_path, "fixed image"),
         "moving": read_image(moving_path, "moving image"),
         "reference": read_image(reference_path, "reference image") if reference_path else None,
         "truth": read_displacement_field(truth_path, "truth field") if truth_path else None,
+        "mask": read_image(mask_path, "evaluation mask") if mask_path else None,
     }

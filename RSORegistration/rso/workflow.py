@@ -36,6 +36,7 @@ class RegisterJob:
     loss: LossConfig = field(default_factory=LossConfig)
     truth: str | None = None
     reference: str | None = None
+    mask: str | None = None
     device: str = "auto"
     precision: str = "fp32"
     seed: int = 0
@@ -48,7 +49,7 @@ class RegisterJob:
             grid=tuple(args.grid) if args.grid else None, iso=args.iso, boxes_ras=args.roi, boxes_ijk=args.roi_ijk,
             rso=RSOSettings(iterations=args.rso, mode=args.rso_mode, compose=args.compose, blend_margin_mm=args.blend_margin),
             loss=LossConfig(similarity=args.similarity, smoothness_weight=args.smoothness),
-            truth=args.truth, reference=args.reference, device=args.device, precision=args.precision, seed=args.seed, figure=not args.no_figure,
+            truth=args.truth, reference=args.reference, mask=args.mask, device=args.device, precision=args.precision, seed=args.seed, figure=not args.no_figure,
         )
 
 
@@ -59,7 +60,7 @@ def prepare_session(job: RegisterJob) -> tuple[RegistrationSession, list]:
         raise InputError("--iso must be >= 0")
     if job.model and job.channels:
         raise InputError("--channels describes an untrained network; it cannot be combined with --model")
-    inputs = open_inputs(job.fixed, job.moving, job.reference, job.truth)
+    inputs = open_inputs(job.fixed, job.moving, job.reference, job.truth, job.mask)
     net, source = build_model(job.model, ModelConfig(channels=tuple(job.channels)) if job.channels else None)
     log.info("model: %s, channels %s", source, net.config.channels)
     session = RegistrationSession(**inputs, net=net, grid_shape=job.grid, seed=job.seed, device=job.device,

@@ -150,3 +150,18 @@ def test_images_without_physical_overlap_are_refused(known_pair, tiny_net):
     far.SetOrigin([o + 5000 for o in moving.GetOrigin()])
     with pytest.raises(InputError, match="do not overlap"):
         RegistrationSession(fixed, far, tiny_net, grid_shape=TEST_GRID)
+
+
+def test_evaluation_mask_restricts_the_metrics(known_pair, tiny_net):
+    from rso.metrics import target_registration_error
+
+    fixed, moving, truth = known_pair
+    body = sitk.Cast(sitk.BinaryThreshold(fixed, -500, 5000), sitk.sitkUInt8)
+    session = RegistrationSession(fixed, moving, tiny_net, grid_shape=TEST_GRID, truth=truth, mask=body, device="cpu")
+    metrics = session.general().metrics
+    mask = session.evaluation_mask
+    assert 0.05 < mask.mean() < 0.95
+    expected = target_registration_error(session.field_mm, session.truth_mm, mask)
+    assert metrics["tre_mm"] == expected
+    unmasked = target_registration_error(session.field_mm, session.truth_mm)
+    assert metrics["tre_mm"]["mean"] != unmasked["mean"]
