@@ -50,8 +50,9 @@ def add_register(subparsers) -> None:
     parser.add_argument("--roi-ijk", type=number_list(6, int), action="append", default=[], metavar="I1,J1,K1,I2,J2,K2",
                         help="box in fixed-image voxel indices (both ends included); repeatable")
     parser.add_argument("--rso", type=int, default=400, metavar="N", help="RSO iterations per box (default 400)")
-    parser.add_argument("--rso-mode", choices=("full", "crop"), default="full",
-                        help="full: whole image fed (the paper); crop: only a sub-volume around the box")
+    parser.add_argument("--rso-mode", choices=("full", "crop", "direct"), default="full",
+                        help="full: whole image fed (the paper); crop: only a sub-volume around the box; "
+                        "direct: optimise the displacement in the box itself, no network (needs --compose local)")
     parser.add_argument("--compose", choices=("global", "local"), default="global",
                         help="global: the fine-tuned field everywhere (the paper); local: the box only, blended")
     parser.add_argument("--blend-margin", type=float, default=15.0, metavar="MM", help="local blend margin (mm)")

@@ -132,7 +132,7 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer iterations (ISO-50 vs ISO-10 + RSO-40)")
     parser.add_argument("--roi", type=number_list(6), metavar="R1,A1,S1,R2,A2,S2",
                         help="the RSO box in RAS mm (default: where the residual is worst after ISO)")
-    parser.add_argument("--rso-mode", choices=("full", "crop"), default=RSOSettings.mode)
+    parser.add_argument("--rso-mode", choices=("full", "crop", "direct"), default=RSOSettings.mode)
     parser.add_argument("--compose", choices=("global", "local"), default=RSOSettings.compose)
     add_model_arguments(parser)
     parser.set_defaults(func=run_demo)

@@ -22,6 +22,7 @@ from .losses import RegistrationLoss
 log = logging.getLogger(__name__)
 
 PAPER_LEARNING_RATE = 3e-4
+DIRECT_LEARNING_RATE = 0.02  # voxels per iteration, roughly: Adam's steps are about this size
 
 
 @dataclass(frozen=True)
@@ -79,14 +80,20 @@ def fine_tune(
     """
     optimizer = torch.optim.Adam(net.parameters(), lr=learning_rate)
     net.train()
+    return _optimise(optimizer, lambda: net(fixed, moving), fixed, moving, net.warp, loss_fn, region, iterations,
+                     step, progress, cancel)
+
+
+def _optimise(optimizer, displacement_of, fixed, moving, warp, loss_fn, region, iterations, step, progress, cancel):
+    """The iteration loop both solvers share: loss, step, progress with ETA, cancel between iterations."""
     losses: list[float] = []
     start = time.perf_counter()
     for iteration in range(1, iterations + 1):
         if cancel is not None:
             cancel.check()
         optimizer.zero_grad(set_to_none=True)
-        displacement = net(fixed, moving)
-        loss = loss_fn(fixed, net.warp(moving, displacement), displacement, region)
+        displacement = displacement_of()
+        loss = loss_fn(fixed, warp(moving, displacement), displacement, region)
         if not torch.isfinite(loss):
             raise Diverged(f"{step.upper()} diverged at iteration {iteration} (non-finite loss); the session is "
                            "unchanged: try fp32 precision or a lower learning rate")
@@ -100,6 +107,37 @@ def fine_tune(
     if cancel is not None:
         cancel.check()
     return losses
+
+
+def optimise_field(
+    field: torch.Tensor,
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    warp,
+    *,
+    iterations: int,
+    loss_fn: RegistrationLoss,
+    region: tuple[slice, ...],
+    learning_rate: float = DIRECT_LEARNING_RATE,
+    coarsening: int = 2,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> tuple[torch.Tensor, list[float]]:
+    """Direct-field RSO: Adam on a displacement update itself, no network (a third mode).
+
+    The update lives on a grid ``coarsening`` times coarser than the window and is upsampled
+    trilinearly, which keeps it smooth without a strong regulariser; it starts at zero.
+    """
+    coarse_shape = [max(2, n // coarsening) for n in field.shape[2:]]
+    update = torch.zeros((1, 3, *coarse_shape), device=field.device, requires_grad=True)
+    optimizer = torch.optim.Adam([update], lr=learning_rate)
+
+    def current() -> torch.Tensor:
+        return field + torch.nn.functional.interpolate(update, size=field.shape[2:], mode="trilinear", align_corners=True)
+
+    losses = _optimise(optimizer, current, fixed, moving, warp, loss_fn, region, iterations, "rso", progress, cancel)
+    with torch.no_grad():
+        return current(), losses
 
 
 @torch.no_grad()

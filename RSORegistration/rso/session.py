@@ -44,6 +44,7 @@ from .optimize import (
     compose_local,
     crop_window,
     fine_tune,
+    optimise_field,
     predict,
     relative_to,
 )
@@ -51,7 +52,7 @@ from .optimize import (
 log = logging.getLogger(__name__)
 
 SESSION_FORMAT = "rso-registration-session"
-RSO_MODES = ("full", "crop")
+RSO_MODES = ("full", "crop", "direct")
 COMPOSITIONS = ("global", "local")
 MIN_OVERLAP = 0.01
 DEFAULT_BLEND_MARGIN_MM = 15.0
@@ -77,7 +78,7 @@ class RSOSettings:
     """How an RSO step runs: which input is fed and how its field is merged."""
 
     iterations: int = 400
-    mode: str = "full"  # the paper: whole image fed, loss in the box
+    mode: str = "full"  # the paper: whole image fed, loss in the box; "crop" feeds a window; "direct" optimises the field
     compose: str = "global"  # the paper: the fine-tuned network's field everywhere
     blend_margin_mm: float = DEFAULT_BLEND_MARGIN_MM
     learning_rate: float = PAPER_LEARNING_RATE
@@ -87,6 +88,8 @@ class RSOSettings:
             raise InputError(f"RSO mode must be one of {RSO_MODES}, not {self.mode!r}")
         if self.compose not in COMPOSITIONS:
             raise InputError(f"composition must be one of {COMPOSITIONS}, not {self.compose!r}")
+        if self.mode == "direct" and self.compose != "local":
+            raise InputError("the direct-field mode changes only the box: use composition local")
         _check_iterations(self.iterations)
         if self.blend_margin_mm < 0:
             raise InputError("blend margin must be >= 0 mm")
@@ -270,22 +273,28 @@ class RegistrationSession:
         return predict(net, self.fixed_t, self.moving_t)[0].cpu().numpy(), net, losses
 
     def _rso_candidate(self, box: RegionBox, settings: RSOSettings, progress, cancel):
-        net = copy.deepcopy(self.net)
         old = self.field_voxels
         margin = self.blend_margin_voxels(settings.blend_margin_mm)
-        if settings.mode == "crop":
-            window = crop_window(box.voxels, old, self.grid.shape, margin)
-            fixed, moving, region = self.fixed_t[(..., *window.slices)], self.moving_t[(..., *window.slices)], relative_to(box.voxels, window)
-        else:
+        if settings.mode == "full":
             window, fixed, moving, region = None, self.fixed_t, self.moving_t, box.voxels.slices
-        losses = fine_tune(net, fixed, moving, iterations=settings.iterations, loss_fn=self._loss(),
-                           region=region, learning_rate=settings.learning_rate, step="rso",
-                           progress=progress, cancel=cancel)
-        if settings.compose == "global":
-            return predict(net, self.fixed_t, self.moving_t)[0].cpu().numpy(), net, losses
-        candidate = old.copy()
+        else:
+            window = crop_window(box.voxels, old, self.grid.shape, margin)
+            fixed, moving = self.fixed_t[(..., *window.slices)], self.moving_t[(..., *window.slices)]
+            region = relative_to(box.voxels, window)
         target = (slice(None), *window.slices) if window is not None else (slice(None),)
-        candidate[target] = predict(net, fixed, moving)[0].cpu().numpy()
+        common = dict(iterations=settings.iterations, loss_fn=self._loss(), region=region, progress=progress, cancel=cancel)
+        if settings.mode == "direct":  # the weights stay as they are; only the field in the window moves
+            net = self.net
+            start = torch.from_numpy(old[target]).to(self.device)[None]
+            new_window, losses = optimise_field(start, fixed, moving, net.warp, **common)
+        else:
+            net = copy.deepcopy(self.net)
+            losses = fine_tune(net, fixed, moving, learning_rate=settings.learning_rate, step="rso", **common)
+            if settings.compose == "global":
+                return predict(net, self.fixed_t, self.moving_t)[0].cpu().numpy(), net, losses
+            new_window = predict(net, fixed, moving)
+        candidate = old.copy()
+        candidate[target] = new_window[0].cpu().numpy()
         weights = blend_weights(box.voxels, margin, self.grid.shape)
         return compose_local(old, candidate, weights[None]), net, losses
 

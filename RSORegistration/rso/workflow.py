@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,10 +96,10 @@ def start_session_folder(session: RegistrationSession, folder: Path) -> None:
 
 
 class step_progress:
-    """A tqdm bar per optimisation step (or log lines when quiet), fed by session callbacks."""
+    """A tqdm bar per optimisation step on a terminal (log lines when quiet or piped), fed by callbacks."""
 
     def __init__(self, enabled: bool):
-        self.enabled = enabled
+        self.enabled = enabled and sys.stderr.isatty()
         self.bar = None
         self.step = None
 

@@ -53,7 +53,7 @@ def test_rso_improves_the_box_more_than_the_same_extra_iso(make_session):
     assert rso.metrics["tre_mm_box"]["mean"] < more_iso
 
 
-@pytest.mark.parametrize("mode", ["full", "crop"])
+@pytest.mark.parametrize("mode", ["full", "crop", "direct"])
 def test_local_composition_leaves_the_outside_exactly_unchanged(make_session, mode):
     session = make_session(grid_shape=TEST_GRID)
     session.general()
@@ -165,3 +165,17 @@ def test_evaluation_mask_restricts_the_metrics(known_pair, tiny_net):
     assert metrics["tre_mm"] == expected
     unmasked = target_registration_error(session.field_mm, session.truth_mm)
     assert metrics["tre_mm"]["mean"] != unmasked["mean"]
+
+
+def test_direct_field_rso_improves_the_box_and_keeps_the_weights(make_session):
+    session = make_session(grid_shape=TEST_GRID)
+    session.general()
+    box = session.box_from_fixed_index(BUMP_BOX_IJK)
+    before = session.metrics(box=box)["tre_mm_box"]["mean"]
+    weights = {k: v.clone() for k, v in session.net.state_dict().items()}
+    record = session.rso(box, RSOSettings(iterations=60, mode="direct", compose="local"))
+    assert record.metrics["tre_mm_box"]["mean"] < 0.8 * before
+    assert record.metrics["outside_change_mm"] == 0.0
+    assert all((v == weights[k]).all() for k, v in session.net.state_dict().items())
+    with pytest.raises(InputError, match="use composition local"):
+        RSOSettings(mode="direct", compose="global")
