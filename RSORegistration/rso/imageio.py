@@ -83,6 +83,7 @@ def write_image(image: sitk.Image, path: str | os.PathLike) -> Path:
     suffix = "".join(path.suffixes) or ".nii.gz"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem.split('.')[0]}-", suffix=suffix, dir=path.parent)
     os.close(fd)
+    _ordinary_permissions(tmp)
     try:
         sitk.WriteImage(image, tmp, useCompression=True)
         os.replace(tmp, path)
@@ -139,6 +140,7 @@ def write_bytes_atomically(data: bytes, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    _ordinary_permissions(tmp)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -147,6 +149,13 @@ def write_bytes_atomically(data: bytes, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _ordinary_permissions(path: str) -> None:
+    """mkstemp makes files private (0600); results should get the usual umask-based mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _first_line(exc: BaseException) -> str:
