@@ -107,7 +107,7 @@ def fetch_data(cache_dir: Path | None = None, force: bool = False) -> dict[str, 
     for archive in dict.fromkeys(item.archive for item in wanted):
         _fetch_archive(archive, [item for item in wanted if item.archive == archive], cache)
     if wanted or not (cache / "LICENSES.md").exists():
-        write_bytes_atomically(cache / "LICENSES.md", LICENSES_NOTE.encode())
+        write_bytes_atomically(LICENSES_NOTE.encode(), cache / "LICENSES.md")
     return {item.key: cache / item.filename for item in DATA_FILES}
 
 
@@ -138,10 +138,10 @@ def _fetch_archive(archive: Archive, items: list[DataFile], cache: Path) -> None
             got = hashlib.sha256(contents[item.member]).hexdigest()
             if got != item.sha256:
                 raise InputError(f"{item.member} in {path.name} has SHA-256 {got}, expected {item.sha256}")
-            write_bytes_atomically(cache / item.filename, contents[item.member])
+            write_bytes_atomically(contents[item.member], cache / item.filename)
             log.info("cached %s (%s)", cache / item.filename, archive.requirement)
         name = archive.requirement.split("==")[0]
-        write_bytes_atomically(cache / f"LICENSE-{name}.txt", contents[archive.license_member])
+        write_bytes_atomically(contents[archive.license_member], cache / f"LICENSE-{name}.txt")
 
 
 def download_archive(archive: Archive, folder: Path) -> Path:
