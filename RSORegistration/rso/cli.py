@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 from . import __version__
 from .errors import Cancelled, InputError
+from .options import COMPOSITIONS, DEVICES, PRECISIONS, RSO_MODES, SIMILARITIES
 
 log = logging.getLogger("rso")
 
@@ -50,10 +51,10 @@ def add_register(subparsers) -> None:
     parser.add_argument("--roi-ijk", type=number_list(6, int), action="append", default=[], metavar="I1,J1,K1,I2,J2,K2",
                         help="box in fixed-image voxel indices (both ends included); repeatable")
     parser.add_argument("--rso", type=int, default=400, metavar="N", help="RSO iterations per box (default 400)")
-    parser.add_argument("--rso-mode", choices=("full", "crop", "direct"), default="full",
+    parser.add_argument("--rso-mode", choices=RSO_MODES, default="full",
                         help="full: whole image fed (the paper); crop: only a sub-volume around the box; "
                         "direct: optimise the displacement in the box itself, no network (needs --compose local)")
-    parser.add_argument("--compose", choices=("global", "local"), default="global",
+    parser.add_argument("--compose", choices=COMPOSITIONS, default="global",
                         help="global: the fine-tuned field everywhere (the paper); local: the box only, blended")
     parser.add_argument("--blend-margin", type=float, default=15.0, metavar="MM", help="local blend margin (mm)")
     parser.add_argument("--truth", help="ground-truth displacement field (ITK, fixed -> moving) for TRE")
@@ -68,10 +69,10 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--channels", type=lambda t: tuple(int(v) for v in t.split(",")),
                         help="channels of an untrained network when no model is used (e.g. 8,16,32,64,128)")
     parser.add_argument("--grid", type=number_list(3, int), metavar="Z,Y,X", help="model grid (multiples of 16)")
-    parser.add_argument("--similarity", choices=("mse", "lncc"), default="mse")
+    parser.add_argument("--similarity", choices=SIMILARITIES, default="mse")
     parser.add_argument("--smoothness", type=float, default=0.01, metavar="W", help="smoothness weight")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="network arithmetic: bf16 is 2-3x faster on CPUs with native bfloat16 but "
                         "less stable; auto picks bf16 where the hardware has it")
     parser.add_argument("--seed", type=int, default=0)

@@ -21,6 +21,7 @@ from .fetch import default_cache_dir, fetch_data
 from .imageio import write_bytes_atomically
 from .losses import LossConfig
 from .model import build_model
+from .options import COMPOSITIONS, RSO_MODES
 from .session import RegistrationSession, RSOSettings, open_inputs
 from .workflow import step_progress
 
@@ -132,7 +133,7 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer iterations (ISO-50 vs ISO-10 + RSO-40)")
     parser.add_argument("--roi", type=number_list(6), metavar="R1,A1,S1,R2,A2,S2",
                         help="the RSO box in RAS mm (default: where the residual is worst after ISO)")
-    parser.add_argument("--rso-mode", choices=("full", "crop", "direct"), default=RSOSettings.mode)
-    parser.add_argument("--compose", choices=("global", "local"), default=RSOSettings.compose)
+    parser.add_argument("--rso-mode", choices=RSO_MODES, default=RSOSettings.mode)
+    parser.add_argument("--compose", choices=COMPOSITIONS, default=RSOSettings.compose)
     add_model_arguments(parser)
     parser.set_defaults(func=run_demo)

@@ -8,8 +8,8 @@ import torch
 from monai.losses import BendingEnergyLoss, DiffusionLoss, LocalNormalizedCrossCorrelationLoss
 
 from .errors import InputError
+from .options import SIMILARITIES
 
-SIMILARITIES = ("mse", "lncc")
 REGULARIZERS = ("diffusion", "bending")
 LNCC_KERNEL = 7
 

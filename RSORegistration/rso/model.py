@@ -18,6 +18,7 @@ from monai.networks.blocks import Warp
 from monai.networks.nets import UNet
 
 from .errors import InputError
+from .options import PRECISIONS
 from .imageio import write_bytes_atomically
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,6 @@ CHECKPOINT_FORMAT = "rso-registration-checkpoint"
 CHECKPOINT_VERSION = 1
 PAPER_CHANNELS = (16, 32, 64, 128, 256)
 DEFAULT_GRID = (64, 128, 128)
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from .imageio import (
     write_image,
 )
 from .losses import LossConfig, RegistrationLoss
+from .options import COMPOSITIONS, DEVICES, RSO_MODES
 from .metrics import folding, largest_change_outside, rmse, target_registration_error
 from .model import ModelConfig, RegistrationNet
 from .optimize import (
@@ -52,8 +53,6 @@ from .optimize import (
 log = logging.getLogger(__name__)
 
 SESSION_FORMAT = "rso-registration-session"
-RSO_MODES = ("full", "crop", "direct")
-COMPOSITIONS = ("global", "local")
 MIN_OVERLAP = 0.01
 DEFAULT_BLEND_MARGIN_MM = 15.0
 
@@ -68,8 +67,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise InputError("device cuda was asked for but torch sees no CUDA GPU")
-    if name not in ("cpu", "cuda"):
-        raise InputError(f"device must be auto, cpu or cuda, not {name!r}")
+    if name not in DEVICES:
+        raise InputError(f"device must be one of {DEVICES}, not {name!r}")
     return torch.device(name)
 
 

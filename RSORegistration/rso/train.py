@@ -29,6 +29,7 @@ from .imageio import read_image
 from .losses import LossConfig, RegistrationLoss
 from .model import ModelConfig, RegistrationNet, load_checkpoint, save_checkpoint
 from .optimize import PAPER_LEARNING_RATE
+from .options import DEVICES, PRECISIONS
 from .session import normalise, resolve_device
 
 log = logging.getLogger(__name__)
@@ -227,8 +228,8 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--lr", type=float, default=PAPER_LEARNING_RATE)
     parser.add_argument("--smoothness", type=float, default=LossConfig().smoothness_weight)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32")
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
     parser.add_argument("--resume", action="store_true", help="continue from --out")
     parser.add_argument("--checkpoint-every", type=int, default=200)
     parser.add_argument("--compact", help="also write fp16 weights without optimizer state here at the end")

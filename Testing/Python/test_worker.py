@@ -19,56 +19,22 @@ import SimpleITK as sitk
 from rso import protocol, worker
 from rso.client import WorkerClient, WorkerError
 from rso.errors import Cancelled, InputError
+from rso.phantom import demo_pair
 from rso.session import RegistrationSession
 
 CHANNELS = [4, 8, 16, 32, 64]
 GRID = [32, 64, 64]
 ISO_ITERATIONS = 6
-# RAS mm around the left-lung nodule of the synthetic pair (the image spans +-96 mm in R and A, +-48 in S).
-NODULE_BOX_RAS = [-62.0, -30.0, -24.0, -18.0, 14.0, 24.0]
-
-
-# ------------------------------------------------------------------------------ synthetic pair
-def synthetic_ct() -> sitk.Image:
-    """A CT-like thorax, 64x64x32 voxels at 3 mm: body at 0 HU, two lungs at -850, spine, vessels, a nodule."""
-    size, spacing = (64, 64, 32), 3.0
-    origin = [-(n - 1) * spacing / 2 for n in size]
-    z, y, x = np.meshgrid(*[origin[a] + spacing * np.arange(size[a]) for a in (2, 1, 0)], indexing="ij")  # LPS mm
-    hu = np.full(x.shape, -1000.0)
-    hu[(x / 85) ** 2 + (y / 62) ** 2 <= 1] = 0.0
-    for side in (-1, 1):
-        hu[((x - side * 38) / 30) ** 2 + ((y + 4) / 40) ** 2 + (z / 44) ** 2 <= 1] = -850.0
-        hu[(x - side * 30) ** 2 + (y + 20) ** 2 + (z - 10 * side) ** 2 <= 4.5**2] = 60.0  # vessels
-    hu[(x - 40) ** 2 + (y - 8) ** 2 + z**2 <= 7**2] = 40.0  # a nodule in the left lung (LPS +x)
-    hu[(x**2 + (y - 45) ** 2 <= 11**2)] = 700.0  # spine
-    hu[(x / 16) ** 2 + ((y + 22) / 14) ** 2 <= 1] = 45.0  # mediastinum
-    hu += np.random.default_rng(0).normal(0, 8, hu.shape)
-    image = sitk.GetImageFromArray(hu.astype(np.float32))
-    image.SetSpacing([spacing] * 3)
-    image.SetOrigin(origin)
-    return sitk.SmoothingRecursiveGaussian(image, 1.5)
-
-
-def breathing_field(image: sitk.Image) -> sitk.Image:
-    """A smooth LPS-mm field: SI motion growing inferiorly, some AP motion, and a bump at the nodule."""
-    size = image.GetSize()
-    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in size[::-1]], indexing="ij")
-    field = np.zeros((*size[::-1], 3))
-    field[..., 2] = 6.0 * 0.5 * (1 - z) * np.exp(-(x**2 + y**2) / 0.8)
-    field[..., 1] = 2.0 * np.exp(-(x**2 + (y + 0.3) ** 2 + z**2) / 0.6)
-    field[..., 0] = 5.0 * np.exp(-((x - 0.42) ** 2 + (y - 0.13) ** 2 + z**2) / 0.05)
-    result = sitk.GetImageFromArray(field, isVector=True)
-    result.CopyInformation(image)
-    return result
+# RAS mm around the nodule of the synthetic pair, where its motion is largest.
+NODULE_BOX_RAS = demo_pair().region_ras()
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory) -> dict[str, str]:
     """fixed, moving and the exact fixed -> moving truth as .nii.gz files (fixed = moving warped by truth)."""
     folder = tmp_path_factory.mktemp("pair")
-    moving = synthetic_ct()
-    truth = breathing_field(moving)
-    fixed = sitk.Resample(moving, moving, sitk.DisplacementFieldTransform(sitk.Image(truth)), sitk.sitkLinear, -1000.0)
+    demo = demo_pair()
+    fixed, moving, truth = demo.fixed, demo.moving, demo.truth
     paths = {"fixed": folder / "fixed.nii.gz", "moving": folder / "moving.nii.gz", "truth": folder / "truth.nii.gz"}
     for name, image in (("fixed", fixed), ("moving", moving), ("truth", truth)):
         sitk.WriteImage(image, str(paths[name]))

@@ -1,0 +1,397 @@
+"""RSO Registration: deep interactive deformable registration in 3D Slicer.
+
+The general model gives a first deformation, ISO refines it on the whole image and RSO on a box
+the clinician draws. This file is only the Qt part: widget wiring, the parameter node and the
+self-test. The decisions live in RSORegistrationLib (tested without Qt); the engine runs in a
+separate worker process, so the GUI never freezes and a crash in torch cannot take Slicer down.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import qt
+import vtk
+
+import slicer
+from slicer import vtkMRMLGridTransformNode, vtkMRMLMarkupsROINode, vtkMRMLPlotChartNode
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLTableNode, vtkMRMLTransformNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
+from slicer.util import VTKObservationMixin
+
+from rso.options import COMPOSITIONS, DEVICES, RSO_MODES  # plain tuples: no torch in Slicer's process
+
+
+class RSORegistration(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("RSO Registration")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Registration")]
+        self.parent.dependencies = []  # PyTorch (an extension dependency) is used only on the first Apply
+        self.parent.contributors = ["RSORegistration contributors"]
+        self.parent.helpText = _(
+            "Deep interactive deformable registration (region-specific optimization, RSO). Register the pair "
+            "with the general model, refine the whole image (ISO), then draw boxes where the result is not good "
+            "enough: each box is refined (RSO) as soon as it is placed. The slice views show the fixed image with "
+            "the difference to the warped moving image in colour. "
+            '<a href="https://github.com/rsoregistration/SlicerRSORegistration/blob/main/docs/slicer-module.md">Documentation</a>.')
+        self.parent.acknowledgementText = _(
+            "Implements the method of Bai et al., Region Specific Optimization (RSO)-based Deep Interactive "
+            "Registration. Uses MONAI, PyTorch and SimpleITK.")
+
+
+@parameterNodeWrapper
+class RSORegistrationParameterNode:
+    """The names are those of RSORegistrationLib.parameters.RunParameters (a test keeps them equal)."""
+
+    fixedVolume: vtkMRMLScalarVolumeNode
+    movingVolume: vtkMRMLScalarVolumeNode
+    truthTransform: vtkMRMLTransformNode
+    region: vtkMRMLMarkupsROINode
+    modelPath: Path
+    modelChannels: str = ""
+    gridShape: str = ""
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    isoIterations: Annotated[int, WithinRange(0, 100000)] = 100
+    rsoIterations: Annotated[int, WithinRange(0, 100000)] = 400
+    rsoMode: Annotated[str, Choice(list(RSO_MODES))] = "full"
+    composition: Annotated[str, Choice(list(COMPOSITIONS))] = "global"
+    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
+    autoRefine: bool = True
+    sessionFolder: str = ""
+    warpedVolume: vtkMRMLScalarVolumeNode
+    differenceVolume: vtkMRMLScalarVolumeNode
+    outputTransform: vtkMRMLGridTransformNode
+    lossTable: vtkMRMLTableNode
+    lossChart: vtkMRMLPlotChartNode
+    metricsTable: vtkMRMLTableNode
+
+
+class RSORegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/RSORegistration.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = RSORegistrationLogic()
+        self.logic.listener = self
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        for button, handler in ((self.ui.registerButton, self.onRegister), (self.ui.isoButton, self.onIso),
+                                (self.ui.drawRegionButton, self.onDrawRegion), (self.ui.undoButton, self.onUndo),
+                                (self.ui.refineRegionButton, self.onRefineRegion), (self.ui.cancelButton, self.onCancel),
+                                (self.ui.exportButton, self.onExport), (self.ui.reopenButton, self.onReopen),
+                                (self.ui.clearCacheButton, self.onClearCache)):
+            button.connect("clicked(bool)", handler)
+        self.ui.exportDirectoryButton.directory = qt.QDir.homePath()
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+        self.logic.shutdown()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+        if self.logic.hasCore:
+            self.logic.core.reset()
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.fixedVolume:
+            self._parameterNode.fixedVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # Widgets with the "SlicerParameterName" property in the .ui are connected here.
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+            self.updateGUI()
+
+    # ------------------------------------------------------------------ state -> widgets
+    def updateGUI(self, caller=None, event=None) -> None:
+        """Buttons follow the state: everything but Cancel is disabled while a step runs."""
+        params = self._parameterNode
+        if params is None:
+            return
+        core = self.logic.core if self.logic.hasCore else None
+        busy = bool(core and core.busy)
+        session = bool(core and core.can_step)
+        idle = not busy
+        self.ui.registerButton.enabled = idle and bool(params.fixedVolume and params.movingVolume)
+        self.ui.isoButton.enabled = idle and session
+        self.ui.drawRegionButton.enabled = idle and session
+        self.ui.refineRegionButton.enabled = idle and session and params.region is not None
+        self.ui.undoButton.enabled = self.ui.exportButton.enabled = idle and bool(core and core.history)
+        self.ui.reopenButton.enabled = idle and bool(params.sessionFolder) and not session
+        self.ui.clearCacheButton.enabled = idle
+        self.ui.cancelButton.enabled = busy
+        for widget in (self.ui.inputsCollapsibleButton, self.ui.settingsCollapsibleButton):
+            widget.enabled = idle
+        if params.region is not None and core:
+            core.watch_region(params.region)  # a region picked in the selector is refined when edited
+        if core:
+            self.ui.statusLabel.text = core.status
+            self.ui.metricsLabel.text = metricsText(core.history)
+        self.ui.metricsTableView.setMRMLTableNode(params.metricsTable)
+        if params.lossChart:
+            self.ui.lossPlotWidget.setMRMLPlotViewNode(self.logic.plotViewNode(params.lossChart))
+
+    def onProgress(self, message: dict) -> None:
+        from RSORegistrationLib.logic import progress_text
+
+        iterations = max(1, int(message.get("iterations") or 1))
+        self.ui.progressBar.value = int(100 * int(message.get("iteration") or 0) / iterations)
+        self.ui.progressBar.format = progress_text(message)
+
+    def onStepDone(self, cmd: str, result: dict) -> None:
+        self.ui.progressBar.value = 100 if cmd != "open" else 0
+        self.ui.progressBar.format = "%p%"
+        self.updateGUI()
+
+    def onEngineError(self, kind: str, message: str) -> None:
+        slicer.util.errorDisplay(_("The registration step failed:") + f"\n{message}")
+        self.updateGUI()
+
+    def onRegionMoved(self, roi) -> None:
+        """A refined region was moved: offer to refine it again (RSO is not rerun unasked)."""
+        self._parameterNode.region = roi
+        self.ui.statusLabel.text = _("Region {name} moved: press 'Refine region (RSO)' to refine it again.").format(
+            name=roi.GetName())
+        self.updateGUI()
+
+    # -------------------------------------------------------------------------- buttons
+    def onRegister(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the registration."), waitCursor=True):
+            if not self.logic.ensureDependencies():
+                return
+            self.logic.core.open_session()
+            self.logic.core.general()
+            self.logic.startPolling()
+
+    def onIso(self) -> None:
+        self._start(_("Failed to start ISO."), lambda: self.logic.core.iso())
+
+    def onDrawRegion(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to start drawing a region.")):
+            roi = slicer.mrmlScene.AddNewNodeByClass(
+                "vtkMRMLMarkupsROINode", slicer.mrmlScene.GenerateUniqueName(_("RSO region")))
+            self._parameterNode.region = roi
+            self.logic.core.watch_region(roi)  # placing the box starts RSO (see RoiWatcher)
+            markupsLogic = slicer.modules.markups.logic()
+            markupsLogic.SetActiveList(roi)
+            markupsLogic.StartPlaceMode(False)
+
+    def onRefineRegion(self) -> None:
+        self._start(_("Failed to start RSO."), lambda: self.logic.core.rso(self._parameterNode.region))
+
+    def onUndo(self) -> None:
+        self._start(_("Failed to undo."), lambda: self.logic.core.undo())
+
+    def onCancel(self) -> None:
+        self.logic.core.cancel()
+        self.updateGUI()
+
+    def onExport(self) -> None:
+        self._start(_("Failed to export."), lambda: self.logic.core.export(self.ui.exportDirectoryButton.directory))
+
+    def _start(self, failure: str, request) -> None:
+        with slicer.util.tryWithErrorDisplay(failure):
+            request()
+            self.logic.startPolling()
+
+    def onReopen(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to reopen the session.")):
+            if self.logic.ensureDependencies():
+                self.logic.core.reopen()
+                self.logic.startPolling()
+
+    def onClearCache(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to clear the cache.")):
+            removed = self.logic.core.clear_cache()
+            self.ui.statusLabel.text = _("Removed {count} stored session(s).").format(count=removed)
+
+
+def metricsText(history: list) -> str:
+    """The latest step's numbers in one line: RMSE (and in the box), TRE when a truth is loaded."""
+    if not history:
+        return ""
+    metrics = history[-1].get("metrics") or {}
+    parts = [_("RMSE {value:.1f} HU").format(value=metrics["rmse_hu"])] if metrics.get("rmse_hu") is not None else []
+    if metrics.get("rmse_hu_box") is not None:
+        parts.append(_("in region {value:.1f} HU").format(value=metrics["rmse_hu_box"]))
+    if (metrics.get("tre_mm") or {}).get("mean") is not None:
+        parts.append(_("TRE {value:.2f} mm").format(value=metrics["tre_mm"]["mean"]))
+    return ", ".join(parts)
+
+
+class RSORegistrationLogic(ScriptedLoadableModuleLogic):
+    """Slicer's entry point for the console: ``slicer.util.getModuleLogic("RSORegistration").run(...)``.
+
+    The work is done by RSORegistrationLib's RegistrationLogic (``self.core``); this class adds
+    what needs Slicer's application: the dependency installer, the polling timer and the cache path.
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._core = None
+        self.listener = None  # the widget, when there is one
+        self.timer = qt.QTimer()
+        self.timer.setInterval(200)
+        self.timer.connect("timeout()", self._poll)
+
+    def getParameterNode(self):
+        return RSORegistrationParameterNode(super().getParameterNode())
+
+    @property
+    def hasCore(self) -> bool:
+        return self._core is not None
+
+    @property
+    def core(self):
+        """The Qt-free logic, made on first use (it imports SimpleITK and the engine's geometry)."""
+        if self._core is None:
+            from RSORegistrationLib.logic import RegistrationLogic
+
+            self._core = RegistrationLogic(slicer.mrmlScene, cache_dir=Path(slicer.app.cachePath) / "RSORegistration")
+            listener = self.listener
+            if listener is not None:
+                self._core.on_progress = listener.onProgress
+                self._core.on_step = listener.onStepDone
+                self._core.on_error = listener.onEngineError
+                self._core.on_region_moved = listener.onRegionMoved
+                self._core.on_change = listener.updateGUI
+        return self._core
+
+    def startPolling(self) -> None:
+        if not self.timer.isActive():
+            self.timer.start()
+        if self.listener is not None:
+            self.listener.updateGUI()
+
+    def _poll(self) -> None:
+        if self._core is None or not self._core.process():
+            self.timer.stop()
+
+    def shutdown(self) -> None:
+        self.timer.stop()
+        if self._core is not None:
+            self._core.close()
+            self._core = None
+
+    def plotViewNode(self, chartNode):
+        viewNode = slicer.mrmlScene.GetSingletonNode("RSORegistrationLoss", "vtkMRMLPlotViewNode")
+        if viewNode is None:
+            viewNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotViewNode")
+            viewNode.SetSingletonTag("RSORegistrationLoss")
+        viewNode.SetPlotChartNodeID(chartNode.GetID())
+        return viewNode
+
+    def ensureDependencies(self, confirm: bool = True) -> bool:
+        """torch (through the PyTorch extension) and the engine's packages, installed after the user agrees."""
+        from RSORegistrationLib.dependencies import TORCH_REQUIREMENT, missing_requirements
+
+        try:
+            import PyTorchUtils
+        except ModuleNotFoundError:
+            raise RuntimeError(_("RSO Registration needs the PyTorch extension: install it in the Extensions Manager."))
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        needTorch = not torchLogic.torchInstalled()
+        missing = missing_requirements()
+        if not needTorch and not missing:
+            return True
+        packages = ", ".join((["torch"] if needTorch else []) + missing)
+        if confirm and not slicer.util.confirmOkCancelDisplay(
+                _("RSO Registration needs these Python packages: {packages}.\nInstall them now? "
+                  "This downloads up to a few GB and can take several minutes.").format(packages=packages)):
+            return False
+        if needTorch and torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT) is None:
+            raise RuntimeError(_("PyTorch could not be installed."))
+        if missing:
+            slicer.util.pip_install(missing)
+        return True
+
+    def run(self, fixed, moving, regions=(), blocking: bool = True, **settings) -> list:
+        """general -> ISO -> RSO on each region (ROI nodes or [R1, A1, S1, R2, A2, S2] in RAS mm).
+
+        Settings are RunParameters fields or run()'s keywords (iso_iterations, rso_iterations,
+        device, seed, rsoMode, composition, modelPath, timeout, on_progress, on_step). Returns the
+        step records when blocking; otherwise the module's timer drives it and listeners report.
+        """
+        if not self.ensureDependencies():
+            raise RuntimeError(_("The required Python packages are not installed."))
+        if blocking:
+            settings.setdefault("idle", slicer.app.processEvents)  # keeps Slicer responsive meanwhile
+        history = self.core.run(fixed, moving, regions, blocking=blocking, **settings)
+        if not blocking:
+            self.startPolling()
+        return history
+
+
+class RSORegistrationTest(ScriptedLoadableModuleTest):
+    """general -> ISO -> RSO on an ROI node, on a small synthetic pair, through the worker process."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_general_iso_rso_on_a_region()
+
+    def test_general_iso_rso_on_a_region(self):
+        self.delayDisplay("Starting the test")
+        import numpy as np
+        from RSORegistrationLib.demo import add_demo_volumes
+        from RSORegistrationLib.volumes import array_from_volume
+        fixed, moving, pair = add_demo_volumes(slicer.mrmlScene)
+        movingVoxels = array_from_volume(moving)
+        box = pair.region_ras()
+        roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "test region")
+        roi.SetCenter([(box[i] + box[i + 3]) / 2 for i in range(3)])
+        roi.SetSize([box[i + 3] - box[i] for i in range(3)])
+        logic = RSORegistrationLogic()
+        self.assertTrue(logic.ensureDependencies(confirm=False))
+        history = logic.run(fixed, moving, [roi], iso_iterations=3, rso_iterations=3, modelChannels="4,8,16,32,64",
+                            gridShape="16,32,32", device="cpu", timeout=900)
+        self.assertEqual([record["kind"] for record in history], ["general", "iso", "rso"])
+        self.assertEqual(len(history[1]["loss"]), 3)
+        self.assertIsNotNone(history[2]["metrics"]["rmse_hu_box"])
+        params = logic.core.parameters()
+        for node in (params.warpedVolume, params.differenceVolume, params.outputTransform):
+            self.assertIsNotNone(node)
+            self.assertNotIn(node.GetID(), (fixed.GetID(), moving.GetID()))
+        self.assertIs(moving.GetParentTransformNode(), params.outputTransform)
+        np.testing.assert_array_equal(array_from_volume(moving), movingVoxels)  # the input is untouched
+        self.assertEqual(params.metricsTable.GetTable().GetNumberOfRows(), 3)
+        self.assertEqual(params.lossChart.GetNumberOfPlotSeriesNodes(), 2)
+        composite = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode()
+        self.assertEqual(composite.GetForegroundVolumeID(), params.differenceVolume.GetID())
+        logic.core.undo()
+        self.assertEqual([record["kind"] for record in logic.core.wait(timeout=300)], ["general", "iso"])
+        self.assertEqual(params.lossChart.GetNumberOfPlotSeriesNodes(), 1)
+        logic.shutdown()
+        self.delayDisplay("Test passed")

@@ -1,0 +1,128 @@
+"""The run's parameters on a vtkMRMLScriptedModuleNode, so that a saved scene reproduces the run.
+
+The names and the text encoding are exactly those of Slicer's ``parameterNodeWrapper`` (numbers
+as ``str(value)``, booleans as "True"/"False", nodes as a node reference plus an empty parameter
+of the same name). The widget's wrapper class and this dataclass therefore read and write the
+same node; a static test checks that both declare the same names.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+
+from rso.errors import InputError
+from rso.options import COMPOSITIONS, DEVICES, RSO_MODES
+
+log = logging.getLogger(__name__)
+
+MODULE_NAME = "RSORegistration"
+NODE_FIELDS = {  # field -> the node class it holds
+    "fixedVolume": "vtkMRMLScalarVolumeNode",
+    "movingVolume": "vtkMRMLScalarVolumeNode",
+    "truthTransform": "vtkMRMLTransformNode",
+    "region": "vtkMRMLMarkupsROINode",
+    "warpedVolume": "vtkMRMLScalarVolumeNode",
+    "differenceVolume": "vtkMRMLScalarVolumeNode",
+    "outputTransform": "vtkMRMLGridTransformNode",
+    "lossTable": "vtkMRMLTableNode",
+    "lossChart": "vtkMRMLPlotChartNode",
+    "metricsTable": "vtkMRMLTableNode",
+}
+
+
+@dataclass
+class RunParameters:
+    """Inputs, settings and output nodes of one registration."""
+
+    fixedVolume: object = None
+    movingVolume: object = None
+    truthTransform: object = None  # optional ground truth (fixed -> moving) for TRE
+    region: object = None  # the ROI being refined
+    modelPath: str = ""  # empty: the bundled general model
+    modelChannels: str = ""  # e.g. "4,8,16,32,64": an untrained network of that width (tests, demos)
+    gridShape: str = ""  # e.g. "32,64,64": the model grid (z, y, x); empty: the model's own
+    device: str = "auto"
+    isoIterations: int = 100  # paper: ISO-100
+    rsoIterations: int = 400  # paper: RSO-400
+    rsoMode: str = "full"
+    composition: str = "global"
+    seed: int = 0
+    autoRefine: bool = True  # placing an ROI starts RSO on it
+    sessionFolder: str = ""
+    warpedVolume: object = None
+    differenceVolume: object = None
+    outputTransform: object = None
+    lossTable: object = None
+    lossChart: object = None
+    metricsTable: object = None
+
+    def check(self) -> None:
+        """Refuse settings the engine would refuse, before anything is written or started."""
+        if self.fixedVolume is None or self.movingVolume is None:
+            raise InputError("select a fixed and a moving volume")
+        if self.fixedVolume is self.movingVolume:
+            raise InputError("fixed and moving volume are the same node; select two volumes")
+        for name, allowed in (("device", DEVICES), ("rsoMode", RSO_MODES), ("composition", COMPOSITIONS)):
+            if getattr(self, name) not in allowed:
+                raise InputError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        for name in ("isoIterations", "rsoIterations"):
+            if int(getattr(self, name)) < 0:
+                raise InputError(f"{name} must be >= 0")
+
+
+def _encode(value) -> str:
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return str(value)
+
+
+def _decode(text: str, kind: type):
+    if kind is bool:
+        return text == "True"
+    return kind(text)
+
+
+def write_parameters(node, params: RunParameters) -> None:
+    """Store every field on the parameter node (one Modified event at the end)."""
+    was_disabled = node.StartModify()
+    try:
+        for field in fields(params):
+            value = getattr(params, field.name)
+            if field.name in NODE_FIELDS:
+                node.SetParameter(field.name, "")
+                node.SetNodeReferenceID(field.name, value.GetID() if value is not None else None)
+            else:
+                node.SetParameter(field.name, _encode(value))
+    finally:
+        node.EndModify(was_disabled)
+
+
+def read_parameters(node) -> RunParameters:
+    """The fields stored on the node; missing ones keep their defaults."""
+    params = RunParameters()
+    types = {"str": str, "int": int, "bool": bool}
+    for field in fields(params):
+        if field.name in NODE_FIELDS:
+            setattr(params, field.name, node.GetNodeReference(field.name))
+        elif node.HasParameter(field.name):
+            try:
+                setattr(params, field.name, _decode(node.GetParameter(field.name), types[field.type]))
+            except ValueError:
+                log.warning("parameter %s=%r is not a %s; keeping %r", field.name,
+                            node.GetParameter(field.name), field.type, getattr(params, field.name))
+    return params
+
+
+def parameter_node(scene, create: bool = True):
+    """The module's singleton parameter node: the one ScriptedLoadableModuleLogic.getParameterNode finds."""
+    node = scene.GetSingletonNode(MODULE_NAME, "vtkMRMLScriptedModuleNode")
+    if node is None and create:
+        node = scene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+        node.UnRegister(None)  # owned by the Python variable until the scene takes it
+        node.SetSingletonTag(MODULE_NAME)
+        node.SetName(MODULE_NAME)
+        node = scene.AddNode(node)
+    if node is not None and node.GetAttribute("ModuleName") != MODULE_NAME:
+        node.SetAttribute("ModuleName", MODULE_NAME)  # lost on scene close, as Slicer notes
+    return node

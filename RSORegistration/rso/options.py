@@ -1,0 +1,7 @@
+"""The choices a user makes, in one light module (no torch): the CLI, the session and Slicer share it."""
+
+RSO_MODES = ("full", "crop", "direct")  # whole image fed (paper) / a window around the box / the field itself
+COMPOSITIONS = ("global", "local")  # the fine-tuned field everywhere (paper) / the box only, blended
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "auto")
+SIMILARITIES = ("mse", "lncc")
