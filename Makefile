@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data test test-fast demo clean
+.PHONY: setup data test test-fast demo model screenshot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ test-fast: data
 
 demo: data
 	$(BIN)/rso-registration demo --out out/demo $(DEMO_ARGS)
+
+# Maintainers: rebuild the bundled general model and its model card (simulate, train, evaluate; resumable).
+model: data
+	$(BIN)/python scripts/build_demo_model.py
+
+# Maintainers: re-render docs/screenshot.png offscreen from a real MRML scene.
+screenshot: setup
+	VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow $(BIN)/python scripts/render_screenshot.py --out docs/screenshot.png
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
