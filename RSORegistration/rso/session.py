@@ -166,10 +166,12 @@ class RegistrationSession:
         model_source: str = "",
         precision: str = "fp32",
     ):
-        for image, what in ((fixed, "fixed image"), (moving, "moving image")):
-            check_scalar_volume(image, what)
-        if reference is not None:
-            check_scalar_volume(reference, "reference image")
+        for image, what in ((fixed, "fixed image"), (moving, "moving image"), (reference, "reference image"),
+                            (mask, "evaluation mask")):
+            if image is not None:
+                check_scalar_volume(image, what)
+        if truth is not None and (truth.GetDimension() != 3 or truth.GetNumberOfComponentsPerPixel() != 3):
+            raise InputError("the truth field must be a 3-D displacement field with 3 components per voxel")
         if overlap_fraction(fixed, moving) < MIN_OVERLAP:
             raise InputError("fixed and moving images do not overlap in physical space (check origins and directions)")
         self.fixed, self.moving, self.reference, self.truth, self.mask = fixed, moving, reference, truth, mask
