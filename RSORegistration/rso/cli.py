@@ -11,7 +11,7 @@ import logging
 import sys
 from contextlib import contextmanager
 
-from . import __version__
+from . import __version__, silence_known_warnings
 from .errors import Cancelled, InputError
 from .options import COMPOSITIONS, DEVICES, PRECISIONS, RSO_MODES, SIMILARITIES
 
@@ -155,6 +155,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    silence_known_warnings()
     with one_line_errors():
         return args.func(args)
 

@@ -20,12 +20,11 @@ import signal
 import sys
 import threading
 import traceback
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, TextIO
 
-from . import __version__, protocol
+from . import __version__, protocol, silence_known_warnings
 from .errors import Cancelled, InputError
 
 if TYPE_CHECKING:
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("rso.worker")
 
 CURRENT_FOLDER = "current"
-KNOWN_WARNINGS = (".*Using PyTorch native grid_sample.*", ".*non-tuple sequence for multidimensional indexing.*")
 SHUTDOWN_JOIN_S = 60.0  # a step finishes its current iteration (or prediction) before it stops
 
 
@@ -309,8 +307,7 @@ def run(args: argparse.Namespace) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Known, harmless library warnings would crowd the stderr tail a user sees when the worker dies.
-    for pattern in KNOWN_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
+    silence_known_warnings()
     if getattr(args, "threads", None):
         import torch
 
