@@ -9,9 +9,11 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+BENCH_ARGS ?=
+BENCH_VENV ?= .venv-bench
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data test test-fast demo model screenshot clean
+.PHONY: setup data test test-fast demo bench model screenshot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +36,18 @@ test-fast: data
 demo: data
 	$(BIN)/rso-registration demo --out out/demo $(DEMO_ARGS)
 
+# The benchmark (bench/README.md). elastix and ANTs are benchmark-only and pin older numpy/scipy,
+# so they live in a venv of their own.
+$(BENCH_VENV)/.installed: pyproject.toml requirements-bench.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(if $(TORCH_SPEC),$(BENCH_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)")
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[test]" -r requirements-bench.txt
+	touch $@
+
+bench: data $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/rso-registration bench $(BENCH_ARGS)
+
 # Maintainers: rebuild the bundled general model and its model card (simulate, train, evaluate; resumable).
 model: data
 	$(BIN)/python scripts/build_demo_model.py
@@ -43,4 +57,4 @@ screenshot: setup
 	VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow $(BIN)/python scripts/render_screenshot.py --out docs/screenshot.png
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) out .pytest_cache

@@ -96,7 +96,7 @@ def run_register(args) -> int:
 def add_subcommands(subparsers) -> None:
     """Every subcommand, each registered by the module that owns it."""
     add_register(subparsers)
-    for module_name in ("demo", "fetch", "simulate", "train", "worker"):
+    for module_name in ("bench", "demo", "fetch", "simulate", "train", "worker"):
         module = importlib.import_module(f"rso.{module_name}")
         module.add_subcommand(subparsers)
 
