@@ -8,6 +8,13 @@ and the ROI box, exactly as the module sets up Slicer's views.
 
     VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow python scripts/render_screenshot.py --out docs/screenshot.png
 
+The README's picture is the demo case (after `make demo`) with the bundled model:
+
+    C=~/.cache/rso-registration/cases/demo-lung2-seed0
+    python scripts/render_screenshot.py --out docs/screenshot.png --fixed $C/cbct_phase0.nii.gz \
+        --moving $C/cbct_phase5.nii.gz --model RSORegistration/rso/resources/general_model.pt \
+        --grid 48,80,80 --iso 30 --rso 30 --region 60 150 -285 100 190 -245
+
 ``--evidence`` also writes the arrays the render test checks (the view without the ROI drawn, and
 the |difference| under every pixel).
 """
