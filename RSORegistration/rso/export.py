@@ -22,7 +22,6 @@ from .imageio import write_bytes_atomically, write_displacement_field, write_ima
 
 log = logging.getLogger(__name__)
 
-OUTPUT_FILES = ("warped.nii.gz", "displacement.nii.gz", "difference.nii.gz", "report.json", "report.png")
 
 
 def native_field(session) -> sitk.Image:

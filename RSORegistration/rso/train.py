@@ -10,7 +10,6 @@ normalises, and takes one Adam step (3e-4, x0.1 at 50 % and 75 % of the iteratio
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 import os
