@@ -47,6 +47,7 @@ from .fetch import DATA_FILES, default_cache_dir
 from .imageio import write_bytes_atomically
 from .losses import LossConfig
 from .peers import AntsSettings, ElastixSettings
+from .options import DEFAULT_PRECISION
 from .session import RegistrationSession, RSOSettings, open_inputs
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class BenchPlan:
     smoothness: float = 0.01
     seed: int = 0
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = DEFAULT_PRECISION
     threads: int | None = None  # torch CPU threads; None keeps torch's default (one per core)
     # Where metrics are measured (a case's mask file): the lungs, as in the demo and the model card.
     evaluation_mask: str = EVALUATION_MASK
@@ -324,7 +325,7 @@ def case_folder(anatomy: str, seed: int) -> Path:
     if (anatomy, seed) == (DEMO_PATIENT, DEMO_SEED):
         return demo_case()
     cases = default_cache_dir().parent / "cases"
-    for prefix in ("train", "bench"):
+    for prefix in ("train", "heldout", "bench"):
         folder = cases / f"{prefix}-{anatomy}-seed{seed}"
         if (folder / "case.json").is_file():
             return folder

@@ -1,7 +1,9 @@
 """Automatic boxes: where the residual is worst, a stand-in for the clinician's eye.
 
 The clinician sees the fixed and the warped image, not the truth, so the choice uses only the
-residual between them, averaged over a box-sized window so that single streaks do not win.
+residual between them, averaged over a box-sized window so that single streaks do not win. Like a
+clinician who looks at the lungs, it counts only the region of interest (the session's evaluation
+mask, when it has one): otherwise bowel gas below the diaphragm, which moves on its own, wins.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ def worst_residual_boxes(session, count: int = 1, size_mm: float = 40.0) -> list
     if np.any(size > np.array(grid.shape)):
         raise InputError(f"a {size_mm} mm box does not fit the model grid")
     residual = (session.warped_model_grid() - session.fixed_hu) ** 2
+    region = session.evaluation_mask
+    if region is not None and region.any():
+        residual = np.where(region, residual, 0.0)
     score = uniform_filter(residual.astype(np.float64), size=size, mode="constant")
-    allowed = _centres_inside_body(session.fixed_hu, size)
+    allowed = _centres_inside(session.fixed_hu, region, size)
     boxes = []
     for _ in range(count):
         candidates = np.where(allowed, score, -np.inf)
@@ -37,9 +42,12 @@ def worst_residual_boxes(session, count: int = 1, size_mm: float = 40.0) -> list
     return boxes
 
 
-def _centres_inside_body(fixed_hu: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """Centres whose whole box fits the grid and that lie well inside the body."""
-    body = binary_erosion(fixed_hu > BODY_THRESHOLD_HU, iterations=2)
+def _centres_inside(fixed_hu: np.ndarray, region: np.ndarray | None, size: np.ndarray) -> np.ndarray:
+    """Centres whose whole box fits the grid and that lie in the region (else well inside the body)."""
+    if region is not None and region.any():
+        body = region.copy()
+    else:
+        body = binary_erosion(fixed_hu > BODY_THRESHOLD_HU, iterations=2)
     half = size // 2
     fits = np.zeros_like(body)
     fits[tuple(slice(h, n - (s - h) + 1) for h, s, n in zip(half, size, body.shape))] = True

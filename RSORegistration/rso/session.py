@@ -22,7 +22,7 @@ import SimpleITK as sitk
 import torch
 
 from . import __version__
-from .errors import InputError
+from .errors import Diverged, InputError
 from .geometry import ModelGrid, RegionBox, box_from_fixed_index, box_from_lps, box_from_ras
 from .geometry import overlap_fraction
 from .imageio import (
@@ -34,7 +34,7 @@ from .imageio import (
     write_image,
 )
 from .losses import LossConfig, RegistrationLoss
-from .options import COMPOSITIONS, DEVICES, RSO_MODES
+from .options import COMPOSITIONS, DEFAULT_PRECISION, DEVICES, RSO_MODES
 from .metrics import folding, largest_change_outside, rmse, target_registration_error
 from .model import ModelConfig, RegistrationNet
 from .optimize import (
@@ -164,7 +164,7 @@ class RegistrationSession:
         device: str = "auto",
         loss: LossConfig = LossConfig(),
         model_source: str = "",
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
     ):
         for image, what in ((fixed, "fixed image"), (moving, "moving image"), (reference, "reference image"),
                             (mask, "evaluation mask")):
@@ -255,7 +255,17 @@ class RegistrationSession:
     def _run(self, kind: str, params: dict, box: RegionBox | None, make_candidate) -> StepRecord:
         torch.manual_seed(self.seed + len(self.history))
         start = time.perf_counter()
-        field_voxels, net, losses = make_candidate()  # may raise Cancelled: nothing changed yet
+        try:
+            field_voxels, net, losses = make_candidate()  # may raise Cancelled: nothing changed yet
+        except Diverged:
+            if not self.net.bf16:
+                raise
+            # bf16's 8-bit mantissa can overflow where fp32 does not: repeat the step, and the
+            # rest of the session, in fp32 rather than fail the clinician's step.
+            log.warning("%s diverged in bf16; repeating it in fp32 (the session stays in fp32)", kind)
+            self.precision = self.net.set_precision("fp32", self.device)
+            torch.manual_seed(self.seed + len(self.history))
+            field_voxels, net, losses = make_candidate()
         seconds = time.perf_counter() - start
         previous = self.field_voxels
         record = StepRecord(kind, params, losses, round(seconds, 3), self.metrics(field_voxels, box, previous), box)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, TextIO
 
 from . import __version__, protocol, silence_known_warnings
 from .errors import Cancelled, InputError
+from .options import DEFAULT_PRECISION
 
 if TYPE_CHECKING:
     from .optimize import CancelToken
@@ -214,7 +215,7 @@ class Worker:
 # ---------------------------------------------------------------------------------- session
 def new_session(folder: Path, fixed: str | None = None, moving: str | None = None, model: str | None = None,
                 channels: list[int] | None = None, grid: list[int] | None = None, device: str = "auto",
-                precision: str = "fp32", seed: int = 0, truth: str | None = None, reference: str | None = None,
+                precision: str = DEFAULT_PRECISION, seed: int = 0, truth: str | None = None, reference: str | None = None,
                 similarity: str = "mse", smoothness: float | None = None):
     """A new session from image files, written into ``folder`` (checked before anything is written)."""
     from .losses import LossConfig

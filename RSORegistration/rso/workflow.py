@@ -16,6 +16,7 @@ from .errors import InputError
 from .export import check_output_folder, format_table, summary_row, write_results
 from .losses import LossConfig
 from .model import ModelConfig, build_model
+from .options import DEFAULT_PRECISION
 from .optimize import CancelToken, Progress
 from .session import RegistrationSession, RSOSettings, open_inputs
 
@@ -39,7 +40,7 @@ class RegisterJob:
     reference: str | None = None
     mask: str | None = None
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = DEFAULT_PRECISION
     seed: int = 0
     figure: bool = True
 

@@ -179,3 +179,47 @@ def test_direct_field_rso_improves_the_box_and_keeps_the_weights(make_session):
     assert all((v == weights[k]).all() for k, v in session.net.state_dict().items())
     with pytest.raises(InputError, match="use composition local"):
         RSOSettings(mode="direct", compose="global")
+
+
+def test_a_step_that_diverges_in_bf16_is_repeated_in_fp32(make_session, monkeypatch):
+    import torch
+
+    session = make_session(grid_shape=TEST_GRID, precision="bf16")
+    assert session.precision == "bf16"
+    forward = type(session.net).forward
+
+    def overflowing_in_bf16(net, fixed, moving):  # fault injection: bf16 arithmetic gives NaN
+        displacement = forward(net, fixed, moving)
+        return displacement * torch.nan if net.bf16 else displacement
+
+    monkeypatch.setattr(type(session.net), "forward", overflowing_in_bf16)
+    record = session.iso(3)
+    assert session.precision == "fp32" and not session.net.bf16
+    assert len(session.history) == 1 and np.isfinite(record.loss).all()
+    assert np.isfinite(session.field_voxels).all()
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(make_session):
+    from rso.model import native_bf16
+
+    session = make_session(grid_shape=TEST_GRID, precision="auto")
+    assert session.precision == ("bf16" if native_bf16(session.device) else "fp32")
+
+
+def test_automatic_boxes_lie_in_the_evaluation_region(known_pair, tiny_net):
+    from rso.boxes import worst_residual_boxes
+
+    fixed, moving, _ = known_pair
+    region = sitk.Image(fixed.GetSize(), sitk.sitkUInt8)
+    region.CopyInformation(fixed)
+    size = fixed.GetSize()
+    region[:, :, : size[2] // 3] = 1  # only the lowest third of the slices counts
+    session = RegistrationSession(fixed, moving, tiny_net, grid_shape=TEST_GRID, mask=region, device="cpu")
+    session.general()
+    boxes = worst_residual_boxes(session, 2, size_mm=30.0)
+    assert len(boxes) == 2
+    for box in boxes:
+        centre = [(lo + hi - 1) // 2 for lo, hi in zip(box.voxels.lo, box.voxels.hi)]
+        assert session.evaluation_mask[tuple(centre)]
+    first, second = (box.voxels for box in boxes)
+    assert any(first.hi[k] <= second.lo[k] or second.hi[k] <= first.lo[k] for k in range(3))  # no overlap
