@@ -260,18 +260,24 @@ class RegistrationSession:
         except Diverged:
             if not self.net.bf16:
                 raise
-            # bf16's 8-bit mantissa can overflow where fp32 does not: repeat the step, and the
-            # rest of the session, in fp32 rather than fail the clinician's step.
-            log.warning("%s diverged in bf16; repeating it in fp32 (the session stays in fp32)", kind)
-            self.precision = self.net.set_precision("fp32", self.device)
-            torch.manual_seed(self.seed + len(self.history))
-            field_voxels, net, losses = make_candidate()
+            field_voxels, net, losses = self._repeat_in_fp32(kind, make_candidate)
+            params = {**params, "precision": "fp32 (bf16 diverged)"}
         seconds = time.perf_counter() - start
         previous = self.field_voxels
         record = StepRecord(kind, params, losses, round(seconds, 3), self.metrics(field_voxels, box, previous), box)
         self._accept(record, SessionState(field_voxels, _weights_copy(net)), net)
         log.info("%s done in %.1f s: %s", kind, seconds, _summary(record.metrics))
         return record
+
+    def _repeat_in_fp32(self, kind: str, make_candidate):
+        """bf16 rounding can still blow a step up where fp32 does not: repeat that one step in fp32."""
+        log.warning("%s diverged in bf16; repeating it in fp32", kind)
+        self.net.set_precision("fp32", self.device)
+        try:
+            torch.manual_seed(self.seed + len(self.history))
+            return make_candidate()
+        finally:
+            self.net.set_precision(self.precision, self.device)
 
     def _general_candidate(self):
         return predict(self.net, self.fixed_t, self.moving_t)[0].cpu().numpy(), self.net, []
