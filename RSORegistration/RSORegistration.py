@@ -22,7 +22,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadab
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
-from rso.options import COMPOSITIONS, DEVICES, RSO_MODES  # plain tuples: no torch in Slicer's process
+from rso.options import COMPOSITIONS, DEFAULT_COMPOSITION, DEFAULT_RSO_MODE, DEVICES, RSO_MODES  # plain tuples: no torch in Slicer's process
 
 
 class RSORegistration(ScriptedLoadableModule):
@@ -57,8 +57,8 @@ class RSORegistrationParameterNode:
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     isoIterations: Annotated[int, WithinRange(0, 100000)] = 100
     rsoIterations: Annotated[int, WithinRange(0, 100000)] = 400
-    rsoMode: Annotated[str, Choice(list(RSO_MODES))] = "full"
-    composition: Annotated[str, Choice(list(COMPOSITIONS))] = "global"
+    rsoMode: Annotated[str, Choice(list(RSO_MODES))] = DEFAULT_RSO_MODE
+    composition: Annotated[str, Choice(list(COMPOSITIONS))] = DEFAULT_COMPOSITION
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
     autoRefine: bool = True
     sessionFolder: str = ""

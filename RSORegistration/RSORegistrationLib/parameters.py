@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, fields
 
 from rso.errors import InputError
-from rso.options import COMPOSITIONS, DEVICES, RSO_MODES
+from rso.options import COMPOSITIONS, DEFAULT_COMPOSITION, DEFAULT_RSO_MODE, DEVICES, RSO_MODES
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ class RunParameters:
     device: str = "auto"
     isoIterations: int = 100  # paper: ISO-100
     rsoIterations: int = 400  # paper: RSO-400
-    rsoMode: str = "full"
-    composition: str = "global"
+    rsoMode: str = DEFAULT_RSO_MODE
+    composition: str = DEFAULT_COMPOSITION
     seed: int = 0
     autoRefine: bool = True  # placing an ROI starts RSO on it
     sessionFolder: str = ""

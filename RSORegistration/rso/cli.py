@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from . import __version__, silence_known_warnings
 from .errors import Cancelled, InputError
-from .options import COMPOSITIONS, DEFAULT_PRECISION, DEVICES, PRECISIONS, RSO_MODES, SIMILARITIES
+from .options import COMPOSITIONS, DEFAULT_COMPOSITION, DEFAULT_PRECISION, DEFAULT_RSO_MODE, DEVICES, PRECISIONS, RSO_MODES, SIMILARITIES
 
 log = logging.getLogger("rso")
 
@@ -51,10 +51,10 @@ def add_register(subparsers) -> None:
     parser.add_argument("--roi-ijk", type=number_list(6, int), action="append", default=[], metavar="I1,J1,K1,I2,J2,K2",
                         help="box in fixed-image voxel indices (both ends included); repeatable")
     parser.add_argument("--rso", type=int, default=400, metavar="N", help="RSO iterations per box (default 400)")
-    parser.add_argument("--rso-mode", choices=RSO_MODES, default="full",
+    parser.add_argument("--rso-mode", choices=RSO_MODES, default=DEFAULT_RSO_MODE,
                         help="full: whole image fed (the paper); crop: only a sub-volume around the box; "
                         "direct: optimise the displacement in the box itself, no network (needs --compose local)")
-    parser.add_argument("--compose", choices=COMPOSITIONS, default="global",
+    parser.add_argument("--compose", choices=COMPOSITIONS, default=DEFAULT_COMPOSITION,
                         help="global: the fine-tuned field everywhere (the paper); local: the box only, blended")
     parser.add_argument("--blend-margin", type=float, default=15.0, metavar="MM", help="local blend margin (mm)")
     parser.add_argument("--truth", help="ground-truth displacement field (ITK, fixed -> moving) for TRE")

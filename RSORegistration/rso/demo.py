@@ -103,7 +103,8 @@ def comparison_rows(iso_arm, rso_arm, box, plan: DemoPlan) -> list[dict]:
         ("general model", iso_arm.state_field(1), general.seconds),
         (f"ISO-{plan.iso_long}", iso_arm.field_voxels, iso_arm.history[1].seconds),
         (f"ISO-{plan.iso_short}", rso_arm.state_field(2), short.seconds),
-        (f"ISO-{plan.iso_short} + RSO-{plan.rso}", rso_arm.field_voxels, short.seconds + rso.seconds),
+        (f"ISO-{plan.iso_short} + RSO-{plan.rso} {rso.params['mode']}/{rso.params['compose']}", rso_arm.field_voxels,
+         short.seconds + rso.seconds),
     ]
     rows = []
     for name, field_voxels, seconds in candidates:

@@ -34,7 +34,7 @@ from .imageio import (
     write_image,
 )
 from .losses import LossConfig, RegistrationLoss
-from .options import COMPOSITIONS, DEFAULT_PRECISION, DEVICES, RSO_MODES
+from .options import COMPOSITIONS, DEFAULT_COMPOSITION, DEFAULT_PRECISION, DEFAULT_RSO_MODE, DEVICES, RSO_MODES
 from .metrics import folding, largest_change_outside, rmse, target_registration_error
 from .model import ModelConfig, RegistrationNet
 from .optimize import (
@@ -77,8 +77,10 @@ class RSOSettings:
     """How an RSO step runs: which input is fed and how its field is merged."""
 
     iterations: int = 400
-    mode: str = "full"  # the paper: whole image fed, loss in the box; "crop" feeds a window; "direct" optimises the field
-    compose: str = "global"  # the paper: the fine-tuned network's field everywhere
+    # "full" (the paper) feeds the whole image, "crop" a window, "direct" optimises the field itself;
+    # "global" (the paper) keeps the fine-tuned network's field everywhere, "local" only in the box.
+    mode: str = DEFAULT_RSO_MODE
+    compose: str = DEFAULT_COMPOSITION
     blend_margin_mm: float = DEFAULT_BLEND_MARGIN_MM
     learning_rate: float = PAPER_LEARNING_RATE
 
