@@ -90,7 +90,8 @@ class RSOSettings:
         if self.compose not in COMPOSITIONS:
             raise InputError(f"composition must be one of {COMPOSITIONS}, not {self.compose!r}")
         if self.mode == "direct" and self.compose != "local":
-            raise InputError("the direct-field mode changes only the box: use composition local")
+            raise InputError("the direct-field mode changes only the box: use composition local, or mode full or crop "
+                             "for global")
         _check_iterations(self.iterations)
         if self.blend_margin_mm < 0:
             raise InputError("blend margin must be >= 0 mm")

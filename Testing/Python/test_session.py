@@ -45,7 +45,7 @@ def test_rso_improves_the_box_more_than_the_same_extra_iso(make_session):
     session.iso(30)
     box = session.box_from_fixed_index(BUMP_BOX_IJK)
     before = session.metrics(box=box)["tre_mm_box"]["mean"]
-    rso = session.rso(box, RSOSettings(iterations=40))
+    rso = session.rso(box, RSOSettings(iterations=40, mode="full", compose="global"))
     session.undo()
     session.iso(40)
     more_iso = session.metrics(box=box)["tre_mm_box"]["mean"]
@@ -73,7 +73,7 @@ def test_global_composition_changes_the_outside(make_session):
     session = make_session(grid_shape=TEST_GRID)
     session.general()
     box = session.box_from_fixed_index(BUMP_BOX_IJK)
-    record = session.rso(box, RSOSettings(iterations=10))
+    record = session.rso(box, RSOSettings(iterations=10, mode="full", compose="global"))
     assert record.metrics["outside_change_mm"] > 0
 
 
@@ -82,7 +82,7 @@ def test_undo_restores_field_and_weights_bit_for_bit(make_session, tmp_path):
     session.general()
     session.iso(5)
     field, weights = session.field_voxels.copy(), {k: v.clone() for k, v in session.net.state_dict().items()}
-    session.rso(session.box_from_fixed_index(BUMP_BOX_IJK), RSOSettings(iterations=5))
+    session.rso(session.box_from_fixed_index(BUMP_BOX_IJK), RSOSettings(iterations=5, mode="full", compose="global"))
     session.iso(3)
     assert session.undo().kind == "iso"
     assert session.undo().kind == "rso"
@@ -107,7 +107,7 @@ def test_cancel_mid_rso_changes_nothing(make_session, tmp_path):
             threading.Thread(target=cancel.cancel).start()
 
     with pytest.raises(Cancelled):
-        session.rso(session.box_from_fixed_index(BUMP_BOX_IJK), RSOSettings(iterations=200), progress=progress, cancel=cancel)
+        session.rso(session.box_from_fixed_index(BUMP_BOX_IJK), RSOSettings(iterations=200, mode="full", compose="global"), progress=progress, cancel=cancel)
     assert 3 <= len(seen) < 200 and seen[0].eta > 0
     np.testing.assert_array_equal(session.field_voxels, field)
     assert len(session.history) == 1
