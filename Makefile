@@ -52,10 +52,10 @@ bench: data $(BENCH_VENV)/.installed
 model: data
 	$(BIN)/python scripts/build_demo_model.py
 
-# Maintainers: re-render docs/screenshot.png offscreen from a real MRML scene (the demo case).
+# Maintainers: re-render Resources/Screenshots/slice-view.png offscreen from a real MRML scene (the demo case).
 screenshot: data
-	case=$$($(BIN)/python -c "from rso.demo import demo_case; print(demo_case())") && \
-	VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow $(BIN)/python scripts/render_screenshot.py --out docs/screenshot.png \
+	case=$$($(BIN)/python -c "from rso.evaluation.demo import demo_case; print(demo_case())") && \
+	VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow $(BIN)/python scripts/render_screenshot.py --out Resources/Screenshots/slice-view.png \
 	  --fixed $$case/cbct_phase0.nii.gz --moving $$case/cbct_phase5.nii.gz \
 	  --model RSORegistration/rso/resources/general_model.pt --grid 48,80,80 --iso 30 --rso 30 \
 	  --region 60 150 -285 100 190 -245

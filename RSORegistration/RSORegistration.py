@@ -22,7 +22,8 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadab
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
-from rso.options import COMPOSITIONS, DEFAULT_COMPOSITION, DEFAULT_RSO_MODE, DEVICES, RSO_MODES  # plain tuples: no torch in Slicer's process
+from rso.options import (COMPOSITIONS, DEFAULT_COMPOSITION, DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS,  # no torch
+                         DEFAULT_RSO_ITERATIONS, DEFAULT_RSO_MODE, DEFAULT_SEED, DEVICES, RSO_MODES)
 
 
 class RSORegistration(ScriptedLoadableModule):
@@ -54,12 +55,12 @@ class RSORegistrationParameterNode:
     modelPath: Path
     modelChannels: str = ""
     gridShape: str = ""
-    device: Annotated[str, Choice(list(DEVICES))] = "auto"
-    isoIterations: Annotated[int, WithinRange(0, 100000)] = 100
-    rsoIterations: Annotated[int, WithinRange(0, 100000)] = 400
+    device: Annotated[str, Choice(list(DEVICES))] = DEFAULT_DEVICE
+    isoIterations: Annotated[int, WithinRange(0, 100000)] = DEFAULT_ISO_ITERATIONS
+    rsoIterations: Annotated[int, WithinRange(0, 100000)] = DEFAULT_RSO_ITERATIONS
     rsoMode: Annotated[str, Choice(list(RSO_MODES))] = DEFAULT_RSO_MODE
     composition: Annotated[str, Choice(list(COMPOSITIONS))] = DEFAULT_COMPOSITION
-    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
+    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = DEFAULT_SEED
     autoRefine: bool = True
     sessionFolder: str = ""
     warpedVolume: vtkMRMLScalarVolumeNode
@@ -365,9 +366,9 @@ class RSORegistrationTest(ScriptedLoadableModuleTest):
     def test_general_iso_rso_on_a_region(self):
         self.delayDisplay("Starting the test")
         import numpy as np
-        from RSORegistrationLib.demo import add_demo_volumes
+        from RSORegistrationLib.phantom import add_phantom_volumes
         from RSORegistrationLib.volumes import array_from_volume
-        fixed, moving, pair = add_demo_volumes(slicer.mrmlScene)
+        fixed, moving, pair = add_phantom_volumes(slicer.mrmlScene)
         movingVoxels = array_from_volume(moving)
         box = pair.region_ras()
         roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "test region")

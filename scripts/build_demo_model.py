@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rso.demo import DEMO_PATIENT, EVALUATION_MASK, demo_case
-from rso.fetch import default_cache_dir, fetch_data
-from rso.model import build_model, parameter_count
-from rso.session import RegistrationSession, open_inputs
-from rso.simulate import simulate_case
-from rso.train import TrainConfig, train
+from rso.evaluation.demo import DEMO_PATIENT, EVALUATION_MASK, demo_case
+from rso.core.paths import cases_dir, data_dir
+from rso.simulation.fetch import fetch_data
+from rso.core.model import build_model, parameter_count
+from rso.core.session import RegistrationSession, open_inputs
+from rso.simulation.simulate import simulate_case
+from rso.training.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "RSORegistration" / "rso" / "resources" / "general_model.pt"
@@ -42,7 +43,7 @@ def case_folder(name: str, seed: int) -> Path:
     if name == DEMO_PATIENT and seed == 0:
         return demo_case()
     role = "heldout" if name == DEMO_PATIENT else "train"
-    folder = default_cache_dir().parent / "cases" / f"{role}-{name}-seed{seed}"
+    folder = cases_dir() / f"{role}-{name}-seed{seed}"
     if not (folder / "case.json").is_file():
         simulate_case(fetch_data()[name], folder, phases=10, seed=seed, overwrite=True)
     return folder
@@ -150,7 +151,7 @@ RMSE is against the clean CT of the fixed phase. Reproduce everything with `make
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=4000)
-    parser.add_argument("--work", default=str(default_cache_dir().parent / "model-build"))
+    parser.add_argument("--work", default=str(data_dir().parent / "model-build"))
     parser.add_argument("--evaluate-only", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -6,12 +6,12 @@ RSO on a Markups ROI. The axial slice view through the ROI then shows the fixed 
 difference overlay (warped - fixed: red where the warped image is brighter, blue where darker)
 and the ROI box, exactly as the module sets up Slicer's views.
 
-    VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow python scripts/render_screenshot.py --out docs/screenshot.png
+    VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow python scripts/render_screenshot.py --out Resources/Screenshots/slice-view.png
 
 The README's picture is the demo case (after `make demo`) with the bundled model:
 
     C=~/.cache/rso-registration/cases/demo-lung2-seed0
-    python scripts/render_screenshot.py --out docs/screenshot.png --fixed $C/cbct_phase0.nii.gz \
+    python scripts/render_screenshot.py --out Resources/Screenshots/slice-view.png --fixed $C/cbct_phase0.nii.gz \
         --moving $C/cbct_phase5.nii.gz --model RSORegistration/rso/resources/general_model.pt \
         --grid 48,80,80 --iso 30 --rso 30 --region 60 150 -285 100 190 -245
 
@@ -40,7 +40,7 @@ log = logging.getLogger("render_screenshot")
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="docs/screenshot.png", help="PNG to write")
+    parser.add_argument("--out", default="Resources/Screenshots/slice-view.png", help="PNG to write")
     parser.add_argument("--evidence", help="also write the arrays the render test checks (.npz)")
     parser.add_argument("--size", type=int, nargs=2, default=(720, 560), metavar=("W", "H"))
     parser.add_argument("--shape", type=int, nargs=3, default=(48, 96, 96), metavar=("Z", "Y", "X"),
@@ -63,7 +63,7 @@ def build_scene(args, cache_dir: Path):
     import torch
 
     from RSORegistrationLib.backends import InProcessBackend
-    from RSORegistrationLib.demo import add_demo_volumes, demo_pair
+    from RSORegistrationLib.phantom import add_phantom_volumes, phantom_pair
     from RSORegistrationLib.headless import new_scene
     from RSORegistrationLib.logic import RegistrationLogic
     from RSORegistrationLib.volumes import volume_from_image
@@ -75,7 +75,7 @@ def build_scene(args, cache_dir: Path):
         moving = volume_from_image(app.scene, sitk.ReadImage(args.moving, sitk.sitkFloat32), "moving")
         region = args.region
     else:
-        fixed, moving, pair = add_demo_volumes(app.scene, demo_pair(tuple(args.shape), args.spacing))
+        fixed, moving, pair = add_phantom_volumes(app.scene, phantom_pair(tuple(args.shape), args.spacing))
         region = args.region or pair.region_ras()
     roi = app.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "region")
     low, high = np.array(region[:3]), np.array(region[3:])
@@ -107,7 +107,7 @@ def render(app, logic, roi, size, out: Path, evidence: Path | None) -> dict:
     from RSORegistrationLib.headless import OffscreenSliceView
     from RSORegistrationLib.roi import roi_ras_box
     from RSORegistrationLib.volumes import image_from_volume
-    from rso.geometry import ras_to_lps
+    from rso.core.geometry import ras_to_lps
 
     params = logic.parameters()
     view = OffscreenSliceView(app, "Red", tuple(size))

@@ -35,7 +35,7 @@ def worker_backend(python: str | None = None) -> Backend:
     The client puts the folder that holds ``rso`` on the worker's path itself, so the worker
     imports the same engine as this process (source tree or installed extension alike).
     """
-    from rso.client import WorkerClient  # the engine's; imported late so the GUI loads without it
+    from rso.service.client import WorkerClient  # the engine's; imported late so the GUI loads without it
 
     return WorkerClient(python=python or slicer_python())
 
@@ -51,7 +51,7 @@ class InProcessBackend:
         import queue
         import threading
 
-        from rso.worker import Worker
+        from rso.service.worker import Worker
 
         self._lines: "queue.Queue[str | None]" = queue.Queue()
         self._messages: list[dict] = []
@@ -71,7 +71,7 @@ class InProcessBackend:
         return self._thread.is_alive()
 
     def request(self, cmd: str, **args) -> int:
-        from rso import protocol
+        from rso.service import protocol
 
         args = protocol.check_args(cmd, protocol.plain(args))  # bad arguments fail here, as with the client
         request_id = next(self._ids)
@@ -102,7 +102,7 @@ class _MessageSink:
         self.deliver, self._buffer = deliver, ""
 
     def write(self, text: str) -> int:
-        from rso import protocol
+        from rso.service import protocol
 
         self._buffer += text
         while "\n" in self._buffer:

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import vtk
 
-from rso.export import summary_row
+from rso.core.summary import summary_row
 
 log = logging.getLogger(__name__)
 

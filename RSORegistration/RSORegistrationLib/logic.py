@@ -17,9 +17,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+from rso.core.paths import cache_root
 from rso.errors import InputError
-from rso.geometry import ModelGrid, box_from_ras
-from rso.protocol import STEP_COMMANDS
+from rso.core.boxes import box_from_ras
+from rso.core.geometry import ModelGrid
+from rso.service.protocol import STEP_COMMANDS
 
 from .backends import Backend, worker_backend
 from .display import style_region
@@ -36,12 +38,8 @@ class RegistrationError(RuntimeError):
     """A step failed in the engine or the worker died; the message says which and why."""
 
 
-def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "RSORegistration"
-
-
 @dataclass
-class Job:
+class StepRequest:
     cmd: str
     args: dict = field(default_factory=dict)
     region: object = None  # the ROI node an RSO step refines
@@ -55,7 +53,7 @@ class RegistrationLogic:
         self.scene = scene
         self.backend_factory = backend_factory or worker_backend
         self.backend: Backend | None = None
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.cache_dir = Path(cache_dir) if cache_dir else cache_root()
         self.history: list[dict] = []
         self.grid: ModelGrid | None = None
         self.session_open = False
@@ -64,8 +62,8 @@ class RegistrationLogic:
         self.exported: dict | None = None
         self.status = ""
         self.regions_done: dict[str, list[float]] = {}  # ROI id -> the box it was refined with
-        self._queue: deque[Job] = deque()
-        self._running: Job | None = None
+        self._queue: deque[StepRequest] = deque()
+        self._running: StepRequest | None = None
         self._open_job_queued = False
         # Listeners the widget sets; all optional.
         self.on_progress: Callable[[dict], None] | None = None
@@ -123,22 +121,22 @@ class RegistrationLogic:
         self.set_parameters(params)
         self._cancel_queue()
         self.history, self.grid, self.session_open, self.regions_done = [], None, False, {}
-        self._enqueue(Job("open", args))
+        self._enqueue(StepRequest("open", args))
         self._open_job_queued = True
         return folder
 
     @staticmethod
     def _write_truth(transform_node, folder: Path) -> str:
-        from rso.imageio import write_displacement_field
+        from rso.core.imageio import write_displacement_field
 
         return str(write_displacement_field(field_from_transform_node(transform_node), folder / "truth.nii.gz"))
 
     def general(self) -> None:
-        self._step(Job("general"))
+        self._step(StepRequest("general"))
 
     def iso(self, iterations: int | None = None) -> None:
         iterations = self.parameters().isoIterations if iterations is None else int(iterations)
-        self._step(Job("iso", {"iterations": iterations}))
+        self._step(StepRequest("iso", {"iterations": iterations}))
 
     def rso(self, region, iterations: int | None = None, mode: str | None = None, composition: str | None = None) -> None:
         """Refine inside a region: an ROI node or [R1, A1, S1, R2, A2, S2] in RAS millimetres."""
@@ -149,14 +147,14 @@ class RegistrationLogic:
         args = {"box_ras": box_ras,
                 "iterations": params.rsoIterations if iterations is None else int(iterations),
                 "mode": mode or params.rsoMode, "compose": composition or params.composition}
-        self._step(Job("rso", args, region=region if hasattr(region, "GetID") else None))
+        self._step(StepRequest("rso", args, region=region if hasattr(region, "GetID") else None))
 
     def undo(self) -> None:
-        self._step(Job("undo"))
+        self._step(StepRequest("undo"))
 
     def export(self, out: str | Path) -> None:
         """Ask the engine to write warped, displacement, difference and the report into ``out``."""
-        self._step(Job("export", {"out": str(out)}))
+        self._step(StepRequest("export", {"out": str(out)}))
 
     def cancel(self) -> None:
         """Drop queued steps and interrupt the running one; a cancelled step changes nothing."""
@@ -169,12 +167,12 @@ class RegistrationLogic:
             self._set_status(f"cancelled {dropped} queued step(s); the registration is unchanged")
         self._changed()
 
-    def _step(self, job: Job) -> None:
+    def _step(self, job: StepRequest) -> None:
         if not self.can_step:
             raise InputError("no registration session: select the volumes and run the general model first")
         self._enqueue(job)
 
-    def _enqueue(self, job: Job) -> None:
+    def _enqueue(self, job: StepRequest) -> None:
         self._queue.append(job)
         self._changed()
 
@@ -193,7 +191,7 @@ class RegistrationLogic:
             self._send(self._queue.popleft())
         return self.busy
 
-    def _send(self, job: Job) -> None:
+    def _send(self, job: StepRequest) -> None:
         if self.backend is None:
             self.backend = self.backend_factory()
         job.request_id = self.backend.request(job.cmd, **job.args)
@@ -222,7 +220,7 @@ class RegistrationLogic:
             self._running = None
             self._fail(job, message.get("kind", "error"), message.get("message", ""))
 
-    def _finish(self, job: Job, result: dict) -> None:
+    def _finish(self, job: StepRequest, result: dict) -> None:
         if job.cmd == "open":
             self._open_job_queued = False
             self.session_open = True
@@ -240,7 +238,7 @@ class RegistrationLogic:
             self.on_step(job.cmd, result)
         self._changed()
 
-    def _step_done(self, job: Job, result: dict) -> None:
+    def _step_done(self, job: StepRequest, result: dict) -> None:
         if "history" in result:
             self.history = list(result["history"])
         elif job.cmd == "undo":
@@ -264,7 +262,7 @@ class RegistrationLogic:
             update_charts(self.scene, params, self.history)
         self.set_parameters(params)
 
-    def _fail(self, job: Job, kind: str, message: str) -> None:
+    def _fail(self, job: StepRequest, kind: str, message: str) -> None:
         if kind == "busy":  # the engine still finishes a cancelled step: ask again shortly
             self._queue.appendleft(job)
             return
@@ -297,7 +295,7 @@ class RegistrationLogic:
             raise InputError("no saved session to reopen")
         if self.backend is not None and hasattr(self.backend, "restart"):
             self.backend.restart()
-        self._enqueue(Job("open", {"folder": folder, "device": self.parameters().device}))
+        self._enqueue(StepRequest("open", {"folder": folder, "device": self.parameters().device}))
         self._open_job_queued = True
 
     def wait(self, timeout: float | None = None, idle: Callable[[], None] | None = None, poll_s: float = 0.05) -> list[dict]:

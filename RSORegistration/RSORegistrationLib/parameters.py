@@ -12,7 +12,8 @@ import logging
 from dataclasses import dataclass, fields
 
 from rso.errors import InputError
-from rso.options import COMPOSITIONS, DEFAULT_COMPOSITION, DEFAULT_RSO_MODE, DEVICES, RSO_MODES
+from rso.options import (COMPOSITIONS, DEFAULT_COMPOSITION, DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS,
+                         DEFAULT_RSO_ITERATIONS, DEFAULT_RSO_MODE, DEFAULT_SEED, DEVICES, RSO_MODES)
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,12 @@ class RunParameters:
     modelPath: str = ""  # empty: the bundled general model
     modelChannels: str = ""  # e.g. "4,8,16,32,64": an untrained network of that width (tests, demos)
     gridShape: str = ""  # e.g. "32,64,64": the model grid (z, y, x); empty: the model's own
-    device: str = "auto"
-    isoIterations: int = 100  # paper: ISO-100
-    rsoIterations: int = 400  # paper: RSO-400
+    device: str = DEFAULT_DEVICE
+    isoIterations: int = DEFAULT_ISO_ITERATIONS
+    rsoIterations: int = DEFAULT_RSO_ITERATIONS
     rsoMode: str = DEFAULT_RSO_MODE
     composition: str = DEFAULT_COMPOSITION
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     autoRefine: bool = True  # placing an ROI starts RSO on it
     sessionFolder: str = ""
     warpedVolume: object = None

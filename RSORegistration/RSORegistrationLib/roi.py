@@ -16,7 +16,8 @@ import slicer
 import vtk
 
 from rso.errors import InputError
-from rso.geometry import ModelGrid, RegionBox, box_from_ras
+from rso.core.boxes import RegionBox, box_from_ras
+from rso.core.geometry import ModelGrid
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import vtk
 from vtk.util import numpy_support
 
 from rso.errors import InputError
-from rso.geometry import lps_to_ras, ras_to_lps
+from rso.core.geometry import lps_to_ras, ras_to_lps
 
 from .volumes import matrix_from_geometry, vtk_matrix
 

@@ -2,7 +2,7 @@
 
 Slicer stores a volume's geometry as one IJKToRAS matrix; SimpleITK stores spacing, origin and
 direction in LPS. The two differ only by the sign of the first two physical axes, and that sign
-flip is the engine's ``ras_to_lps`` (DESIGN.md section 3): no other conversion exists here.
+flip is the engine's ``ras_to_lps`` (docs/architecture.md §3): no other conversion exists here.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import vtk
 from vtk.util import numpy_support
 
 from rso.errors import InputError
-from rso.geometry import lps_to_ras, ras_to_lps
+from rso.core.geometry import lps_to_ras, ras_to_lps
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,28 @@
-"""The choices a user makes, in one light module (no torch): the CLI, the session and Slicer share it."""
+"""Every choice a user makes and its default, in one light module (no torch).
+
+The CLI, the worker, the session, the Slicer parameter node and the review app all take their
+defaults from here; a test checks that none of them declares its own.
+"""
 
 RSO_MODES = ("full", "crop", "direct")  # whole image fed (paper) / a window around the box / the field itself
 COMPOSITIONS = ("global", "local")  # the fine-tuned field everywhere (paper) / the box only, blended
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "auto")
+SIMILARITIES = ("mse", "lncc")
+
+# The paper's iteration counts (Algorithm 1): ISO-100, then RSO-400 per box.
+DEFAULT_ISO_ITERATIONS = 100
+DEFAULT_RSO_ITERATIONS = 400
+PAPER_LEARNING_RATE = 3e-4  # Adam, ISO, RSO and training alike (Table 3)
 # The benchmark (bench/README.md) chose these: on 12 boxes, direct/local matched full/global and
 # crop/local in box TRE, was 11x faster per step (6 s latency) and left the rest of the field as it was.
 DEFAULT_RSO_MODE = "direct"
 DEFAULT_COMPOSITION = "local"
-SIMILARITIES = ("mse", "lncc")
+DEFAULT_BLEND_MARGIN_MM = 15.0  # local composition: the new field fades to the old one across this margin
+DEFAULT_SIMILARITY = "mse"
+DEFAULT_SMOOTHNESS = 0.01  # weight of the diffusion term on a displacement in voxels (MSE on (HU+1000)/2000)
 # bf16 where the hardware has it natively: 2-3x faster than fp32 at the same TRE (README, Results);
 # a step that diverges in bf16 is repeated in fp32 (RegistrationSession._run).
 DEFAULT_PRECISION = "auto"
+DEFAULT_DEVICE = "auto"
+DEFAULT_SEED = 0

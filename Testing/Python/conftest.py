@@ -23,7 +23,7 @@ TEST_GRID = (32, 64, 64)
 @pytest.fixture(scope="session")
 def chest_ct() -> sitk.Image:
     """A real chest CT (pyradiomics lung1), resampled to 4 x 4 x 5 mm: small, still anatomy."""
-    from rso.fetch import fetch_data
+    from rso.simulation.fetch import fetch_data
 
     ct = sitk.ReadImage(str(fetch_data()["lung1"]), sitk.sitkFloat32)
     return resample_to_spacing(ct, (4.5, 4.5, 5.0))
@@ -74,7 +74,7 @@ def known_pair(chest_ct):
 
 @pytest.fixture
 def tiny_net():
-    from rso.model import ModelConfig, RegistrationNet
+    from rso.core.model import ModelConfig, RegistrationNet
 
     torch.manual_seed(0)
     return RegistrationNet(ModelConfig(channels=TINY_CHANNELS, grid=TEST_GRID))
@@ -82,7 +82,7 @@ def tiny_net():
 
 @pytest.fixture
 def make_session(known_pair, tiny_net):
-    from rso.session import RegistrationSession
+    from rso.core.session import RegistrationSession
 
     fixed, moving, truth = known_pair
 

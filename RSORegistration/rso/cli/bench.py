@@ -1,0 +1,92 @@
+"""``bench``: the paper's experiment with ground truth, the classical peers, speed (bench/README.md)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from rso.cli.common import add_engine_arguments, number_list
+from rso.errors import InputError
+
+
+def plan_from_args(args):
+    from rso.evaluation.bench.plan import BenchPlan
+
+    plan = BenchPlan.quick() if args.quick else BenchPlan()
+    keys = ("boxes", "box_size_mm", "iso_long", "iso_short", "rso", "speed_iterations", "moving_phase")
+    changes = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    if args.case_dir:
+        changes["case_dirs"] = tuple(str(Path(p)) for p in args.case_dir)
+    if args.cases is not None:
+        available = len(changes.get("case_dirs", plan.case_dirs) or plan.cases)
+        if not 1 <= args.cases <= available:
+            raise InputError(f"--cases must be 1..{available}")
+        if changes.get("case_dirs", plan.case_dirs):
+            changes["case_dirs"] = changes.get("case_dirs", plan.case_dirs)[:args.cases]
+        changes["cases"] = plan.cases[:args.cases]
+    if args.speed_grid:
+        changes["speed_grids"] = tuple(tuple(g) for g in args.speed_grid)
+    if args.speed_box:
+        changes["speed_box_sizes_mm"] = tuple(args.speed_box)
+    if args.elastix_iterations is not None:
+        changes["elastix"] = replace(plan.elastix, iterations=args.elastix_iterations)
+    if args.ants_iterations is not None:
+        changes["ants"] = replace(plan.ants, reg_iterations=tuple(args.ants_iterations))
+    changes |= {"experiment": not args.speed_only, "speed": not args.no_speed, "peers": not args.no_peers,
+                "figures": not args.no_figures, "grid": tuple(args.grid) if args.grid else None,
+                "similarity": args.similarity, "smoothness": args.smoothness, "seed": args.seed,
+                "device": args.device, "precision": args.precision, "threads": args.threads}
+    return replace(plan, **changes)
+
+
+def run_bench_command(args) -> int:
+    from rso.cli.progress import step_progress
+    from rso.core.summary import format_table
+    from rso.evaluation.bench import run_bench
+
+    if args.model and args.channels:
+        raise InputError("--channels describes an untrained network; it cannot be combined with --model")
+    plan = plan_from_args(args)
+    with step_progress(not args.quiet) as progress:
+        summary = run_bench(plan, Path(args.out), args.model, args.channels, progress)
+    columns = ("label", "n", "box_tre_mean_mm", "box_tre_p95_mm", "box_rmse_hu", "tre_mean_mm", "seconds")
+    print(format_table([{c: row[c] for c in columns} for row in summary["arms"]]))
+    print(f"\nwrote {Path(args.out) / 'summary.md'}")
+    return 0
+
+
+def add_subcommand(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="the paper's experiment on simulated CBCT with ground truth, the classical peers, speed",
+        description="General, ISO-500 and ISO-100 + RSO-400 (full, crop, direct) against elastix and ANTs on "
+                    "simulated CBCT cases with ground truth, plus speed/memory scaling; writes JSON, summary.md "
+                    "and figures (see bench/README.md).")
+    parser.add_argument("--out", default="bench/results", help="output folder (default bench/results)")
+    parser.add_argument("--quick", action="store_true", help="one case, one box, few iterations, small speed grid")
+    parser.add_argument("--cases", type=int, metavar="N", help="only the first N cases of the plan")
+    parser.add_argument("--case-dir", action="append", default=[], metavar="DIR",
+                        help="a simulated case folder to use instead of the plan's cases (repeatable)")
+    parser.add_argument("--moving-phase", type=int, metavar="K", help="moving phase for --case-dir (default phases/2)")
+    parser.add_argument("--boxes", type=int, metavar="N", help="boxes per case (default 2; quick 1)")
+    parser.add_argument("--box-size", dest="box_size_mm", type=float, metavar="MM", help="box side (default 40 mm)")
+    parser.add_argument("--iso-long", type=int, metavar="N", help="the ISO-only arm's iterations (default 500)")
+    parser.add_argument("--iso-short", type=int, metavar="N", help="ISO before RSO (default 100)")
+    parser.add_argument("--rso", type=int, metavar="N", help="RSO iterations per box (default 400)")
+    parser.add_argument("--no-peers", action="store_true", help="skip elastix and ANTs")
+    parser.add_argument("--elastix-iterations", type=int, metavar="N", help="elastix iterations per resolution")
+    parser.add_argument("--ants-iterations", type=lambda t: tuple(int(v) for v in t.split(",")), metavar="A,B,C",
+                        help="ANTs SyN iterations per level (default 40,20,0)")
+    speed = parser.add_mutually_exclusive_group()
+    speed.add_argument("--speed-only", action="store_true", help="only the speed section")
+    speed.add_argument("--no-speed", action="store_true", help="skip the speed section")
+    parser.add_argument("--speed-grid", type=number_list(3, int), action="append", metavar="Z,Y,X",
+                        help="speed grid (repeatable; default 64,128,128 and 128,256,256)")
+    parser.add_argument("--speed-box", type=float, action="append", metavar="MM",
+                        help="speed box side (repeatable; default 32 and 64)")
+    parser.add_argument("--speed-iterations", type=int, metavar="N", help="iterations per speed measurement")
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch CPU threads (default: torch's, one per core); use fewer when other jobs "
+                        "share the cores")
+    add_engine_arguments(parser)
+    parser.set_defaults(func=run_bench_command)

@@ -1,0 +1,174 @@
+"""Reading and writing images and displacement fields with SimpleITK, with full geometry.
+
+Everything here is LPS (ITK's convention). Inputs are checked once, at the door, so that the
+rest of the engine can trust them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from rso.errors import InputError
+
+log = logging.getLogger(__name__)
+
+NIFTI_INTENT_DISPLACEMENT_VECTOR = 1006
+
+
+def read_image(path: str | os.PathLike, what: str = "image") -> sitk.Image:
+    """Read a 3-D scalar image (NIfTI, NRRD, MHA or a DICOM series folder) as float32 HU."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} not found: {path}")
+    try:
+        image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError(f"{what} could not be read ({path}): {_first_line(exc)}") from None
+    check_scalar_volume(image, f"{what} {path.name}")
+    return sitk.Cast(image, sitk.sitkFloat32)
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputError(f"no DICOM series in folder {folder}")
+    if len(series) > 1:
+        log.warning("%s holds %d DICOM series; reading the first (%s)", folder, len(series), series[0])
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def check_scalar_volume(image: sitk.Image, what: str) -> None:
+    """A registrable volume is 3-D, scalar, at least 2 voxels along each axis, and finite."""
+    if image.GetDimension() != 3:
+        raise InputError(f"{what} is {image.GetDimension()}-D; a 3-D volume is required")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{what} has {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar volume is required")
+    if min(image.GetSize()) < 2:
+        raise InputError(f"{what} has size {image.GetSize()}; a 3-D volume needs at least 2 voxels along each axis")
+    values = sitk.GetArrayViewFromImage(image)
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise InputError(f"{what} has {bad} NaN or infinite voxels")
+
+
+def read_displacement_field(path: str | os.PathLike, what: str = "displacement field") -> sitk.Image:
+    """Read an ITK displacement field (3 components, LPS mm, fixed -> moving)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} not found: {path}")
+    try:
+        field = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError(f"{what} could not be read ({path}): {_first_line(exc)}") from None
+    if field.GetDimension() != 3 or field.GetNumberOfComponentsPerPixel() != 3:
+        raise InputError(f"{what} {path.name} is not a 3-D field with 3 components per voxel")
+    if not np.isfinite(sitk.GetArrayViewFromImage(field)).all():
+        raise InputError(f"{what} {path.name} has NaN or infinite values")
+    return sitk.Cast(field, sitk.sitkVectorFloat64)
+
+
+def write_image(image: sitk.Image, path: str | os.PathLike) -> Path:
+    """Write atomically: a reader never sees a half-written file, a failure leaves none."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".nii.gz"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem.split('.')[0]}-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    _ordinary_permissions(tmp)
+    try:
+        sitk.WriteImage(image, tmp, useCompression=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_displacement_field(field: sitk.Image, path: str | os.PathLike) -> Path:
+    """Write an ITK displacement field (LPS mm, fixed -> moving) that ITK and Slicer read as a transform.
+
+    NIfTI gets intent code 1006 (displacement vector), which by the NIfTI/ITK convention stores the
+    vectors in RAS; ITK converts them back to LPS on reading. SimpleITK cannot write that intent
+    for its vector images, so NIfTI goes through nibabel; other formats go through SimpleITK.
+    """
+    path = Path(path)
+    if not path.name.endswith((".nii", ".nii.gz")):
+        return write_image(sitk.Cast(field, sitk.sitkVectorFloat32), path)
+    import nibabel  # only needed for this one header field
+
+    vectors_lps = sitk.GetArrayFromImage(field).astype(np.float32)  # (z, y, x, 3)
+    vectors_ras = vectors_lps.transpose(2, 1, 0, 3) * np.array([-1, -1, 1], np.float32)
+    affine = LPS_TO_RAS_4x4 @ index_to_physical_matrix(field)
+    nifti = nibabel.Nifti1Image(vectors_ras[:, :, :, None, :], affine)
+    nifti.header.set_intent(NIFTI_INTENT_DISPLACEMENT_VECTOR)
+    nifti.header.set_xyzt_units("mm")
+    nifti.header.set_qform(affine, code=1)
+    nifti.header.set_sform(affine, code=1)
+    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
+    return write_bytes_atomically(_nifti_bytes(nifti, suffix), path)
+
+
+def _nifti_bytes(nifti, suffix: str) -> bytes:
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder) / f"field{suffix}"
+        nifti.to_filename(tmp)
+        return tmp.read_bytes()
+
+
+LPS_TO_RAS_4x4 = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def index_to_physical_matrix(image: sitk.Image) -> np.ndarray:
+    """4x4 matrix taking an ITK (i, j, k, 1) index to an LPS point."""
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    matrix = np.eye(4)
+    matrix[:3, :3] = direction @ np.diag(image.GetSpacing())
+    matrix[:3, 3] = image.GetOrigin()
+    return matrix
+
+
+def write_bytes_atomically(data: bytes, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    _ordinary_permissions(tmp)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _ordinary_permissions(path: str) -> None:
+    """mkstemp makes files private (0600); results should get the usual umask-based mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # ITK messages end with the useful sentence; the first lines are file/line noise.
+    return lines[-1] if lines else type(exc).__name__

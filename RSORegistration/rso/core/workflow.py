@@ -1,0 +1,108 @@
+"""The paper's three-step workflow (Algorithm 1) as one call: general -> ISO -> RSO per box.
+
+``EngineSettings`` is the one place a session is built from a user's choices (the CLI, the worker,
+the demo, the benchmark and batch runs all use it). ``RegisterJob`` is one registration of a
+pair; ``run_register_job`` checks every input before anything is written, so bad input leaves no
+partial output.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rso.core.losses import LossConfig
+from rso.core.model import ModelConfig, RegistrationNet, build_model
+from rso.core.optimize import CancelToken, ProgressCallback
+from rso.core.results import check_output_folder, write_results
+from rso.core.session import RegistrationSession, RSOSettings, open_inputs
+from rso.errors import InputError
+from rso.options import DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS, DEFAULT_PRECISION, DEFAULT_SEED
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Which network, on which grid, on which device, in which arithmetic, with which loss and seed."""
+
+    model: str | None = None  # a checkpoint; None: the bundled general model
+    channels: tuple[int, ...] | None = None  # an untrained network of this width instead (tests, demos)
+    grid: tuple[int, int, int] | None = None  # None: the model's own training grid
+    device: str = DEFAULT_DEVICE
+    precision: str = DEFAULT_PRECISION
+    seed: int = DEFAULT_SEED
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self):
+        if self.model and self.channels:
+            raise InputError("channels describe an untrained network; they cannot be combined with a model checkpoint")
+
+    def network(self) -> tuple[RegistrationNet, str]:
+        """The starting network and a one-line description of where it came from."""
+        net, source = build_model(self.model, ModelConfig(channels=tuple(self.channels)) if self.channels else None)
+        log.info("model: %s, channels %s", source, net.config.channels)
+        return net, source
+
+    def session(self, inputs: dict, folder: str | Path | None = None,
+                network: tuple[RegistrationNet, str] | None = None) -> RegistrationSession:
+        """A session on ``inputs`` (``open_inputs``' keywords); ``network`` is copied, never shared."""
+        net, source = (copy.deepcopy(network[0]), network[1]) if network else self.network()
+        return RegistrationSession(**inputs, net=net, grid_shape=self.grid, folder=folder, seed=self.seed,
+                                   device=self.device, loss=self.loss, model_source=source, precision=self.precision)
+
+
+@dataclass
+class RegisterJob:
+    """One pair through the three steps, and where its results go."""
+
+    fixed: str
+    moving: str
+    out: str
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    iso: int = DEFAULT_ISO_ITERATIONS
+    boxes_ras: list[list[float]] = field(default_factory=list)
+    boxes_ijk: list[list[int]] = field(default_factory=list)
+    rso: RSOSettings = field(default_factory=RSOSettings)
+    truth: str | None = None
+    reference: str | None = None
+    mask: str | None = None
+    figure: bool = True
+
+    def prepare(self) -> tuple[RegistrationSession, list]:
+        """Read and check every input and box; build the session (nothing written yet)."""
+        check_output_folder(self.out)
+        if self.iso < 0:
+            raise InputError("ISO iterations must be >= 0")
+        inputs = open_inputs(self.fixed, self.moving, self.reference, self.truth, self.mask)
+        session = self.engine.session(inputs)
+        boxes = [session.box_from_ras(b) for b in self.boxes_ras] + [session.box_from_fixed_index(b)
+                                                                     for b in self.boxes_ijk]
+        return session, boxes
+
+
+def run_register_job(job: RegisterJob, progress: ProgressCallback | None = None,
+                     cancel: CancelToken | None = None) -> tuple[RegistrationSession, dict[str, Path]]:
+    """Run the whole job; returns the session and the written paths."""
+    session, boxes = job.prepare()
+    out = Path(job.out)
+    start_session_folder(session, out / "session")
+    session.general()
+    if job.iso:
+        session.iso(job.iso, progress=progress, cancel=cancel)
+    for box in boxes:
+        session.rso(box, job.rso, progress=progress, cancel=cancel)
+    paths = write_results(session, out, figure=job.figure)
+    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    return session, paths
+
+
+def start_session_folder(session: RegistrationSession, folder: Path) -> None:
+    """Give a checked session its folder; a new run replaces a previous run's session there."""
+    if folder.exists():
+        log.info("replacing the previous session in %s", folder)
+        shutil.rmtree(folder)
+    session.attach_folder(folder)

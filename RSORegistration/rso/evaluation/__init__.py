@@ -1,0 +1,1 @@
+"""Evaluation against ground truth: automatic boxes, the classical peers, the demo, the benchmark, figures."""

@@ -1,0 +1,212 @@
+"""The arms of the paper's experiment on one case: every method scored by the same function in the same box.
+
+Per (case, box): the general model, ISO-long, ISO-short, ISO-short + RSO in each mode, and the
+peers. ISO-short runs once per case and each RSO arm is undone (bit-exact) before the next, so
+every RSO arm starts from the same state. Every arm is scored by ``RegistrationSession.metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from rso.core.imageio import write_bytes_atomically
+from rso.core.losses import LossConfig
+from rso.core.results import rewarp
+from rso.core.session import RegistrationSession, RSOSettings
+from rso.core.workflow import EngineSettings
+from rso.errors import InputError
+from rso.evaluation.bench.cases import Case
+from rso.evaluation.bench.measure import Measured, merged_memory
+from rso.evaluation.bench.plan import PAPER_ARM, PEER_ARMS, RECORD_FORMAT, RSO_ARMS, BenchPlan, labels
+
+log = logging.getLogger(__name__)
+
+
+class Model:
+    """One network, copied into every session, so that every arm starts from the same weights."""
+
+    def __init__(self, checkpoint: str | None, channels: tuple[int, ...] | None, plan: BenchPlan):
+        self.plan = plan
+        self.engine = EngineSettings(model=checkpoint, channels=channels, grid=plan.grid, device=plan.device,
+                                     precision=plan.precision, seed=plan.seed,
+                                     loss=LossConfig(similarity=plan.similarity, smoothness_weight=plan.smoothness))
+        self.network = self.engine.network()
+        self.net, self.source = self.network
+
+    def session(self, inputs: dict, grid=None) -> RegistrationSession:
+        engine = replace(self.engine, grid=grid or self.engine.grid or self.net.config.grid)
+        return engine.session(inputs, network=self.network)
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "config": self.net.config.to_dict()}
+
+
+@dataclass
+class ArmResult:
+    """One arm on one (case, box): the metrics and what it cost."""
+
+    arm: str
+    metrics: dict
+    seconds: float  # from the input images to this arm's field (the whole pipeline)
+    peak_memory: dict
+    step_seconds: float | None = None  # the arm's last step alone (the RSO step, the peer's run)
+    latency_seconds: float | None = None  # box handed over -> warped and difference images ready
+    export_seconds: float | None = None
+    loss: list[float] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class CaseRun:
+    """The shared state of one case: its inputs, the ISO-long and ISO-short sessions, their timings."""
+
+    case: Case
+    inputs: dict
+    iso_long: RegistrationSession
+    iso_short: RegistrationSession
+    timings: dict  # step name -> Measured
+
+
+def prepare_case(case: Case, model: Model, plan: BenchPlan, progress) -> CaseRun:
+    """general -> ISO-long in one session; general -> ISO-short (the RSO arms' start) in another."""
+    inputs = case.inputs()
+    timings = {}
+    long_arm = model.session(inputs)
+    with Measured(long_arm.device) as timings["general"]:
+        long_arm.general()
+    with Measured(long_arm.device) as timings["iso_long"]:
+        long_arm.iso(plan.iso_long, progress=progress)
+    short_arm = model.session(inputs)
+    short_arm.general()
+    with Measured(short_arm.device) as timings["iso_short"]:
+        short_arm.iso(plan.iso_short, progress=progress)
+    return CaseRun(case, inputs, long_arm, short_arm, timings)
+
+
+def fixed_arms(run: CaseRun, box) -> list[ArmResult]:
+    """The arms that do not depend on the box, scored in it: general, ISO-long, ISO-short."""
+    session, t = run.iso_short, run.timings
+    fields = {"general": session.state_field(1), "iso_long": run.iso_long.field_voxels,
+              "iso_short": session.field_voxels}
+    cost = {"general": (t["general"],), "iso_long": (t["general"], t["iso_long"]),
+            "iso_short": (t["general"], t["iso_short"])}
+    steps = {"general": run.iso_long.history[0], "iso_long": run.iso_long.history[1], "iso_short": session.history[1]}
+    return [ArmResult(arm, session.metrics(fields[arm], box), sum(m.seconds for m in cost[arm]),
+                      merged_memory(*cost[arm]), step_seconds=cost[arm][-1].seconds, loss=steps[arm].loss,
+                      settings=steps[arm].params)
+            for arm in fields]
+
+
+def rso_arm(run: CaseRun, box, arm: str, plan: BenchPlan, progress, figure_path: Path | None) -> ArmResult:
+    """ISO-short + RSO on the box in one mode, then the re-warp; undone afterwards (bit-exact)."""
+    session = run.iso_short
+    mode, compose = RSO_ARMS[arm]
+    settings = RSOSettings(iterations=plan.rso, mode=mode, compose=compose)
+    with Measured(session.device) as step:
+        record = session.rso(box, settings, progress=progress)
+    with Measured(session.device) as export:
+        rewarp(session)
+    if figure_path is not None:
+        paper_figure(run, box, plan, figure_path)
+    session.undo()
+    before = (run.timings["general"], run.timings["iso_short"])
+    return ArmResult(arm, record.metrics, sum(m.seconds for m in before) + step.seconds,
+                     merged_memory(*before, step, export), step_seconds=step.seconds,
+                     latency_seconds=step.seconds + export.seconds, export_seconds=export.seconds, loss=record.loss,
+                     settings=asdict(settings))
+
+
+def paper_figure(run: CaseRun, box, plan: BenchPlan, path: Path) -> None:
+    """The Fig. 2/3-style figure (figures.comparison_figure), with the demo's rows."""
+    from rso.evaluation.demo import DemoPlan, comparison_rows
+    from rso.evaluation.figures import comparison_figure
+
+    demo_plan = DemoPlan(iso_long=plan.iso_long, iso_short=plan.iso_short, rso=plan.rso, box_size_mm=plan.box_size_mm)
+    rows = comparison_rows(run.iso_long, run.iso_short, box, demo_plan)
+    comparison_figure(run.iso_long, run.iso_short, box, rows, path)
+
+
+def peer_field_voxels(session: RegistrationSession, field_image: sitk.Image) -> np.ndarray:
+    """A peer's LPS-mm field on the model grid, in the session's voxel units: scored like every arm."""
+    return session.grid.mm_to_voxels(session.grid.resample_field(field_image))
+
+
+def whole_image_peers(run: CaseRun, plan: BenchPlan) -> dict[str, tuple]:
+    """elastix B-spline and ANTs SyN on the whole pair, once per case: arm -> (voxels, Measured, PeerResult)."""
+    import rso.evaluation.peers as peers
+
+    results = {}
+    for arm, package, method in (("elastix_bspline", "elastix", lambda f, m: peers.elastix_bspline(f, m, plan.elastix)),
+                                 ("ants_syn", "ants", lambda f, m: peers.ants_syn(f, m, plan.ants))):
+        if not peers.available(package):
+            log.warning("%s skipped: %s is not installed (%s)", arm, peers.PACKAGES[package], peers.INSTALL_HINT)
+            continue
+        peers.warm_up(package)
+        results[arm] = _run_peer(run, method)
+    return results
+
+
+def _run_peer(run: CaseRun, method) -> tuple:
+    with Measured() as cost:
+        result = method(run.inputs["fixed"], run.inputs["moving"])
+    return peer_field_voxels(run.iso_short, result.field), cost, result
+
+
+def masked_peer(run: CaseRun, box, plan: BenchPlan) -> tuple | None:
+    import rso.evaluation.peers as peers
+
+    if not peers.available("elastix"):
+        return None
+    peers.warm_up("elastix")
+    return _run_peer(run, lambda f, m: peers.elastix_bspline(f, m, plan.elastix, box=box))
+
+
+def peer_arm(run: CaseRun, box, arm: str, outcome: tuple) -> ArmResult:
+    field_voxels, cost, result = outcome
+    settings = result.settings | ({"notes": result.extra} if result.extra else {})
+    return ArmResult(arm, run.iso_short.metrics(field_voxels, box), cost.seconds, cost.memory,
+                     step_seconds=cost.seconds, settings=settings)
+
+
+def run_case(case: Case, model: Model, plan: BenchPlan, out: Path, context: dict, progress) -> list[dict]:
+    """Every arm on every box of one case; returns the records (also written as JSON)."""
+    from rso.evaluation.box_kinds import worst_residual_boxes
+
+    log.info("case %s: %s <- %s", case.name, f"cbct_phase{case.fixed_phase}", f"cbct_phase{case.moving_phase}")
+    run = prepare_case(case, model, plan, progress)
+    boxes = worst_residual_boxes(run.iso_short, plan.boxes, plan.box_size_mm)
+    if not boxes:
+        raise InputError(f"no {plan.box_size_mm} mm box fits inside the body of case {case.name}")
+    whole_peers = whole_image_peers(run, plan) if plan.peers else {}
+    records = []
+    for index, box in enumerate(boxes):
+        results = fixed_arms(run, box)
+        for arm in RSO_ARMS:
+            with_figure = plan.figures and index == 0 and arm == PAPER_ARM
+            figure = out / "figures" / f"case_{case.name}.png" if with_figure else None
+            results.append(rso_arm(run, box, arm, plan, progress, figure))
+        if plan.peers:
+            masked = masked_peer(run, box, plan)
+            outcomes = {**whole_peers, **({"elastix_bspline_box_mask": masked} if masked else {})}
+            results += [peer_arm(run, box, arm, outcomes[arm]) for arm in PEER_ARMS if arm in outcomes]
+        box_info = {"index": index, "size_mm": plan.box_size_mm, "ras": box.ras_corners, "voxels": box.voxels.to_dict()}
+        for result in results:
+            records.append(write_arm_record(out, case, box_info, result, plan, context))
+    return records
+
+
+def write_arm_record(out: Path, case: Case, box_info: dict, result: ArmResult, plan: BenchPlan, context: dict) -> dict:
+    record = {"format": RECORD_FORMAT, "kind": "arm", "case": case.to_dict(), "box": box_info, "arm": result.arm,
+              "label": labels(plan)[result.arm], **asdict(result), **context}
+    write_json(out / f"arm_{case.name}_box{box_info['index']}_{result.arm}.json", record)
+    return record
+
+
+def write_json(path: Path, data: dict) -> Path:
+    return write_bytes_atomically(json.dumps(data, indent=1).encode(), path)

@@ -1,0 +1,105 @@
+"""Simulated cases with ground truth: the plan's cases (simulated once, then cached) or named folders."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from rso.core.paths import cases_dir
+from rso.core.session import open_inputs
+from rso.errors import InputError
+from rso.evaluation.bench.plan import TRAINING_ANATOMY, TRAINING_SEEDS, BenchPlan, CaseSpec
+from rso.evaluation.demo import EVALUATION_MASK
+from rso.simulation.fetch import DATA_FILES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A case folder and the pair taken from it."""
+
+    name: str
+    folder: Path
+    anatomy: str
+    seed: int | None
+    moving_phase: int
+    fixed_phase: int = 0
+    mask: str = EVALUATION_MASK
+
+    def inputs(self) -> dict:
+        folder, f, k = self.folder, self.fixed_phase, self.moving_phase
+        return open_inputs(folder / f"cbct_phase{f}.nii.gz", folder / f"cbct_phase{k}.nii.gz",
+                           folder / f"ct_phase{f}.nii.gz", folder / f"truth_{f}_{k}.nii.gz", folder / self.mask)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "folder": str(self.folder), "anatomy": self.anatomy, "seed": self.seed,
+                "fixed_phase": self.fixed_phase, "moving_phase": self.moving_phase,
+                "fixed": f"cbct_phase{self.fixed_phase}", "moving": f"cbct_phase{self.moving_phase}",
+                "reference": f"ct_phase{self.fixed_phase} (clean CT)", "evaluation_mask": self.mask,
+                # The bundled model saw this patient (with other breathing seeds) in training.
+                "training_anatomy": self.anatomy in TRAINING_ANATOMY,
+                "training_case": self.anatomy in TRAINING_ANATOMY and self.seed in TRAINING_SEEDS}
+
+
+def resolve_cases(plan: BenchPlan) -> list[Case]:
+    """The plan's cases, simulated once and cached (or the explicit folders it names)."""
+    if plan.case_dirs:
+        cases = [_case_from_folder(Path(folder), plan.moving_phase) for folder in plan.case_dirs]
+    else:
+        cases = [_case_from_spec(spec) for spec in plan.cases]
+    return [replace(case, mask=plan.evaluation_mask) for case in cases]
+
+
+def _case_from_folder(folder: Path, moving_phase: int | None) -> Case:
+    info = _case_json(folder)
+    k = info["phases"] // 2 if moving_phase is None else moving_phase
+    _check_phase(folder, info, k)
+    source = Path(info.get("source", {}).get("path", "")).name
+    anatomy = {d.filename: d.key for d in DATA_FILES}.get(source, "unknown")
+    return Case(f"{folder.name}-phase{k}", folder, anatomy, info.get("seed"), k)
+
+
+def _case_json(folder: Path) -> dict:
+    path = folder / "case.json"
+    if not path.is_file():
+        raise InputError(f"{folder} is not a simulated case (no case.json); make one with rso-registration simulate")
+    return json.loads(path.read_text())
+
+
+def _check_phase(folder: Path, info: dict, phase: int) -> None:
+    if not 1 <= phase < info["phases"]:
+        raise InputError(f"moving phase {phase} is not in 1..{info['phases'] - 1} for case {folder}")
+
+
+def _case_from_spec(spec: CaseSpec) -> Case:
+    folder = case_folder(spec.anatomy, spec.seed)
+    _check_phase(folder, _case_json(folder), spec.moving_phase)
+    return Case(spec.name, folder, spec.anatomy, spec.seed, spec.moving_phase)
+
+
+def case_folder(anatomy: str, seed: int) -> Path:
+    """A 10-phase case in the shared case cache, simulated on first use.
+
+    Reuses the demo case (lung2 seed 0) and the cases scripts/build_demo_model.py made (named
+    train-*, held-out ones included); otherwise makes bench-<anatomy>-seed<seed>.
+    """
+    from rso.evaluation.demo import DEMO_PATIENT, DEMO_SEED, demo_case
+    from rso.simulation.fetch import fetch_data
+    from rso.simulation.simulate import simulate_case
+
+    if (anatomy, seed) == (DEMO_PATIENT, DEMO_SEED):
+        return demo_case()
+    cases = cases_dir()
+    for prefix in ("train", "heldout", "bench"):
+        folder = cases / f"{prefix}-{anatomy}-seed{seed}"
+        if (folder / "case.json").is_file():
+            return folder
+    sources = fetch_data()
+    if anatomy not in sources:
+        raise InputError(f"unknown anatomy {anatomy!r}; choose one of {sorted(sources)}")
+    folder = cases / f"bench-{anatomy}-seed{seed}"
+    log.info("simulating case %s (once; cached in %s)", folder.name, folder)
+    return simulate_case(sources[anatomy], folder, phases=10, seed=seed, overwrite=True)

@@ -1,0 +1,235 @@
+"""The worker protocol: line-delimited JSON between a client and ``rso-registration worker``.
+
+This module is the one place the protocol is defined (docs/worker-protocol.md describes it for
+people). It imports nothing heavy, so the Slicer GUI and the client can use it without torch.
+
+* The worker's first line: ``{"event": "ready", "version", "protocol", "pid"}``.
+* A request: ``{"id": <int>, "cmd": <name>, "args": {...}}``.
+* Replies carry the request's id: ``progress`` (optimisation steps), then exactly one ``done``
+  (``result``) or ``error`` (``kind``, one-line ``message``).
+* The client itself adds ``died`` when the worker process ends unexpectedly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any, Callable
+
+from rso.errors import InputError
+
+PROTOCOL_VERSION = 1
+
+# Events the worker sends (``died`` comes from the client, not the worker).
+EVENTS = ("ready", "progress", "done", "error", "died")
+ERROR_KINDS = ("input", "cancelled", "busy", "internal")
+
+STEP_COMMANDS = ("general", "iso", "rso")
+# Answered at once, even while a step runs; every other command gets "busy" then.
+CONTROL_COMMANDS = ("cancel", "status", "shutdown")
+
+# At most this many progress lines per second and step (the last iteration is always sent).
+PROGRESS_PER_SECOND = 5.0
+MAX_MESSAGE_CHARS = 500
+
+
+class ProtocolError(InputError):
+    """A line that is not a valid request; ``request_id`` is its id when that much could be read."""
+
+    def __init__(self, message: str, request_id: int | None = None):
+        super().__init__(message)
+        self.request_id = request_id
+
+
+# ------------------------------------------------------------------------------ argument checks
+def _string(value) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value) -> bool:
+    return (_integer(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _boolean(value) -> bool:
+    return isinstance(value, bool)
+
+
+def _list_of(check: Callable[[Any], bool], count: int | None = None, what: str = "") -> Callable[[Any], bool]:
+    def valid(value) -> bool:
+        return isinstance(value, list) and (count is None or len(value) == count) and all(check(v) for v in value)
+
+    valid.__doc__ = what
+    return valid
+
+
+_DESCRIPTIONS = {
+    _string: "a non-empty string", _integer: "a whole number", _number: "a finite number", _boolean: "true or false",
+}
+
+
+@dataclass(frozen=True)
+class Arg:
+    check: Callable[[Any], bool]
+    required: bool = False
+
+    @property
+    def description(self) -> str:
+        return _DESCRIPTIONS.get(self.check) or self.check.__doc__ or "valid"
+
+
+_BOX = _list_of(_number, 6, "a list of 6 numbers")
+
+# Every command and its arguments. A null value is the same as leaving the argument out.
+COMMANDS: dict[str, dict[str, Arg]] = {
+    "open": {
+        "folder": Arg(_string, required=True),
+        "fixed": Arg(_string), "moving": Arg(_string),  # needed unless the folder holds a session
+        "model": Arg(_string),
+        "channels": Arg(_list_of(_integer, None, "a list of whole numbers")),
+        "grid": Arg(_list_of(_integer, 3, "a list of 3 whole numbers")),
+        "device": Arg(_string), "precision": Arg(_string), "seed": Arg(_integer),
+        "truth": Arg(_string), "reference": Arg(_string),
+        "similarity": Arg(_string), "smoothness": Arg(_number),
+    },
+    "general": {},
+    "iso": {"iterations": Arg(_integer), "learning_rate": Arg(_number)},
+    "rso": {
+        "box_ras": Arg(_BOX), "box_lps": Arg(_BOX),  # exactly one of the two
+        "iterations": Arg(_integer), "mode": Arg(_string), "compose": Arg(_string),
+        "blend_margin_mm": Arg(_number), "learning_rate": Arg(_number),
+    },
+    "undo": {},
+    "export": {"out": Arg(_string, required=True), "figure": Arg(_boolean)},
+    "status": {},
+    "cancel": {},
+    "shutdown": {},
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    id: int
+    cmd: str
+    args: dict = field(default_factory=dict)
+
+    def to_message(self) -> dict:
+        return {"id": self.id, "cmd": self.cmd, "args": self.args}
+
+
+def check_args(cmd: str, args: dict, request_id: int | None = None) -> dict:
+    """The arguments with nulls dropped; ProtocolError names the first problem."""
+    if cmd not in COMMANDS:
+        raise ProtocolError(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}", request_id)
+    if not isinstance(args, dict):
+        raise ProtocolError(f"{cmd}: args must be a JSON object", request_id)
+    spec = COMMANDS[cmd]
+    given = {name: value for name, value in args.items() if value is not None}
+    for name, value in given.items():
+        if name not in spec:
+            known = ", ".join(spec) or "none"
+            raise ProtocolError(f"{cmd}: unknown argument {name!r} (arguments: {known})", request_id)
+        if not spec[name].check(value):
+            raise ProtocolError(f"{cmd}: {name} must be {spec[name].description}, not {value!r}", request_id)
+    missing = [name for name, arg in spec.items() if arg.required and name not in given]
+    if missing:
+        raise ProtocolError(f"{cmd}: missing argument {', '.join(missing)}", request_id)
+    if cmd == "rso" and ("box_ras" in given) == ("box_lps" in given):
+        raise ProtocolError("rso: give exactly one of box_ras [R1,A1,S1,R2,A2,S2] or box_lps [x1,y1,z1,x2,y2,z2]",
+                            request_id)
+    return given
+
+
+def parse_request(line: str) -> Request:
+    """One request line -> a checked Request, or ProtocolError."""
+    message = decode(line)
+    request_id = message.get("id")
+    if not _integer(request_id):
+        raise ProtocolError(f"a request needs an integer id, not {request_id!r}")
+    cmd = message.get("cmd")
+    if not isinstance(cmd, str):
+        raise ProtocolError("a request needs a cmd (string)", request_id)
+    return Request(request_id, cmd, check_args(cmd, message.get("args") or {}, request_id))
+
+
+# ------------------------------------------------------------------------------ lines
+def encode(message: dict) -> str:
+    """One JSON line (no newline): numpy values become plain ones, NaN/inf become null."""
+    return json.dumps(plain(message), separators=(",", ":"), allow_nan=False)
+
+
+def decode(line: str) -> dict:
+    try:
+        message = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"not a JSON line ({exc.msg} at column {exc.colno}): {line.strip()[:80]!r}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(f"a protocol line must be a JSON object, not {type(message).__name__}")
+    return message
+
+
+def plain(value):
+    """JSON-ready copy: tuples -> lists, paths -> strings, numpy scalars/arrays -> numbers/lists."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, PurePath):
+        return str(value)
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy scalar or array
+        return plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ------------------------------------------------------------------------------ messages
+def ready(version: str, pid: int) -> dict:
+    return {"event": "ready", "version": version, "protocol": PROTOCOL_VERSION, "pid": pid}
+
+
+def progress(request_id: int, update) -> dict:
+    """``update`` is an rso.optimize.Progress (step, iteration, iterations, loss, elapsed, eta)."""
+    return {"id": request_id, "event": "progress", **update.to_dict()}
+
+
+def done(request_id: int | None, result: dict) -> dict:
+    return {"id": request_id, "event": "done", "result": result}
+
+
+def error(request_id: int | None, kind: str, message: str) -> dict:
+    if kind not in ERROR_KINDS:
+        raise ValueError(f"unknown error kind {kind!r}")
+    return {"id": request_id, "event": "error", "kind": kind, "message": one_line(message)}
+
+
+def died(returncode: int | None, stderr: str) -> dict:
+    return {"id": None, "event": "died", "returncode": returncode, "stderr": stderr,
+            "message": f"the worker process ended (exit code {returncode})"}
+
+
+def one_line(text: str) -> str:
+    """Messages are one line: a GUI shows them in a status bar."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
+
+
+class ProgressThrottle:
+    """Lets through at most ``per_second`` updates, plus the first and always the last iteration."""
+
+    def __init__(self, per_second: float = PROGRESS_PER_SECOND, clock: Callable[[], float] = time.monotonic):
+        self.interval, self.clock = 1.0 / per_second, clock
+        self._last: float | None = None
+
+    def __call__(self, iteration: int, iterations: int) -> bool:
+        now = self.clock()
+        if iteration >= iterations or self._last is None or now - self._last >= self.interval:
+            self._last = now
+            return True
+        return False

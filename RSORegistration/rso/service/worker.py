@@ -1,0 +1,306 @@
+"""The worker process: one long-lived engine process that holds a registration session.
+
+It reads requests (rso.protocol) from stdin in the main thread and runs each session command in a
+thread of its own, so that ``cancel`` and ``status`` are answered while a step runs. Only
+protocol lines go to stdout: the real stdout is kept for them and file descriptor 1 is pointed
+at stderr, so that a print or a C library's output cannot corrupt the stream.
+
+After every accepted step (and undo) the viewer's results are in ``<session folder>/current/``.
+
+Run as ``rso-registration worker`` or ``python -m rso.service.worker`` (what the client starts; the
+Slicer extension ships the service but not the command line).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, TextIO
+
+from rso import __version__, silence_known_warnings
+
+import rso.service.protocol as protocol
+from rso.errors import Cancelled, InputError
+from rso.options import (DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS, DEFAULT_PRECISION, DEFAULT_SEED,
+                         DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS)
+
+if TYPE_CHECKING:
+    from rso.core.optimize import CancelToken
+
+log = logging.getLogger("rso.worker")
+
+CURRENT_FOLDER = "current"
+SHUTDOWN_JOIN_S = 60.0  # a step finishes its current iteration (or prediction) before it stops
+
+
+@dataclass
+class RunningRequest:
+    request: protocol.Request
+    cancel: "CancelToken"
+    thread: threading.Thread | None = None
+
+
+class Worker:
+    """Serves requests from ``lines`` and writes protocol lines to ``out``."""
+
+    def __init__(self, out: TextIO):
+        self.out = out
+        self.session = None  # rso.session.RegistrationSession once opened
+        self._job: RunningRequest | None = None
+        self._job_lock = threading.Lock()
+        self._out_lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------ I/O
+    def send(self, message: dict) -> None:
+        line = protocol.encode(message)
+        with self._out_lock:
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    def serve(self, lines: Iterable[str]) -> int:
+        """Until shutdown or end of input (the client went away); returns the exit code."""
+        self.send(protocol.ready(__version__, os.getpid()))
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                request = protocol.parse_request(line)
+            except protocol.ProtocolError as exc:
+                self.send(protocol.error(exc.request_id, "input", str(exc)))
+                continue
+            if request.cmd == "shutdown":
+                self._stop_running()
+                self.send(protocol.done(request.id, {}))
+                return 0
+            self._dispatch(request)
+        log.info("input closed: stopping")
+        self._stop_running()
+        return 0
+
+    def _dispatch(self, request: protocol.Request) -> None:
+        if request.cmd == "cancel":
+            self.send(protocol.done(request.id, {"cancelling": self._cancel_running()}))
+            return
+        if request.cmd == "status":
+            self.send(protocol.done(request.id, self._status()))
+            return
+        with self._job_lock:
+            running = self._job
+            if running is None:
+                from rso.core.optimize import CancelToken
+
+                log.info("%s (request %d) started", request.cmd, request.id)
+                self._job = RunningRequest(request, CancelToken())
+                self._job.thread = threading.Thread(target=self._run_job, args=(self._job,),
+                                                    name=f"rso-{request.cmd}-{request.id}", daemon=True)
+                self._job.thread.start()
+                return
+        self.send(protocol.error(request.id, "busy", f"busy with {running.request.cmd} (request {running.request.id}); "
+                                 "wait for it or cancel it"))
+
+    def _cancel_running(self) -> int | None:
+        with self._job_lock:
+            if self._job is None:
+                return None
+            self._job.cancel.cancel()
+            log.info("cancelling %s (request %d)", self._job.request.cmd, self._job.request.id)
+            return self._job.request.id
+
+    def _stop_running(self) -> None:
+        self._cancel_running()
+        job = self._job
+        if job is not None and job.thread is not None:
+            job.thread.join(SHUTDOWN_JOIN_S)
+
+    # ------------------------------------------------------------------------------ jobs
+    def _run_job(self, job: RunningRequest) -> None:
+        request = job.request
+        try:
+            handler: Callable[[RunningRequest], dict] = getattr(self, f"_cmd_{request.cmd}")
+            reply = protocol.done(request.id, handler(job))
+        except Cancelled as exc:
+            reply = protocol.error(request.id, "cancelled", str(exc))
+        except InputError as exc:
+            reply = protocol.error(request.id, "input", str(exc))
+        except Exception as exc:  # the worker keeps serving; the traceback goes to stderr
+            log.error("%s (request %d) failed:\n%s", request.cmd, request.id, traceback.format_exc())
+            reply = protocol.error(request.id, "internal", f"{type(exc).__name__}: {exc}")
+        with self._job_lock:  # free before replying, so that the client's next request is not "busy"
+            self._job = None
+        self.send(reply)
+
+    def _progress(self, job: RunningRequest):
+        throttle = protocol.ProgressThrottle()
+
+        def report(update) -> None:
+            if throttle(update.iteration, update.iterations):
+                self.send(protocol.progress(job.request.id, update))
+
+        return report
+
+    def _need_session(self):
+        if self.session is None:
+            raise InputError("no session is open: send open first")
+        return self.session
+
+    # ------------------------------------------------------------------------------ commands
+    def _cmd_open(self, job: RunningRequest) -> dict:
+        args = dict(job.request.args)
+        folder = Path(args.pop("folder"))
+        reopened = (folder / "session.json").is_file()
+        if reopened:
+            from rso.core.session import RegistrationSession
+
+            ignored = sorted(set(args) - {"device"})
+            if ignored:
+                log.info("%s holds a session: reopening it; ignoring %s", folder, ", ".join(ignored))
+            session = RegistrationSession.open(folder, device=args.get("device", DEFAULT_DEVICE))
+        else:
+            session = new_session(folder, **args)
+        self.session = session  # replaces any open session only once the new one is ready
+        log.info("%s session in %s with %d step(s)", "reopened" if reopened else "new", folder, len(session.history))
+        paths = write_current(session) if session.history else {}
+        return {**session_summary(session), "reopened": reopened, "paths": paths}
+
+    def _cmd_general(self, job: RunningRequest) -> dict:
+        session = self._need_session()
+        return step_result(session, session.general())
+
+    def _cmd_iso(self, job: RunningRequest) -> dict:
+        from rso.core.optimize import PAPER_LEARNING_RATE
+
+        session, args = self._need_session(), job.request.args
+        record = session.iso(args.get("iterations", DEFAULT_ISO_ITERATIONS), learning_rate=args.get("learning_rate", PAPER_LEARNING_RATE),
+                             progress=self._progress(job), cancel=job.cancel)
+        return step_result(session, record)
+
+    def _cmd_rso(self, job: RunningRequest) -> dict:
+        from rso.core.session import RSOSettings
+
+        session, args = self._need_session(), job.request.args
+        if "box_ras" in args:
+            box = session.box_from_ras(args["box_ras"])
+        else:
+            box = session.box_from_lps(args["box_lps"][:3], args["box_lps"][3:])
+        names = ("iterations", "mode", "compose", "blend_margin_mm", "learning_rate")
+        settings = RSOSettings(**{name: args[name] for name in names if name in args})
+        record = session.rso(box, settings, progress=self._progress(job), cancel=job.cancel)
+        return step_result(session, record)
+
+    def _cmd_undo(self, job: RunningRequest) -> dict:
+        session = self._need_session()
+        record = session.undo()
+        result = step_result(session, record)
+        result["undone"] = record is not None
+        return result
+
+    def _cmd_export(self, job: RunningRequest) -> dict:
+        from rso.core.results import write_results
+
+        session, args = self._need_session(), job.request.args
+        paths = write_results(session, args["out"], figure=args.get("figure", True))
+        return {"paths": {name: str(path) for name, path in paths.items()}}
+
+    def _status(self) -> dict:
+        job = self._job
+        running = {"id": job.request.id, "cmd": job.request.cmd} if job is not None else None
+        session = session_summary(self.session) if self.session is not None else None
+        return {"running": running, "session": session, "version": __version__, "pid": os.getpid()}
+
+
+# ---------------------------------------------------------------------------------- session
+def new_session(folder: Path, fixed: str | None = None, moving: str | None = None, model: str | None = None,
+                channels: list[int] | None = None, grid: list[int] | None = None, device: str = DEFAULT_DEVICE,
+                precision: str = DEFAULT_PRECISION, seed: int = DEFAULT_SEED, truth: str | None = None,
+                reference: str | None = None, similarity: str = DEFAULT_SIMILARITY,
+                smoothness: float = DEFAULT_SMOOTHNESS):
+    """A new session from image files, written into ``folder`` (checked before anything is written)."""
+    from rso.core.losses import LossConfig
+    from rso.core.session import open_inputs
+    from rso.core.workflow import EngineSettings
+
+    if not fixed or not moving:
+        raise InputError(f"{folder} holds no session yet: open needs fixed and moving images to start one")
+    engine = EngineSettings(model=model, channels=tuple(channels) if channels else None,
+                            grid=tuple(grid) if grid else None, device=device, precision=precision, seed=seed,
+                            loss=LossConfig(similarity=similarity, smoothness_weight=smoothness))
+    return engine.session(open_inputs(fixed, moving, reference, truth), folder=folder)
+
+
+def session_summary(session) -> dict:
+    return {
+        "folder": str(session.folder),
+        "grid": session.grid.to_dict(),
+        "steps": len(session.history),
+        "history": [record.to_dict() for record in session.history],
+        "model": session.model_source,
+        "device": str(session.device),
+        "precision": session.precision,
+    }
+
+
+def step_result(session, record) -> dict:
+    """What a step's "done" carries: its record and metrics, the viewer's files, the history."""
+    data = record.to_dict() if record is not None else None
+    return {
+        "record": data,
+        "metrics": data["metrics"] if data else None,
+        "paths": write_current(session),
+        "steps": len(session.history),
+        "history": [r.to_dict() for r in session.history],
+    }
+
+
+def write_current(session) -> dict[str, str]:
+    """Warped, displacement and difference for the viewer, at native resolution, in <folder>/current/."""
+    from rso.core.results import write_images
+
+    paths = write_images(session, Path(session.folder) / CURRENT_FOLDER)
+    return {name: str(path) for name, path in paths.items()}
+
+
+# ---------------------------------------------------------------------------------- process
+def protocol_stream() -> TextIO:
+    """Keep the real stdout for protocol lines; send everything else written to stdout to stderr."""
+    sys.stdout.flush()
+    fd = os.dup(sys.stdout.fileno())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # C libraries' output too
+    sys.stdout = sys.stderr
+    return io.TextIOWrapper(io.FileIO(fd, "w"), encoding="utf-8", newline="\n", line_buffering=True)
+
+
+def serve_stdio(threads: int | None = None) -> None:
+    """Serve the protocol on this process's stdin/stdout until shutdown; ends the process."""
+    out = protocol_stream()
+    # The client governs the worker's life through stdin; a Ctrl-C meant for a parent script
+    # must not kill a step half-way (the client cancels or closes stdin instead).
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Known, harmless library warnings would crowd the stderr tail a user sees when the worker dies.
+    silence_known_warnings()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    sys.stdin.reconfigure(encoding="utf-8")
+    code = Worker(out).serve(iter(sys.stdin.readline, ""))
+    # Everything is on disk (each write is atomic); skip the interpreter's teardown of torch and
+    # MONAI, which takes seconds, so that closing or restarting a worker is quick.
+    out.flush()
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":  # python -m rso.service.worker [--threads N]: what WorkerClient starts
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    arguments = sys.argv[1:]
+    serve_stdio(int(arguments[arguments.index("--threads") + 1]) if "--threads" in arguments else None)

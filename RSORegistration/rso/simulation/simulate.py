@@ -1,0 +1,339 @@
+"""4D CT/CBCT cases with known ground truth, made from one real chest CT.
+
+A case folder holds, for phases k = 0..N-1 and K = 1..N-1:
+  ct_phasek.nii.gz     the CT at breathing phase k (phase 0 = end exhale = the source CT)
+  cbct_phasek.nii.gz   a CBCT-like image of phase k (phase-binned sparse-view reconstruction)
+  truth_0_K.nii.gz     the ground-truth field of the pair (fixed = phase 0, moving = phase K): an ITK
+                       displacement field on the fixed grid, LPS mm, fixed -> moving points, so that
+                       resampling ct_phaseK through it reproduces ct_phase0 (up to interpolation)
+  body_mask.nii.gz, lung_mask.nii.gz   masks of phase 0
+  case.json            source and its SHA-256, seed, drawn amplitudes, all parameters, versions
+
+Phase K is made from the source by pulling it through the exact inverse of the truth field
+(computed and checked to a few hundredths of a millimetre), so the truth is the model's own field,
+not an estimate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import SimpleITK as sitk
+
+from rso import __version__
+from rso.simulation.anatomy import MaskParams, body_mask, check_ct, lung_mask
+from rso.errors import InputError
+from rso.core.imageio import file_sha256, read_image, write_displacement_field, write_image
+from rso.simulation.motion import (BreathingMotion, MotionParams, breathing_curve, check_invertible, invert_field,
+                     jacobian_determinant)
+
+if TYPE_CHECKING:
+    from rso.simulation.cbct import CBCTParams  # imported lazily at run time: scikit-image is slow to import
+
+log = logging.getLogger(__name__)
+
+CASE_FORMAT = "rso-simulated-case/1"
+AIR_HU = -1000.0
+
+
+@dataclass(frozen=True)
+class SimulationParams:
+    # Working grid: isotropic spacing (None keeps the source's), cropped to the body plus a margin
+    # (None keeps the whole field of view). 2.5 mm keeps a case near 128 x 100 x 100 voxels.
+    spacing_mm: float | None = 2.5
+    crop_margin_mm: float | None = 10.0
+    motion: MotionParams = field(default_factory=MotionParams)
+    cbct: CBCTParams | None = None  # None: the CBCT defaults
+    masks: MaskParams = field(default_factory=MaskParams)
+
+
+def working_ct(ct: sitk.Image, spacing_mm: float | None = 2.5, crop_margin_mm: float | None = 10.0,
+               masks: MaskParams = MaskParams()) -> sitk.Image:
+    """The CT on an axis-aligned LPS grid (identity direction) at spacing_mm, cropped to the body.
+
+    Downsampling is anti-aliased (Gaussian) and HU below -1000 (padding outside the scanner's field
+    of view) becomes air.
+    """
+    check_ct(ct)
+    ct = sitk.Cast(ct, sitk.sitkFloat32)
+    spacing = list(ct.GetSpacing()) if spacing_mm is None else [float(spacing_mm)] * 3
+    lower, upper = _physical_bounds(ct)
+    size = [max(2, int(np.floor((hi - lo) / sp + 1e-6)) + 1) for lo, hi, sp in zip(lower, upper, spacing)]
+    if _is_identity(ct) and spacing_mm is None:
+        grid = ct
+    else:
+        grid = sitk.Resample(_anti_alias(ct, spacing), size, sitk.Transform(), sitk.sitkLinear, lower, spacing,
+                             np.eye(3).ravel().tolist(), AIR_HU, sitk.sitkFloat32)
+    grid = sitk.Clamp(grid, sitk.sitkFloat32, AIR_HU, 1e6)
+    if crop_margin_mm is not None:
+        grid = _crop_to_body(grid, crop_margin_mm, masks)
+    return grid
+
+
+def _physical_bounds(image: sitk.Image) -> tuple[list[float], list[float]]:
+    corners = [image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, image.GetSize())])
+               for corner in np.ndindex(2, 2, 2)]
+    return list(np.min(corners, axis=0)), list(np.max(corners, axis=0))
+
+
+def _anti_alias(image: sitk.Image, spacing: list[float]) -> sitk.Image:
+    # Blur each source axis down to the new resolution (the coarsest new spacing: the grids may be rotated).
+    target = max(spacing)
+    sigma = [0.5 * np.sqrt(max(target ** 2 - s ** 2, 0.0)) for s in image.GetSpacing()]
+    if max(sigma) < 1e-3:
+        return image
+    return sitk.SmoothingRecursiveGaussian(image, [max(s, 1e-3) for s in sigma])
+
+
+def _crop_to_body(ct: sitk.Image, margin_mm: float, masks: MaskParams) -> sitk.Image:
+    body = sitk.GetArrayFromImage(body_mask(ct, masks))
+    nonzero = np.nonzero(body)
+    margin = [int(np.ceil(margin_mm / s)) for s in reversed(ct.GetSpacing())]  # array order (z, y, x)
+    lower = [max(0, int(idx.min()) - m) for idx, m in zip(nonzero, margin)]
+    upper = [min(n, int(idx.max()) + 1 + m) for idx, m, n in zip(nonzero, margin, body.shape)]
+    return ct[lower[2]:upper[2], lower[1]:upper[1], lower[0]:upper[0]]
+
+
+def _is_identity(image: sitk.Image) -> bool:
+    return bool(np.allclose(image.GetDirection(), np.eye(3).ravel(), atol=1e-6))
+
+
+@dataclass
+class Phase:
+    """One breathing phase of a case: its image, and (for K > 0) the truth field 0 -> K."""
+
+    index: int
+    t: float
+    ct: sitk.Image
+    truth: sitk.Image | None
+    info: dict
+
+
+def make_phases(ct: sitk.Image, times: list[float], seed: int, motion: MotionParams = MotionParams(),
+                masks: MaskParams = MaskParams(), progress: bool = False,
+                ) -> tuple[list[Phase], BreathingMotion, sitk.Image, sitk.Image]:
+    """CT phases at breathing times `times` (fractions of a cycle; 0 is end exhale) of an axis-aligned CT."""
+    body = body_mask(ct, masks)
+    lungs = lung_mask(ct, body, masks)
+    model = BreathingMotion(ct, body, lungs, motion, seed)
+    phases = []
+    for index, t in _progress(list(enumerate(times)), progress, "CT phases"):
+        if t == 0:
+            phases.append(Phase(index, t, ct, None, {"phase": index, "t": 0.0, "breathing": 0.0}))
+            continue
+        truth = _quantize(model.field(t))
+        det = jacobian_determinant(truth)
+        check_invertible(truth, f"motion field of phase {index}", det=det)
+        image, residual = _warp(ct, truth, f"phase {index}")
+        info = _phase_info(index, t, truth, det, model) | {"inverse_residual_mm": residual}
+        phases.append(Phase(index, t, image, truth, info))
+    return phases, model, body, lungs
+
+
+def _quantize(field: sitk.Image, step_mm: float = 2.0 ** -10) -> sitk.Image:
+    """Round to 1/1024 mm: far below anything measured, and the written fields compress to half."""
+    array = np.round(sitk.GetArrayViewFromImage(field) / step_mm) * step_mm
+    out = sitk.GetImageFromArray(array, isVector=True)
+    out.CopyInformation(field)
+    return out
+
+
+def _warp(ct: sitk.Image, truth: sitk.Image, what: str) -> tuple[sitk.Image, float]:
+    """The phase image: the source pulled through the truth's inverse, so truth maps it back onto the source.
+
+    Returns the image and the inverse's largest residual in mm (checked, not trusted).
+    """
+    inverse, residual = invert_field(truth)
+    if residual > 0.1 * min(ct.GetSpacing()):
+        raise RuntimeError(f"inverse of the motion field of {what} is off by {residual:.3f} mm")
+    # Cubic B-spline interpolation keeps the phase nearly as sharp as the source (phase 0).
+    moved = sitk.Resample(ct, ct, sitk.DisplacementFieldTransform(inverse), sitk.sitkBSpline, AIR_HU, sitk.sitkFloat32)
+    return sitk.Clamp(moved, sitk.sitkFloat32, AIR_HU, 1e6), residual
+
+
+def _phase_info(index: int, t: float, truth: sitk.Image, det: np.ndarray, model: BreathingMotion) -> dict:
+    vectors = sitk.GetArrayViewFromImage(truth)
+    magnitude = np.sqrt((vectors ** 2).sum(axis=-1))
+    return {"phase": index, "t": t, "breathing": breathing_curve(t, model.params.breathing_exponent),
+            "max_displacement_mm": float(magnitude.max()),
+            "max_abs_lps_mm": [float(v) for v in np.abs(vectors).reshape(-1, 3).max(axis=0)],
+            "det_jacobian_min": float(det.min()), "det_jacobian_max": float(det.max())}
+
+
+def make_pair(ct: sitk.Image, moving_phase: float = 0.5, seed: int = 0, motion: MotionParams = MotionParams(),
+              masks: MaskParams = MaskParams()) -> tuple[sitk.Image, sitk.Image, sitk.Image]:
+    """(fixed CT, moving CT, truth field) in memory, no CBCT: fixed = end exhale, moving = phase t.
+
+    moving_phase is a fraction of the breathing cycle in (0, 1); 0.5 is end inhale. The CT is used
+    on its own grid (resampled only if its direction is not the identity), so pass a downsampled
+    one (`working_ct`) for speed. truth maps fixed points to moving points (ITK convention).
+    """
+    if not 0.0 < moving_phase < 1.0:
+        raise InputError(f"moving_phase {moving_phase} is outside (0, 1); it is a fraction of the breathing cycle")
+    ct = working_ct(ct, spacing_mm=None, crop_margin_mm=None, masks=masks)
+    phases, _, _, _ = make_phases(ct, [0.0, moving_phase], seed, motion, masks)
+    return phases[0].ct, phases[1].ct, phases[1].truth
+
+
+def simulate_case(ct_path: str | os.PathLike, out_dir: str | os.PathLike, phases: int = 10, seed: int = 0,
+                  params: SimulationParams = SimulationParams(), overwrite: bool = False,
+                  progress: bool = False) -> Path:
+    """Write a simulated 4D CT/CBCT case folder (see the module docstring) and return its path.
+
+    The folder is built beside out_dir and renamed into place at the end, so a failure leaves
+    nothing behind, and an existing case is replaced only with overwrite=True.
+    """
+    from rso.simulation.cbct import CBCTParams, simulate_cbct  # scikit-image: imported only when a case is made
+
+    ct_path, out_dir = Path(ct_path), Path(out_dir)
+    if phases < 2:
+        raise InputError(f"phases must be at least 2, got {phases}")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise InputError(f"output folder {out_dir} is not empty; choose another or allow overwriting")
+    source = read_image(ct_path, "CT")
+    ct = working_ct(source, params.spacing_mm, params.crop_margin_mm, params.masks)
+    log.info("working grid %s voxels at %s mm", ct.GetSize(), ct.GetSpacing())
+    times = [k / phases for k in range(phases)]
+    made, model, body, lungs = make_phases(ct, times, seed, params.motion, params.masks, progress)
+    cbct_params = params.cbct or CBCTParams()
+    rng = np.random.default_rng([seed, 1])
+    cbcts = [simulate_cbct(p.ct, p.index, phases, cbct_params, rng) for p in _progress(made, progress, "CBCT phases")]
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-building-", dir=out_dir.parent))
+    try:
+        _write_case(building, made, cbcts, body, lungs)
+        description = _describe(ct_path, seed, phases, params, cbct_params, model, made, ct)
+        (building / "case.json").write_text(json.dumps(description, indent=2) + "\n")
+        _make_readable(building)
+        _move_into_place(building, out_dir)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    log.info("wrote case %s", out_dir)
+    return out_dir
+
+
+def _progress(items: list, enabled: bool, what: str):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=what, unit="phase")
+
+
+def _write_case(folder: Path, phases: list[Phase], cbcts: list[sitk.Image], body: sitk.Image,
+                lungs: sitk.Image) -> None:
+    # HU are written as int16: rounding to 1 HU is far below the CBCT noise, and cases stay small.
+    for phase, cbct in zip(phases, cbcts):
+        write_image(_as_int16(phase.ct), folder / f"ct_phase{phase.index}.nii.gz")
+        write_image(_as_int16(cbct), folder / f"cbct_phase{phase.index}.nii.gz")
+        if phase.truth is not None:
+            write_displacement_field(phase.truth, folder / f"truth_0_{phase.index}.nii.gz")
+    write_image(body, folder / "body_mask.nii.gz")
+    write_image(lungs, folder / "lung_mask.nii.gz")
+
+
+def _as_int16(image: sitk.Image) -> sitk.Image:
+    return sitk.Cast(sitk.Round(sitk.Clamp(image, sitk.sitkFloat32, -32768, 32767)), sitk.sitkInt16)
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp makes the folder private; a case is ordinary data (umask respected)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+
+
+def _move_into_place(building: Path, out_dir: Path) -> None:
+    """Rename the finished folder to out_dir; an old case is moved aside first and removed after."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-old-", dir=out_dir.parent))
+        os.replace(out_dir, old / "case")
+    os.replace(building, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _describe(ct_path: Path, seed: int, phases: int, params: SimulationParams, cbct_params, model: BreathingMotion,
+              made: list[Phase], ct: sitk.Image) -> dict:
+    return {
+        "format": CASE_FORMAT,
+        "source": {"path": str(ct_path.resolve()), "sha256": file_sha256(ct_path) if ct_path.is_file() else None},
+        "seed": seed,
+        "phases": phases,
+        "fixed_phase": 0,
+        "truth_convention": "ITK displacement field on the fixed (phase 0) grid, LPS mm, fixed point -> moving point",
+        "grid": {"size": list(ct.GetSize()), "spacing": list(ct.GetSpacing()), "origin": list(ct.GetOrigin()),
+                 "direction": list(ct.GetDirection())},
+        "amplitudes_mm": {"si": model.case.si_amplitude_mm, "ap": model.case.ap_amplitude_mm,
+                          "lr": model.case.lr_amplitude_mm},
+        "motion": model.description(),
+        "working_grid": {"spacing_mm": params.spacing_mm, "crop_margin_mm": params.crop_margin_mm},
+        "masks": asdict(params.masks),
+        "cbct": asdict(cbct_params),
+        "phase_info": [p.info for p in made],
+        "versions": _versions(),
+    }
+
+
+def _versions() -> dict[str, str]:
+    import scipy
+    import skimage
+
+    return {"rso-registration": __version__, "SimpleITK": sitk.Version_VersionString(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "scikit-image": skimage.__version__}
+
+
+def plot_case(case_dir: str | os.PathLike, png_path: str | os.PathLike, phase: int | None = None) -> Path:
+    """A figure of one case: coronal CT, CBCT and truth at end exhale and phase K (default N/2, end
+    inhale); axial CBCT slices and their streaks (CBCT - CT) at both phases."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    case_dir, png_path = Path(case_dir), Path(png_path)
+    info = json.loads((case_dir / "case.json").read_text())
+    k = info["phases"] // 2 if phase is None else phase
+    read = lambda name: sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / name)))  # noqa: E731
+    ct0, ctk, cb0, cbk = (read(f"{kind}_phase{i}.nii.gz") for kind in ("ct", "cbct") for i in (0, k))
+    truth = read(f"truth_0_{k}.nii.gz")  # via ITK: LPS mm
+    lungs = read("lung_mask.nii.gz")
+    spacing = info["grid"]["spacing"]
+    y = int(np.median(np.nonzero(lungs)[1]))  # coronal plane through the lungs
+    z = int(np.percentile(np.nonzero(lungs)[0], 30))  # axial plane in the lower lungs
+    coronal = dict(cmap="gray", vmin=-1000, vmax=400, origin="lower", aspect=spacing[2] / spacing[0])
+    axial = dict(cmap="gray", vmin=-1000, vmax=400, aspect=spacing[1] / spacing[0])
+    diverging = dict(cmap="RdBu_r", vmin=-250, vmax=250)
+    panels = [(ct0[:, y], "CT phase 0 (end exhale)", coronal), (ctk[:, y], f"CT phase {k}", coronal),
+              (cb0[:, y], "CBCT phase 0", coronal), (cbk[:, y], f"CBCT phase {k}", coronal),
+              (np.linalg.norm(truth[:, y], axis=-1), f"|truth 0->{k}| (mm)", dict(coronal, cmap="magma", vmin=0)),
+              (ctk[:, y] - ct0[:, y], f"CT phase {k} - phase 0 (HU)", dict(coronal, **diverging)),
+              (cb0[z], "CBCT phase 0, axial", axial), (cbk[z], f"CBCT phase {k}, axial", axial),
+              (cb0[z] - ct0[z], "CBCT - CT, phase 0: streaks, noise", dict(axial, **diverging)),
+              (cbk[z] - ctk[z], f"CBCT - CT, phase {k}", dict(axial, **diverging))]
+    fig, axes = plt.subplots(2, 5, figsize=(20, 8.5))
+    for ax, (image, title, style) in zip(axes.ravel(), panels):
+        shown = ax.imshow(image, **style)
+        ax.set_title(title, fontsize=10)
+        ax.set_axis_off()
+        if style["cmap"] != "gray":
+            fig.colorbar(shown, ax=ax, fraction=0.046)
+    amp = info["amplitudes_mm"]
+    fig.suptitle(f"Simulated case (seed {info['seed']}, {info['phases']} phases): SI {amp['si']:.1f} mm, "
+                 f"AP {amp['ap']:.1f} mm, LR {amp['lr']:.1f} mm", fontsize=12)
+    fig.tight_layout()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=75)
+    plt.close(fig)
+    return png_path

@@ -1,0 +1,1 @@
+"""Training the general model (paper Tables 2-3)."""

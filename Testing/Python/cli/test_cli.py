@@ -1,0 +1,177 @@
+"""The ``register`` command: outputs and their conventions, and a clear error for each bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from rso.cli import EXIT_BAD_INPUT, main
+from rso.core.model import ModelConfig, RegistrationNet, save_checkpoint
+
+from conftest import write
+
+COMMON = ["--grid", "32,64,64", "--device", "cpu", "--no-figure", "--quiet"]
+FAST = ["--channels", "4,8,16,32,64", *COMMON]
+
+
+@pytest.fixture(scope="module")
+def pair_files(known_pair, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pair")
+    fixed, moving, truth = known_pair
+    return {"fixed": write(fixed, folder / "fixed.nii.gz"), "moving": write(moving, folder / "moving.nrrd"),
+            "truth": write(truth, folder / "truth.nii.gz"), "folder": folder}
+
+
+def roi_ras_around_bump(pair_files) -> str:
+    fixed = sitk.ReadImage(pair_files["fixed"])
+    a = fixed.TransformIndexToPhysicalPoint((36, 21, 19))
+    b = fixed.TransformIndexToPhysicalPoint((54, 39, 33))
+    return ",".join(f"{v:.2f}" for v in (-a[0], -a[1], a[2], -b[0], -b[1], b[2]))
+
+
+@pytest.fixture(scope="module")
+def registered(pair_files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "out"
+    args = ["register", "--fixed", pair_files["fixed"], "--moving", pair_files["moving"], "--out", str(out),
+            "--iso", "6", "--rso", "6", "--roi", roi_ras_around_bump(pair_files), "--roi-ijk", "5,5,5,20,20,15",
+            "--truth", pair_files["truth"], *FAST]
+    args.remove("--no-figure")
+    assert main(args) == 0
+    return out
+
+
+def test_register_writes_every_output(registered):
+    for name in ("warped.nii.gz", "displacement.nii.gz", "difference.nii.gz", "report.json", "report.png"):
+        assert (registered / name).is_file(), name
+    assert (registered / "session" / "session.json").is_file()
+    report = json.loads((registered / "report.json").read_text())
+    assert [s["kind"] for s in report["steps"]] == ["general", "iso", "rso", "rso"]
+    rso = report["steps"][2]
+    assert rso["iterations"] == 6 and len(rso["loss"]) == 6 and rso["seconds"] > 0
+    assert len(rso["box_ras"]) == 6 and report["steps"][0]["box_ras"] is None
+    for key in ("rmse_hu", "rmse_hu_box", "tre_mm", "tre_mm_box", "folding_fraction", "outside_change_mm"):
+        assert key in rso["metrics"], key
+    assert rso["metrics"]["tre_mm_box"]["mean"] > 0
+    assert report["steps"][1]["metrics"]["rmse_hu_box"] is None  # cannot be computed: null
+
+
+def test_outputs_are_on_the_fixed_grid_and_consistent(registered, pair_files):
+    fixed = sitk.ReadImage(pair_files["fixed"])
+    warped = sitk.ReadImage(str(registered / "warped.nii.gz"))
+    field = sitk.ReadImage(str(registered / "displacement.nii.gz"))
+    for image in (warped, field):
+        assert image.GetSize() == fixed.GetSize()
+        np.testing.assert_allclose(image.GetOrigin(), fixed.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(image.GetSpacing(), fixed.GetSpacing(), atol=1e-5)
+    # SimpleITK through the written field reproduces warped.nii.gz (the exported convention).
+    moving = sitk.ReadImage(pair_files["moving"], sitk.sitkFloat32)
+    transform = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
+    again = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, -1000.0)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(again), sitk.GetArrayFromImage(warped), atol=0.05)
+    difference = sitk.GetArrayFromImage(sitk.ReadImage(str(registered / "difference.nii.gz")))
+    expected = sitk.GetArrayFromImage(warped) - sitk.GetArrayFromImage(sitk.Cast(fixed, sitk.sitkFloat32))
+    np.testing.assert_allclose(difference, expected, atol=1e-3)
+
+
+def test_displacement_nifti_is_tagged_as_a_displacement_field(registered):
+    import nibabel
+
+    header = nibabel.load(registered / "displacement.nii.gz").header
+    assert int(header["intent_code"]) == 1006
+
+
+def test_console_script_runs_and_reports_bad_input(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "rso.cli", "register", "--fixed", str(tmp_path / "nope.nii.gz"),
+                             "--moving", str(tmp_path / "nope.nii.gz"), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == EXIT_BAD_INPUT
+    assert result.stderr.strip().splitlines()[-1] == f"rso-registration: error: fixed image not found: {tmp_path / 'nope.nii.gz'}"
+
+
+# ------------------------------------------------------------------------------- bad input
+def image_2d(folder):
+    return write(sitk.Image([32, 32], sitk.sitkFloat32), folder / "flat.nii.gz")
+
+
+def image_4d(folder):
+    return write(sitk.Image([16, 16, 16, 3], sitk.sitkFloat32), folder / "four.nii.gz")
+
+
+def image_with_nan(folder, moving):
+    values = sitk.GetArrayFromImage(moving)
+    values[3, 4, 5] = np.nan
+    image = sitk.GetImageFromArray(values)
+    image.CopyInformation(moving)
+    return write(image, folder / "nan.nrrd")  # NIfTI I/O in ITK turns NaN into 0
+
+
+def image_far_away(folder, moving):
+    image = sitk.Image(moving)
+    image.SetOrigin([o + 4000 for o in moving.GetOrigin()])
+    return write(image, folder / "far.nii.gz")
+
+
+def foreign_checkpoint(folder):
+    path = folder / "resnet.pt"
+    torch.save(torch.nn.Linear(4, 2).state_dict(), path)
+    return str(path)
+
+
+def mismatched_checkpoint(folder):
+    """Declares the paper's architecture but holds a smaller network's weights."""
+    path = folder / "mismatch.pt"
+    save_checkpoint(RegistrationNet(ModelConfig(channels=(4, 8, 16, 32, 64))), path)
+    payload = torch.load(path, weights_only=True)
+    payload["model_config"]["channels"] = [16, 32, 64, 128, 256]
+    torch.save(payload, path)
+    return str(path)
+
+
+def corrupt_checkpoint(folder):
+    path = folder / "corrupt.pt"
+    save_checkpoint(RegistrationNet(ModelConfig(channels=(4, 8, 16, 32, 64))), path)
+    path.write_bytes(path.read_bytes()[:200])
+    return str(path)
+
+
+BAD_INPUTS = {
+    "2-D image": (lambda f, p: ["--moving", image_2d(f)], "is 2-D; a 3-D volume is required"),
+    "4-D image": (lambda f, p: ["--moving", image_4d(f)], "is 4-D; a 3-D volume is required"),
+    "NaN voxels": (lambda f, p: ["--moving", image_with_nan(f, sitk.ReadImage(p["moving"]))], "NaN or infinite"),
+    "no overlap": (lambda f, p: ["--moving", image_far_away(f, sitk.ReadImage(p["moving"]))], "do not overlap"),
+    "box outside": (lambda f, p: ["--roi", "900,900,900,950,950,950"], "outside the image"),
+    "zero-size box": (lambda f, p: ["--roi", "0,0,-700,10,10,-700"], "zero size"),
+    "index box outside": (lambda f, p: ["--roi-ijk", "500,500,100,510,510,110"], "outside the fixed image"),
+    "missing checkpoint": (lambda f, p: ["--model", str(f / "none.pt")], "checkpoint not found"),
+    "corrupt checkpoint": (lambda f, p: ["--model", corrupt_checkpoint(f)], "corrupt or not a torch file"),
+    "foreign checkpoint": (lambda f, p: ["--model", foreign_checkpoint(f)], "not an RSORegistration checkpoint"),
+    "other architecture": (lambda f, p: ["--model", mismatched_checkpoint(f)], "does not match its declared architecture"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gets_one_clear_line_and_writes_nothing(case, pair_files, tmp_path, capsys):
+    make_args, message = BAD_INPUTS[case]
+    extra = make_args(tmp_path, pair_files)  # a repeated --moving overrides the first one
+    base = ["register", "--fixed", pair_files["fixed"], "--moving", pair_files["moving"], "--out", str(tmp_path / "out")]
+    args = [*base, "--iso", "1", "--rso", "1", *extra, *(COMMON if "--model" in extra else FAST)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == EXIT_BAD_INPUT
+    error_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rso-registration: error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], error_lines
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_folder_that_is_a_file(pair_files, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["register", "--fixed", pair_files["fixed"], "--moving", pair_files["moving"], "--out", str(out), *FAST])
+    assert exit_info.value.code == EXIT_BAD_INPUT
+    assert "is a file" in capsys.readouterr().err
+    assert out.read_text() == "not a folder"

@@ -1,0 +1,240 @@
+"""The benchmark: the --quick subset end to end on a tiny case and network, and each peer's convention.
+
+The end-to-end run uses a 2-phase case simulated from real anatomy at 6 mm, the tiny network and
+a 32x64x64 grid, and a few iterations per step: it checks that every output exists and carries
+its fields, not what the numbers are (the full run in bench/README.md is for that). The peers
+(itk-elastix, antspyx) are benchmark-only packages: where they are installed, the run includes
+them and each wrapper is checked on a pair with a known shift; where not, those parts are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from rso.evaluation import peers
+from rso.evaluation.bench import plan as bench
+from rso.evaluation.bench.measure import Measured
+from rso.cli import main
+from rso.errors import InputError
+
+# itk's SWIG wrappers raise DeprecationWarnings on import; nothing the project can act on.
+pytestmark = pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")
+
+HAVE_ELASTIX, HAVE_ANTS = peers.available("elastix"), peers.available("ants")
+DEEP_ARMS = ("general", "iso_long", "iso_short", "rso_full_global", "rso_crop_local", "rso_direct_local")
+TINY = ["--channels", "4,8,16,32,64", "--grid", "32,64,64", "--iso-long", "4", "--iso-short", "2", "--rso", "3",
+        "--speed-grid", "32,48,48", "--speed-box", "32", "--speed-iterations", "2", "--elastix-iterations", "20",
+        "--ants-iterations", "5,0,0", "--device", "cpu", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def tiny_case(tmp_path_factory) -> Path:
+    """A real-anatomy case (pyradiomics lung1) at 6 mm with two phases: seconds to make."""
+    from rso.simulation.cbct import CBCTParams
+    from rso.simulation.fetch import fetch_data
+    from rso.simulation.simulate import SimulationParams, simulate_case
+
+    params = SimulationParams(spacing_mm=6.0, cbct=CBCTParams(projections=60))
+    folder = tmp_path_factory.mktemp("cases") / "tiny"
+    return simulate_case(fetch_data()["lung1"], folder, phases=2, seed=5, params=params)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tiny_case, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "results"
+    (out / "figures").mkdir(parents=True)
+    (out / "arm_stale_box0_general.json").write_text("{}")  # a previous run's file must not survive
+    assert main(["bench", "--quick", "--out", str(out), "--case-dir", str(tiny_case), *TINY]) == 0
+    return out
+
+
+def expected_arms() -> set[str]:
+    arms = set(DEEP_ARMS)
+    if HAVE_ELASTIX:
+        arms |= {"elastix_bspline", "elastix_bspline_box_mask"}
+    if HAVE_ANTS:
+        arms.add("ants_syn")
+    return arms
+
+
+def test_quick_bench_writes_every_record_with_its_fields(quick_run):
+    import torch
+
+    assert torch.get_num_threads() == min(2, os.cpu_count() or 1)  # --threads 1 was for the run only
+    records = [json.loads(p.read_text()) for p in sorted(quick_run.glob("arm_*.json"))]
+    assert {r["arm"] for r in records} == expected_arms() and len(records) == len(expected_arms())
+    for record in records:
+        assert record["format"] == bench.RECORD_FORMAT and record["kind"] == "arm"
+        assert record["case"]["fixed_phase"] == 0 and record["case"]["moving_phase"] == 1
+        assert record["case"]["anatomy"] == "lung1" and record["case"]["training_anatomy"] is True
+        assert record["case"]["evaluation_mask"] == "lung_mask.nii.gz"
+        assert len(record["box"]["ras"]) == 6 and record["box"]["size_mm"] == 40.0
+        metrics = record["metrics"]
+        for key in ("rmse_hu", "rmse_hu_box", "folding_fraction", "jacobian_min"):
+            assert np.isfinite(metrics[key]), key
+        for key in ("tre_mm", "tre_mm_box"):
+            assert set(metrics[key]) == {"mean", "median", "p95"} and metrics[key]["mean"] > 0
+        assert record["seconds"] > 0 and record["peak_memory"]["peak_rss_mb"] > 0
+        assert record["machine"]["cpu"] and record["machine"]["logical_cores"] >= 1
+        assert record["versions"]["torch"] and record["versions"]["rso-registration"]
+        assert record["plan"]["iso_long"] == 4 and record["plan"]["rso"] == 3 and record["grid"] == [32, 64, 64]
+        assert record["model"]["config"]["channels"] == [4, 8, 16, 32, 64]
+    by_arm = {r["arm"]: r for r in records}
+    for arm in ("rso_full_global", "rso_crop_local", "rso_direct_local"):
+        rso = by_arm[arm]
+        assert len(rso["loss"]) == 3 and rso["latency_seconds"] >= rso["step_seconds"] > 0
+        assert rso["seconds"] > by_arm["iso_short"]["seconds"]  # the pipeline includes general and ISO
+    # local composition leaves the field outside box + margin exactly as ISO left it
+    assert by_arm["rso_crop_local"]["metrics"]["outside_change_mm"] == 0.0
+    assert by_arm["rso_direct_local"]["metrics"]["outside_change_mm"] == 0.0
+    assert by_arm["rso_full_global"]["metrics"]["outside_change_mm"] >= 0.0
+    assert by_arm["iso_long"]["metrics"]["outside_change_mm"] is None
+    assert not (quick_run / "arm_stale_box0_general.json").exists()
+
+
+def test_quick_bench_measures_speed_side_by_side(quick_run):
+    speed = [json.loads(p.read_text()) for p in sorted(quick_run.glob("speed_*.json"))]
+    assert sorted(r["mode"] for r in speed) == ["crop", "direct", "full"]
+    for record in speed:
+        assert record["grid"] == [32, 48, 48] and record["box_size_mm"] == 32.0 and record["iterations"] == 2
+        assert record["seconds_per_iteration"] > 0 and record["projected_step_seconds"] > 0
+        assert record["projected_latency_seconds"] > record["projected_step_seconds"]
+        assert len(record["window_voxels"]) == 3 and record["peak_memory"]["peak_rss_mb"] > 0
+        assert record["machine"]["cpu"]
+
+
+def test_quick_bench_summary_tables_and_figures(quick_run):
+    summary = json.loads((quick_run / "summary.json").read_text())
+    assert {row["arm"] for row in summary["arms"]} == expected_arms()
+    assert set(summary["versus_iso_long"]) == {"rso_full_global", "rso_crop_local", "rso_direct_local"}
+    assert 0.0 <= summary["versus_iso_long"]["rso_full_global"]["win_fraction"] <= 1.0
+    assert summary["modes"]["rso_crop_local"]["step_speedup_vs_full"] > 0
+    assert {row["mode"] for row in summary["speed"]} == {"full", "crop", "direct"}
+    targets = {row["target"]: row for row in summary["targets"]}
+    assert any("80 %" in t for t in targets) and any("0.000 mm" in t for t in targets)
+    assert all(row["met"] in (True, False) for row in targets.values())
+    markdown = (quick_run / "summary.md").read_text(encoding="utf-8")
+    for heading in ("## Per arm", "## RSO against ISO-4", "## Fast modes", "## Speed and memory", "## Targets"):
+        assert heading in markdown
+    for row in summary["arms"]:
+        assert f"| {row['label']} |" in markdown
+    for name in ("box_tre_per_arm.png", f"case_{summary['cases'][0]}.png"):
+        png = (quick_run / "figures" / name).read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 10_000, name
+
+
+def test_plans_match_the_issue():
+    paper, quick = bench.BenchPlan(), bench.BenchPlan.quick()
+    assert len(paper.cases) >= 6 and paper.boxes >= 2 and 32 <= paper.box_size_mm <= 64
+    assert (paper.iso_long, paper.iso_short, paper.rso) == (500, 100, 400)
+    for anatomy in ("cxr", "lung1", "lung2"):
+        assert len({c.seed for c in paper.cases if c.anatomy == anatomy}) >= 2
+    # seeds the bundled model was trained on are never benchmarked
+    assert not any(c.anatomy in bench.TRAINING_ANATOMY and c.seed in bench.TRAINING_SEEDS for c in paper.cases)
+    assert set(paper.speed_grids) == {(64, 128, 128), (128, 256, 256)} and len(paper.speed_box_sizes_mm) == 2
+    assert len(quick.cases) == 1 and quick.boxes == 1 and quick.rso < paper.rso
+    assert max(np.prod(g) for g in quick.speed_grids) < max(np.prod(g) for g in paper.speed_grids)
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_peak_memory_is_measured_per_block(monkeypatch, reset):
+    if not reset:  # where the kernel's peak cannot be reset, a thread samples the RSS instead
+        monkeypatch.setattr("rso.evaluation.bench.measure._reset_peak_rss", lambda: False)
+    with Measured() as big:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        block[::512] = 2.0
+        time.sleep(0.05)  # a few samples for the sampling thread
+        del block
+    with Measured() as small:
+        pass
+    assert big.seconds > 0 and big.memory["peak_rss_mb"] >= big.memory["rss_before_mb"] + 50
+    assert small.memory["peak_rss_mb"] < big.memory["peak_rss_mb"] - 30
+    assert ("VmHWM" in big.memory["method"]) == reset
+
+
+def test_missing_peer_package_is_a_clear_error():
+    with pytest.raises(InputError, match="install the bench extra"):
+        peers.require("rso_no_such_module", "no-such-package")
+
+
+# ------------------------------------------------------------------ the peers' field convention
+SHIFT_MM = np.array([4.0, 0.0, -3.0])  # LPS
+
+
+@pytest.fixture(scope="module")
+def shifted_pair():
+    """fixed(p) = moving(p + u) for a constant u, both drawn analytically on a y-flipped grid: u is fixed -> moving."""
+    shape, spacing, origin = (24, 28, 32), 3.0, np.array([5.0, 7.0, -3.0])
+    k, j, i = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    points = np.stack([origin[0] + spacing * i, origin[1] - spacing * j, origin[2] + spacing * k], axis=-1)  # LPS
+    rng = np.random.default_rng(1)
+    blobs = [(rng.uniform(0.15, 0.85, 3) * (np.array(shape[::-1]) * spacing) * [1, -1, 1] + origin,
+              rng.uniform(6, 12), rng.choice([-600, 600])) for _ in range(12)]
+
+    def draw(at: np.ndarray) -> sitk.Image:  # smooth blobs of both signs: structure for every metric
+        values = sum(v * np.exp(-np.sum((at - c) ** 2, axis=-1) / (2 * r**2)) for c, r, v in blobs)
+        image = sitk.GetImageFromArray(values.astype(np.float32))
+        image.SetSpacing((spacing,) * 3)
+        image.SetDirection((1, 0, 0, 0, -1, 0, 0, 0, 1))
+        image.SetOrigin(origin.tolist())
+        return image
+
+    return draw(points + SHIFT_MM), draw(points)
+
+
+def central_displacement(field: sitk.Image, reference: sitk.Image) -> np.ndarray:
+    """Median displacement (LPS mm) in the middle third of the image, where the shift is seen."""
+    assert field.GetSize() == reference.GetSize()
+    np.testing.assert_allclose(field.GetOrigin(), reference.GetOrigin(), atol=1e-3)
+    vectors = sitk.GetArrayFromImage(field)
+    centre = tuple(slice(n // 3, 2 * n // 3) for n in vectors.shape[:3])
+    return np.median(vectors[centre].reshape(-1, 3), axis=0)
+
+
+def assert_recovers_shift(displacement: np.ndarray) -> None:
+    # Projected on the true shift: about 1 when right, negative if the direction were inverted.
+    along = float(displacement @ SHIFT_MM / (SHIFT_MM @ SHIFT_MM))
+    assert 0.6 < along < 1.3, displacement
+    assert abs(displacement[1]) < 1.0, displacement
+
+
+@pytest.mark.skipif(not HAVE_ELASTIX, reason="itk-elastix is not installed (requirements-bench.txt)")
+def test_elastix_field_maps_fixed_points_to_moving_points(shifted_pair, tmp_path, monkeypatch):
+    fixed, moving = shifted_pair
+    monkeypatch.chdir(tmp_path)
+    settings = peers.ElastixSettings(resolutions=2, final_grid_spacing_mm=20.0, iterations=150)
+    result = peers.elastix_bspline(fixed, moving, settings)
+    assert_recovers_shift(central_displacement(result.field, fixed))
+    assert result.seconds > 0 and result.settings["masked"] is False
+    assert not any(tmp_path.iterdir())  # transformix writes its field file elsewhere, not into the cwd
+
+
+@pytest.mark.skipif(not HAVE_ELASTIX, reason="itk-elastix is not installed (requirements-bench.txt)")
+def test_elastix_box_mask_restricts_the_fit_to_the_box(shifted_pair):
+    from rso.core.boxes import box_from_lps
+    from rso.core.geometry import ModelGrid
+
+    fixed, moving = shifted_pair
+    centre = np.array(fixed.TransformContinuousIndexToPhysicalPoint([15.5, 13.5, 11.5]))
+    box = box_from_lps(ModelGrid.covering(fixed, (16, 16, 16)), centre - 20, centre + 20)
+    mask = sitk.GetArrayFromImage(peers.box_mask(fixed, box)).astype(bool)
+    assert 0 < mask.sum() < mask.size
+    settings = peers.ElastixSettings(resolutions=2, final_grid_spacing_mm=20.0, iterations=150)
+    result = peers.elastix_bspline(fixed, moving, settings, box=box)
+    inside = sitk.GetArrayFromImage(result.field)[mask]
+    assert_recovers_shift(np.median(inside, axis=0))
+    assert result.settings["masked"] is True
+
+
+@pytest.mark.skipif(not HAVE_ANTS, reason="antspyx is not installed (requirements-bench.txt)")
+def test_ants_syn_field_maps_fixed_points_to_moving_points(shifted_pair):
+    fixed, moving = shifted_pair
+    result = peers.ants_syn(fixed, moving, peers.AntsSettings(reg_iterations=(20, 10, 0)))
+    assert_recovers_shift(central_displacement(result.field, fixed))

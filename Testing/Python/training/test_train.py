@@ -1,0 +1,77 @@
+"""Training the general model: the paper's schedule, resume, and DDP on 2 CPU processes."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import SimpleITK as sitk
+import torch
+
+from rso.core.model import load_checkpoint
+from rso.training.train import LR_DROPS, PairSampler, TrainConfig, learning_rate_at, load_cases
+
+from conftest import TEST_GRID, breathing_like_field, write
+
+TINY = "4,8,16,32,64"
+
+
+@pytest.fixture(scope="module")
+def case_folders(chest_ct, tmp_path_factory):
+    """Two small cases of three breathing phases each, from the real chest CT."""
+    folders = []
+    for case, amplitude in enumerate((8.0, 14.0)):
+        folder = tmp_path_factory.mktemp(f"case{case}")
+        for phase, scale in enumerate((0.0, 0.5, 1.0)):
+            field = breathing_like_field(chest_ct, amplitude * scale, 0.0, (0, 0, 0))
+            image = sitk.Resample(chest_ct, chest_ct, sitk.DisplacementFieldTransform(field), sitk.sitkLinear, -1000.0)
+            write(image, folder / f"cbct_phase{phase}.nii.gz")
+        folders.append(str(folder))
+    return folders
+
+
+def test_learning_rate_follows_the_paper_schedule():
+    config = TrainConfig(data=[], out="x", iterations=100_000, grid=TEST_GRID)
+    assert learning_rate_at(0, config) == pytest.approx(3e-4)
+    assert learning_rate_at(49_999, config) == pytest.approx(3e-4)
+    assert learning_rate_at(50_000, config) == pytest.approx(3e-5)
+    assert learning_rate_at(75_000, config) == pytest.approx(3e-6)
+    assert LR_DROPS == (0.5, 0.75)
+
+
+def test_pairs_are_two_different_phases_augmented_alike(case_folders):
+    cases = load_cases(case_folders, TEST_GRID, "cbct_phase*.nii.gz")
+    assert cases[0].shape == (3, *TEST_GRID)
+    fixed, moving = PairSampler(cases, seed=0).sample()
+    assert fixed.shape == moving.shape == (1, 1, *TEST_GRID)
+    assert not torch.equal(fixed, moving)
+
+
+def run_torchrun(args, processes):
+    env = {**os.environ, "RSO_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--standalone",
+               "-m", "rso.cli.train", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_ddp_on_two_cpu_processes_keeps_ranks_identical_and_resumes(case_folders, tmp_path):
+    out = tmp_path / "model.pt"
+    args = ["--data", *case_folders, "--out", str(out), "--grid", ",".join(map(str, TEST_GRID)),
+            "--channels", TINY, "--checkpoint-every", "2", "--device", "cpu"]
+    run_torchrun([*args, "--iterations", "4"], processes=2)
+    net, payload = load_checkpoint(out)
+    assert payload["step"] == 4 and payload["training"]["world_size"] == 2
+    checksums = payload["training"]["rank_weight_checksums"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1]
+    initial = net.state_dict()
+    run_torchrun([*args, "--iterations", "6", "--resume", "--compact", str(tmp_path / "compact.pt")], processes=2)
+    resumed, payload = load_checkpoint(out)
+    assert payload["step"] == 6
+    assert any(not torch.equal(initial[k], v) for k, v in resumed.state_dict().items())
+    rows = list(csv.DictReader((tmp_path / "model.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    compact, compact_payload = load_checkpoint(tmp_path / "compact.pt")
+    assert "optimizer" not in compact_payload
+    assert next(iter(compact_payload["state_dict"].values())).dtype == torch.float16
