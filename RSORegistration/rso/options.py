@@ -4,15 +4,18 @@ The CLI, the worker, the session, the Slicer parameter node and the review app a
 defaults from here; a test checks that none of them declares its own.
 """
 
-RSO_MODES = ("full", "crop", "direct")  # whole image fed (paper) / a window around the box / the field itself
+# native: a smooth correction at the fixed image's resolution in the box (rso.core.native); direct: the
+# model-grid field in the box; crop / full: the network fine-tuned on a window / on the whole image (paper).
+RSO_MODES = ("native", "direct", "crop", "full")
 COMPOSITIONS = ("global", "local")  # the fine-tuned field everywhere (paper) / the box only, blended
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "auto")
-SIMILARITIES = ("mse", "lncc")
+SIMILARITIES = ("mse", "lncc", "mind")  # the network steps' loss (ISO, and RSO in the network modes)
+NATIVE_SIMILARITIES = ("mind", "lncc", "mse")
 
 # The paper's iteration counts (Algorithm 1): ISO-100, then RSO-400 per box.
 DEFAULT_ISO_ITERATIONS = 100
-DEFAULT_RSO_ITERATIONS = 400
+PAPER_RSO_ITERATIONS = 400
 PAPER_LEARNING_RATE = 3e-4  # Adam, ISO, RSO and training alike (Table 3)
 # The benchmark (bench/README.md) chose these: on 12 boxes, direct/local matched full/global and
 # crop/local in box TRE, was 11x faster per step (6 s latency) and left the rest of the field as it was.
@@ -24,5 +27,15 @@ DEFAULT_SMOOTHNESS = 0.01  # weight of the diffusion term on a displacement in v
 # bf16 where the hardware has it natively: 2-3x faster than fp32 at the same TRE (README, Results);
 # a step that diverges in bf16 is repeated in fp32 (RegistrationSession._run).
 DEFAULT_PRECISION = "auto"
+# Native-resolution RSO (rso.core.native). PROVISIONAL until the sweep on the training anatomies
+# (bench/README.md) freezes them.
+DEFAULT_NATIVE_ITERATIONS = 60
+DEFAULT_RSO_SIMILARITY = "mind"
+DEFAULT_RSO_CONTROL_SPACING_MM = 10.0
+DEFAULT_RSO_SMOOTHNESS = 1.0
+DEFAULT_RSO_STEP_MM = 0.3
+DEFAULT_RSO_MIN_GAIN = 0.1
+DEFAULT_RSO_PRESMOOTH_MM = 2.0
+DEFAULT_RSO_ITERATIONS = DEFAULT_NATIVE_ITERATIONS  # the default mode's (Slicer's and the review app's field)
 DEFAULT_DEVICE = "auto"
 DEFAULT_SEED = 0

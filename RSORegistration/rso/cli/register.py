@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rso.cli.common import add_engine_arguments, engine_from_args, number_list
 from rso.options import (COMPOSITIONS, DEFAULT_BLEND_MARGIN_MM, DEFAULT_COMPOSITION, DEFAULT_ISO_ITERATIONS,
-                         DEFAULT_RSO_ITERATIONS, DEFAULT_RSO_MODE, RSO_MODES)
+                         DEFAULT_NATIVE_ITERATIONS, DEFAULT_RSO_MODE, PAPER_RSO_ITERATIONS, RSO_MODES)
 
 
 def add_subcommand(subparsers) -> None:
@@ -37,8 +37,9 @@ def add_box_arguments(parser) -> None:
 
 
 def add_rso_arguments(parser) -> None:
-    parser.add_argument("--rso", type=int, default=DEFAULT_RSO_ITERATIONS, metavar="N",
-                        help=f"RSO iterations per box (default {DEFAULT_RSO_ITERATIONS})")
+    parser.add_argument("--rso", type=int, default=None, metavar="N",
+                        help=f"RSO iterations per box (default: {DEFAULT_NATIVE_ITERATIONS} in the native mode, "
+                        f"the paper's {PAPER_RSO_ITERATIONS} in the network modes)")
     parser.add_argument("--rso-mode", choices=RSO_MODES, default=DEFAULT_RSO_MODE,
                         help="full: whole image fed (the paper); crop: only a sub-volume around the box; "
                         "direct: optimise the displacement in the box itself, no network (needs --compose local)")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
-from rso.simulation.simulate import SimulationParams
+from rso.cli.common import whole_numbers
+from rso.simulation.simulate import SIMULATION_PRESETS, SimulationParams
 
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,6 +24,11 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("--spacing", type=float, default=SimulationParams.spacing_mm, metavar="MM",
                         help=f"working grid spacing in mm (default {SimulationParams.spacing_mm}; "
                              "0 keeps the source's)")
+    parser.add_argument("--preset", choices=SIMULATION_PRESETS, default="standard",
+                        help="standard: the breathing model; local: 20-25 mm breathing, lagging lower lobes and an "
+                             "inserted lesion with its own trajectory; clinical: local with the clinical CBCT preset")
+    parser.add_argument("--only", type=whole_numbers, metavar="K,...",
+                        help="make only phase 0 and these phases (faster; e.g. 5 for one pair)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing case folder")
     parser.add_argument("--figure", type=Path, metavar="PNG", help="also write a figure of the case")
     parser.set_defaults(func=_run)
@@ -31,9 +38,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
 def _run(args: argparse.Namespace) -> int:
     from rso.simulation.simulate import plot_case, simulate_case
 
-    params = SimulationParams(spacing_mm=args.spacing or None)
+    params = replace(SimulationParams.preset(args.preset), spacing_mm=args.spacing or None)
     case = simulate_case(args.ct, args.out, args.phases, args.seed, params, overwrite=args.overwrite,
-                         progress=not getattr(args, "quiet", False))
+                         progress=not getattr(args, "quiet", False), only=list(args.only) if args.only else None)
     if args.figure:
         plot_case(case, args.figure)
     print(case)

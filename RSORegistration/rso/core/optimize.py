@@ -86,15 +86,28 @@ def fine_tune(
 
 
 def _optimise(optimizer, displacement_of, fixed, moving, warp, loss_fn, region, iterations, step, progress, cancel):
-    """The iteration loop both solvers share: loss, step, progress with ETA, cancel between iterations."""
+    """ISO, RSO and direct-field steps: the registration loss of the warped moving image."""
+
+    def loss() -> torch.Tensor:
+        displacement = displacement_of()
+        return loss_fn(fixed, warp(moving, displacement), displacement, region)
+
+    return run_iterations(optimizer, loss, iterations, step, progress, cancel)
+
+
+def run_iterations(optimizer: torch.optim.Optimizer, loss_of: Callable[[], torch.Tensor], iterations: int,
+                   step: str, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> list[float]:
+    """The loop every optimisation shares: loss, step, progress with ETA, cancel between iterations.
+
+    Returns the loss per iteration. Raises Diverged on a non-finite loss and Cancelled when asked.
+    """
     losses: list[float] = []
     start = time.perf_counter()
     for iteration in range(1, iterations + 1):
         if cancel is not None:
             cancel.check()
         optimizer.zero_grad(set_to_none=True)
-        displacement = displacement_of()
-        loss = loss_fn(fixed, warp(moving, displacement), displacement, region)
+        loss = loss_of()
         if not torch.isfinite(loss):
             raise Diverged(f"{step.upper()} diverged at iteration {iteration} (non-finite loss); the session is "
                            "unchanged: try fp32 precision or a lower learning rate")

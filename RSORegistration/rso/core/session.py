@@ -11,8 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,74 +25,19 @@ from rso.core.imageio import check_scalar_volume, read_displacement_field, read_
 from rso.core.losses import LossConfig, RegistrationLoss
 from rso.core.metrics import measure
 from rso.core.model import ModelConfig, RegistrationNet, normalise, resolve_device
+from rso.core.native import NativeSettings, build_problem, refine_box
 from rso.core.optimize import (PAPER_LEARNING_RATE, CancelToken, ProgressCallback, blend_weights, compose_local,
                                crop_window, fine_tune, optimise_field, predict, relative_to)
 from rso.core.patches import add_patches
 from rso.core.store import SessionState, SessionStore
 from rso.core.summary import summary_text
 from rso.errors import Diverged, InputError
-from rso.options import (COMPOSITIONS, DEFAULT_BLEND_MARGIN_MM, DEFAULT_COMPOSITION, DEFAULT_DEVICE,
-                         DEFAULT_ISO_ITERATIONS, DEFAULT_PRECISION, DEFAULT_RSO_ITERATIONS, DEFAULT_RSO_MODE,
-                         DEFAULT_SEED, RSO_MODES)
+from rso.core.steps import RSOSettings, StepRecord, check_iterations
+from rso.options import DEFAULT_BLEND_MARGIN_MM, DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS, DEFAULT_PRECISION, DEFAULT_SEED
 
 log = logging.getLogger(__name__)
 
 MIN_OVERLAP = 0.01
-
-
-@dataclass
-class RSOSettings:
-    """How an RSO step runs: which input is fed and how its field is merged."""
-
-    iterations: int = DEFAULT_RSO_ITERATIONS
-    # "full" (the paper) feeds the whole image, "crop" a window, "direct" optimises the field itself;
-    # "global" (the paper) keeps the fine-tuned network's field everywhere, "local" only in the box.
-    mode: str = DEFAULT_RSO_MODE
-    compose: str = DEFAULT_COMPOSITION
-    blend_margin_mm: float = DEFAULT_BLEND_MARGIN_MM
-    learning_rate: float = PAPER_LEARNING_RATE
-
-    def __post_init__(self):
-        if self.mode not in RSO_MODES:
-            raise InputError(f"RSO mode must be one of {RSO_MODES}, not {self.mode!r}")
-        if self.compose not in COMPOSITIONS:
-            raise InputError(f"composition must be one of {COMPOSITIONS}, not {self.compose!r}")
-        if self.mode == "direct" and self.compose != "local":
-            raise InputError("the direct-field mode changes only the box: use composition local, or mode full or crop "
-                             "for global")
-        _check_iterations(self.iterations)
-        if self.blend_margin_mm < 0:
-            raise InputError("blend margin must be >= 0 mm")
-
-
-def _check_iterations(iterations: int) -> None:
-    if not isinstance(iterations, int) or iterations < 0:
-        raise InputError(f"iterations must be a whole number >= 0, not {iterations!r}")
-
-
-@dataclass
-class StepRecord:
-    """One accepted step: what ran, with which parameters, how the loss went, what it achieved."""
-
-    kind: str  # "general", "iso" or "rso"
-    params: dict
-    loss: list[float]
-    seconds: float
-    metrics: dict
-    box: RegionBox | None = None
-    finished: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["box"] = self.box.to_dict() if self.box else None
-        data["box_ras"] = self.box.ras_corners if self.box else None
-        data["iterations"] = self.params.get("iterations", 0)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "StepRecord":
-        box = RegionBox.from_dict(data["box"]) if data.get("box") else None
-        return cls(data["kind"], data["params"], data["loss"], data["seconds"], data["metrics"], box, data["finished"])
 
 
 class RegistrationSession:
@@ -194,7 +138,7 @@ class RegistrationSession:
     def iso(self, iterations: int = DEFAULT_ISO_ITERATIONS, *, learning_rate: float = PAPER_LEARNING_RATE,
             progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> StepRecord:
         """Image-specific optimisation: fine-tune the weights on the whole pair (paper eq. 3)."""
-        _check_iterations(iterations)
+        check_iterations(iterations)
         params = {"iterations": iterations, "learning_rate": learning_rate}
         return self._run("iso", params, None, lambda: self._iso_candidate(params, progress, cancel))
 
@@ -203,12 +147,35 @@ class RegistrationSession:
         """Region-specific optimisation: refine with the similarity restricted to ``box`` (eq. 6)."""
         self._check_box(box)
         params = asdict(settings)
+        if settings.mode == "native":
+            return self._run_native(box, settings, params, progress, cancel)
         return self._run("rso", params, box, lambda: self._rso_candidate(box, settings, progress, cancel))
 
-    def _run(self, kind: str, params: dict, box: RegionBox | None, make_candidate) -> StepRecord:
+    def _run_native(self, box: RegionBox, settings: RSOSettings, params: dict, progress, cancel) -> StepRecord:
+        """Native-resolution RSO: a new fine patch, or a declined step that leaves the session as it was."""
+        start = time.perf_counter()
+        state = self.state
+        problem = build_problem(self.fixed, self.moving, box, settings.blend_margin_mm, self.grid,
+                                self.grid.voxels_to_mm(state.field), state.patches, self.device)
+        native = NativeSettings(settings.similarity, settings.control_spacing_mm, settings.smoothness,
+                                settings.step_mm, settings.min_gain, settings.presmooth_mm)
+        torch.manual_seed(self.seed + len(self.history))
+        patch, losses, verdict = refine_box(problem, native, settings.iterations, progress, cancel)
+        guard = verdict.to_dict()
+        if patch is None:
+            record = StepRecord("rso", params, losses, round(time.perf_counter() - start, 3),
+                                self.metrics(self.field_voxels, box, self.field_voxels), box, declined=verdict.declined,
+                                guard=guard)
+            log.info("rso declined: %s", verdict.declined)
+            return record
+        return self._run("rso", params, box, lambda: ((state.field, (*state.patches, patch)), self.net, losses),
+                         guard=guard, started=start)
+
+    def _run(self, kind: str, params: dict, box: RegionBox | None, make_candidate, guard: dict | None = None,
+             started: float | None = None) -> StepRecord:
         make_candidate = _finite(kind, make_candidate)
         torch.manual_seed(self.seed + len(self.history))
-        start = time.perf_counter()
+        start = time.perf_counter() if started is None else started
         try:
             candidate, net, losses = make_candidate()  # may raise Cancelled: nothing changed yet
         except Diverged:
@@ -219,7 +186,7 @@ class RegistrationSession:
         seconds = time.perf_counter() - start
         state = self._new_state(candidate, net)
         record = StepRecord(kind, params, losses, round(seconds, 3),
-                            self.metrics(self._effective_voxels(state), box, self.field_voxels), box)
+                            self.metrics(self._effective_voxels(state), box, self.field_voxels), box, guard=guard)
         self._accept(record, state)
         log.info("%s done in %.1f s: %s", kind, seconds, summary_text(record.metrics))
         return record

@@ -29,6 +29,7 @@ from scipy import ndimage
 
 import rso.core.metrics as metrics
 from rso.errors import InputError
+from rso.simulation.lesion import Lesion, LesionParams, lesion_patterns
 from rso.core.imageio import index_to_physical_matrix
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ class MotionParams:
     sliding: bool = True  # chest wall moves less than the lungs (see module docstring)
     sliding_sigma_mm: float = 10.0  # width of the smooth lung/chest-wall transition; 6 mm gives det J < 0.2 at 25 mm
     breathing_exponent: int = 2  # n in b(t) = sin^(2n)(pi t)
+    # The lower lungs lag the upper ones by this fraction of a cycle (0: they move together). A
+    # phase lag of the lower lobes is a local motion a whole-image fit weighs little.
+    lower_lobe_lag: float = 0.0
+    lesion: LesionParams | None = None  # an inserted lesion with its own trajectory (rso.simulation.lesion)
 
 
 @dataclass(frozen=True)
@@ -65,16 +70,24 @@ def breathing_curve(t: float, exponent: int = 2) -> float:
     return float(np.sin(np.pi * t) ** (2 * exponent))
 
 
+def lagged_curve(t: float, lag: float, exponent: int = 2) -> float:
+    """b(t - lag) - b(-lag): the breathing curve delayed by ``lag``, still zero at end exhale (t = 0)."""
+    return breathing_curve(t - lag, exponent) - breathing_curve(-lag, exponent)
+
+
 def hysteresis_curve(t: float) -> float:
     """Signed weight of the hysteresis field: zero at end exhale and end inhale, opposite on the two paths."""
     return float(np.sin(2 * np.pi * t))
 
 
 class BreathingMotion:
-    """The motion of one case: fixed spatial patterns on the CT's grid, combined per phase."""
+    """The motion of one case: fixed spatial patterns on the CT's grid, each with its own curve in time.
+
+    u_t(x) = sum over terms of curve(t) * pattern(x); every curve is zero at end exhale (t = 0).
+    """
 
     def __init__(self, ct: sitk.Image, body: sitk.Image, lungs: sitk.Image,
-                 params: MotionParams = MotionParams(), seed: int = 0) -> None:
+                 params: MotionParams = MotionParams(), seed: int = 0, lesion: Lesion | None = None) -> None:
         _check_axis_aligned(ct)
         self.reference = ct
         self.params = params
@@ -85,21 +98,41 @@ class BreathingMotion:
             raise InputError("the lung mask is empty; the breathing motion needs lungs")
         coords = _physical_axes(ct)
         self.case = _draw_case(params, seed, rng, lungs_a, coords)
-        self.breathing = self._breathing_pattern(body_a, lungs_a, coords)  # (z, y, x, 3), at b = 1
+        breathing = self._breathing_pattern(body_a, lungs_a, coords)  # (z, y, x, 3), at b = 1
         weight = _smooth(body_a, 5.0, ct.GetSpacing())
-        self.breathing += _random_field(ct, params.perturbation_mm, params, rng, weight, body_a)
-        self.hysteresis = _random_field(ct, params.hysteresis_mm, params, rng, weight, body_a)
+        breathing += _random_field(ct, params.perturbation_mm, params, rng, weight, body_a)
+        hysteresis = _random_field(ct, params.hysteresis_mm, params, rng, weight, body_a)
+        exponent = params.breathing_exponent
+        lower = self._lower_lobe_weight(coords[2])[:, None, None, None] if params.lower_lobe_lag else 0.0
+        self.terms = [("breathing", breathing * (1.0 - lower), lambda t: breathing_curve(t, exponent)),
+                      ("hysteresis", hysteresis, hysteresis_curve)]
+        if params.lower_lobe_lag:
+            lag = params.lower_lobe_lag
+            self.terms.append(("lower lobes", breathing * lower, lambda t: lagged_curve(t, lag, exponent)))
+        self.lesion = lesion
+        if lesion is not None:
+            si, loop = lesion_patterns(ct, lesion, params.lesion)
+            lag = params.lesion.lag
+            self.terms += [("lesion", si, lambda t: lagged_curve(t, lag, exponent)),
+                           ("lesion loop", loop, lambda t: np.sin(np.pi * t) ** 2 * hysteresis_curve(t))]
 
     def field(self, t: float) -> sitk.Image:
         """The displacement field phase 0 -> phase t (vector float64, LPS mm, on the CT's grid)."""
-        b = breathing_curve(t, self.params.breathing_exponent)
-        array = b * self.breathing + hysteresis_curve(t) * self.hysteresis
+        array = sum(curve(t) * pattern for _, pattern, curve in self.terms)
         field = sitk.GetImageFromArray(array, isVector=True)
         field.CopyInformation(self.reference)
         return field
 
     def description(self) -> dict:
-        return {"params": asdict(self.params), "case": asdict(self.case)}
+        lesion = self.lesion.to_dict() if self.lesion is not None else None
+        return {"params": asdict(self.params), "case": asdict(self.case), "terms": [name for name, _, _ in self.terms],
+                "lesion": lesion}
+
+    def _lower_lobe_weight(self, s: np.ndarray) -> np.ndarray:
+        """0 in the upper half of the lungs, rising smoothly to 1 over the lower third (per axial slice)."""
+        height = max(self.case.lung_apex_s_mm - self.case.lung_base_s_mm, 10.0)
+        depth = (self.case.lung_apex_s_mm - s) / height  # 0 at the apex, 1 at the base
+        return _smoothstep((depth - 0.4) / 0.35)
 
     def _breathing_pattern(self, body: np.ndarray, lungs: np.ndarray, coords: tuple[np.ndarray, ...]) -> np.ndarray:
         s = coords[2]  # LPS z (superior) of each axial slice

@@ -6,6 +6,7 @@ A case folder holds, for phases k = 0..N-1 and K = 1..N-1:
   truth_0_K.nii.gz     the ground-truth field of the pair (fixed = phase 0, moving = phase K): an ITK
                        displacement field on the fixed grid, LPS mm, fixed -> moving points, so that
                        resampling ct_phaseK through it reproduces ct_phase0 (up to interpolation)
+  labels_phasek.nii.gz the labels of phase k (lungs 1, an inserted lesion 2), moved by the true motion
   body_mask.nii.gz, lung_mask.nii.gz   masks of phase 0
   case.json            source and its SHA-256, seed, drawn amplitudes, all parameters, versions
 
@@ -32,6 +33,7 @@ from rso import __version__
 from rso.simulation.anatomy import MaskParams, body_mask, check_ct, lung_mask
 from rso.errors import InputError
 from rso.core.imageio import file_sha256, read_image, write_displacement_field, write_image
+from rso.simulation.lesion import LesionParams, draw_lesion, paint_lesion
 from rso.simulation.motion import (BreathingMotion, MotionParams, breathing_curve, check_invertible, invert_field,
                      jacobian_determinant)
 
@@ -53,6 +55,23 @@ class SimulationParams:
     motion: MotionParams = field(default_factory=MotionParams)
     cbct: CBCTParams | None = None  # None: the CBCT defaults
     masks: MaskParams = field(default_factory=MaskParams)
+
+    @classmethod
+    def preset(cls, name: str) -> "SimulationParams":
+        """``standard``: the breathing model of every earlier case; ``local``: large breathing (20-25 mm SI),
+        lower lobes lagging 8 % of a cycle and an inserted lesion with its own trajectory, the local
+        errors a whole-image fit leaves; ``clinical``: ``local`` imaged with the clinical CBCT preset."""
+        from rso.simulation.cbct import CBCTParams
+
+        local = MotionParams(si_amplitude_mm=(20.0, 25.0), lower_lobe_lag=0.08, lesion=LesionParams())
+        presets = {"standard": cls(), "local": cls(motion=local),
+                   "clinical": cls(motion=local, cbct=CBCTParams.clinical())}
+        if name not in presets:
+            raise InputError(f"simulation preset must be one of {sorted(presets)}, not {name!r}")
+        return presets[name]
+
+
+SIMULATION_PRESETS = ("standard", "local", "clinical")
 
 
 def working_ct(ct: sitk.Image, spacing_mm: float | None = 2.5, crop_margin_mm: float | None = 10.0,
@@ -115,27 +134,47 @@ class Phase:
     ct: sitk.Image
     truth: sitk.Image | None
     info: dict
+    labels: sitk.Image | None = None  # lungs 1, lesion 2, carried to this phase by the true motion
 
 
 def make_phases(ct: sitk.Image, times: list[float], seed: int, motion: MotionParams = MotionParams(),
-                masks: MaskParams = MaskParams(), progress: bool = False,
+                masks: MaskParams = MaskParams(), progress: bool = False, indices: list[int] | None = None,
                 ) -> tuple[list[Phase], BreathingMotion, sitk.Image, sitk.Image]:
-    """CT phases at breathing times `times` (fractions of a cycle; 0 is end exhale) of an axis-aligned CT."""
+    """CT phases at breathing times `times` (fractions of a cycle; 0 is end exhale) of an axis-aligned CT.
+
+    With ``motion.lesion`` a lesion is painted into the end-exhale CT first (it moves on its own).
+    Every phase carries its label map (lungs 1, lesion 2), moved by the same true motion as the CT.
+    ``indices`` names the phases (default 0, 1, ...).
+    """
     body = body_mask(ct, masks)
     lungs = lung_mask(ct, body, masks)
-    model = BreathingMotion(ct, body, lungs, motion, seed)
+    ct, lesion, labels = _with_lesion(ct, lungs, motion, seed)
+    model = BreathingMotion(ct, body, lungs, motion, seed, lesion)
     phases = []
-    for index, t in _progress(list(enumerate(times)), progress, "CT phases"):
+    indices = list(range(len(times))) if indices is None else indices
+    for index, t in _progress(list(zip(indices, times)), progress, "CT phases"):
         if t == 0:
-            phases.append(Phase(index, t, ct, None, {"phase": index, "t": 0.0, "breathing": 0.0}))
+            phases.append(Phase(index, t, ct, None, {"phase": index, "t": 0.0, "breathing": 0.0}, labels))
             continue
         truth = _quantize(model.field(t))
         det = jacobian_determinant(truth)
         check_invertible(truth, f"motion field of phase {index}", det=det)
-        image, residual = _warp(ct, truth, f"phase {index}")
+        inverse, residual = _inverse(truth, ct, f"phase {index}")
         info = _phase_info(index, t, truth, det, model) | {"inverse_residual_mm": residual}
-        phases.append(Phase(index, t, image, truth, info))
+        phases.append(Phase(index, t, _pull(ct, inverse), truth, info, _pull(labels, inverse, labels=True)))
     return phases, model, body, lungs
+
+
+def _with_lesion(ct: sitk.Image, lungs: sitk.Image, motion: MotionParams, seed: int):
+    """(CT, lesion or None, labels): the CT with the lesion painted in when the motion asks for one."""
+    labels = sitk.Cast(lungs, sitk.sitkUInt8)
+    if motion.lesion is None:
+        return ct, None, labels
+    rng = np.random.default_rng([seed, 2])
+    lesion = draw_lesion(ct, sitk.GetArrayViewFromImage(lungs).astype(bool), motion.lesion, rng)
+    painted, lesion_label = paint_lesion(ct, lesion, motion.lesion, rng)
+    labels = sitk.Mask(labels, sitk.Equal(lesion_label, 0)) + 2 * lesion_label
+    return painted, lesion, sitk.Cast(labels, sitk.sitkUInt8)
 
 
 def _quantize(field: sitk.Image, step_mm: float = 2.0 ** -10) -> sitk.Image:
@@ -146,17 +185,24 @@ def _quantize(field: sitk.Image, step_mm: float = 2.0 ** -10) -> sitk.Image:
     return out
 
 
-def _warp(ct: sitk.Image, truth: sitk.Image, what: str) -> tuple[sitk.Image, float]:
-    """The phase image: the source pulled through the truth's inverse, so truth maps it back onto the source.
-
-    Returns the image and the inverse's largest residual in mm (checked, not trusted).
-    """
+def _inverse(truth: sitk.Image, ct: sitk.Image, what: str) -> tuple[sitk.Image, float]:
+    """The truth's inverse and its largest residual in mm (checked, not trusted)."""
     inverse, residual = invert_field(truth)
     if residual > 0.1 * min(ct.GetSpacing()):
         raise RuntimeError(f"inverse of the motion field of {what} is off by {residual:.3f} mm")
-    # Cubic B-spline interpolation keeps the phase nearly as sharp as the source (phase 0).
-    moved = sitk.Resample(ct, ct, sitk.DisplacementFieldTransform(inverse), sitk.sitkBSpline, AIR_HU, sitk.sitkFloat32)
-    return sitk.Clamp(moved, sitk.sitkFloat32, AIR_HU, 1e6), residual
+    return inverse, residual
+
+
+def _pull(image: sitk.Image, inverse: sitk.Image, labels: bool = False) -> sitk.Image:
+    """The phase image: the source pulled through the truth's inverse, so truth maps it back onto the source.
+
+    Cubic B-spline keeps a CT phase nearly as sharp as the source; labels take the nearest label.
+    """
+    transform = sitk.DisplacementFieldTransform(sitk.Image(inverse))
+    if labels:
+        return sitk.Resample(image, image, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    moved = sitk.Resample(image, image, transform, sitk.sitkBSpline, AIR_HU, sitk.sitkFloat32)
+    return sitk.Clamp(moved, sitk.sitkFloat32, AIR_HU, 1e6)
 
 
 def _phase_info(index: int, t: float, truth: sitk.Image, det: np.ndarray, model: BreathingMotion) -> dict:
@@ -185,8 +231,11 @@ def make_pair(ct: sitk.Image, moving_phase: float = 0.5, seed: int = 0, motion: 
 
 def simulate_case(ct_path: str | os.PathLike, out_dir: str | os.PathLike, phases: int = 10, seed: int = 0,
                   params: SimulationParams = SimulationParams(), overwrite: bool = False,
-                  progress: bool = False) -> Path:
+                  progress: bool = False, only: list[int] | None = None) -> Path:
     """Write a simulated 4D CT/CBCT case folder (see the module docstring) and return its path.
+
+    ``only`` makes just phase 0 and these phases of the ``phases``-phase cycle (a benchmark needs
+    two; each phase still gets its own projection angles).
 
     The folder is built beside out_dir and renamed into place at the end, so a failure leaves
     nothing behind, and an existing case is replaced only with overwrite=True.
@@ -201,8 +250,11 @@ def simulate_case(ct_path: str | os.PathLike, out_dir: str | os.PathLike, phases
     source = read_image(ct_path, "CT")
     ct = working_ct(source, params.spacing_mm, params.crop_margin_mm, params.masks)
     log.info("working grid %s voxels at %s mm", ct.GetSize(), ct.GetSpacing())
-    times = [k / phases for k in range(phases)]
-    made, model, body, lungs = make_phases(ct, times, seed, params.motion, params.masks, progress)
+    indices = sorted({0, *only}) if only else list(range(phases))
+    if not all(0 <= k < phases for k in indices):
+        raise InputError(f"phases to make {only} are not all in 0..{phases - 1}")
+    made, model, body, lungs = make_phases(ct, [k / phases for k in indices], seed, params.motion, params.masks,
+                                           progress, indices)
     cbct_params = params.cbct or CBCTParams()
     rng = np.random.default_rng([seed, 1])
     cbcts = [simulate_cbct(p.ct, p.index, phases, cbct_params, rng) for p in _progress(made, progress, "CBCT phases")]
@@ -238,6 +290,7 @@ def _write_case(folder: Path, phases: list[Phase], cbcts: list[sitk.Image], body
         write_image(_as_int16(cbct), folder / f"cbct_phase{phase.index}.nii.gz")
         if phase.truth is not None:
             write_displacement_field(phase.truth, folder / f"truth_0_{phase.index}.nii.gz")
+        write_image(phase.labels, folder / f"labels_phase{phase.index}.nii.gz")
     write_image(body, folder / "body_mask.nii.gz")
     write_image(lungs, folder / "lung_mask.nii.gz")
 
@@ -271,6 +324,7 @@ def _describe(ct_path: Path, seed: int, phases: int, params: SimulationParams, c
         "source": {"path": str(ct_path.resolve()), "sha256": file_sha256(ct_path) if ct_path.is_file() else None},
         "seed": seed,
         "phases": phases,
+        "phases_made": [p.index for p in made],
         "fixed_phase": 0,
         "truth_convention": "ITK displacement field on the fixed (phase 0) grid, LPS mm, fixed point -> moving point",
         "grid": {"size": list(ct.GetSize()), "spacing": list(ct.GetSpacing()), "origin": list(ct.GetOrigin()),
@@ -317,7 +371,7 @@ def plot_case(case_dir: str | os.PathLike, png_path: str | os.PathLike, phase: i
     diverging = dict(cmap="RdBu_r", vmin=-250, vmax=250)
     panels = [(ct0[:, y], "CT phase 0 (end exhale)", coronal), (ctk[:, y], f"CT phase {k}", coronal),
               (cb0[:, y], "CBCT phase 0", coronal), (cbk[:, y], f"CBCT phase {k}", coronal),
-              (np.linalg.norm(truth[:, y], axis=-1), f"|truth 0->{k}| (mm)", dict(coronal, cmap="magma", vmin=0)),
+              (np.linalg.norm(truth[:, y], axis=-1), f"|truth 0->{k}| (mm)", dict(coronal, cmap="magma", vmin=0, vmax=None)),
               (ctk[:, y] - ct0[:, y], f"CT phase {k} - phase 0 (HU)", dict(coronal, **diverging)),
               (cb0[z], "CBCT phase 0, axial", axial), (cbk[z], f"CBCT phase {k}, axial", axial),
               (cb0[z] - ct0[z], "CBCT - CT, phase 0: streaks, noise", dict(axial, **diverging)),

@@ -170,6 +170,7 @@ def test_simulate_case_writes_a_complete_case(case, ct_file):
     names = {p.name for p in case.iterdir()}
     expected = {f"{kind}_phase{k}.nii.gz" for kind in ("ct", "cbct") for k in range(3)}
     expected |= {"truth_0_1.nii.gz", "truth_0_2.nii.gz", "body_mask.nii.gz", "lung_mask.nii.gz", "case.json"}
+    expected |= {f"labels_phase{k}.nii.gz" for k in range(3)}
     assert names == expected
     info = json.loads((case / "case.json").read_text())
     assert info["seed"] == 5 and info["phases"] == 3 and len(info["source"]["sha256"]) == 64

@@ -1,0 +1,300 @@
+"""RSO at the fixed image's own resolution: a smooth correction of the field inside the clinician's box.
+
+The network's model grid has 5-6 mm voxels; the box is where the clinician looks closely. Here the
+box gets a window of its own (box + blend margin) at the fixed image's spacing, at most 2 mm and
+at least 1 mm, independent of the model grid. On it a correction ``c`` of the current field is
+optimised:
+
+* **Few unknowns**: ``c`` lives on a control grid of about 10 mm, interpolated trilinearly.
+* **A similarity streaks fool less**: MIND-SSC descriptors (radius 1, dilation 2) of the fixed
+  window and of the moving image around it (``rso.core.mind``), compared inside the box.
+* **Regularised as a correction**: the diffusion penalty acts on ``c``, not on the total field, so
+  real breathing motion already in the field costs nothing.
+* **A guard**: the step is declined when the best correction does not explain the images clearly
+  better than no correction, or when it would fold the field (``GuardVerdict``).
+
+The result is a ``FieldPatch``: ``c`` times the blend weights (1 in the box, a cosine ramp to 0
+across the margin), exactly zero beyond box + margin (docs/architecture.md §4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+from monai.losses import DiffusionLoss, LocalNormalizedCrossCorrelationLoss
+from monai.networks.layers import GaussianFilter
+
+from rso.core.boxes import RegionBox, VoxelBox
+from rso.core.geometry import AIR_HU, ModelGrid, upsample_field
+from rso.core.metrics import jacobian_determinant, jacobian_determinant_torch
+from rso.core.mind import mind_ssc
+from rso.core.optimize import CancelToken, ProgressCallback, blend_weights, run_iterations
+from rso.core.patches import FieldPatch, add_patches
+
+FOLD_MARGIN = 0.3  # det J below this costs: the refinement keeps the field well away from folding
+FOLD_WEIGHT = 10.0
+WINDOW_SPACING_RANGE_MM = (1.0, 2.0)  # finer than 1 mm costs much for little; coarser than 2 mm loses detail
+REACH_MARGIN_MM = 20.0  # the moving crop extends this far beyond where the current field points
+SEARCH_REACH_MM = 12.0  # the translation search looks this far from the current field
+SHIFT_PENALTY = 0.05  # a shift as long as the reach costs 5 % more than no shift
+
+
+@dataclass(frozen=True)
+class NativeProblem:
+    """One box's refinement problem on its window.
+
+    ``fixed`` and ``moving`` are (1, 1, Z, Y, X) / (1, 1, Zm, Ym, Xm) HU on the window and on the
+    moving crop; ``base_index`` (Z, Y, X, 3) holds where the current field sends each window voxel,
+    as (z, y, x) continuous indices of the moving crop; ``mm_to_index`` (3, 3) turns an LPS-mm
+    correction into (z, y, x) index steps; ``box`` is the box on the window grid.
+    """
+
+    window: ModelGrid
+    fixed: torch.Tensor
+    moving: torch.Tensor
+    base_index: torch.Tensor
+    mm_to_index: torch.Tensor
+    box: VoxelBox
+    margin_voxels: int
+    current_mm: np.ndarray  # (Z, Y, X, 3) the current field on the window, LPS mm
+
+
+def window_spacing(fixed: sitk.Image) -> float:
+    low, high = WINDOW_SPACING_RANGE_MM
+    return float(np.clip(min(fixed.GetSpacing()), low, high))
+
+
+def window_grid(fixed: sitk.Image, box: RegionBox, margin_mm: float) -> tuple[ModelGrid, VoxelBox, int]:
+    """An isotropic grid in the fixed image's direction covering box + margin + one voxel of zeros.
+
+    Returns the grid, the box in its voxels, and the margin in voxels.
+    """
+    spacing = window_spacing(fixed)
+    direction = np.array(fixed.GetDirection()).reshape(3, 3)
+    corners = np.array(np.meshgrid(*zip(box.lps_min, box.lps_max), indexing="ij")).reshape(3, -1).T
+    local = corners @ direction  # coordinates along the fixed image's axes (x, y, z)
+    margin = int(np.ceil(margin_mm / spacing)) + 1
+    box_size = np.maximum(np.ceil((local.max(axis=0) - local.min(axis=0)) / spacing).astype(int), 1)
+    size_xyz = box_size + 2 * margin
+    origin_local = local.min(axis=0) - (margin - 0.5) * spacing  # voxel centres, box edges on voxel edges
+    grid = ModelGrid(tuple(int(n) for n in size_xyz[::-1]), (spacing,) * 3, tuple((direction @ origin_local).tolist()),
+                     tuple(fixed.GetDirection()))
+    lo = (margin,) * 3
+    voxels = VoxelBox(lo, tuple(int(m + n) for m, n in zip(lo, box_size[::-1])))
+    return grid, voxels, margin - 1
+
+
+def current_field_on(grid: ModelGrid, model_grid: ModelGrid, coarse_mm: np.ndarray, patches) -> np.ndarray:
+    """The session's field (coarse + patches) at ``grid``'s voxel centres, (Z, Y, X, 3) LPS mm."""
+    coarse = upsample_field(model_grid.field_image(coarse_mm), grid.reference_image())
+    return add_patches(sitk.GetArrayFromImage(coarse).astype(np.float32), grid, patches)
+
+
+def build_problem(fixed: sitk.Image, moving: sitk.Image, box: RegionBox, margin_mm: float,
+                  model_grid: ModelGrid, coarse_mm: np.ndarray, patches, device: torch.device) -> NativeProblem:
+    """Resample the fixed window, the current field and a moving crop that holds every target."""
+    window, box_voxels, margin = window_grid(fixed, box, margin_mm)
+    current = current_field_on(window, model_grid, coarse_mm, patches)
+    points = window.index_to_lps_points(np.stack(np.meshgrid(*[np.arange(n) for n in window.shape], indexing="ij"),
+                                                 axis=-1)) + current
+    crop = _covering_grid(window, points, REACH_MARGIN_MM)
+    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(device)  # noqa: E731
+    fixed_hu = sitk.GetArrayFromImage(_resample(fixed, window))
+    moving_hu = sitk.GetArrayFromImage(_resample(moving, crop))
+    to_index = np.linalg.inv(crop.index_to_lps).T[:, ::-1]  # LPS mm (row) -> (z, y, x) index steps
+    return NativeProblem(window, as_tensor(fixed_hu)[None, None], as_tensor(moving_hu)[None, None],
+                         as_tensor(crop.lps_to_index(points)), as_tensor(to_index), box_voxels, margin, current)
+
+
+def _covering_grid(window: ModelGrid, points_lps: np.ndarray, reach_mm: float) -> ModelGrid:
+    """A grid on the window's lattice (same direction and spacing) covering ``points`` + ``reach``."""
+    index = window.lps_to_index(points_lps.reshape(-1, 3))
+    reach = reach_mm / window.spacing[0]
+    lo, hi = np.floor(index.min(axis=0) - reach), np.ceil(index.max(axis=0) + reach)
+    origin = window.index_to_lps_points(lo)
+    shape = tuple(int(n) for n in (hi - lo + 1))
+    return ModelGrid(shape, window.spacing, tuple(origin.tolist()), window.direction)
+
+
+def _resample(image: sitk.Image, grid: ModelGrid) -> sitk.Image:
+    return sitk.Resample(image, grid.reference_image(), sitk.Transform(), sitk.sitkLinear, AIR_HU, sitk.sitkFloat32)
+
+
+def sample(volume: torch.Tensor, index_zyx: torch.Tensor) -> torch.Tensor:
+    """Trilinear samples of ``volume`` (1, C, Z, Y, X) at continuous indices (Z', Y', X', 3) -> (1, C, Z', Y', X')."""
+    return _sample_batch(volume, index_zyx[None])
+
+
+def _sample_batch(volume: torch.Tensor, index_zyx: torch.Tensor) -> torch.Tensor:
+    """(B, C, Z, Y, X) sampled at (B, Z', Y', X', 3) (z, y, x) indices -> (B, C, Z', Y', X')."""
+    size = torch.tensor(volume.shape[2:], dtype=index_zyx.dtype, device=index_zyx.device)
+    normalised = 2.0 * index_zyx / (size - 1) - 1.0
+    return F.grid_sample(volume, normalised.flip(-1), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+@dataclass(frozen=True)
+class NativeSettings:
+    """How a native-resolution RSO step refines (frozen defaults in ``rso.options``)."""
+
+    similarity: str
+    control_spacing_mm: float
+    smoothness: float
+    learning_rate_mm: float
+    min_gain: float  # the guard: the similarity in the box must improve by at least this fraction
+    presmooth_mm: float = 0.0  # Gaussian sigma applied to both images first: CBCT noise and streaks are fine
+
+
+class Refinement:
+    """The correction's parameters, the loss and the optimisation for one problem."""
+
+    def __init__(self, problem: NativeProblem, settings: NativeSettings):
+        self.problem, self.settings = problem, settings
+        window = problem.window
+        spacing = window.spacing[0]
+        extent = np.array(window.shape) * spacing
+        control = tuple(int(max(2, np.ceil(e / settings.control_spacing_mm) + 1)) for e in extent)
+        device = problem.fixed.device
+        self.control = torch.zeros((1, 3, *control), device=device, requires_grad=True)
+        self.box = (slice(None), slice(None), *problem.box.slices)
+        self.spacing = spacing
+        self.fixed_features, self.moving_features = self._features(problem.fixed), self._features(problem.moving)
+        self.diffusion = DiffusionLoss()
+        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(device)  # noqa: E731
+        self.weights = as_tensor(blend_weights(problem.box, problem.margin_voxels, window.shape))
+        self.current = as_tensor(problem.current_mm)
+        self.lps_to_index = as_tensor(np.linalg.inv(window.index_to_lps))
+        region = self.weights > 0
+        # The barrier's floor per voxel: FOLD_MARGIN, or lower where the current field is already lower, so that
+        # the refinement is not spent on undoing compression (or folding) it did not make.
+        current_det = jacobian_determinant_torch(self.current, self.lps_to_index)[region]
+        self.fold_floor = torch.clamp(current_det, max=FOLD_MARGIN)
+        self.lncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=7)
+
+    def _features(self, hu: torch.Tensor) -> torch.Tensor:
+        """(1, C, ...) what the similarity compares: MIND descriptors, or the network's normalised intensities."""
+        if self.settings.presmooth_mm > 0:
+            hu = GaussianFilter(3, self.settings.presmooth_mm / self.spacing).to(hu.device)(hu)
+        if self.settings.similarity == "mind":
+            return mind_ssc(hu, radius=2)
+        return (hu + 1000.0) / 2000.0
+
+    def correction_mm(self) -> torch.Tensor:
+        """(1, 3, Z, Y, X) LPS mm on the window."""
+        return F.interpolate(self.control, size=self.problem.window.shape, mode="trilinear", align_corners=True)
+
+    def similarity(self, correction_mm: torch.Tensor) -> torch.Tensor:
+        """The similarity term inside the box for a correction (lower is better)."""
+        steps = torch.einsum("bczyx,cd->zyxd", correction_mm, self.problem.mm_to_index)
+        warped = sample(self.moving_features, self.problem.base_index + steps)
+        fixed, warped = self.fixed_features[self.box], warped[self.box]
+        if self.settings.similarity == "lncc":
+            return 1.0 + self.lncc(warped, fixed)  # MONAI's LNCC loss is -NCC: 0 here means identical
+        return torch.mean((fixed - warped) ** 2)
+
+    def loss(self) -> torch.Tensor:
+        correction = self.correction_mm()
+        penalty = self.diffusion(correction / self.spacing) if self.settings.smoothness else 0.0
+        return self.similarity(correction) + self.settings.smoothness * penalty + FOLD_WEIGHT * self.folding(correction)
+
+    def folding(self, correction_mm: torch.Tensor) -> torch.Tensor:
+        """A barrier on det J where the correction applies: zero while det J stays above its floor."""
+        refined = self.current + self.weights[..., None] * correction_mm[0].permute(1, 2, 3, 0)
+        det = jacobian_determinant_torch(refined, self.lps_to_index)[self.weights > 0]
+        return torch.mean(torch.relu(self.fold_floor - det) ** 2)
+
+    def search_translation(self, reach_mm: float = SEARCH_REACH_MM) -> np.ndarray:
+        """The best constant shift of the box (LPS mm), coarse grid then fine, as the refinement's start.
+
+        Block matching catches the several-millimetre offsets a gradient step from zero misses (MIND
+        sees about a dilation's worth around the optimum); shifts pay a little for their length, so a
+        flat cost stays at zero.
+        """
+        best = np.zeros(3)
+        for step in (reach_mm / 4, reach_mm / 12):
+            offsets = np.arange(-4, 5) * step if step == reach_mm / 4 else np.arange(-3, 4) * step
+            grid = np.stack(np.meshgrid(offsets, offsets, offsets, indexing="ij"), axis=-1).reshape(-1, 3)
+            candidates = best + grid
+            costs = self._shift_costs(candidates)
+            best = candidates[int(np.argmin(costs))]
+        return best
+
+    def _shift_costs(self, shifts_mm: np.ndarray, batch: int = 64) -> np.ndarray:
+        problem = self.problem
+        base = problem.base_index[problem.box.slices]  # (Zb, Yb, Xb, 3)
+        fixed = self.fixed_features[self.box]
+        steps = torch.from_numpy(shifts_mm.astype(np.float32)) @ problem.mm_to_index.cpu()
+        costs = []
+        with torch.no_grad():
+            for chunk in torch.split(steps.to(base.device), batch):
+                points = base[None] + chunk[:, None, None, None, :]
+                volume = self.moving_features.expand(len(chunk), *self.moving_features.shape[1:])
+                warped = _sample_batch(volume, points)
+                costs.append(((warped - fixed) ** 2).mean(dim=(1, 2, 3, 4)))
+        penalty = SHIFT_PENALTY * (np.linalg.norm(shifts_mm, axis=1) / SEARCH_REACH_MM) ** 2
+        return torch.cat(costs).cpu().numpy() * (1.0 + penalty)
+
+    def start_at(self, shift_mm: np.ndarray) -> None:
+        with torch.no_grad():
+            self.control[:] = torch.as_tensor(shift_mm, dtype=self.control.dtype).view(1, 3, 1, 1, 1)
+
+    def run(self, iterations: int, progress: ProgressCallback | None, cancel: CancelToken | None) -> list[float]:
+        optimizer = torch.optim.Adam([self.control], lr=self.settings.learning_rate_mm)
+        return run_iterations(optimizer, self.loss, iterations, "rso", progress, cancel)
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    """Whether a refinement explains the box better, and why not when it does not."""
+
+    gain: float  # 1 - similarity(c) / similarity(0): the fraction of the box's dissimilarity removed
+    jacobian_min: float  # smallest det J of the refined field in box + margin
+    folded_before: int  # voxels with det J <= 0 in box + margin, before and after
+    folded_after: int
+    largest_correction_mm: float
+    declined: str | None
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("gain", "jacobian_min", "folded_before", "folded_after",
+                                              "largest_correction_mm")}
+
+
+def judge(refinement: Refinement, weights: np.ndarray, correction: np.ndarray) -> GuardVerdict:
+    """Decline a correction that does not clearly beat no correction, or that would add folding."""
+    problem = refinement.problem
+    with torch.no_grad():
+        before = float(refinement.similarity(torch.zeros_like(refinement.correction_mm())))
+        after = float(refinement.similarity(refinement.correction_mm()))
+    gain = 1.0 - after / before if before > 0 else 0.0
+    region = weights > 0
+    index_to_lps = problem.window.index_to_lps
+    det_before = jacobian_determinant(problem.current_mm, index_to_lps)[region]
+    det_after = jacobian_determinant(problem.current_mm + weights[..., None] * correction, index_to_lps)[region]
+    folded_before, folded_after = int((det_before <= 0).sum()), int((det_after <= 0).sum())
+    largest = float(np.linalg.norm(correction[region], axis=-1).max())
+    declined = None
+    if folded_after > folded_before:
+        declined = (f"the refinement would fold the field in the box ({folded_after} folded voxels instead of "
+                    f"{folded_before}; min det J {det_after.min():.2f})")
+    elif gain < refinement.settings.min_gain:
+        declined = (f"the images in the box already agree: the best correction ({largest:.1f} mm) explains only "
+                    f"{100 * gain:.1f} % of the remaining difference (at least {100 * refinement.settings.min_gain:.0f} % "
+                    "is needed)")
+    return GuardVerdict(gain, float(det_after.min()), folded_before, folded_after, largest, declined)
+
+
+def refine_box(problem: NativeProblem, settings: NativeSettings, iterations: int,
+               progress: ProgressCallback | None = None, cancel: CancelToken | None = None):
+    """Optimise the correction; returns (patch, losses, verdict). The patch is None when declined."""
+    refinement = Refinement(problem, settings)
+    refinement.start_at(refinement.search_translation())
+    losses = refinement.run(iterations, progress, cancel)
+    with torch.no_grad():
+        correction = refinement.correction_mm()[0].permute(1, 2, 3, 0).cpu().numpy()
+    weights = blend_weights(problem.box, problem.margin_voxels, problem.window.shape)
+    verdict = judge(refinement, weights, correction)
+    patch = None if verdict.declined else FieldPatch(problem.window, (weights[..., None] * correction).astype(np.float32))
+    return patch, losses, verdict
