@@ -1,4 +1,4 @@
-"""Results at the fixed image's native resolution, the report, and its figure.
+"""Results at the fixed image's native resolution: images, quality maps, carried labels, the report, its figure.
 
 The displacement field written here maps fixed points to moving points in LPS millimetres (an
 ITK displacement field), so ITK and Slicer apply it as the transform that aligns the moving
@@ -19,7 +19,7 @@ from rso import __version__
 from rso.errors import InputError
 from rso.core.geometry import AIR_HU, ModelGrid, upsample_field
 from rso.core.imageio import write_bytes_atomically, write_displacement_field, write_image
-from rso.core.labels import LabelInput, write_propagated
+from rso.core.labels import LabelInput, check_labels_on, write_propagated
 from rso.core.patches import add_patches
 from rso.core.quality import box_summaries, change_map, folding_map, jacobian_map, jacobian_summary
 
@@ -142,6 +142,12 @@ def write_results(session, out_dir: str | Path, figure: bool = True, labels: Lab
 
         paths["figure"] = report_figure(session, out_dir / "report.png")
     return paths
+
+
+def write_labels(session, labels: LabelInput, out_dir: str | Path) -> tuple[dict[str, Path], dict]:
+    """The session's current field carries ``labels`` (drawn on the moving image) onto the fixed image."""
+    check_labels_on(labels.image, session.moving)
+    return write_propagated(labels, native_field(session), session.fixed, check_output_folder(out_dir))
 
 
 def build_report(session) -> dict:
