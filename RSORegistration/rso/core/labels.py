@@ -167,6 +167,16 @@ def color_table_text(table: dict[int, Label]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def with_segment_names(image: sitk.Image, table: dict[int, Label]) -> sitk.Image:
+    """A copy of ``image`` whose header names its labels as a .seg.nrrd does (``segment_names`` reads it)."""
+    named = sitk.Image(image)
+    for index, label in enumerate(table.values()):
+        named.SetMetaData(f"Segment{index}_Name", label.name)
+        named.SetMetaData(f"Segment{index}_LabelValue", str(label.value))
+        named.SetMetaData(f"Segment{index}_Color", " ".join(f"{c:.6g}" for c in label.color))
+    return named
+
+
 def check_labels_on(labels: sitk.Image, moving: sitk.Image) -> None:
     """The label map must lie in the moving image's space (any grid; a cropped .seg.nrrd is fine)."""
     if overlap_fraction(moving, labels) <= 0.0:
