@@ -7,6 +7,9 @@ A case folder holds, for phases k = 0..N-1 and K = 1..N-1:
                        displacement field on the fixed grid, LPS mm, fixed -> moving points, so that
                        resampling ct_phaseK through it reproduces ct_phase0 (up to interpolation)
   body_mask.nii.gz, lung_mask.nii.gz   masks of phase 0
+  labels_phasek.nii.gz, labels_colors.txt   right lung, left lung and a 5-mm nodule at phase k, carried
+                       from phase 0 with the phase's own inverse field: the truth for contour propagation
+                       (rso.simulation.case_labels)
   case.json            source and its SHA-256, seed, drawn amplitudes, all parameters, versions
 
 Phase K is made from the source by pulling it through the exact inverse of the truth field
@@ -30,6 +33,7 @@ import SimpleITK as sitk
 
 from rso import __version__
 from rso.simulation.anatomy import MaskParams, body_mask, check_ct, lung_mask
+from rso.simulation.case_labels import phase_labels, reference_labels, write_labels
 from rso.errors import InputError
 from rso.core.imageio import file_sha256, read_image, write_displacement_field, write_image
 from rso.simulation.motion import (BreathingMotion, MotionParams, breathing_curve, check_invertible, invert_field,
@@ -115,6 +119,7 @@ class Phase:
     ct: sitk.Image
     truth: sitk.Image | None
     info: dict
+    labels: sitk.Image | None = None  # case_labels.LABELS at this phase
 
 
 def make_phases(ct: sitk.Image, times: list[float], seed: int, motion: MotionParams = MotionParams(),
@@ -124,17 +129,18 @@ def make_phases(ct: sitk.Image, times: list[float], seed: int, motion: MotionPar
     body = body_mask(ct, masks)
     lungs = lung_mask(ct, body, masks)
     model = BreathingMotion(ct, body, lungs, motion, seed)
+    labels0 = reference_labels(lungs)
     phases = []
     for index, t in _progress(list(enumerate(times)), progress, "CT phases"):
         if t == 0:
-            phases.append(Phase(index, t, ct, None, {"phase": index, "t": 0.0, "breathing": 0.0}))
+            phases.append(Phase(index, t, ct, None, {"phase": index, "t": 0.0, "breathing": 0.0}, labels0))
             continue
         truth = _quantize(model.field(t))
         det = jacobian_determinant(truth)
         check_invertible(truth, f"motion field of phase {index}", det=det)
-        image, residual = _warp(ct, truth, f"phase {index}")
+        image, residual, inverse = _warp(ct, truth, f"phase {index}")
         info = _phase_info(index, t, truth, det, model) | {"inverse_residual_mm": residual}
-        phases.append(Phase(index, t, image, truth, info))
+        phases.append(Phase(index, t, image, truth, info, phase_labels(labels0, inverse)))
     return phases, model, body, lungs
 
 
@@ -146,17 +152,18 @@ def _quantize(field: sitk.Image, step_mm: float = 2.0 ** -10) -> sitk.Image:
     return out
 
 
-def _warp(ct: sitk.Image, truth: sitk.Image, what: str) -> tuple[sitk.Image, float]:
+def _warp(ct: sitk.Image, truth: sitk.Image, what: str) -> tuple[sitk.Image, float, sitk.Image]:
     """The phase image: the source pulled through the truth's inverse, so truth maps it back onto the source.
 
-    Returns the image and the inverse's largest residual in mm (checked, not trusted).
+    Returns the image, the inverse's largest residual in mm (checked, not trusted) and the inverse.
     """
     inverse, residual = invert_field(truth)
     if residual > 0.1 * min(ct.GetSpacing()):
         raise RuntimeError(f"inverse of the motion field of {what} is off by {residual:.3f} mm")
     # Cubic B-spline interpolation keeps the phase nearly as sharp as the source (phase 0).
-    moved = sitk.Resample(ct, ct, sitk.DisplacementFieldTransform(inverse), sitk.sitkBSpline, AIR_HU, sitk.sitkFloat32)
-    return sitk.Clamp(moved, sitk.sitkFloat32, AIR_HU, 1e6), residual
+    transform = sitk.DisplacementFieldTransform(sitk.Image(inverse))  # a copy: the transform takes the image's buffer
+    moved = sitk.Resample(ct, ct, transform, sitk.sitkBSpline, AIR_HU, sitk.sitkFloat32)
+    return sitk.Clamp(moved, sitk.sitkFloat32, AIR_HU, 1e6), residual, inverse
 
 
 def _phase_info(index: int, t: float, truth: sitk.Image, det: np.ndarray, model: BreathingMotion) -> dict:
@@ -238,6 +245,7 @@ def _write_case(folder: Path, phases: list[Phase], cbcts: list[sitk.Image], body
         write_image(_as_int16(cbct), folder / f"cbct_phase{phase.index}.nii.gz")
         if phase.truth is not None:
             write_displacement_field(phase.truth, folder / f"truth_0_{phase.index}.nii.gz")
+        write_labels(folder, phase.index, phase.labels)
     write_image(body, folder / "body_mask.nii.gz")
     write_image(lungs, folder / "lung_mask.nii.gz")
 
