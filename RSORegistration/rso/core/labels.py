@@ -28,7 +28,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from rso.core.geometry import overlap_fraction
-from rso.core.imageio import write_bytes_atomically, write_image
+from rso.core.imageio import read_file, write_bytes_atomically, write_image
 from rso.core.quality import jacobian_map
 from rso.errors import InputError
 
@@ -71,12 +71,7 @@ def read_labels(path: str | os.PathLike, colors: str | os.PathLike | None = None
     image (unsigned integer voxels) and {value: Label} for every value present except 0.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{what} not found: {path}")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise InputError(f"{what} could not be read ({path}): {str(exc).strip().splitlines()[-1]}") from None
+    image = read_file(path, what)
     named = read_color_table(colors) if colors else segment_names(image)  # before the cast drops the header
     image = check_label_image(image, f"{what} {path.name}")
     return image, label_table(image, named)

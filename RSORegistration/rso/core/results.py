@@ -104,6 +104,8 @@ def write_quality_maps(session, field: sitk.Image, out_dir: Path) -> tuple[dict[
              "folding": write_image(folding_map(jacobian), out_dir / "folding.nii.gz")}
     if change is not None:
         paths["change"] = write_image(change, out_dir / "change.nii.gz")
+    else:  # no step (all undone): a change map left from before would describe a step that is gone
+        (out_dir / "change.nii.gz").unlink(missing_ok=True)
     paths["quality"] = write_bytes_atomically(json.dumps(quality, indent=1).encode(), out_dir / "quality.json")
     return paths, quality, jacobian
 
