@@ -69,6 +69,9 @@ class RSORegistrationParameterNode:
     lossTable: vtkMRMLTableNode
     lossChart: vtkMRMLPlotChartNode
     metricsTable: vtkMRMLTableNode
+    jacobianVolume: vtkMRMLScalarVolumeNode
+    foldingVolume: vtkMRMLScalarVolumeNode
+    changeVolume: vtkMRMLScalarVolumeNode
 
 
 class RSORegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -93,8 +96,12 @@ class RSORegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                 (self.ui.drawRegionButton, self.onDrawRegion), (self.ui.undoButton, self.onUndo),
                                 (self.ui.refineRegionButton, self.onRefineRegion), (self.ui.cancelButton, self.onCancel),
                                 (self.ui.exportButton, self.onExport), (self.ui.reopenButton, self.onReopen),
-                                (self.ui.clearCacheButton, self.onClearCache)):
+                                (self.ui.clearCacheButton, self.onClearCache),
+                                (self.ui.propagateLabelsButton, self.onPropagateLabels)):
             button.connect("clicked(bool)", handler)
+        overlays = ("difference", "jacobian", "folding", "change")  # overlayComboBox's items, in order
+        self.ui.overlayComboBox.connect("currentIndexChanged(int)", lambda index: self._start(
+            _("Failed to show the overlay."), lambda: self.logic.core.show_overlay(overlays[index])))
         self.ui.exportDirectoryButton.directory = qt.QDir.homePath()
         self.initializeParameterNode()
 
@@ -144,15 +151,14 @@ class RSORegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         session = bool(core and core.can_step)
         idle = not busy
         self.ui.registerButton.enabled = idle and bool(params.fixedVolume and params.movingVolume)
-        self.ui.isoButton.enabled = idle and session
-        self.ui.drawRegionButton.enabled = idle and session
+        self.ui.isoButton.enabled = self.ui.propagateLabelsButton.enabled = idle and session
+        self.ui.drawRegionButton.enabled = self.ui.overlayComboBox.enabled = idle and session
         self.ui.refineRegionButton.enabled = idle and session and params.region is not None
         self.ui.undoButton.enabled = self.ui.exportButton.enabled = idle and bool(core and core.history)
         self.ui.reopenButton.enabled = idle and bool(params.sessionFolder) and not session
         self.ui.clearCacheButton.enabled = idle
         self.ui.cancelButton.enabled = busy
-        for widget in (self.ui.inputsCollapsibleButton, self.ui.settingsCollapsibleButton):
-            widget.enabled = idle
+        self.ui.inputsCollapsibleButton.enabled = self.ui.settingsCollapsibleButton.enabled = idle
         if params.region is not None and core:
             core.watch_region(params.region)  # a region picked in the selector is refined when edited
         if core:
@@ -178,8 +184,7 @@ class RSORegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.util.errorDisplay(_("The registration step failed:") + f"\n{message}")
         self.updateGUI()
 
-    def onRegionMoved(self, roi) -> None:
-        """A refined region was moved: offer to refine it again (RSO is not rerun unasked)."""
+    def onRegionMoved(self, roi) -> None:  # a refined region was moved: offered again, not rerun unasked
         self._parameterNode.region = roi
         self.ui.statusLabel.text = _("Region {name} moved: press 'Refine region (RSO)' to refine it again.").format(
             name=roi.GetName())
@@ -217,6 +222,10 @@ class RSORegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.core.cancel()
         self.updateGUI()
 
+    def onPropagateLabels(self) -> None:
+        self._start(_("Failed to carry the contours."),
+                    lambda: self.logic.core.propagate_labels(self.ui.labelsSelector.currentNode()))
+
     def onExport(self) -> None:
         self._start(_("Failed to export."), lambda: self.logic.core.export(self.ui.exportDirectoryButton.directory))
 
@@ -251,11 +260,8 @@ def metricsText(history: list) -> str:
 
 
 class RSORegistrationLogic(ScriptedLoadableModuleLogic):
-    """Slicer's entry point for the console: ``slicer.util.getModuleLogic("RSORegistration").run(...)``.
-
-    The work is done by RSORegistrationLib's RegistrationLogic (``self.core``); this class adds
-    what needs Slicer's application: the dependency installer, the polling timer and the cache path.
-    """
+    """The console's entry point (``slicer.util.getModuleLogic("RSORegistration").run(...)``): RSORegistrationLib's
+    RegistrationLogic (``self.core``) plus the dependency installer, the polling timer and the cache path."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -337,12 +343,8 @@ class RSORegistrationLogic(ScriptedLoadableModuleLogic):
         return True
 
     def run(self, fixed, moving, regions=(), blocking: bool = True, **settings) -> list:
-        """general -> ISO -> RSO on each region (ROI nodes or [R1, A1, S1, R2, A2, S2] in RAS mm).
-
-        Settings are RunParameters fields or run()'s keywords (iso_iterations, rso_iterations,
-        device, seed, rsoMode, composition, modelPath, timeout, on_progress, on_step). Returns the
-        step records when blocking; otherwise the module's timer drives it and listeners report.
-        """
+        """general -> ISO -> RSO on each region (ROI nodes or [R1, A1, S1, R2, A2, S2] in RAS mm); settings as
+        RegistrationLogic.run takes them. Returns the records when blocking; else the timer drives it."""
         if not self.ensureDependencies():
             raise RuntimeError(_("The required Python packages are not installed."))
         if blocking:

@@ -16,7 +16,8 @@ The README's picture is the demo case (after `make demo`) with the bundled model
         --grid 48,80,80 --iso 30 --rso 30 --region 60 150 -285 100 190 -245
 
 ``--evidence`` also writes the arrays the render test checks (the view without the ROI drawn, and
-the |difference| under every pixel).
+the |difference| under every pixel; the view with the det J quality map as the foreground, and
+|det J - 1| under every pixel).
 """
 
 from __future__ import annotations
@@ -136,8 +137,27 @@ def render(app, logic, roi, size, out: Path, evidence: Path | None) -> dict:
         near = sitk.GrayscaleDilate(sitk.Abs(difference), [1, 1, 1])  # the largest |difference| a pixel may show
         facts["difference_near_pixel"] = sample_under_pixels(view, near, ras_to_lps)
         facts["difference_at_pixel"] = sample_under_pixels(view, sitk.Abs(difference), ras_to_lps)
-        np.savez_compressed(evidence, overlay=overlay, shot=view.render(), **facts)
+        shot = view.render()
+        facts.update(quality_evidence(view, params, roi, ras_to_lps))
+        np.savez_compressed(evidence, overlay=overlay, shot=shot, **facts)
     return facts
+
+
+def quality_evidence(view, params, roi, ras_to_lps) -> dict:
+    """The same view with the det J map as the foreground, and |det J - 1| under each pixel."""
+    from RSORegistrationLib.display import JACOBIAN_NEUTRAL
+    from RSORegistrationLib.volumes import image_from_volume
+
+    view.composite.SetForegroundVolumeID(params.jacobianVolume.GetID())
+    roi.GetDisplayNode().SetVisibility(False)
+    rendered = view.render()
+    roi.GetDisplayNode().SetVisibility(True)
+    view.composite.SetForegroundVolumeID(params.differenceVolume.GetID())
+    deviation = sitk.Abs(image_from_volume(params.jacobianVolume) - 1.0)
+    return {"jacobian_overlay": rendered, "jacobian_neutral": JACOBIAN_NEUTRAL,
+            # |det J - 1| at the voxel under each pixel, and the largest one it may show (nearest-voxel display)
+            "jacobian_deviation_at_pixel": sample_under_pixels(view, deviation, ras_to_lps),
+            "jacobian_deviation_near_pixel": sample_under_pixels(view, sitk.GrayscaleDilate(deviation, [1, 1, 1]), ras_to_lps)}
 
 
 def sample_under_pixels(view, image: sitk.Image, ras_to_lps) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""How results look in the slice views: fixed as background, the difference as a coloured overlay.
+"""How results look in the slice views: fixed as background, the difference or a quality map as a coloured overlay.
 
 Slicer ignores a colour table's alpha for scalar volumes, so a half-transparent overlay is not
 possible. The difference (warped - fixed, HU) is instead shown with a diverging table that is
@@ -45,6 +45,75 @@ def show_difference_style(volume, limit_hu: float = DIFFERENCE_LIMIT_HU) -> None
     display.SetAndObserveColorNodeID(difference_color_table(volume.GetScene()).GetID())
     display.AutoWindowLevelOff()
     display.SetWindowLevel(2.0 * limit_hu, 0.0)
+    display.SetInterpolate(False)
+
+
+# Quality maps (rso.core.quality), shown like the difference: black where all is well, added to the
+# fixed image, so only what deserves a look is coloured.
+JACOBIAN_COLORS_NAME = "RSO det J"
+JACOBIAN_RANGE = (0.0, 2.0)  # centred on 1 (volume kept); <= 0 saturates at the folding colour
+JACOBIAN_NEUTRAL = 0.1  # |det J - 1| below this (10 % volume change) stays black
+FOLDING_COLORS_NAME = "RSO folding"
+CHANGE_COLORS_NAME = "RSO change"
+CHANGE_LIMIT_MM = 5.0  # full colour at 5 mm of change in the last step
+CHANGE_NEUTRAL_MM = 0.1  # what the last step did not touch stays black
+FOLDING_RGB = (1.0, 1.0, 0.0)  # yellow: det J <= 0
+
+
+def _user_table(scene, name: str, colors) -> object:
+    """A shared user colour table (created once per scene) from a list of (label, r, g, b)."""
+    existing = scene.GetFirstNodeByName(name)
+    if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
+        return existing
+    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
+    table.SetTypeToUser()
+    table.SetNumberOfColors(len(colors))
+    for index, (label, red, green, blue) in enumerate(colors):
+        table.SetColor(index, label, red, green, blue, 1.0)
+    table.SetAttribute("Category", "RSORegistration")
+    return table
+
+
+def jacobian_color_table(scene):
+    """det J over [0, 2]: yellow at <= 0 (folding), blue compressed, black near 1, red stretched."""
+    low, high = JACOBIAN_RANGE
+    colors = []
+    for value in np.linspace(low, high, 256):
+        strength = min(1.0, max(0.0, abs(value - 1.0) - JACOBIAN_NEUTRAL) / (0.6 - JACOBIAN_NEUTRAL))
+        rgb = (strength, 0.25 * strength, 0.0) if value > 1.0 else (0.0, 0.45 * strength, strength)
+        colors.append((f"{value:.3f}", *(FOLDING_RGB if value <= 0.0 else rgb)))
+    return _user_table(scene, JACOBIAN_COLORS_NAME, colors)
+
+
+def folding_color_table(scene):
+    return _user_table(scene, FOLDING_COLORS_NAME, [("not folded", 0.0, 0.0, 0.0), ("folded", *FOLDING_RGB)])
+
+
+def change_color_table(scene):
+    """|change| over [0, CHANGE_LIMIT_MM]: black where unchanged, then dark red -> orange -> yellow."""
+    colors = []
+    for value in np.linspace(0.0, CHANGE_LIMIT_MM, 256):
+        t = 0.0 if value < CHANGE_NEUTRAL_MM else 0.25 + 0.75 * value / CHANGE_LIMIT_MM
+        colors.append((f"{value:.2f} mm", min(1.0, 1.6 * t), max(0.0, 1.6 * t - 0.6), max(0.0, 2.0 * t - 1.6)))
+    return _user_table(scene, CHANGE_COLORS_NAME, colors)
+
+
+QUALITY_STYLES = {  # map name -> (colour table, (lowest, highest) value of the table)
+    "jacobian": (jacobian_color_table, JACOBIAN_RANGE),
+    "folding": (folding_color_table, (0.0, 1.0)),
+    "change": (change_color_table, (0.0, CHANGE_LIMIT_MM)),
+}
+
+
+def show_quality_style(volume, name: str) -> None:
+    """Give a quality map volume ("jacobian", "folding" or "change") its colour table and range."""
+    make_table, (low, high) = QUALITY_STYLES[name]
+    if volume.GetDisplayNode() is None:
+        volume.CreateDefaultDisplayNodes()
+    display = volume.GetDisplayNode()
+    display.SetAndObserveColorNodeID(make_table(volume.GetScene()).GetID())
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(low, high)
     display.SetInterpolate(False)
 
 

@@ -26,8 +26,9 @@ from rso.service.protocol import STEP_COMMANDS
 from .backends import Backend, worker_backend
 from .display import style_region
 from .parameters import RunParameters, parameter_node, read_parameters, write_parameters
-from .results import forget_outputs, show_step_result, update_charts
+from .results import forget_outputs, show_carried_labels, show_overlay, show_step_result, update_charts
 from .roi import RoiWatcher, box_argument
+from .segmentations import labels_summary, write_label_input
 from .transforms import OUTPUT_ATTRIBUTE, field_from_transform_node
 from .volumes import write_volume
 
@@ -42,7 +43,7 @@ class RegistrationError(RuntimeError):
 class StepRequest:
     cmd: str
     args: dict = field(default_factory=dict)
-    region: object = None  # the ROI node an RSO step refines
+    region: object = None  # the ROI node an RSO step refines, or the contours a labels request carries
     request_id: int | None = None
 
 
@@ -60,6 +61,9 @@ class RegistrationLogic:
         self.last_progress: dict | None = None
         self.last_error: str | None = None
         self.exported: dict | None = None
+        self.labels_report: dict | None = None  # the last carried contours' report, and their segmentation
+        self.carried_labels = None
+        self.overlay = "difference"  # what the slice views show over the fixed volume
         self.status = ""
         self.regions_done: dict[str, list[float]] = {}  # ROI id -> the box it was refined with
         self._queue: deque[StepRequest] = deque()
@@ -156,6 +160,25 @@ class RegistrationLogic:
         """Ask the engine to write warped, displacement, difference and the report into ``out``."""
         self._step(StepRequest("export", {"out": str(out)}))
 
+    def propagate_labels(self, source) -> None:
+        """Carry contours drawn on the moving volume (a segmentation or a label-map volume) onto the fixed one.
+
+        The engine carries them through the current field; a new segmentation on the fixed volume
+        appears (the source is untouched) and ``labels_report`` lists volumes and what is out of view.
+        """
+        params = self.parameters()
+        if not self.can_step:
+            raise InputError("no registration session: register the volumes before carrying contours")
+        path = Path(params.sessionFolder).parent / "labels" / f"{source.GetID() if source else 'none'}.seg.nrrd"
+        self._step(StepRequest("labels", {"labels": str(write_label_input(source, params.movingVolume, path))},
+                               region=source))
+
+    def show_overlay(self, name: str) -> None:
+        """Show the difference ("difference") or a quality map ("jacobian", "folding", "change") over the fixed
+        volume, now and after every later step."""
+        show_overlay(self.scene, self.parameters(), name)
+        self.overlay = name
+
     def cancel(self) -> None:
         """Drop queued steps and interrupt the running one; a cancelled step changes nothing."""
         dropped = len(self._queue)
@@ -231,6 +254,10 @@ class RegistrationLogic:
             self._set_status(f"session open with {len(self.history)} step(s)" if self.history else "session open")
         elif job.cmd in STEP_COMMANDS or job.cmd == "undo":
             self._step_done(job, result)
+        elif job.cmd == "labels":
+            self.labels_report = result.get("report")
+            self.carried_labels = show_carried_labels(self.scene, self.parameters(), job.region, result)
+            self._set_status(labels_summary(self.labels_report))
         elif job.cmd == "export":
             self.exported = result.get("paths")
             self._set_status(f"exported to {job.args['out']}")
@@ -258,6 +285,8 @@ class RegistrationLogic:
             return  # the inputs left the scene meanwhile
         if paths:
             show_step_result(self.scene, params, paths, self.history)
+            if self.overlay != "difference":  # the overlay the clinician chose stays on after each step
+                show_overlay(self.scene, params, self.overlay)
         else:
             update_charts(self.scene, params, self.history)
         self.set_parameters(params)

@@ -29,6 +29,9 @@ NODE_FIELDS = {  # field -> the node class it holds
     "lossTable": "vtkMRMLTableNode",
     "lossChart": "vtkMRMLPlotChartNode",
     "metricsTable": "vtkMRMLTableNode",
+    "jacobianVolume": "vtkMRMLScalarVolumeNode",
+    "foldingVolume": "vtkMRMLScalarVolumeNode",
+    "changeVolume": "vtkMRMLScalarVolumeNode",
 }
 
 
@@ -57,6 +60,9 @@ class RunParameters:
     lossTable: object = None
     lossChart: object = None
     metricsTable: object = None
+    jacobianVolume: object = None  # det J of the field (rso.core.quality)
+    foldingVolume: object = None  # 1 where det J <= 0
+    changeVolume: object = None  # how far the last step moved each voxel (mm)
 
     def check(self) -> None:
         """Refuse settings the engine would refuse, before anything is written or started."""

@@ -1,4 +1,4 @@
-"""A step's result files -> output nodes: warped volume, difference overlay, grid transform, charts.
+"""A step's result files -> output nodes: warped volume, difference overlay, quality maps, grid transform, charts.
 
 Pure functions of (scene, parameters, files, history). Results always go into the module's own
 output nodes (tagged with an attribute), created on first use: the user's inputs are never
@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import logging
 
+from rso.errors import InputError
+
 from .charts import update_loss_chart, update_metrics_table
-from .display import show_difference_style, show_in_slice_views
+from .display import show_difference_style, show_in_slice_views, show_quality_style
 from .parameters import RunParameters
+from .segmentations import SOURCE_ATTRIBUTE, segmentation_from_label_image, table_from_report
 from .transforms import OUTPUT_ATTRIBUTE, place_under, read_transform_file
 from .volumes import read_volume
 
 log = logging.getLogger(__name__)
 
 INPUTS_ATTRIBUTE = "RSORegistration.inputs"
+QUALITY_MAPS = {"jacobian": "jacobianVolume", "folding": "foldingVolume", "change": "changeVolume"}
+QUALITY_TITLES = {"jacobian": "det J", "folding": "folding", "change": "last step change (mm)"}
 
 
 def _inputs_key(params: RunParameters) -> str:
@@ -40,7 +45,8 @@ def _tag(node, role: str, params: RunParameters):
 
 def forget_outputs(params: RunParameters) -> None:
     """Detach output nodes that belong to another input pair (they stay in the scene, untouched)."""
-    for name in ("warpedVolume", "differenceVolume", "outputTransform", "lossTable", "lossChart", "metricsTable"):
+    for name in ("warpedVolume", "differenceVolume", "outputTransform", "lossTable", "lossChart", "metricsTable",
+                 *QUALITY_MAPS.values()):
         setattr(params, name, reusable(getattr(params, name), params))
 
 
@@ -56,10 +62,48 @@ def show_step_result(scene, params: RunParameters, paths: dict, history: list[di
     params.outputTransform = _tag(read_transform_file(scene, paths["displacement"], f"{moving_name} to fixed",
                                                       params.outputTransform), "transform", params)
     place_under(params.movingVolume, params.outputTransform)
+    show_quality_maps(scene, params, paths)
     update_charts(scene, params, history)
     if show:
         show_in_slice_views(scene, params.fixedVolume, params.differenceVolume)
     return params
+
+
+def show_quality_maps(scene, params: RunParameters, paths: dict) -> RunParameters:
+    """The quality maps the engine wrote (det J, folding, last change) as styled volumes, ready as foreground."""
+    moving_name = params.movingVolume.GetName()
+    for name, field in QUALITY_MAPS.items():
+        if name in paths:
+            node = read_volume(scene, paths[name], f"{moving_name} {QUALITY_TITLES[name]}", getattr(params, field))
+            setattr(params, field, _tag(node, name, params))
+            show_quality_style(node, name)
+    return params
+
+
+def show_carried_labels(scene, params: RunParameters, source, result: dict):
+    """The engine's carried labels as a segmentation on the fixed volume (refilled when carried again)."""
+    import SimpleITK as sitk
+
+    nodes = scene.GetNodesByClass("vtkMRMLSegmentationNode")
+    existing = next((node for node in (nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems()))
+                     if node.GetAttribute(SOURCE_ATTRIBUTE) == source.GetID() and reusable(node, params)), None)
+    image = sitk.ReadImage(result["paths"]["labels_warped"])
+    node = segmentation_from_label_image(scene, image, table_from_report(result["report"]),
+                                         f"{source.GetName()} on {params.fixedVolume.GetName()}",
+                                         params.fixedVolume, existing)
+    node.SetAttribute(SOURCE_ATTRIBUTE, source.GetID())
+    return _tag(node, "labels", params)
+
+
+def show_overlay(scene, params: RunParameters, name: str) -> None:
+    """Show "difference" or a quality map ("jacobian", "folding", "change") over the fixed image."""
+    field = {"difference": "differenceVolume", **QUALITY_MAPS}.get(name)
+    if field is None:
+        raise InputError(f"overlay must be one of difference, {', '.join(QUALITY_MAPS)}; not {name!r}")
+    volume = getattr(params, field)
+    if volume is None:
+        raise InputError(f"no {name} map yet: run a registration step first")
+    show_in_slice_views(scene, params.fixedVolume, volume)
 
 
 def update_charts(scene, params: RunParameters, history: list[dict]) -> RunParameters:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from rso.cli.common import add_engine_arguments, engine_from_args, number_list
 from rso.options import (COMPOSITIONS, DEFAULT_BLEND_MARGIN_MM, DEFAULT_COMPOSITION, DEFAULT_ISO_ITERATIONS,
                          DEFAULT_NATIVE_ITERATIONS, DEFAULT_RSO_MODE, PAPER_RSO_ITERATIONS, RSO_MODES)
@@ -12,7 +14,8 @@ def add_subcommand(subparsers) -> None:
         "register",
         help="register a moving image to a fixed one: general model, ISO, then RSO on each box",
         description="General model -> ISO -> RSO on each --roi/--roi-ijk box, in order; writes the "
-        "warped image, the displacement field, the difference image and a report.",
+        "warped image, the displacement field, the difference image, quality maps (det J, folding, the last "
+        "step's change) and a report; with --labels also the labels carried onto the fixed image.",
     )
     parser.add_argument("--fixed", required=True, help="fixed image (NIfTI, NRRD, MHA or a DICOM folder)")
     parser.add_argument("--moving", required=True, help="moving image")
@@ -25,8 +28,20 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--truth", help="ground-truth displacement field (ITK, fixed -> moving) for TRE")
     parser.add_argument("--reference", help="image to measure RMSE against (default: the fixed image)")
     parser.add_argument("--mask", help="where whole-image and box metrics are measured, e.g. a body mask (default: everywhere)")
+    add_label_arguments(parser)
     parser.add_argument("--no-figure", action="store_true", help="skip report.png")
     parser.set_defaults(func=run)
+
+
+def add_label_arguments(parser) -> None:
+    parser.add_argument("--labels", metavar="LABELS",
+                        help="label map drawn on the moving image (NIfTI/NRRD/.seg.nrrd, whole numbers, 0 = background): "
+                        "carried onto the fixed image as labels_warped.nii.gz, with labels_report.json")
+    parser.add_argument("--labels-colors", metavar="FILE",
+                        help="names and colours of the labels: a colour table, one 'value name r g b a' line per label "
+                        "(default: the .seg.nrrd's segment names, else 'label N')")
+    parser.add_argument("--labels-reference", metavar="LABELS",
+                        help="the same labels drawn on the fixed image: Dice and HD95 of the carried labels in the report")
 
 
 def add_box_arguments(parser) -> None:
@@ -63,8 +78,24 @@ def run(args) -> int:
 
     job = RegisterJob(fixed=args.fixed, moving=args.moving, out=args.out, engine=engine_from_args(args),
                       iso=args.iso, boxes_ras=args.roi, boxes_ijk=args.roi_ijk, rso=rso_settings_from_args(args),
-                      truth=args.truth, reference=args.reference, mask=args.mask, figure=not args.no_figure)
+                      truth=args.truth, reference=args.reference, mask=args.mask, figure=not args.no_figure,
+                      labels=args.labels, labels_colors=args.labels_colors, labels_reference=args.labels_reference)
     with step_progress(not args.quiet) as progress:
-        session, _ = run_register_job(job, progress=progress)
+        session, paths = run_register_job(job, progress=progress)
     print(format_table([summary_row(r) for r in session.history]))
+    if "labels_report" in paths:
+        print(labels_text(json.loads(paths["labels_report"].read_text())))
     return 0
+
+
+def labels_text(report: dict) -> str:
+    """'labels (ml, moving -> fixed): lungs 2792.2 -> 2881.5 (Dice 0.98, HD95 4.5 mm)' plus what is out of view."""
+    parts = []
+    for row in report["labels"]:
+        overlap = f" (Dice {row['dice']:.3f}, HD95 {row['hd95_mm']} mm)" if "dice" in row else ""
+        parts.append(f"{row['name']} {row['volume_ml_moving']:.1f} -> {row['volume_ml_fixed']:.1f}{overlap}")
+    lines = ["labels (ml, moving -> fixed): " + "; ".join(parts)]
+    for key in ("outside_field_of_view", "partly_outside_field_of_view", "kept_from_vanishing"):
+        if report[key]:
+            lines.append(f"{key.replace('_', ' ')}: {', '.join(report[key])}")
+    return "\n".join(lines)

@@ -61,15 +61,21 @@ def check_scalar_volume(image: sitk.Image, what: str) -> None:
         raise InputError(f"{what} has {bad} NaN or infinite voxels")
 
 
-def read_displacement_field(path: str | os.PathLike, what: str = "displacement field") -> sitk.Image:
-    """Read an ITK displacement field (3 components, LPS mm, fixed -> moving)."""
+def read_file(path: str | os.PathLike, what: str) -> sitk.Image:
+    """An image file as ITK reads it (any pixel type, header kept), or a one-line InputError."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{what} not found: {path}")
     try:
-        field = sitk.ReadImage(str(path))
+        return sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"{what} could not be read ({path}): {_first_line(exc)}") from None
+
+
+def read_displacement_field(path: str | os.PathLike, what: str = "displacement field") -> sitk.Image:
+    """Read an ITK displacement field (3 components, LPS mm, fixed -> moving)."""
+    path = Path(path)
+    field = read_file(path, what)
     if field.GetDimension() != 3 or field.GetNumberOfComponentsPerPixel() != 3:
         raise InputError(f"{what} {path.name} is not a 3-D field with 3 components per voxel")
     if not np.isfinite(sitk.GetArrayViewFromImage(field)).all():

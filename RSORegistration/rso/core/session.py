@@ -96,6 +96,10 @@ class RegistrationSession:
     def state(self) -> SessionState:
         return self._state_at(len(self.history))
 
+    def state_at(self, index: int) -> SessionState:
+        """The state after step ``index`` (0: before any step); older states reload from disk."""
+        return self._state_at(index)
+
     def _state_at(self, index: int) -> SessionState:
         if self._states[index] is None:
             self._states[index] = self.store.load_state(index)

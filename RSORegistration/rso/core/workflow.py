@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rso.core.labels import LabelInput, check_labels_on
 from rso.core.losses import LossConfig
 from rso.core.model import ModelConfig, RegistrationNet, build_model
 from rso.core.optimize import CancelToken, ProgressCallback
@@ -71,23 +72,31 @@ class RegisterJob:
     reference: str | None = None
     mask: str | None = None
     figure: bool = True
+    labels: str | None = None  # a label map drawn on the moving image, carried onto the fixed one
+    labels_colors: str | None = None  # its names and colours (a colour-table file), unless a .seg.nrrd has them
+    labels_reference: str | None = None  # the same labels drawn on the fixed image: Dice and HD95
 
-    def prepare(self) -> tuple[RegistrationSession, list]:
-        """Read and check every input and box; build the session (nothing written yet)."""
+    def prepare(self) -> tuple[RegistrationSession, list, LabelInput | None]:
+        """Read and check every input, box and label map; build the session (nothing written yet)."""
         check_output_folder(self.out)
         if self.iso < 0:
             raise InputError("ISO iterations must be >= 0")
+        if (self.labels_colors or self.labels_reference) and not self.labels:
+            raise InputError("label colours and a reference label map need a label map (--labels)")
         inputs = open_inputs(self.fixed, self.moving, self.reference, self.truth, self.mask)
+        labels = LabelInput.read(self.labels, self.labels_colors, self.labels_reference) if self.labels else None
+        if labels is not None:
+            check_labels_on(labels.image, inputs["moving"])
         session = self.engine.session(inputs)
         boxes = [session.box_from_ras(b) for b in self.boxes_ras] + [session.box_from_fixed_index(b)
                                                                      for b in self.boxes_ijk]
-        return session, boxes
+        return session, boxes, labels
 
 
 def run_register_job(job: RegisterJob, progress: ProgressCallback | None = None,
                      cancel: CancelToken | None = None) -> tuple[RegistrationSession, dict[str, Path]]:
     """Run the whole job; returns the session and the written paths."""
-    session, boxes = job.prepare()
+    session, boxes, labels = job.prepare()
     out = Path(job.out)
     start_session_folder(session, out / "session")
     session.general()
@@ -95,7 +104,7 @@ def run_register_job(job: RegisterJob, progress: ProgressCallback | None = None,
         session.iso(job.iso, progress=progress, cancel=cancel)
     for box in boxes:
         session.rso(box, job.rso, progress=progress, cancel=cancel)
-    paths = write_results(session, out, figure=job.figure)
+    paths = write_results(session, out, figure=job.figure, labels=labels)
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return session, paths
 

@@ -107,6 +107,9 @@ COMMANDS: dict[str, dict[str, Arg]] = {
     },
     "undo": {},
     "export": {"out": Arg(_string, required=True), "figure": Arg(_boolean)},
+    # A label map drawn on the moving image, carried onto the fixed one (default out: <folder>/current).
+    "labels": {"labels": Arg(_string, required=True), "colors": Arg(_string), "reference": Arg(_string),
+               "out": Arg(_string)},
     "status": {},
     "cancel": {},
     "shutdown": {},

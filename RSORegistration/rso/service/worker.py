@@ -5,7 +5,8 @@ thread of its own, so that ``cancel`` and ``status`` are answered while a step r
 protocol lines go to stdout: the real stdout is kept for them and file descriptor 1 is pointed
 at stderr, so that a print or a C library's output cannot corrupt the stream.
 
-After every accepted step (and undo) the viewer's results are in ``<session folder>/current/``.
+After every accepted step (and undo) the viewer's results (images and quality maps) are in
+``<session folder>/current/``; ``labels`` writes the carried labels there too.
 
 Run as ``rso-registration worker`` or ``python -m rso.service.worker`` (what the client starts; the
 Slicer extension ships the service but not the command line).
@@ -208,6 +209,16 @@ class Worker:
         paths = write_results(session, args["out"], figure=args.get("figure", True))
         return {"paths": {name: str(path) for name, path in paths.items()}}
 
+    def _cmd_labels(self, job: RunningRequest) -> dict:
+        from rso.core.labels import LabelInput
+        from rso.core.results import write_labels
+
+        session, args = self._need_session(), job.request.args
+        labels = LabelInput.read(args["labels"], args.get("colors"), args.get("reference"))
+        out = Path(args["out"]) if "out" in args else Path(session.folder) / CURRENT_FOLDER
+        paths, report = write_labels(session, labels, out)
+        return {"paths": {name: str(path) for name, path in paths.items()}, "report": report}
+
     def _status(self) -> dict:
         job = self._job
         running = {"id": job.request.id, "cmd": job.request.cmd} if job is not None else None
@@ -259,7 +270,7 @@ def step_result(session, record) -> dict:
 
 
 def write_current(session) -> dict[str, str]:
-    """Warped, displacement and difference for the viewer, at native resolution, in <folder>/current/."""
+    """Warped, displacement, difference and the quality maps for the viewer, at native resolution, in <folder>/current/."""
     from rso.core.results import write_images
 
     paths = write_images(session, Path(session.folder) / CURRENT_FOLDER)

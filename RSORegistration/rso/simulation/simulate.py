@@ -8,6 +8,9 @@ A case folder holds, for phases k = 0..N-1 and K = 1..N-1:
                        resampling ct_phaseK through it reproduces ct_phase0 (up to interpolation)
   labels_phasek.nii.gz the labels of phase k (lungs 1, an inserted lesion 2), moved by the true motion
   body_mask.nii.gz, lung_mask.nii.gz   masks of phase 0
+  labels_phasek.nii.gz, labels_colors.txt   right lung, left lung and a 5-mm nodule at phase k, carried
+                       from phase 0 with the phase's own inverse field: the truth for contour propagation
+                       (rso.simulation.case_labels)
   case.json            source and its SHA-256, seed, drawn amplitudes, all parameters, versions
 
 Phase K is made from the source by pulling it through the exact inverse of the truth field
@@ -31,6 +34,7 @@ import SimpleITK as sitk
 
 from rso import __version__
 from rso.simulation.anatomy import MaskParams, body_mask, check_ct, lung_mask
+from rso.simulation.case_labels import phase_labels, reference_labels, write_labels
 from rso.errors import InputError
 from rso.core.imageio import file_sha256, read_image, write_displacement_field, write_image
 from rso.simulation.lesion import LesionParams, draw_lesion, paint_lesion
@@ -134,7 +138,7 @@ class Phase:
     ct: sitk.Image
     truth: sitk.Image | None
     info: dict
-    labels: sitk.Image | None = None  # lungs 1, lesion 2, carried to this phase by the true motion
+    labels: sitk.Image | None = None  # case_labels.LABELS at this phase
 
 
 def make_phases(ct: sitk.Image, times: list[float], seed: int, motion: MotionParams = MotionParams(),
@@ -143,38 +147,37 @@ def make_phases(ct: sitk.Image, times: list[float], seed: int, motion: MotionPar
     """CT phases at breathing times `times` (fractions of a cycle; 0 is end exhale) of an axis-aligned CT.
 
     With ``motion.lesion`` a lesion is painted into the end-exhale CT first (it moves on its own).
-    Every phase carries its label map (lungs 1, lesion 2), moved by the same true motion as the CT.
+    Every phase carries its label map (``case_labels.LABELS``), moved by the same true motion as the CT.
     ``indices`` names the phases (default 0, 1, ...).
     """
     body = body_mask(ct, masks)
     lungs = lung_mask(ct, body, masks)
-    ct, lesion, labels = _with_lesion(ct, lungs, motion, seed)
+    ct, lesion, lesion_label = _with_lesion(ct, lungs, motion, seed)
     model = BreathingMotion(ct, body, lungs, motion, seed, lesion)
+    labels0 = reference_labels(lungs, lesion_label)
     phases = []
     indices = list(range(len(times))) if indices is None else indices
     for index, t in _progress(list(zip(indices, times)), progress, "CT phases"):
         if t == 0:
-            phases.append(Phase(index, t, ct, None, {"phase": index, "t": 0.0, "breathing": 0.0}, labels))
+            phases.append(Phase(index, t, ct, None, {"phase": index, "t": 0.0, "breathing": 0.0}, labels0))
             continue
         truth = _quantize(model.field(t))
         det = jacobian_determinant(truth)
         check_invertible(truth, f"motion field of phase {index}", det=det)
         inverse, residual = _inverse(truth, ct, f"phase {index}")
         info = _phase_info(index, t, truth, det, model) | {"inverse_residual_mm": residual}
-        phases.append(Phase(index, t, _pull(ct, inverse), truth, info, _pull(labels, inverse, labels=True)))
+        phases.append(Phase(index, t, _pull(ct, inverse), truth, info, phase_labels(labels0, inverse)))
     return phases, model, body, lungs
 
 
 def _with_lesion(ct: sitk.Image, lungs: sitk.Image, motion: MotionParams, seed: int):
-    """(CT, lesion or None, labels): the CT with the lesion painted in when the motion asks for one."""
-    labels = sitk.Cast(lungs, sitk.sitkUInt8)
+    """(CT, lesion, its label) with the lesion painted in when the motion asks for one, else (CT, None, None)."""
     if motion.lesion is None:
-        return ct, None, labels
+        return ct, None, None
     rng = np.random.default_rng([seed, 2])
     lesion = draw_lesion(ct, sitk.GetArrayViewFromImage(lungs).astype(bool), motion.lesion, rng)
     painted, lesion_label = paint_lesion(ct, lesion, motion.lesion, rng)
-    labels = sitk.Mask(labels, sitk.Equal(lesion_label, 0)) + 2 * lesion_label
-    return painted, lesion, sitk.Cast(labels, sitk.sitkUInt8)
+    return painted, lesion, lesion_label
 
 
 def _quantize(field: sitk.Image, step_mm: float = 2.0 ** -10) -> sitk.Image:
@@ -193,15 +196,13 @@ def _inverse(truth: sitk.Image, ct: sitk.Image, what: str) -> tuple[sitk.Image, 
     return inverse, residual
 
 
-def _pull(image: sitk.Image, inverse: sitk.Image, labels: bool = False) -> sitk.Image:
+def _pull(ct: sitk.Image, inverse: sitk.Image) -> sitk.Image:
     """The phase image: the source pulled through the truth's inverse, so truth maps it back onto the source.
 
-    Cubic B-spline keeps a CT phase nearly as sharp as the source; labels take the nearest label.
+    Cubic B-spline keeps a CT phase nearly as sharp as the source (phase 0).
     """
-    transform = sitk.DisplacementFieldTransform(sitk.Image(inverse))
-    if labels:
-        return sitk.Resample(image, image, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    moved = sitk.Resample(image, image, transform, sitk.sitkBSpline, AIR_HU, sitk.sitkFloat32)
+    transform = sitk.DisplacementFieldTransform(sitk.Image(inverse))  # a copy: the transform takes the image's buffer
+    moved = sitk.Resample(ct, ct, transform, sitk.sitkBSpline, AIR_HU, sitk.sitkFloat32)
     return sitk.Clamp(moved, sitk.sitkFloat32, AIR_HU, 1e6)
 
 
@@ -290,7 +291,7 @@ def _write_case(folder: Path, phases: list[Phase], cbcts: list[sitk.Image], body
         write_image(_as_int16(cbct), folder / f"cbct_phase{phase.index}.nii.gz")
         if phase.truth is not None:
             write_displacement_field(phase.truth, folder / f"truth_0_{phase.index}.nii.gz")
-        write_image(phase.labels, folder / f"labels_phase{phase.index}.nii.gz")
+        write_labels(folder, phase.index, phase.labels)
     write_image(body, folder / "body_mask.nii.gz")
     write_image(lungs, folder / "lung_mask.nii.gz")
 

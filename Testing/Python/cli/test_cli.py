@@ -45,7 +45,8 @@ def registered(pair_files, tmp_path_factory):
 
 
 def test_register_writes_every_output(registered):
-    for name in ("warped.nii.gz", "displacement.nii.gz", "difference.nii.gz", "report.json", "report.png"):
+    for name in ("warped.nii.gz", "displacement.nii.gz", "difference.nii.gz", "report.json", "report.png",
+                 "jacobian.nii.gz", "folding.nii.gz", "change.nii.gz", "quality.json"):
         assert (registered / name).is_file(), name
     assert (registered / "session" / "session.json").is_file()
     report = json.loads((registered / "report.json").read_text())
@@ -115,6 +116,12 @@ def image_far_away(folder, moving):
     return write(image, folder / "far.nii.gz")
 
 
+def labels_far_away(folder, moving):
+    labels = sitk.Cast(sitk.BinaryThreshold(moving, -500, 5000, 1, 0), sitk.sitkUInt8)
+    labels.SetOrigin([o + 4000 for o in moving.GetOrigin()])
+    return write(labels, folder / "far_labels.nii.gz")
+
+
 def foreign_checkpoint(folder):
     path = folder / "resnet.pt"
     torch.save(torch.nn.Linear(4, 2).state_dict(), path)
@@ -146,6 +153,10 @@ BAD_INPUTS = {
     "box outside": (lambda f, p: ["--roi", "900,900,900,950,950,950"], "outside the image"),
     "zero-size box": (lambda f, p: ["--roi", "0,0,-700,10,10,-700"], "zero size"),
     "index box outside": (lambda f, p: ["--roi-ijk", "500,500,100,510,510,110"], "outside the fixed image"),
+    "float image as labels": (lambda f, p: ["--labels", p["moving"]], "holds non-integer values"),
+    "labels far away": (lambda f, p: ["--labels", labels_far_away(f, sitk.ReadImage(p["moving"]))],
+                        "does not overlap the moving image"),
+    "colours without labels": (lambda f, p: ["--labels-colors", p["moving"]], "need a label map (--labels)"),
     "missing checkpoint": (lambda f, p: ["--model", str(f / "none.pt")], "checkpoint not found"),
     "corrupt checkpoint": (lambda f, p: ["--model", corrupt_checkpoint(f)], "corrupt or not a torch file"),
     "foreign checkpoint": (lambda f, p: ["--model", foreign_checkpoint(f)], "not an RSORegistration checkpoint"),
@@ -175,3 +186,27 @@ def test_output_folder_that_is_a_file(pair_files, tmp_path, capsys):
     assert exit_info.value.code == EXIT_BAD_INPUT
     assert "is a file" in capsys.readouterr().err
     assert out.read_text() == "not a folder"
+
+
+def test_register_carries_labels_onto_the_fixed_image_and_reports_them(pair_files, tmp_path, capsys):
+    from rso.simulation.anatomy import lung_mask
+
+    folder = pair_files["folder"]
+    labels = write(lung_mask(sitk.ReadImage(pair_files["moving"], sitk.sitkFloat32)), tmp_path / "lungs_moving.nii.gz")
+    reference = write(lung_mask(sitk.ReadImage(pair_files["fixed"], sitk.sitkFloat32)), tmp_path / "lungs_fixed.nrrd")
+    (tmp_path / "colors.txt").write_text("# value name r g b a\n1 lungs 200 120 90 255\n")
+    out = tmp_path / "out"
+    assert main(["register", "--fixed", pair_files["fixed"], "--moving", pair_files["moving"], "--out", str(out),
+                 "--iso", "2", "--labels", labels, "--labels-colors", str(tmp_path / "colors.txt"),
+                 "--labels-reference", reference, *FAST]) == 0
+    assert "lungs" in capsys.readouterr().out
+    warped = sitk.ReadImage(str(out / "labels_warped.nii.gz"))
+    assert warped.GetSize() == sitk.ReadImage(pair_files["fixed"]).GetSize() and set(np.unique(sitk.GetArrayViewFromImage(warped))) == {0, 1}
+    report = json.loads((out / "labels_report.json").read_text())
+    (lungs,) = report["labels"]
+    assert lungs["name"] == "lungs" and lungs["value"] == 1 and lungs["color"] == pytest.approx([200 / 255, 120 / 255, 90 / 255], abs=1e-3)
+    assert lungs["volume_ml_moving"] > 1000 and lungs["volume_ml_fixed"] > 1000
+    assert 0.5 < lungs["dice"] <= 1.0 and lungs["hd95_mm"] >= 0  # an untrained network: Dice only sensible
+    assert json.loads((out / "report.json").read_text())["labels"] == report
+    assert (out / "labels_colors.txt").read_text().splitlines()[1].startswith("1 lungs 200 120 90")
+    assert not (folder / "labels_warped.nii.gz").exists()

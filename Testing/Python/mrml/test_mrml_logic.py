@@ -7,8 +7,11 @@ runs where the engine's client exists.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from conftest_slicer import SMALL_GRID, TINY_CHANNELS, demo, roi_node  # noqa: F401  (fixtures)
 
@@ -97,6 +100,63 @@ def test_slice_views_show_fixed_with_the_difference_overlay(registered):
     middle = [0.0] * 4
     table.GetColor(table.GetNumberOfColors() // 2, middle)
     assert middle[:3] == [0.0, 0.0, 0.0]  # zero difference adds nothing to the fixed image
+
+
+def test_quality_maps_are_styled_volumes_that_can_be_the_foreground(registered):
+    app, logic, fixed, moving, roi, before, history, steps = registered
+    params = logic.parameters()
+    composite = app.scene.GetFirstNodeByClass("vtkMRMLSliceCompositeNode")
+    tables = {"jacobian": "RSO det J", "folding": "RSO folding", "change": "RSO change"}
+    for name, table in tables.items():
+        volume = getattr(params, f"{name}Volume")
+        assert volume is not None and volume.GetDisplayNode().GetColorNode().GetName() == table
+        np.testing.assert_allclose(ijk_to_ras(volume), ijk_to_ras(fixed), atol=1e-6)
+        logic.show_overlay(name)
+        assert composite.GetForegroundVolumeID() == volume.GetID() and composite.GetBackgroundVolumeID() == fixed.GetID()
+    display = params.jacobianVolume.GetDisplayNode()
+    assert (display.GetWindow(), display.GetLevel()) == (2.0, 1.0)  # centred on det J = 1
+    neutral = [0.0] * 4
+    display.GetColorNode().GetColor(display.GetColorNode().GetNumberOfColors() // 2, neutral)
+    assert neutral[:3] == [0.0, 0.0, 0.0]  # volume kept adds nothing to the fixed image
+    with pytest.raises(InputError, match="overlay must be one of"):
+        logic.show_overlay("sharpness")
+    logic.show_overlay("difference")
+    assert composite.GetForegroundVolumeID() == params.differenceVolume.GetID()
+
+
+def test_contours_are_carried_onto_the_fixed_volume_as_a_new_segmentation(registered):
+    import slicer
+
+    from RSORegistrationLib.segmentations import color_node_from_table, label_image_from_node
+    from RSORegistrationLib.volumes import volume_from_image
+    from rso.core.labels import Label
+    from rso.simulation.phantom import LABELS, phantom_pair
+
+    app, logic, fixed, moving, roi, before, history, steps = registered
+    labelmap = volume_from_image(app.scene, phantom_pair().moving_labels, "drawn", node_class="vtkMRMLLabelMapVolumeNode")
+    table = {value: Label(value, name, color) for value, (name, color) in LABELS.items()}
+    labelmap.GetDisplayNode().SetAndObserveColorNodeID(color_node_from_table(app.scene, table, "drawn colours").GetID())
+    contours = app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "contours")
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, contours)
+    with pytest.raises(InputError, match="segmentation or a label-map volume"):
+        logic.propagate_labels(moving)
+    assert not logic.busy
+
+    logic.propagate_labels(contours)
+    logic.wait(timeout=120)
+    carried = logic.carried_labels
+    names = lambda node: [node.GetSegmentation().GetNthSegment(i).GetName()  # noqa: E731
+                          for i in range(node.GetSegmentation().GetNumberOfSegments())]
+    assert carried is not contours and names(carried) == names(contours) == [n for n, _ in LABELS.values()]
+    written = sitk.ReadImage(str(Path(logic.parameters().sessionFolder) / "current" / "labels_warped.nii.gz"))
+    on_fixed, _ = label_image_from_node(carried, fixed)  # the segmentation, rasterised on the fixed grid
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(on_fixed), sitk.GetArrayViewFromImage(written))
+    assert [row["name"] for row in logic.labels_report["labels"]] == [n for n, _ in LABELS.values()]
+    assert logic.labels_report["outside_field_of_view"] == [] and "4 label(s) carried" in logic.status
+    segmentations = app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+    logic.propagate_labels(contours)  # carried again (after later steps): the same output is refilled
+    logic.wait(timeout=120)
+    assert logic.carried_labels is carried and app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == segmentations
 
 
 def test_loss_table_and_chart_hold_each_curve(registered):

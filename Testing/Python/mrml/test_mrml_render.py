@@ -2,7 +2,9 @@
 
 The render runs in a child process (the README screenshot script itself): an OpenGL failure
 there cannot take pytest down. The overlay must colour pixels inside the ROI, and must leave
-every pixel grey where the fixed and warped images agree.
+every pixel grey where the fixed and warped images agree. The det J quality map as the
+foreground must colour where the field compresses or stretches, and nothing where it keeps volume.
+The bundled general model gives the field enough structure for both in two ISO iterations.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest_slicer import REPO, SMALL_GRID, TINY_CHANNELS, egl_environment
+from conftest_slicer import REPO, egl_environment
 
 
 def coloured(rgb: np.ndarray, tolerance: int = 3) -> np.ndarray:
@@ -26,7 +28,8 @@ def rendered(tmp_path_factory):
     folder = tmp_path_factory.mktemp("render")
     command = [sys.executable, str(REPO / "scripts" / "render_screenshot.py"), "--out", str(folder / "shot.png"),
                "--evidence", str(folder / "evidence.npz"), "--size", "400", "320", "--shape", "32", "64", "64",
-               "--spacing", "3", "--grid", SMALL_GRID, "--channels", TINY_CHANNELS, "--iso", "2", "--rso", "2"]
+               "--spacing", "3", "--grid", "32,64,64", "--model", str(REPO / "RSORegistration" / "rso" / "resources" /
+                                                                      "general_model.pt"), "--iso", "2", "--rso", "2"]
     done = subprocess.run(command, env=egl_environment(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return folder, dict(np.load(folder / "evidence.npz"))
@@ -75,3 +78,16 @@ def test_roi_box_is_drawn_on_its_edges(rendered):
     far[max(top - 12, 0):bottom + 12, max(left - 12, 0):right + 12] = False
     far[:60, :260] = False  # the corner annotation
     assert not drawn[far].any(), "the ROI is drawn away from where it is"
+
+
+def test_the_jacobian_map_as_foreground_colours_only_where_volume_changes(rendered):
+    _, evidence = rendered
+    neutral = float(evidence["jacobian_neutral"])  # |det J - 1| that the colour table leaves black
+    colour = coloured(evidence["jacobian_overlay"])
+    near, at = evidence["jacobian_deviation_near_pixel"], evidence["jacobian_deviation_at_pixel"]
+    kept = np.isfinite(near) & (near < neutral / 2)
+    changed = np.isfinite(at) & (at > 1.5 * neutral)
+    assert kept.mean() > 0.05 and changed.sum() > 500  # both kinds of place are in view
+    assert not colour[kept].any(), f"{colour[kept].sum()} coloured pixels where det J is 1"
+    assert colour[changed].mean() > 0.8
+    assert not np.array_equal(evidence["jacobian_overlay"], evidence["overlay"])  # another map than the difference

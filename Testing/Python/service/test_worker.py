@@ -95,7 +95,7 @@ def test_open_general_iso_stream_progress_and_write_current_results(client, regi
 
     general = registered["general"]
     assert general["record"]["kind"] == "general" and general["steps"] == 1
-    for name in ("warped", "displacement", "difference"):
+    for name in ("warped", "displacement", "difference", "jacobian", "folding", "change", "quality"):
         assert os.path.isfile(general["paths"][name])
     assert general["metrics"]["tre_mm"]["mean"] > 0  # the truth field came through
 
@@ -183,6 +183,34 @@ def test_export_writes_results_and_an_internal_error_keeps_the_worker_serving(cl
     assert client.call("status", timeout=30)["session"]["steps"] == 2
 
 
+def test_labels_are_carried_onto_the_fixed_image_with_names_and_overlap(client, registered, pair, tmp_path):
+    from rso.core.labels import Label, color_table_text, propagate
+    from rso.simulation.phantom import LABELS
+
+    demo = phantom_pair()
+    sitk.WriteImage(demo.moving_labels, str(tmp_path / "labels.nrrd"))
+    sitk.WriteImage(demo.fixed_labels, str(tmp_path / "truth_labels.nii.gz"))
+    table = {value: Label(value, name.replace(" ", "_"), color) for value, (name, color) in LABELS.items()}
+    (tmp_path / "colors.txt").write_text(color_table_text(table))
+    result = client.call("labels", labels=str(tmp_path / "labels.nrrd"), colors=str(tmp_path / "colors.txt"),
+                         reference=str(tmp_path / "truth_labels.nii.gz"), timeout=60)
+    current = registered["folder"] / "current"
+    assert result["paths"]["labels_warped"] == str(current / "labels_warped.nii.gz")
+    report = result["report"]
+    assert [row["name"] for row in report["labels"]] == ["right_lung", "left_lung", "nodule", "spine"]
+    rows = {row["name"]: row for row in report["labels"]}
+    assert rows["right_lung"]["dice"] > 0.8 and rows["nodule"]["volume_ml_fixed"] > 0
+    assert report["outside_field_of_view"] == []
+    # The worker's labels are the engine's, through the field the viewer got.
+    field = sitk.ReadImage(str(current / "displacement.nii.gz"))
+    expected = propagate(demo.moving_labels, field, sitk.ReadImage(pair["fixed"]))
+    carried = sitk.GetArrayFromImage(sitk.ReadImage(result["paths"]["labels_warped"]))
+    assert (carried != sitk.GetArrayViewFromImage(expected)).mean() < 1e-4  # the file's float32 vs float64 field
+    with pytest.raises(InputError, match="non-integer values"):
+        client.call("labels", labels=pair["moving"], timeout=60)
+    assert client.call("status", timeout=30)["session"]["steps"] == 2
+
+
 def test_killed_worker_is_reported_and_the_session_resumes_after_restart(client, registered):
     folder = registered["folder"]
     os.kill(client.pid, signal.SIGKILL)
@@ -203,7 +231,7 @@ def test_killed_worker_is_reported_and_the_session_resumes_after_restart(client,
     reopened = client.call("open", folder=str(folder), device="cpu", timeout=120)
     assert reopened["reopened"] and reopened["steps"] == 2
     assert [r["kind"] for r in reopened["history"]] == ["general", "iso"]
-    assert set(reopened["paths"]) == {"warped", "displacement", "difference"}
+    assert set(reopened["paths"]) == {"warped", "displacement", "difference", "jacobian", "folding", "change", "quality"}
     np.testing.assert_array_equal(field_of(folder), registered["field"])
     np.testing.assert_array_equal(displacement_file(folder), registered["displacement"])
     assert client.call("status", timeout=30)["session"]["steps"] == 2

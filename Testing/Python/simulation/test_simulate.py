@@ -170,7 +170,7 @@ def test_simulate_case_writes_a_complete_case(case, ct_file):
     names = {p.name for p in case.iterdir()}
     expected = {f"{kind}_phase{k}.nii.gz" for kind in ("ct", "cbct") for k in range(3)}
     expected |= {"truth_0_1.nii.gz", "truth_0_2.nii.gz", "body_mask.nii.gz", "lung_mask.nii.gz", "case.json"}
-    expected |= {f"labels_phase{k}.nii.gz" for k in range(3)}
+    expected |= {f"labels_phase{k}.nii.gz" for k in range(3)} | {"labels_colors.txt"}
     assert names == expected
     info = json.loads((case / "case.json").read_text())
     assert info["seed"] == 5 and info["phases"] == 3 and len(info["source"]["sha256"]) == 64
@@ -184,6 +184,32 @@ def test_simulate_case_writes_a_complete_case(case, ct_file):
     np.testing.assert_allclose(truth.GetSpacing(), fixed.GetSpacing(), atol=1e-6)
     with pytest.raises(InputError, match="not empty"):
         simulate_case(ct_file, case, phases=3)
+
+
+def test_case_labels_follow_the_anatomy_and_are_the_truth_for_contour_propagation(case, tmp_path):
+    from rso.core.labels import overlap, propagate, read_labels
+    from rso.simulation.case_labels import case_labels
+
+    labels0, table = read_labels(case / "labels_phase0.nii.gz", case / "labels_colors.txt")
+    labels2, _ = read_labels(case / "labels_phase2.nii.gz")
+    assert [label.name for label in table.values()] == ["right_lung", "left_lung", "nodule"]
+    # Phase 2's labels sit on phase 2's anatomy (the lungs found in its CT), not on phase 0's.
+    lungs2 = lung_mask(sitk.ReadImage(str(case / "ct_phase2.nii.gz"), sitk.sitkFloat32))
+    lungs_of = lambda labels: sitk.Cast((labels == 1) | (labels == 2), sitk.sitkUInt8)  # noqa: E731
+    assert overlap(lungs_of(labels2), lungs2)[1]["dice"] > overlap(lungs_of(labels0), lungs2)[1]["dice"] + 0.01
+    # A perfect registration (the truth field) carries phase 2's labels back onto phase 0's.
+    truth = sitk.ReadImage(str(case / "truth_0_2.nii.gz"))
+    carried = propagate(labels2, truth, labels0)
+    scores = overlap(carried, labels0)
+    assert scores[1]["dice"] > 0.95 and scores[2]["dice"] > 0.95 and scores[3]["volume_ml"][0] > 0
+    # A case simulated before the labels existed gets the same files on first use.
+    old_case = tmp_path / "old"
+    old_case.mkdir()
+    for name in ("lung_mask.nii.gz", "truth_0_2.nii.gz"):
+        (old_case / name).write_bytes((case / name).read_bytes())
+    again = sitk.ReadImage(str(case_labels(old_case, 2)))
+    assert (sitk.GetArrayViewFromImage(again) == sitk.GetArrayViewFromImage(labels2)).mean() > 0.999
+    assert case_labels(old_case, 2) == old_case / "labels_phase2.nii.gz" and (old_case / "labels_colors.txt").is_file()
 
 
 def test_plot_case_writes_a_figure(case, tmp_path):

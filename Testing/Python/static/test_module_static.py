@@ -36,6 +36,7 @@ EXPECTED_WIDGETS = {
     "exportButton": "QPushButton", "reopenButton": "QPushButton", "clearCacheButton": "QPushButton",
     "exportDirectoryButton": "ctkDirectoryButton", "progressBar": "QProgressBar", "statusLabel": "QLabel",
     "metricsLabel": "QLabel", "metricsTableView": "qMRMLTableView", "lossPlotWidget": "qMRMLPlotWidget",
+    "labelsSelector": "qMRMLNodeComboBox", "propagateLabelsButton": "QPushButton", "overlayComboBox": "QComboBox",
 }
 # parameterNodeWrapper's GUI connectors: widget class -> the parameter types it can represent.
 CONNECTABLE = {"qMRMLNodeComboBox": {"node"}, "QSpinBox": {"int"}, "QComboBox": {"str"}, "QCheckBox": {"bool"},
