@@ -14,13 +14,14 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rso.core.imageio import check_ct_intensities
 from rso.core.losses import LossConfig
 from rso.core.model import ModelConfig, RegistrationNet, build_model
 from rso.core.optimize import CancelToken, ProgressCallback
 from rso.core.results import check_output_folder, write_results
 from rso.core.session import RegistrationSession, RSOSettings, open_inputs
 from rso.errors import InputError
-from rso.options import DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS, DEFAULT_PRECISION, DEFAULT_SEED
+from rso.options import ALLOW_NON_CT, DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS, DEFAULT_PRECISION, DEFAULT_SEED
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class EngineSettings:
     precision: str = DEFAULT_PRECISION
     seed: int = DEFAULT_SEED
     loss: LossConfig = field(default_factory=LossConfig)
+    allow_non_ct: bool = ALLOW_NON_CT  # register images that do not look like CT in HU, on purpose
 
     def __post_init__(self):
         if self.model and self.channels:
@@ -50,6 +52,8 @@ class EngineSettings:
     def session(self, inputs: dict, folder: str | Path | None = None,
                 network: tuple[RegistrationNet, str] | None = None) -> RegistrationSession:
         """A session on ``inputs`` (``open_inputs``' keywords); ``network`` is copied, never shared."""
+        for name in ("fixed", "moving"):
+            check_ct_intensities(inputs[name], f"{name} image", self.allow_non_ct)
         net, source = (copy.deepcopy(network[0]), network[1]) if network else self.network()
         return RegistrationSession(**inputs, net=net, grid_shape=self.grid, folder=folder, seed=self.seed,
                                    device=self.device, loss=self.loss, model_source=source, precision=self.precision)

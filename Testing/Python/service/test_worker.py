@@ -219,7 +219,7 @@ def test_protocol_checks_requests_and_encodes_plain_json():
         ('{"id": 1, "cmd": "rso", "args": {}}', "exactly one of box_ras"),
         ('{"id": 1, "cmd": "iso", "args": {"iterations": 2.5}}', "whole number"),
         ('{"id": 1, "cmd": "iso", "args": {"iters": 2}}', "unknown argument 'iters'"),
-        ('{"id": 1, "cmd": "export", "args": {}}', "missing argument out"),
+        ('{"id": 1, "cmd": "download", "args": {}}', "missing argument file"),
     ]:
         with pytest.raises(protocol.ProtocolError, match=message):
             protocol.parse_request(line)
