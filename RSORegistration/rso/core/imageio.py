@@ -6,10 +6,12 @@ rest of the engine can trust them.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import os
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +31,24 @@ def read_image(path: str | os.PathLike, what: str = "image") -> sitk.Image:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{what} not found: {path}")
+    if path.name.endswith(".gz"):
+        _check_complete_gzip(path, what)
     try:
         image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"{what} could not be read ({path}): {_first_line(exc)}") from None
     check_scalar_volume(image, f"{what} {path.name}")
     return sitk.Cast(image, sitk.sitkFloat32)
+
+
+def _check_complete_gzip(path: Path, what: str) -> None:
+    """ITK reads a truncated .nii.gz without a word, zeros where the data ended: decompress it once to be sure."""
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 22):
+                pass
+    except (EOFError, OSError, zlib.error) as exc:
+        raise InputError(f"{what} could not be read ({path}): the compressed file is truncated or corrupt ({exc})") from None
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:

@@ -14,6 +14,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from rso.core.imageio import check_ct_intensities
 from rso.core.losses import LossConfig
 from rso.core.model import ModelConfig, RegistrationNet, build_model
@@ -44,8 +46,14 @@ class EngineSettings:
             raise InputError("channels describe an untrained network; they cannot be combined with a model checkpoint")
 
     def network(self) -> tuple[RegistrationNet, str]:
-        """The starting network and a one-line description of where it came from."""
-        net, source = build_model(self.model, ModelConfig(channels=tuple(self.channels)) if self.channels else None)
+        """The starting network and a one-line description of where it came from.
+
+        An untrained network's weights come from the seed, so that the same settings give the
+        same run in any process (a local and a remote worker alike); the global RNG is left as it was.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            net, source = build_model(self.model, ModelConfig(channels=tuple(self.channels)) if self.channels else None)
         log.info("model: %s, channels %s", source, net.config.channels)
         return net, source
 

@@ -125,6 +125,13 @@ def image_8_bit(folder, moving):
     return write(sitk.Cast(sitk.RescaleIntensity(moving, 0, 255), sitk.sitkUInt8), folder / "eight-bit.nrrd")
 
 
+def truncated_download(folder, path):
+    """A .nii.gz cut short, as an interrupted copy leaves it (ITK itself would read it, zeros where it ends)."""
+    data = open(path, "rb").read()
+    (folder / "cut.nii.gz").write_bytes(data[: len(data) // 3])
+    return str(folder / "cut.nii.gz")
+
+
 def foreign_checkpoint(folder):
     path = folder / "resnet.pt"
     torch.save(torch.nn.Linear(4, 2).state_dict(), path)
@@ -153,6 +160,7 @@ BAD_INPUTS = {
     "4-D image": (lambda f, p: ["--moving", image_4d(f)], "is 4-D; a 3-D volume is required"),
     "NaN voxels": (lambda f, p: ["--moving", image_with_nan(f, sitk.ReadImage(p["moving"]))], "NaN or infinite"),
     "no overlap": (lambda f, p: ["--moving", image_far_away(f, sitk.ReadImage(p["moving"]))], "do not overlap"),
+    "truncated file": (lambda f, p: ["--moving", truncated_download(f, p["fixed"])], "truncated or corrupt"),
     "constant image": (lambda f, p: ["--fixed", image_constant(f, sitk.ReadImage(p["moving"]))],
                        "fixed image constant.nii.gz is constant (every voxel is -1000)"),
     "8-bit volume": (lambda f, p: ["--moving", image_8_bit(f, sitk.ReadImage(p["moving"]))],
