@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from rso.cli.common import add_engine_arguments
-from rso.cli.register import add_rso_arguments
+from rso.cli.common import add_engine_arguments, engine_from_args
+from rso.cli.register import add_rso_arguments, rso_settings_from_args
 from rso.options import DEFAULT_BATCH_WORKERS, DEFAULT_ISO_ITERATIONS
 
 EXIT_SOME_FAILED = 1
@@ -39,13 +39,9 @@ def add_subcommand(subparsers) -> None:
 def settings_from_args(args):
     from rso.service.batch import BatchSettings
 
-    return BatchSettings(iso=args.iso, rso=args.rso, rso_mode=args.rso_mode, compose=args.compose,
-                         blend_margin_mm=args.blend_margin, model=args.model,
-                         channels=tuple(args.channels) if args.channels else None,
-                         grid=tuple(args.grid) if args.grid else None, device=args.device, precision=args.precision,
-                         seed=args.seed, similarity=args.similarity, smoothness=args.smoothness,
-                         allow_non_ct=args.allow_non_ct, figure=args.figures, keep_sessions=args.keep_sessions,
-                         threads=args.threads, timeout_s=args.timeout)
+    return BatchSettings(engine=engine_from_args(args), iso=args.iso, rso=rso_settings_from_args(args),
+                         figure=args.figures, keep_sessions=args.keep_sessions, threads=args.threads,
+                         timeout_s=args.timeout)
 
 
 def run(args) -> int:
@@ -53,6 +49,10 @@ def run(args) -> int:
     from rso.service.batch import read_pairs, run_batch
 
     total = len(read_pairs(args.pairs))  # a bad CSV fails here, before a cluster starts
+    try:
+        import distributed  # noqa: F401  (its import sets its loggers to INFO: quieten them after it)
+    except ImportError:
+        pass  # run_batch says how to install it
     logging.getLogger("distributed").setLevel(logging.WARNING)  # the cluster's chatter would hide the results
     bar = None
     if not args.quiet and sys.stderr.isatty():

@@ -45,6 +45,14 @@ class EngineSettings:
         if self.model and self.channels:
             raise InputError("channels describe an untrained network; they cannot be combined with a model checkpoint")
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "EngineSettings":
+        """The settings ``dataclasses.asdict`` wrote (e.g. sent as JSON to another process)."""
+        data = dict(data)
+        for name in ("channels", "grid"):
+            data[name] = tuple(data[name]) if data.get(name) else None
+        return cls(**{**data, "loss": LossConfig(**data.get("loss", {}))})
+
     def network(self) -> tuple[RegistrationNet, str]:
         """The starting network and a one-line description of where it came from.
 

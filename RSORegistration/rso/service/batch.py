@@ -7,6 +7,8 @@ or, from Python (Slicer's console included; dask.distributed must be installed t
     from rso.service.batch import BatchSettings, run_batch
     summary = run_batch("pairs.csv", "runs", BatchSettings(iso=100), workers=2, on_result=print)
 
+``BatchSettings`` holds the register command's EngineSettings and RSOSettings, and the batch's own choices.
+
 ``pairs.csv`` has a header; columns ``fixed`` and ``moving`` (files), and optionally ``truth`` (a
 displacement field, for TRE), ``mask`` (where metrics are measured), ``roi`` (RSO boxes in RAS mm,
 "R1 A1 S1 R2 A2 S2", several separated by ";") and ``name``. Relative paths are relative to the
@@ -38,12 +40,14 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from rso.errors import InputError
-from rso.options import (ALLOW_NON_CT, DEFAULT_BATCH_WORKERS, DEFAULT_BLEND_MARGIN_MM, DEFAULT_COMPOSITION,
-                         DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS, DEFAULT_PRECISION, DEFAULT_RSO_ITERATIONS,
-                         DEFAULT_RSO_MODE, DEFAULT_SEED, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS)
+from rso.options import DEFAULT_BATCH_WORKERS, DEFAULT_ISO_ITERATIONS
+
+if TYPE_CHECKING:  # imported where used: a Dask worker that runs only run_pair_process never loads torch
+    from rso.core.session import RSOSettings
+    from rso.core.workflow import EngineSettings
 
 log = logging.getLogger(__name__)
 
@@ -66,28 +70,41 @@ class Pair:
     boxes_ras: tuple[tuple[float, ...], ...] = ()
 
 
+def _default_engine():
+    from rso.core.workflow import EngineSettings
+
+    return EngineSettings()
+
+
+def _default_rso():
+    from rso.core.session import RSOSettings
+
+    return RSOSettings()
+
+
 @dataclass(frozen=True)
 class BatchSettings:
-    """What every pair runs with: the register command's choices (defaults from rso.options)."""
+    """What every pair runs with: the register command's choices, and the batch's own."""
 
+    engine: EngineSettings = field(default_factory=_default_engine)
     iso: int = DEFAULT_ISO_ITERATIONS
-    rso: int = DEFAULT_RSO_ITERATIONS
-    rso_mode: str = DEFAULT_RSO_MODE
-    compose: str = DEFAULT_COMPOSITION
-    blend_margin_mm: float = DEFAULT_BLEND_MARGIN_MM
-    model: str | None = None
-    channels: tuple[int, ...] | None = None
-    grid: tuple[int, int, int] | None = None
-    device: str = DEFAULT_DEVICE
-    precision: str = DEFAULT_PRECISION
-    seed: int = DEFAULT_SEED
-    similarity: str = DEFAULT_SIMILARITY
-    smoothness: float = DEFAULT_SMOOTHNESS
-    allow_non_ct: bool = ALLOW_NON_CT
+    rso: RSOSettings = field(default_factory=_default_rso)
     figure: bool = False  # report.png per pair (matplotlib, about a second each)
     keep_sessions: bool = False  # keep <pair>/session/ (a state per step) for reopening
     threads: int | None = None  # torch threads per pair; None: cores / workers on a local cluster
     timeout_s: float | None = None  # a pair that runs longer is stopped and recorded as failed
+
+    def to_json(self) -> str:
+        """Plain JSON, so that a Dask worker passes the settings on without importing torch."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "BatchSettings":
+        from rso.core.session import RSOSettings
+        from rso.core.workflow import EngineSettings
+
+        data = json.loads(text)
+        return cls(**{**data, "engine": EngineSettings.from_dict(data["engine"]), "rso": RSOSettings(**data["rso"])})
 
 
 # ---------------------------------------------------------------------------------- the CSV
@@ -149,24 +166,16 @@ def pair_complete(folder: Path) -> bool:
 
 def run_pair(pair: Pair, out: Path, settings: BatchSettings) -> dict:
     """Register one pair into ``out/<name>`` in this process; returns what the summary needs of the run."""
-    from rso.core.losses import LossConfig
-    from rso.core.session import RSOSettings
-    from rso.core.workflow import EngineSettings, RegisterJob, run_register_job
+    from rso.core.workflow import RegisterJob, run_register_job
 
     if settings.threads:
         import torch
 
         torch.set_num_threads(settings.threads)
     folder = out / pair.name
-    engine = EngineSettings(model=settings.model, channels=settings.channels, grid=settings.grid,
-                            device=settings.device, precision=settings.precision, seed=settings.seed,
-                            loss=LossConfig(similarity=settings.similarity, smoothness_weight=settings.smoothness),
-                            allow_non_ct=settings.allow_non_ct)
-    rso = RSOSettings(iterations=settings.rso, mode=settings.rso_mode, compose=settings.compose,
-                      blend_margin_mm=settings.blend_margin_mm)
-    job = RegisterJob(fixed=pair.fixed, moving=pair.moving, out=str(folder), engine=engine, iso=settings.iso,
-                      boxes_ras=[list(box) for box in pair.boxes_ras], rso=rso, truth=pair.truth, mask=pair.mask,
-                      figure=settings.figure)
+    job = RegisterJob(fixed=pair.fixed, moving=pair.moving, out=str(folder), engine=settings.engine, iso=settings.iso,
+                      boxes_ras=[list(box) for box in pair.boxes_ras], rso=settings.rso, truth=pair.truth,
+                      mask=pair.mask, figure=settings.figure)
     try:
         run_register_job(job)
     finally:
@@ -176,16 +185,16 @@ def run_pair(pair: Pair, out: Path, settings: BatchSettings) -> dict:
     return {"session_bytes": session_bytes}
 
 
-def run_pair_process(pair: Pair, out: str, settings: BatchSettings) -> dict:
+def run_pair_process(pair: Pair, out: str, settings_json: str, timeout_s: float | None = None) -> dict:
     """A Dask task: run one pair in a fresh process; its summary row, failed or done (it never raises)."""
     start = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ENGINE_ROOT), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "rso.service.batch",
-               json.dumps({"pair": asdict(pair), "out": out, "settings": asdict(settings)})]
+               json.dumps({"pair": asdict(pair), "out": out, "settings": settings_json})]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=settings.timeout_s)
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return failed_row(pair, f"stopped after {settings.timeout_s:.0f} s (timeout)", time.perf_counter() - start)
+        return failed_row(pair, f"stopped after {timeout_s:.0f} s (timeout)", time.perf_counter() - start)
     wall = time.perf_counter() - start
     reply = _last_json_line(done.stdout)
     if done.returncode != 0 or reply is None or reply.get("error"):
@@ -264,7 +273,7 @@ class BatchSummary:
                 "wall_seconds": round(sum(row["wall_seconds"] or 0 for row in self.rows), 1)}
 
 
-def run_batch(pairs_csv: str | Path, out: str | Path, settings: BatchSettings = BatchSettings(),
+def run_batch(pairs_csv: str | Path, out: str | Path, settings: BatchSettings | None = None,
               workers: int = DEFAULT_BATCH_WORKERS, scheduler: str | None = None,
               on_result: Callable[[dict], None] | None = None) -> BatchSummary:
     """Register every pair of the CSV that is not complete yet; write and return the summary.
@@ -274,6 +283,7 @@ def run_batch(pairs_csv: str | Path, out: str | Path, settings: BatchSettings = 
     and must see the CSV's files and ``out``). ``on_result`` gets each pair's row as it finishes.
     """
     pairs, out = read_pairs(pairs_csv), Path(out).resolve()
+    settings = settings or BatchSettings()
     if out.exists() and not out.is_dir():
         raise InputError(f"output folder {out} is a file")
     if workers < 1:
@@ -311,13 +321,15 @@ def _run_on_dask(pairs: list[Pair], out: Path, settings: BatchSettings, workers:
         except (OSError, TimeoutError) as exc:
             raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     else:
+        # Everything on 127.0.0.1 and free ports; the scheduler's HTTP server (its dashboard) included.
         cluster = LocalCluster(n_workers=min(workers, len(pairs)), threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None, silence_logs=logging.WARNING)
+                               host="127.0.0.1", scheduler_port=0, dashboard_address="127.0.0.1:0",
+                               silence_logs=logging.WARNING)
         client = Client(cluster)
     rows = []
     try:
-        futures = {client.submit(run_pair_process, pair, str(out), settings, key=f"rso-pair-{pair.name}-{time.time_ns()}",
-                                 pure=False): pair for pair in pairs}
+        futures = {client.submit(run_pair_process, pair, str(out), settings.to_json(), settings.timeout_s,
+                                 key=f"rso-pair-{pair.name}-{time.time_ns()}", pure=False): pair for pair in pairs}
         for future in as_completed(futures):
             try:
                 row = future.result()
@@ -354,12 +366,9 @@ def _child(argument: str) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     silence_known_warnings()
     request = json.loads(argument)
-    settings = request["settings"]
-    for name in ("channels", "grid"):
-        settings[name] = tuple(settings[name]) if settings[name] else None
     pair = Pair(**{**request["pair"], "boxes_ras": tuple(map(tuple, request["pair"]["boxes_ras"]))})
     try:
-        reply, code = run_pair(pair, Path(request["out"]), BatchSettings(**settings)), 0
+        reply, code = run_pair(pair, Path(request["out"]), BatchSettings.from_json(request["settings"])), 0
     except InputError as exc:
         reply, code = {"error": str(exc)}, 2
     except Exception as exc:  # the traceback goes to stderr; the summary gets one line

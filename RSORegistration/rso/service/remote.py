@@ -67,6 +67,7 @@ def upload_name(role: str, path: str | Path) -> str:
 def open_by_upload(client: WorkerClient, fixed: str | Path, moving: str | Path, truth: str | Path | None = None,
                    reference: str | Path | None = None, timeout: float | None = None, **args) -> dict:
     """Upload the inputs and open a new session from them; the result's ``session_id`` reopens it later."""
+    check_protocol(client)
     inputs = {"fixed": fixed, "moving": moving, "truth": truth, "reference": reference}
     names = {}
     for role, path in inputs.items():
@@ -74,6 +75,14 @@ def open_by_upload(client: WorkerClient, fixed: str | Path, moving: str | Path, 
             names[role] = upload_name(role, path)
             client.upload(path, names[role])
     return client.call("open", timeout=timeout, **names, **args)
+
+
+def check_protocol(client: WorkerClient) -> None:
+    """A worker installed elsewhere may be another version: refuse one that speaks another protocol."""
+    ready = client.wait_ready()
+    if ready.get("protocol") != protocol.PROTOCOL_VERSION:
+        raise InputError(f"the worker speaks protocol {ready.get('protocol')} (rso-registration {ready.get('version')}), "
+                         f"this client {protocol.PROTOCOL_VERSION}: install the same version on both machines")
 
 
 def download_results(client: WorkerClient, files: dict[str, str], out: str | Path) -> dict[str, str]:
@@ -179,6 +188,7 @@ class RemoteWorker:
         folder = Path(args.pop("folder"))
         record = folder / REMOTE_RECORD
         if record.is_file():
+            check_protocol(self.client)
             session_id = json.loads(record.read_text())["session_id"]
             result = self.client.call("open", session_id=session_id, device=args.get("device"))
         else:

@@ -23,7 +23,14 @@ from conftest import breathing_like_field, resample_to_spacing, write
 
 pytest.importorskip("distributed", reason="dask.distributed is not installed (pip install 'rso-registration[batch]')")
 
-FAST = dict(iso=2, rso=2, channels=(4, 8, 16, 32, 64), grid=(16, 32, 32), device="cpu", precision="fp32")
+def fast_settings() -> BatchSettings:
+    from rso.core.session import RSOSettings
+    from rso.core.workflow import EngineSettings
+
+    engine = EngineSettings(channels=(4, 8, 16, 32, 64), grid=(16, 32, 32), device="cpu", precision="fp32")
+    return BatchSettings(engine=engine, iso=2, rso=RSOSettings(iterations=2))
+
+
 FAST_ARGS = ["--iso", "2", "--rso", "2", "--channels", "4,8,16,32,64", "--grid", "16,32,32", "--device", "cpu",
              "--precision", "fp32", "--quiet"]
 
@@ -101,7 +108,7 @@ def test_batch_runs_every_pair_records_the_corrupt_one_and_resumes(pairs_csv, tm
 
     written = {name: (out / name / "report.json").stat().st_mtime_ns for name in ("lung1-a", "lung1-b", "lung2")}
     seen = []
-    summary = run_batch(pairs_csv, out, BatchSettings(**FAST), workers=2, on_result=seen.append)
+    summary = run_batch(pairs_csv, out, fast_settings(), workers=2, on_result=seen.append)
     assert sorted((row["name"], row["status"]) for row in seen) == \
         [("corrupt", "failed"), ("lung1-a", "skipped"), ("lung1-b", "skipped"), ("lung2", "skipped")]
     assert {name: (out / name / "report.json").stat().st_mtime_ns for name in written} == written  # not run again
@@ -120,3 +127,8 @@ def test_a_bad_pairs_file_is_one_clear_error_before_anything_runs(tmp_path):
         with pytest.raises(InputError, match=re.escape(message)):
             run_batch(path, tmp_path / "out")
         assert not (tmp_path / "out").exists()
+
+
+def test_settings_travel_as_plain_json():
+    settings = fast_settings()
+    assert BatchSettings.from_json(settings.to_json()) == settings
