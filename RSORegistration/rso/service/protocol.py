@@ -43,6 +43,8 @@ MAX_LINE_BYTES = 1 << 20  # a request line longer than this is refused without b
 CHUNK_BYTES = 256 * 1024  # file bytes per upload/download line: ~350 KB of base64, well under the line limit
 # What download may read: the viewer's files after each step, and an export without "out".
 DOWNLOAD_FOLDERS = ("current", "export")
+# open's file arguments: paths on the worker's machine when a folder is given, else uploaded files.
+FILE_ARGUMENTS = ("fixed", "moving", "truth", "reference", "model")
 
 
 class ProtocolError(InputError):

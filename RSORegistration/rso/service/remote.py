@@ -32,7 +32,6 @@ REMOTE_RECORD = "remote.json"  # in a local session folder: which remote session
 REMOTE_PROGRAM = ("rso-registration", "worker")
 # No password prompt (there is no terminal to answer it); notice a dead link within a minute.
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4")
-UPLOADED_INPUTS = ("fixed", "moving", "truth", "reference")
 IDLE_CHECK_S = 0.5
 
 
@@ -64,13 +63,18 @@ def upload_name(role: str, path: str | Path) -> str:
     return name
 
 
-def open_by_upload(client: WorkerClient, fixed: str | Path, moving: str | Path, truth: str | Path | None = None,
-                   reference: str | Path | None = None, timeout: float | None = None, **args) -> dict:
-    """Upload the inputs and open a new session from them; the result's ``session_id`` reopens it later."""
+def open_by_upload(client: WorkerClient, fixed: str | Path, moving: str | Path, timeout: float | None = None,
+                   **args) -> dict:
+    """Upload the inputs and open a new session from them; the result's ``session_id`` reopens it later.
+
+    ``args`` are open's other arguments; its files (``truth``, ``reference``, a ``model``
+    checkpoint) are uploaded too. Nothing names a path of this machine to the worker.
+    """
     check_protocol(client)
-    inputs = {"fixed": fixed, "moving": moving, "truth": truth, "reference": reference}
+    files = {role: args.pop(role, None) for role in protocol.FILE_ARGUMENTS if role not in ("fixed", "moving")}
+    files.update(fixed=fixed, moving=moving)
     names = {}
-    for role, path in inputs.items():
+    for role, path in files.items():
         if path:
             names[role] = upload_name(role, path)
             client.upload(path, names[role])
@@ -192,8 +196,7 @@ class RemoteWorker:
             session_id = json.loads(record.read_text())["session_id"]
             result = self.client.call("open", session_id=session_id, device=args.get("device"))
         else:
-            inputs = {role: args.pop(role, None) for role in UPLOADED_INPUTS}
-            result = open_by_upload(self.client, **inputs, **args)
+            result = open_by_upload(self.client, **args)
             folder.mkdir(parents=True, exist_ok=True)
             from rso.core.imageio import write_bytes_atomically
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from rso.errors import InputError
 from rso.options import (ALLOW_NON_CT, DEFAULT_DEVICE, DEFAULT_PRECISION, DEFAULT_SEED, DEFAULT_SIMILARITY,
                          DEFAULT_SMOOTHNESS)
+from rso.service.protocol import FILE_ARGUMENTS
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ class SessionKeeper:
         pending = self._pending
         if pending is None:
             raise InputError("open needs a folder, a session_id, or uploaded fixed and moving images")
-        for role in ("fixed", "moving", "truth", "reference"):
+        for role in FILE_ARGUMENTS:
             if args.get(role):
                 args[role] = str(pending.path_of(args[role], role))
         session = new_session(**args)

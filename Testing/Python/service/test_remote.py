@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from rso.core.imageio import file_sha256
+from rso.core.model import ModelConfig, RegistrationNet, save_checkpoint
 from rso.errors import InputError
 from rso.service.client import WorkerClient, WorkerError
 from rso.service.remote import download_results, engine_command, open_by_upload
@@ -42,7 +44,10 @@ def client_files(known_pair, tmp_path_factory):
     """The client's inputs, in a folder the worker is never told about."""
     folder = tmp_path_factory.mktemp("client-side")
     fixed, moving, truth = known_pair
-    return {"folder": folder, "fixed": write(fixed, folder / "fixed.nii.gz"),
+    torch.manual_seed(0)
+    checkpoint = folder / "my model.pt"
+    save_checkpoint(RegistrationNet(ModelConfig(channels=tuple(TINY["channels"]), grid=tuple(TINY["grid"]))), checkpoint)
+    return {"folder": folder, "fixed": write(fixed, folder / "fixed.nii.gz"), "model": str(checkpoint),
             "moving": write(moving, folder / "moving image.nrrd"), "truth": write(truth, folder / "truth.nii.gz")}
 
 
@@ -56,8 +61,9 @@ def far_side(tmp_path_factory):
 @pytest.fixture(scope="module")
 def remote(client_files, far_side):
     with WorkerClient(command=far_side["command"]) as client:
+        settings = {key: value for key, value in TINY.items() if key != "channels"}  # the uploaded model has them
         opened = open_by_upload(client, client_files["fixed"], client_files["moving"], truth=client_files["truth"],
-                                timeout=120, **TINY)
+                                model=client_files["model"], timeout=120, **settings)
         yield client, opened
 
 
@@ -66,6 +72,7 @@ def test_the_remote_route_carries_files_and_no_path(remote, client_files, far_si
     session_id = opened["session_id"]
     folder = far_side["sessions"] / session_id
     assert opened["steps"] == 0 and not opened["reopened"] and (folder / LOCK_FILE).is_file()
+    assert opened["model"] == "checkpoint model.pt"  # the client's checkpoint, uploaded
     assert not (folder / "uploads").exists()  # the session keeps its own copy of each input
     client.call("general", timeout=60)
     rso = client.call("rso", box_ras=central_box_ras(client_files["fixed"]), iterations=2, timeout=120)
@@ -82,7 +89,7 @@ def test_the_remote_route_carries_files_and_no_path(remote, client_files, far_si
     assert sitk.ReadImage(local["warped"]).GetSize() == sitk.ReadImage(client_files["fixed"]).GetSize()
 
     sent = far_side["log"].read_text()
-    assert str(client_files["folder"]) not in sent and "moving image" not in sent  # no client path, no file name
+    assert str(client_files["folder"]) not in sent and "moving image" not in sent and "my model" not in sent
     commands = [json.loads(line)["cmd"] for line in sent.splitlines()]
     assert set(commands[:commands.index("open")]) == {"upload"}
     assert "fixed.nii.gz" in os.listdir(folder) and "moving.nrrd" not in os.listdir(folder)
