@@ -13,7 +13,7 @@ BENCH_ARGS ?=
 BENCH_VENV ?= .venv-bench
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data test test-fast demo bench model screenshot clean
+.PHONY: setup data ssh-server test test-fast demo bench model screenshot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +27,23 @@ setup: $(STAMP)
 data: setup
 	$(BIN)/rso-registration fetch-data
 
-test: data
+# The remote-engine tests start a real sshd on 127.0.0.1 (Testing/Python/service/test_ssh.py). CI runs as
+# root on Debian: install OpenSSH there when it is absent (about 10 s); elsewhere those tests say why they skip.
+ssh-server:
+	@if [ ! -x /usr/sbin/sshd ] || ! command -v ssh >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing openssh-server and openssh-client for the SSH tests"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null; } || \
+	    echo "could not install openssh-server: the SSH tests will be skipped"; \
+	  else echo "no sshd and not root on Debian: the SSH tests will be skipped"; fi; \
+	fi
+
+test: data ssh-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: data
+test-fast: data ssh-server
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: data

@@ -22,8 +22,9 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadab
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
-from rso.options import (COMPOSITIONS, DEFAULT_COMPOSITION, DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS,  # no torch
-                         DEFAULT_RSO_ITERATIONS, DEFAULT_RSO_MODE, DEFAULT_SEED, DEVICES, RSO_MODES)
+from rso.options import (ALLOW_NON_CT, COMPOSITIONS, DEFAULT_COMPOSITION, DEFAULT_DEVICE, DEFAULT_ENGINE,  # no torch
+                         DEFAULT_ISO_ITERATIONS, DEFAULT_RSO_ITERATIONS, DEFAULT_RSO_MODE, DEFAULT_SEED, DEVICES,
+                         RSO_MODES)
 
 
 class RSORegistration(ScriptedLoadableModule):
@@ -62,6 +63,8 @@ class RSORegistrationParameterNode:
     composition: Annotated[str, Choice(list(COMPOSITIONS))] = DEFAULT_COMPOSITION
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = DEFAULT_SEED
     autoRefine: bool = True
+    engine: str = DEFAULT_ENGINE
+    allowNonCt: bool = ALLOW_NON_CT
     sessionFolder: str = ""
     warpedVolume: vtkMRMLScalarVolumeNode
     differenceVolume: vtkMRMLScalarVolumeNode
@@ -78,9 +81,7 @@ class RSORegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self.logic = self._parameterNode = self._parameterNodeGuiTag = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)

@@ -14,6 +14,8 @@ import shutil
 import sys
 from typing import Protocol
 
+from rso.options import DEFAULT_ENGINE
+
 log = logging.getLogger(__name__)
 
 class Backend(Protocol):
@@ -29,15 +31,22 @@ def slicer_python() -> str:
     return shutil.which("PythonSlicer") or sys.executable
 
 
-def worker_backend(python: str | None = None) -> Backend:
-    """The engine's worker client: one long-lived engine process, started here.
+def worker_backend(python: str | None = None, engine: str = DEFAULT_ENGINE) -> Backend:
+    """The engine's worker client: one long-lived engine process, started here or over SSH.
 
-    The client puts the folder that holds ``rso`` on the worker's path itself, so the worker
-    imports the same engine as this process (source tree or installed extension alike).
+    Local: the client puts the folder that holds ``rso`` on the worker's path itself, so the worker
+    imports the same engine as this process (source tree or installed extension alike), and files
+    are passed by path. ``engine="ssh:me@gpu-host"``: the worker runs there and every file travels
+    inside the protocol (rso.service.remote; docs/remote.md).
     """
-    from rso.service.client import WorkerClient  # the engine's; imported late so the GUI loads without it
+    # The engine's; imported late so the GUI loads without it.
+    from rso.service.client import WorkerClient
+    from rso.service.remote import RemoteWorker, engine_command
 
-    return WorkerClient(python=python or slicer_python())
+    command = engine_command(engine)
+    if command is None:
+        return WorkerClient(python=python or slicer_python())
+    return RemoteWorker(WorkerClient(command=command))
 
 
 class InProcessBackend:

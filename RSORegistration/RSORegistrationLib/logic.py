@@ -22,6 +22,7 @@ from rso.errors import InputError
 from rso.core.boxes import box_from_ras
 from rso.core.geometry import ModelGrid
 from rso.service.protocol import STEP_COMMANDS
+from rso.service.remote import REMOTE_RECORD
 
 from .backends import Backend, worker_backend
 from .display import style_region
@@ -52,8 +53,10 @@ class RegistrationLogic:
 
     def __init__(self, scene, backend_factory: Callable[[], Backend] | None = None, cache_dir: str | Path | None = None):
         self.scene = scene
-        self.backend_factory = backend_factory or worker_backend
+        # The default starts a worker where the engine parameter says: here, or over SSH (docs/remote.md).
+        self.backend_factory = backend_factory or (lambda: worker_backend(engine=self.parameters().engine))
         self.backend: Backend | None = None
+        self._backend_engine: str | None = None  # the engine setting the backend was started with
         self.cache_dir = Path(cache_dir) if cache_dir else cache_root()
         self.history: list[dict] = []
         self.grid: ModelGrid | None = None
@@ -118,12 +121,16 @@ class RegistrationLogic:
             "device": params.device,
             "seed": int(params.seed),
             "truth": self._write_truth(params.truthTransform, inputs) if params.truthTransform else None,
+            "allow_non_ct": True if params.allowNonCt else None,
         }
         args.update(_advanced_model_args(params))
         forget_outputs(params)
         params.sessionFolder = args["folder"]
         self.set_parameters(params)
         self._cancel_queue()
+        if self.backend is not None and self._backend_engine not in (None, params.engine):
+            self.backend.close()  # the engine setting changed: the next request starts a worker there
+            self.backend = None
         self.history, self.grid, self.session_open, self.regions_done = [], None, False, {}
         self._enqueue(StepRequest("open", args))
         self._open_job_queued = True
@@ -216,7 +223,7 @@ class RegistrationLogic:
 
     def _send(self, job: StepRequest) -> None:
         if self.backend is None:
-            self.backend = self.backend_factory()
+            self.backend, self._backend_engine = self.backend_factory(), self.parameters().engine
         job.request_id = self.backend.request(job.cmd, **job.args)
         self._running = job
         self.last_progress = None
@@ -320,7 +327,7 @@ class RegistrationLogic:
     def reopen(self) -> None:
         """Start a new engine process and reopen the session folder at its last accepted step."""
         folder = self.parameters().sessionFolder
-        if not folder or not (Path(folder) / "session.json").is_file():
+        if not folder or not any((Path(folder) / name).is_file() for name in ("session.json", REMOTE_RECORD)):
             raise InputError("no saved session to reopen")
         if self.backend is not None and hasattr(self.backend, "restart"):
             self.backend.restart()

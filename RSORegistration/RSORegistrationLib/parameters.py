@@ -12,8 +12,9 @@ import logging
 from dataclasses import dataclass, fields
 
 from rso.errors import InputError
-from rso.options import (COMPOSITIONS, DEFAULT_COMPOSITION, DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS,
-                         DEFAULT_RSO_ITERATIONS, DEFAULT_RSO_MODE, DEFAULT_SEED, DEVICES, RSO_MODES)
+from rso.options import (ALLOW_NON_CT, COMPOSITIONS, DEFAULT_COMPOSITION, DEFAULT_DEVICE, DEFAULT_ENGINE,
+                         DEFAULT_ISO_ITERATIONS, DEFAULT_RSO_ITERATIONS, DEFAULT_RSO_MODE, DEFAULT_SEED, DEVICES,
+                         RSO_MODES)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class RunParameters:
     composition: str = DEFAULT_COMPOSITION
     seed: int = DEFAULT_SEED
     autoRefine: bool = True  # placing an ROI starts RSO on it
+    engine: str = DEFAULT_ENGINE  # "local", or "ssh:me@gpu-host": the worker runs there (docs/remote.md)
+    allowNonCt: bool = ALLOW_NON_CT  # register volumes that do not look like CT in HU, on purpose
     sessionFolder: str = ""
     warpedVolume: object = None
     differenceVolume: object = None
@@ -76,6 +79,9 @@ class RunParameters:
         for name in ("isoIterations", "rsoIterations"):
             if int(getattr(self, name)) < 0:
                 raise InputError(f"{name} must be >= 0")
+        from rso.service.remote import engine_command
+
+        engine_command(self.engine)  # InputError for anything but local or ssh:DESTINATION
 
 
 def _encode(value) -> str:

@@ -39,3 +39,11 @@ DEFAULT_RSO_PRESMOOTH_MM = 2.0
 DEFAULT_RSO_ITERATIONS = DEFAULT_NATIVE_ITERATIONS  # the default mode's (Slicer's and the review app's field)
 DEFAULT_DEVICE = "auto"
 DEFAULT_SEED = 0
+# The model expects CT in Hounsfield units; an image that does not look like it (an 8-bit 0-255
+# volume, MR) is refused unless the user allows it on purpose (rso.core.imageio.check_ct_intensities).
+ALLOW_NON_CT = False
+# Where the engine runs, for the Slicer module: "local" (a worker process on this computer) or
+# "ssh:DESTINATION" (a worker started over SSH on another computer; docs/remote.md).
+DEFAULT_ENGINE = "local"
+# batch: pairs registered at once on a local Dask cluster (each in a process of its own).
+DEFAULT_BATCH_WORKERS = 2

@@ -40,7 +40,7 @@ def whole_numbers(text: str) -> tuple[int, ...]:
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --channels, --grid, --similarity, --smoothness, --device, --precision, --seed."""
+    """--model, --channels, --grid, --similarity, --smoothness, --device, --precision, --seed, --allow-non-ct."""
     parser.add_argument("--model", metavar="CKPT", help="general model checkpoint (default: the bundled one)")
     parser.add_argument("--channels", type=whole_numbers,
                         help="channels of an untrained network when no model is used (e.g. 8,16,32,64,128)")
@@ -52,6 +52,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                         help="network arithmetic: auto (default) picks bf16 where the hardware has it natively, "
                         "2-3x faster than fp32 at the same accuracy; a step that diverges in bf16 is repeated in fp32")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--allow-non-ct", action="store_true",
+                        help="register images that do not look like CT in Hounsfield units (the model expects HU)")
 
 
 def engine_from_args(args):
@@ -61,7 +63,8 @@ def engine_from_args(args):
 
     return EngineSettings(model=args.model, channels=args.channels, grid=tuple(args.grid) if args.grid else None,
                           device=args.device, precision=args.precision, seed=args.seed,
-                          loss=LossConfig(similarity=args.similarity, smoothness_weight=args.smoothness))
+                          loss=LossConfig(similarity=args.similarity, smoothness_weight=args.smoothness),
+                          allow_non_ct=args.allow_non_ct)
 
 
 @contextmanager

@@ -6,20 +6,24 @@ rest of the engine can trust them.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import os
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from rso.errors import InputError
+from rso.options import ALLOW_NON_CT
 
 log = logging.getLogger(__name__)
 
 NIFTI_INTENT_DISPLACEMENT_VECTOR = 1006
+NON_CT_BELOW_HU = -200.0  # CT of a body has voxels below this (air, lung, fat); 0-255 or MR images do not
 
 
 def read_image(path: str | os.PathLike, what: str = "image") -> sitk.Image:
@@ -27,12 +31,24 @@ def read_image(path: str | os.PathLike, what: str = "image") -> sitk.Image:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{what} not found: {path}")
+    if path.name.endswith(".gz"):
+        _check_complete_gzip(path, what)
     try:
         image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"{what} could not be read ({path}): {_first_line(exc)}") from None
     check_scalar_volume(image, f"{what} {path.name}")
     return sitk.Cast(image, sitk.sitkFloat32)
+
+
+def _check_complete_gzip(path: Path, what: str) -> None:
+    """ITK reads a truncated .nii.gz without a word, zeros where the data ended: decompress it once to be sure."""
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 22):
+                pass
+    except (EOFError, OSError, zlib.error) as exc:
+        raise InputError(f"{what} could not be read ({path}): the compressed file is truncated or corrupt ({exc})") from None
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
@@ -59,6 +75,27 @@ def check_scalar_volume(image: sitk.Image, what: str) -> None:
     if not np.isfinite(values).all():
         bad = int((~np.isfinite(values)).sum())
         raise InputError(f"{what} has {bad} NaN or infinite voxels")
+    low, high = float(values.min()), float(values.max())
+    if low == high:
+        raise InputError(f"{what} is constant (every voxel is {low:g}): an image without contrast cannot be registered")
+
+
+def check_ct_intensities(image: sitk.Image, what: str, allow_non_ct: bool = ALLOW_NON_CT) -> None:
+    """The model is trained on CT in Hounsfield units: refuse an image that does not look like it.
+
+    CT of a body holds air (-1000 HU), lung (about -800) or fat (about -100): something below
+    NON_CT_BELOW_HU. An 8-bit 0-255 volume, MR, or CT stored without its rescale has nothing
+    there. ``allow_non_ct`` registers such an image on purpose, with a warning in the log.
+    """
+    values = sitk.GetArrayViewFromImage(image)
+    low = float(values.min())
+    if low < NON_CT_BELOW_HU:
+        return
+    message = (f"{what} does not look like CT in Hounsfield units (values {low:g} to {float(values.max()):g}, "
+               f"nothing below {NON_CT_BELOW_HU:g}; air is -1000 HU): the model expects HU")
+    if not allow_non_ct:
+        raise InputError(f"{message}; rescale it to HU, or allow non-CT intensities (--allow-non-ct) to register it anyway")
+    log.warning("%s; registering it anyway, as asked", message)
 
 
 def read_file(path: str | os.PathLike, what: str) -> sitk.Image:

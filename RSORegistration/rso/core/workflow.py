@@ -14,6 +14,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
+from rso.core.imageio import check_ct_intensities
 from rso.core.labels import LabelInput, check_labels_on
 from rso.core.losses import LossConfig
 from rso.core.model import ModelConfig, RegistrationNet, build_model
@@ -21,7 +24,7 @@ from rso.core.optimize import CancelToken, ProgressCallback
 from rso.core.results import check_output_folder, write_results
 from rso.core.session import RegistrationSession, RSOSettings, open_inputs
 from rso.errors import InputError
-from rso.options import DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS, DEFAULT_PRECISION, DEFAULT_SEED
+from rso.options import ALLOW_NON_CT, DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS, DEFAULT_PRECISION, DEFAULT_SEED
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +40,37 @@ class EngineSettings:
     precision: str = DEFAULT_PRECISION
     seed: int = DEFAULT_SEED
     loss: LossConfig = field(default_factory=LossConfig)
+    allow_non_ct: bool = ALLOW_NON_CT  # register images that do not look like CT in HU, on purpose
 
     def __post_init__(self):
         if self.model and self.channels:
             raise InputError("channels describe an untrained network; they cannot be combined with a model checkpoint")
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "EngineSettings":
+        """The settings ``dataclasses.asdict`` wrote (e.g. sent as JSON to another process)."""
+        data = dict(data)
+        for name in ("channels", "grid"):
+            data[name] = tuple(data[name]) if data.get(name) else None
+        return cls(**{**data, "loss": LossConfig(**data.get("loss", {}))})
+
     def network(self) -> tuple[RegistrationNet, str]:
-        """The starting network and a one-line description of where it came from."""
-        net, source = build_model(self.model, ModelConfig(channels=tuple(self.channels)) if self.channels else None)
+        """The starting network and a one-line description of where it came from.
+
+        An untrained network's weights come from the seed, so that the same settings give the
+        same run in any process (a local and a remote worker alike); the global RNG is left as it was.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            net, source = build_model(self.model, ModelConfig(channels=tuple(self.channels)) if self.channels else None)
         log.info("model: %s, channels %s", source, net.config.channels)
         return net, source
 
     def session(self, inputs: dict, folder: str | Path | None = None,
                 network: tuple[RegistrationNet, str] | None = None) -> RegistrationSession:
         """A session on ``inputs`` (``open_inputs``' keywords); ``network`` is copied, never shared."""
+        for name in ("fixed", "moving"):
+            check_ct_intensities(inputs[name], f"{name} image", self.allow_non_ct)
         net, source = (copy.deepcopy(network[0]), network[1]) if network else self.network()
         return RegistrationSession(**inputs, net=net, grid_shape=self.grid, folder=folder, seed=self.seed,
                                    device=self.device, loss=self.loss, model_source=source, precision=self.precision)

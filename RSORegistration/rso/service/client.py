@@ -5,6 +5,11 @@ which is what scripts and tests need. If the worker dies, ``poll`` reports a ``d
 ``wait`` raises WorkerError, both with the last lines the worker wrote to stderr. ``restart``
 starts a fresh worker; opening the same session folder again resumes from its last accepted step.
 
+The worker can be started through any command, e.g. on a GPU server over SSH (docs/remote.md):
+``WorkerClient(command=["ssh", "gpu-host", "rso-registration", "worker"])``. Such a worker shares
+no files with this machine: ``upload`` sends the inputs and ``download`` fetches the results
+(rso.service.remote does both for a whole session).
+
     with WorkerClient() as worker:
         worker.call("open", fixed="fixed.nii.gz", moving="moving.nii.gz", folder="session")
         worker.call("general")
@@ -14,6 +19,7 @@ starts a fresh worker; opening the same session folder again resumes from its la
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -33,6 +39,7 @@ log = logging.getLogger(__name__)
 
 STDERR_LINES = 50
 CLOSE_TIMEOUT_S = 10.0
+TRANSFER_TIMEOUT_S = 120.0  # one chunk's round trip; a slow link still moves CHUNK_BYTES in that time
 ENGINE_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds the rso package
 
 
@@ -97,12 +104,14 @@ class _Connection:
 
 
 class WorkerClient:
-    """Starts ``python -m rso.service.worker`` and speaks rso.service.protocol with it."""
+    """Starts ``python -m rso.service.worker`` (or ``command``) and speaks rso.service.protocol with it."""
 
     def __init__(self, python: str = sys.executable, env: dict[str, str] | None = None,
-                 extra_args: Iterable[str] = (), stderr_lines: int = STDERR_LINES):
-        """``env``: variables added to this process's environment for the worker."""
+                 extra_args: Iterable[str] = (), stderr_lines: int = STDERR_LINES, command: Iterable[str] | None = None):
+        """``env``: variables added to this process's environment for the worker. ``command``: how to start
+        the worker instead of this engine's ``python -m rso.service.worker`` (e.g. through ssh)."""
         self.python, self.env, self.extra_args = python, dict(env or {}), list(extra_args)
+        self.custom_command = list(command) if command is not None else None
         self.stderr_lines = stderr_lines
         self.ready: dict | None = None  # the worker's ready line, once seen
         self._ids = itertools.count(1)  # never reset, so that a restarted worker's ids stay unique
@@ -113,13 +122,15 @@ class WorkerClient:
     # ------------------------------------------------------------------------------ process
     @property
     def command(self) -> list[str]:
+        if self.custom_command is not None:
+            return self.custom_command + self.extra_args
         return [self.python, "-u", "-m", "rso.service.worker", *self.extra_args]
 
     def _environment(self) -> dict[str, str]:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
-        # The worker imports the same engine as this process, source tree or installed alike.
-        paths = [str(ENGINE_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
-        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        if self.custom_command is None:  # the worker imports the same engine as this process, source tree or installed
+            paths = [str(ENGINE_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+            env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         return env
 
     def _start(self) -> None:
@@ -148,6 +159,11 @@ class WorkerClient:
     def stderr_tail(self) -> str:
         """The worker's last lines of stderr (logs, warnings, tracebacks)."""
         return self._conn.stderr_tail() if self._conn is not None else ""
+
+    @property
+    def died(self) -> dict | None:
+        """The ``died`` message once the worker has ended unexpectedly, else None."""
+        return self._conn.died if self._conn is not None else None
 
     # ------------------------------------------------------------------------------ requests
     def request(self, cmd: str, **args) -> int:
@@ -203,6 +219,18 @@ class WorkerClient:
              **args) -> dict:
         """request + wait: run one command and return its result."""
         return self.wait(self.request(cmd, **args), timeout=timeout, on_progress=on_progress)
+
+    def upload(self, path: str | os.PathLike, name: str | None = None, timeout: float | None = TRANSFER_TIMEOUT_S) -> dict:
+        """Send a file for the next new session (``open`` without folder names it); SHA-256 checked."""
+        from rso.service.transfer import upload_file
+
+        return upload_file(functools.partial(self.call, timeout=timeout), path, name or Path(path).name)
+
+    def download(self, file: str, dest: str | os.PathLike, timeout: float | None = TRANSFER_TIMEOUT_S) -> Path:
+        """Fetch a file of the open session (a step's or export's ``files`` value) into ``dest``, atomically."""
+        from rso.service.transfer import download_file
+
+        return download_file(functools.partial(self.call, timeout=timeout), file, dest)
 
     def wait_ready(self, timeout: float | None = 120.0) -> dict:
         """Block until the worker has started (its engine imported); returns the ready line."""

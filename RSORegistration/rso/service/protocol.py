@@ -8,20 +8,25 @@ people). It imports nothing heavy, so the Slicer GUI and the client can use it w
 * Replies carry the request's id: ``progress`` (optimisation steps), then exactly one ``done``
   (``result``) or ``error`` (``kind``, one-line ``message``).
 * The client itself adds ``died`` when the worker process ends unexpectedly.
+* Files travel inside the protocol too (``upload``, ``download``: base64 chunks checked with
+  SHA-256), so that a worker on another machine needs no shared file system (docs/remote.md).
+* A request line is at most MAX_LINE_BYTES; a longer one is skipped in bounded reads and refused.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 from rso.errors import InputError
 
-PROTOCOL_VERSION = 1
+# 2: upload/download, open by upload or by session_id, the per-session lock ("busy"), bounded lines.
+PROTOCOL_VERSION = 2
 
 # Events the worker sends (``died`` comes from the client, not the worker).
 EVENTS = ("ready", "progress", "done", "error", "died")
@@ -34,6 +39,12 @@ CONTROL_COMMANDS = ("cancel", "status", "shutdown")
 # At most this many progress lines per second and step (the last iteration is always sent).
 PROGRESS_PER_SECOND = 5.0
 MAX_MESSAGE_CHARS = 500
+MAX_LINE_BYTES = 1 << 20  # a request line longer than this is refused without being held in memory
+CHUNK_BYTES = 256 * 1024  # file bytes per upload/download line: ~350 KB of base64, well under the line limit
+# What download may read: the viewer's files after each step, and an export without "out".
+DOWNLOAD_FOLDERS = ("current", "export")
+# open's file arguments: paths on the worker's machine when a folder is given, else uploaded files.
+FILE_ARGUMENTS = ("fixed", "moving", "truth", "reference", "model")
 
 
 class ProtocolError(InputError):
@@ -61,6 +72,36 @@ def _boolean(value) -> bool:
     return isinstance(value, bool)
 
 
+def _count(value) -> bool:
+    return _integer(value) and value >= 0
+
+
+def _text(value) -> bool:
+    return isinstance(value, str)
+
+
+def _sha256(value) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
+
+
+def _file_name(value) -> bool:
+    """A plain file name: no folders, nothing hidden, so that an upload stays in its folder."""
+    return (isinstance(value, str) and 0 < len(value) <= 128 and not value.startswith(".")
+            and re.fullmatch(r"[A-Za-z0-9._-]+", value) is not None)
+
+
+def _session_file(value) -> bool:
+    """``<folder>/<file name>`` with the folder one of DOWNLOAD_FOLDERS."""
+    if not isinstance(value, str) or value.count("/") != 1:
+        return False
+    folder, name = value.split("/")
+    return folder in DOWNLOAD_FOLDERS and _file_name(name)
+
+
+def _session_id(value) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value) is not None
+
+
 def _list_of(check: Callable[[Any], bool], count: int | None = None, what: str = "") -> Callable[[Any], bool]:
     def valid(value) -> bool:
         return isinstance(value, list) and (count is None or len(value) == count) and all(check(v) for v in value)
@@ -71,6 +112,10 @@ def _list_of(check: Callable[[Any], bool], count: int | None = None, what: str =
 
 _DESCRIPTIONS = {
     _string: "a non-empty string", _integer: "a whole number", _number: "a finite number", _boolean: "true or false",
+    _count: "a whole number >= 0", _text: "a string", _sha256: "64 lowercase hex digits (SHA-256)",
+    _file_name: "a plain file name (letters, digits, . _ -; no folders)",
+    _session_file: f"<folder>/<file name> with the folder one of {DOWNLOAD_FOLDERS}",
+    _session_id: "a session id (letters, digits, . _ -)",
 }
 
 
@@ -89,14 +134,17 @@ _BOX = _list_of(_number, 6, "a list of 6 numbers")
 # Every command and its arguments. A null value is the same as leaving the argument out.
 COMMANDS: dict[str, dict[str, Arg]] = {
     "open": {
-        "folder": Arg(_string, required=True),
-        "fixed": Arg(_string), "moving": Arg(_string),  # needed unless the folder holds a session
+        # folder: a session folder on the worker's machine (local route; the images are paths);
+        # session_id: a session in the worker's sessions folder, reopened (remote route);
+        # neither: a new session from uploaded files (remote route; the images name uploads).
+        "folder": Arg(_string), "session_id": Arg(_session_id),
+        "fixed": Arg(_string), "moving": Arg(_string),  # needed unless the session exists
         "model": Arg(_string),
         "channels": Arg(_list_of(_integer, None, "a list of whole numbers")),
         "grid": Arg(_list_of(_integer, 3, "a list of 3 whole numbers")),
         "device": Arg(_string), "precision": Arg(_string), "seed": Arg(_integer),
         "truth": Arg(_string), "reference": Arg(_string),
-        "similarity": Arg(_string), "smoothness": Arg(_number),
+        "similarity": Arg(_string), "smoothness": Arg(_number), "allow_non_ct": Arg(_boolean),
     },
     "general": {},
     "iso": {"iterations": Arg(_integer), "learning_rate": Arg(_number)},
@@ -106,7 +154,11 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         "blend_margin_mm": Arg(_number), "learning_rate": Arg(_number),
     },
     "undo": {},
-    "export": {"out": Arg(_string, required=True), "figure": Arg(_boolean)},
+    "export": {"out": Arg(_string), "figure": Arg(_boolean)},  # no out: into the session's export/, to download
+    # One chunk of a file for the next new session; the last chunk carries the whole file's SHA-256.
+    "upload": {"name": Arg(_file_name, required=True), "offset": Arg(_count, required=True),
+               "data": Arg(_text, required=True), "sha256": Arg(_sha256)},
+    "download": {"file": Arg(_session_file, required=True), "offset": Arg(_count)},
     # A label map drawn on the moving image, carried onto the fixed one (default out: <folder>/current).
     "labels": {"labels": Arg(_string, required=True), "colors": Arg(_string), "reference": Arg(_string),
                "out": Arg(_string)},
@@ -146,6 +198,8 @@ def check_args(cmd: str, args: dict, request_id: int | None = None) -> dict:
     if cmd == "rso" and ("box_ras" in given) == ("box_lps" in given):
         raise ProtocolError("rso: give exactly one of box_ras [R1,A1,S1,R2,A2,S2] or box_lps [x1,y1,z1,x2,y2,z2]",
                             request_id)
+    if cmd == "open" and "folder" in given and "session_id" in given:
+        raise ProtocolError("open: give folder (a path on the worker's machine) or session_id, not both", request_id)
     return given
 
 
@@ -162,6 +216,27 @@ def parse_request(line: str) -> Request:
 
 
 # ------------------------------------------------------------------------------ lines
+def read_lines(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[str | ProtocolError]:
+    """The request lines of a binary stream, decoded; a line over ``limit`` bytes or not UTF-8 is a ProtocolError.
+
+    An overlong line is read and dropped in pieces of ``limit`` bytes, so a client cannot make the
+    worker hold more than that in memory. Ends when the stream does (the client went away).
+    """
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):
+                line = stream.readline(limit)
+            yield ProtocolError(f"a request line is longer than {limit} bytes; it was skipped")
+            continue
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield ProtocolError(f"a request line is not UTF-8 ({exc.reason} at byte {exc.start})")
+
+
 def encode(message: dict) -> str:
     """One JSON line (no newline): numpy values become plain ones, NaN/inf become null."""
     return json.dumps(plain(message), separators=(",", ":"), allow_nan=False)
@@ -172,6 +247,8 @@ def decode(line: str) -> dict:
         message = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"not a JSON line ({exc.msg} at column {exc.colno}): {line.strip()[:80]!r}") from None
+    except (ValueError, RecursionError) as exc:  # e.g. a number of 5000 digits, or arrays nested 100000 deep
+        raise ProtocolError(f"not a usable JSON line ({type(exc).__name__}): {line.strip()[:80]!r}") from None
     if not isinstance(message, dict):
         raise ProtocolError(f"a protocol line must be a JSON object, not {type(message).__name__}")
     return message

@@ -7,9 +7,12 @@ at stderr, so that a print or a C library's output cannot corrupt the stream.
 
 After every accepted step (and undo) the viewer's results (images and quality maps) are in
 ``<session folder>/current/``; ``labels`` writes the carried labels there too.
+A client on another machine (docs/remote.md) uploads its inputs, opens a session by id in the
+worker's sessions folder (rso.service.sessions) and downloads the results (rso.service.transfer).
+Each session folder has one writer: the worker holds its lock until it opens another or exits.
 
-Run as ``rso-registration worker`` or ``python -m rso.service.worker`` (what the client starts; the
-Slicer extension ships the service but not the command line).
+Run as ``rso-registration worker`` or ``python -m rso.service.worker [--threads N] [--sessions DIR]``
+(what the client starts; the Slicer extension ships the service but not the command line).
 """
 
 from __future__ import annotations
@@ -29,15 +32,16 @@ from rso import __version__, silence_known_warnings
 
 import rso.service.protocol as protocol
 from rso.errors import Cancelled, InputError
-from rso.options import (DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS, DEFAULT_PRECISION, DEFAULT_SEED,
-                         DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS)
+from rso.options import DEFAULT_ISO_ITERATIONS
+from rso.service.sessions import SessionBusy, SessionKeeper
 
 if TYPE_CHECKING:
     from rso.core.optimize import CancelToken
 
 log = logging.getLogger("rso.worker")
 
-CURRENT_FOLDER = "current"
+# <session>/current/: the viewer's files after each step; <session>/export/: an export without "out".
+CURRENT_FOLDER, EXPORT_FOLDER = protocol.DOWNLOAD_FOLDERS
 SHUTDOWN_JOIN_S = 60.0  # a step finishes its current iteration (or prediction) before it stops
 
 
@@ -49,41 +53,63 @@ class RunningRequest:
 
 
 class Worker:
-    """Serves requests from ``lines`` and writes protocol lines to ``out``."""
+    """Serves requests from ``lines`` and writes protocol lines to ``out``; sessions opened by id live under ``sessions``."""
 
-    def __init__(self, out: TextIO):
+    def __init__(self, out: TextIO, sessions: str | Path | None = None):
         self.out = out
-        self.session = None  # rso.session.RegistrationSession once opened
+        self.keeper = SessionKeeper(sessions)  # the open session, its folder's lock, the next one's uploads
         self._job: RunningRequest | None = None
         self._job_lock = threading.Lock()
         self._out_lock = threading.Lock()
+        self._client_gone = False
+
+    @property
+    def session(self):
+        """The open rso.core.session.RegistrationSession, or None."""
+        return self.keeper.session
 
     # ------------------------------------------------------------------------------ I/O
     def send(self, message: dict) -> None:
         line = protocol.encode(message)
         with self._out_lock:
-            self.out.write(line + "\n")
-            self.out.flush()
-
-    def serve(self, lines: Iterable[str]) -> int:
-        """Until shutdown or end of input (the client went away); returns the exit code."""
-        self.send(protocol.ready(__version__, os.getpid()))
-        for line in lines:
-            if not line.strip():
-                continue
+            if self._client_gone:
+                return
             try:
-                request = protocol.parse_request(line)
-            except protocol.ProtocolError as exc:
-                self.send(protocol.error(exc.request_id, "input", str(exc)))
-                continue
-            if request.cmd == "shutdown":
-                self._stop_running()
-                self.send(protocol.done(request.id, {}))
-                return 0
-            self._dispatch(request)
-        log.info("input closed: stopping")
-        self._stop_running()
-        return 0
+                self.out.write(line + "\n")
+                self.out.flush()
+            except (OSError, ValueError):  # the client vanished: keep going until stdin ends too
+                self._client_gone = True
+                log.warning("the client's end of the pipe is closed; replies are dropped")
+
+    def serve(self, lines: Iterable[str | protocol.ProtocolError]) -> int:
+        """Until shutdown or end of input (the client went away); returns the exit code.
+
+        ``lines`` are request lines, or ProtocolErrors for lines that could not be read
+        (protocol.read_lines). Whatever a line holds, it gets a reply and the worker goes on.
+        """
+        self.send(protocol.ready(__version__, os.getpid()))
+        try:
+            for line in lines:
+                if isinstance(line, protocol.ProtocolError):
+                    self.send(protocol.error(None, "input", str(line)))
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    request = protocol.parse_request(line)
+                except protocol.ProtocolError as exc:
+                    self.send(protocol.error(exc.request_id, "input", str(exc)))
+                    continue
+                if request.cmd == "shutdown":
+                    self._stop_running()
+                    self.send(protocol.done(request.id, {}))
+                    return 0
+                self._dispatch(request)
+            log.info("input closed: stopping")
+            self._stop_running()
+            return 0
+        finally:
+            self.keeper.close()
 
     def _dispatch(self, request: protocol.Request) -> None:
         if request.cmd == "cancel":
@@ -128,6 +154,8 @@ class Worker:
             reply = protocol.done(request.id, handler(job))
         except Cancelled as exc:
             reply = protocol.error(request.id, "cancelled", str(exc))
+        except SessionBusy as exc:
+            reply = protocol.error(request.id, "busy", str(exc))
         except InputError as exc:
             reply = protocol.error(request.id, "input", str(exc))
         except Exception as exc:  # the worker keeps serving; the traceback goes to stderr
@@ -153,22 +181,10 @@ class Worker:
 
     # ------------------------------------------------------------------------------ commands
     def _cmd_open(self, job: RunningRequest) -> dict:
-        args = dict(job.request.args)
-        folder = Path(args.pop("folder"))
-        reopened = (folder / "session.json").is_file()
-        if reopened:
-            from rso.core.session import RegistrationSession
-
-            ignored = sorted(set(args) - {"device"})
-            if ignored:
-                log.info("%s holds a session: reopening it; ignoring %s", folder, ", ".join(ignored))
-            session = RegistrationSession.open(folder, device=args.get("device", DEFAULT_DEVICE))
-        else:
-            session = new_session(folder, **args)
-        self.session = session  # replaces any open session only once the new one is ready
-        log.info("%s session in %s with %d step(s)", "reopened" if reopened else "new", folder, len(session.history))
+        session, reopened = self.keeper.open(dict(job.request.args))
         paths = write_current(session) if session.history else {}
-        return {**session_summary(session), "reopened": reopened, "paths": paths}
+        return {**session_summary(session), "session_id": self.keeper.session_id, "reopened": reopened,
+                "paths": paths, "files": session_files(session, paths)}
 
     def _cmd_general(self, job: RunningRequest) -> dict:
         session = self._need_session()
@@ -206,8 +222,15 @@ class Worker:
         from rso.core.results import write_results
 
         session, args = self._need_session(), job.request.args
-        paths = write_results(session, args["out"], figure=args.get("figure", True))
-        return {"paths": {name: str(path) for name, path in paths.items()}}
+        out = args.get("out") or Path(session.folder) / EXPORT_FOLDER
+        paths = {name: str(path) for name, path in write_results(session, out, figure=args.get("figure", True)).items()}
+        return {"paths": paths, "files": session_files(session, paths)}
+
+    def _cmd_upload(self, job: RunningRequest) -> dict:
+        return self.keeper.upload(job.request.args)
+
+    def _cmd_download(self, job: RunningRequest) -> dict:
+        return self.keeper.download(job.request.args)
 
     def _cmd_labels(self, job: RunningRequest) -> dict:
         from rso.core.labels import LabelInput
@@ -226,25 +249,7 @@ class Worker:
         return {"running": running, "session": session, "version": __version__, "pid": os.getpid()}
 
 
-# ---------------------------------------------------------------------------------- session
-def new_session(folder: Path, fixed: str | None = None, moving: str | None = None, model: str | None = None,
-                channels: list[int] | None = None, grid: list[int] | None = None, device: str = DEFAULT_DEVICE,
-                precision: str = DEFAULT_PRECISION, seed: int = DEFAULT_SEED, truth: str | None = None,
-                reference: str | None = None, similarity: str = DEFAULT_SIMILARITY,
-                smoothness: float = DEFAULT_SMOOTHNESS):
-    """A new session from image files, written into ``folder`` (checked before anything is written)."""
-    from rso.core.losses import LossConfig
-    from rso.core.session import open_inputs
-    from rso.core.workflow import EngineSettings
-
-    if not fixed or not moving:
-        raise InputError(f"{folder} holds no session yet: open needs fixed and moving images to start one")
-    engine = EngineSettings(model=model, channels=tuple(channels) if channels else None,
-                            grid=tuple(grid) if grid else None, device=device, precision=precision, seed=seed,
-                            loss=LossConfig(similarity=similarity, smoothness_weight=smoothness))
-    return engine.session(open_inputs(fixed, moving, reference, truth), folder=folder)
-
-
+# ---------------------------------------------------------------------------------- replies
 def session_summary(session) -> dict:
     return {
         "folder": str(session.folder),
@@ -260,13 +265,26 @@ def session_summary(session) -> dict:
 def step_result(session, record) -> dict:
     """What a step's "done" carries: its record and metrics, the viewer's files, the history."""
     data = record.to_dict() if record is not None else None
+    paths = write_current(session)
     return {
         "record": data,
         "metrics": data["metrics"] if data else None,
-        "paths": write_current(session),
+        "paths": paths,
+        "files": session_files(session, paths),
         "steps": len(session.history),
         "history": [r.to_dict() for r in session.history],
     }
+
+
+def session_files(session, paths: dict[str, str]) -> dict[str, str]:
+    """The paths inside the session folder as ``download`` names them ("current/warped.nii.gz")."""
+    folder = Path(session.folder).resolve()
+    files = {}
+    for name, path in paths.items():
+        relative = Path(path).resolve().relative_to(folder) if folder in Path(path).resolve().parents else None
+        if relative is not None and relative.parts[0] in protocol.DOWNLOAD_FOLDERS:
+            files[name] = relative.as_posix()
+    return files
 
 
 def write_current(session) -> dict[str, str]:
@@ -287,7 +305,7 @@ def protocol_stream() -> TextIO:
     return io.TextIOWrapper(io.FileIO(fd, "w"), encoding="utf-8", newline="\n", line_buffering=True)
 
 
-def serve_stdio(threads: int | None = None) -> None:
+def serve_stdio(threads: int | None = None, sessions: str | None = None) -> None:
     """Serve the protocol on this process's stdin/stdout until shutdown; ends the process."""
     out = protocol_stream()
     # The client governs the worker's life through stdin; a Ctrl-C meant for a parent script
@@ -300,18 +318,24 @@ def serve_stdio(threads: int | None = None) -> None:
         import torch
 
         torch.set_num_threads(threads)
-    sys.stdin.reconfigure(encoding="utf-8")
-    code = Worker(out).serve(iter(sys.stdin.readline, ""))
+    code = Worker(out, sessions).serve(protocol.read_lines(sys.stdin.buffer))
     # Everything is on disk (each write is atomic); skip the interpreter's teardown of torch and
     # MONAI, which takes seconds, so that closing or restarting a worker is quick.
-    out.flush()
+    try:
+        out.flush()
+    except (OSError, ValueError):
+        pass  # the client is gone
     logging.shutdown()
     sys.stderr.flush()
     os._exit(code)
 
 
-if __name__ == "__main__":  # python -m rso.service.worker [--threads N]: what WorkerClient starts
+def _option(arguments: list[str], name: str) -> str | None:
+    return arguments[arguments.index(name) + 1] if name in arguments[:-1] else None
+
+
+if __name__ == "__main__":  # python -m rso.service.worker [--threads N] [--sessions DIR]: what WorkerClient starts
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    arguments = sys.argv[1:]
-    serve_stdio(int(arguments[arguments.index("--threads") + 1]) if "--threads" in arguments else None)
+    threads = _option(sys.argv[1:], "--threads")
+    serve_stdio(int(threads) if threads else None, _option(sys.argv[1:], "--sessions"))

@@ -122,6 +122,23 @@ def labels_far_away(folder, moving):
     return write(labels, folder / "far_labels.nii.gz")
 
 
+def image_constant(folder, moving):
+    image = sitk.Image(moving) * 0 - 1000.0  # all air: the moving image's grid, no contrast at all
+    return write(image, folder / "constant.nii.gz")
+
+
+def image_8_bit(folder, moving):
+    """The CT as many viewers export it: rescaled to 0-255, stored as unsigned char."""
+    return write(sitk.Cast(sitk.RescaleIntensity(moving, 0, 255), sitk.sitkUInt8), folder / "eight-bit.nrrd")
+
+
+def truncated_download(folder, path):
+    """A .nii.gz cut short, as an interrupted copy leaves it (ITK itself would read it, zeros where it ends)."""
+    data = open(path, "rb").read()
+    (folder / "cut.nii.gz").write_bytes(data[: len(data) // 3])
+    return str(folder / "cut.nii.gz")
+
+
 def foreign_checkpoint(folder):
     path = folder / "resnet.pt"
     torch.save(torch.nn.Linear(4, 2).state_dict(), path)
@@ -150,6 +167,11 @@ BAD_INPUTS = {
     "4-D image": (lambda f, p: ["--moving", image_4d(f)], "is 4-D; a 3-D volume is required"),
     "NaN voxels": (lambda f, p: ["--moving", image_with_nan(f, sitk.ReadImage(p["moving"]))], "NaN or infinite"),
     "no overlap": (lambda f, p: ["--moving", image_far_away(f, sitk.ReadImage(p["moving"]))], "do not overlap"),
+    "truncated file": (lambda f, p: ["--moving", truncated_download(f, p["fixed"])], "truncated or corrupt"),
+    "constant image": (lambda f, p: ["--fixed", image_constant(f, sitk.ReadImage(p["moving"]))],
+                       "fixed image constant.nii.gz is constant (every voxel is -1000)"),
+    "8-bit volume": (lambda f, p: ["--moving", image_8_bit(f, sitk.ReadImage(p["moving"]))],
+                     "moving image does not look like CT in Hounsfield units (values 0 to 255"),
     "box outside": (lambda f, p: ["--roi", "900,900,900,950,950,950"], "outside the image"),
     "zero-size box": (lambda f, p: ["--roi", "0,0,-700,10,10,-700"], "zero size"),
     "index box outside": (lambda f, p: ["--roi-ijk", "500,500,100,510,510,110"], "outside the fixed image"),
@@ -210,3 +232,14 @@ def test_register_carries_labels_onto_the_fixed_image_and_reports_them(pair_file
     assert json.loads((out / "report.json").read_text())["labels"] == report
     assert (out / "labels_colors.txt").read_text().splitlines()[1].startswith("1 lungs 200 120 90")
     assert not (folder / "labels_warped.nii.gz").exists()
+
+
+def test_non_ct_volume_is_registered_when_allowed_on_purpose(pair_files, tmp_path, caplog):
+    eight_bit = image_8_bit(tmp_path, sitk.ReadImage(pair_files["moving"]))
+    out = tmp_path / "out"
+    args = ["register", "--fixed", pair_files["fixed"], "--moving", eight_bit, "--out", str(out), "--iso", "0",
+            "--allow-non-ct", *FAST]
+    assert main(args) == 0
+    assert (out / "warped.nii.gz").is_file()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "Hounsfield" in r.getMessage()]
+    assert len(warnings) == 1 and "the model expects HU; registering it anyway, as asked" in warnings[0]

@@ -17,7 +17,7 @@ import pytest
 import SimpleITK as sitk
 
 from rso.cli import worker as worker_command
-from rso.service import protocol, worker
+from rso.service import protocol
 from rso.service.client import WorkerClient, WorkerError
 from rso.errors import Cancelled, InputError
 from rso.simulation.phantom import phantom_pair
@@ -247,7 +247,7 @@ def test_protocol_checks_requests_and_encodes_plain_json():
         ('{"id": 1, "cmd": "rso", "args": {}}', "exactly one of box_ras"),
         ('{"id": 1, "cmd": "iso", "args": {"iterations": 2.5}}', "whole number"),
         ('{"id": 1, "cmd": "iso", "args": {"iters": 2}}', "unknown argument 'iters'"),
-        ('{"id": 1, "cmd": "export", "args": {}}', "missing argument out"),
+        ('{"id": 1, "cmd": "download", "args": {}}', "missing argument file"),
     ]:
         with pytest.raises(protocol.ProtocolError, match=message):
             protocol.parse_request(line)

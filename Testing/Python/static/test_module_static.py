@@ -40,7 +40,7 @@ EXPECTED_WIDGETS = {
 }
 # parameterNodeWrapper's GUI connectors: widget class -> the parameter types it can represent.
 CONNECTABLE = {"qMRMLNodeComboBox": {"node"}, "QSpinBox": {"int"}, "QComboBox": {"str"}, "QCheckBox": {"bool"},
-               "ctkPathLineEdit": {"Path"}}
+               "ctkPathLineEdit": {"Path"}, "QLineEdit": {"str"}}
 
 
 @pytest.fixture(scope="module")
