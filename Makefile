@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 REVIEW_ARGS ?=
 
-.PHONY: setup data chromium test test-fast demo review bench model screenshot clean
+.PHONY: setup data chromium test test-fast demo review review-screenshot bench model screenshot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ data: setup
 chromium:
 	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } || \
-	  echo "note: $(CHROMIUM) is absent and could not be installed; the browser tests will be skipped"
+	  echo "note: $(CHROMIUM) is absent and could not be installed; the browser tests will be skipped (failed where RSO_REQUIRE_BROWSER=1, as in CI)"
 
 test: data chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -77,6 +77,10 @@ screenshot: data
 	  --fixed $$case/cbct_phase0.nii.gz --moving $$case/cbct_phase5.nii.gz \
 	  --model RSORegistration/rso/resources/general_model.pt --grid 48,80,80 --iso 30 --rso 30 \
 	  --region 60 150 -285 100 190 -245
+
+# Maintainers: the README's picture of the review page, taken by its browser test in headless Chromium.
+review-screenshot: data chromium
+	RSO_REVIEW_SCREENSHOT=docs/figures/review-app.png $(BIN)/python -m pytest -q Testing/Python/review/test_review_browser.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) out .pytest_cache
