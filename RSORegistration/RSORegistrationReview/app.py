@@ -28,6 +28,7 @@ from trame_slicer.rca_view import register_rca_factories
 from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
 from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame_vuetify.widgets import vuetify3 as v3
+from vtkmodules.vtkCommonCore import vtkCommand
 
 from RSORegistrationLib.display import WINDOW_LEVEL_PRESETS
 
@@ -61,6 +62,8 @@ class ReviewApp(TrameApp):
             ViewLayoutDefinition.axial_view(), ViewLayoutDefinition.coronal_view(),
             ViewLayoutDefinition.sagittal_view()]))
         self.layout_manager.set_layout("review")
+        for view in self.slicer_app.view_manager.get_slice_views():
+            view.interactor().AddObserver(vtkCommand.WindowResizeEvent, self._fit_resized_view)
         self.controller = ReviewController(self.slicer_app, options, backend_factory, cache_dir)
         self.controller.start()  # bad inputs raise InputError here, before anything is served
         self._shown_revision, self._shown_export = None, None
@@ -112,6 +115,14 @@ class ReviewApp(TrameApp):
         if window_level != self.controller.window_level:
             self.controller.run_action(self.controller.set_window_level, window_level)
             self._sync()
+
+    def _fit_resized_view(self, interactor, _event) -> None:
+        """A view the page gave a new size shows the whole image again (the first size comes when the
+        page connects). The observer finds its view through the caller: a closure holding the observed
+        object can be collected by VTK's garbage collection, and the next event would crash."""
+        for view in self.slicer_app.view_manager.get_slice_views():
+            if view.interactor() is interactor:
+                view.fit_view_to_content()
 
     # ----------------------------------------------------------------------------- life cycle
     def _on_ready(self, **_) -> None:

@@ -237,6 +237,19 @@ def test_undo_restores_the_previous_overlay_exactly(review):
     assert "(new)" in page_value(page, "regions")[0]  # its refinement is gone: the box is a new one again
 
 
+def test_export_writes_the_results_where_the_page_says(review, pair_files):
+    page = review["page"]
+    folder = pair_files["folder"] / "exported"
+    page.click("#btn-files")
+    page.locator("#export-folder").fill(str(folder))
+    page.click("#btn-files")
+    page.click("#btn-export")
+    wait_until(lambda: "exported to" in text(page, "#status-line"), STEP_S, "the export")
+    assert {"warped.nii.gz", "displacement.nii.gz", "difference.nii.gz", "report.json"} <= {
+        path.name for path in folder.iterdir()}
+    assert page_value(page, "steps") == ["general", "ISO", "RSO 1"]  # exporting is not a step
+
+
 def test_a_bad_file_shows_one_error_line_and_changes_nothing(review, pair_files):
     page = review["page"]
     bad = pair_files["folder"] / "not-an-image.nii.gz"
