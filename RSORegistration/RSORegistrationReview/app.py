@@ -40,6 +40,7 @@ LOOPBACK = "127.0.0.1"  # the only address the page is served on (see the module
 POLL_BUSY_S, POLL_IDLE_S = 0.1, 0.3  # how often the engine's messages are handled
 LAYER_TITLES = {"difference": "fixed + difference", "fixed": "fixed", "warped": "warped", "moving": "moving"}
 ACTIONS = (  # (button id, label, controller method, enabled while)
+    ("reopen", "Reopen session", "reopen", "can_reopen"),  # shown only then: after the engine stopped
     ("register", "Register (general)", "register", "can_register"),
     ("refine", "Refine whole image (ISO)", "refine", "can_step"),
     ("draw", "Draw region", "draw_region", "can_step"),
@@ -154,8 +155,9 @@ class ReviewApp(TrameApp):
             with self.ui.toolbar:
                 v3.VSpacer()
                 for button_id, label, method, enabled in ACTIONS:
+                    shown = {"v_if": (enabled,)} if button_id == "reopen" else {}
                     v3.VBtn(label, id=f"btn-{button_id}", click=self._act(method), disabled=(f"!{enabled}",),
-                            classes="mx-1", variant="tonal", size="small")
+                            classes="mx-1", variant="tonal", size="small", **shown)
             with self.ui.content, html.Div(classes="d-flex flex-column", style="height: calc(100vh - 64px);"):
                 with html.Div(id="views", style="height: 60%; display: flex; flex-direction: column;"):
                     self.layout_manager.initialize_layout_grid(self.ui)

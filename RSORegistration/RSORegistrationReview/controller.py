@@ -89,7 +89,7 @@ class ReviewController:
         self.logic.on_step = self._on_step
         self.logic.on_error = self._on_error
         self.logic.on_region_moved = self._on_region_moved
-        self.logic.on_change = self._changed
+        self.logic.on_change = self._on_logic_change
         self.inputs: InputNodes | None = None
         self.session_folder: Path | None = Path(options.session) if options.session else None
         self.export_folder = options.out or ""
@@ -104,6 +104,8 @@ class ReviewController:
     def start(self) -> None:
         """Load the pair (or reopen the session folder); bad input raises InputError, nothing is served."""
         folder = self.session_folder
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise InputError(f"session folder {folder} is a file")
         if folder is not None and holds_session(folder):
             if self.options.fixed or self.options.moving:
                 raise InputError(f"{folder} holds a session: leave out --fixed/--moving to reopen it with its own inputs")
@@ -206,6 +208,12 @@ class ReviewController:
             self._set_export_folder()
         self.logic.general()
 
+    def reopen(self) -> None:
+        """After the engine process stopped: a new one, at the session's last accepted step."""
+        if self.session_folder is None or not holds_session(self.session_folder):
+            raise InputError("no saved session to reopen")
+        self.logic.reopen(self.session_folder)
+
     def refine(self) -> None:
         """ISO: the whole image."""
         self.logic.iso()
@@ -266,7 +274,7 @@ class ReviewController:
 
     def _set_export_folder(self) -> None:
         if not self.export_folder and self.session_folder is not None:
-            self.export_folder = str(self.session_folder.parent / "export")
+            self.export_folder = str(self.session_folder.with_name(f"{self.session_folder.name}-export"))
 
     # ------------------------------------------------------------------------------ views
     def show_layers(self) -> None:
@@ -304,7 +312,17 @@ class ReviewController:
 
     def _on_error(self, kind: str, message: str) -> None:
         self.progress, self.progress_label, self.running_loss = 0, "", []
-        self._show_error(message if kind == "died" else f"{kind} error: {message}")
+        if kind == "died":  # the message holds the worker's last stderr lines: its last one says why
+            lines = [line.strip() for line in message.splitlines() if line.strip()]
+            cause = f": {lines[-1]}" if len(lines) > 1 else ""
+            self._show_error(f"{lines[0].rstrip(':')}{cause}; Reopen continues from the last accepted step")
+        else:
+            self._show_error(f"{kind} error: {message}")
+        self._changed()
+
+    def _on_logic_change(self) -> None:
+        if not self.logic.busy and self.progress_label:  # a step ended without a result (cancelled)
+            self.progress, self.progress_label, self.running_loss = 0, "", []
         self._changed()
 
     def _on_region_moved(self, roi) -> None:
@@ -326,6 +344,8 @@ class ReviewController:
         return {
             "busy": busy, "can_step": self.logic.can_step and not busy, "can_register": self.inputs is not None and not busy,
             "can_undo": bool(history) and not busy, "status": self.logic.status, "error_line": self.error,
+            "can_reopen": not busy and not self.logic.can_step and self.session_folder is not None
+            and holds_session(self.session_folder),
             "progress": self.progress, "progress_label": self.progress_label,
             "metrics_headers": self._metric_headers(history), "metrics_rows": self._metric_rows(history),
             "loss_svg": self._loss_plot(history), "layer": self.layer, "window_level": self.window_level,

@@ -25,7 +25,8 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--session", metavar="DIR",
                         help="session folder: reopened if it holds one (from review, register or Slicer), "
                         "else the new session is kept there (default: a new folder under the cache)")
-    parser.add_argument("--out", metavar="DIR", help="where Export writes (default: 'export' beside the session folder)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="where Export writes (default: beside the session folder, its name + '-export')")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; "
                         "0 picks a free one)")
     parser.add_argument("--iso", type=int, default=DEFAULT_ISO_ITERATIONS, metavar="N",
