@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -293,11 +294,26 @@ def test_a_bad_file_shows_one_error_line_and_changes_nothing(review, pair_files)
     wait_until(lambda: np.array_equal(still_view(page), review["after_undo"]), 20, "the overlay back")
 
 
-def test_the_page_loaded_nothing_from_outside(review):
+def test_the_page_is_served_on_loopback_only_and_fetches_nothing_from_outside(review):
     port = review["server"].port
     local = (f"http://127.0.0.1:{port}/", f"ws://127.0.0.1:{port}/", "blob:", "data:")
     outside = [url for url in review["requests"] if not url.startswith(local)]
     assert review["requests"] and not outside, outside
+    address = outward_address()
+    if address is not None:  # this machine's address on its network: nobody answers there
+        with pytest.raises(OSError):
+            socket.create_connection((address, port), timeout=3).close()
+
+
+def outward_address() -> str | None:
+    """The address this machine would use towards other machines (no packet is sent), if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
 
 
 def test_the_session_reopens_in_the_slicer_logic(review, tmp_path):
