@@ -1,6 +1,7 @@
 # RSORegistration: set-up, data, tests and the demo on a fresh machine with Python 3 and make.
 #   make demo   set up, fetch the real chest CTs, run the demo case
 #   make test   set up, fetch the real chest CTs, run the tests
+#   make review the browser review app on the demo case (docs/review-app.md)
 # A GPU user installs the torch build that matches their CUDA and runs `make TORCH_SPEC= test`.
 
 PYTHON ?= python3
@@ -12,14 +13,17 @@ DEMO_ARGS ?=
 BENCH_ARGS ?=
 BENCH_VENV ?= .venv-bench
 STAMP := $(VENV)/.installed
+# The review app's browser tests drive Debian's chromium (Playwright's own browser download is not used).
+CHROMIUM ?= /usr/bin/chromium
+REVIEW_ARGS ?=
 
-.PHONY: setup data ssh-server test test-fast demo bench model screenshot clean
+.PHONY: setup data ssh-server chromium test test-fast demo review review-screenshot bench model screenshot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(if $(TORCH_SPEC),$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)")
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[review,test]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -40,14 +44,28 @@ ssh-server:
 	  else echo "no sshd and not root on Debian: the SSH tests will be skipped"; fi; \
 	fi
 
-test: data ssh-server
+# Installs Debian's chromium when it is absent and apt-get can (CI runs as root). Without it the
+# browser tests are skipped with the reason, except where RSO_REQUIRE_BROWSER=1 (.ci/run) fails them.
+chromium:
+	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } || \
+	  echo "note: $(CHROMIUM) is absent and could not be installed; the browser tests will be skipped (failed where RSO_REQUIRE_BROWSER=1, as in CI)"
+
+test: data ssh-server chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: data ssh-server
+test-fast: data ssh-server chromium
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: data
 	$(BIN)/rso-registration demo --out out/demo $(DEMO_ARGS)
+
+# The review page on the demo case (CBCT phase 0 fixed, phase 5 moving, the simulator's truth for TRE);
+# open http://127.0.0.1:8080/ (from another machine: an SSH tunnel, docs/review-app.md).
+review: data
+	case=$$($(BIN)/python -c "from rso.evaluation.demo import demo_case; print(demo_case())") && \
+	$(BIN)/rso-registration review --fixed $$case/cbct_phase0.nii.gz --moving $$case/cbct_phase5.nii.gz \
+	  --truth $$case/truth_0_5.nii.gz $(REVIEW_ARGS)
 
 # The benchmark (bench/README.md). elastix and ANTs are benchmark-only and pin older numpy/scipy,
 # so they live in a venv of their own.
@@ -72,6 +90,10 @@ screenshot: data
 	  --fixed $$case/cbct_phase0.nii.gz --moving $$case/cbct_phase5.nii.gz \
 	  --model RSORegistration/rso/resources/general_model.pt --grid 48,80,80 --iso 30 --rso 30 \
 	  --region 60 150 -285 100 190 -245
+
+# Maintainers: the README's picture of the review page, taken by its browser test in headless Chromium.
+review-screenshot: data chromium
+	RSO_REVIEW_SCREENSHOT=docs/figures/review-app.png $(BIN)/python -m pytest -q Testing/Python/review/test_review_browser.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) out .pytest_cache

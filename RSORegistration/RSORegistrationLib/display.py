@@ -13,6 +13,8 @@ import logging
 import numpy as np
 import slicer
 
+from rso.errors import InputError
+
 log = logging.getLogger(__name__)
 
 DIFFERENCE_COLORS_NAME = "RSO difference"
@@ -115,6 +117,25 @@ def show_quality_style(volume, name: str) -> None:
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(low, high)
     display.SetInterpolate(False)
+
+
+# Window/level presets for CT (HU): name -> (window, level); None keeps Slicer's automatic window.
+WINDOW_LEVEL_PRESETS = {"auto": None, "lung": (1500.0, -600.0), "soft tissue": (400.0, 40.0)}
+
+
+def apply_window_level(volume, preset: str) -> None:
+    """Show an image volume with a named preset of WINDOW_LEVEL_PRESETS (the difference keeps its own)."""
+    if preset not in WINDOW_LEVEL_PRESETS:
+        raise InputError(f"window/level preset must be one of {list(WINDOW_LEVEL_PRESETS)}, not {preset!r}")
+    if volume.GetDisplayNode() is None:
+        volume.CreateDefaultDisplayNodes()
+    display = volume.GetDisplayNode()
+    window_level = WINDOW_LEVEL_PRESETS[preset]
+    if window_level is None:
+        display.AutoWindowLevelOn()
+    else:
+        display.AutoWindowLevelOff()
+        display.SetWindowLevel(*window_level)
 
 
 def show_in_slice_views(scene, background, foreground=None, opacity: float = 1.0) -> None:

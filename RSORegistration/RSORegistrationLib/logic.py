@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from rso.core.paths import cache_root
+from rso.core.store import holds_session
 from rso.errors import InputError
 from rso.core.boxes import box_from_ras
 from rso.core.geometry import ModelGrid
@@ -101,8 +102,13 @@ class RegistrationLogic:
         return self.session_open or self._open_job_queued
 
     # ------------------------------------------------------------------------------ steps
-    def open_session(self, **changes) -> Path:
-        """Write the inputs into a new session folder and ask the engine to open it."""
+    def open_session(self, folder: str | Path | None = None, engine: dict | None = None, **changes) -> Path:
+        """Write the inputs and ask the engine to start a session; returns the session folder.
+
+        ``folder``: where the engine keeps the session (the folder the CLI and the review app name
+        with ``--session``); by default a new folder under the cache. ``engine``: further arguments
+        of the worker's ``open`` (precision, similarity, smoothness). ``changes``: RunParameters fields.
+        """
         params = self.parameters()
         for name, value in changes.items():
             if not hasattr(params, name):
@@ -111,12 +117,15 @@ class RegistrationLogic:
         params.check()
         for volume in (params.fixedVolume, params.movingVolume):
             _check_not_transformed(volume)
-        folder = self.cache_dir / "sessions" / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        inputs = folder / "inputs"
+        staging = self.cache_dir / "sessions" / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        inputs = staging / "inputs"
+        session_folder = Path(folder) if folder else staging / "session"
+        if holds_session(session_folder):
+            raise InputError(f"{session_folder} already holds a session; reopen it instead of starting another there")
         args = {
             "fixed": str(write_volume(params.fixedVolume, inputs / "fixed.nrrd")),
             "moving": str(write_volume(params.movingVolume, inputs / "moving.nrrd")),
-            "folder": str(folder / "session"),
+            "folder": str(session_folder),
             "model": params.modelPath if params.modelPath not in ("", ".") else None,
             "device": params.device,
             "seed": int(params.seed),
@@ -124,6 +133,7 @@ class RegistrationLogic:
             "allow_non_ct": True if params.allowNonCt else None,
         }
         args.update(_advanced_model_args(params))
+        args.update(engine or {})
         forget_outputs(params)
         params.sessionFolder = args["folder"]
         self.set_parameters(params)
@@ -134,7 +144,7 @@ class RegistrationLogic:
         self.history, self.grid, self.session_open, self.regions_done = [], None, False, {}
         self._enqueue(StepRequest("open", args))
         self._open_job_queued = True
-        return folder
+        return session_folder
 
     @staticmethod
     def _write_truth(transform_node, folder: Path) -> str:
@@ -196,6 +206,11 @@ class RegistrationLogic:
         elif dropped:
             self._set_status(f"cancelled {dropped} queued step(s); the registration is unchanged")
         self._changed()
+
+    def start_engine(self) -> None:
+        """Start the engine's process now rather than with the first step (it imports torch for seconds)."""
+        if self.backend is None:
+            self.backend = self.backend_factory()
 
     def _step(self, job: StepRequest) -> None:
         if not self.can_step:
@@ -283,7 +298,28 @@ class RegistrationLogic:
         if job.region is not None:
             self.regions_done[job.region.GetID()] = job.args["box_ras"]
             style_region(job.region, used=True)
+        if job.cmd == "undo":
+            self._forget_undone_regions()
         self._set_status(step_summary(job.cmd, result.get("record"), self.history))
+        if job.region is not None and job.region.GetScene() is not None and self._moved_since(job.region, job.args["box_ras"]):
+            self._region_ready(job.region)  # the user moved the box while it was being refined
+
+    @staticmethod
+    def _moved_since(roi, box_ras: list[float]) -> bool:
+        try:
+            return box_argument(roi) != box_ras
+        except InputError:
+            return False  # removed or emptied meanwhile
+
+    def _forget_undone_regions(self) -> None:
+        """A region whose RSO step was undone is no longer refined: drawn as new, refined again when moved."""
+        applied = [record.get("box_ras") for record in self.history if record.get("kind") == "rso"]
+        for node_id, box in list(self.regions_done.items()):
+            if not any(other is not None and max(abs(a - b) for a, b in zip(box, other)) < 1e-3 for other in applied):
+                del self.regions_done[node_id]
+                roi = self.scene.GetNodeByID(node_id)
+                if roi is not None:
+                    style_region(roi, used=False)
 
     def _show(self, paths: dict | None) -> None:
         """The current result files into the output nodes (charts only when there are no files)."""
@@ -324,11 +360,19 @@ class RegistrationLogic:
             self.on_error("died", self.last_error)
         self._changed()
 
-    def reopen(self) -> None:
-        """Start a new engine process and reopen the session folder at its last accepted step."""
+    def reopen(self, folder: str | Path | None = None) -> None:
+        """Start a new engine process and reopen a session folder at its last accepted step.
+
+        ``folder``: a session folder written by the CLI, the module or the review app; by default
+        the one this scene's parameters name.
+        """
+        if folder is not None:
+            params = self.parameters()
+            params.sessionFolder = str(folder)
+            self.set_parameters(params)
         folder = self.parameters().sessionFolder
-        if not folder or not any((Path(folder) / name).is_file() for name in ("session.json", REMOTE_RECORD)):
-            raise InputError("no saved session to reopen")
+        if not folder or not (holds_session(folder) or (Path(folder) / REMOTE_RECORD).is_file()):
+            raise InputError(f"no saved session to reopen{f' in {folder}' if folder else ''}")
         if self.backend is not None and hasattr(self.backend, "restart"):
             self.backend.restart()
         self._enqueue(StepRequest("open", {"folder": folder, "device": self.parameters().device}))
@@ -402,7 +446,12 @@ class RegistrationLogic:
                 self.on_region_moved(roi)
             return
         if self.parameters().autoRefine:
-            self.rso(roi)
+            try:
+                self.rso(roi)
+            except InputError as exc:  # raised inside a VTK observer: report it, never lose it
+                self._set_status(f"rso not started: {exc}")
+                if self.on_error:
+                    self.on_error("input", str(exc))
 
     # ----------------------------------------------------------------------------- housekeeping
     def clear_cache(self) -> int:

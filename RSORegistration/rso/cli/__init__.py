@@ -16,7 +16,7 @@ from rso.cli.common import EXIT_BAD_INPUT, attach_number_lists, one_line_errors
 
 __all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
 
-SUBCOMMANDS = ("register", "batch", "demo", "bench", "fetch", "simulate", "train", "worker")
+SUBCOMMANDS = ("register", "review", "batch", "demo", "bench", "fetch", "simulate", "train", "worker")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import replace
 from pathlib import Path
 
 from rso.cli.common import add_engine_arguments, number_list
+from rso.options import PRECISIONS
 from rso.errors import InputError
+
+
+def box_plan(text: str) -> tuple[tuple[str, int], ...]:
+    """'misaligned=2,control=1' -> (("misaligned", 2), ("control", 1))."""
+    from rso.evaluation.box_kinds import BOX_KINDS
+
+    try:
+        plan = tuple((kind.strip(), int(count)) for kind, count in (item.split("=") for item in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KIND=N,... (e.g. misaligned=2,control=1)") from None
+    unknown = [kind for kind, _ in plan if kind not in BOX_KINDS]
+    if unknown or any(count < 0 for _, count in plan):
+        raise argparse.ArgumentTypeError(f"box kinds are {', '.join(BOX_KINDS)} with counts >= 0; got {text!r}")
+    return plan
 
 
 def plan_from_args(args):
@@ -28,6 +44,8 @@ def plan_from_args(args):
         changes["speed_grids"] = tuple(tuple(g) for g in args.speed_grid)
     if args.speed_box:
         changes["speed_box_sizes_mm"] = tuple(args.speed_box)
+    if args.speed_precision:
+        changes["speed_precisions"] = tuple(args.speed_precision)
     if args.elastix_iterations is not None:
         changes["elastix"] = replace(plan.elastix, iterations=args.elastix_iterations)
     if args.ants_iterations is not None:
@@ -49,8 +67,10 @@ def run_bench_command(args) -> int:
     plan = plan_from_args(args)
     with step_progress(not args.quiet) as progress:
         summary = run_bench(plan, Path(args.out), args.model, args.channels, progress)
-    columns = ("label", "n", "box_tre_mean_mm", "box_tre_p95_mm", "box_rmse_hu", "tre_mean_mm", "seconds")
-    print(format_table([{c: row[c] for c in columns} for row in summary["arms"]]))
+    columns = ("label", "n", "box_tre_mean_mm", "box_rmse_hu", "tre_mean_mm", "declined", "seconds")
+    for kind, part in summary["by_kind"].items():
+        print(f"\n{kind} boxes ({part['boxes']}):")
+        print(format_table([{c: row[c] for c in columns} for row in part["arms"]]))
     print(f"\nwrote {Path(args.out) / 'summary.md'}")
     return 0
 
@@ -67,11 +87,13 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--case-dir", action="append", default=[], metavar="DIR",
                         help="a simulated case folder to use instead of the plan's cases (repeatable)")
     parser.add_argument("--moving-phase", type=int, metavar="K", help="moving phase for --case-dir (default phases/2)")
-    parser.add_argument("--boxes", type=int, metavar="N", help="boxes per case (default 2; quick 1)")
+    parser.add_argument("--boxes", type=box_plan, metavar="KIND=N,...",
+                        help="boxes per case and kind (default misaligned=2,residual=1,control=2)")
     parser.add_argument("--box-size", dest="box_size_mm", type=float, metavar="MM", help="box side (default 40 mm)")
     parser.add_argument("--iso-long", type=int, metavar="N", help="the ISO-only arm's iterations (default 500)")
     parser.add_argument("--iso-short", type=int, metavar="N", help="ISO before RSO (default 100)")
-    parser.add_argument("--rso", type=int, metavar="N", help="RSO iterations per box (default 400)")
+    parser.add_argument("--rso", type=int, metavar="N",
+                        help="the network RSO modes' iterations per box (default 400; native RSO keeps its own)")
     parser.add_argument("--no-peers", action="store_true", help="skip elastix and ANTs")
     parser.add_argument("--elastix-iterations", type=int, metavar="N", help="elastix iterations per resolution")
     parser.add_argument("--ants-iterations", type=lambda t: tuple(int(v) for v in t.split(",")), metavar="A,B,C",
@@ -80,7 +102,9 @@ def add_subcommand(subparsers) -> None:
     speed.add_argument("--speed-only", action="store_true", help="only the speed section")
     speed.add_argument("--no-speed", action="store_true", help="skip the speed section")
     parser.add_argument("--speed-grid", type=number_list(3, int), action="append", metavar="Z,Y,X",
-                        help="speed grid (repeatable; default 64,128,128 and 128,256,256)")
+                        help="speed grid (repeatable; default 48,80,80 and 96,160,160)")
+    parser.add_argument("--speed-precision", choices=PRECISIONS[:2], action="append",
+                        help="network precision in the speed section (repeatable; default fp32 and bf16)")
     parser.add_argument("--speed-box", type=float, action="append", metavar="MM",
                         help="speed box side (repeatable; default 32 and 64)")
     parser.add_argument("--speed-iterations", type=int, metavar="N", help="iterations per speed measurement")

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
 from rso.core.imageio import (read_displacement_field, read_image, write_bytes_atomically,
                               write_displacement_field, write_image)
@@ -45,6 +44,16 @@ class SessionState:
     weights: dict
     weights_from: int = 0
     patches: tuple[FieldPatch, ...] = field(default_factory=tuple)
+
+
+def holds_session(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a session (its manifest), to be reopened rather than started."""
+    return (Path(folder) / MANIFEST).is_file()
+
+
+def input_path(folder: str | Path, name: str) -> Path:
+    """Where a session keeps an input ("fixed", "moving", "reference", "truth", "mask")."""
+    return Path(folder) / f"{name}.nii.gz"
 
 
 class SessionStore:
@@ -78,6 +87,8 @@ class SessionStore:
             np.savez(tmp / "patches.npz", **{f"{i}_{k}": v for i, p in enumerate(state.patches)
                                             for k, v in p.to_arrays().items()})
         if state.weights_from == index:
+            import torch  # here, not at file scope: viewers read a folder's inputs without torch
+
             torch.save(state.weights, tmp / "weights.pt")
         (tmp / "state.json").write_text(json.dumps({"weights_from": state.weights_from, "patches": len(state.patches)}))
         shutil.rmtree(folder, ignore_errors=True)
@@ -88,6 +99,8 @@ class SessionStore:
         meta_path = folder / "state.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"weights_from": index, "patches": 0}
         source = self.state_folder(meta["weights_from"]) / "weights.pt"
+        import torch
+
         weights = torch.load(source, map_location="cpu", weights_only=True)
         patches = ()
         if meta["patches"]:
@@ -110,12 +123,12 @@ class SessionStore:
     def write_inputs(self, images: dict[str, sitk.Image]) -> None:
         for name, image in images.items():
             if name == "truth":
-                write_displacement_field(image, self.folder / "truth.nii.gz")
+                write_displacement_field(image, input_path(self.folder, name))
             else:
-                write_image(_compact(image), self.folder / f"{name}.nii.gz")
+                write_image(_compact(image), input_path(self.folder, name))
 
     def read_input(self, name: str) -> sitk.Image:
-        path = self.folder / f"{name}.nii.gz"
+        path = input_path(self.folder, name)
         return read_displacement_field(path, name) if name == "truth" else read_image(path, name)
 
     # ------------------------------------------------------------------------------ manifest

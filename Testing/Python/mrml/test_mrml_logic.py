@@ -401,3 +401,104 @@ def test_with_the_real_worker_process(tmp_path, demo):
         logic.close()
     assert [r["kind"] for r in history] == ["general", "iso", "rso"]
     assert moving.GetParentTransformNode() is logic.parameters().outputTransform
+
+
+# ------------------------------------------------------------------ what the review app added to the logic
+def phantom_logic(tmp_path, demo, **settings):
+    from RSORegistrationLib.volumes import volume_from_image
+
+    app = new_scene()
+    fixed, moving = volume_from_image(app.scene, demo.fixed, "f"), volume_from_image(app.scene, demo.moving, "m")
+    logic = RegistrationLogic(app.scene, InProcessBackend, cache_dir=tmp_path / "cache")
+    params = logic.parameters()
+    params.fixedVolume, params.movingVolume = fixed, moving
+    for name, value in {**SETTINGS, **settings}.items():
+        setattr(params, name, value)
+    logic.set_parameters(params)
+    return app, logic
+
+
+def test_a_session_goes_into_the_folder_named_and_reopens_from_it(tmp_path, demo):
+    from rso.core.store import holds_session
+
+    folder = tmp_path / "review" / "session"
+    app, logic = phantom_logic(tmp_path, demo)
+    assert logic.open_session(folder=folder, engine={"precision": "fp32"}) == folder
+    logic.general()
+    logic.wait(timeout=120)
+    logic.close()
+    assert holds_session(folder)
+    with pytest.raises(InputError, match="already holds a session"):
+        logic.open_session(folder=folder)  # never over a session: it would be lost
+    app, again = phantom_logic(tmp_path, demo)
+    again.reopen(folder)
+    assert [record["kind"] for record in again.wait(timeout=120)] == ["general"]
+    assert again.parameters().sessionFolder == str(folder) and again.parameters().differenceVolume is not None
+    again.close()
+
+
+def test_undoing_a_region_step_makes_the_region_new_again(tmp_path, demo):
+    app, logic = phantom_logic(tmp_path, demo, rsoIterations=1)
+    roi = roi_node(app.scene, demo.region_ras())
+    logic.open_session()
+    logic.general()
+    logic.rso(roi)
+    logic.wait(timeout=120)
+    assert roi.GetID() in logic.regions_done
+    refined_colour = roi.GetDisplayNode().GetColor()
+    logic.undo()
+    assert [record["kind"] for record in logic.wait(timeout=120)] == ["general"]
+    assert logic.regions_done == {}  # moving it now refines it, as for a new box
+    assert roi.GetDisplayNode().GetColor() != refined_colour
+    logic.close()
+
+
+def test_a_box_moved_while_it_is_refined_is_offered_again_when_the_step_ends(tmp_path, demo):
+    app, logic = phantom_logic(tmp_path, demo, rsoIterations=2)
+    moved = []
+    logic.on_region_moved = moved.append
+    roi = roi_node(app.scene, demo.region_ras())
+    logic.open_session()
+    logic.general()
+    logic.wait(timeout=120)
+    logic.watch_region(roi)
+    logic.rso(roi)
+    logic.process()  # sent: the engine refines the box where it was
+    box = np.array(demo.region_ras())
+    roi.SetCenter(((box[:3] + box[3:]) / 2 + [0.0, 0.0, 6.0]).tolist())
+    assert moved == []  # a change of the box being refined waits for its step
+    logic.wait(timeout=120)
+    assert moved == [roi]
+    logic.close()
+
+
+def test_a_hand_drawn_box_outside_the_image_is_reported_not_raised(tmp_path, demo):
+    app, logic = phantom_logic(tmp_path, demo)
+    errors = []
+    logic.on_error = lambda kind, message: errors.append((kind, message))
+    logic.open_session()
+    logic.general()
+    logic.wait(timeout=120)
+    roi = roi_node(app.scene, [900.0, 900.0, 900.0, 950.0, 950.0, 950.0])
+    logic.watch_region(roi)
+    roi.Modified()  # what a finished edit in a view sends; the observer must not raise into VTK
+    assert errors and errors[0][0] == "input" and "outside the image" in errors[0][1]
+    assert not logic.busy and "rso not started" in logic.status
+    logic.close()
+
+
+def test_window_level_presets():
+    from RSORegistrationLib.display import WINDOW_LEVEL_PRESETS, apply_window_level
+    from RSORegistrationLib.volumes import volume_from_image
+    from conftest_slicer import oblique_image
+
+    app = new_scene()
+    volume = volume_from_image(app.scene, oblique_image(), "ct")
+    apply_window_level(volume, "lung")
+    display = volume.GetDisplayNode()
+    assert (display.GetWindow(), display.GetLevel()) == WINDOW_LEVEL_PRESETS["lung"]
+    assert not display.GetAutoWindowLevel()
+    apply_window_level(volume, "auto")
+    assert display.GetAutoWindowLevel()
+    with pytest.raises(InputError, match="preset"):
+        apply_window_level(volume, "bone")

@@ -126,3 +126,38 @@ def test_registration_defaults_live_only_in_options():
                 if isinstance(value, ast.Constant) and not isinstance(value.value, bool) and value.value in literals:
                     raise AssertionError(f"{path.name}:{value.lineno} declares the default {value.value!r}; "
                                          "take it from rso.options")
+
+
+# What the engine never imports: Slicer, VTK, Qt, the web stack and the layers above it. Only the
+# ``review`` subcommand reaches the review app, and only inside its run function, so the engine and
+# every other subcommand start without them (docs/architecture.md §2).
+VIEWER_PACKAGES = {"slicer", "vtk", "vtkmodules", "qt", "ctk", "trame", "trame_server", "trame_client",
+                   "trame_slicer", "trame_vuetify", "RSORegistrationLib", "RSORegistrationReview"}
+LAZY_VIEWER_IMPORTS = {"rso.cli.review": {"RSORegistrationReview"}}
+
+
+def _imports(nodes) -> set[str]:
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def _outside_functions(node: ast.AST):
+    """The nodes of a module that run when it is imported (function bodies excluded)."""
+    for child in ast.iter_child_nodes(node):
+        if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            yield child
+            yield from _outside_functions(child)
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_the_engine_never_imports_slicer_vtk_qt_or_the_web_app(name):
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    file_scope, anywhere = _imports(_outside_functions(tree)), _imports(ast.walk(tree))
+    assert not file_scope & VIEWER_PACKAGES, f"{name} imports {sorted(file_scope & VIEWER_PACKAGES)} at file scope"
+    allowed = LAZY_VIEWER_IMPORTS.get(name, set())
+    assert not (anywhere & VIEWER_PACKAGES) - allowed, f"{name} imports {sorted((anywhere & VIEWER_PACKAGES) - allowed)}"

@@ -74,7 +74,9 @@ def _run_bench(plan: BenchPlan, out: Path, checkpoint: str | None, channels, pro
     write_json(out / "summary.json", summary)
     write_bytes_atomically(summary_markdown(summary).encode(), out / "summary.md")
     if plan.figures and arm_records:
-        summary_plot(arm_records, out / "figures" / "box_tre_per_arm.png")
+        for kind in {r["box"]["kind"] for r in arm_records}:
+            summary_plot([r for r in arm_records if r["box"]["kind"] == kind],
+                         out / "figures" / f"box_tre_per_arm_{kind}.png", f", {kind} boxes")
     log.info("benchmark done in %.0f s: %s", summary["wall_seconds"], out / "summary.md")
     return summary
 
@@ -82,7 +84,7 @@ def _run_bench(plan: BenchPlan, out: Path, checkpoint: str | None, channels, pro
 def _clear_previous(out: Path) -> None:
     """Remove a previous run's outputs (only the files this command writes) so no stale record mixes in."""
     patterns = ("arm_*.json", "speed_*.json", "summary.json", "summary.md", "figures/case_*.png",
-                "figures/box_tre_per_arm.png")
+                "figures/box_tre_per_arm*.png")
     for pattern in patterns:
         for path in out.glob(pattern):
             path.unlink()

@@ -18,12 +18,13 @@ import SimpleITK as sitk
 from rso.core.imageio import write_bytes_atomically
 from rso.core.losses import LossConfig
 from rso.core.results import rewarp
-from rso.core.session import RegistrationSession, RSOSettings
+from rso.core.session import RegistrationSession
 from rso.core.workflow import EngineSettings
 from rso.errors import InputError
 from rso.evaluation.bench.cases import Case
 from rso.evaluation.bench.measure import Measured, merged_memory
-from rso.evaluation.bench.plan import PAPER_ARM, PEER_ARMS, RECORD_FORMAT, RSO_ARMS, BenchPlan, labels
+from rso.evaluation.bench.plan import (PAPER_ARM, PEER_ARMS, RECORD_FORMAT, RSO_ARMS, BenchPlan, default_arm, labels,
+                                       rso_settings)
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,9 @@ class Model:
         self.network = self.engine.network()
         self.net, self.source = self.network
 
-    def session(self, inputs: dict, grid=None) -> RegistrationSession:
-        engine = replace(self.engine, grid=grid or self.engine.grid or self.net.config.grid)
+    def session(self, inputs: dict, grid=None, precision: str | None = None) -> RegistrationSession:
+        engine = replace(self.engine, grid=grid or self.engine.grid or self.net.config.grid,
+                         precision=precision or self.engine.precision)
         return engine.session(inputs, network=self.network)
 
     def to_dict(self) -> dict:
@@ -60,6 +62,8 @@ class ArmResult:
     export_seconds: float | None = None
     loss: list[float] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    declined: str | None = None  # the guard declined the RSO step: the field is ISO-short's
+    guard: dict | None = None
 
 
 @dataclass
@@ -104,22 +108,27 @@ def fixed_arms(run: CaseRun, box) -> list[ArmResult]:
 
 
 def rso_arm(run: CaseRun, box, arm: str, plan: BenchPlan, progress, figure_path: Path | None) -> ArmResult:
-    """ISO-short + RSO on the box in one mode, then the re-warp; undone afterwards (bit-exact)."""
+    """ISO-short + RSO on the box in one mode, then the re-warp; undone afterwards (bit-exact).
+
+    A step the guard declines leaves ISO-short's field, which is what the arm is scored on; its
+    latency is the step alone (the views do not change).
+    """
     session = run.iso_short
-    mode, compose = RSO_ARMS[arm]
-    settings = RSOSettings(iterations=plan.rso, mode=mode, compose=compose)
+    settings = rso_settings(arm, plan)
     with Measured(session.device) as step:
         record = session.rso(box, settings, progress=progress)
-    with Measured(session.device) as export:
-        rewarp(session)
-    if figure_path is not None:
-        paper_figure(run, box, plan, figure_path)
-    session.undo()
+    export = Measured(session.device)
+    if record.accepted:
+        with export:
+            rewarp(session)
+        if figure_path is not None:
+            paper_figure(run, box, plan, figure_path)
+        session.undo()
     before = (run.timings["general"], run.timings["iso_short"])
     return ArmResult(arm, record.metrics, sum(m.seconds for m in before) + step.seconds,
                      merged_memory(*before, step, export), step_seconds=step.seconds,
                      latency_seconds=step.seconds + export.seconds, export_seconds=export.seconds, loss=record.loss,
-                     settings=asdict(settings))
+                     settings=asdict(settings), declined=record.declined, guard=record.guard)
 
 
 def paper_figure(run: CaseRun, box, plan: BenchPlan, path: Path) -> None:
@@ -174,28 +183,40 @@ def peer_arm(run: CaseRun, box, arm: str, outcome: tuple) -> ArmResult:
                      step_seconds=cost.seconds, settings=settings)
 
 
+def case_boxes(session: RegistrationSession, plan: BenchPlan, seed: int) -> list[tuple[str, int, object]]:
+    """(kind, index, box) for every box kind of the plan, chosen on the ISO-short field."""
+    from rso.evaluation.box_kinds import pick_boxes
+
+    boxes = [(kind, index, box) for kind, count in plan.boxes
+             for index, box in enumerate(pick_boxes(session, kind, count, plan.box_size_mm, seed=seed))]
+    if not boxes:
+        raise InputError(f"no {plan.box_size_mm} mm box fits inside the lungs")
+    return boxes
+
+
 def run_case(case: Case, model: Model, plan: BenchPlan, out: Path, context: dict, progress) -> list[dict]:
     """Every arm on every box of one case; returns the records (also written as JSON)."""
-    from rso.evaluation.box_kinds import worst_residual_boxes
-
     log.info("case %s: %s <- %s", case.name, f"cbct_phase{case.fixed_phase}", f"cbct_phase{case.moving_phase}")
     run = prepare_case(case, model, plan, progress)
-    boxes = worst_residual_boxes(run.iso_short, plan.boxes, plan.box_size_mm)
-    if not boxes:
-        raise InputError(f"no {plan.box_size_mm} mm box fits inside the body of case {case.name}")
+    boxes = case_boxes(run.iso_short, plan, case.seed or 0)
     whole_peers = whole_image_peers(run, plan) if plan.peers else {}
-    records = []
-    for index, box in enumerate(boxes):
+    records, figure_done = [], False
+    for kind, index, box in boxes:
+        costly = kind in plan.costly_kinds
         results = fixed_arms(run, box)
         for arm in RSO_ARMS:
-            with_figure = plan.figures and index == 0 and arm == PAPER_ARM
-            figure = out / "figures" / f"case_{case.name}.png" if with_figure else None
+            if arm == PAPER_ARM and not costly:
+                continue
+            figure = None
+            if plan.figures and not figure_done and kind == "misaligned" and arm == default_arm():
+                figure, figure_done = out / "figures" / f"case_{case.name}.png", True
             results.append(rso_arm(run, box, arm, plan, progress, figure))
         if plan.peers:
-            masked = masked_peer(run, box, plan)
+            masked = masked_peer(run, box, plan) if costly else None
             outcomes = {**whole_peers, **({"elastix_bspline_box_mask": masked} if masked else {})}
             results += [peer_arm(run, box, arm, outcomes[arm]) for arm in PEER_ARMS if arm in outcomes]
-        box_info = {"index": index, "size_mm": plan.box_size_mm, "ras": box.ras_corners, "voxels": box.voxels.to_dict()}
+        box_info = {"kind": kind, "index": index, "size_mm": plan.box_size_mm, "ras": box.ras_corners,
+                    "voxels": box.voxels.to_dict()}
         for result in results:
             records.append(write_arm_record(out, case, box_info, result, plan, context))
     return records
@@ -204,7 +225,7 @@ def run_case(case: Case, model: Model, plan: BenchPlan, out: Path, context: dict
 def write_arm_record(out: Path, case: Case, box_info: dict, result: ArmResult, plan: BenchPlan, context: dict) -> dict:
     record = {"format": RECORD_FORMAT, "kind": "arm", "case": case.to_dict(), "box": box_info, "arm": result.arm,
               "label": labels(plan)[result.arm], **asdict(result), **context}
-    write_json(out / f"arm_{case.name}_box{box_info['index']}_{result.arm}.json", record)
+    write_json(out / f"arm_{case.name}_{box_info['kind']}{box_info['index']}_{result.arm}.json", record)
     return record
 
 

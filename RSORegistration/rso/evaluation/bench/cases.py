@@ -10,7 +10,7 @@ from pathlib import Path
 from rso.core.paths import cases_dir
 from rso.core.session import open_inputs
 from rso.errors import InputError
-from rso.evaluation.bench.plan import TRAINING_ANATOMY, TRAINING_SEEDS, BenchPlan, CaseSpec
+from rso.evaluation.bench.plan import HELD_OUT_ANATOMY, TRAINING_ANATOMY, TRAINING_SEEDS, BenchPlan, CaseSpec
 from rso.evaluation.demo import EVALUATION_MASK
 from rso.simulation.fetch import DATA_FILES
 
@@ -28,6 +28,7 @@ class Case:
     moving_phase: int
     fixed_phase: int = 0
     mask: str = EVALUATION_MASK
+    preset: str | None = None
 
     def inputs(self) -> dict:
         folder, f, k = self.folder, self.fixed_phase, self.moving_phase
@@ -36,6 +37,7 @@ class Case:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "folder": str(self.folder), "anatomy": self.anatomy, "seed": self.seed,
+                "preset": self.preset, "held_out": self.anatomy == HELD_OUT_ANATOMY,
                 "fixed_phase": self.fixed_phase, "moving_phase": self.moving_phase,
                 "fixed": f"cbct_phase{self.fixed_phase}", "moving": f"cbct_phase{self.moving_phase}",
                 "reference": f"ct_phase{self.fixed_phase} (clean CT)", "evaluation_mask": self.mask,
@@ -70,36 +72,40 @@ def _case_json(folder: Path) -> dict:
 
 
 def _check_phase(folder: Path, info: dict, phase: int) -> None:
-    if not 1 <= phase < info["phases"]:
-        raise InputError(f"moving phase {phase} is not in 1..{info['phases'] - 1} for case {folder}")
+    made = info.get("phases_made", range(info["phases"]))
+    if not 1 <= phase < info["phases"] or phase not in made:
+        raise InputError(f"moving phase {phase} is not among the phases made for case {folder}: {list(made)}")
 
 
 def _case_from_spec(spec: CaseSpec) -> Case:
-    folder = case_folder(spec.anatomy, spec.seed)
+    folder = case_folder(spec.anatomy, spec.seed, spec.preset, spec.moving_phase)
     _check_phase(folder, _case_json(folder), spec.moving_phase)
-    return Case(spec.name, folder, spec.anatomy, spec.seed, spec.moving_phase)
+    return Case(spec.name, folder, spec.anatomy, spec.seed, spec.moving_phase, preset=spec.preset)
 
 
-def case_folder(anatomy: str, seed: int) -> Path:
-    """A 10-phase case in the shared case cache, simulated on first use.
+def case_folder(anatomy: str, seed: int, preset: str = "standard", phase: int | None = None) -> Path:
+    """A case in the shared case cache, simulated on first use (only phase 0 and ``phase``, when given).
 
-    Reuses the demo case (lung2 seed 0) and the cases scripts/build_demo_model.py made (named
-    train-*, held-out ones included); otherwise makes bench-<anatomy>-seed<seed>.
+    A standard-preset case reuses the demo case (lung2 seed 0) and the cases
+    scripts/build_demo_model.py made (named train-*, held-out ones included).
     """
     from rso.evaluation.demo import DEMO_PATIENT, DEMO_SEED, demo_case
     from rso.simulation.fetch import fetch_data
-    from rso.simulation.simulate import simulate_case
+    from rso.simulation.simulate import SimulationParams, simulate_case
 
-    if (anatomy, seed) == (DEMO_PATIENT, DEMO_SEED):
-        return demo_case()
     cases = cases_dir()
-    for prefix in ("train", "heldout", "bench"):
-        folder = cases / f"{prefix}-{anatomy}-seed{seed}"
-        if (folder / "case.json").is_file():
-            return folder
+    if preset == "standard":
+        if (anatomy, seed) == (DEMO_PATIENT, DEMO_SEED):
+            return demo_case()
+        for prefix in ("train", "heldout", "bench"):
+            if ((folder := cases / f"{prefix}-{anatomy}-seed{seed}") / "case.json").is_file():
+                return folder
+    folder = cases / (f"bench-{anatomy}-{preset}-seed{seed}" + (f"-phase{phase}" if phase else ""))
+    if (folder / "case.json").is_file():
+        return folder
     sources = fetch_data()
     if anatomy not in sources:
         raise InputError(f"unknown anatomy {anatomy!r}; choose one of {sorted(sources)}")
-    folder = cases / f"bench-{anatomy}-seed{seed}"
     log.info("simulating case %s (once; cached in %s)", folder.name, folder)
-    return simulate_case(sources[anatomy], folder, phases=10, seed=seed, overwrite=True)
+    return simulate_case(sources[anatomy], folder, phases=10, seed=seed, params=SimulationParams.preset(preset),
+                         overwrite=True, only=[phase] if phase else None)

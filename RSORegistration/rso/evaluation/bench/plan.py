@@ -10,72 +10,80 @@ from dataclasses import asdict, dataclass
 
 from rso.evaluation.demo import EVALUATION_MASK
 from rso.evaluation.peers import AntsSettings, ElastixSettings
-from rso.options import DEFAULT_PRECISION
+from rso.core.steps import RSOSettings
+from rso.options import (DEFAULT_PRECISION, DEFAULT_RSO_MODE, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
+                         PAPER_RSO_ITERATIONS)
 
 
-RECORD_FORMAT = "rso-bench/1"
-
-
+RECORD_FORMAT = "rso-bench/2"
+# The bundled general model is trained on these patients (other breathing seeds) by
+# scripts/build_demo_model.py (TRAIN_ANATOMY, TRAIN_SEEDS); lung2 is never seen in training, and
+# native RSO's settings were chosen on the training anatomies only (scripts/sweep_rso.py).
 TRAINING_ANATOMY = ("cxr", "lung1")
-
-
 TRAINING_SEEDS = (1, 2, 3, 4)
-
+HELD_OUT_ANATOMY = "lung2"
 
 PAPER_ARM = "rso_full_global"
-
-
-RSO_ARMS = {"rso_full_global": ("full", "global"), "rso_crop_local": ("crop", "local"),
-            "rso_direct_local": ("direct", "local")}
-
-
+# RSO arms: the RSOSettings each runs on top of ISO-short. The paper's (full/global, MSE, its 400
+# iterations), the previous default (direct/local) and native RSO at the fixed image's resolution.
+RSO_ARMS = {"rso_native": {"mode": "native"},
+            "rso_direct_local": {"mode": "direct", "compose": "local", "iterations": PAPER_RSO_ITERATIONS},
+            PAPER_ARM: {"mode": "full", "compose": "global", "iterations": PAPER_RSO_ITERATIONS}}
 PEER_ARMS = ("elastix_bspline", "elastix_bspline_box_mask", "ants_syn")
-
-
 ARM_ORDER = ("general", "iso_long", "iso_short", *RSO_ARMS, *PEER_ARMS)
+# The box kinds and how many boxes of each per case (rso.evaluation.box_kinds).
+BOX_PLAN = (("misaligned", 2), ("residual", 1), ("control", 2))
 
 
 @dataclass(frozen=True)
 class CaseSpec:
-    """A simulated case of one patient: which CT, which breathing seed, which moving phase."""
+    """A simulated case of one patient: which CT, which simulation preset, which breathing seed, which moving phase."""
 
     anatomy: str  # a fetch-data key: "cxr", "lung1" or "lung2"
     seed: int
     moving_phase: int  # fixed is always phase 0 (end exhale); 5 is end inhale, 3 mid-inhale
+    preset: str = "standard"  # rso.simulation.simulate.SimulationParams.preset
 
     @property
     def name(self) -> str:
-        return f"{self.anatomy}-seed{self.seed}-phase{self.moving_phase}"
+        return f"{self.anatomy}-{self.preset}-seed{self.seed}-phase{self.moving_phase}"
 
 
-PAPER_CASES = (CaseSpec("cxr", 5, 5), CaseSpec("cxr", 6, 3), CaseSpec("lung1", 5, 5), CaseSpec("lung1", 6, 3),
-               CaseSpec("lung2", 0, 5), CaseSpec("lung2", 1, 3))
+# Six cases with local errors ISO leaves: every patient, the local and the clinical presets, two
+# moving phases. Seeds 5 and 6 of cxr/lung1 are not among the training seeds; lung2 is held out.
+BENCH_CASES = (CaseSpec("cxr", 5, 5, "local"), CaseSpec("cxr", 6, 3, "clinical"),
+               CaseSpec("lung1", 5, 5, "local"), CaseSpec("lung1", 6, 3, "clinical"),
+               CaseSpec("lung2", 0, 5, "local"), CaseSpec("lung2", 1, 3, "clinical"))
 
 
 @dataclass(frozen=True)
 class BenchPlan:
     """Everything a run does; written into every JSON so that a number can be traced to its recipe."""
 
-    cases: tuple[CaseSpec, ...] = PAPER_CASES
+    cases: tuple[CaseSpec, ...] = BENCH_CASES
     case_dirs: tuple[str, ...] = ()  # explicit case folders instead of ``cases`` (fixed phase 0)
     moving_phase: int | None = None  # for case_dirs: default phases // 2 (end inhale)
-    boxes: int = 2
+    boxes: tuple[tuple[str, int], ...] = BOX_PLAN
+    # The costly arms (the paper's RSO, box-masked elastix) run on these kinds only: the boxes a
+    # clinician would draw, where the paper's claim is tested.
+    costly_kinds: tuple[str, ...] = ("misaligned",)
     box_size_mm: float = 40.0
     iso_long: int = 500
     iso_short: int = 100
-    rso: int = 400
+    rso: int = PAPER_RSO_ITERATIONS  # the network modes' iterations; native RSO uses its own default
     grid: tuple[int, int, int] | None = None  # None: the model's own grid (the demo grid for the bundled one)
     experiment: bool = True
     peers: bool = True
     elastix: ElastixSettings = ElastixSettings()
     ants: AntsSettings = AntsSettings()
     speed: bool = True
-    speed_grids: tuple[tuple[int, int, int], ...] = ((64, 128, 128), (128, 256, 256))
+    speed_grids: tuple[tuple[int, int, int], ...] = ((48, 80, 80), (96, 160, 160))
+    speed_precisions: tuple[str, ...] = ("fp32", "bf16")
     speed_box_sizes_mm: tuple[float, ...] = (32.0, 64.0)
     speed_iterations: int = 5  # per measurement; the first is reported apart (warm-up)
     figures: bool = True
-    similarity: str = "mse"
-    smoothness: float = 0.01
+    similarity: str = DEFAULT_SIMILARITY
+    smoothness: float = DEFAULT_SMOOTHNESS
     seed: int = 0
     device: str = "auto"
     precision: str = DEFAULT_PRECISION
@@ -86,16 +94,34 @@ class BenchPlan:
     @classmethod
     def quick(cls) -> "BenchPlan":
         """One case, one box, few iterations, speed at the smaller grid only: minutes on 2 cores."""
-        return cls(cases=(CaseSpec("lung2", 0, 5),), boxes=1, iso_long=50, iso_short=10, rso=40,
+        return cls(cases=(CaseSpec("lung2", 0, 5, "local"),), boxes=(("misaligned", 1), ("control", 1)),
+                   iso_long=50, iso_short=10, rso=40,
                    elastix=ElastixSettings(iterations=100), ants=AntsSettings(reg_iterations=(20, 10, 0)),
-                   speed_grids=((64, 128, 128),), speed_iterations=3)
+                   speed_grids=((48, 80, 80),), speed_iterations=3)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def rso_settings(arm: str, plan: BenchPlan) -> RSOSettings:
+    """The RSOSettings of an RSO arm under this plan (the network modes take the plan's iteration count)."""
+    settings = dict(RSO_ARMS[arm])
+    if "iterations" in settings:
+        settings["iterations"] = plan.rso
+    return RSOSettings(**settings)
+
+
+def default_arm() -> str:
+    """The arm that the engine's default RSOSettings run."""
+    return next(arm for arm, settings in RSO_ARMS.items() if settings["mode"] == DEFAULT_RSO_MODE)
+
+
 def labels(plan: BenchPlan) -> dict[str, str]:
-    rso = {arm: f"ISO-{plan.iso_short} + RSO-{plan.rso} {mode}/{compose}" for arm, (mode, compose) in RSO_ARMS.items()}
+    rso = {}
+    for arm in RSO_ARMS:
+        settings = rso_settings(arm, plan)
+        compose = "" if settings.mode == "native" else f"/{settings.compose}"
+        rso[arm] = f"ISO-{plan.iso_short} + RSO-{settings.iterations} {settings.mode}{compose}"
     return {"general": "general model", "iso_long": f"ISO-{plan.iso_long}", "iso_short": f"ISO-{plan.iso_short}",
             **rso, "elastix_bspline": "elastix B-spline", "elastix_bspline_box_mask": "elastix B-spline, box mask",
             "ants_syn": "ANTs SyN"}

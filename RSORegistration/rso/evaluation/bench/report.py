@@ -31,52 +31,60 @@ def _md_cell(value) -> str:
     return str(value)
 
 
+ARM_COLUMNS = ("label", "n", "box_tre_mean_mm", "box_tre_p95_mm", "box_rmse_hu", "tre_mean_mm",
+               "outside_change_max_mm", "declined", "seconds", "latency_seconds")
+VERSUS_COLUMNS = ("comparison", "pairs", "win_fraction", "median_box_tre_reduction", "median_change_mm",
+                  "worst_change_mm")
+
+
+def kind_sections(by_kind: dict, level: str = "##") -> str:
+    """A table of arms and one of comparisons per box kind."""
+    text = []
+    for kind, part in by_kind.items():
+        versus = [{"comparison": name, **value} for name, value in part["versus"].items()]
+        text.append(f"{level} {kind} boxes ({part['boxes']})\n\n{markdown_table(part['arms'], list(ARM_COLUMNS))}\n"
+                    f"{markdown_table(versus, list(VERSUS_COLUMNS))}")
+    return "\n".join(text)
+
+
 def summary_markdown(summary: dict) -> str:
     machine, plan = summary["machine"], summary["plan"]
     cores = machine.get("usable_cores", machine["logical_cores"])
     channels = summary["model"]["config"]["channels"]
     cases = ", ".join(summary["cases"]) or "–"
-    arms = [{k: v for k, v in row.items() if k != "arm"} for row in summary["arms"]]
-    versus_rows = [{"arm": arm, **{k: v for k, v in value.items() if k != "arm"}}
-                   for arm, value in summary["versus_iso_long"].items()]
-    mode_rows = list(summary["modes"].values())
-    latency = [{"arm": arm, "median_latency_s": value} for arm, value in summary["latency_by_arm"].items()]
+    boxes = ", ".join(f"{count} {kind}" for kind, count in plan["boxes"])
     gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ", no GPU"
     return f"""# Benchmark summary
 
 Run {summary['started']}, {summary['wall_seconds']:.0f} s, on {machine['cpu']} ({cores} cores,
-{machine['torch_threads']} torch threads, {machine['memory_gb']} GB{gpu}); device {summary['device']}.
+{machine['torch_threads']} torch threads, {machine['memory_gb']} GB{gpu}); device {summary['device']},
+precision {plan['precision']} for the network (native RSO is fp32).
 Model: {summary['model']['source']} (channels {channels}), grid {summary['grid']}.
-Cases: {cases}; {plan['boxes']} box(es) of {plan['box_size_mm']} mm per case, placed where the
-residual after ISO-{plan['iso_short']} is worst. TRE against the simulator's truth, RMSE against the clean fixed CT,
-both inside `{plan['evaluation_mask']}` on the model grid; medians over (case, box).
+Cases: {cases}. Boxes of {plan['box_size_mm']} mm per case: {boxes} (rso.evaluation.box_kinds); the paper's
+RSO arm and box-masked elastix run on {", ".join(plan['costly_kinds'])} boxes only. TRE against the simulator's
+truth, RMSE against the clean fixed CT, both inside `{plan['evaluation_mask']}` on the model grid; medians over
+(case, box). The default RSO arm is `{summary['default_arm']}`; the paper's is `{summary['paper_arm']}`.
 
-## Per arm (medians over every (case, box))
+`seconds` runs from the input images to the arm's field (general + ISO + RSO for the deep arms); `latency_seconds`
+is an RSO step plus the native-resolution re-warp and difference image (a declined step: the step alone).
+`declined`: RSO steps the guard declined (the field stays ISO-{plan['iso_short']}'s).
+`outside_change_max_mm`: the largest field change outside box + blend margin, over all boxes.
 
-{markdown_table(arms)}
-Seconds are from the input images to the arm's field (general + ISO + RSO for the deep arms);
-`step_seconds` is the arm's last step alone; `latency_seconds` is an RSO step plus the full-resolution
-re-warp and difference image. `outside_change_max_mm` is the largest field change outside box + blend margin
-(relative to the ISO-{plan['iso_short']} field), over all boxes.
+# All cases
 
-## RSO against ISO-{plan['iso_long']} (box TRE, per (case, box))
+{kind_sections(summary['by_kind'])}
+# Held-out patient (lung2) only
 
-{markdown_table(versus_rows)}
-## Fast modes against full/global (per (case, box), medians)
-
-{markdown_table(mode_rows)}
-## Interactive latency in the experiment (box handed over -> warped and difference images ready)
-
-{markdown_table(latency)}
+{kind_sections(summary['held_out']) or "(no held-out case in this run)"}
 ## Speed and memory (side by side, one process)
 
 {markdown_table(summary['speed'])}
-`s_per_iter` is the median after the first (warm-up) iteration of {plan['speed_iterations']};
-`step_{plan['rso']}_s` projects a {plan['rso']}-iteration step from it plus the measured fixed overhead; `latency_s`
-adds the metrics and the full-resolution re-warp. `window` is the sub-volume fed to the network (the whole grid
-in full mode).
+`s_per_iter` is the median after the first (warm-up) iteration of {plan['speed_iterations']}; `step_s` projects a
+full-length step (native: its default iterations; network modes: {plan['rso']}) from it plus the measured overhead;
+`latency_s` adds the metrics and the full-resolution re-warp. `speedup_vs_fp32` compares the same mode, grid and
+box in fp32 and bf16, measured one after the other in this process.
 
-## Targets (issue 4)
+## Targets
 
 {markdown_table(summary['targets'])}
 ## Versions
@@ -84,8 +92,8 @@ in full mode).
 {markdown_table([summary['versions']])}"""
 
 
-def summary_plot(records: list[dict], path: Path) -> Path | None:
-    """Box TRE per arm across all boxes: one dot per (case, box), a line joining each box's arms."""
+def summary_plot(records: list[dict], path: Path, title: str = "") -> Path | None:
+    """Box TRE per arm across boxes: one dot per (case, box), a line joining each box's arms."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,8 +102,8 @@ def summary_plot(records: list[dict], path: Path) -> Path | None:
     arms = [arm for arm in ARM_ORDER if any(r["arm"] == arm for r in records)]
     if not arms:
         return None
-    keys = sorted({(r["case"]["name"], r["box"]["index"]) for r in records})
-    values = {(r["case"]["name"], r["box"]["index"], r["arm"]): _box_tre(r) for r in records}
+    keys = sorted({(r["case"]["name"], r["box"]["kind"], r["box"]["index"]) for r in records})
+    values = {(r["case"]["name"], r["box"]["kind"], r["box"]["index"], r["arm"]): _box_tre(r) for r in records}
     figure, ax = plt.subplots(figsize=(1.3 * len(arms) + 3, 5))
     for key in keys:
         ys = [values.get((*key, arm)) for arm in arms]
@@ -107,7 +115,7 @@ def summary_plot(records: list[dict], path: Path) -> Path | None:
     names = [next(r["label"] for r in records if r["arm"] == arm) for arm in arms]
     ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("box TRE, mean (mm)")
-    ax.set_title(f"Box TRE per arm: {len(keys)} (case, box) pairs")
+    ax.set_title(f"Box TRE per arm: {len(keys)} (case, box) pairs{title}")
     ax.legend()
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

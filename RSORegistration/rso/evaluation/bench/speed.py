@@ -13,29 +13,43 @@ from rso.errors import InputError
 from rso.evaluation.bench.arms import Model, write_json
 from rso.evaluation.bench.cases import Case
 from rso.evaluation.bench.measure import Measured, merged_memory
-from rso.evaluation.bench.plan import RECORD_FORMAT, RSO_ARMS, BenchPlan
+from rso.evaluation.bench.plan import RECORD_FORMAT, BenchPlan
 
 log = logging.getLogger(__name__)
 
 
+SPEED_MODES = ("native", "direct", "crop", "full")
+
+
 def speed_section(case: Case, model: Model, plan: BenchPlan, out: Path, context: dict) -> list[dict]:
-    """full vs crop vs direct at each grid and box size, side by side in one process."""
+    """Every RSO mode at each grid, box size and precision, side by side in one process.
+
+    Native RSO works at the fixed image's resolution and runs in fp32 whatever the precision, so it
+    is measured once per box size; the network modes at every grid in fp32 and in bf16 (where the
+    CPU has it), the comparison a workstation without bf16 needs.
+    """
     inputs = case.inputs()
     records = []
-    for grid in plan.speed_grids:
-        session = model.session(inputs, grid=tuple(grid))
+    for grid, precision in [(g, p) for g in plan.speed_grids for p in plan.speed_precisions]:
+        session = model.session(inputs, grid=tuple(grid), precision=precision)
+        if session.precision != precision:
+            log.warning("speed: %s is not native on this CPU; skipped", precision)
+            continue
         with Measured(session.device) as forward:
             session.general()
         for size in plan.speed_box_sizes_mm:
             box = _speed_box(session, size)
             if box is None:
                 continue
-            for arm, (mode, compose) in RSO_ARMS.items():
+            for mode in SPEED_MODES:
+                if mode == "native" and (grid != plan.speed_grids[0] or precision != plan.speed_precisions[0]):
+                    continue
                 # The run's context first: this record's own grid replaces the experiment's.
                 record = {**context, "format": RECORD_FORMAT, "kind": "speed", "case": case.to_dict(),
-                          "grid": list(grid), "box_size_mm": size, "box_voxels": list(box.voxels.shape), "arm": arm,
-                          "forward_seconds": forward.seconds, **speed_measurement(session, box, mode, compose, plan)}
-                name = f"speed_{'x'.join(map(str, grid))}_box{size:g}mm_{mode}.json"
+                          "grid": list(grid), "precision": precision, "box_size_mm": size,
+                          "box_voxels": list(box.voxels.shape), "forward_seconds": forward.seconds,
+                          **speed_measurement(session, box, mode, plan)}
+                name = f"speed_{'x'.join(map(str, grid))}_{precision}_box{size:g}mm_{mode}.json"
                 records.append(record)
                 write_json(out / name, record)
     return records
@@ -52,28 +66,33 @@ def _speed_box(session: RegistrationSession, size_mm: float):
     return boxes[0] if boxes else None
 
 
-def speed_measurement(session: RegistrationSession, box, mode: str, compose: str, plan: BenchPlan) -> dict:
-    """Seconds per iteration (median after the first), per step, and the projected paper-length step."""
+def speed_measurement(session: RegistrationSession, box, mode: str, plan: BenchPlan) -> dict:
+    """Seconds per iteration (median after the first), per step, and the projected full-length step."""
     from rso.core.optimize import crop_window
 
     elapsed: list[float] = []
-    settings = RSOSettings(iterations=plan.speed_iterations, mode=mode, compose=compose)
+    full_length = RSOSettings(mode=mode).iterations if mode == "native" else plan.rso
+    compose = "global" if mode == "full" else "local"
+    settings = RSOSettings(iterations=plan.speed_iterations, mode=mode, compose=compose, min_gain=0.0)
     with Measured(session.device) as call:
         record = session.rso(box, settings, progress=lambda update: elapsed.append(update.elapsed))
-    with Measured(session.device) as export:
-        rewarp(session)
-    session.undo()
+    export = Measured(session.device)
+    if record.accepted:
+        with export:
+            rewarp(session)
+        session.undo()
     per_iteration = np.diff([0.0, *elapsed])
     steady = per_iteration[1:] if len(per_iteration) > 1 else per_iteration
-    overhead = record.seconds - float(per_iteration.sum())  # copies, final prediction, composition
+    overhead = record.seconds - float(per_iteration.sum())  # copies, search, final prediction, composition
     metrics_seconds = call.seconds - record.seconds
-    projected = overhead + plan.rso * float(np.median(steady))
+    projected = overhead + full_length * float(np.median(steady))
     margin = session.blend_margin_voxels(settings.blend_margin_mm)
-    window = None if mode == "full" else crop_window(box.voxels, session.field_voxels, session.grid.shape, margin)
+    window = None if mode in ("full", "native") else crop_window(box.voxels, session.field_voxels, session.grid.shape,
+                                                                  margin)
     return {"mode": mode, "compose": compose, "iterations": plan.speed_iterations,
             "seconds_per_iteration": float(np.median(steady)), "first_iteration_seconds": float(per_iteration[0]),
             "step_seconds": record.seconds, "metrics_seconds": metrics_seconds, "export_seconds": export.seconds,
-            "overhead_seconds": overhead, "projected_iterations": plan.rso, "projected_step_seconds": projected,
+            "overhead_seconds": overhead, "projected_iterations": full_length, "projected_step_seconds": projected,
             "projected_latency_seconds": projected + metrics_seconds + export.seconds,
             "window_voxels": list(window.shape) if window else list(session.grid.shape),
             "peak_memory": merged_memory(call, export)}
