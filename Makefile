@@ -13,6 +13,8 @@ DEMO_ARGS ?=
 BENCH_ARGS ?=
 BENCH_VENV ?= .venv-bench
 STAMP := $(VENV)/.installed
+# Files are UTF-8 whatever the machine's locale (a C locale would read them as ASCII).
+export PYTHONUTF8 := 1
 # The review app's browser tests drive Debian's chromium (Playwright's own browser download is not used).
 CHROMIUM ?= /usr/bin/chromium
 REVIEW_ARGS ?=

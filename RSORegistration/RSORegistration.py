@@ -1,9 +1,8 @@
 """RSO Registration: deep interactive deformable registration in 3D Slicer.
 
-The general model gives a first deformation, ISO refines it on the whole image and RSO on a box
-the clinician draws. This file is only the Qt part: widget wiring, the parameter node and the
-self-test. The decisions live in RSORegistrationLib (tested without Qt); the engine runs in a
-separate worker process, so the GUI never freezes and a crash in torch cannot take Slicer down.
+The general model gives a first deformation, ISO refines it on the whole image and RSO on a box the
+clinician draws. This file is only the Qt part: widget wiring, the parameter node and the self-test.
+The decisions live in RSORegistrationLib (tested without Qt); the engine runs in a worker process.
 """
 
 from pathlib import Path

@@ -36,6 +36,11 @@ NODE_FIELDS = {  # field -> the node class it holds
 }
 
 
+# The nodes a registration makes (every one of them is replaced or removed with the session's results).
+OUTPUT_NODES = ("warpedVolume", "differenceVolume", "jacobianVolume", "foldingVolume", "changeVolume",
+                "outputTransform", "lossTable", "lossChart", "metricsTable")
+
+
 @dataclass
 class RunParameters:
     """Inputs, settings and output nodes of one registration."""

@@ -27,6 +27,7 @@ from rso.errors import InputError
 from RSORegistrationLib.charts import METRIC_COLUMNS, loss_series, metrics_rows, step_labels
 from RSORegistrationLib.display import WINDOW_LEVEL_PRESETS, apply_window_level, show_in_slice_views
 from RSORegistrationLib.logic import RegistrationLogic, progress_text
+from RSORegistrationLib.parameters import OUTPUT_NODES
 from RSORegistrationLib.results import reusable
 from RSORegistrationLib.roi import roi_ras_box
 from RSORegistrationLib.transforms import transform_node_from_field
@@ -178,8 +179,7 @@ class ReviewController:
     def _forget_pair(self) -> None:
         """Remove the reviewed pair, its results and its regions from the scene (the session stays on disk)."""
         params = self.logic.parameters()
-        outputs = [reusable(getattr(params, name), params) for name in
-                   ("warpedVolume", "differenceVolume", "outputTransform", "lossTable", "lossChart", "metricsTable")]
+        outputs = [reusable(getattr(params, name), params) for name in OUTPUT_NODES]
         regions = self.logic.watcher.watched
         self.logic.reset()
         for node in [*outputs, *regions, *(self.inputs.nodes() if self.inputs else [])]:

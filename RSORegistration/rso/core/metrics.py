@@ -7,7 +7,6 @@ MONAI has no TRE or Jacobian metric, so these are small and tested here. Fields 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 
 def rmse(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float | None:
@@ -19,12 +18,16 @@ def rmse(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float 
 
 def jacobian_determinant(field_mm: np.ndarray, index_to_lps: np.ndarray) -> np.ndarray:
     """det(I + du/dx) of x -> x + u(x), by central differences, in physical space: (z, y, x)."""
+    import torch  # here, not at file scope: Slicer's process reads these metrics without torch
+
     field = torch.from_numpy(np.asarray(field_mm, np.float64))
     return jacobian_determinant_torch(field, torch.from_numpy(np.linalg.inv(index_to_lps))).numpy()
 
 
-def jacobian_determinant_torch(field_mm: torch.Tensor, lps_to_index: torch.Tensor) -> torch.Tensor:
+def jacobian_determinant_torch(field_mm, lps_to_index):
     """The same for a (Z, Y, X, 3) LPS-mm tensor, differentiable; ``lps_to_index`` is inv(index_to_lps)."""
+    import torch
+
     # du/d(index) along array axes (z, y, x) -> columns in index order (x, y, z) -> du/dx in mm/mm.
     gradients = torch.stack(torch.gradient(field_mm, dim=(0, 1, 2))[::-1], dim=-1)
     du_dx = gradients @ lps_to_index.to(field_mm.dtype)

@@ -28,10 +28,11 @@ from rso.errors import InputError
 pytestmark = pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")
 
 HAVE_ELASTIX, HAVE_ANTS = peers.available("elastix"), peers.available("ants")
-DEEP_ARMS = ("general", "iso_long", "iso_short", "rso_full_global", "rso_crop_local", "rso_direct_local")
+FIXED_ARMS = ("general", "iso_long", "iso_short")
+RSO_ARMS = ("rso_native", "rso_direct_local", "rso_full_global")  # the paper's on misaligned boxes only
 TINY = ["--channels", "4,8,16,32,64", "--grid", "32,64,64", "--iso-long", "4", "--iso-short", "2", "--rso", "3",
-        "--speed-grid", "32,48,48", "--speed-box", "32", "--speed-iterations", "2", "--elastix-iterations", "20",
-        "--ants-iterations", "5,0,0", "--device", "cpu", "--threads", "1", "--quiet"]
+        "--speed-grid", "32,48,48", "--speed-box", "32", "--speed-iterations", "2", "--speed-precision", "fp32",
+        "--elastix-iterations", "20", "--ants-iterations", "5,0,0", "--device", "cpu", "--threads", "1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +51,15 @@ def tiny_case(tmp_path_factory) -> Path:
 def quick_run(tiny_case, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bench") / "results"
     (out / "figures").mkdir(parents=True)
-    (out / "arm_stale_box0_general.json").write_text("{}")  # a previous run's file must not survive
+    (out / "arm_stale_misaligned0_general.json").write_text("{}")  # a previous run's file must not survive
     assert main(["bench", "--quick", "--out", str(out), "--case-dir", str(tiny_case), *TINY]) == 0
     return out
 
 
-def expected_arms() -> set[str]:
-    arms = set(DEEP_ARMS)
+def expected_arms(kind: str) -> set[str]:
+    arms = {*FIXED_ARMS, *RSO_ARMS} if kind == "misaligned" else {*FIXED_ARMS, *RSO_ARMS[:2]}
     if HAVE_ELASTIX:
-        arms |= {"elastix_bspline", "elastix_bspline_box_mask"}
+        arms |= {"elastix_bspline", "elastix_bspline_box_mask"} if kind == "misaligned" else {"elastix_bspline"}
     if HAVE_ANTS:
         arms.add("ants_syn")
     return arms
@@ -69,12 +70,14 @@ def test_quick_bench_writes_every_record_with_its_fields(quick_run):
 
     assert torch.get_num_threads() == min(2, os.cpu_count() or 1)  # --threads 1 was for the run only
     records = [json.loads(p.read_text()) for p in sorted(quick_run.glob("arm_*.json"))]
-    assert {r["arm"] for r in records} == expected_arms() and len(records) == len(expected_arms())
+    for kind in ("misaligned", "control"):
+        mine = [r for r in records if r["box"]["kind"] == kind]
+        assert {r["arm"] for r in mine} == expected_arms(kind) and len(mine) == len(expected_arms(kind)), kind
     for record in records:
         assert record["format"] == bench.RECORD_FORMAT and record["kind"] == "arm"
         assert record["case"]["fixed_phase"] == 0 and record["case"]["moving_phase"] == 1
         assert record["case"]["anatomy"] == "lung1" and record["case"]["training_anatomy"] is True
-        assert record["case"]["evaluation_mask"] == "lung_mask.nii.gz"
+        assert record["case"]["evaluation_mask"] == "lung_mask.nii.gz" and record["case"]["held_out"] is False
         assert len(record["box"]["ras"]) == 6 and record["box"]["size_mm"] == 40.0
         metrics = record["metrics"]
         for key in ("rmse_hu", "rmse_hu_box", "folding_fraction", "jacobian_min"):
@@ -86,24 +89,27 @@ def test_quick_bench_writes_every_record_with_its_fields(quick_run):
         assert record["versions"]["torch"] and record["versions"]["rso-registration"]
         assert record["plan"]["iso_long"] == 4 and record["plan"]["rso"] == 3 and record["grid"] == [32, 64, 64]
         assert record["model"]["config"]["channels"] == [4, 8, 16, 32, 64]
-    by_arm = {r["arm"]: r for r in records}
-    for arm in ("rso_full_global", "rso_crop_local", "rso_direct_local"):
-        rso = by_arm[arm]
-        assert len(rso["loss"]) == 3 and rso["latency_seconds"] >= rso["step_seconds"] > 0
-        assert rso["seconds"] > by_arm["iso_short"]["seconds"]  # the pipeline includes general and ISO
+    by_arm = {r["arm"]: r for r in records if r["box"]["kind"] == "misaligned"}
+    for arm in ("rso_full_global", "rso_direct_local"):
+        assert len(by_arm[arm]["loss"]) == 3 and by_arm[arm]["latency_seconds"] >= by_arm[arm]["step_seconds"] > 0
+    native = by_arm["rso_native"]
+    assert native["settings"]["mode"] == "native" and native["guard"]["gain"] is not None
+    assert native["latency_seconds"] >= native["step_seconds"] > 0
+    assert native["seconds"] > by_arm["iso_short"]["seconds"]  # the pipeline includes general and ISO
     # local composition leaves the field outside box + margin exactly as ISO left it
-    assert by_arm["rso_crop_local"]["metrics"]["outside_change_mm"] == 0.0
+    assert native["metrics"]["outside_change_mm"] == 0.0
     assert by_arm["rso_direct_local"]["metrics"]["outside_change_mm"] == 0.0
     assert by_arm["rso_full_global"]["metrics"]["outside_change_mm"] >= 0.0
     assert by_arm["iso_long"]["metrics"]["outside_change_mm"] is None
-    assert not (quick_run / "arm_stale_box0_general.json").exists()
+    assert not (quick_run / "arm_stale_misaligned0_general.json").exists()
 
 
 def test_quick_bench_measures_speed_side_by_side(quick_run):
     speed = [json.loads(p.read_text()) for p in sorted(quick_run.glob("speed_*.json"))]
-    assert sorted(r["mode"] for r in speed) == ["crop", "direct", "full"]
+    assert sorted(r["mode"] for r in speed) == ["crop", "direct", "full", "native"]
     for record in speed:
         assert record["grid"] == [32, 48, 48] and record["box_size_mm"] == 32.0 and record["iterations"] == 2
+        assert record["precision"] == "fp32"
         assert record["seconds_per_iteration"] > 0 and record["projected_step_seconds"] > 0
         assert record["projected_latency_seconds"] > record["projected_step_seconds"]
         assert len(record["window_voxels"]) == 3 and record["peak_memory"]["peak_rss_mb"] > 0
@@ -112,34 +118,39 @@ def test_quick_bench_measures_speed_side_by_side(quick_run):
 
 def test_quick_bench_summary_tables_and_figures(quick_run):
     summary = json.loads((quick_run / "summary.json").read_text())
-    assert {row["arm"] for row in summary["arms"]} == expected_arms()
-    assert set(summary["versus_iso_long"]) == {"rso_full_global", "rso_crop_local", "rso_direct_local"}
-    assert 0.0 <= summary["versus_iso_long"]["rso_full_global"]["win_fraction"] <= 1.0
-    assert summary["modes"]["rso_crop_local"]["step_speedup_vs_full"] > 0
-    assert {row["mode"] for row in summary["speed"]} == {"full", "crop", "direct"}
+    assert summary["default_arm"] == "rso_native" or summary["default_arm"] in RSO_ARMS
+    assert set(summary["by_kind"]) == {"misaligned", "control"}
+    misaligned = summary["by_kind"]["misaligned"]
+    assert {row["arm"] for row in misaligned["arms"]} == expected_arms("misaligned")
+    assert 0.0 <= misaligned["versus"]["rso_native vs iso_long"]["win_fraction"] <= 1.0
+    assert {row["mode"] for row in summary["speed"]} == {"native", "full", "crop", "direct"}
     targets = {row["target"]: row for row in summary["targets"]}
-    assert any("80 %" in t for t in targets) and any("0.000 mm" in t for t in targets)
+    assert any("80 %" in t for t in targets) and any("unchanged" in t for t in targets)
+    assert any("control" in t for t in targets) and any("re-warped" in t for t in targets)
     assert all(row["met"] in (True, False) for row in targets.values())
     markdown = (quick_run / "summary.md").read_text(encoding="utf-8")
-    for heading in ("## Per arm", "## RSO against ISO-4", "## Fast modes", "## Speed and memory", "## Targets"):
+    for heading in ("## misaligned boxes", "## control boxes", "# Held-out", "## Speed and memory", "## Targets"):
         assert heading in markdown
-    for row in summary["arms"]:
+    for row in misaligned["arms"]:
         assert f"| {row['label']} |" in markdown
-    for name in ("box_tre_per_arm.png", f"case_{summary['cases'][0]}.png"):
+    for name in ("box_tre_per_arm_misaligned.png", f"case_{summary['cases'][0]}.png"):
         png = (quick_run / "figures" / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 10_000, name
 
 
 def test_plans_match_the_issue():
     paper, quick = bench.BenchPlan(), bench.BenchPlan.quick()
-    assert len(paper.cases) >= 6 and paper.boxes >= 2 and 32 <= paper.box_size_mm <= 64
+    assert len(paper.cases) >= 6 and 32 <= paper.box_size_mm <= 64
+    assert dict(paper.boxes) == {"misaligned": 2, "residual": 1, "control": 2}
     assert (paper.iso_long, paper.iso_short, paper.rso) == (500, 100, 400)
     for anatomy in ("cxr", "lung1", "lung2"):
         assert len({c.seed for c in paper.cases if c.anatomy == anatomy}) >= 2
+    assert {c.preset for c in paper.cases} == {"local", "clinical"}
     # seeds the bundled model was trained on are never benchmarked
     assert not any(c.anatomy in bench.TRAINING_ANATOMY and c.seed in bench.TRAINING_SEEDS for c in paper.cases)
-    assert set(paper.speed_grids) == {(64, 128, 128), (128, 256, 256)} and len(paper.speed_box_sizes_mm) == 2
-    assert len(quick.cases) == 1 and quick.boxes == 1 and quick.rso < paper.rso
+    assert len(paper.speed_grids) == 2 and len(paper.speed_box_sizes_mm) == 2
+    assert set(paper.speed_precisions) == {"fp32", "bf16"}
+    assert len(quick.cases) == 1 and sum(n for _, n in quick.boxes) == 2 and quick.rso < paper.rso
     assert max(np.prod(g) for g in quick.speed_grids) < max(np.prod(g) for g in paper.speed_grids)
 
 

@@ -317,7 +317,8 @@ def outward_address() -> str | None:
 
 
 def test_the_session_reopens_in_the_slicer_logic(review, tmp_path):
-    """The folder the page kept is the one the module (and the CLI) use: Slicer's logic reopens it as it stands."""
+    """The folder the page kept is the one the module (and the CLI) use: Slicer's logic reopens it as it stands,
+    once the page's engine has let it go (one writer per session folder)."""
     from RSORegistrationLib.backends import InProcessBackend
     from RSORegistrationLib.headless import new_scene
     from RSORegistrationLib.logic import RegistrationLogic
@@ -325,6 +326,8 @@ def test_the_session_reopens_in_the_slicer_logic(review, tmp_path):
     from rso.core.store import input_path
 
     page, folder = review["page"], review["server"].session
+    shown_steps = page_value(page, "steps")
+    review["server"].stop()  # the last test of this module: the page's worker releases the folder
     app = new_scene()
     logic = RegistrationLogic(app.scene, InProcessBackend, cache_dir=tmp_path)
     params = logic.parameters()
@@ -337,5 +340,5 @@ def test_the_session_reopens_in_the_slicer_logic(review, tmp_path):
     finally:
         logic.close()
     assert [record["kind"] for record in history] == ["general", "iso", "rso"]
-    assert page_value(page, "steps") == ["general", "ISO", "RSO 1"]
+    assert shown_steps == ["general", "ISO", "RSO 1"]
     assert logic.parameters().differenceVolume is not None

@@ -76,7 +76,8 @@ def test_the_remote_route_carries_files_and_no_path(remote, client_files, far_si
     assert not (folder / "uploads").exists()  # the session keeps its own copy of each input
     client.call("general", timeout=60)
     rso = client.call("rso", box_ras=central_box_ras(client_files["fixed"]), iterations=2, timeout=120)
-    assert rso["files"] == {name: f"current/{name}.nii.gz" for name in ("warped", "displacement", "difference")}
+    images = ("warped", "displacement", "difference", "jacobian", "folding", "change")
+    assert rso["files"] == {**{name: f"current/{name}.nii.gz" for name in images}, "quality": "current/quality.json"}
     assert rso["metrics"]["tre_mm"]["mean"] > 0  # the uploaded truth arrived
     exported = client.call("export", figure=False, timeout=60)
     assert exported["files"]["report"] == "export/report.json"
@@ -110,7 +111,8 @@ def test_a_reconnection_reopens_by_id_and_a_second_writer_is_refused(remote, far
             time.sleep(0.05)
         reopened = second.call("open", session_id=session_id, timeout=120)
         assert reopened["reopened"] and reopened["history"] == before["history"]
-        assert set(reopened["files"]) == {"warped", "displacement", "difference"}
+        assert set(reopened["files"]) == {"warped", "displacement", "difference", "jacobian", "folding", "change",
+                                          "quality"}
 
 
 def test_open_and_download_refuse_what_the_worker_cannot_have(far_side, client_files, tmp_path):

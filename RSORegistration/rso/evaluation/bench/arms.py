@@ -122,7 +122,7 @@ def rso_arm(run: CaseRun, box, arm: str, plan: BenchPlan, progress, figure_path:
         with export:
             rewarp(session)
         if figure_path is not None:
-            paper_figure(run, box, plan, figure_path)
+            paper_figure(run, box, plan, figure_path, record)
         session.undo()
     before = (run.timings["general"], run.timings["iso_short"])
     return ArmResult(arm, record.metrics, sum(m.seconds for m in before) + step.seconds,
@@ -131,13 +131,13 @@ def rso_arm(run: CaseRun, box, arm: str, plan: BenchPlan, progress, figure_path:
                      settings=asdict(settings), declined=record.declined, guard=record.guard)
 
 
-def paper_figure(run: CaseRun, box, plan: BenchPlan, path: Path) -> None:
+def paper_figure(run: CaseRun, box, plan: BenchPlan, path: Path, record) -> None:
     """The Fig. 2/3-style figure (figures.comparison_figure), with the demo's rows."""
     from rso.evaluation.demo import DemoPlan, comparison_rows
     from rso.evaluation.figures import comparison_figure
 
     demo_plan = DemoPlan(iso_long=plan.iso_long, iso_short=plan.iso_short, rso=plan.rso, box_size_mm=plan.box_size_mm)
-    rows = comparison_rows(run.iso_long, run.iso_short, box, demo_plan)
+    rows = comparison_rows(run.iso_long, run.iso_short, box, demo_plan, record)
     comparison_figure(run.iso_long, run.iso_short, box, rows, path)
 
 
