@@ -39,6 +39,8 @@ import SimpleITK as sitk  # noqa: E402
 log = logging.getLogger("render_screenshot")
 
 
+from rso.options import DEFAULT_RSO_MODE, RSO_MODES  # noqa: E402
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="Resources/Screenshots/slice-view.png", help="PNG to write")
@@ -52,6 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--model", default="", help="a trained general model checkpoint (overrides --channels)")
     parser.add_argument("--iso", type=int, default=5, help="ISO iterations")
     parser.add_argument("--rso", type=int, default=5, help="RSO iterations")
+    parser.add_argument("--rso-mode", default=DEFAULT_RSO_MODE, choices=RSO_MODES, help="RSO mode")
     parser.add_argument("--fixed", help="fixed image file (default: the synthetic demo pair)")
     parser.add_argument("--moving", help="moving image file")
     parser.add_argument("--region", type=float, nargs=6, metavar=("R1", "A1", "S1", "R2", "A2", "S2"),
@@ -85,7 +88,7 @@ def build_scene(args, cache_dir: Path):
     logic = RegistrationLogic(app.scene, InProcessBackend, cache_dir=cache_dir)
     model = {"modelPath": args.model} if args.model else {"modelChannels": args.channels}
     logic.run(fixed, moving, [roi], iso_iterations=args.iso, rso_iterations=args.rso, gridShape=args.grid,
-              device="cpu", **model)
+              device="cpu", rsoMode=args.rso_mode, **model)
     display = fixed.GetDisplayNode()
     display.AutoWindowLevelOff()
     display.SetWindowLevel(1500.0, -250.0)  # lung and soft tissue both readable

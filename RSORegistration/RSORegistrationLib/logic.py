@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from rso.core.paths import cache_root
+from rso.core.summary import summary_text
 from rso.core.store import holds_session
 from rso.errors import InputError
 from rso.core.boxes import box_from_ras
@@ -520,15 +521,11 @@ def progress_text(message: dict) -> str:
 
 
 def step_summary(cmd: str, record: dict | None, history: list[dict]) -> str:
+    """The status line after a step: what it achieved, or why the guard declined it (nothing changed)."""
     if cmd == "undo":
         return f"undone; {len(history)} step(s) remain"
+    if (record or {}).get("declined"):
+        return f"RSO declined, nothing changed: {record['declined']}"
     metrics = (record or {}).get("metrics") or {}
-    parts = [f"{cmd.upper() if cmd != 'general' else 'general model'} done"]
-    if metrics.get("rmse_hu") is not None:
-        parts.append(f"RMSE {metrics['rmse_hu']:.1f} HU")
-    if metrics.get("rmse_hu_box") is not None:
-        parts.append(f"in box {metrics['rmse_hu_box']:.1f} HU")
-    tre = metrics.get("tre_mm") or {}
-    if tre.get("mean") is not None:
-        parts.append(f"TRE {tre['mean']:.2f} mm")
-    return ", ".join(parts)
+    done = f"{cmd.upper() if cmd != 'general' else 'general model'} done"
+    return f"{done}, {summary_text(metrics)}" if metrics.get("rmse_hu") is not None else done

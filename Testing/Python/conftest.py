@@ -41,35 +41,17 @@ def resample_to_spacing(image: sitk.Image, spacing) -> sitk.Image:
     return sitk.Resample(smoothed, reference, sitk.Transform(), sitk.sitkLinear, -1000.0)
 
 
-def breathing_like_field(image: sitk.Image, amplitude_mm: float, bump_mm: float, bump_centre) -> sitk.Image:
-    """A smooth field (LPS mm) on the image grid: global SI motion growing inferiorly plus one local bump.
-
-    The bump is what a clinician's box would target: a region the whole-image fit leaves wrong.
-    """
-    size = image.GetSize()
-    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in size[::-1]], indexing="ij")
-    field = np.zeros((*size[::-1], 3))
-    field[..., 2] = amplitude_mm * 0.5 * (1 - z) * np.exp(-(x**2 + y**2) / 0.8)  # SI, largest inferiorly
-    field[..., 1] = 0.3 * amplitude_mm * np.exp(-(x**2 + (y + 0.3) ** 2 + z**2) / 0.6)  # AP
-    cz, cy, cx = bump_centre
-    bump = np.exp(-((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / 0.05)
-    field[..., 0] += bump_mm * bump
-    field[..., 2] += 0.5 * bump_mm * bump
-    result = sitk.GetImageFromArray(field, isVector=True)
-    result.CopyInformation(image)
-    return result
-
-
 @pytest.fixture(scope="session")
 def known_pair(chest_ct):
     """(fixed, moving, truth): moving is the CT; fixed is the CT warped by the truth field.
 
     Building fixed as moving(x + u(x)) makes u the exact fixed -> moving truth, no inversion.
     """
-    truth = breathing_like_field(chest_ct, amplitude_mm=12.0, bump_mm=9.0, bump_centre=(0.1, -0.1, 0.35))
-    transform = sitk.DisplacementFieldTransform(sitk.Image(truth))
-    fixed = sitk.Resample(chest_ct, chest_ct, transform, sitk.sitkLinear, -1000.0)
-    return fixed, chest_ct, truth
+    from rso.simulation.phantom import breathing_like_field, pair_from_field
+
+    pair = pair_from_field(chest_ct, breathing_like_field(chest_ct, amplitude_mm=12.0, bump_mm=9.0,
+                                                          bump_centre=(0.1, -0.1, 0.35)))
+    return pair.fixed, pair.moving, pair.truth
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import sys
 
 from rso import __version__, silence_known_warnings
 from rso.cli.common import EXIT_BAD_INPUT, attach_number_lists, one_line_errors
+from rso.cli.launcher import relaunch_with_tcmalloc
 
 __all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
 
@@ -37,6 +38,9 @@ def add_output_options(parser, default) -> None:
 
 
 def main(argv=None) -> int:
+    """The console script (argv None: the process's own arguments, with tcmalloc preloaded for heavy work)."""
+    if argv is None:
+        relaunch_with_tcmalloc(sys.argv[1:])
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(attach_number_lists(argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,

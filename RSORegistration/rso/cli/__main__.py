@@ -1,4 +1,4 @@
-"""``python -m rso.cli ...`` is ``rso-registration ...`` (the worker client starts workers this way)."""
+"""``python -m rso.cli ...`` is ``rso-registration ...`` (the launcher restarts the command line this way)."""
 
 import sys
 

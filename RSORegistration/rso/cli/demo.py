@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rso.cli.common import add_engine_arguments, engine_from_args, number_list
-from rso.cli.register import rso_settings_from_args
-from rso.options import COMPOSITIONS, DEFAULT_BLEND_MARGIN_MM, DEFAULT_COMPOSITION, DEFAULT_RSO_MODE, RSO_MODES
+from rso.cli.register import add_rso_arguments, rso_settings_from_args
 
 
 def add_subcommand(subparsers) -> None:
@@ -15,11 +14,9 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer iterations (ISO-50 vs ISO-10 + RSO-40)")
     parser.add_argument("--roi", type=number_list(6), metavar="R1,A1,S1,R2,A2,S2",
                         help="the RSO box in RAS mm (default: where the residual is worst after ISO)")
-    parser.add_argument("--rso-mode", choices=RSO_MODES, default=DEFAULT_RSO_MODE)
-    parser.add_argument("--compose", choices=COMPOSITIONS, default=DEFAULT_COMPOSITION)
-    parser.add_argument("--blend-margin", type=float, default=DEFAULT_BLEND_MARGIN_MM, metavar="MM")
+    add_rso_arguments(parser)
     add_engine_arguments(parser)
-    parser.set_defaults(func=run, rso=0)
+    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -6,7 +6,9 @@ import json
 
 from rso.cli.common import add_engine_arguments, engine_from_args, number_list
 from rso.options import (COMPOSITIONS, DEFAULT_BLEND_MARGIN_MM, DEFAULT_COMPOSITION, DEFAULT_ISO_ITERATIONS,
-                         DEFAULT_NATIVE_ITERATIONS, DEFAULT_RSO_MODE, PAPER_RSO_ITERATIONS, RSO_MODES)
+                         DEFAULT_NATIVE_ITERATIONS, DEFAULT_RSO_CONTROL_SPACING_MM, DEFAULT_RSO_MIN_GAIN,
+                         DEFAULT_RSO_MODE, DEFAULT_RSO_SIMILARITY, DEFAULT_RSO_SMOOTHNESS, NATIVE_SIMILARITIES,
+                         PAPER_RSO_ITERATIONS, RSO_MODES)
 
 
 def add_subcommand(subparsers) -> None:
@@ -56,19 +58,32 @@ def add_rso_arguments(parser) -> None:
                         help=f"RSO iterations per box (default: {DEFAULT_NATIVE_ITERATIONS} in the native mode, "
                         f"the paper's {PAPER_RSO_ITERATIONS} in the network modes)")
     parser.add_argument("--rso-mode", choices=RSO_MODES, default=DEFAULT_RSO_MODE,
-                        help="full: whole image fed (the paper); crop: only a sub-volume around the box; "
-                        "direct: optimise the displacement in the box itself, no network (needs --compose local)")
+                        help="native: a smooth correction at the fixed image's resolution in the box (the default); "
+                        "direct: the model-grid field in the box; crop: the network fine-tuned on a sub-volume around "
+                        "the box; full: on the whole image (the paper). native and direct need --compose local")
     parser.add_argument("--compose", choices=COMPOSITIONS, default=DEFAULT_COMPOSITION,
                         help="global: the fine-tuned field everywhere (the paper); local: the box only, blended")
     parser.add_argument("--blend-margin", type=float, default=DEFAULT_BLEND_MARGIN_MM, metavar="MM",
                         help="local blend margin (mm)")
+    native = parser.add_argument_group("native RSO (docs/architecture.md §4; the defaults were chosen on the "
+                                       "training anatomies, bench/README.md)")
+    native.add_argument("--rso-similarity", choices=NATIVE_SIMILARITIES, default=DEFAULT_RSO_SIMILARITY,
+                        help="what is compared in the box: MIND-SSC descriptors, local NCC, or squared differences")
+    native.add_argument("--rso-control-spacing", type=float, default=DEFAULT_RSO_CONTROL_SPACING_MM, metavar="MM",
+                        help="the correction's control-point spacing")
+    native.add_argument("--rso-smoothness", type=float, default=DEFAULT_RSO_SMOOTHNESS, metavar="W",
+                        help="diffusion weight on the correction (not on the field)")
+    native.add_argument("--rso-min-gain", type=float, default=DEFAULT_RSO_MIN_GAIN, metavar="F",
+                        help="the guard: decline a step that explains less than this fraction of the box's "
+                        "remaining difference (0: only a step that adds folding is declined)")
 
 
 def rso_settings_from_args(args):
     from rso.core.session import RSOSettings
 
-    return RSOSettings(iterations=args.rso, mode=args.rso_mode, compose=args.compose,
-                       blend_margin_mm=args.blend_margin)
+    return RSOSettings(iterations=args.rso, mode=args.rso_mode, compose=args.compose, blend_margin_mm=args.blend_margin,
+                       similarity=args.rso_similarity, control_spacing_mm=args.rso_control_spacing,
+                       smoothness=args.rso_smoothness, min_gain=args.rso_min_gain)
 
 
 def run(args) -> int:

@@ -50,6 +50,6 @@ def mind_ssc(image: torch.Tensor, radius: int = 1, dilation: int = 2) -> torch.T
     ssd = ssd - ssd.min(dim=1, keepdim=True).values
     variance = ssd.mean(dim=1, keepdim=True)
     # Bounded around its mean so that flat regions (variance ~ 0) do not turn noise into structure.
-    mean = variance.mean()
-    variance = variance.clamp(min=float(mean) * 1e-3 + 1e-12, max=float(mean) * 1e3 + 1e-12)
+    mean = variance.mean().detach()
+    variance = torch.minimum(torch.maximum(variance, mean * 1e-3 + 1e-12), mean * 1e3 + 1e-12)
     return torch.exp(-ssd / variance)

@@ -27,6 +27,7 @@ CHECKPOINT_FORMAT = "rso-registration-checkpoint"
 CHECKPOINT_VERSION = 1
 PAPER_CHANNELS = (16, 32, 64, 128, 256)
 DEFAULT_GRID = (64, 128, 128)
+CHANNELS_LAST_ON_CPU = False  # decided by scripts/fp32_speed.py (README, Speed)
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,20 @@ class RegistrationNet(torch.nn.Module):
     # bfloat16 autocast for the UNet only (the warp and the losses stay float32): 2-3x faster on
     # CPUs with native bf16, with the field within about 2 % relative RMS. Set by ``set_precision``.
     bf16 = False
+    # The UNet's input in channels-last order, so that oneDNN's convolutions skip their reorders
+    # on the CPU (scripts/fp32_speed.py measures it); the weights follow on first use.
+    channels_last = CHANNELS_LAST_ON_CPU
 
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+        """(B, 1, Z, Y, X) fixed and moving (normalised) -> (B, 3, Z, Y, X) displacement in voxels (dz, dy, dx)."""
+        if fixed.shape != moving.shape or fixed.dim() != 5 or fixed.shape[1] != 1:
+            raise ValueError(f"fixed {tuple(fixed.shape)} and moving {tuple(moving.shape)} must both be (B, 1, Z, Y, X)")
+        pair = torch.cat([fixed, moving], dim=1)
+        if self.channels_last and pair.device.type == "cpu":
+            pair = pair.contiguous(memory_format=torch.channels_last_3d)
+            self.unet.to(memory_format=torch.channels_last_3d)
         with torch.autocast(fixed.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.unet(torch.cat([fixed, moving], dim=1)).float()
+            return self.unet(pair).float().contiguous()
 
     def set_precision(self, precision: str, device: torch.device) -> str:
         """'fp32', 'bf16' or 'auto' (bf16 where the hardware does it natively); returns the choice."""

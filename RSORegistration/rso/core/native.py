@@ -31,12 +31,13 @@ from monai.networks.layers import GaussianFilter
 from rso.core.boxes import RegionBox, VoxelBox
 from rso.core.geometry import AIR_HU, ModelGrid, upsample_field
 from rso.core.metrics import jacobian_determinant, jacobian_determinant_torch
+from rso.core.losses import MIND_RADIUS
 from rso.core.mind import mind_ssc
 from rso.core.optimize import CancelToken, ProgressCallback, blend_weights, run_iterations
 from rso.core.patches import FieldPatch, add_patches
 
 FOLD_MARGIN = 0.3  # det J below this costs: the refinement keeps the field well away from folding
-FOLD_WEIGHT = 10.0
+FOLD_WEIGHT = 1000.0  # a few folded voxels among ~40 000 must outweigh the similarity they buy
 WINDOW_SPACING_RANGE_MM = (1.0, 2.0)  # finer than 1 mm costs much for little; coarser than 2 mm loses detail
 REACH_MARGIN_MM = 20.0  # the moving crop extends this far beyond where the current field points
 SEARCH_REACH_MM = 12.0  # the translation search looks this far from the current field
@@ -59,7 +60,7 @@ class NativeProblem:
     base_index: torch.Tensor
     mm_to_index: torch.Tensor
     box: VoxelBox
-    margin_voxels: int
+    margin_voxels: np.ndarray  # (z, y, x)
     current_mm: np.ndarray  # (Z, Y, X, 3) the current field on the window, LPS mm
 
 
@@ -68,24 +69,30 @@ def window_spacing(fixed: sitk.Image) -> float:
     return float(np.clip(min(fixed.GetSpacing()), low, high))
 
 
-def window_grid(fixed: sitk.Image, box: RegionBox, margin_mm: float) -> tuple[ModelGrid, VoxelBox, int]:
-    """An isotropic grid in the fixed image's direction covering box + margin + one voxel of zeros.
+def window_grid(fixed: sitk.Image, model_grid: ModelGrid, box: RegionBox, margin_mm: float
+                ) -> tuple[ModelGrid, VoxelBox, np.ndarray]:
+    """An isotropic grid in the fixed image's direction covering the box, its margin and a border of zeros.
 
-    Returns the grid, the box in its voxels, and the margin in voxels.
+    The box is the model-grid voxels' cells (what the session's metrics call the box); the margin is
+    the session's blend margin in model voxels, less one window voxel, so that the patch is exactly
+    zero at every model voxel beyond box + margin (docs/architecture.md §4). Returns the grid, the
+    box in its voxels and the margin in its voxels per axis (z, y, x).
     """
     spacing = window_spacing(fixed)
+    model_spacing = model_grid.voxel_size_mm()  # (z, y, x)
+    reach_mm = np.ceil(margin_mm / model_spacing) * model_spacing + model_spacing / 2 - spacing
+    margin = np.maximum(np.floor(reach_mm / spacing), 0).astype(int)
+    lo, hi = np.array(box.voxels.lo) - 0.5, np.array(box.voxels.hi) - 0.5  # cell edges, model index (z, y, x)
+    box_size = np.maximum(np.ceil((hi - lo) * model_spacing / spacing).astype(int), 1)
+    start = margin + 1  # one voxel of zeros outside the margin
+    shape = box_size + 2 * start
+    # Along the shared axes, the window's voxel 0 sits start - 0.5 window voxels before the box's first edge.
+    corner = model_grid.index_to_lps_points(lo)
     direction = np.array(fixed.GetDirection()).reshape(3, 3)
-    corners = np.array(np.meshgrid(*zip(box.lps_min, box.lps_max), indexing="ij")).reshape(3, -1).T
-    local = corners @ direction  # coordinates along the fixed image's axes (x, y, z)
-    margin = int(np.ceil(margin_mm / spacing)) + 1
-    box_size = np.maximum(np.ceil((local.max(axis=0) - local.min(axis=0)) / spacing).astype(int), 1)
-    size_xyz = box_size + 2 * margin
-    origin_local = local.min(axis=0) - (margin - 0.5) * spacing  # voxel centres, box edges on voxel edges
-    grid = ModelGrid(tuple(int(n) for n in size_xyz[::-1]), (spacing,) * 3, tuple((direction @ origin_local).tolist()),
-                     tuple(fixed.GetDirection()))
-    lo = (margin,) * 3
-    voxels = VoxelBox(lo, tuple(int(m + n) for m, n in zip(lo, box_size[::-1])))
-    return grid, voxels, margin - 1
+    origin = corner - direction @ ((start - 0.5)[::-1] * spacing)
+    grid = ModelGrid(tuple(int(n) for n in shape), (spacing,) * 3, tuple(origin.tolist()), tuple(fixed.GetDirection()))
+    voxels = VoxelBox(tuple(int(v) for v in start), tuple(int(v) for v in start + box_size))
+    return grid, voxels, margin
 
 
 def current_field_on(grid: ModelGrid, model_grid: ModelGrid, coarse_mm: np.ndarray, patches) -> np.ndarray:
@@ -97,7 +104,7 @@ def current_field_on(grid: ModelGrid, model_grid: ModelGrid, coarse_mm: np.ndarr
 def build_problem(fixed: sitk.Image, moving: sitk.Image, box: RegionBox, margin_mm: float,
                   model_grid: ModelGrid, coarse_mm: np.ndarray, patches, device: torch.device) -> NativeProblem:
     """Resample the fixed window, the current field and a moving crop that holds every target."""
-    window, box_voxels, margin = window_grid(fixed, box, margin_mm)
+    window, box_voxels, margin = window_grid(fixed, model_grid, box, margin_mm)
     current = current_field_on(window, model_grid, coarse_mm, patches)
     points = window.index_to_lps_points(np.stack(np.meshgrid(*[np.arange(n) for n in window.shape], indexing="ij"),
                                                  axis=-1)) + current
@@ -179,7 +186,7 @@ class Refinement:
         if self.settings.presmooth_mm > 0:
             hu = GaussianFilter(3, self.settings.presmooth_mm / self.spacing).to(hu.device)(hu)
         if self.settings.similarity == "mind":
-            return mind_ssc(hu, radius=2)
+            return mind_ssc(hu, radius=MIND_RADIUS)
         return (hu + 1000.0) / 2000.0
 
     def correction_mm(self) -> torch.Tensor:

@@ -122,8 +122,11 @@ def run_register_job(job: RegisterJob, progress: ProgressCallback | None = None,
     session.general()
     if job.iso:
         session.iso(job.iso, progress=progress, cancel=cancel)
-    for box in boxes:
-        session.rso(box, job.rso, progress=progress, cancel=cancel)
+    for number, box in enumerate(boxes, 1):
+        record = session.rso(box, job.rso, progress=progress, cancel=cancel)
+        if record.declined:
+            log.warning("RSO on box %d (%s RAS mm) declined, the field is unchanged: %s", number,
+                        box.ras_corners, record.declined)
     paths = write_results(session, out, figure=job.figure, labels=labels)
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return session, paths

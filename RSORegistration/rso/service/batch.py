@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from rso.service.allocator import with_tcmalloc
 from rso.errors import InputError
 from rso.options import DEFAULT_BATCH_WORKERS, DEFAULT_ISO_ITERATIONS
 
@@ -188,7 +189,8 @@ def run_pair(pair: Pair, out: Path, settings: BatchSettings) -> dict:
 def run_pair_process(pair: Pair, out: str, settings_json: str, timeout_s: float | None = None) -> dict:
     """A Dask task: run one pair in a fresh process; its summary row, failed or done (it never raises)."""
     start = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ENGINE_ROOT), os.environ.get("PYTHONPATH")]))}
+    env = with_tcmalloc({**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ENGINE_ROOT),
+                                                                                 os.environ.get("PYTHONPATH")]))})
     command = [sys.executable, "-m", "rso.service.batch",
                json.dumps({"pair": asdict(pair), "out": out, "settings": settings_json})]
     try:

@@ -152,6 +152,9 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         "box_ras": Arg(_BOX), "box_lps": Arg(_BOX),  # exactly one of the two
         "iterations": Arg(_integer), "mode": Arg(_string), "compose": Arg(_string),
         "blend_margin_mm": Arg(_number), "learning_rate": Arg(_number),
+        # native mode (rso.core.native): its similarity, control grid, smoothness, step, guard, pre-smoothing
+        "similarity": Arg(_string), "control_spacing_mm": Arg(_number), "smoothness": Arg(_number),
+        "step_mm": Arg(_number), "min_gain": Arg(_number), "presmooth_mm": Arg(_number),
     },
     "undo": {},
     "export": {"out": Arg(_string), "figure": Arg(_boolean)},  # no out: into the session's export/, to download

@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, TextIO
 
@@ -206,7 +206,7 @@ class Worker:
             box = session.box_from_ras(args["box_ras"])
         else:
             box = session.box_from_lps(args["box_lps"][:3], args["box_lps"][3:])
-        names = ("iterations", "mode", "compose", "blend_margin_mm", "learning_rate")
+        names = [f.name for f in fields(RSOSettings)]  # the protocol's rso arguments are RSOSettings' fields
         settings = RSOSettings(**{name: args[name] for name in names if name in args})
         record = session.rso(box, settings, progress=self._progress(job), cancel=job.cancel)
         return step_result(session, record)

@@ -1,4 +1,7 @@
-"""A small synthetic chest pair with known motion: for self-tests, tutorials and screenshots offline.
+"""Pairs with a known motion: the one place such pairs are built (self-tests, tutorials, screenshots, tests).
+
+``phantom_pair`` is an analytic chest phantom that needs no data; ``pair_from_field`` turns any image
+(a real CT in the tests) and field (``breathing_like_field``) into a pair whose truth is exact.
 
 Body at soft-tissue HU, two lungs at -850 HU, a spine and a nodule. The moving image is the
 phantom; the fixed image is the phantom seen through a breathing-like field u (superior-inferior,
@@ -98,3 +101,33 @@ def phantom_pair(shape=(32, 64, 64), spacing_mm: float = 3.0, amplitude_mm: floa
     truth.CopyInformation(reference)
     fixed, moving, moving_labels, fixed_labels = images
     return PhantomPair(fixed, moving, truth, moving_labels, fixed_labels)
+
+
+def breathing_like_field(image: sitk.Image, amplitude_mm: float, bump_mm: float, bump_centre) -> sitk.Image:
+    """A smooth field (LPS mm) on an image's grid: SI motion growing inferiorly plus one local bump.
+
+    ``bump_centre`` is (z, y, x) in [-1, 1] of the image's extent. The bump is what a clinician's box
+    would target: a region a whole-image fit leaves wrong.
+    """
+    size = image.GetSize()
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in size[::-1]], indexing="ij")
+    field = np.zeros((*size[::-1], 3))
+    field[..., 2] = amplitude_mm * 0.5 * (1 - z) * np.exp(-(x**2 + y**2) / 0.8)  # SI, largest inferiorly
+    field[..., 1] = 0.3 * amplitude_mm * np.exp(-(x**2 + (y + 0.3) ** 2 + z**2) / 0.6)  # AP
+    cz, cy, cx = bump_centre
+    bump = np.exp(-((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / 0.05)
+    field[..., 0] += bump_mm * bump
+    field[..., 2] += 0.5 * bump_mm * bump
+    result = sitk.GetImageFromArray(field, isVector=True)
+    result.CopyInformation(image)
+    return result
+
+
+def pair_from_field(moving: sitk.Image, truth: sitk.Image) -> PhantomPair:
+    """A pair with a known truth from any image and field: fixed(x) = moving(x + truth(x)).
+
+    Pulling the moving image through the field makes the field the exact fixed -> moving truth,
+    with no inversion (the phantom itself is made the same way, analytically).
+    """
+    fixed = sitk.Resample(moving, moving, sitk.DisplacementFieldTransform(sitk.Image(truth)), sitk.sitkLinear, -1000.0)
+    return PhantomPair(fixed, moving, truth)

@@ -215,21 +215,6 @@ def _phase_info(index: int, t: float, truth: sitk.Image, det: np.ndarray, model:
             "det_jacobian_min": float(det.min()), "det_jacobian_max": float(det.max())}
 
 
-def make_pair(ct: sitk.Image, moving_phase: float = 0.5, seed: int = 0, motion: MotionParams = MotionParams(),
-              masks: MaskParams = MaskParams()) -> tuple[sitk.Image, sitk.Image, sitk.Image]:
-    """(fixed CT, moving CT, truth field) in memory, no CBCT: fixed = end exhale, moving = phase t.
-
-    moving_phase is a fraction of the breathing cycle in (0, 1); 0.5 is end inhale. The CT is used
-    on its own grid (resampled only if its direction is not the identity), so pass a downsampled
-    one (`working_ct`) for speed. truth maps fixed points to moving points (ITK convention).
-    """
-    if not 0.0 < moving_phase < 1.0:
-        raise InputError(f"moving_phase {moving_phase} is outside (0, 1); it is a fraction of the breathing cycle")
-    ct = working_ct(ct, spacing_mm=None, crop_margin_mm=None, masks=masks)
-    phases, _, _, _ = make_phases(ct, [0.0, moving_phase], seed, motion, masks)
-    return phases[0].ct, phases[1].ct, phases[1].truth
-
-
 def simulate_case(ct_path: str | os.PathLike, out_dir: str | os.PathLike, phases: int = 10, seed: int = 0,
                   params: SimulationParams = SimulationParams(), overwrite: bool = False,
                   progress: bool = False, only: list[int] | None = None) -> Path:

@@ -13,7 +13,7 @@ from rso.core.session import RegistrationSession, RSOSettings
 
 from conftest import TEST_GRID
 
-# Around the local bump of the known field (conftest.breathing_like_field): fixed-image voxels.
+# Around the local bump of the known field (rso.simulation.phantom.breathing_like_field): fixed-image voxels.
 BUMP_BOX_IJK = [36, 21, 19, 54, 39, 33]
 
 

@@ -190,7 +190,7 @@ def test_drawing_a_box_starts_rso(review):
     rest_mouse(page)
     wait_for_step(page, "RSO 1")
     assert "(refined)" in page_value(page, "regions")[0]
-    assert "in box" in text(page, "#status-line")
+    assert "box TRE" in text(page, "#status-line") or "declined" in text(page, "#status-line")
     review["before_drag"] = still_view(page)
 
 

@@ -19,7 +19,8 @@ from rso.cli import main
 from rso.service.batch import BatchSettings, read_pairs, run_batch
 from rso.errors import InputError
 
-from conftest import breathing_like_field, resample_to_spacing, write
+from conftest import resample_to_spacing, write
+from rso.simulation.phantom import breathing_like_field, pair_from_field
 
 pytest.importorskip("distributed", reason="dask.distributed is not installed (pip install 'rso-registration[batch]')")
 
@@ -42,9 +43,9 @@ def box_ras_around_centre(image: sitk.Image, half_mm: float = 20.0) -> str:
 
 def moved(ct: sitk.Image, amplitude_mm: float, bump_centre) -> tuple[sitk.Image, sitk.Image]:
     """(fixed, truth): the CT seen through a breathing-like field, which is then the exact fixed -> moving truth."""
-    truth = breathing_like_field(ct, amplitude_mm=amplitude_mm, bump_mm=0.6 * amplitude_mm, bump_centre=bump_centre)
-    fixed = sitk.Resample(ct, ct, sitk.DisplacementFieldTransform(sitk.Image(truth)), sitk.sitkLinear, -1000.0)
-    return fixed, truth
+    pair = pair_from_field(ct, breathing_like_field(ct, amplitude_mm=amplitude_mm, bump_mm=0.6 * amplitude_mm,
+                                                    bump_centre=bump_centre))
+    return pair.fixed, pair.truth
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from rso.simulation.cbct import CBCTParams, simulate_cbct
 from rso.errors import InputError
 from rso.simulation.fetch import fetch_data
 from rso.simulation.motion import BreathingMotion, MotionParams, check_invertible, jacobian_determinant
-from rso.simulation.simulate import SimulationParams, make_pair, simulate_case, working_ct
+from rso.simulation.simulate import SimulationParams, make_phases, simulate_case, working_ct
 
 SPACING_MM = 4.0
 
@@ -92,6 +92,12 @@ def test_jacobian_matches_numpy_for_an_oblique_flipped_grid():
     expected = np.linalg.det(grad_index @ np.linalg.inv(direction @ np.diag(field.GetSpacing())) + np.eye(3))
     inner = (slice(1, -1),) * 3
     np.testing.assert_allclose(jacobian_determinant(field)[inner], expected[inner], atol=1e-9)
+
+
+def make_pair(ct: sitk.Image, moving_phase: float, seed: int = 0, motion: MotionParams = MotionParams()):
+    """(fixed CT, moving CT, truth) of the simulator: end exhale and the phase, on the CT's own grid."""
+    phases, _, _, _ = make_phases(working_ct(ct, spacing_mm=None, crop_margin_mm=None), [0.0, moving_phase], seed, motion)
+    return phases[0].ct, phases[1].ct, phases[1].truth
 
 
 def overlap(moving: sitk.Image, fixed: sitk.Image, field: sitk.Image) -> np.ndarray:

@@ -12,7 +12,8 @@ import torch
 from rso.core.model import load_checkpoint
 from rso.training.train import LR_DROPS, PairSampler, TrainConfig, learning_rate_at, load_cases
 
-from conftest import TEST_GRID, breathing_like_field, write
+from conftest import TEST_GRID, write
+from rso.simulation.phantom import breathing_like_field, pair_from_field
 
 TINY = "4,8,16,32,64"
 
@@ -24,9 +25,8 @@ def case_folders(chest_ct, tmp_path_factory):
     for case, amplitude in enumerate((8.0, 14.0)):
         folder = tmp_path_factory.mktemp(f"case{case}")
         for phase, scale in enumerate((0.0, 0.5, 1.0)):
-            field = breathing_like_field(chest_ct, amplitude * scale, 0.0, (0, 0, 0))
-            image = sitk.Resample(chest_ct, chest_ct, sitk.DisplacementFieldTransform(field), sitk.sitkLinear, -1000.0)
-            write(image, folder / f"cbct_phase{phase}.nii.gz")
+            pair = pair_from_field(chest_ct, breathing_like_field(chest_ct, amplitude * scale, 0.0, (0, 0, 0)))
+            write(pair.fixed, folder / f"cbct_phase{phase}.nii.gz")
         folders.append(str(folder))
     return folders
 

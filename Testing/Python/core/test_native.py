@@ -1,0 +1,177 @@
+"""Native-resolution RSO (rso.core.native) on real chest CT: its window's geometry, its similarity on
+streaky CBCT-like images, its guard, and the patches it leaves in the session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from rso.core.geometry import ModelGrid
+from rso.core.native import NativeSettings, Refinement, build_problem, judge, sample
+from rso.core.optimize import blend_weights
+from rso.core.session import RegistrationSession
+from rso.core.steps import RSOSettings
+
+from conftest import TEST_GRID
+
+SHIFT_MM = np.array([3.0, -3.0, 4.0])  # LPS: a lesion-sized offset the box must recover
+
+
+def constant_field(image: sitk.Image, vector_mm) -> sitk.Image:
+    field = sitk.GetImageFromArray(np.broadcast_to(np.asarray(vector_mm, float), (*image.GetSize()[::-1], 3)).copy(),
+                                   isVector=True)
+    field.CopyInformation(image)
+    return field
+
+
+def streaky(ct: sitk.Image, phase: int) -> sitk.Image:
+    """A CBCT-like image of the CT from its own sparse subset of angles (streaks differ per phase)."""
+    from rso.simulation.cbct import CBCTParams, simulate_cbct
+
+    return simulate_cbct(ct, phase, 2, CBCTParams(projections=80), np.random.default_rng(phase))
+
+
+@pytest.fixture(scope="module")
+def unshifted_cbct(chest_ct):
+    """The same anatomy in both, each CBCT with its own streaks: nothing to fix."""
+    return streaky(chest_ct, 0), streaky(chest_ct, 1), constant_field(chest_ct, (0.0, 0.0, 0.0))
+
+
+@pytest.fixture(scope="module")
+def shifted_cbct(chest_ct):
+    """fixed(x) = moving(x + SHIFT): fixed and moving are CBCTs with different streaks, the truth a constant."""
+    from rso.simulation.phantom import pair_from_field
+
+    pair = pair_from_field(chest_ct, constant_field(chest_ct, SHIFT_MM))
+    return streaky(pair.fixed, 0), streaky(chest_ct, 1), pair.truth
+
+
+def lung_box(session: RegistrationSession, half_mm: float = 20.0):
+    """A box in the right lung of the small CT (fixed-image voxels around a point inside the lung)."""
+    centre = np.array(session.fixed.TransformContinuousIndexToPhysicalPoint([30.0, 28.0, 12.0]))
+    return session.box_from_lps(centre - half_mm, centre + half_mm)
+
+
+def test_window_grid_and_moving_crop_match_simpleitk_resampling(known_pair):
+    """The fixed window is SimpleITK's resampling; the warped moving crop is the moving image resampled
+    through the current field, as ITK would do it, on an oblique fixed image too."""
+    for oblique in (False, True):
+        fixed, moving, truth = (sitk.Image(image) for image in known_pair)  # copies: the fixture is shared
+        if oblique:
+            rotation = sitk.VersorTransform((0.0, 0.2, 1.0), 0.3).GetMatrix()
+            for image in (fixed, moving, truth):
+                image.SetDirection(rotation)
+        grid = ModelGrid.covering(fixed, TEST_GRID)
+        current = grid.resample_field(truth)
+        session = RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, device="cpu")
+        box = lung_box(session)
+        problem = build_problem(fixed, moving, box, 10.0, grid, current, (), torch.device("cpu"))
+        window = problem.window
+        assert window.direction == fixed.GetDirection() and len(set(window.spacing)) == 1
+        assert 1.0 <= window.spacing[0] <= 2.0
+        expected = sitk.GetArrayFromImage(sitk.Resample(fixed, window.reference_image(), sitk.Transform(),
+                                                        sitk.sitkLinear, -1000.0, sitk.sitkFloat32))
+        np.testing.assert_allclose(problem.fixed[0, 0].numpy(), expected, atol=1e-3)
+        # The blend ramp is 1 in the box and vanishes at the window's border.
+        weights = blend_weights(problem.box, problem.margin_voxels, window.shape)
+        assert weights[0].max() == 0 and weights[-1].max() == 0 and weights[problem.box.slices].min() == 1
+        field = sitk.GetImageFromArray(problem.current_mm.astype(np.float64), isVector=True)
+        field.CopyInformation(window.reference_image())
+        through_itk = sitk.GetArrayFromImage(sitk.Resample(moving, window.reference_image(),
+                                                           sitk.DisplacementFieldTransform(sitk.Image(field)),
+                                                           sitk.sitkLinear,
+                                                           -1000.0, sitk.sitkFloat32))
+        ours = sample(problem.moving, problem.base_index)[0, 0].numpy()
+        interior = (slice(2, -2),) * 3
+        difference = np.abs(ours[interior] - through_itk[interior])
+        # The same numbers up to the second linear interpolation (moving -> crop -> point instead of moving ->
+        # point): small where the image is smooth. Half a window voxel off would be far worse everywhere.
+        off = sample(problem.moving, problem.base_index + torch.tensor([0.0, 0.0, 0.5]))[0, 0].numpy()
+        assert np.median(difference) < 1.0 and np.percentile(difference, 99) < 60.0
+        assert np.abs(off[interior] - through_itk[interior]).mean() > 3 * difference.mean()
+
+
+def test_native_rso_recovers_a_known_shift_between_streaky_images(shifted_cbct):
+    fixed, moving, truth = shifted_cbct
+    session = RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, truth=truth, device="cpu")
+    box = lung_box(session)
+    before = session.metrics(box=box)["tre_mm_box"]["mean"]
+    record = session.rso(box, RSOSettings(mode="native"))
+    assert record.accepted, record.declined
+    assert before == pytest.approx(np.linalg.norm(SHIFT_MM), abs=0.1)
+    assert record.metrics["tre_mm_box"]["mean"] < 0.3 * before
+    assert record.metrics["outside_change_mm"] == 0.0 and record.guard["folded_after"] == 0
+    assert len(session.state.patches) == 1
+
+
+def test_the_fine_patch_reaches_the_native_field_and_undo_drops_it(shifted_cbct, tmp_path):
+    from rso.core.results import native_field
+
+    fixed, moving, truth = shifted_cbct
+    session = RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, truth=truth, device="cpu",
+                                  folder=tmp_path / "session")
+    box = lung_box(session)
+    before = sitk.GetArrayFromImage(native_field(session))
+    session.rso(box, RSOSettings(mode="native"))
+    after = sitk.GetArrayFromImage(native_field(session))
+    index = np.round(fixed.TransformPhysicalPointToContinuousIndex(
+        (0.5 * (np.array(box.lps_min) + np.array(box.lps_max))).tolist())).astype(int)
+    np.testing.assert_allclose(after[tuple(index[::-1])], SHIFT_MM, atol=1.5)  # the box's centre, native voxel
+    corner = (0, 0, 0)  # far outside box + margin: exactly as before
+    np.testing.assert_array_equal(after[corner], before[corner])
+    reopened = RegistrationSession.open(tmp_path / "session", device="cpu")  # NIfTI keeps the geometry in float32
+    np.testing.assert_allclose(sitk.GetArrayFromImage(native_field(reopened)), after, atol=1e-5)
+    session.undo()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(native_field(session)), before)
+
+
+def test_the_guard_declines_when_the_box_already_agrees_and_nothing_changes(unshifted_cbct, tmp_path):
+    fixed, moving, truth = unshifted_cbct
+    session = RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, truth=truth, device="cpu",
+                                  folder=tmp_path / "session")
+    session.general()  # an untrained network: about the identity, which is the truth here
+    field, manifest = session.field_voxels.copy(), (tmp_path / "session" / "session.json").read_bytes()
+    record = session.rso(lung_box(session), RSOSettings(mode="native"))
+    assert not record.accepted and "already agree" in record.declined
+    assert record.guard["gain"] < RSOSettings().min_gain
+    assert len(session.history) == 1 and not session.state.patches
+    np.testing.assert_array_equal(session.field_voxels, field)
+    assert (tmp_path / "session" / "session.json").read_bytes() == manifest
+
+
+def test_the_guard_declines_a_correction_that_would_fold(shifted_cbct):
+    fixed, moving, _ = shifted_cbct
+    grid = ModelGrid.covering(fixed, TEST_GRID)
+    session = RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, device="cpu")
+    problem = build_problem(fixed, moving, lung_box(session), 10.0, grid, np.zeros((*grid.shape, 3), np.float32), (),
+                            torch.device("cpu"))
+    refinement = Refinement(problem, NativeSettings("mind", 10.0, 1.0, 0.3, 0.0))
+    weights = blend_weights(problem.box, problem.margin_voxels, problem.window.shape)
+    z = np.arange(problem.window.shape[0]) * problem.window.spacing[0]
+    folding = np.zeros((*problem.window.shape, 3), np.float32)
+    folding[..., 2] = 8.0 * np.sin(z / 2.0)[:, None, None]  # du/dz down to -4: the field turns back on itself
+    verdict = judge(refinement, weights, folding)
+    assert verdict.folded_after > verdict.folded_before == 0 and "fold" in verdict.declined
+
+
+def _untrained():
+    from conftest import TINY_CHANNELS
+    from rso.core.model import ModelConfig, RegistrationNet
+
+    torch.manual_seed(0)
+    return RegistrationNet(ModelConfig(channels=TINY_CHANNELS, grid=TEST_GRID))
+
+
+def test_mind_descriptors_follow_structure_not_grey_levels(chest_ct):
+    from rso.core.mind import CHANNELS, mind_ssc
+
+    hu = torch.from_numpy(sitk.GetArrayFromImage(chest_ct)[:24, :40, :40].copy())[None, None]
+    mind = mind_ssc(hu)
+    assert mind.shape == (1, CHANNELS, 24, 40, 40) == (1, 12, 24, 40, 40)
+    assert float(mind.min()) > 0 and float(mind.max()) <= 1
+    torch.testing.assert_close(mind_ssc(0.5 * hu - 300.0), mind, atol=1e-4, rtol=1e-4)  # another window, same MIND
+    assert float((mind_ssc(torch.roll(hu, 2, dims=4)) - mind).abs().mean()) > 0.05  # moved anatomy: other MIND
+    with pytest.raises(ValueError, match="B, 1, D, H, W"):
+        mind_ssc(hu[0])

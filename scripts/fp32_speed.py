@@ -1,0 +1,97 @@
+"""fp32 speed on the CPU, each change measured side by side in one run (issue: fp32 on CPUs without bf16).
+
+Seconds per ISO iteration (forward, backward, Adam) of the bundled model on the demo case at its
+grid, in fp32, for: the plain build; channels_last_3d memory format; tcmalloc preloaded (Debian
+libtcmalloc-minimal4, when installed); both; and bf16 for reference where the CPU has it. Each
+variant runs in a fresh process (tcmalloc must be preloaded before Python starts), in turn, so the
+machine's load is shared alike. Prints a table and writes JSON.
+
+    python scripts/fp32_speed.py --out bench/results/fp32_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
+VARIANTS = {  # name -> (precision, channels_last, tcmalloc)
+    "fp32": ("fp32", False, False),
+    "fp32 + channels_last_3d": ("fp32", True, False),
+    "fp32 + tcmalloc": ("fp32", False, True),
+    "fp32 + channels_last_3d + tcmalloc": ("fp32", True, True),
+    "bf16 + channels_last_3d + tcmalloc": ("bf16", True, True),
+}
+
+
+def measure(precision: str, channels_last: bool, iterations: int) -> dict:
+    """In this process: ISO iterations on the demo case; the median seconds per iteration after a warm-up."""
+    import torch
+
+    from rso.core.model import native_bf16
+    from rso.core.session import open_inputs
+    from rso.core.workflow import EngineSettings
+    from rso.evaluation.demo import EVALUATION_MASK, demo_case
+
+    case = demo_case()
+    inputs = open_inputs(case / "cbct_phase0.nii.gz", case / "cbct_phase5.nii.gz", truth_path=case / "truth_0_5.nii.gz",
+                         mask_path=case / EVALUATION_MASK)
+    if precision == "bf16" and not native_bf16(torch.device("cpu")):
+        return {"skipped": "no native bf16 on this CPU"}
+    session = EngineSettings(device="cpu", precision=precision).session(inputs)
+    session.net.channels_last = channels_last
+    seconds = []
+    session.iso(iterations, progress=lambda p: seconds.append(p.elapsed))
+    steps = [b - a for a, b in zip([0.0, *seconds], seconds)][1:]
+    return {"seconds_per_iteration": sorted(steps)[len(steps) // 2], "threads": torch.get_num_threads(),
+            "tre_mm": session.history[-1].metrics["tre_mm"], "grid": list(session.grid.shape)}
+
+
+def run_variant(name: str, iterations: int) -> dict:
+    precision, channels_last, tcmalloc = VARIANTS[name]
+    env = dict(os.environ)
+    if tcmalloc:
+        if not TCMALLOC.is_file():
+            return {"variant": name, "skipped": f"{TCMALLOC} is not installed (apt-get install libtcmalloc-minimal4)"}
+        env["LD_PRELOAD"] = str(TCMALLOC)
+    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from fp32_speed import measure; "
+            f"print(json.dumps(measure({precision!r}, {channels_last}, {iterations})))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return {"variant": name, **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=12)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/fp32_speed.json"))
+    args = parser.parse_args()
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    rows = [run_variant(name, args.iterations) for name in VARIANTS]
+    base = rows[0].get("seconds_per_iteration")
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; ISO iterations on the demo case, median after warm-up")
+    for row in rows:
+        if "skipped" in row:
+            print(f"{row['variant']:38s} skipped: {row['skipped']}")
+            continue
+        ratio = base / row["seconds_per_iteration"] if base else float("nan")
+        print(f"{row['variant']:38s} {row['seconds_per_iteration']:.3f} s/it  {ratio:.2f}x  "
+              f"TRE {row['tre_mm']['mean']:.2f} mm")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"started": started, "cpu": cpu_name(), "cores": os.cpu_count(),
+                                    "iterations": args.iterations, "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
