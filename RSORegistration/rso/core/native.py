@@ -5,13 +5,17 @@ box gets a window of its own (box + blend margin) at the fixed image's spacing, 
 at least 1 mm, independent of the model grid. On it a correction ``c`` of the current field is
 optimised:
 
-* **Few unknowns**: ``c`` lives on a control grid of about 10 mm, interpolated trilinearly.
-* **A similarity streaks fool less**: MIND-SSC descriptors (radius 1, dilation 2) of the fixed
-  window and of the moving image around it (``rso.core.mind``), compared inside the box.
+* **Capture first**: a translation search (block matching over +-12 mm) finds the box's offset, which
+  a gradient step from zero misses beyond a few millimetres; Adam then refines from there.
+* **Few unknowns**: ``c`` lives on a control grid (8 mm by default), interpolated trilinearly.
+* **A similarity streaks fool less**: MIND-SSC descriptors (radius 2, dilation 2) of the fixed
+  window and of the moving image around it, both pre-smoothed (``rso.core.mind``), compared in the box.
 * **Regularised as a correction**: the diffusion penalty acts on ``c``, not on the total field, so
-  real breathing motion already in the field costs nothing.
+  real breathing motion already in the field costs nothing; a barrier keeps det J away from folding.
 * **A guard**: the step is declined when the best correction does not explain the images clearly
-  better than no correction, or when it would fold the field (``GuardVerdict``).
+  better than no correction, or when it would add folded voxels (``GuardVerdict``).
+
+The defaults in ``rso.options`` were chosen on the training anatomies (scripts/sweep_rso.py).
 
 The result is a ``FieldPatch``: ``c`` times the blend weights (1 in the box, a cosine ramp to 0
 across the margin), exactly zero beyond box + margin (docs/architecture.md §4).
@@ -83,7 +87,8 @@ def window_grid(fixed: sitk.Image, model_grid: ModelGrid, box: RegionBox, margin
     reach_mm = np.ceil(margin_mm / model_spacing) * model_spacing + model_spacing / 2 - spacing
     margin = np.maximum(np.floor(reach_mm / spacing), 0).astype(int)
     lo, hi = np.array(box.voxels.lo) - 0.5, np.array(box.voxels.hi) - 0.5  # cell edges, model index (z, y, x)
-    box_size = np.maximum(np.ceil((hi - lo) * model_spacing / spacing).astype(int), 1)
+    # Whole window voxels inside the box's cells: rounding up would let the margin reach past the model's.
+    box_size = np.maximum(np.floor((hi - lo) * model_spacing / spacing + 1e-6).astype(int), 1)
     start = margin + 1  # one voxel of zeros outside the margin
     shape = box_size + 2 * start
     # Along the shared axes, the window's voxel 0 sits start - 0.5 window voxels before the box's first edge.

@@ -8,6 +8,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from rso.core.boxes import box_from_lps
 from rso.core.geometry import ModelGrid
 from rso.core.native import NativeSettings, Refinement, build_problem, judge, sample
 from rso.core.optimize import blend_weights
@@ -175,3 +176,25 @@ def test_mind_descriptors_follow_structure_not_grey_levels(chest_ct):
     assert float((mind_ssc(torch.roll(hu, 2, dims=4)) - mind).abs().mean()) > 0.05  # moved anatomy: other MIND
     with pytest.raises(ValueError, match="B, 1, D, H, W"):
         mind_ssc(hu[0])
+
+
+@pytest.mark.parametrize("grid_shape", [(32, 64, 64), (48, 80, 80), (16, 48, 32)])
+@pytest.mark.parametrize("margin_mm", [5.0, 15.0])
+def test_a_patch_is_exactly_zero_at_every_model_voxel_beyond_box_and_margin(known_pair, grid_shape, margin_mm):
+    """Whatever the model grid's spacing, the window's margin ends before the model voxels outside box + margin."""
+    from rso.core.native import window_grid
+    from rso.core.patches import FieldPatch
+
+    fixed = known_pair[0]
+    grid = ModelGrid.covering(fixed, grid_shape)
+    centre = np.array(fixed.TransformContinuousIndexToPhysicalPoint([30.0, 28.0, 12.0]))
+    box = box_from_lps(grid, centre - 17.0, centre + 23.0)
+    window, box_voxels, margin = window_grid(fixed, grid, box, margin_mm)
+    ones = blend_weights(box_voxels, margin, window.shape)[..., None] * np.ones(3, np.float32)
+    slices, values = FieldPatch(window, ones.astype(np.float32)).on_grid(grid)
+    touched = np.zeros(grid.shape, bool)
+    touched[slices] = np.abs(values).max(axis=-1) > 0
+    margin_voxels = np.ceil(margin_mm / grid.voxel_size_mm()).astype(int)
+    around = box.voxels.expanded(margin_voxels, grid.shape).mask(grid.shape)
+    assert touched.any() and not (touched & ~around).any()
+    assert touched[box.voxels.slices].mean() > 0.9  # and the box itself is (almost all) refined

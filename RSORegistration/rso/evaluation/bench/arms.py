@@ -17,11 +17,12 @@ import SimpleITK as sitk
 
 from rso.core.imageio import write_bytes_atomically
 from rso.core.losses import LossConfig
-from rso.core.results import rewarp
+from rso.core.results import native_field, rewarp
 from rso.core.session import RegistrationSession
 from rso.core.workflow import EngineSettings
 from rso.errors import InputError
 from rso.evaluation.bench.cases import Case
+from rso.evaluation.bench.contours import CaseLabels, contour_scores
 from rso.evaluation.bench.measure import Measured, merged_memory
 from rso.evaluation.bench.plan import (PAPER_ARM, PEER_ARMS, RECORD_FORMAT, RSO_ARMS, BenchPlan, default_arm, labels,
                                        rso_settings)
@@ -64,6 +65,7 @@ class ArmResult:
     settings: dict = field(default_factory=dict)
     declined: str | None = None  # the guard declined the RSO step: the field is ISO-short's
     guard: dict | None = None
+    contours: dict = field(default_factory=dict)  # label name -> Dice, HD95 of the labels the field carries
 
 
 @dataclass
@@ -75,6 +77,8 @@ class CaseRun:
     iso_long: RegistrationSession
     iso_short: RegistrationSession
     timings: dict  # step name -> Measured
+    labels: CaseLabels | None = None
+    contours: dict = field(default_factory=dict)  # the box-independent arms' contour scores
 
 
 def prepare_case(case: Case, model: Model, plan: BenchPlan, progress) -> CaseRun:
@@ -90,7 +94,11 @@ def prepare_case(case: Case, model: Model, plan: BenchPlan, progress) -> CaseRun
     short_arm.general()
     with Measured(short_arm.device) as timings["iso_short"]:
         short_arm.iso(plan.iso_short, progress=progress)
-    return CaseRun(case, inputs, long_arm, short_arm, timings)
+    labels = CaseLabels.of(case.folder, case.moving_phase) if plan.contours else None
+    fields = {"general": native_field(short_arm, 1), "iso_long": native_field(long_arm),
+              "iso_short": native_field(short_arm)}
+    contours = {arm: contour_scores(labels, field_image, short_arm.fixed) for arm, field_image in fields.items()}
+    return CaseRun(case, inputs, long_arm, short_arm, timings, labels, contours)
 
 
 def fixed_arms(run: CaseRun, box) -> list[ArmResult]:
@@ -103,7 +111,7 @@ def fixed_arms(run: CaseRun, box) -> list[ArmResult]:
     steps = {"general": run.iso_long.history[0], "iso_long": run.iso_long.history[1], "iso_short": session.history[1]}
     return [ArmResult(arm, session.metrics(fields[arm], box), sum(m.seconds for m in cost[arm]),
                       merged_memory(*cost[arm]), step_seconds=cost[arm][-1].seconds, loss=steps[arm].loss,
-                      settings=steps[arm].params)
+                      settings=steps[arm].params, contours=run.contours[arm])
             for arm in fields]
 
 
@@ -118,9 +126,11 @@ def rso_arm(run: CaseRun, box, arm: str, plan: BenchPlan, progress, figure_path:
     with Measured(session.device) as step:
         record = session.rso(box, settings, progress=progress)
     export = Measured(session.device)
+    contours = run.contours["iso_short"]
     if record.accepted:
         with export:
             rewarp(session)
+        contours = contour_scores(run.labels, native_field(session), session.fixed)
         if figure_path is not None:
             paper_figure(run, box, plan, figure_path, record)
         session.undo()
@@ -128,7 +138,7 @@ def rso_arm(run: CaseRun, box, arm: str, plan: BenchPlan, progress, figure_path:
     return ArmResult(arm, record.metrics, sum(m.seconds for m in before) + step.seconds,
                      merged_memory(*before, step, export), step_seconds=step.seconds,
                      latency_seconds=step.seconds + export.seconds, export_seconds=export.seconds, loss=record.loss,
-                     settings=asdict(settings), declined=record.declined, guard=record.guard)
+                     settings=asdict(settings), declined=record.declined, guard=record.guard, contours=contours)
 
 
 def paper_figure(run: CaseRun, box, plan: BenchPlan, path: Path, record) -> None:
@@ -164,7 +174,8 @@ def whole_image_peers(run: CaseRun, plan: BenchPlan) -> dict[str, tuple]:
 def _run_peer(run: CaseRun, method) -> tuple:
     with Measured() as cost:
         result = method(run.inputs["fixed"], run.inputs["moving"])
-    return peer_field_voxels(run.iso_short, result.field), cost, result
+    contours = contour_scores(run.labels, result.field, run.inputs["fixed"])
+    return peer_field_voxels(run.iso_short, result.field), cost, result, contours
 
 
 def masked_peer(run: CaseRun, box, plan: BenchPlan) -> tuple | None:
@@ -177,10 +188,10 @@ def masked_peer(run: CaseRun, box, plan: BenchPlan) -> tuple | None:
 
 
 def peer_arm(run: CaseRun, box, arm: str, outcome: tuple) -> ArmResult:
-    field_voxels, cost, result = outcome
+    field_voxels, cost, result, contours = outcome
     settings = result.settings | ({"notes": result.extra} if result.extra else {})
     return ArmResult(arm, run.iso_short.metrics(field_voxels, box), cost.seconds, cost.memory,
-                     step_seconds=cost.seconds, settings=settings)
+                     step_seconds=cost.seconds, settings=settings, contours=contours)
 
 
 def case_boxes(session: RegistrationSession, plan: BenchPlan, seed: int) -> list[tuple[str, int, object]]:

@@ -82,6 +82,7 @@ class BenchPlan:
     speed_box_sizes_mm: tuple[float, ...] = (32.0, 64.0)
     speed_iterations: int = 5  # per measurement; the first is reported apart (warm-up)
     figures: bool = True
+    contours: bool = True  # Dice and HD95 of the simulator's labels carried by each arm (bench/contours.py)
     similarity: str = DEFAULT_SIMILARITY
     smoothness: float = DEFAULT_SMOOTHNESS
     seed: int = 0

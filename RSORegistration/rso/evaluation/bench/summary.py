@@ -24,6 +24,13 @@ def _metric(record: dict, key: str, sub: str | None = None):
     return (value or {}).get(sub) if sub else value
 
 
+def _contour(record: dict, names: tuple[str, ...], measure: str) -> float | None:
+    """The mean of a contour measure over the named labels the arm carried (None when it has none)."""
+    values = [record.get("contours", {}).get(name, {}).get(measure) for name in names]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
 def _key(record: dict) -> tuple:
     return record["case"]["name"], record["box"]["kind"], record["box"]["index"]
 
@@ -42,6 +49,10 @@ def per_arm_table(records: list[dict]) -> list[dict]:
             "box_tre_mean_mm": _median(get("tre_mm_box", "mean")), "box_tre_p95_mm": _median(get("tre_mm_box", "p95")),
             "box_rmse_hu": _median(get("rmse_hu_box")), "tre_mean_mm": _median(get("tre_mm", "mean")),
             "outside_change_max_mm": max(outside) if outside else None,
+            "dice_lungs": _median(_contour(r, ("right lung", "left lung"), "dice") for r in mine),
+            "dice_lesion": _median(_contour(r, ("lesion",), "dice") for r in mine),
+            "hd95_lesion_mm": _median(_contour(r, ("lesion",), "hd95_mm") for r in mine),
+            "dice_nodule": _median(_contour(r, ("nodule",), "dice") for r in mine),
             "declined": sum(r.get("declined") is not None for r in mine),
             "seconds": _median(r["seconds"] for r in mine),
             "latency_seconds": _median(r.get("latency_seconds") for r in mine),
