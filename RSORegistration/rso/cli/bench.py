@@ -78,11 +78,13 @@ def run_bench_command(args) -> int:
 def add_subcommand(subparsers) -> None:
     parser = subparsers.add_parser(
         "bench", help="the paper's experiment on simulated CBCT with ground truth, the classical peers, speed",
-        description="General, ISO-500 and ISO-100 + RSO-400 (full, crop, direct) against elastix and ANTs on "
-                    "simulated CBCT cases with ground truth, plus speed/memory scaling; writes JSON, summary.md "
-                    "and figures (see bench/README.md).")
+        description="General, ISO-500 and ISO-100 + RSO (native, direct, and the paper's full/global) against "
+                    "elastix and ANTs on simulated CBCT cases with ground truth, per box kind (misaligned, "
+                    "residual, control), plus fp32/bf16 speed and memory; writes JSON, summary.md and figures "
+                    "(see bench/README.md).")
     parser.add_argument("--out", default="bench/results", help="output folder (default bench/results)")
-    parser.add_argument("--quick", action="store_true", help="one case, one box, few iterations, small speed grid")
+    parser.add_argument("--quick", action="store_true",
+                        help="one case, two boxes (misaligned, control), few iterations, one speed grid")
     parser.add_argument("--cases", type=int, metavar="N", help="only the first N cases of the plan")
     parser.add_argument("--case-dir", action="append", default=[], metavar="DIR",
                         help="a simulated case folder to use instead of the plan's cases (repeatable)")

@@ -20,7 +20,8 @@ def jacobian_determinant(field_mm: np.ndarray, index_to_lps: np.ndarray) -> np.n
     """det(I + du/dx) of x -> x + u(x), by central differences, in physical space: (z, y, x)."""
     import torch  # here, not at file scope: Slicer's process reads these metrics without torch
 
-    field = torch.from_numpy(np.asarray(field_mm, np.float64))
+    # np.require copies only a read-only or non-float64 field (torch cannot wrap read-only memory).
+    field = torch.from_numpy(np.require(field_mm, np.float64, ["W"]))
     return jacobian_determinant_torch(field, torch.from_numpy(np.linalg.inv(index_to_lps))).numpy()
 
 

@@ -97,8 +97,8 @@ def _loss_dynamics(ax, iso_history, rso_history) -> None:
 
 def _rows_panel(ax, rows: list[dict]) -> None:
     ax.axis("off")
-    lines = [f"{'':<22}{'RMSE HU':>9}{'box':>7}{'TRE mm':>8}{'box':>7}"]
+    lines = [f"{'':<26}{'RMSE HU':>9}{'box':>7}{'TRE mm':>8}{'box':>7}"]
     for row in rows:
-        lines.append(f"{row['result'][:22]:<22}{row['rmse_hu']:>9.0f}{row['rmse_hu_box']:>7.0f}"
+        lines.append(f"{row['result'][:26]:<26}{row['rmse_hu']:>9.0f}{row['rmse_hu_box']:>7.0f}"
                      f"{row['tre_mm']:>8.2f}{row['tre_mm_box']:>7.2f}")
-    ax.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=8.5)
+    ax.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=8)

@@ -94,7 +94,7 @@ class BenchPlan:
 
     @classmethod
     def quick(cls) -> "BenchPlan":
-        """One case, one box, few iterations, speed at the smaller grid only: minutes on 2 cores."""
+        """One case, a misaligned and a control box, few iterations, one speed grid: minutes on 2 cores."""
         return cls(cases=(CaseSpec("lung2", 0, 5, "local"),), boxes=(("misaligned", 1), ("control", 1)),
                    iso_long=50, iso_short=10, rso=40,
                    elastix=ElastixSettings(iterations=100), ants=AntsSettings(reg_iterations=(20, 10, 0)),

@@ -117,7 +117,8 @@ def summary_plot(records: list[dict], path: Path, title: str = "") -> Path | Non
     ax.set_xticks(range(len(arms)))
     names = [next(r["label"] for r in records if r["arm"] == arm) for arm in arms]
     ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("box TRE, mean (mm)")
+    ax.set_yscale("log")  # a diverged peer (100 mm) would flatten every other arm on a linear axis
+    ax.set_ylabel("box TRE, mean (mm; log scale)")
     ax.set_title(f"Box TRE per arm: {len(keys)} (case, box) pairs{title}")
     ax.legend()
     figure.tight_layout()

@@ -77,7 +77,11 @@ def speed_measurement(session: RegistrationSession, box, mode: str, plan: BenchP
     with Measured(session.device) as call:
         record = session.rso(box, settings, progress=lambda update: elapsed.append(update.elapsed))
     export = Measured(session.device)
+    # What the step optimised over: the native window (at the fixed image's spacing), the crop, or the grid.
+    window_shape = list(session.grid.shape)
     if record.accepted:
+        if mode == "native":
+            window_shape = list(session.state.patches[-1].grid.shape)
         with export:
             rewarp(session)
         session.undo()
@@ -87,12 +91,12 @@ def speed_measurement(session: RegistrationSession, box, mode: str, plan: BenchP
     metrics_seconds = call.seconds - record.seconds
     projected = overhead + full_length * float(np.median(steady))
     margin = session.blend_margin_voxels(settings.blend_margin_mm)
-    window = None if mode in ("full", "native") else crop_window(box.voxels, session.field_voxels, session.grid.shape,
-                                                                  margin)
+    if mode in ("crop", "direct"):
+        window_shape = list(crop_window(box.voxels, session.field_voxels, session.grid.shape, margin).shape)
     return {"mode": mode, "compose": compose, "iterations": plan.speed_iterations,
             "seconds_per_iteration": float(np.median(steady)), "first_iteration_seconds": float(per_iteration[0]),
             "step_seconds": record.seconds, "metrics_seconds": metrics_seconds, "export_seconds": export.seconds,
             "overhead_seconds": overhead, "projected_iterations": full_length, "projected_step_seconds": projected,
             "projected_latency_seconds": projected + metrics_seconds + export.seconds,
-            "window_voxels": list(window.shape) if window else list(session.grid.shape),
+            "window_voxels": window_shape,
             "peak_memory": merged_memory(call, export)}
