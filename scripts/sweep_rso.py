@@ -8,6 +8,7 @@ the guard's numbers, seconds. The guard's threshold is chosen afterwards from th
 
     python scripts/sweep_rso.py --out bench/sweep/runs.jsonl            # the sweep (resumable)
     python scripts/sweep_rso.py --out bench/sweep/runs.jsonl --summarise
+    python scripts/sweep_rso.py --out bench/sweep/earlier-starts/runs.jsonl --setting '{..., "earlier_starts": true}'
 
 lung2, the held-out patient, is never used here.
 """
@@ -79,7 +80,9 @@ def settings_grid():
         yield {"similarity": similarity, "presmooth_mm": presmooth, **dict(zip(keys, values))}
 
 
-def sweep(out: Path, work: Path) -> None:
+def sweep(out: Path, work: Path, settings: list[dict] | None = None) -> None:
+    """Every setting of the grid (or ``settings``) on every box of every case; resumable."""
+    settings = settings or list(settings_grid())
     done = {line for line in out.read_text().splitlines()} if out.is_file() else set()
     keys = {json.dumps(json.loads(line)["key"]) for line in done}
     with out.open("a") as handle:
@@ -88,7 +91,7 @@ def sweep(out: Path, work: Path) -> None:
             for kind, count in BOXES.items():
                 for index, box in enumerate(pick_boxes(session, kind, count, 40.0, seed=seed)):
                     before = session.metrics(box=box)["tre_mm_box"]["mean"]
-                    for setting in settings_grid():
+                    for setting in settings:
                         key = [anatomy, seed, preset, phase, kind, index, setting]
                         if json.dumps(key) in keys:
                             continue
@@ -196,6 +199,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=cases_dir().parent / "sweep-sessions")
     parser.add_argument("--summarise", action="store_true")
     parser.add_argument("--iso", action="store_true", help="the ISO study instead (writes --out)")
+    parser.add_argument("--setting", type=json.loads, action="append", metavar="JSON",
+                        help='run only this setting (repeatable), e.g. \'{"similarity": "mind", "presmooth_mm": 2.0, '
+                        '"control_spacing_mm": 8.0, "smoothness": 3.0, "iterations": 60, "earlier_starts": true}\'')
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.summarise:
@@ -205,7 +211,7 @@ def main() -> None:
         iso_study(args.out)
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    sweep(args.out, args.work)
+    sweep(args.out, args.work, args.setting)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,9 @@ DEFAULT_RSO_SMOOTHNESS = 3.0
 DEFAULT_RSO_STEP_MM = 0.3
 DEFAULT_RSO_MIN_GAIN = 0.15
 DEFAULT_RSO_PRESMOOTH_MM = 2.0
+# Native RSO may start from an earlier state of the session (no registration, the general model, ...) where the
+# box's similarity prefers it (rso.core.native.Refinement.choose_start).
+DEFAULT_RSO_EARLIER_STARTS = False
 DEFAULT_RSO_ITERATIONS = DEFAULT_NATIVE_ITERATIONS  # the default mode's (Slicer's and the review app's field)
 DEFAULT_DEVICE = "auto"
 DEFAULT_SEED = 0

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from rso.cli.common import add_engine_arguments, engine_from_args, number_list
 from rso.options import (COMPOSITIONS, DEFAULT_BLEND_MARGIN_MM, DEFAULT_COMPOSITION, DEFAULT_ISO_ITERATIONS,
-                         DEFAULT_NATIVE_ITERATIONS, DEFAULT_RSO_CONTROL_SPACING_MM, DEFAULT_RSO_MIN_GAIN,
-                         DEFAULT_RSO_MODE, DEFAULT_RSO_SIMILARITY, DEFAULT_RSO_SMOOTHNESS, NATIVE_SIMILARITIES,
-                         PAPER_RSO_ITERATIONS, RSO_MODES)
+                         DEFAULT_NATIVE_ITERATIONS, DEFAULT_RSO_CONTROL_SPACING_MM, DEFAULT_RSO_EARLIER_STARTS,
+                         DEFAULT_RSO_MIN_GAIN, DEFAULT_RSO_MODE, DEFAULT_RSO_SIMILARITY, DEFAULT_RSO_SMOOTHNESS,
+                         NATIVE_SIMILARITIES, PAPER_RSO_ITERATIONS, RSO_MODES)
 
 
 def add_subcommand(subparsers) -> None:
@@ -76,6 +77,11 @@ def add_rso_arguments(parser) -> None:
     native.add_argument("--rso-min-gain", type=float, default=DEFAULT_RSO_MIN_GAIN, metavar="F",
                         help="the guard: decline a step that explains less than this fraction of the box's "
                         "remaining difference (0: only a step that adds folding is declined)")
+    native.add_argument("--rso-earlier-starts", action=argparse.BooleanOptionalAction,
+                        default=DEFAULT_RSO_EARLIER_STARTS,
+                        help="start from an earlier state of the session (no registration, the general model, ...) "
+                        "where the box's similarity prefers it (tried on the training anatomies, not adopted: "
+                        "bench/README.md)")
 
 
 def rso_settings_from_args(args):
@@ -83,7 +89,8 @@ def rso_settings_from_args(args):
 
     return RSOSettings(iterations=args.rso, mode=args.rso_mode, compose=args.compose, blend_margin_mm=args.blend_margin,
                        similarity=args.rso_similarity, control_spacing_mm=args.rso_control_spacing,
-                       smoothness=args.rso_smoothness, min_gain=args.rso_min_gain)
+                       smoothness=args.rso_smoothness, min_gain=args.rso_min_gain,
+                       earlier_starts=args.rso_earlier_starts)
 
 
 def run(args) -> int:

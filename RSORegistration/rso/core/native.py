@@ -6,7 +6,10 @@ at least 1 mm, independent of the model grid. On it a correction ``c`` of the cu
 optimised:
 
 * **Capture first**: a translation search (block matching over +-12 mm) finds the box's offset, which
-  a gradient step from zero misses beyond a few millimetres; Adam then refines from there.
+  a gradient step from zero misses beyond a few millimetres; Adam then refines from there. Optionally
+  (``earlier_starts``) the search starts from whichever earlier state of the session (no registration,
+  the general model, ...) the box's similarity prefers: a whole-image step can move a region away from
+  an answer that was better there.
 * **Few unknowns**: ``c`` lives on a control grid (8 mm by default), interpolated trilinearly.
 * **A similarity streaks fool less**: MIND-SSC descriptors (radius 2, dilation 2) of the fixed
   window and of the moving image around it, both pre-smoothed (``rso.core.mind``), compared in the box.
@@ -66,6 +69,7 @@ class NativeProblem:
     box: VoxelBox
     margin_voxels: np.ndarray  # (z, y, x)
     current_mm: np.ndarray  # (Z, Y, X, 3) the current field on the window, LPS mm
+    earlier_mm: tuple[np.ndarray, ...] = ()  # earlier states' fields on the window, each (Z, Y, X, 3) LPS mm
 
 
 def window_spacing(fixed: sitk.Image) -> float:
@@ -107,19 +111,27 @@ def current_field_on(grid: ModelGrid, model_grid: ModelGrid, coarse_mm: np.ndarr
 
 
 def build_problem(fixed: sitk.Image, moving: sitk.Image, box: RegionBox, margin_mm: float,
-                  model_grid: ModelGrid, coarse_mm: np.ndarray, patches, device: torch.device) -> NativeProblem:
-    """Resample the fixed window, the current field and a moving crop that holds every target."""
+                  model_grid: ModelGrid, coarse_mm: np.ndarray, patches, device: torch.device,
+                  earlier: tuple = ()) -> NativeProblem:
+    """Resample the fixed window, the current field and a moving crop that holds every target.
+
+    ``earlier``: (coarse_mm, patches) of earlier session states, candidate starts for the refinement.
+    """
     window, box_voxels, margin = window_grid(fixed, model_grid, box, margin_mm)
     current = current_field_on(window, model_grid, coarse_mm, patches)
-    points = window.index_to_lps_points(np.stack(np.meshgrid(*[np.arange(n) for n in window.shape], indexing="ij"),
-                                                 axis=-1)) + current
-    crop = _covering_grid(window, points, REACH_MARGIN_MM)
+    earlier_mm = tuple(current_field_on(window, model_grid, field, its_patches) for field, its_patches in earlier)
+    voxels = window.index_to_lps_points(np.stack(np.meshgrid(*[np.arange(n) for n in window.shape], indexing="ij"),
+                                                 axis=-1))
+    points = voxels + current
+    # The crop holds every target of every candidate start, so that none is judged on clamped samples.
+    crop = _covering_grid(window, np.concatenate([points, *[voxels + e for e in earlier_mm]]), REACH_MARGIN_MM)
     as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(device)  # noqa: E731
     fixed_hu = sitk.GetArrayFromImage(_resample(fixed, window))
     moving_hu = sitk.GetArrayFromImage(_resample(moving, crop))
     to_index = np.linalg.inv(crop.index_to_lps).T[:, ::-1]  # LPS mm (row) -> (z, y, x) index steps
     return NativeProblem(window, as_tensor(fixed_hu)[None, None], as_tensor(moving_hu)[None, None],
-                         as_tensor(crop.lps_to_index(points)), as_tensor(to_index), box_voxels, margin, current)
+                         as_tensor(crop.lps_to_index(points)), as_tensor(to_index), box_voxels, margin, current,
+                         earlier_mm)
 
 
 def _covering_grid(window: ModelGrid, points_lps: np.ndarray, reach_mm: float) -> ModelGrid:
@@ -158,6 +170,7 @@ class NativeSettings:
     learning_rate_mm: float
     min_gain: float  # the guard: the similarity in the box must improve by at least this fraction
     presmooth_mm: float = 0.0  # Gaussian sigma applied to both images first: CBCT noise and streaks are fine
+    earlier_starts: bool = False  # start from the earlier state the box's similarity prefers (problem.earlier_mm)
 
 
 class Refinement:
@@ -171,6 +184,8 @@ class Refinement:
         control = tuple(int(max(2, np.ceil(e / settings.control_spacing_mm) + 1)) for e in extent)
         device = problem.fixed.device
         self.control = torch.zeros((1, 3, *control), device=device, requires_grad=True)
+        # A fixed part of the correction: zero, or an earlier state's field minus the current one (choose_start).
+        self.start = torch.zeros((1, 3, *window.shape), device=device)
         self.box = (slice(None), slice(None), *problem.box.slices)
         self.spacing = spacing
         self.fixed_features, self.moving_features = self._features(problem.fixed), self._features(problem.moving)
@@ -195,7 +210,10 @@ class Refinement:
         return (hu + 1000.0) / 2000.0
 
     def correction_mm(self) -> torch.Tensor:
-        """(1, 3, Z, Y, X) LPS mm on the window."""
+        """(1, 3, Z, Y, X) LPS mm on the window: the chosen start plus the optimised part."""
+        return self.start + self._optimised_mm()
+
+    def _optimised_mm(self) -> torch.Tensor:
         return F.interpolate(self.control, size=self.problem.window.shape, mode="trilinear", align_corners=True)
 
     def similarity(self, correction_mm: torch.Tensor) -> torch.Tensor:
@@ -208,9 +226,27 @@ class Refinement:
         return torch.mean((fixed - warped) ** 2)
 
     def loss(self) -> torch.Tensor:
-        correction = self.correction_mm()
-        penalty = self.diffusion(correction / self.spacing) if self.settings.smoothness else 0.0
+        optimised = self._optimised_mm()
+        correction = self.start + optimised
+        # The penalty is on what this step optimises: a start is an earlier state's field, smooth already.
+        penalty = self.diffusion(optimised / self.spacing) if self.settings.smoothness else 0.0
         return self.similarity(correction) + self.settings.smoothness * penalty + FOLD_WEIGHT * self.folding(correction)
+
+    def choose_start(self) -> int | None:
+        """Start from the earlier state whose field explains the box best, if one beats the current field.
+
+        Returns its index in ``problem.earlier_mm``, or None (the current field stays the start).
+        """
+        current = self.problem.current_mm
+        candidates = [torch.from_numpy(np.ascontiguousarray((e - current).transpose(3, 0, 1, 2)[None], np.float32))
+                      .to(self.start.device) for e in self.problem.earlier_mm]
+        with torch.no_grad():
+            costs = [float(self.similarity(c)) for c in candidates]
+            best = int(np.argmin(costs)) if costs else None
+            if best is None or costs[best] >= float(self.similarity(torch.zeros_like(self.start))):
+                return None
+            self.start = candidates[best]
+        return best
 
     def folding(self, correction_mm: torch.Tensor) -> torch.Tensor:
         """A barrier on det J where the correction applies: zero while det J stays above its floor."""
@@ -236,7 +272,8 @@ class Refinement:
 
     def _shift_costs(self, shifts_mm: np.ndarray, batch: int = 64) -> np.ndarray:
         problem = self.problem
-        base = problem.base_index[problem.box.slices]  # (Zb, Yb, Xb, 3)
+        start_steps = torch.einsum("bczyx,cd->zyxd", self.start, problem.mm_to_index)
+        base = (problem.base_index + start_steps)[problem.box.slices]  # (Zb, Yb, Xb, 3)
         fixed = self.fixed_features[self.box]
         steps = torch.from_numpy(shifts_mm.astype(np.float32)) @ problem.mm_to_index.cpu()
         costs = []
@@ -302,6 +339,8 @@ def refine_box(problem: NativeProblem, settings: NativeSettings, iterations: int
                progress: ProgressCallback | None = None, cancel: CancelToken | None = None):
     """Optimise the correction; returns (patch, losses, verdict). The patch is None when declined."""
     refinement = Refinement(problem, settings)
+    if settings.earlier_starts:
+        refinement.choose_start()
     refinement.start_at(refinement.search_translation())
     losses = refinement.run(iterations, progress, cancel)
     with torch.no_grad():

@@ -159,10 +159,12 @@ class RegistrationSession:
         """Native-resolution RSO: a new fine patch, or a declined step that leaves the session as it was."""
         start = time.perf_counter()
         state = self.state
+        earlier = [self._state_at(index) for index in range(len(self.history))] if settings.earlier_starts else []
         problem = build_problem(self.fixed, self.moving, box, settings.blend_margin_mm, self.grid,
-                                self.grid.voxels_to_mm(state.field), state.patches, self.device)
+                                self.grid.voxels_to_mm(state.field), state.patches, self.device,
+                                tuple((self.grid.voxels_to_mm(e.field), e.patches) for e in earlier))
         native = NativeSettings(settings.similarity, settings.control_spacing_mm, settings.smoothness,
-                                settings.step_mm, settings.min_gain, settings.presmooth_mm)
+                                settings.step_mm, settings.min_gain, settings.presmooth_mm, settings.earlier_starts)
         torch.manual_seed(self.seed + len(self.history))
         patch, losses, verdict = refine_box(problem, native, settings.iterations, progress, cancel)
         guard = verdict.to_dict()

@@ -157,6 +157,30 @@ def test_the_guard_declines_a_correction_that_would_fold(shifted_cbct):
     assert verdict.folded_after > verdict.folded_before == 0 and "fold" in verdict.declined
 
 
+def test_an_earlier_state_that_explains_the_box_better_becomes_the_start(unshifted_cbct):
+    """A whole-image step moved the box away from an earlier, better field: the refinement starts there
+    (no translation could), and an earlier field that explains the box worse is left alone."""
+    fixed, moving, _ = unshifted_cbct  # the truth is the identity
+    grid = ModelGrid.covering(fixed, TEST_GRID)
+    session = RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, device="cpu")
+    box = lung_box(session)
+    identity = np.zeros((*grid.shape, 3), np.float32)
+    wrong = identity.copy()
+    wrong[..., 0] = 6.0 * np.sin(2 * np.pi * np.arange(grid.shape[0]) / grid.shape[0])[:, None, None]
+    settings = NativeSettings("mind", 8.0, 3.0, 0.3, 0.0, 2.0, earlier_starts=True)
+
+    went_wrong = build_problem(fixed, moving, box, 10.0, grid, wrong, (), torch.device("cpu"), earlier=((identity, ()),))
+    refinement = Refinement(went_wrong, settings)
+    assert refinement.choose_start() == 0
+    start = refinement.correction_mm()[0].permute(1, 2, 3, 0).detach().numpy()
+    np.testing.assert_allclose(start, -went_wrong.current_mm, atol=1e-5)
+
+    was_right = build_problem(fixed, moving, box, 10.0, grid, identity, (), torch.device("cpu"), earlier=((wrong, ()),))
+    refinement = Refinement(was_right, settings)
+    assert refinement.choose_start() is None
+    assert not refinement.correction_mm().any()
+
+
 def _untrained():
     from conftest import TINY_CHANNELS
     from rso.core.model import ModelConfig, RegistrationNet
