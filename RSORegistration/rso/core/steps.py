@@ -14,10 +14,9 @@ from datetime import datetime, timezone
 from rso.core.boxes import RegionBox
 from rso.errors import InputError
 from rso.options import (COMPOSITIONS, DEFAULT_BLEND_MARGIN_MM, DEFAULT_COMPOSITION, DEFAULT_NATIVE_ITERATIONS,
-                         DEFAULT_RSO_CONTROL_SPACING_MM, DEFAULT_RSO_EARLIER_STARTS, DEFAULT_RSO_MIN_GAIN, DEFAULT_RSO_MODE,
-                         DEFAULT_RSO_PRESMOOTH_MM,
-                         DEFAULT_RSO_SIMILARITY, DEFAULT_RSO_SMOOTHNESS, DEFAULT_RSO_STEP_MM, NATIVE_SIMILARITIES,
-                         PAPER_LEARNING_RATE, PAPER_RSO_ITERATIONS, RSO_MODES)
+                         DEFAULT_RSO_CONTROL_SPACING_MM, DEFAULT_RSO_EARLIER_STARTS, DEFAULT_RSO_MIN_GAIN,
+                         DEFAULT_RSO_MODE, DEFAULT_RSO_PRESMOOTH_MM, DEFAULT_RSO_SIMILARITY, DEFAULT_RSO_SMOOTHNESS,
+                         DEFAULT_RSO_STEP_MM, NATIVE_SIMILARITIES, PAPER_LEARNING_RATE, PAPER_RSO_ITERATIONS, RSO_MODES)
 
 FIELD_MODES = ("native", "direct")  # modes that change only the field in the box (the network stays)
 

@@ -169,13 +169,14 @@ def test_an_earlier_state_that_explains_the_box_better_becomes_the_start(unshift
     wrong[..., 0] = 6.0 * np.sin(2 * np.pi * np.arange(grid.shape[0]) / grid.shape[0])[:, None, None]
     settings = NativeSettings("mind", 8.0, 3.0, 0.3, 0.0, 2.0, earlier_starts=True)
 
-    went_wrong = build_problem(fixed, moving, box, 10.0, grid, wrong, (), torch.device("cpu"), earlier=((identity, ()),))
+    cpu = torch.device("cpu")
+    went_wrong = build_problem(fixed, moving, box, 10.0, grid, wrong, (), cpu, earlier=((identity, ()),))
     refinement = Refinement(went_wrong, settings)
     assert refinement.choose_start() == 0
     start = refinement.correction_mm()[0].permute(1, 2, 3, 0).detach().numpy()
     np.testing.assert_allclose(start, -went_wrong.current_mm, atol=1e-5)
 
-    was_right = build_problem(fixed, moving, box, 10.0, grid, identity, (), torch.device("cpu"), earlier=((wrong, ()),))
+    was_right = build_problem(fixed, moving, box, 10.0, grid, identity, (), cpu, earlier=((wrong, ()),))
     refinement = Refinement(was_right, settings)
     assert refinement.choose_start() is None
     assert not refinement.correction_mm().any()
