@@ -98,8 +98,8 @@ screenshot: data
 	case=$$($(BIN)/python -c "from rso.evaluation.demo import demo_case; print(demo_case())") && \
 	VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow $(BIN)/python scripts/render_screenshot.py --out Resources/Screenshots/slice-view.png \
 	  --fixed $$case/cbct_phase0.nii.gz --moving $$case/cbct_phase5.nii.gz \
-	  --model RSORegistration/rso/resources/general_model.pt --grid 48,80,80 --iso 30 --rso 30 \
-	  --region 60 150 -285 100 190 -245
+	  --model RSORegistration/rso/resources/general_model.pt --grid 48,80,80 --iso 100 --rso 60 \
+	  --region -58 221 -216 -18 261 -178
 
 # Maintainers: the README's picture of the review page, taken by its browser test in headless Chromium.
 review-screenshot: data chromium

@@ -13,7 +13,7 @@ The README's picture is the demo case (after `make demo`) with the bundled model
     C=~/.cache/rso-registration/cases/demo-lung2-seed0
     python scripts/render_screenshot.py --out Resources/Screenshots/slice-view.png --fixed $C/cbct_phase0.nii.gz \
         --moving $C/cbct_phase5.nii.gz --model RSORegistration/rso/resources/general_model.pt \
-        --grid 48,80,80 --iso 30 --rso 30 --region 60 150 -285 100 190 -245
+        --grid 48,80,80 --iso 100 --rso 60 --region -58 221 -216 -18 261 -178
 
 ``--evidence`` also writes the arrays the render test checks (the view without the ROI drawn, and
 the |difference| under every pixel; the view with the det J quality map as the foreground, and
