@@ -10,6 +10,7 @@ them and each wrapper is checked on a pair with a known shift; where not, those 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import time
 from pathlib import Path
@@ -159,10 +160,14 @@ def test_peak_memory_is_measured_per_block(monkeypatch, reset):
     if not reset:  # where the kernel's peak cannot be reset, a thread samples the RSS instead
         monkeypatch.setattr("rso.evaluation.bench.measure._reset_peak_rss", lambda: False)
     with Measured() as big:
-        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
-        block[::512] = 2.0
+        # 64 MiB of fresh pages, touched: a malloc'd array could reuse memory that is resident already
+        # (an allocator keeps what earlier tests freed), and then the peak would not move.
+        block = mmap.mmap(-1, 64 * 2**20)
+        pages = np.frombuffer(block, np.uint8)
+        pages[::4096] = 1
         time.sleep(0.05)  # a few samples for the sampling thread
-        del block
+        del pages
+        block.close()
     with Measured() as small:
         pass
     assert big.seconds > 0 and big.memory["peak_rss_mb"] >= big.memory["rss_before_mb"] + 50
