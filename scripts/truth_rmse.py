@@ -16,25 +16,29 @@ from pathlib import Path
 
 import numpy as np
 
-from rso.core.session import open_inputs
 from rso.core.workflow import EngineSettings
+from rso.evaluation.bench.cases import Case
 
 
-def truth_row(arm_file: Path) -> dict:
-    """One box: the true field's box RMSE and TRE, and the bench's ISO-100 and native RSO box RMSE."""
-    record = json.loads(arm_file.read_text())
-    case, folder = record["case"], Path(record["case"]["folder"])
-    k = case["moving_phase"]
-    inputs = open_inputs(folder / "cbct_phase0.nii.gz", folder / f"cbct_phase{k}.nii.gz",
-                         reference_path=folder / "ct_phase0.nii.gz", truth_path=folder / f"truth_0_{k}.nii.gz",
-                         mask_path=folder / case["evaluation_mask"])
-    session = EngineSettings(device="cpu", precision="fp32").session(inputs)
-    box = session.box_from_ras(record["box"]["ras"])
-    truth = session.metrics(field_voxels=session.grid.mm_to_voxels(session.truth_mm), box=box)
-    native = json.loads(Path(str(arm_file).replace("_iso_short.json", "_rso_native.json")).read_text())
-    return {"case": case["name"], "box": record["box"]["index"], "truth_rmse_hu_box": truth["rmse_hu_box"],
-            "iso_short_rmse_hu_box": record["metrics"]["rmse_hu_box"],
-            "rso_native_rmse_hu_box": native["metrics"]["rmse_hu_box"]}
+def truth_rows(arm_files: list[Path]) -> list[dict]:
+    """Per box: the true field's box RMSE, and the bench's ISO-100 and native RSO box RMSE (one session per case)."""
+    sessions: dict[str, object] = {}
+    rows = []
+    for arm_file in arm_files:
+        record = json.loads(arm_file.read_text())
+        case = record["case"]
+        if case["name"] not in sessions:
+            inputs = Case(case["name"], Path(case["folder"]), case["anatomy"], case["seed"], case["moving_phase"],
+                          case["fixed_phase"], case["evaluation_mask"]).inputs()
+            sessions[case["name"]] = EngineSettings(device="cpu", precision="fp32").session(inputs)
+        session = sessions[case["name"]]
+        box = session.box_from_ras(record["box"]["ras"])
+        truth = session.metrics(field_voxels=session.grid.mm_to_voxels(session.truth_mm), box=box)
+        native = json.loads(Path(str(arm_file).replace("_iso_short.json", "_rso_native.json")).read_text())
+        rows.append({"case": case["name"], "box": record["box"]["index"], "truth_rmse_hu_box": truth["rmse_hu_box"],
+                     "iso_short_rmse_hu_box": record["metrics"]["rmse_hu_box"],
+                     "rso_native_rmse_hu_box": native["metrics"]["rmse_hu_box"]})
+    return rows
 
 
 def main() -> None:
@@ -43,7 +47,7 @@ def main() -> None:
     parser.add_argument("--kind", default="misaligned", choices=("misaligned", "residual", "control"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/truth_rmse.json"))
     args = parser.parse_args()
-    rows = [truth_row(f) for f in sorted(args.results.glob(f"arm_*_{args.kind}*_iso_short.json"))]
+    rows = truth_rows(sorted(args.results.glob(f"arm_*_{args.kind}*_iso_short.json")))
     columns = ("truth_rmse_hu_box", "iso_short_rmse_hu_box", "rso_native_rmse_hu_box")
     print(f"{'case':32s}{'box':>4s}{'truth':>8s}{'ISO-100':>9s}{'native':>8s}   (box RMSE vs clean CT, HU)")
     for row in rows:

@@ -125,13 +125,17 @@ def build_problem(fixed: sitk.Image, moving: sitk.Image, box: RegionBox, margin_
     points = voxels + current
     # The crop holds every target of every candidate start, so that none is judged on clamped samples.
     crop = _covering_grid(window, np.concatenate([points, *[voxels + e for e in earlier_mm]]), REACH_MARGIN_MM)
-    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(device)  # noqa: E731
     fixed_hu = sitk.GetArrayFromImage(_resample(fixed, window))
     moving_hu = sitk.GetArrayFromImage(_resample(moving, crop))
     to_index = np.linalg.inv(crop.index_to_lps).T[:, ::-1]  # LPS mm (row) -> (z, y, x) index steps
-    return NativeProblem(window, as_tensor(fixed_hu)[None, None], as_tensor(moving_hu)[None, None],
-                         as_tensor(crop.lps_to_index(points)), as_tensor(to_index), box_voxels, margin, current,
-                         earlier_mm)
+    return NativeProblem(window, _tensor(fixed_hu, device)[None, None], _tensor(moving_hu, device)[None, None],
+                         _tensor(crop.lps_to_index(points), device), _tensor(to_index, device), box_voxels, margin,
+                         current, earlier_mm)
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A float32 tensor on ``device`` (contiguous: torch cannot wrap numpy's strided views)."""
+    return torch.from_numpy(np.ascontiguousarray(array, np.float32)).to(device)
 
 
 def _covering_grid(window: ModelGrid, points_lps: np.ndarray, reach_mm: float) -> ModelGrid:
@@ -190,10 +194,9 @@ class Refinement:
         self.spacing = spacing
         self.fixed_features, self.moving_features = self._features(problem.fixed), self._features(problem.moving)
         self.diffusion = DiffusionLoss()
-        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(device)  # noqa: E731
-        self.weights = as_tensor(blend_weights(problem.box, problem.margin_voxels, window.shape))
-        self.current = as_tensor(problem.current_mm)
-        self.lps_to_index = as_tensor(np.linalg.inv(window.index_to_lps))
+        self.weights = _tensor(blend_weights(problem.box, problem.margin_voxels, window.shape), device)
+        self.current = _tensor(problem.current_mm, device)
+        self.lps_to_index = _tensor(np.linalg.inv(window.index_to_lps), device)
         region = self.weights > 0
         # The barrier's floor per voxel: FOLD_MARGIN, or lower where the current field is already lower, so that
         # the refinement is not spent on undoing compression (or folding) it did not make.
@@ -238,8 +241,8 @@ class Refinement:
         Returns its index in ``problem.earlier_mm``, or None (the current field stays the start).
         """
         current = self.problem.current_mm
-        candidates = [torch.from_numpy(np.ascontiguousarray((e - current).transpose(3, 0, 1, 2)[None], np.float32))
-                      .to(self.start.device) for e in self.problem.earlier_mm]
+        candidates = [_tensor((e - current).transpose(3, 0, 1, 2)[None], self.start.device)
+                      for e in self.problem.earlier_mm]
         with torch.no_grad():
             costs = [float(self.similarity(c)) for c in candidates]
             best = int(np.argmin(costs)) if costs else None
