@@ -30,7 +30,7 @@ from rso.core.steps import RSOSettings
 from rso.core.workflow import EngineSettings
 from rso.evaluation.box_kinds import pick_boxes
 from rso.simulation.fetch import fetch_data
-from rso.simulation.simulate import SimulationParams, simulate_case
+from rso.simulation.simulate import SimulationParams, simulate_case, views_path
 
 log = logging.getLogger("sweep")
 
@@ -64,10 +64,14 @@ def case_folder(anatomy: str, seed: int, preset: str, phase: int) -> Path:
 def iso_session(folder: Path, phase: int, work: Path) -> RegistrationSession:
     """general -> ISO-100 on the case, saved once and reopened afterwards."""
     session_dir = work / f"{folder.name}-phase{phase}"
-    if (session_dir / "session.json").is_file():
-        return RegistrationSession.open(session_dir, device="cpu")
     inputs = open_inputs(folder / "cbct_phase0.nii.gz", folder / f"cbct_phase{phase}.nii.gz",
-                         folder / "ct_phase0.nii.gz", folder / f"truth_0_{phase}.nii.gz", folder / "lung_mask.nii.gz")
+                         folder / "ct_phase0.nii.gz", folder / f"truth_0_{phase}.nii.gz", folder / "lung_mask.nii.gz",
+                         views_path(folder, 0), views_path(folder, phase))
+    if (session_dir / "session.json").is_file():
+        session = RegistrationSession.open(session_dir, device="cpu")
+        # A session saved before sessions kept the projection views: the same inputs' views, given again.
+        session.views = session.views or (inputs["fixed_views"], inputs["moving_views"])
+        return session
     session = EngineSettings(device="cpu").session(inputs, folder=session_dir)
     session.general()
     session.iso(100)

@@ -8,7 +8,7 @@ import json
 from rso.cli.common import add_engine_arguments, engine_from_args, number_list
 from rso.options import (COMPOSITIONS, DEFAULT_BLEND_MARGIN_MM, DEFAULT_COMPOSITION, DEFAULT_ISO_ITERATIONS,
                          DEFAULT_NATIVE_ITERATIONS, DEFAULT_RSO_CONTROL_SPACING_MM, DEFAULT_RSO_EARLIER_STARTS,
-                         DEFAULT_RSO_MIN_GAIN, DEFAULT_RSO_MODE, DEFAULT_RSO_SIMILARITY, DEFAULT_RSO_SMOOTHNESS,
+                         DEFAULT_RSO_MATCH_ARTEFACTS, DEFAULT_RSO_MIN_GAIN, DEFAULT_RSO_MODE, DEFAULT_RSO_SIMILARITY, DEFAULT_RSO_SMOOTHNESS,
                          NATIVE_SIMILARITIES, PAPER_RSO_ITERATIONS, RSO_MODES)
 
 
@@ -77,6 +77,13 @@ def add_rso_arguments(parser) -> None:
     native.add_argument("--rso-min-gain", type=float, default=DEFAULT_RSO_MIN_GAIN, metavar="F",
                         help="the guard: decline a step that explains less than this fraction of the box's "
                         "remaining difference (0: only a step that adds folding is declined)")
+    native.add_argument("--fixed-views", metavar="JSON",
+                        help="the projection views the fixed image was reconstructed from (a phase-binned CBCT; "
+                        "rso.core.reprojection): with --moving-views, native RSO compares the images artefact-matched")
+    native.add_argument("--moving-views", metavar="JSON", help="the moving image's projection views")
+    native.add_argument("--rso-match-artefacts", action=argparse.BooleanOptionalAction,
+                        default=DEFAULT_RSO_MATCH_ARTEFACTS,
+                        help="compare artefact-matched images where both images' views are given")
     native.add_argument("--rso-earlier-starts", action=argparse.BooleanOptionalAction,
                         default=DEFAULT_RSO_EARLIER_STARTS,
                         help="start from an earlier state of the session (no registration, the general model, ...) "
@@ -90,7 +97,7 @@ def rso_settings_from_args(args):
     return RSOSettings(iterations=args.rso, mode=args.rso_mode, compose=args.compose, blend_margin_mm=args.blend_margin,
                        similarity=args.rso_similarity, control_spacing_mm=args.rso_control_spacing,
                        smoothness=args.rso_smoothness, min_gain=args.rso_min_gain,
-                       earlier_starts=args.rso_earlier_starts)
+                       earlier_starts=args.rso_earlier_starts, match_artefacts=args.rso_match_artefacts)
 
 
 def run(args) -> int:
@@ -101,6 +108,7 @@ def run(args) -> int:
     job = RegisterJob(fixed=args.fixed, moving=args.moving, out=args.out, engine=engine_from_args(args),
                       iso=args.iso, boxes_ras=args.roi, boxes_ijk=args.roi_ijk, rso=rso_settings_from_args(args),
                       truth=args.truth, reference=args.reference, mask=args.mask, figure=not args.no_figure,
+                      fixed_views=args.fixed_views, moving_views=args.moving_views,
                       labels=args.labels, labels_colors=args.labels_colors, labels_reference=args.labels_reference)
     with step_progress(not args.quiet) as progress:
         session, paths = run_register_job(job, progress=progress)

@@ -29,6 +29,8 @@ from rso.core.native import NativeSettings, build_problem, refine_box
 from rso.core.optimize import (PAPER_LEARNING_RATE, CancelToken, ProgressCallback, blend_weights, compose_local,
                                crop_window, fine_tune, optimise_field, predict, relative_to)
 from rso.core.patches import add_patches
+from rso.core import reprojection
+from rso.core.reprojection import Views, read_views
 from rso.core.store import SessionState, SessionStore
 from rso.core.summary import summary_text
 from rso.errors import Diverged, InputError
@@ -59,9 +61,12 @@ class RegistrationSession:
         loss: LossConfig = LossConfig(),
         model_source: str = "",
         precision: str = DEFAULT_PRECISION,
+        fixed_views: Views | None = None,
+        moving_views: Views | None = None,
     ):
         _check_inputs(fixed, moving, reference, truth, mask)
         self.fixed, self.moving, self.reference, self.truth, self.mask = fixed, moving, reference, truth, mask
+        self.views = _views_pair(fixed_views, moving_views)
         self.grid = ModelGrid.covering(fixed, grid_shape or net.config.grid)
         self.device = resolve_device(device)
         self.seed, self.loss_config, self.model_source = int(seed), loss, model_source
@@ -86,6 +91,16 @@ class RegistrationSession:
         self.evaluation_mask = grid.resample(self.mask, default=0) > 0.5 if self.mask is not None else None
         as_tensor = lambda a: torch.from_numpy(normalise(a)).to(self.device)[None, None]  # noqa: E731
         self.fixed_t, self.moving_t = as_tensor(self.fixed_hu), as_tensor(self.moving_hu)
+        self._matched: tuple[sitk.Image, sitk.Image] | None = None
+
+    def compared_images(self, match_artefacts: bool) -> tuple[sitk.Image, sitk.Image]:
+        """The (fixed, moving) images native RSO compares: artefact-matched where both images' views are known
+        (rso.core.reprojection; computed once, a few seconds), the inputs otherwise."""
+        if not (match_artefacts and self.views):
+            return self.fixed, self.moving
+        if self._matched is None:
+            self._matched = reprojection.match_artefacts(self.fixed, self.moving, *self.views)
+        return self._matched
 
     # ----------------------------------------------------------------------------- the state
     @property
@@ -160,7 +175,8 @@ class RegistrationSession:
         start = time.perf_counter()
         state = self.state
         earlier = [self._state_at(index) for index in range(len(self.history))] if settings.earlier_starts else []
-        problem = build_problem(self.fixed, self.moving, box, settings.blend_margin_mm, self.grid,
+        params["artefacts_matched"] = bool(settings.match_artefacts and self.views)
+        problem = build_problem(*self.compared_images(settings.match_artefacts), box, settings.blend_margin_mm, self.grid,
                                 self.grid.voxels_to_mm(state.field), state.patches, self.device,
                                 tuple((self.grid.voxels_to_mm(e.field), e.patches) for e in earlier))
         native = NativeSettings(settings.similarity, settings.control_spacing_mm, settings.smoothness,
@@ -342,6 +358,7 @@ class RegistrationSession:
             "seed": self.seed,
             "precision": self.precision,
             "inputs": sorted(self._input_images()),
+            "views": [v.to_dict() for v in self.views] if self.views else None,
             "steps": [r.to_dict() for r in (self.history if history is None else history)],
         })
 
@@ -358,6 +375,7 @@ class RegistrationSession:
         images = {name: store.read_input(name) for name in manifest["inputs"]}
         self.fixed, self.moving = images["fixed"], images["moving"]
         self.reference, self.truth, self.mask = images.get("reference"), images.get("truth"), images.get("mask")
+        self.views = tuple(Views.from_dict(v) for v in manifest["views"]) if manifest.get("views") else None
         self.grid = ModelGrid.from_dict(manifest["grid"])
         self.device = resolve_device(device)
         self.seed, self.loss_config = manifest["seed"], LossConfig(**manifest["loss"])
@@ -400,9 +418,18 @@ def _weights_copy(net: torch.nn.Module) -> dict:
     return {key: value.detach().cpu().clone() for key, value in net.state_dict().items()}
 
 
-def open_inputs(fixed_path, moving_path, reference_path=None, truth_path=None, mask_path=None) -> dict:
+def _views_pair(fixed_views: Views | None, moving_views: Views | None) -> tuple[Views, Views] | None:
+    if (fixed_views is None) != (moving_views is None):
+        raise InputError("views: give the projection views of both images, or of neither")
+    return (fixed_views, moving_views) if fixed_views is not None else None
+
+
+def open_inputs(fixed_path, moving_path, reference_path=None, truth_path=None, mask_path=None,
+                fixed_views_path=None, moving_views_path=None) -> dict:
     """Read a registration's input files, each checked, as keyword arguments for the session."""
     return {
+        "fixed_views": read_views(fixed_views_path) if fixed_views_path else None,
+        "moving_views": read_views(moving_views_path) if moving_views_path else None,
         "fixed": read_image(fixed_path, "fixed image"),
         "moving": read_image(moving_path, "moving image"),
         "reference": read_image(reference_path, "reference image") if reference_path else None,

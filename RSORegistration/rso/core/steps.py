@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from rso.core.boxes import RegionBox
 from rso.errors import InputError
 from rso.options import (COMPOSITIONS, DEFAULT_BLEND_MARGIN_MM, DEFAULT_COMPOSITION, DEFAULT_NATIVE_ITERATIONS,
-                         DEFAULT_RSO_CONTROL_SPACING_MM, DEFAULT_RSO_EARLIER_STARTS, DEFAULT_RSO_MIN_GAIN,
-                         DEFAULT_RSO_MODE, DEFAULT_RSO_PRESMOOTH_MM, DEFAULT_RSO_SIMILARITY, DEFAULT_RSO_SMOOTHNESS,
+                         DEFAULT_RSO_CONTROL_SPACING_MM, DEFAULT_RSO_EARLIER_STARTS, DEFAULT_RSO_MATCH_ARTEFACTS,
+                         DEFAULT_RSO_MIN_GAIN, DEFAULT_RSO_MODE, DEFAULT_RSO_PRESMOOTH_MM, DEFAULT_RSO_SIMILARITY, DEFAULT_RSO_SMOOTHNESS,
                          DEFAULT_RSO_STEP_MM, NATIVE_SIMILARITIES, PAPER_LEARNING_RATE, PAPER_RSO_ITERATIONS, RSO_MODES)
 
 FIELD_MODES = ("native", "direct")  # modes that change only the field in the box (the network stays)
@@ -38,6 +38,8 @@ class RSOSettings:
     min_gain: float = DEFAULT_RSO_MIN_GAIN  # native: the guard's threshold (0: accept every finite, unfolded step)
     presmooth_mm: float = DEFAULT_RSO_PRESMOOTH_MM  # native: Gaussian sigma on both images before comparing
     earlier_starts: bool = DEFAULT_RSO_EARLIER_STARTS  # native: may start from an earlier state the box prefers
+    # native: where both images' projection views are known, compare them artefact-matched (rso.core.reprojection)
+    match_artefacts: bool = DEFAULT_RSO_MATCH_ARTEFACTS
 
     def __post_init__(self):
         if self.mode not in RSO_MODES:

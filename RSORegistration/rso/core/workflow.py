@@ -95,6 +95,8 @@ class RegisterJob:
     labels: str | None = None  # a label map drawn on the moving image, carried onto the fixed one
     labels_colors: str | None = None  # its names and colours (a colour-table file), unless a .seg.nrrd has them
     labels_reference: str | None = None  # the same labels drawn on the fixed image: Dice and HD95
+    fixed_views: str | None = None  # views files of phase-binned CBCTs (rso.core.reprojection)
+    moving_views: str | None = None
 
     def prepare(self) -> tuple[RegistrationSession, list, LabelInput | None]:
         """Read and check every input, box and label map; build the session (nothing written yet)."""
@@ -103,7 +105,8 @@ class RegisterJob:
             raise InputError("ISO iterations must be >= 0")
         if (self.labels_colors or self.labels_reference) and not self.labels:
             raise InputError("label colours and a reference label map need a label map (--labels)")
-        inputs = open_inputs(self.fixed, self.moving, self.reference, self.truth, self.mask)
+        inputs = open_inputs(self.fixed, self.moving, self.reference, self.truth, self.mask, self.fixed_views,
+                             self.moving_views)
         labels = LabelInput.read(self.labels, self.labels_colors, self.labels_reference) if self.labels else None
         if labels is not None:
             check_labels_on(labels.image, inputs["moving"])

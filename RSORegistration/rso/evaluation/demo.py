@@ -51,7 +51,7 @@ class DemoPlan:
 
 def demo_case() -> Path:
     """The simulated demo case, made once and then read from the cache."""
-    from rso.simulation.simulate import simulate_case
+    from rso.simulation.simulate import views_path, simulate_case
 
     folder = cases_dir() / f"demo-{DEMO_PATIENT}-seed{DEMO_SEED}"
     if not (folder / "case.json").is_file():
@@ -68,7 +68,7 @@ def run_demo(plan: DemoPlan, engine: EngineSettings, rso: RSOSettings, out: Path
     case = demo_case()
     inputs = open_inputs(case / f"cbct_phase{FIXED_PHASE}.nii.gz", case / f"cbct_phase{MOVING_PHASE}.nii.gz",
                          case / f"ct_phase{FIXED_PHASE}.nii.gz", case / f"truth_{FIXED_PHASE}_{MOVING_PHASE}.nii.gz",
-                         case / EVALUATION_MASK)
+                         case / EVALUATION_MASK, views_path(case, FIXED_PHASE), views_path(case, MOVING_PHASE))
     if rso.mode != "native":
         rso = replace(rso, iterations=plan.rso)
     network = engine.network()

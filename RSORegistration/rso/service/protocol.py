@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 from rso.errors import InputError
 
 # 2: upload/download, open by upload or by session_id, the per-session lock ("busy"), bounded lines.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # 3: open takes the images' projection views; rso takes match_artefacts, earlier_starts
 
 # Events the worker sends (``died`` comes from the client, not the worker).
 EVENTS = ("ready", "progress", "done", "error", "died")
@@ -44,7 +44,7 @@ CHUNK_BYTES = 256 * 1024  # file bytes per upload/download line: ~350 KB of base
 # What download may read: the viewer's files after each step, and an export without "out".
 DOWNLOAD_FOLDERS = ("current", "export")
 # open's file arguments: paths on the worker's machine when a folder is given, else uploaded files.
-FILE_ARGUMENTS = ("fixed", "moving", "truth", "reference", "model")
+FILE_ARGUMENTS = ("fixed", "moving", "truth", "reference", "model", "fixed_views", "moving_views")
 
 
 class ProtocolError(InputError):
@@ -145,6 +145,8 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         "device": Arg(_string), "precision": Arg(_string), "seed": Arg(_integer),
         "truth": Arg(_string), "reference": Arg(_string),
         "similarity": Arg(_string), "smoothness": Arg(_number), "allow_non_ct": Arg(_boolean),
+        # views files of phase-binned CBCTs (rso.core.reprojection): native RSO then compares artefact-matched images
+        "fixed_views": Arg(_string), "moving_views": Arg(_string),
     },
     "general": {},
     "iso": {"iterations": Arg(_integer), "learning_rate": Arg(_number)},
@@ -155,6 +157,7 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         # native mode (rso.core.native): its similarity, control grid, smoothness, step, guard, pre-smoothing
         "similarity": Arg(_string), "control_spacing_mm": Arg(_number), "smoothness": Arg(_number),
         "step_mm": Arg(_number), "min_gain": Arg(_number), "presmooth_mm": Arg(_number),
+        "earlier_starts": Arg(_boolean), "match_artefacts": Arg(_boolean),
     },
     "undo": {},
     "export": {"out": Arg(_string), "figure": Arg(_boolean)},  # no out: into the session's export/, to download

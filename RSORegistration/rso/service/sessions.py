@@ -283,7 +283,8 @@ def new_session(fixed: str | None = None, moving: str | None = None, model: str 
                 channels: list[int] | None = None, grid: list[int] | None = None, device: str = DEFAULT_DEVICE,
                 precision: str = DEFAULT_PRECISION, seed: int = DEFAULT_SEED, truth: str | None = None,
                 reference: str | None = None, similarity: str = DEFAULT_SIMILARITY,
-                smoothness: float = DEFAULT_SMOOTHNESS, allow_non_ct: bool = ALLOW_NON_CT):
+                smoothness: float = DEFAULT_SMOOTHNESS, allow_non_ct: bool = ALLOW_NON_CT,
+                fixed_views: str | None = None, moving_views: str | None = None):
     """A new session from image files, every input checked; in memory until it is given a folder."""
     from rso.core.losses import LossConfig
     from rso.core.session import open_inputs
@@ -295,7 +296,8 @@ def new_session(fixed: str | None = None, moving: str | None = None, model: str 
                             grid=tuple(grid) if grid else None, device=device, precision=precision, seed=seed,
                             loss=LossConfig(similarity=similarity, smoothness_weight=smoothness),
                             allow_non_ct=allow_non_ct)
-    return engine.session(open_inputs(fixed, moving, reference, truth))
+    return engine.session(open_inputs(fixed, moving, reference, truth, fixed_views_path=fixed_views,
+                                      moving_views_path=moving_views))
 
 
 def reopen_session(folder: Path, args: dict):

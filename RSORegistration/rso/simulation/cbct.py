@@ -24,11 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter1d
-from skimage.transform import iradon, radon
+
+from rso.core.reprojection import Views, attenuation_to_hu, fbp_slices, hu_to_attenuation
 
 log = logging.getLogger(__name__)
-
-MU_WATER_PER_MM = 0.0192  # linear attenuation of water at about 70 keV
 
 
 @dataclass(frozen=True)
@@ -62,25 +61,26 @@ def simulate_cbct(ct: sitk.Image, phase: int, phases: int, params: CBCTParams = 
                   rng: np.random.Generator | None = None) -> sitk.Image:
     """A CBCT-like image (float32 HU, on the CT's grid) of one phase, from that phase's angle subset."""
     rng = np.random.default_rng() if rng is None else rng
-    angles = parallel_directions(phase_angles(phase, phases, params), params)
-    hu = sitk.GetArrayFromImage(ct).astype(np.float32)  # (z, y, x): axial slices
     pixel_mm = ct.GetSpacing()[0]
     if abs(ct.GetSpacing()[1] - pixel_mm) > 1e-3 * pixel_mm:
         log.warning("in-plane spacing %s is anisotropic; projecting as if square pixels of %.3g mm",
                     ct.GetSpacing()[:2], pixel_mm)
-    mu = np.clip((hu + 1000.0) / 1000.0, 0.0, None) * MU_WATER_PER_MM * pixel_mm  # per pixel
-    side = _square_side(mu)
     photons_per_ray = params.photons_per_mm2 * pixel_mm * ct.GetSpacing()[2]
-    out = np.empty_like(hu)
-    for k, plane in enumerate(mu):
-        sinogram = radon(_pad_square(plane, side), theta=angles, circle=True)
-        sinogram = _add_scatter(sinogram, params, pixel_mm)
-        sinogram = _add_noise(sinogram, photons_per_ray, rng)
-        square = iradon(sinogram, theta=angles, output_size=side, circle=True, filter_name=params.filter_name)
-        out[k] = _crop_center(square, plane.shape)
-    image = sitk.GetImageFromArray(out / (MU_WATER_PER_MM * pixel_mm) * 1000.0 - 1000.0)
+
+    def scatter_and_noise(sinogram: np.ndarray) -> np.ndarray:
+        return _add_noise(_add_scatter(sinogram, params, pixel_mm), photons_per_ray, rng)
+
+    hu = sitk.GetArrayFromImage(ct).astype(np.float32)  # (z, y, x): axial slices
+    reconstructed = fbp_slices(hu_to_attenuation(hu, pixel_mm), phase_views(phase, phases, params).directions_deg,
+                               scatter_and_noise, params.filter_name)
+    image = sitk.GetImageFromArray(attenuation_to_hu(reconstructed, pixel_mm).astype(np.float32))
     image.CopyInformation(ct)
     return image
+
+
+def phase_views(phase: int, phases: int, params: CBCTParams = CBCTParams()) -> Views:
+    """The parallel-beam directions phase ``phase`` is reconstructed from (what artefact matching needs)."""
+    return Views(tuple(float(d) for d in parallel_directions(phase_angles(phase, phases, params), params)))
 
 
 def parallel_directions(gantry_degrees: np.ndarray, params: CBCTParams = CBCTParams()) -> np.ndarray:
@@ -119,28 +119,3 @@ def _add_noise(sinogram: np.ndarray, photons: float, rng: np.random.Generator) -
     expected = photons * np.exp(-sinogram)
     counts = np.maximum(rng.poisson(expected), 1)  # a ray with no photon would give an infinite line integral
     return -np.log(counts / photons)
-
-
-def _square_side(mu: np.ndarray) -> int:
-    """Side of the centred square whose inscribed circle holds every attenuating pixel of every slice.
-
-    radon and iradon then work on that circle only (circle=True), about half the pixels of the
-    square around the slice's diagonal that circle=False would pad to.
-    """
-    rows, cols = mu.shape[1:]
-    z, y, x = np.nonzero(mu > 0)
-    if y.size == 0:
-        return max(rows, cols)
-    radius = np.sqrt((y - (rows - 1) / 2) ** 2 + (x - (cols - 1) / 2) ** 2).max()
-    return max(rows, cols, 2 * int(np.ceil(radius)) + 3)
-
-
-def _pad_square(plane: np.ndarray, side: int) -> np.ndarray:
-    """Pad with air (zero attenuation) to a centred square of the given side."""
-    before = [(side - n) // 2 for n in plane.shape]
-    return np.pad(plane, [(b, side - n - b) for b, n in zip(before, plane.shape)])
-
-
-def _crop_center(square: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    before = [(square.shape[i] - shape[i]) // 2 for i in range(2)]
-    return square[before[0]:before[0] + shape[0], before[1]:before[1] + shape[1]]

@@ -36,7 +36,8 @@ from rso import __version__
 from rso.simulation.anatomy import MaskParams, body_mask, check_ct, lung_mask
 from rso.simulation.case_labels import phase_labels, reference_labels, write_labels
 from rso.errors import InputError
-from rso.core.imageio import file_sha256, read_image, write_displacement_field, write_image
+from rso.core.imageio import file_sha256, read_image, write_bytes_atomically, write_displacement_field, write_image
+from rso.core.reprojection import Views
 from rso.simulation.lesion import LesionParams, draw_lesion, paint_lesion
 from rso.simulation.motion import (BreathingMotion, MotionParams, breathing_curve, check_invertible, invert_field,
                      jacobian_determinant)
@@ -226,7 +227,7 @@ def simulate_case(ct_path: str | os.PathLike, out_dir: str | os.PathLike, phases
     The folder is built beside out_dir and renamed into place at the end, so a failure leaves
     nothing behind, and an existing case is replaced only with overwrite=True.
     """
-    from rso.simulation.cbct import CBCTParams, simulate_cbct  # scikit-image: imported only when a case is made
+    from rso.simulation.cbct import CBCTParams, phase_views, simulate_cbct  # scikit-image: imported only when a case is made
 
     ct_path, out_dir = Path(ct_path), Path(out_dir)
     if phases < 2:
@@ -249,6 +250,8 @@ def simulate_case(ct_path: str | os.PathLike, out_dir: str | os.PathLike, phases
     building = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-building-", dir=out_dir.parent))
     try:
         _write_case(building, made, cbcts, body, lungs)
+        for phase in made:
+            _write_views(building, phase.index, phase_views(phase.index, phases, cbct_params))
         description = _describe(ct_path, seed, phases, params, cbct_params, model, made, ct)
         (building / "case.json").write_text(json.dumps(description, indent=2) + "\n")
         _make_readable(building)
@@ -279,6 +282,24 @@ def _write_case(folder: Path, phases: list[Phase], cbcts: list[sitk.Image], body
         write_labels(folder, phase.index, phase.labels)
     write_image(body, folder / "body_mask.nii.gz")
     write_image(lungs, folder / "lung_mask.nii.gz")
+
+
+def views_path(folder: str | os.PathLike, phase: int) -> Path | None:
+    """The views file of a case's CBCT phase (rso.core.reprojection); written from case.json for a case made
+    before the simulator wrote them. None for a folder that is not a simulated case."""
+    path = Path(folder) / f"cbct_phase{phase}_views.json"
+    if not path.is_file():
+        if not (Path(folder) / "case.json").is_file():
+            return None
+        description = json.loads((Path(folder) / "case.json").read_text())
+        from rso.simulation.cbct import CBCTParams, phase_views
+
+        _write_views(Path(folder), phase, phase_views(phase, description["phases"], CBCTParams(**(description["cbct"] or {}))))
+    return path
+
+
+def _write_views(folder: Path, phase: int, views: Views) -> None:
+    write_bytes_atomically((json.dumps(views.to_dict()) + "\n").encode(), folder / f"cbct_phase{phase}_views.json")
 
 
 def _as_int16(image: sitk.Image) -> sitk.Image:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rso.core.paths import cases_dir
 from rso.core.session import open_inputs
+from rso.simulation.simulate import views_path
 from rso.errors import InputError
 from rso.evaluation.bench.plan import HELD_OUT_ANATOMY, TRAINING_ANATOMY, TRAINING_SEEDS, BenchPlan, CaseSpec
 from rso.evaluation.demo import EVALUATION_MASK
@@ -33,7 +34,8 @@ class Case:
     def inputs(self) -> dict:
         folder, f, k = self.folder, self.fixed_phase, self.moving_phase
         return open_inputs(folder / f"cbct_phase{f}.nii.gz", folder / f"cbct_phase{k}.nii.gz",
-                           folder / f"ct_phase{f}.nii.gz", folder / f"truth_{f}_{k}.nii.gz", folder / self.mask)
+                           folder / f"ct_phase{f}.nii.gz", folder / f"truth_{f}_{k}.nii.gz", folder / self.mask,
+                           views_path(folder, f), views_path(folder, k))
 
     def to_dict(self) -> dict:
         return {"name": self.name, "folder": str(self.folder), "anatomy": self.anatomy, "seed": self.seed,

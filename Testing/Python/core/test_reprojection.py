@@ -1,0 +1,116 @@
+"""Artefact matching (rso.core.reprojection): phase-binned CBCTs seen through both phases' views, on real anatomy."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from rso.core.native import NativeSettings, Refinement, build_problem
+from rso.core.reprojection import Views, read_views
+from rso.core.session import RegistrationSession, RSOSettings, open_inputs
+from rso.errors import InputError
+from rso.simulation.cbct import CBCTParams, phase_views, simulate_cbct
+
+from conftest import TEST_GRID, write
+from test_native import _untrained, constant_field, lung_box
+
+# 25 views per phase bin of 10, as the simulator's clinical preset; the moving image from phase 5, whose views
+# fall half-way between the fixed image's: the two sets' streaks differ most.
+SPARSE = CBCTParams(projections=250, photons_per_mm2=0.0)
+MOVING_PHASE = 5
+SHIFT_MM = (2.0, -3.0, 4.0)  # LPS
+
+
+def cbct(ct: sitk.Image, phase: int) -> sitk.Image:
+    return simulate_cbct(ct, phase, 10, SPARSE)
+
+
+def test_views_of_two_phases_are_the_same_directions_rotated():
+    first, other = phase_views(0, 10, SPARSE), phase_views(MOVING_PHASE, 10, SPARSE)
+    assert len(first.directions_deg) == len(other.directions_deg) == 25
+    np.testing.assert_allclose(np.subtract(other.directions_deg, first.directions_deg), MOVING_PHASE * 180 / 250)
+
+
+@pytest.fixture(scope="module")
+def shifted_sparse_pair(chest_ct):
+    """fixed(x) = moving(x + SHIFT): two phases' CBCTs (25 views each), the truth a constant field."""
+    from rso.simulation.phantom import pair_from_field
+
+    pair = pair_from_field(chest_ct, constant_field(chest_ct, SHIFT_MM))
+    return cbct(pair.fixed, 0), cbct(chest_ct, MOVING_PHASE), pair.truth
+
+
+def _session(pair, views: bool) -> RegistrationSession:
+    fixed, moving, truth = pair
+    extra = {"fixed_views": phase_views(0, 10, SPARSE), "moving_views": phase_views(MOVING_PHASE, 10, SPARSE)} \
+        if views else {}
+    return RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, truth=truth, device="cpu", **extra)
+
+
+def test_on_matched_images_the_box_prefers_the_true_shift_and_a_search_finds_it(shifted_sparse_pair):
+    """The box's similarity explains far more at the true shift once both images carry both views' streaks."""
+    session = _session(shifted_sparse_pair, views=True)
+    box = lung_box(session)
+    gains, found = {}, {}
+    for matched in (False, True):
+        problem = build_problem(*session.compared_images(matched), box, 15.0, session.grid,
+                                session.grid.voxels_to_mm(session.state.field), (), torch.device("cpu"))
+        refinement = Refinement(problem, NativeSettings("mind", 8.0, 3.0, 0.3, 0.0, 2.0))
+        truth = torch.tensor(SHIFT_MM).view(1, 3, 1, 1, 1).expand(1, 3, *problem.window.shape)
+        with torch.no_grad():
+            gains[matched] = 1 - float(refinement.similarity(truth) / refinement.similarity(torch.zeros_like(truth)))
+        found[matched] = np.linalg.norm(refinement.search_translation() - SHIFT_MM)
+    assert gains[True] > gains[False] + 0.2, gains
+    assert found[True] < 0.5 < found[False], found
+
+
+def test_native_rso_on_matched_images_recovers_a_known_shift_and_says_so(shifted_sparse_pair, tmp_path):
+    session = _session(shifted_sparse_pair, views=True)
+    box = lung_box(session)
+    before = session.metrics(box=box)["tre_mm_box"]["mean"]
+    record = session.rso(box, RSOSettings(mode="native"))
+    assert record.accepted, record.declined
+    assert record.params["artefacts_matched"] is True
+    assert record.metrics["tre_mm_box"]["mean"] < 0.3 * before
+    session.attach_folder(tmp_path / "session")
+    reopened = RegistrationSession.open(tmp_path / "session", device="cpu")
+    assert reopened.views == session.views
+
+
+def test_matching_is_off_without_views_or_when_asked(shifted_sparse_pair):
+    without = _session(shifted_sparse_pair, views=False)
+    assert without.rso(lung_box(without), RSOSettings(mode="native", min_gain=0.0)).params["artefacts_matched"] is False
+    declined = _session(shifted_sparse_pair, views=True)
+    record = declined.rso(lung_box(declined), RSOSettings(mode="native", min_gain=0.0, match_artefacts=False))
+    assert record.params["artefacts_matched"] is False
+
+
+def test_views_files_are_read_and_bad_ones_refused_in_one_line(tmp_path, chest_ct):
+    good = tmp_path / "views.json"
+    good.write_text(json.dumps(phase_views(3, 10, SPARSE).to_dict()))
+    assert read_views(good) == phase_views(3, 10, SPARSE)
+    bad = {"not-json.json": "{", "list.json": "[1, 2]", "geometry.json": '{"geometry": "cone", "directions_deg": [0, 1]}',
+           "one.json": '{"directions_deg": [0]}', "nan.json": '{"directions_deg": [0, NaN]}',
+           "missing.json": '{"angles": [0, 1]}'}
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(InputError) as error:
+            read_views(tmp_path / name)
+        assert "\n" not in str(error.value), name
+    image = write(chest_ct, tmp_path / "ct.nii.gz")
+    inputs = open_inputs(image, image, fixed_views_path=good)
+    with pytest.raises(InputError, match="both images"):
+        RegistrationSession(**inputs, net=_untrained(), grid_shape=TEST_GRID, device="cpu")
+
+
+def test_an_older_case_gets_its_views_from_case_json(tmp_path):
+    from rso.simulation.simulate import views_path
+
+    (tmp_path / "case.json").write_text(json.dumps({"phases": 10, "cbct": {"projections": 250}}))
+    path = views_path(tmp_path, 3)
+    assert read_views(path) == Views(phase_views(3, 10, CBCTParams(projections=250)).directions_deg)
+    assert views_path(tmp_path / "not-a-case", 3) is None
