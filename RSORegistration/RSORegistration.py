@@ -1,8 +1,7 @@
 """RSO Registration: deep interactive deformable registration in 3D Slicer.
 
-The general model gives a first deformation, ISO refines it on the whole image and RSO on a box the
-clinician draws. This file is only the Qt part: widget wiring, the parameter node and the self-test.
-The decisions live in RSORegistrationLib (tested without Qt); the engine runs in a worker process.
+General model, then ISO on the whole image, then RSO on the boxes the clinician draws. This file is only
+the Qt part (widgets, parameter node, self-test); RSORegistrationLib decides, a worker process computes.
 """
 
 from pathlib import Path
@@ -12,10 +11,9 @@ import qt
 import vtk
 
 import slicer
-from slicer import vtkMRMLGridTransformNode, vtkMRMLMarkupsROINode, vtkMRMLPlotChartNode
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLTableNode, vtkMRMLTransformNode
-from slicer.i18n import tr as _
-from slicer.i18n import translate
+from slicer import (vtkMRMLGridTransformNode, vtkMRMLMarkupsROINode, vtkMRMLPlotChartNode, vtkMRMLScalarVolumeNode,
+                    vtkMRMLTableNode, vtkMRMLTransformNode)
+from slicer.i18n import tr as _, translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
@@ -64,6 +62,8 @@ class RSORegistrationParameterNode:
     autoRefine: bool = True
     engine: str = DEFAULT_ENGINE
     allowNonCt: bool = ALLOW_NON_CT
+    fixedViewsFile: str = ""  # views files of a phase-binned 4D CBCT pair (Python console; no widget yet)
+    movingViewsFile: str = ""
     sessionFolder: str = ""
     warpedVolume: vtkMRMLScalarVolumeNode
     differenceVolume: vtkMRMLScalarVolumeNode

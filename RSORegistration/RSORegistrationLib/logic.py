@@ -132,6 +132,8 @@ class RegistrationLogic:
             "seed": int(params.seed),
             "truth": self._write_truth(params.truthTransform, inputs) if params.truthTransform else None,
             "allow_non_ct": True if params.allowNonCt else None,
+            "fixed_views": params.fixedViewsFile or None,
+            "moving_views": params.movingViewsFile or None,
         }
         args.update(_advanced_model_args(params))
         args.update(engine or {})

@@ -61,6 +61,9 @@ class RunParameters:
     autoRefine: bool = True  # placing an ROI starts RSO on it
     engine: str = DEFAULT_ENGINE  # "local", or "ssh:me@gpu-host": the worker runs there (docs/remote.md)
     allowNonCt: bool = ALLOW_NON_CT  # register volumes that do not look like CT in HU, on purpose
+    # Views files of a phase-binned 4D CBCT pair (rso.core.reprojection): native RSO compares artefact-matched images.
+    fixedViewsFile: str = ""
+    movingViewsFile: str = ""
     sessionFolder: str = ""
     warpedVolume: object = None
     differenceVolume: object = None

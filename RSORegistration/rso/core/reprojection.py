@@ -5,7 +5,7 @@ aliasing streaks. The subsets of two phases are the same views rotated by a frac
 a few degrees, and so are their streaks: far from a bright source (ribs, the body's edge) a rotated
 streak looks like motion of several millimetres. Inside a box of lung the two phases' images then
 agree *better* at a wrong alignment than at the true one, for MIND, LNCC and MSE alike
-(bench/README.md, "Why clinical CBCT boxes miss"; scripts/streak_study.py).
+(bench/README.md, "Streaks that look like motion"; scripts/streak_study.py).
 
 Filtered back-projection from a set of views is (nearly) a linear, shift-invariant blur of the
 slice by that set's point-spread function. Projecting the fixed image again through the moving

@@ -176,7 +176,8 @@ class RegistrationSession:
         state = self.state
         earlier = [self._state_at(index) for index in range(len(self.history))] if settings.earlier_starts else []
         params["artefacts_matched"] = bool(settings.match_artefacts and self.views)
-        problem = build_problem(*self.compared_images(settings.match_artefacts), box, settings.blend_margin_mm, self.grid,
+        fixed, moving = self.compared_images(settings.match_artefacts)
+        problem = build_problem(fixed, moving, box, settings.blend_margin_mm, self.grid,
                                 self.grid.voxels_to_mm(state.field), state.patches, self.device,
                                 tuple((self.grid.voxels_to_mm(e.field), e.patches) for e in earlier))
         native = NativeSettings(settings.similarity, settings.control_spacing_mm, settings.smoothness,

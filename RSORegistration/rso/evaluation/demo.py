@@ -51,7 +51,7 @@ class DemoPlan:
 
 def demo_case() -> Path:
     """The simulated demo case, made once and then read from the cache."""
-    from rso.simulation.simulate import views_path, simulate_case
+    from rso.simulation.simulate import simulate_case
 
     folder = cases_dir() / f"demo-{DEMO_PATIENT}-seed{DEMO_SEED}"
     if not (folder / "case.json").is_file():
@@ -64,6 +64,8 @@ def demo_case() -> Path:
 def run_demo(plan: DemoPlan, engine: EngineSettings, rso: RSOSettings, out: Path, roi: list[float] | None = None,
              progress=None) -> list[dict]:
     """Both arms on the demo case; prints and returns the comparison rows and writes everything to ``out``."""
+    from rso.simulation.simulate import views_path
+
     check_output_folder(out)
     case = demo_case()
     inputs = open_inputs(case / f"cbct_phase{FIXED_PHASE}.nii.gz", case / f"cbct_phase{MOVING_PHASE}.nii.gz",

@@ -11,6 +11,7 @@ import torch
 
 from rso.cli import EXIT_BAD_INPUT, main
 from rso.core.model import ModelConfig, RegistrationNet, save_checkpoint
+from rso.simulation.cbct import CBCTParams, phase_views
 
 from conftest import write
 
@@ -22,8 +23,13 @@ FAST = ["--channels", "4,8,16,32,64", *COMMON]
 def pair_files(known_pair, tmp_path_factory):
     folder = tmp_path_factory.mktemp("pair")
     fixed, moving, truth = known_pair
+    views = {}
+    for phase in (0, 5):  # the views a phase-binned CBCT pair would come with (simulate writes them so)
+        views[phase] = folder / f"views{phase}.json"
+        views[phase].write_text(json.dumps(phase_views(phase, 10, CBCTParams(projections=250)).to_dict()))
     return {"fixed": write(fixed, folder / "fixed.nii.gz"), "moving": write(moving, folder / "moving.nrrd"),
-            "truth": write(truth, folder / "truth.nii.gz"), "folder": folder}
+            "truth": write(truth, folder / "truth.nii.gz"), "folder": folder,
+            "fixed_views": str(views[0]), "moving_views": str(views[5])}
 
 
 def roi_ras_around_bump(pair_files) -> str:
@@ -38,7 +44,8 @@ def registered(pair_files, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "out"
     args = ["register", "--fixed", pair_files["fixed"], "--moving", pair_files["moving"], "--out", str(out),
             "--iso", "6", "--rso", "6", "--roi", roi_ras_around_bump(pair_files), "--roi-ijk", "5,5,5,20,20,15",
-            "--truth", pair_files["truth"], *FAST]
+            "--truth", pair_files["truth"], "--fixed-views", pair_files["fixed_views"],
+            "--moving-views", pair_files["moving_views"], "--rso-min-gain", "0", *FAST]  # both steps kept
     args.remove("--no-figure")
     assert main(args) == 0
     return out
@@ -57,6 +64,9 @@ def test_register_writes_every_output(registered):
     for key in ("rmse_hu", "rmse_hu_box", "tre_mm", "tre_mm_box", "folding_fraction", "outside_change_mm"):
         assert key in rso["metrics"], key
     assert rso["metrics"]["tre_mm_box"]["mean"] > 0
+    assert rso["params"]["artefacts_matched"] is True  # both views given: native RSO compared artefact-matched images
+    manifest = json.loads((registered / "session" / "session.json").read_text())
+    assert manifest["views"][1]["directions_deg"][0] == pytest.approx(5 * 180 / 250)
     assert report["steps"][1]["metrics"]["rmse_hu_box"] is None  # cannot be computed: null
 
 
@@ -178,6 +188,9 @@ BAD_INPUTS = {
     "float image as labels": (lambda f, p: ["--labels", p["moving"]], "holds non-integer values"),
     "labels far away": (lambda f, p: ["--labels", labels_far_away(f, sitk.ReadImage(p["moving"]))],
                         "does not overlap the moving image"),
+    "views of one image": (lambda f, p: ["--fixed-views", p["fixed_views"]], "views of both images, or of neither"),
+    "corrupt views": (lambda f, p: ["--fixed-views", p["fixed"], "--moving-views", p["moving_views"]],
+                      "cannot read the views file"),
     "colours without labels": (lambda f, p: ["--labels-colors", p["moving"]], "need a label map (--labels)"),
     "missing checkpoint": (lambda f, p: ["--model", str(f / "none.pt")], "checkpoint not found"),
     "corrupt checkpoint": (lambda f, p: ["--model", corrupt_checkpoint(f)], "corrupt or not a torch file"),

@@ -272,3 +272,22 @@ def test_worker_subcommand_registers():
     worker_command.add_subcommand(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["worker", "--threads", "1"])
     assert args.func is worker_command.run and args.threads == 1
+
+
+def test_open_with_projection_views_makes_native_rso_compare_artefact_matched_images(pair, tmp_path):
+    """The views files travel through open (a worker of its own: the module's session stays as it was)."""
+    import json
+
+    from rso.simulation.cbct import CBCTParams, phase_views
+
+    views = {}
+    for role, phase in (("fixed_views", 0), ("moving_views", 5)):
+        views[role] = tmp_path / f"{role}.json"
+        views[role].write_text(json.dumps(phase_views(phase, 10, CBCTParams(projections=250)).to_dict()))
+    with WorkerClient(extra_args=["--threads", "2"]) as own:
+        own.call("open", **pair, **{k: str(v) for k, v in views.items()}, folder=str(tmp_path / "session"),
+                 channels=CHANNELS, grid=GRID, device="cpu", precision="fp32", timeout=120)
+        rso = own.call("rso", box_ras=NODULE_BOX_RAS, iterations=3, min_gain=0.0, timeout=120)
+    assert rso["record"]["params"]["artefacts_matched"] is True and rso["record"]["params"]["mode"] == "native"
+    manifest = json.loads((tmp_path / "session" / "session.json").read_text())
+    assert [len(v["directions_deg"]) for v in manifest["views"]] == [25, 25]
