@@ -49,7 +49,8 @@ def table(folder: Path) -> list[dict]:
                 rows.append({"min_gain": threshold, "kind": kind, "scope": scope, "boxes": len(keys),
                              "median_box_tre_mm": float(np.median(native)),
                              "wins_vs_iso500": float(np.mean([n < a for n, a in zip(native, iso_500)])),
-                             "median_reduction_vs_iso500": float(np.median([1 - n / a for n, a in zip(native, iso_500)])),
+                             "median_reduction_vs_iso500": float(np.median([1 - n / a
+                                                                            for n, a in zip(native, iso_500)])),
                              "median_change_vs_iso100_mm": float(np.median(change)),
                              "worst_change_vs_iso100_mm": float(np.max(change))})
     return rows

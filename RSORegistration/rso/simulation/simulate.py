@@ -227,7 +227,8 @@ def simulate_case(ct_path: str | os.PathLike, out_dir: str | os.PathLike, phases
     The folder is built beside out_dir and renamed into place at the end, so a failure leaves
     nothing behind, and an existing case is replaced only with overwrite=True.
     """
-    from rso.simulation.cbct import CBCTParams, phase_views, simulate_cbct  # scikit-image: imported only when a case is made
+    # scikit-image: imported only when a case is made
+    from rso.simulation.cbct import CBCTParams, phase_views, simulate_cbct
 
     ct_path, out_dir = Path(ct_path), Path(out_dir)
     if phases < 2:
@@ -294,7 +295,8 @@ def views_path(folder: str | os.PathLike, phase: int) -> Path | None:
         description = json.loads((Path(folder) / "case.json").read_text())
         from rso.simulation.cbct import CBCTParams, phase_views
 
-        _write_views(Path(folder), phase, phase_views(phase, description["phases"], CBCTParams(**(description["cbct"] or {}))))
+        params = CBCTParams(**(description["cbct"] or {}))
+        _write_views(Path(folder), phase, phase_views(phase, description["phases"], params))
     return path
 
 

@@ -93,7 +93,8 @@ def test_views_files_are_read_and_bad_ones_refused_in_one_line(tmp_path, chest_c
     good = tmp_path / "views.json"
     good.write_text(json.dumps(phase_views(3, 10, SPARSE).to_dict()))
     assert read_views(good) == phase_views(3, 10, SPARSE)
-    bad = {"not-json.json": "{", "list.json": "[1, 2]", "geometry.json": '{"geometry": "cone", "directions_deg": [0, 1]}',
+    bad = {"not-json.json": "{", "list.json": "[1, 2]",
+           "geometry.json": '{"geometry": "cone", "directions_deg": [0, 1]}',
            "one.json": '{"directions_deg": [0]}', "nan.json": '{"directions_deg": [0, NaN]}',
            "missing.json": '{"angles": [0, 1]}'}
     for name, text in bad.items():
