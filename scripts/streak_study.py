@@ -39,7 +39,7 @@ from sweep_rso import CASES, case_folder, iso_session  # noqa: E402  (the sweep'
 from rso.core.geometry import upsample_field  # noqa: E402
 from rso.core.native import NativeSettings, Refinement, build_problem  # noqa: E402
 from rso.core.paths import cases_dir  # noqa: E402
-from rso.core.reprojection import MU_WATER_PER_MM, attenuation_to_hu, fbp_slices, match_artefacts  # noqa: E402
+from rso.core.reprojection import match_artefacts, reproject  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
 from rso.simulation.cbct import CBCTParams, phase_views, simulate_cbct  # noqa: E402
 
@@ -59,20 +59,11 @@ def pairs_of(session, folder: Path, phase: int, preset: str) -> dict[str, tuple[
     pairs = {"cbct": (session.fixed, session.moving), "ct_fixed": (ct_fixed, session.moving),
              "ct_moving": (session.fixed, ct_moving),
              "matched": match_artefacts(session.fixed, session.moving, *session.views),
-             "matched_linear": (linear_reprojection(session.fixed, session.views[1]),
-                                linear_reprojection(session.moving, session.views[0]))}
+             "matched_linear": (reproject(session.fixed, session.views[1], clip_below_air=False),
+                                reproject(session.moving, session.views[0], clip_below_air=False))}
     for name, (cbct_params, views_phase) in variants.items():
         pairs[name] = (session.fixed, simulate_cbct(ct_moving, views_phase, 10, cbct_params, rng()))
     return pairs
-
-
-def linear_reprojection(image: sitk.Image, views) -> sitk.Image:
-    """rso.core.reprojection.reproject without clipping attenuation below air's (the alternative it chose against)."""
-    pixel_mm = image.GetSpacing()[0]
-    attenuation = (sitk.GetArrayFromImage(image).astype(np.float32) + 1000.0) / 1000.0 * MU_WATER_PER_MM * pixel_mm
-    out = sitk.GetImageFromArray(attenuation_to_hu(fbp_slices(attenuation, views.directions_deg), pixel_mm))
-    out.CopyInformation(image)
-    return out
 
 
 def box_row(session, pair, box) -> dict:

@@ -99,24 +99,25 @@ def fbp_slices(attenuation: np.ndarray, directions_deg, sinogram_hook=None, filt
     return out
 
 
-def hu_to_attenuation(hu: np.ndarray, pixel_mm: float) -> np.ndarray:
-    """(Z, Y, X) HU -> attenuation per pixel (air and below: 0)."""
-    return np.clip((hu + 1000.0) / 1000.0, 0.0, None) * MU_WATER_PER_MM * pixel_mm
+def hu_to_attenuation(hu: np.ndarray, pixel_mm: float, clip_below_air: bool = True) -> np.ndarray:
+    """(Z, Y, X) HU -> attenuation per pixel (below air: 0, unless ``clip_below_air`` is off)."""
+    attenuation = (hu + 1000.0) / 1000.0 * MU_WATER_PER_MM * pixel_mm
+    return np.clip(attenuation, 0.0, None) if clip_below_air else attenuation
 
 
 def attenuation_to_hu(attenuation: np.ndarray, pixel_mm: float) -> np.ndarray:
     return attenuation / (MU_WATER_PER_MM * pixel_mm) * 1000.0 - 1000.0
 
 
-def reproject(image: sitk.Image, views: Views) -> sitk.Image:
+def reproject(image: sitk.Image, views: Views, clip_below_air: bool = True) -> sitk.Image:
     """The image projected along ``views`` and reconstructed again (float32 HU, the image's grid).
 
-    The streaks that dip below air are clipped, as no object attenuates less than air: on the training
-    anatomies the clipped (physical) reprojection let a translation search recover the true offset of
-    clinical-preset boxes better than a linear one (bench/README.md).
+    The streaks that dip below air are clipped by default, as no object attenuates less than air: on the
+    training anatomies the clipped reprojection let a translation search recover the true offset of
+    clinical-preset boxes better than a linear one (``clip_below_air=False``; bench/README.md).
     """
     pixel_mm = image.GetSpacing()[0]
-    attenuation = hu_to_attenuation(sitk.GetArrayFromImage(image).astype(np.float32), pixel_mm)
+    attenuation = hu_to_attenuation(sitk.GetArrayFromImage(image).astype(np.float32), pixel_mm, clip_below_air)
     reconstructed = fbp_slices(attenuation, views.directions_deg)
     out = sitk.GetImageFromArray(attenuation_to_hu(reconstructed, pixel_mm).astype(np.float32))
     out.CopyInformation(image)

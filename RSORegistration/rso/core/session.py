@@ -177,8 +177,8 @@ class RegistrationSession:
         start = time.perf_counter()
         state = self.state
         earlier = [self._state_at(index) for index in range(len(self.history))] if settings.earlier_starts else []
-        params["artefacts_matched"] = bool(settings.match_artefacts and self.views)
         fixed, moving = self.compared_images(settings.match_artefacts)
+        params["artefacts_matched"] = fixed is not self.fixed
         problem = build_problem(fixed, moving, box, settings.blend_margin_mm, self.grid,
                                 self.grid.voxels_to_mm(state.field), state.patches, self.device,
                                 tuple((self.grid.voxels_to_mm(e.field), e.patches) for e in earlier))
