@@ -34,11 +34,10 @@ import SimpleITK as sitk
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_rso import CASES, case_folder, iso_session  # noqa: E402  (the sweep's cases and cached sessions)
+from sweep_rso import CASES, case_folder, iso_session, sessions_dir  # noqa: E402  (the sweep's cases and sessions)
 
 from rso.core.geometry import upsample_field  # noqa: E402
 from rso.core.native import NativeSettings, Refinement, build_problem  # noqa: E402
-from rso.core.paths import cases_dir  # noqa: E402
 from rso.core.reprojection import match_artefacts, reproject  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
 from rso.simulation.cbct import CBCTParams, phase_views, simulate_cbct  # noqa: E402
@@ -88,7 +87,7 @@ def study(out: Path) -> dict:
     rows = []
     for anatomy, seed, preset, phase in CASES:
         folder = case_folder(anatomy, seed, preset, phase)
-        session = iso_session(folder, phase, cases_dir().parent / "sweep-sessions")
+        session = iso_session(folder, phase, sessions_dir(False), matched_iso=False)
         pairs = pairs_of(session, folder, phase, preset)
         for kind in ("misaligned", "control"):
             for index, box in enumerate(pick_boxes(session, kind, 2, 40.0, seed=seed)):

@@ -6,11 +6,17 @@ each box, undone after each. Every run is one JSON line in --out: the box's TRE 
 the guard's numbers, seconds. The guard's threshold is chosen afterwards from these lines
 (``--summarise``), since it only decides whether a finished refinement is kept.
 
-    python scripts/sweep_rso.py --out bench/sweep/runs.jsonl            # the sweep (resumable)
+    python scripts/sweep_rso.py --raw-iso --out bench/sweep/runs.jsonl    # the first sweep (resumable)
     python scripts/sweep_rso.py --out bench/sweep/runs.jsonl --summarise
-    python scripts/sweep_rso.py --out bench/sweep/earlier-starts/runs.jsonl --setting '{..., "earlier_starts": true}'
+    python scripts/sweep_rso.py --raw-iso --out bench/sweep/earlier-starts/runs.jsonl \
+        --setting '{..., "earlier_starts": true}'
+    python scripts/sweep_rso.py --iso-matched --out bench/sweep/iso_matched.jsonl   # ISO on matched images
+    python scripts/sweep_rso.py --more-clinical --out bench/sweep/matched-iso/runs.jsonl --setting '{...}'
+        # the guard after ISO on matched images (the default since 2026-11-29 evening)
 
-lung2, the held-out patient, is never used here.
+The sweeps before ISO fine-tuned on matched images (``runs.jsonl``, ``matched/``, ``earlier-starts/``)
+ran on ISO-100 of the raw pair: ``--raw-iso`` (its sessions are cached apart). lung2, the held-out
+patient, is never used here.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ THORAX = Path(__file__).resolve().parents[2] / "shared" / "data" / "thorax"  # t
 CASES = [("cxr", 7, "local", 5), ("lung1", 7, "local", 5), ("chest_crop_a", 7, "local", 5),
          ("chest_crop_b", 7, "local", 5), ("cxr", 8, "clinical", 3), ("lung1", 8, "clinical", 3),
          ("chest_crop_a", 8, "clinical", 3), ("cxr", 9, "standard", 5)]
+# More clinical-preset cases (4 more seeds of the training anatomies), where the guard is hardest to set.
+MORE_CLINICAL_CASES = [("chest_crop_b", 10, "clinical", 3), ("cxr", 10, "clinical", 5), ("lung1", 10, "clinical", 5),
+                       ("chest_crop_a", 10, "clinical", 5)]
 BOXES = {"misaligned": 2, "residual": 1, "control": 2}
 # (similarity, pre-smoothing mm) x control spacing x smoothness, at 60 iterations.
 # A first pass on the first case (mind pre-smoothed 1 mm, smoothness 0.3) did no better than these.
@@ -61,8 +70,14 @@ def case_folder(anatomy: str, seed: int, preset: str, phase: int) -> Path:
     return folder
 
 
-def iso_session(folder: Path, phase: int, work: Path) -> RegistrationSession:
-    """general -> ISO-100 on the case, saved once and reopened afterwards."""
+def sessions_dir(matched_iso: bool) -> Path:
+    """Where the cached ISO-100 sessions live: ISO on the raw pair (the sweeps and studies before 2026-11-29
+    evening) and ISO on the artefact-matched pair (the default since) keep separate folders."""
+    return cases_dir().parent / ("sweep-sessions-matched-iso" if matched_iso else "sweep-sessions")
+
+
+def iso_session(folder: Path, phase: int, work: Path, matched_iso: bool = True) -> RegistrationSession:
+    """general -> ISO-100 (on the matched or the raw pair) on the case, saved once and reopened afterwards."""
     session_dir = work / f"{folder.name}-phase{phase}"
     inputs = open_inputs(folder / "cbct_phase0.nii.gz", folder / f"cbct_phase{phase}.nii.gz",
                          folder / "ct_phase0.nii.gz", folder / f"truth_0_{phase}.nii.gz", folder / "lung_mask.nii.gz",
@@ -74,7 +89,7 @@ def iso_session(folder: Path, phase: int, work: Path) -> RegistrationSession:
         return session
     session = EngineSettings(device="cpu").session(inputs, folder=session_dir)
     session.general()
-    session.iso(100)
+    session.iso(100, match_artefacts=matched_iso)
     return session
 
 
@@ -84,14 +99,14 @@ def settings_grid():
         yield {"similarity": similarity, "presmooth_mm": presmooth, **dict(zip(keys, values))}
 
 
-def sweep(out: Path, work: Path, settings: list[dict] | None = None) -> None:
+def sweep(out: Path, work: Path, settings: list[dict] | None = None, cases=CASES, matched_iso: bool = True) -> None:
     """Every setting of the grid (or ``settings``) on every box of every case; resumable."""
     settings = settings or list(settings_grid())
     done = {line for line in out.read_text().splitlines()} if out.is_file() else set()
     keys = {json.dumps(json.loads(line)["key"]) for line in done}
     with out.open("a") as handle:
-        for anatomy, seed, preset, phase in CASES:
-            session = iso_session(case_folder(anatomy, seed, preset, phase), phase, work)
+        for anatomy, seed, preset, phase in cases:
+            session = iso_session(case_folder(anatomy, seed, preset, phase), phase, work, matched_iso)
             for kind, count in BOXES.items():
                 for index, box in enumerate(pick_boxes(session, kind, count, 40.0, seed=seed)):
                     before = session.metrics(box=box)["tre_mm_box"]["mean"]
@@ -180,7 +195,7 @@ def iso_study(out: Path, cases=CASES[:2]) -> None:
             inputs = open_inputs(folder / "cbct_phase0.nii.gz", folder / f"cbct_phase{phase}.nii.gz",
                                  folder / "ct_phase0.nii.gz", folder / f"truth_0_{phase}.nii.gz",
                                  folder / "lung_mask.nii.gz")
-            reference = iso_session(folder, phase, out.parent / "sessions")  # boxes from ISO-100 MSE, as in the sweep
+            reference = iso_session(folder, phase, out.parent / "sessions", matched_iso=False)  # boxes as in the sweep
             boxes = pick_boxes(reference, "misaligned", 2, 40.0, seed=seed)
             for name, (iterations, similarity, smoothness) in ISO_VARIANTS.items():
                 if ((anatomy, seed, preset, phase), name) in done:
@@ -197,12 +212,53 @@ def iso_study(out: Path, cases=CASES[:2]) -> None:
                 handle.flush()
 
 
+# ISO on the artefact-matched pair (rso.core.reprojection) against ISO on the pair as given.
+ISO_MATCHED_VARIANTS = {"ISO-100 mse": (100, False), "ISO-100 mse, matched": (100, True),
+                        "ISO-500 mse": (500, False), "ISO-500 mse, matched": (500, True)}
+ISO_MATCHED_CASES = [c for c in CASES if c[2] == "clinical"] + CASES[:2]
+
+
+def iso_matched_study(out: Path, cases=ISO_MATCHED_CASES) -> None:
+    """Whole-lung and misaligned-box TRE of ISO on matched images vs as given, one JSON line per (case, variant).
+
+    Matched: both phases seen through both phases' views before the network fine-tunes on them (the session's
+    ``iso(match_artefacts=True)``). The boxes are the sweep's misaligned boxes, placed after ISO-100 on the raw pair.
+    """
+    done = {(tuple(r["case"]), r["variant"]) for r in map(json.loads, out.read_text().splitlines())} \
+        if out.is_file() else set()
+    with out.open("a") as handle:
+        for anatomy, seed, preset, phase in cases:
+            folder = case_folder(anatomy, seed, preset, phase)
+            inputs = open_inputs(folder / "cbct_phase0.nii.gz", folder / f"cbct_phase{phase}.nii.gz",
+                                 folder / "ct_phase0.nii.gz", folder / f"truth_0_{phase}.nii.gz",
+                                 folder / "lung_mask.nii.gz", views_path(folder, 0), views_path(folder, phase))
+            reference = iso_session(folder, phase, sessions_dir(False), matched_iso=False)
+            boxes = pick_boxes(reference, "misaligned", 2, 40.0, seed=seed)
+            for name, (iterations, matched) in ISO_MATCHED_VARIANTS.items():
+                if ((anatomy, seed, preset, phase), name) in done:
+                    continue
+                session = EngineSettings(device="cpu").session(inputs)
+                session.general()
+                session.compared_images(matched)  # the matching's few seconds are not ISO's
+                start = time.perf_counter()
+                session.iso(iterations, match_artefacts=matched)
+                row = {"case": [anatomy, seed, preset, phase], "variant": name, "seconds": time.perf_counter() - start,
+                       "tre_mm": session.history[-1].metrics["tre_mm"]["mean"],
+                       "box_tre_mm": [session.metrics(box=box)["tre_mm_box"]["mean"] for box in boxes]}
+                handle.write(json.dumps(row) + "\n")
+                handle.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench/sweep/runs.jsonl"))
-    parser.add_argument("--work", type=Path, default=cases_dir().parent / "sweep-sessions")
+    parser.add_argument("--work", type=Path, help="the cached sessions' folder (default: by --raw-iso, sessions_dir)")
+    parser.add_argument("--raw-iso", action="store_true",
+                        help="ISO-100 on the raw pair, as every sweep before ISO fine-tuned on matched images")
     parser.add_argument("--summarise", action="store_true")
     parser.add_argument("--iso", action="store_true", help="the ISO study instead (writes --out)")
+    parser.add_argument("--iso-matched", action="store_true", help="ISO on artefact-matched images (writes --out)")
+    parser.add_argument("--more-clinical", action="store_true", help="the four more clinical-preset cases too")
     parser.add_argument("--setting", type=json.loads, action="append", metavar="JSON",
                         help='run only this setting (repeatable), e.g. \'{"similarity": "mind", "presmooth_mm": 2.0, '
                         '"control_spacing_mm": 8.0, "smoothness": 3.0, "iterations": 60, "earlier_starts": true}\'')
@@ -214,8 +270,12 @@ def main() -> None:
     if args.iso:
         iso_study(args.out)
         return
+    if args.iso_matched:
+        iso_matched_study(args.out)
+        return
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    sweep(args.out, args.work, args.setting)
+    cases = CASES + MORE_CLINICAL_CASES if args.more_clinical else CASES
+    sweep(args.out, args.work or sessions_dir(not args.raw_iso), args.setting, cases, matched_iso=not args.raw_iso)
 
 
 if __name__ == "__main__":

@@ -36,14 +36,18 @@ DEFAULT_PRECISION = "auto"
 # Re-run on artefact-matched images (bench/sweep/matched/: 7 settings x 9 thresholds, the same cases
 # and rule): the same setting, with the guard at 0.20 (misaligned -65 %, control median -0.10 mm, worst
 # +0.05 mm). The benchmark with 0.20 then harmed two control boxes of a held-out lung2 case (+1.7 and
-# +3.2 mm, gains 0.27 and 0.28): the guard is raised to 0.30, which on the training boxes costs one
-# point (-64 %, control 0.00 / 0.00 mm), and was checked on fresh lung2 seeds (bench/README.md).
+# +3.2 mm, gains 0.27 and 0.28): the guard was raised to 0.30 and checked on fresh lung2 seeds.
+# ISO on the artefact-matched pair (DEFAULT_ISO_MATCH_ARTEFACTS) leaves smaller errors where the guard
+# had failed; the guard re-chosen for it on the training anatomies (12 cases with 4 more clinical ones,
+# bench/sweep/matched-iso/): 0.15, 0.20 and 0.25 tie on misaligned boxes (-43 %, control worst +0.16 /
+# 0.00 / 0.00 mm); 0.20, because 0.15 also accepts a residual step that costs 1.9 mm (bench/README.md).
+# Frozen before lung2 seeds 6 and 7, the benchmark's held-out cases, were simulated.
 DEFAULT_NATIVE_ITERATIONS = 60
 DEFAULT_RSO_SIMILARITY = "mind"
 DEFAULT_RSO_CONTROL_SPACING_MM = 8.0
 DEFAULT_RSO_SMOOTHNESS = 3.0
 DEFAULT_RSO_STEP_MM = 0.3
-DEFAULT_RSO_MIN_GAIN = 0.30
+DEFAULT_RSO_MIN_GAIN = 0.20
 DEFAULT_RSO_PRESMOOTH_MM = 2.0
 # Native RSO may start from an earlier state of the session (no registration, the general model, ...) where the
 # box's similarity prefers it (rso.core.native.Refinement.choose_start).
@@ -51,6 +55,11 @@ DEFAULT_RSO_EARLIER_STARTS = False
 # Native RSO compares phase-binned CBCTs artefact-matched when both images' projection views are known
 # (rso.core.reprojection): otherwise the rotation between two phases' streaks looks like motion.
 DEFAULT_RSO_MATCH_ARTEFACTS = True
+# ISO fine-tunes on the artefact-matched pair too where both views are known: on the raw clinical-preset pair
+# it fits the streaks and moves away from the general model's better answer (whole-lung TRE 1.4-1.7 mm ->
+# 2.5-3.6 mm after ISO-100); matched, ISO-100 ends at 1.3-2.1 mm on the same three training cases, and
+# the misaligned boxes' 4.7-6.3 mm at 1.1-1.9 mm (scripts/sweep_rso.py --iso-matched, bench/README.md).
+DEFAULT_ISO_MATCH_ARTEFACTS = True
 DEFAULT_RSO_ITERATIONS = DEFAULT_NATIVE_ITERATIONS  # the default mode's (Slicer's and the review app's field)
 DEFAULT_DEVICE = "auto"
 DEFAULT_SEED = 0

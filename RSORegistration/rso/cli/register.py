@@ -7,9 +7,10 @@ import json
 
 from rso.cli.common import add_engine_arguments, engine_from_args, number_list
 from rso.options import (COMPOSITIONS, DEFAULT_BLEND_MARGIN_MM, DEFAULT_COMPOSITION, DEFAULT_ISO_ITERATIONS,
-                         DEFAULT_NATIVE_ITERATIONS, DEFAULT_RSO_CONTROL_SPACING_MM, DEFAULT_RSO_EARLIER_STARTS,
-                         DEFAULT_RSO_MATCH_ARTEFACTS, DEFAULT_RSO_MIN_GAIN, DEFAULT_RSO_MODE, DEFAULT_RSO_SIMILARITY,
-                         DEFAULT_RSO_SMOOTHNESS, NATIVE_SIMILARITIES, PAPER_RSO_ITERATIONS, RSO_MODES)
+                         DEFAULT_ISO_MATCH_ARTEFACTS, DEFAULT_NATIVE_ITERATIONS, DEFAULT_RSO_CONTROL_SPACING_MM,
+                         DEFAULT_RSO_EARLIER_STARTS, DEFAULT_RSO_MATCH_ARTEFACTS, DEFAULT_RSO_MIN_GAIN, DEFAULT_RSO_MODE,
+                         DEFAULT_RSO_SIMILARITY, DEFAULT_RSO_SMOOTHNESS, NATIVE_SIMILARITIES, PAPER_RSO_ITERATIONS,
+                         RSO_MODES)
 
 
 def add_subcommand(subparsers) -> None:
@@ -26,6 +27,9 @@ def add_subcommand(subparsers) -> None:
     add_engine_arguments(parser)
     parser.add_argument("--iso", type=int, default=DEFAULT_ISO_ITERATIONS, metavar="N",
                         help=f"ISO iterations (default {DEFAULT_ISO_ITERATIONS}, the paper's)")
+    parser.add_argument("--iso-match-artefacts", action=argparse.BooleanOptionalAction,
+                        default=DEFAULT_ISO_MATCH_ARTEFACTS,
+                        help="fine-tune ISO on the artefact-matched pair where both images' views are given")
     add_box_arguments(parser)
     add_rso_arguments(parser)
     parser.add_argument("--truth", help="ground-truth displacement field (ITK, fixed -> moving) for TRE")
@@ -106,7 +110,8 @@ def run(args) -> int:
     from rso.core.workflow import RegisterJob, run_register_job
 
     job = RegisterJob(fixed=args.fixed, moving=args.moving, out=args.out, engine=engine_from_args(args),
-                      iso=args.iso, boxes_ras=args.roi, boxes_ijk=args.roi_ijk, rso=rso_settings_from_args(args),
+                      iso=args.iso, iso_match_artefacts=args.iso_match_artefacts, boxes_ras=args.roi,
+                      boxes_ijk=args.roi_ijk, rso=rso_settings_from_args(args),
                       truth=args.truth, reference=args.reference, mask=args.mask, figure=not args.no_figure,
                       fixed_views=args.fixed_views, moving_views=args.moving_views,
                       labels=args.labels, labels_colors=args.labels_colors, labels_reference=args.labels_reference)

@@ -72,6 +72,13 @@ def read_views(path: str | Path) -> Views:
     return Views.from_dict(data)
 
 
+def views_pair(fixed_views: Views | None, moving_views: Views | None) -> tuple[Views, Views] | None:
+    """Both images' views, or None: matching needs the two."""
+    if (fixed_views is None) != (moving_views is None):
+        raise InputError("views: give the projection views of both images, or of neither")
+    return (fixed_views, moving_views) if fixed_views is not None else None
+
+
 def fbp_slices(attenuation: np.ndarray, directions_deg, sinogram_hook=None, filter_name: str = FILTER) -> np.ndarray:
     """Project every axial slice along ``directions_deg`` and reconstruct it by filtered back-projection.
 

@@ -30,12 +30,13 @@ from rso.core.optimize import (PAPER_LEARNING_RATE, CancelToken, ProgressCallbac
                                crop_window, fine_tune, optimise_field, predict, relative_to)
 from rso.core.patches import add_patches
 from rso.core import reprojection
-from rso.core.reprojection import Views, read_views
+from rso.core.reprojection import Views, read_views, views_pair
 from rso.core.store import SessionState, SessionStore
 from rso.core.summary import summary_text
 from rso.errors import Diverged, InputError
 from rso.core.steps import RSOSettings, StepRecord, check_iterations
-from rso.options import DEFAULT_BLEND_MARGIN_MM, DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS, DEFAULT_PRECISION, DEFAULT_SEED
+from rso.options import (DEFAULT_BLEND_MARGIN_MM, DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS, DEFAULT_ISO_MATCH_ARTEFACTS,
+                         DEFAULT_PRECISION, DEFAULT_SEED)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class RegistrationSession:
     ):
         _check_inputs(fixed, moving, reference, truth, mask)
         self.fixed, self.moving, self.reference, self.truth, self.mask = fixed, moving, reference, truth, mask
-        self.views = _views_pair(fixed_views, moving_views)
+        self.views = views_pair(fixed_views, moving_views)
         self.grid = ModelGrid.covering(fixed, grid_shape or net.config.grid)
         self.device = resolve_device(device)
         self.seed, self.loss_config, self.model_source = int(seed), loss, model_source
@@ -89,12 +90,11 @@ class RegistrationSession:
         self.truth_mm = grid.resample_field(self.truth) if self.truth is not None else None
         # Where quality is measured (e.g. the lungs): air outside the patient says nothing about motion.
         self.evaluation_mask = grid.resample(self.mask, default=0) > 0.5 if self.mask is not None else None
-        as_tensor = lambda a: torch.from_numpy(normalise(a)).to(self.device)[None, None]  # noqa: E731
-        self.fixed_t, self.moving_t = as_tensor(self.fixed_hu), as_tensor(self.moving_hu)
+        self.fixed_t, self.moving_t = self._network_tensor(self.fixed_hu), self._network_tensor(self.moving_hu)
         self._matched: tuple[sitk.Image, sitk.Image] | None = None
 
     def compared_images(self, match_artefacts: bool) -> tuple[sitk.Image, sitk.Image]:
-        """The (fixed, moving) images native RSO compares: artefact-matched where both images' views are known
+        """The (fixed, moving) images ISO and native RSO compare: artefact-matched where both images' views are known
         (rso.core.reprojection; computed once, a few seconds), the inputs otherwise."""
         if not (match_artefacts and self.views):
             return self.fixed, self.moving
@@ -157,10 +157,13 @@ class RegistrationSession:
         return self._run("general", {}, None, self._general_candidate)
 
     def iso(self, iterations: int = DEFAULT_ISO_ITERATIONS, *, learning_rate: float = PAPER_LEARNING_RATE,
-            progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> StepRecord:
-        """Image-specific optimisation: fine-tune the weights on the whole pair (paper eq. 3)."""
+            match_artefacts: bool = DEFAULT_ISO_MATCH_ARTEFACTS, progress: ProgressCallback | None = None,
+            cancel: CancelToken | None = None) -> StepRecord:
+        """Image-specific optimisation: fine-tune the weights on the whole pair (paper eq. 3), artefact-matched
+        where both images' views are known (``compared_images``): on the raw pair ISO fits the streaks."""
         check_iterations(iterations)
-        params = {"iterations": iterations, "learning_rate": learning_rate}
+        params = {"iterations": iterations, "learning_rate": learning_rate,
+                  "artefacts_matched": bool(match_artefacts and self.views)}
         return self._run("iso", params, None, lambda: self._iso_candidate(params, progress, cancel))
 
     def rso(self, box: RegionBox, settings: RSOSettings = RSOSettings(), *,
@@ -239,10 +242,19 @@ class RegistrationSession:
 
     def _iso_candidate(self, params: dict, progress, cancel):
         net = copy.deepcopy(self.net)
-        losses = fine_tune(net, self.fixed_t, self.moving_t, iterations=params["iterations"],
-                           loss_fn=self._loss(), learning_rate=params["learning_rate"], step="iso",
-                           progress=progress, cancel=cancel)
-        return predict(net, self.fixed_t, self.moving_t)[0].cpu().numpy(), net, losses
+        fixed_t, moving_t = self._network_inputs(params["artefacts_matched"])
+        losses = fine_tune(net, fixed_t, moving_t, iterations=params["iterations"], loss_fn=self._loss(),
+                           learning_rate=params["learning_rate"], step="iso", progress=progress, cancel=cancel)
+        return predict(net, fixed_t, moving_t)[0].cpu().numpy(), net, losses
+
+    def _network_inputs(self, matched: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, 1, z, y, x) normalised fixed and moving on the model grid: the inputs, or the matched pair."""
+        if not matched:
+            return self.fixed_t, self.moving_t
+        return tuple(self._network_tensor(self.grid.resample(image)) for image in self.compared_images(True))
+
+    def _network_tensor(self, hu: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(normalise(hu)).to(self.device)[None, None]
 
     def _rso_candidate(self, box: RegionBox, settings: RSOSettings, progress, cancel):
         old = self.field_voxels
@@ -419,12 +431,6 @@ def _finite(kind: str, make_candidate):
 
 def _weights_copy(net: torch.nn.Module) -> dict:
     return {key: value.detach().cpu().clone() for key, value in net.state_dict().items()}
-
-
-def _views_pair(fixed_views: Views | None, moving_views: Views | None) -> tuple[Views, Views] | None:
-    if (fixed_views is None) != (moving_views is None):
-        raise InputError("views: give the projection views of both images, or of neither")
-    return (fixed_views, moving_views) if fixed_views is not None else None
 
 
 def open_inputs(fixed_path, moving_path, reference_path=None, truth_path=None, mask_path=None,

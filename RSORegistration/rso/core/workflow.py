@@ -24,7 +24,8 @@ from rso.core.optimize import CancelToken, ProgressCallback
 from rso.core.results import check_output_folder, write_results
 from rso.core.session import RegistrationSession, RSOSettings, open_inputs
 from rso.errors import InputError
-from rso.options import ALLOW_NON_CT, DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS, DEFAULT_PRECISION, DEFAULT_SEED
+from rso.options import (ALLOW_NON_CT, DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS, DEFAULT_ISO_MATCH_ARTEFACTS,
+                         DEFAULT_PRECISION, DEFAULT_SEED)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class RegisterJob:
     out: str
     engine: EngineSettings = field(default_factory=EngineSettings)
     iso: int = DEFAULT_ISO_ITERATIONS
+    iso_match_artefacts: bool = DEFAULT_ISO_MATCH_ARTEFACTS  # where both views are known (rso.core.reprojection)
     boxes_ras: list[list[float]] = field(default_factory=list)
     boxes_ijk: list[list[int]] = field(default_factory=list)
     rso: RSOSettings = field(default_factory=RSOSettings)
@@ -124,7 +126,7 @@ def run_register_job(job: RegisterJob, progress: ProgressCallback | None = None,
     start_session_folder(session, out / "session")
     session.general()
     if job.iso:
-        session.iso(job.iso, progress=progress, cancel=cancel)
+        session.iso(job.iso, match_artefacts=job.iso_match_artefacts, progress=progress, cancel=cancel)
     for number, box in enumerate(boxes, 1):
         record = session.rso(box, job.rso, progress=progress, cancel=cancel)
         if record.declined:

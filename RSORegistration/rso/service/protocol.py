@@ -26,7 +26,8 @@ from typing import Any, BinaryIO, Callable, Iterator
 from rso.errors import InputError
 
 # 2: upload/download, open by upload or by session_id, the per-session lock ("busy"), bounded lines.
-PROTOCOL_VERSION = 3  # 3: open takes the images' projection views; rso takes match_artefacts, earlier_starts
+PROTOCOL_VERSION = 4  # 3: open takes the images' projection views; rso takes match_artefacts, earlier_starts;
+# 4: iso takes match_artefacts
 
 # Events the worker sends (``died`` comes from the client, not the worker).
 EVENTS = ("ready", "progress", "done", "error", "died")
@@ -149,7 +150,7 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         "fixed_views": Arg(_string), "moving_views": Arg(_string),
     },
     "general": {},
-    "iso": {"iterations": Arg(_integer), "learning_rate": Arg(_number)},
+    "iso": {"iterations": Arg(_integer), "learning_rate": Arg(_number), "match_artefacts": Arg(_boolean)},
     "rso": {
         "box_ras": Arg(_BOX), "box_lps": Arg(_BOX),  # exactly one of the two
         "iterations": Arg(_integer), "mode": Arg(_string), "compose": Arg(_string),

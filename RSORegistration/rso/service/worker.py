@@ -32,7 +32,7 @@ from rso import __version__, silence_known_warnings
 
 import rso.service.protocol as protocol
 from rso.errors import Cancelled, InputError
-from rso.options import DEFAULT_ISO_ITERATIONS
+from rso.options import DEFAULT_ISO_ITERATIONS, DEFAULT_ISO_MATCH_ARTEFACTS
 from rso.service.sessions import SessionBusy, SessionKeeper
 
 if TYPE_CHECKING:
@@ -194,7 +194,9 @@ class Worker:
         from rso.core.optimize import PAPER_LEARNING_RATE
 
         session, args = self._need_session(), job.request.args
-        record = session.iso(args.get("iterations", DEFAULT_ISO_ITERATIONS), learning_rate=args.get("learning_rate", PAPER_LEARNING_RATE),
+        record = session.iso(args.get("iterations", DEFAULT_ISO_ITERATIONS),
+                             learning_rate=args.get("learning_rate", PAPER_LEARNING_RATE),
+                             match_artefacts=args.get("match_artefacts", DEFAULT_ISO_MATCH_ARTEFACTS),
                              progress=self._progress(job), cancel=job.cancel)
         return step_result(session, record)
 

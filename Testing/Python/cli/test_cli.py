@@ -65,6 +65,7 @@ def test_register_writes_every_output(registered):
         assert key in rso["metrics"], key
     assert rso["metrics"]["tre_mm_box"]["mean"] > 0
     assert rso["params"]["artefacts_matched"] is True  # both views given: native RSO compared artefact-matched images
+    assert report["steps"][1]["params"]["artefacts_matched"] is True  # and ISO fine-tuned on them
     manifest = json.loads((registered / "session" / "session.json").read_text())
     assert manifest["views"][1]["directions_deg"][0] == pytest.approx(5 * 180 / 250)
     assert report["steps"][1]["metrics"]["rmse_hu_box"] is None  # cannot be computed: null

@@ -44,11 +44,12 @@ def shifted_sparse_pair(chest_ct):
     return cbct(pair.fixed, 0), cbct(chest_ct, MOVING_PHASE), pair.truth
 
 
-def _session(pair, views: bool) -> RegistrationSession:
+def _session(pair, views: bool, **options) -> RegistrationSession:
     fixed, moving, truth = pair
     extra = {"fixed_views": phase_views(0, 10, SPARSE), "moving_views": phase_views(MOVING_PHASE, 10, SPARSE)} \
         if views else {}
-    return RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, truth=truth, device="cpu", **extra)
+    return RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, truth=truth, device="cpu", **extra,
+                               **options)
 
 
 def test_on_matched_images_the_box_prefers_the_true_shift_and_a_search_finds_it(shifted_sparse_pair):
@@ -87,6 +88,15 @@ def test_matching_is_off_without_views_or_when_asked(shifted_sparse_pair):
     declined = _session(shifted_sparse_pair, views=True)
     record = declined.rso(lung_box(declined), RSOSettings(mode="native", min_gain=0.0, match_artefacts=False))
     assert record.params["artefacts_matched"] is False
+
+
+def test_iso_fine_tunes_on_the_matched_pair_where_both_views_are_known(shifted_sparse_pair):
+    """ISO trains and predicts on what native RSO compares; without views, or when asked not to, on the inputs."""
+    matched, raw, asked = (_session(shifted_sparse_pair, views=v, precision="fp32") for v in (True, False, True))
+    records = matched.iso(2), raw.iso(2), asked.iso(2, match_artefacts=False)
+    assert [r.params["artefacts_matched"] for r in records] == [True, False, False]
+    np.testing.assert_allclose(asked.field_voxels, raw.field_voxels, atol=1e-5)
+    assert np.abs(matched.field_voxels - raw.field_voxels).max() > 1e-3  # trained on other images
 
 
 def test_views_files_are_read_and_bad_ones_refused_in_one_line(tmp_path, chest_ct):

@@ -274,7 +274,7 @@ def test_worker_subcommand_registers():
     assert args.func is worker_command.run and args.threads == 1
 
 
-def test_open_with_projection_views_makes_native_rso_compare_artefact_matched_images(pair, tmp_path):
+def test_open_with_projection_views_makes_iso_and_native_rso_compare_artefact_matched_images(pair, tmp_path):
     """The views files travel through open (a worker of its own: the module's session stays as it was)."""
     import json
 
@@ -287,7 +287,10 @@ def test_open_with_projection_views_makes_native_rso_compare_artefact_matched_im
     with WorkerClient(extra_args=["--threads", "2"]) as own:
         own.call("open", **pair, **{k: str(v) for k, v in views.items()}, folder=str(tmp_path / "session"),
                  channels=CHANNELS, grid=GRID, device="cpu", precision="fp32", timeout=120)
+        iso = own.call("iso", iterations=2, timeout=120)
+        raw_iso = own.call("iso", iterations=2, match_artefacts=False, timeout=120)
         rso = own.call("rso", box_ras=NODULE_BOX_RAS, iterations=3, min_gain=0.0, timeout=120)
+    assert iso["record"]["params"]["artefacts_matched"] is True and raw_iso["record"]["params"]["artefacts_matched"] is False
     assert rso["record"]["params"]["artefacts_matched"] is True and rso["record"]["params"]["mode"] == "native"
     manifest = json.loads((tmp_path / "session" / "session.json").read_text())
     assert [len(v["directions_deg"]) for v in manifest["views"]] == [25, 25]
