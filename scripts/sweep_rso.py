@@ -175,15 +175,20 @@ def _kind_stats(runs: list[dict], min_gain: float) -> tuple[float, ...]:
             stat(np.max, changes["control"]), stat(np.median, changes["residual"]))
 
 
-# ISO with the new similarity and a stronger regulariser, against the paper's MSE, on the training cases.
-ISO_VARIANTS = {"ISO-100 mse": (100, "mse", 0.01), "ISO-500 mse": (500, "mse", 0.01),
-                "ISO-100 mind": (100, "mind", 0.01), "ISO-100 mse, smoothness 0.1": (100, "mse", 0.1)}
+# ISO variants: (iterations, similarity, smoothness, on the artefact-matched pair), against the paper's MSE.
+ISO_VARIANTS = {"ISO-100 mse": (100, "mse", 0.01, False), "ISO-500 mse": (500, "mse", 0.01, False),
+                "ISO-100 mind": (100, "mind", 0.01, False), "ISO-100 mse, smoothness 0.1": (100, "mse", 0.1, False)}
+ISO_MATCHED_VARIANTS = {"ISO-100 mse": (100, "mse", 0.01, False), "ISO-100 mse, matched": (100, "mse", 0.01, True),
+                        "ISO-500 mse": (500, "mse", 0.01, False), "ISO-500 mse, matched": (500, "mse", 0.01, True)}
+ISO_MATCHED_CASES = [c for c in CASES if c[2] == "clinical"] + CASES[:2]
 
 
-def iso_study(out: Path, cases=CASES[:2]) -> None:
+def iso_study(out: Path, variants: dict = ISO_VARIANTS, cases=CASES[:2], reference_work: Path | None = None) -> None:
     """Whole-lung TRE and misaligned-box TRE of each ISO variant, one JSON line per (case, variant) (resumable).
 
-    Two cases: ISO with MIND on the whole model grid costs about 20x ISO with MSE per iteration here.
+    The boxes are the sweep's misaligned boxes, placed after ISO-100 on the raw pair. Matched: both phases
+    seen through both phases' views before the network fine-tunes on them (``iso(match_artefacts=True)``).
+    ISO with MIND on the whole model grid costs about 20x ISO with MSE per iteration here.
     """
     from rso.core.losses import LossConfig
 
@@ -194,50 +199,14 @@ def iso_study(out: Path, cases=CASES[:2]) -> None:
             folder = case_folder(anatomy, seed, preset, phase)
             inputs = open_inputs(folder / "cbct_phase0.nii.gz", folder / f"cbct_phase{phase}.nii.gz",
                                  folder / "ct_phase0.nii.gz", folder / f"truth_0_{phase}.nii.gz",
-                                 folder / "lung_mask.nii.gz")
-            reference = iso_session(folder, phase, out.parent / "sessions", matched_iso=False)  # boxes as in the sweep
-            boxes = pick_boxes(reference, "misaligned", 2, 40.0, seed=seed)
-            for name, (iterations, similarity, smoothness) in ISO_VARIANTS.items():
-                if ((anatomy, seed, preset, phase), name) in done:
-                    continue
-                engine = EngineSettings(device="cpu", loss=LossConfig(similarity=similarity, smoothness_weight=smoothness))
-                session = engine.session(inputs)
-                session.general()
-                start = time.perf_counter()
-                session.iso(iterations)
-                row = {"case": [anatomy, seed, preset, phase], "variant": name, "seconds": time.perf_counter() - start,
-                       "tre_mm": session.history[-1].metrics["tre_mm"]["mean"],
-                       "box_tre_mm": [session.metrics(box=box)["tre_mm_box"]["mean"] for box in boxes]}
-                handle.write(json.dumps(row) + "\n")
-                handle.flush()
-
-
-# ISO on the artefact-matched pair (rso.core.reprojection) against ISO on the pair as given.
-ISO_MATCHED_VARIANTS = {"ISO-100 mse": (100, False), "ISO-100 mse, matched": (100, True),
-                        "ISO-500 mse": (500, False), "ISO-500 mse, matched": (500, True)}
-ISO_MATCHED_CASES = [c for c in CASES if c[2] == "clinical"] + CASES[:2]
-
-
-def iso_matched_study(out: Path, cases=ISO_MATCHED_CASES) -> None:
-    """Whole-lung and misaligned-box TRE of ISO on matched images vs as given, one JSON line per (case, variant).
-
-    Matched: both phases seen through both phases' views before the network fine-tunes on them (the session's
-    ``iso(match_artefacts=True)``). The boxes are the sweep's misaligned boxes, placed after ISO-100 on the raw pair.
-    """
-    done = {(tuple(r["case"]), r["variant"]) for r in map(json.loads, out.read_text().splitlines())} \
-        if out.is_file() else set()
-    with out.open("a") as handle:
-        for anatomy, seed, preset, phase in cases:
-            folder = case_folder(anatomy, seed, preset, phase)
-            inputs = open_inputs(folder / "cbct_phase0.nii.gz", folder / f"cbct_phase{phase}.nii.gz",
-                                 folder / "ct_phase0.nii.gz", folder / f"truth_0_{phase}.nii.gz",
                                  folder / "lung_mask.nii.gz", views_path(folder, 0), views_path(folder, phase))
-            reference = iso_session(folder, phase, sessions_dir(False), matched_iso=False)
+            reference = iso_session(folder, phase, reference_work or sessions_dir(False), matched_iso=False)
             boxes = pick_boxes(reference, "misaligned", 2, 40.0, seed=seed)
-            for name, (iterations, matched) in ISO_MATCHED_VARIANTS.items():
+            for name, (iterations, similarity, smoothness, matched) in variants.items():
                 if ((anatomy, seed, preset, phase), name) in done:
                     continue
-                session = EngineSettings(device="cpu").session(inputs)
+                loss = LossConfig(similarity=similarity, smoothness_weight=smoothness)
+                session = EngineSettings(device="cpu", loss=loss).session(inputs)
                 session.general()
                 session.compared_images(matched)  # the matching's few seconds are not ISO's
                 start = time.perf_counter()
@@ -267,11 +236,12 @@ def main() -> None:
     if args.summarise:
         summarise(args.out)
         return
-    if args.iso:
-        iso_study(args.out)
-        return
-    if args.iso_matched:
-        iso_matched_study(args.out)
+    if args.iso or args.iso_matched:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.iso:  # its reference sessions were cached beside it
+            iso_study(args.out, ISO_VARIANTS, CASES[:2], args.out.parent / "sessions")
+        else:
+            iso_study(args.out, ISO_MATCHED_VARIANTS, ISO_MATCHED_CASES)
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cases = CASES + MORE_CLINICAL_CASES if args.more_clinical else CASES
