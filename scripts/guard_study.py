@@ -35,6 +35,7 @@ from sweep_rso import BOXES, CASES, MORE_CLINICAL_CASES, case_folder, iso_sessio
 from rso.core.native import NativeSettings, Refinement, build_problem, window_grid  # noqa: E402
 from rso.core.steps import RSOSettings  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
+from rso.options import DEFAULT_RSO_CONTROL_SPACING_MM, DEFAULT_RSO_SMOOTHNESS, DEFAULT_RSO_STEP_MM  # noqa: E402
 
 VIEWS = {"mind2": ("mind", 2.0, True), "mind4": ("mind", 4.0, True), "mind6": ("mind", 6.0, True),
          "raw": ("mind", 2.0, False), "lncc": ("lncc", 2.0, True), "mse": ("mse", 2.0, True)}
@@ -45,12 +46,15 @@ def view_gains(session, box, patch) -> dict[str, float]:
     """The correction's gain in the box under each view of the images (``VIEWS``)."""
     state = session.state_at(len(session.history) - 1)  # before the step
     correction = torch.from_numpy(np.ascontiguousarray(patch.delta_mm.transpose(3, 0, 1, 2)[None], np.float32))
+    problems = {matched: build_problem(*session.compared_images(matched), box, RSOSettings().blend_margin_mm,
+                                       session.grid, session.grid.voxels_to_mm(state.field), state.patches,
+                                       session.device)
+                for matched in (True, False)}  # one window per image pair; the views differ only in features
     gains = {}
     for name, (similarity, presmooth, matched) in VIEWS.items():
-        fixed, moving = session.compared_images(matched)
-        problem = build_problem(fixed, moving, box, RSOSettings().blend_margin_mm, session.grid,
-                                session.grid.voxels_to_mm(state.field), state.patches, session.device)
-        refinement = Refinement(problem, NativeSettings(similarity, 8.0, 3.0, 0.3, 0.0, presmooth))
+        settings = NativeSettings(similarity, DEFAULT_RSO_CONTROL_SPACING_MM, DEFAULT_RSO_SMOOTHNESS,
+                                  DEFAULT_RSO_STEP_MM, 0.0, presmooth)
+        refinement = Refinement(problems[matched], settings)
         with torch.no_grad():
             before = float(refinement.similarity(torch.zeros_like(correction)))
             after = float(refinement.similarity(correction))
