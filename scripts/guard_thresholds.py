@@ -3,7 +3,9 @@
 The guard only decides whether a finished refinement is kept (rso.core.native.judge): a step whose
 gain is below the threshold (or that adds folding) leaves ISO-100's field. Each arm record holds the
 step's gain and the box TRE of its outcome, so every threshold at or above the run's own follows from
-one run exactly (a step the run declined holds no refined TRE: lower thresholds are not scored).
+one run exactly (a step the run declined holds no refined TRE: lower thresholds are not scored). A step
+that returned its box to an earlier state did not refine it: at a threshold above that return's gain the
+box would have been refined instead, so such a threshold is not scored for its kind.
 
     python scripts/guard_thresholds.py bench/results            # prints, writes bench/results/guard_thresholds.json
 """
@@ -29,6 +31,12 @@ def rescored(native: dict, iso_short: dict, threshold: float) -> float:
     return box_tre(native) if kept else box_tre(iso_short)
 
 
+def returned_below(native: dict, threshold: float) -> bool:
+    """Whether the step returned the box to an earlier state at a gain this threshold would refuse."""
+    guard = native["guard"] or {}
+    return guard.get("returned_to") is not None and guard["gain"] < threshold
+
+
 def table(folder: Path) -> list[dict]:
     boxes: dict[tuple, dict] = {}
     for path in folder.glob("arm_*.json"):
@@ -41,7 +49,7 @@ def table(folder: Path) -> list[dict]:
         for kind in ("misaligned", "residual", "control"):
             for scope in ("all cases", "lung2"):
                 keys = [k for k in boxes if k[1] == kind and (scope == "all cases" or "lung2" in k[0])]
-                if not keys:
+                if not keys or any(returned_below(boxes[k]["rso_native"], threshold) for k in keys):
                     continue
                 native = [rescored(boxes[k]["rso_native"], boxes[k]["iso_short"], threshold) for k in keys]
                 iso_500 = [box_tre(boxes[k]["iso_long"]) for k in keys]

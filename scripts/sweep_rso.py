@@ -13,6 +13,8 @@ the guard's numbers, seconds. The guard's threshold is chosen afterwards from th
     python scripts/sweep_rso.py --iso-matched --out bench/sweep/iso_matched.jsonl   # ISO on matched images
     python scripts/sweep_rso.py --more-clinical --out bench/sweep/matched-iso/runs.jsonl --setting '{...}'
         # the guard after ISO on matched images (the default since 2026-11-29 evening)
+    python scripts/sweep_rso.py --more-clinical --out bench/sweep/return-unfitted/runs.jsonl \
+        --setting '{..., "earlier_starts": true}'   # returning to an earlier state (the default since that night)
 
 The sweeps before ISO fine-tuned on matched images (``runs.jsonl``, ``matched/``, ``earlier-starts/``)
 ran on ISO-100 of the raw pair: ``--raw-iso`` (its sessions are cached apart). lung2, the held-out
@@ -119,8 +121,19 @@ def sweep(out: Path, work: Path, settings: list[dict] | None = None, cases=CASES
 
 
 def run_one(session: RegistrationSession, box, setting: dict, key: list, before: float) -> dict:
+    """One native RSO step with the guard off (undone). With ``earlier_starts`` a box that returns to an earlier
+    state at any gain is refined again without, so that --summarise can apply each threshold to both paths."""
+    row = _step_row(session, box, RSOSettings(mode="native", min_gain=0.0, **setting), key, before)
+    if row["guard"] and row["guard"].get("returned_to") is not None:
+        refined = _step_row(session, box, RSOSettings(mode="native", min_gain=0.0, **{**setting, "earlier_starts": False}),
+                            key, before)
+        row = {**refined, "returned": {k: row[k] for k in ("tre_box_after", "guard", "seconds", "outside_change_mm")}}
+    return row
+
+
+def _step_row(session: RegistrationSession, box, settings: RSOSettings, key: list, before: float) -> dict:
     start = time.perf_counter()
-    record = session.rso(box, RSOSettings(mode="native", min_gain=0.0, **setting))
+    record = session.rso(box, settings)
     seconds = time.perf_counter() - start
     if record.accepted:
         session.undo()
@@ -161,6 +174,9 @@ def summarise(out: Path) -> dict:
 def _kind_stats(runs: list[dict], min_gain: float) -> tuple[float, ...]:
     """Median box-TRE change (mm) per kind, the misaligned change relative to before, the control's worst."""
     def change(row):  # a step the guard would keep at this threshold moves the box TRE; a declined one does not
+        returned = row.get("returned")
+        if returned and returned["guard"]["gain"] >= min_gain:  # the box returns (a folding return: declined, 0 mm)
+            return returned["tre_box_after"] - row["tre_box_before"]
         guard = row["guard"]
         kept = guard is not None and guard["folded_after"] <= guard["folded_before"] and guard["gain"] >= min_gain
         return row["tre_box_after"] - row["tre_box_before"] if kept else 0.0

@@ -530,4 +530,8 @@ def step_summary(cmd: str, record: dict | None, history: list[dict]) -> str:
         return f"RSO declined, nothing changed: {record['declined']}"
     metrics = (record or {}).get("metrics") or {}
     done = f"{cmd.upper() if cmd != 'general' else 'general model'} done"
+    returned = ((record or {}).get("guard") or {}).get("returned_to")
+    if returned is not None:  # native RSO returned the box to an earlier state's field, which the images prefer there
+        done += f" (the box returned to the field after step {returned})" if returned else \
+            " (the box returned to no registration)"
     return f"{done}, {summary_text(metrics)}" if metrics.get("rmse_hu") is not None else done

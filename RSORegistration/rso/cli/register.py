@@ -90,9 +90,8 @@ def add_rso_arguments(parser) -> None:
                         help="compare artefact-matched images where both images' views are given")
     native.add_argument("--rso-earlier-starts", action=argparse.BooleanOptionalAction,
                         default=DEFAULT_RSO_EARLIER_STARTS,
-                        help="start from an earlier state of the session (no registration, the general model, ...) "
-                        "where the box's similarity prefers it (tried on the training anatomies, not adopted: "
-                        "bench/README.md)")
+                        help="return the box to an earlier state of the session (no registration, the general "
+                        "model, ...) where the images the current field was not fitted to prefer it (bench/README.md)")
 
 
 def rso_settings_from_args(args):

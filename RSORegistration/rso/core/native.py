@@ -6,10 +6,12 @@ at least 1 mm, independent of the model grid. On it a correction ``c`` of the cu
 optimised:
 
 * **Capture first**: a translation search (block matching over +-12 mm) finds the box's offset, which
-  a gradient step from zero misses beyond a few millimetres; Adam then refines from there. Optionally
-  (``earlier_starts``) the search starts from whichever earlier state of the session (no registration,
-  the general model, ...) the box's similarity prefers: a whole-image step can move a region away from
-  an answer that was better there.
+  a gradient step from zero misses beyond a few millimetres; Adam then refines from there.
+* **Return to an earlier answer** (``earlier_starts``): a whole-image step can move a region away from
+  an answer that was better there. ISO fits the artefact-matched pair, so that pair is biased towards
+  ISO's answer; the images as given carry other streaks and were not fitted. Where they prefer an
+  earlier state's field (no registration, the general model, ...) in the box by the guard's margin,
+  the step returns the box to it, and does not refine it on the pair ISO fitted.
 * **Few unknowns**: ``c`` lives on a control grid (8 mm by default), interpolated trilinearly.
 * **A similarity streaks fool less**: MIND-SSC descriptors (radius 2, dilation 2) of the fixed
   window and of the moving image around it, both pre-smoothed (``rso.core.mind``), compared in the box.
@@ -55,10 +57,12 @@ SHIFT_PENALTY = 0.05  # a shift as long as the reach costs 5 % more than no shif
 class NativeProblem:
     """One box's refinement problem on its window.
 
-    ``fixed`` and ``moving`` are (1, 1, Z, Y, X) / (1, 1, Zm, Ym, Xm) HU on the window and on the
-    moving crop; ``base_index`` (Z, Y, X, 3) holds where the current field sends each window voxel,
-    as (z, y, x) continuous indices of the moving crop; ``mm_to_index`` (3, 3) turns an LPS-mm
-    correction into (z, y, x) index steps; ``box`` is the box on the window grid.
+    ``fixed`` and ``moving`` are (1, P, Z, Y, X) / (1, P, Zm, Ym, Xm) HU on the window and on the
+    moving crop, one channel per image pair: channel 0 the pair the refinement fits, channel 1 (P = 2) the
+    images as given where the fitted pair is artefact-matched (``unfitted``); ``base_index`` (Z, Y, X, 3)
+    holds where the current field sends each window voxel, as (z, y, x) continuous indices of the moving
+    crop; ``mm_to_index`` (3, 3) turns an LPS-mm correction into (z, y, x) index steps; ``box`` is the box
+    on the window grid.
     """
 
     window: ModelGrid
@@ -112,10 +116,13 @@ def current_field_on(grid: ModelGrid, model_grid: ModelGrid, coarse_mm: np.ndarr
 
 def build_problem(fixed: sitk.Image, moving: sitk.Image, box: RegionBox, margin_mm: float,
                   model_grid: ModelGrid, coarse_mm: np.ndarray, patches, device: torch.device,
-                  earlier: tuple = ()) -> NativeProblem:
+                  earlier: tuple = (), unfitted: tuple[sitk.Image, sitk.Image] | None = None) -> NativeProblem:
     """Resample the fixed window, the current field and a moving crop that holds every target.
 
     ``earlier``: (coarse_mm, patches) of earlier session states, candidate starts for the refinement.
+    ``unfitted``: the same images seen another way, on the same grids (the images as given, where ``fixed``
+    and ``moving`` are artefact-matched): evidence the current field was not fitted to, which judges a
+    return to an earlier state (``Refinement.choose_earlier_state``).
     """
     window, box_voxels, margin = window_grid(fixed, model_grid, box, margin_mm)
     current = current_field_on(window, model_grid, coarse_mm, patches)
@@ -125,10 +132,11 @@ def build_problem(fixed: sitk.Image, moving: sitk.Image, box: RegionBox, margin_
     points = voxels + current
     # The crop holds every target of every candidate start, so that none is judged on clamped samples.
     crop = _covering_grid(window, np.concatenate([points, *[voxels + e for e in earlier_mm]]), REACH_MARGIN_MM)
-    fixed_hu = sitk.GetArrayFromImage(_resample(fixed, window))
-    moving_hu = sitk.GetArrayFromImage(_resample(moving, crop))
+    pairs = ((fixed, moving),) if unfitted is None else ((fixed, moving), unfitted)
+    fixed_hu = np.stack([sitk.GetArrayFromImage(_resample(f, window)) for f, _ in pairs])
+    moving_hu = np.stack([sitk.GetArrayFromImage(_resample(m, crop)) for _, m in pairs])
     to_index = np.linalg.inv(crop.index_to_lps).T[:, ::-1]  # LPS mm (row) -> (z, y, x) index steps
-    return NativeProblem(window, _tensor(fixed_hu, device)[None, None], _tensor(moving_hu, device)[None, None],
+    return NativeProblem(window, _tensor(fixed_hu, device)[None], _tensor(moving_hu, device)[None],
                          _tensor(crop.lps_to_index(points), device), _tensor(to_index, device), box_voxels, margin,
                          current, earlier_mm)
 
@@ -174,7 +182,7 @@ class NativeSettings:
     learning_rate_mm: float
     min_gain: float  # the guard: the similarity in the box must improve by at least this fraction
     presmooth_mm: float = 0.0  # Gaussian sigma applied to both images first: CBCT noise and streaks are fine
-    earlier_starts: bool = False  # start from the earlier state the box's similarity prefers (problem.earlier_mm)
+    earlier_starts: bool = False  # may return the box to an earlier state the evidence prefers (problem.earlier_mm)
 
 
 class Refinement:
@@ -188,7 +196,7 @@ class Refinement:
         control = tuple(int(max(2, np.ceil(e / settings.control_spacing_mm) + 1)) for e in extent)
         device = problem.fixed.device
         self.control = torch.zeros((1, 3, *control), device=device, requires_grad=True)
-        # A fixed part of the correction: zero, or an earlier state's field minus the current one (choose_start).
+        # A fixed part of the correction: zero, or an earlier state's field minus the current one (choose_earlier_state).
         self.start = torch.zeros((1, 3, *window.shape), device=device)
         self.box = (slice(None), slice(None), *problem.box.slices)
         self.spacing = spacing
@@ -205,11 +213,12 @@ class Refinement:
         self.lncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=7)
 
     def _features(self, hu: torch.Tensor) -> torch.Tensor:
-        """(1, C, ...) what the similarity compares: MIND descriptors, or the network's normalised intensities."""
+        """(1, P * C, ...) what the similarity compares, C channels per image pair: MIND descriptors (C = 12), or
+        the network's normalised intensities (C = 1)."""
         if self.settings.presmooth_mm > 0:
             hu = GaussianFilter(3, self.settings.presmooth_mm / self.spacing).to(hu.device)(hu)
         if self.settings.similarity == "mind":
-            return mind_ssc(hu, radius=MIND_RADIUS)
+            return torch.cat([mind_ssc(pair, radius=MIND_RADIUS) for pair in hu.split(1, dim=1)], dim=1)
         return (hu + 1000.0) / 2000.0
 
     def correction_mm(self) -> torch.Tensor:
@@ -219,14 +228,22 @@ class Refinement:
     def _optimised_mm(self) -> torch.Tensor:
         return F.interpolate(self.control, size=self.problem.window.shape, mode="trilinear", align_corners=True)
 
-    def similarity(self, correction_mm: torch.Tensor) -> torch.Tensor:
-        """The similarity term inside the box for a correction (lower is better)."""
+    def similarity(self, correction_mm: torch.Tensor, pair: int = 0) -> torch.Tensor:
+        """The similarity term inside the box for a correction (lower is better), on one image pair (0: the
+        fitted pair, -1: the last, the unfitted pair where there is one)."""
+        moving, fixed = self._pair_features(pair)
         steps = torch.einsum("bczyx,cd->zyxd", correction_mm, self.problem.mm_to_index)
-        warped = sample(self.moving_features, self.problem.base_index + steps)
-        fixed, warped = self.fixed_features[self.box], warped[self.box]
+        warped = sample(moving, self.problem.base_index + steps)
+        fixed, warped = fixed[self.box], warped[self.box]
         if self.settings.similarity == "lncc":
             return 1.0 + self.lncc(warped, fixed)  # MONAI's LNCC loss is -NCC: 0 here means identical
         return torch.mean((fixed - warped) ** 2)
+
+    def _pair_features(self, pair: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(moving, fixed) features of one image pair, (1, C, ...) each."""
+        moving, fixed = (f.chunk(self.problem.fixed.shape[1], dim=1)[pair]
+                         for f in (self.moving_features, self.fixed_features))
+        return moving, fixed
 
     def loss(self) -> torch.Tensor:
         optimised = self._optimised_mm()
@@ -235,21 +252,25 @@ class Refinement:
         penalty = self.diffusion(optimised / self.spacing) if self.settings.smoothness else 0.0
         return self.similarity(correction) + self.settings.smoothness * penalty + FOLD_WEIGHT * self.folding(correction)
 
-    def choose_start(self) -> int | None:
-        """Start from the earlier state whose field explains the box best, if one beats the current field.
+    def choose_earlier_state(self) -> tuple[int, float] | None:
+        """Return to the earlier state whose field the evidence prefers, where it explains at least ``min_gain``
+        of the box's remaining difference under the current field.
 
-        Returns its index in ``problem.earlier_mm``, or None (the current field stays the start).
+        The evidence is the unfitted pair where there is one (the current field was fitted to the other),
+        else the fitted pair. Returns (the state's index in ``problem.earlier_mm``, its gain), or None; the
+        start becomes that state's field.
         """
         current = self.problem.current_mm
         candidates = [_tensor((e - current).transpose(3, 0, 1, 2)[None], self.start.device)
                       for e in self.problem.earlier_mm]
         with torch.no_grad():
-            costs = [float(self.similarity(c)) for c in candidates]
-            best = int(np.argmin(costs)) if costs else None
-            if best is None or costs[best] >= float(self.similarity(torch.zeros_like(self.start))):
-                return None
-            self.start = candidates[best]
-        return best
+            now = float(self.similarity(torch.zeros_like(self.start), pair=-1))
+            gains = [1.0 - float(self.similarity(c, pair=-1)) / now if now > 0 else 0.0 for c in candidates]
+        best = int(np.argmax(gains)) if gains else None
+        if best is None or gains[best] < self.settings.min_gain:
+            return None
+        self.start = candidates[best]
+        return best, gains[best]
 
     def folding(self, correction_mm: torch.Tensor) -> torch.Tensor:
         """A barrier on det J where the correction applies: zero while det J stays above its floor."""
@@ -277,13 +298,14 @@ class Refinement:
         problem = self.problem
         start_steps = torch.einsum("bczyx,cd->zyxd", self.start, problem.mm_to_index)
         base = (problem.base_index + start_steps)[problem.box.slices]  # (Zb, Yb, Xb, 3)
-        fixed = self.fixed_features[self.box]
+        moving, fixed = self._pair_features(0)
+        fixed = fixed[self.box]
         steps = torch.from_numpy(shifts_mm.astype(np.float32)) @ problem.mm_to_index.cpu()
         costs = []
         with torch.no_grad():
             for chunk in torch.split(steps.to(base.device), batch):
                 points = base[None] + chunk[:, None, None, None, :]
-                volume = self.moving_features.expand(len(chunk), *self.moving_features.shape[1:])
+                volume = moving.expand(len(chunk), *moving.shape[1:])
                 warped = _sample_batch(volume, points)
                 costs.append(((warped - fixed) ** 2).mean(dim=(1, 2, 3, 4)))
         penalty = SHIFT_PENALTY * (np.linalg.norm(shifts_mm, axis=1) / SEARCH_REACH_MM) ** 2
@@ -308,19 +330,28 @@ class GuardVerdict:
     folded_after: int
     largest_correction_mm: float
     declined: str | None
+    returned_to: int | None = None  # the earlier state the box returned to (its index in the session's history)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("gain", "jacobian_min", "folded_before", "folded_after",
-                                              "largest_correction_mm")}
+                                              "largest_correction_mm", "returned_to")}
 
 
-def judge(refinement: Refinement, weights: np.ndarray, correction: np.ndarray) -> GuardVerdict:
-    """Decline a correction that does not clearly beat no correction, or that would add folding."""
+def judge(refinement: Refinement, weights: np.ndarray, correction: np.ndarray,
+          returned: tuple[int, float] | None = None) -> GuardVerdict:
+    """Decline a correction that does not clearly beat no correction, or that would add folding.
+
+    ``returned``: (state, gain) where the correction returns the box to an earlier state: its gain was
+    measured on the unfitted pair (``Refinement.choose_earlier_state``), not on the pair the current field fitted.
+    """
     problem = refinement.problem
-    with torch.no_grad():
-        before = float(refinement.similarity(torch.zeros_like(refinement.correction_mm())))
-        after = float(refinement.similarity(refinement.correction_mm()))
-    gain = 1.0 - after / before if before > 0 else 0.0
+    if returned is None:
+        with torch.no_grad():
+            before = float(refinement.similarity(torch.zeros_like(refinement.correction_mm())))
+            after = float(refinement.similarity(refinement.correction_mm()))
+        gain = 1.0 - after / before if before > 0 else 0.0
+    else:
+        gain = returned[1]
     region = weights > 0
     index_to_lps = problem.window.index_to_lps
     det_before = jacobian_determinant(problem.current_mm, index_to_lps)[region]
@@ -335,20 +366,26 @@ def judge(refinement: Refinement, weights: np.ndarray, correction: np.ndarray) -
         declined = (f"the images in the box already agree: the best correction ({largest:.1f} mm) explains only "
                     f"{100 * gain:.1f} % of the remaining difference (at least {100 * refinement.settings.min_gain:.0f} % "
                     "is needed)")
-    return GuardVerdict(gain, float(det_after.min()), folded_before, folded_after, largest, declined)
+    return GuardVerdict(gain, float(det_after.min()), folded_before, folded_after, largest, declined,
+                        None if returned is None else returned[0])
 
 
 def refine_box(problem: NativeProblem, settings: NativeSettings, iterations: int,
                progress: ProgressCallback | None = None, cancel: CancelToken | None = None):
-    """Optimise the correction; returns (patch, losses, verdict). The patch is None when declined."""
+    """Optimise the correction; returns (patch, losses, verdict). The patch is None when declined.
+
+    Where the box returns to an earlier state (``earlier_starts``) there is nothing to optimise: refining it on
+    the fitted pair would pull it back towards the answer that pair had misled (the module's docstring).
+    """
     refinement = Refinement(problem, settings)
-    if settings.earlier_starts:
-        refinement.choose_start()
-    refinement.start_at(refinement.search_translation())
-    losses = refinement.run(iterations, progress, cancel)
+    returned = refinement.choose_earlier_state() if settings.earlier_starts else None
+    losses = []
+    if returned is None:
+        refinement.start_at(refinement.search_translation())
+        losses = refinement.run(iterations, progress, cancel)
     with torch.no_grad():
         correction = refinement.correction_mm()[0].permute(1, 2, 3, 0).cpu().numpy()
     weights = blend_weights(problem.box, problem.margin_voxels, problem.window.shape)
-    verdict = judge(refinement, weights, correction)
+    verdict = judge(refinement, weights, correction, returned)
     patch = None if verdict.declined else FieldPatch(problem.window, (weights[..., None] * correction).astype(np.float32))
     return patch, losses, verdict

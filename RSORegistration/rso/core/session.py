@@ -182,14 +182,17 @@ class RegistrationSession:
         earlier = [self._state_at(index) for index in range(len(self.history))] if settings.earlier_starts else []
         fixed, moving = self.compared_images(settings.match_artefacts)
         params["artefacts_matched"] = fixed is not self.fixed
+        unfitted = (self.fixed, self.moving) if earlier and params["artefacts_matched"] else None
         problem = build_problem(fixed, moving, box, settings.blend_margin_mm, self.grid,
                                 self.grid.voxels_to_mm(state.field), state.patches, self.device,
-                                tuple((self.grid.voxels_to_mm(e.field), e.patches) for e in earlier))
+                                tuple((self.grid.voxels_to_mm(e.field), e.patches) for e in earlier), unfitted)
         native = NativeSettings(settings.similarity, settings.control_spacing_mm, settings.smoothness,
                                 settings.step_mm, settings.min_gain, settings.presmooth_mm, settings.earlier_starts)
         torch.manual_seed(self.seed + len(self.history))
         patch, losses, verdict = refine_box(problem, native, settings.iterations, progress, cancel)
         guard = verdict.to_dict()
+        if verdict.returned_to is not None:
+            log.info("rso: the images prefer the box as it was after step %d: it returns there", verdict.returned_to)
         if patch is None:
             record = StepRecord("rso", params, losses, round(time.perf_counter() - start, 3),
                                 self.metrics(self.field_voxels, box, self.field_voxels), box, declined=verdict.declined,

@@ -38,7 +38,7 @@ class RSOSettings:
     step_mm: float = DEFAULT_RSO_STEP_MM  # native: Adam's step on the correction, in mm
     min_gain: float = DEFAULT_RSO_MIN_GAIN  # native: the guard's threshold (0: accept every finite, unfolded step)
     presmooth_mm: float = DEFAULT_RSO_PRESMOOTH_MM  # native: Gaussian sigma on both images before comparing
-    earlier_starts: bool = DEFAULT_RSO_EARLIER_STARTS  # native: may start from an earlier state the box prefers
+    earlier_starts: bool = DEFAULT_RSO_EARLIER_STARTS  # native: may return the box to an earlier state
     # native: where both images' projection views are known, compare them artefact-matched (rso.core.reprojection)
     match_artefacts: bool = DEFAULT_RSO_MATCH_ARTEFACTS
 

@@ -3,6 +3,8 @@ streaky CBCT-like images, its guard, and the patches it leaves in the session.""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -10,7 +12,7 @@ import torch
 
 from rso.core.boxes import box_from_lps
 from rso.core.geometry import ModelGrid
-from rso.core.native import NativeSettings, Refinement, build_problem, judge, sample
+from rso.core.native import NativeSettings, Refinement, build_problem, judge, refine_box, sample
 from rso.core.optimize import blend_weights
 from rso.core.session import RegistrationSession
 from rso.core.steps import RSOSettings
@@ -157,29 +159,58 @@ def test_the_guard_declines_a_correction_that_would_fold(shifted_cbct):
     assert verdict.folded_after > verdict.folded_before == 0 and "fold" in verdict.declined
 
 
-def test_an_earlier_state_that_explains_the_box_better_becomes_the_start(unshifted_cbct):
-    """A whole-image step moved the box away from an earlier, better field: the refinement starts there
-    (no translation could), and an earlier field that explains the box worse is left alone."""
+def test_an_earlier_state_the_images_prefer_clearly_becomes_the_box_answer(unshifted_cbct):
+    """A whole-image step moved the box away from an earlier, better field: the step returns the box there
+    (no translation could), without refining it; an earlier field that explains the box worse is left
+    alone, and so is a better one that does not clear the guard's margin."""
     fixed, moving, _ = unshifted_cbct  # the truth is the identity
     grid = ModelGrid.covering(fixed, TEST_GRID)
     session = RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, device="cpu")
     box = lung_box(session)
-    identity = np.zeros((*grid.shape, 3), np.float32)
-    wrong = identity.copy()
-    wrong[..., 0] = 6.0 * np.sin(2 * np.pi * np.arange(grid.shape[0]) / grid.shape[0])[:, None, None]
-    settings = NativeSettings("mind", 8.0, 3.0, 0.3, 0.0, 2.0, earlier_starts=True)
+    identity, wrong = _identity_and_wrong(grid)
+    settings = NativeSettings("mind", 8.0, 3.0, 0.3, 0.2, 2.0, earlier_starts=True)
 
     cpu = torch.device("cpu")
     went_wrong = build_problem(fixed, moving, box, 10.0, grid, wrong, (), cpu, earlier=((identity, ()),))
-    refinement = Refinement(went_wrong, settings)
-    assert refinement.choose_start() == 0
-    start = refinement.correction_mm()[0].permute(1, 2, 3, 0).detach().numpy()
-    np.testing.assert_allclose(start, -went_wrong.current_mm, atol=1e-5)
+    patch, losses, verdict = refine_box(went_wrong, settings, iterations=5)
+    assert verdict.returned_to == 0 and verdict.gain >= 0.2 and verdict.declined is None and losses == []
+    weights = blend_weights(went_wrong.box, went_wrong.margin_voxels, went_wrong.window.shape)
+    np.testing.assert_allclose(patch.delta_mm, weights[..., None] * -went_wrong.current_mm, atol=1e-5)
 
     was_right = build_problem(fixed, moving, box, 10.0, grid, identity, (), cpu, earlier=((wrong, ()),))
     refinement = Refinement(was_right, settings)
-    assert refinement.choose_start() is None
-    assert not refinement.correction_mm().any()
+    assert refinement.choose_earlier_state() is None and not refinement.correction_mm().any()
+    _, gain = Refinement(went_wrong, replace(settings, min_gain=0.0)).choose_earlier_state()
+    assert Refinement(went_wrong, replace(settings, min_gain=gain + 0.01)).choose_earlier_state() is None
+
+
+def test_the_return_is_judged_on_the_images_the_current_field_was_not_fitted_to(unshifted_cbct, chest_ct):
+    """After ISO on matched images, the matched pair is biased towards ISO's answer: the images as given
+    (``unfitted``) decide whether the box returns to an earlier state, whatever the fitted pair says."""
+    fixed, moving, _ = unshifted_cbct
+    grid = ModelGrid.covering(fixed, TEST_GRID)
+    session = RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, device="cpu")
+    box = lung_box(session)
+    identity, wrong = _identity_and_wrong(grid)
+    settings = NativeSettings("mind", 8.0, 3.0, 0.3, 0.2, 2.0, earlier_starts=True)
+    # A fitted pair that says nothing about the box: a uniform moving image.
+    blank = sitk.GetImageFromArray(np.full(sitk.GetArrayFromImage(fixed).shape, -700.0, np.float32))
+    blank.CopyInformation(fixed)
+    cpu = torch.device("cpu")
+    fitted_only = build_problem(fixed, blank, box, 10.0, grid, wrong, (), cpu, earlier=((identity, ()),))
+    assert fitted_only.fixed.shape[1] == 1 and Refinement(fitted_only, settings).choose_earlier_state() is None
+    with_unfitted = build_problem(fixed, blank, box, 10.0, grid, wrong, (), cpu, earlier=((identity, ()),),
+                                  unfitted=(fixed, moving))
+    assert with_unfitted.fixed.shape[1] == with_unfitted.moving.shape[1] == 2
+    assert Refinement(with_unfitted, settings).choose_earlier_state()[0] == 0
+
+
+def _identity_and_wrong(grid: ModelGrid) -> tuple[np.ndarray, np.ndarray]:
+    """(Z, Y, X, 3) LPS mm: no displacement, and one that swings 6 mm along x with z (wrong for these pairs)."""
+    identity = np.zeros((*grid.shape, 3), np.float32)
+    wrong = identity.copy()
+    wrong[..., 0] = 6.0 * np.sin(2 * np.pi * np.arange(grid.shape[0]) / grid.shape[0])[:, None, None]
+    return identity, wrong
 
 
 def _untrained():

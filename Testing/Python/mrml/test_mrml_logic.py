@@ -502,3 +502,15 @@ def test_window_level_presets():
     assert display.GetAutoWindowLevel()
     with pytest.raises(InputError, match="preset"):
         apply_window_level(volume, "bone")
+
+
+def test_the_status_line_says_when_a_box_returned_to_an_earlier_state():
+    """A step that returned the box to an earlier answer says so; a declined one says nothing changed."""
+    from RSORegistrationLib.logic import step_summary
+
+    metrics = {"rmse_hu": 80.0, "tre_mm": {"mean": 2.0}}
+    returned = step_summary("rso", {"metrics": metrics, "guard": {"returned_to": 1}}, [])
+    assert returned.startswith("RSO done (the box returned to the field after step 1)")
+    assert "no registration" in step_summary("rso", {"metrics": metrics, "guard": {"returned_to": 0}}, [])
+    assert "returned" not in step_summary("rso", {"metrics": metrics, "guard": {"returned_to": None}}, [])
+    assert step_summary("rso", {"declined": "the images agree"}, []).startswith("RSO declined, nothing changed")

@@ -32,7 +32,7 @@ def _md_cell(value) -> str:
 
 
 ARM_COLUMNS = ("label", "n", "box_tre_mean_mm", "box_tre_p95_mm", "box_rmse_hu", "tre_mean_mm",
-               "outside_change_max_mm", "declined", "dice_lungs", "dice_lesion", "hd95_lesion_mm", "seconds",
+               "outside_change_max_mm", "declined", "returned", "dice_lungs", "dice_lesion", "hd95_lesion_mm", "seconds",
                "latency_seconds")
 VERSUS_COLUMNS = ("comparison", "pairs", "win_fraction", "median_box_tre_reduction", "median_change_mm",
                   "worst_change_mm")
@@ -68,7 +68,8 @@ truth, RMSE against the clean fixed CT, both inside `{plan['evaluation_mask']}` 
 
 `seconds` runs from the input images to the arm's field (general + ISO + RSO for the deep arms); `latency_seconds`
 is an RSO step plus the native-resolution re-warp and difference image (a declined step: the step alone).
-`declined`: RSO steps the guard declined (the field stays ISO-{plan['iso_short']}'s).
+`declined`: RSO steps the guard declined (the field stays ISO-{plan['iso_short']}'s). `returned`: RSO steps that
+returned the box to an earlier state's field (the general model's, ...), which the images ISO did not fit prefer there.
 `outside_change_max_mm`: the largest field change outside box + blend margin, over all boxes.
 `dice_*`, `hd95_lesion_mm`: the simulator's labels of the moving phase carried onto the fixed image by the arm's
 field, against phase 0's labels (lungs: the mean of both; the inserted lesion; rso.evaluation.bench.contours).

@@ -54,6 +54,7 @@ def per_arm_table(records: list[dict]) -> list[dict]:
             "hd95_lesion_mm": _median(_contour(r, ("lesion",), "hd95_mm") for r in mine),
             "dice_nodule": _median(_contour(r, ("nodule",), "dice") for r in mine),
             "declined": sum(r.get("declined") is not None for r in mine),
+            "returned": sum((r.get("guard") or {}).get("returned_to") is not None for r in mine),
             "seconds": _median(r["seconds"] for r in mine),
             "latency_seconds": _median(r.get("latency_seconds") for r in mine),
             "peak_rss_mb": _median(r["peak_memory"].get("peak_rss_mb") for r in mine),
