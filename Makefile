@@ -73,9 +73,11 @@ demo: data
 # The review page on the demo case (CBCT phase 0 fixed, phase 5 moving, the simulator's truth for TRE);
 # open http://127.0.0.1:8080/ (from another machine: an SSH tunnel, docs/review-app.md).
 review: data
-	case=$$($(BIN)/python -c "from rso.evaluation.demo import demo_case; print(demo_case())") && \
+	case=$$($(BIN)/python -c "from rso.evaluation.demo import demo_case; from rso.simulation.simulate import \
+	  views_path; case = demo_case(); views_path(case, 0); views_path(case, 5); print(case)") && \
 	$(BIN)/rso-registration review --fixed $$case/cbct_phase0.nii.gz --moving $$case/cbct_phase5.nii.gz \
-	  --truth $$case/truth_0_5.nii.gz $(REVIEW_ARGS)
+	  --truth $$case/truth_0_5.nii.gz --fixed-views $$case/cbct_phase0_views.json \
+	  --moving-views $$case/cbct_phase5_views.json $(REVIEW_ARGS)
 
 # The benchmark (bench/README.md). elastix and ANTs are benchmark-only and pin older numpy/scipy,
 # so they live in a venv of their own.

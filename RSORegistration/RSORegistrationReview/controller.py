@@ -53,11 +53,16 @@ class ReviewOptions:
     else the folder the first Register starts the session in (default: a new one under the cache).
     ``parameters``: RunParameters fields (modelChannels, gridShape, isoIterations, rsoMode, ...);
     ``engine``: further arguments of the worker's ``open`` (precision, similarity, smoothness).
+    ``fixed_views`` / ``moving_views``: the projection views files of a phase-binned 4D CBCT pair
+    (rso.core.reprojection), for the pair given here only: ISO and native RSO then compare the images
+    artefact-matched, and RSO may return a box to an earlier answer.
     """
 
     fixed: str | None = None
     moving: str | None = None
     truth: str | None = None
+    fixed_views: str | None = None
+    moving_views: str | None = None
     session: str | None = None
     out: str | None = None
     parameters: dict = field(default_factory=dict)
@@ -118,7 +123,8 @@ class ReviewController:
         else:
             if not self.options.fixed or not self.options.moving:
                 raise InputError("give --fixed and --moving images (or --session with a saved session folder)")
-            self._use_inputs(self._read_inputs(self.options.fixed, self.options.moving, self.options.truth))
+            views = _checked_views(self.options.fixed_views, self.options.moving_views)
+            self._use_inputs(self._read_inputs(self.options.fixed, self.options.moving, self.options.truth), views)
         self.logic.start_engine()  # torch loads while the user looks at the images
 
     def open_pair(self, fixed: str, moving: str, truth: str = "") -> None:
@@ -161,7 +167,8 @@ class ReviewController:
         made.append(node)
         return node
 
-    def _use_inputs(self, inputs: InputNodes) -> None:
+    def _use_inputs(self, inputs: InputNodes, views: tuple[str, str] = ("", "")) -> None:
+        """Review ``inputs``; ``views``: their projection views files (a pair opened on the page has none)."""
         self.inputs = inputs
         params = self.logic.parameters()
         params.fixedVolume, params.movingVolume, params.truthTransform = inputs.fixed, inputs.moving, inputs.truth
@@ -169,6 +176,7 @@ class ReviewController:
             if not hasattr(params, name):
                 raise InputError(f"unknown registration parameter {name!r}")
             setattr(params, name, value)
+        params.fixedViewsFile, params.movingViewsFile = views
         params.check()
         self.logic.set_parameters(params)
         self.show_layers()
@@ -398,6 +406,14 @@ class ReviewController:
 
     def close(self) -> None:
         self.logic.close()
+
+
+def _checked_views(fixed_views: str | None, moving_views: str | None) -> tuple[str, str]:
+    """Both views files, read once to fail early with a one-line error, or neither ("", "")."""
+    from rso.core.reprojection import read_views, views_pair
+
+    views_pair(*(read_views(path) if path else None for path in (fixed_views, moving_views)))
+    return fixed_views or "", moving_views or ""
 
 
 def _volume_name(path) -> str:

@@ -22,6 +22,10 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--fixed", help="fixed image (NIfTI, NRRD, MHA or a DICOM folder)")
     parser.add_argument("--moving", help="moving image")
     parser.add_argument("--truth", help="ground-truth displacement field (ITK, fixed -> moving): the table shows TRE")
+    parser.add_argument("--fixed-views", metavar="JSON",
+                        help="the projection views the fixed image was reconstructed from (a phase-binned CBCT; "
+                        "rso.core.reprojection): with --moving-views, ISO and RSO compare the images artefact-matched")
+    parser.add_argument("--moving-views", metavar="JSON", help="the moving image's projection views")
     parser.add_argument("--session", metavar="DIR",
                         help="session folder: reopened if it holds one (from review, register or Slicer), "
                         "else the new session is kept there (default: a new folder under the cache)")
@@ -52,8 +56,9 @@ def review_options(args):
                   "modelChannels": ",".join(map(str, args.channels or ())),
                   "gridShape": ",".join(map(str, args.grid or ()))}
     engine = {"precision": args.precision, "similarity": args.similarity, "smoothness": args.smoothness}
-    return ReviewOptions(fixed=args.fixed, moving=args.moving, truth=args.truth, session=args.session, out=args.out,
-                         parameters=parameters, engine=engine)
+    return ReviewOptions(fixed=args.fixed, moving=args.moving, truth=args.truth, fixed_views=args.fixed_views,
+                         moving_views=args.moving_views, session=args.session, out=args.out, parameters=parameters,
+                         engine=engine)
 
 
 def run(args) -> int:

@@ -20,7 +20,7 @@ def review_command(*arguments: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("case", ["missing", "not an image", "session and images"])
+@pytest.mark.parametrize("case", ["missing", "not an image", "session and images", "one views file"])
 def test_bad_input_is_one_line_and_nothing_is_served(case, known_pair, tmp_path):
     from rso.core.imageio import write_image
 
@@ -32,12 +32,24 @@ def test_bad_input_is_one_line_and_nothing_is_served(case, known_pair, tmp_path)
         "missing": (["--fixed", str(fixed), "--moving", str(tmp_path / "absent.nii.gz")], "moving image not found"),
         "not an image": (["--fixed", str(tmp_path / "text.nii.gz"), "--moving", str(fixed)], "could not be read"),
         "session and images": (["--session", str(tmp_path / "session"), "--fixed", str(fixed)], "holds a session"),
+        "one views file": (["--fixed", str(fixed), "--moving", str(fixed), "--fixed-views", str(views_file(tmp_path))],
+                           "of both images, or of neither"),
     }[case]
     done = review_command(*arguments)
     assert done.returncode == 2, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("rso-registration: error: ") and expected in last, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and "Review page" not in done.stdout  # refused before serving
+
+
+def views_file(folder, offset_deg: float = 0.0):
+    """A phase bin's projection views (rso.core.reprojection): 25 directions over 180 degrees."""
+    import json
+
+    path = folder / f"views_{offset_deg:g}.json"
+    path.write_text(json.dumps({"geometry": "parallel-axial",
+                                "directions_deg": [offset_deg + 7.2 * k for k in range(25)]}))
+    return path
 
 
 def test_a_session_the_command_line_wrote_reopens_in_the_review_controller(known_pair, tmp_path):

@@ -1,5 +1,6 @@
 """The review page's controller without a browser, with the real worker process: another pair opens
-in place of the first, and an engine process that dies is reported in one line and reopened."""
+in place of the first, an engine process that dies is reported in one line and reopened, and the
+projection views given for the pair make ISO compare artefact-matched images."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ PARAMETERS = {"modelChannels": "4,8,16,32,64", "gridShape": "16,32,32", "device"
 STEP_S = 120.0
 
 
-@pytest.fixture
-def controller(known_pair, tmp_path):
+def started(known_pair, tmp_path, **views):
+    """A controller on the known pair with the real worker process, started."""
     from RSORegistrationReview.controller import ReviewController, ReviewOptions
     from rso.core.imageio import write_image
     from trame_slicer.core import SlicerApp
@@ -25,9 +26,16 @@ def controller(known_pair, tmp_path):
     fixed, moving, _ = known_pair
     options = ReviewOptions(fixed=str(write_image(fixed, tmp_path / "fixed.nii.gz")),
                             moving=str(write_image(moving, tmp_path / "moving.nii.gz")),
-                            session=str(tmp_path / "session"), parameters=PARAMETERS, engine={"precision": "fp32"})
-    controller = ReviewController(SlicerApp(), options, cache_dir=tmp_path / "cache")  # the real worker process
+                            session=str(tmp_path / "session"), parameters=PARAMETERS, engine={"precision": "fp32"},
+                            **views)
+    controller = ReviewController(SlicerApp(), options, cache_dir=tmp_path / "cache")
     controller.start()
+    return controller
+
+
+@pytest.fixture
+def controller(known_pair, tmp_path):
+    controller = started(known_pair, tmp_path)
     yield controller
     controller.close()
 
@@ -73,3 +81,22 @@ def test_another_pair_replaces_the_first_and_a_bad_one_changes_nothing(controlle
     controller.run_action(controller.register)
     shown = finish(controller)
     assert shown["steps"] == ["general"] and shown["session_folder"].startswith(str(tmp_path / "cache"))
+
+
+def test_the_pairs_projection_views_make_iso_compare_matched_images_and_a_page_pair_has_none(known_pair, tmp_path):
+    from test_review_cli import views_file
+
+    controller = started(known_pair, tmp_path, fixed_views=str(views_file(tmp_path)),
+                         moving_views=str(views_file(tmp_path, 2.16)))
+    try:
+        controller.run_action(controller.register)
+        finish(controller)
+        controller.run_action(controller.refine)
+        assert finish(controller)["steps"] == ["general", "ISO"]
+        assert controller.logic.history[-1]["params"]["artefacts_matched"] is True
+        shown = controller.page_state()
+        controller.run_action(controller.open_pair, shown["inputs"]["moving"], shown["inputs"]["fixed"])
+        params = controller.logic.parameters()
+        assert params.fixedViewsFile == params.movingViewsFile == ""  # those views belong to the first pair
+    finally:
+        controller.close()
