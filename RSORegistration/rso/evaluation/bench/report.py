@@ -32,8 +32,8 @@ def _md_cell(value) -> str:
 
 
 ARM_COLUMNS = ("label", "n", "box_tre_mean_mm", "box_tre_p95_mm", "box_rmse_hu", "tre_mean_mm",
-               "outside_change_max_mm", "declined", "returned", "dice_lungs", "dice_lesion", "hd95_lesion_mm", "seconds",
-               "latency_seconds")
+               "outside_change_max_mm", "declined", "returned", "dice_lungs", "dice_lesion", "hd95_lesion_mm",
+               "seconds", "latency_seconds")
 VERSUS_COLUMNS = ("comparison", "pairs", "win_fraction", "median_box_tre_reduction", "median_change_mm",
                   "worst_change_mm")
 
