@@ -75,9 +75,9 @@ def summarise(out: Path) -> list[dict]:
         table.append({"case": list(case), "best_iterations": best["iterations"], "best_tre_mm": best["tre_mm"],
                       "picked_iterations": picked["iterations"], "picked_tre_mm": picked["tre_mm"],
                       "iso_100_tre_mm": iso_100["tre_mm"]})
-        print(f"{' '.join(map(str, case)):30s} TRE by N: " + ", ".join(f"{r['iterations']}: {r['tre_mm']:.2f}" for r in mine)
-              + f" | best N {best['iterations']}, unfitted MSE picks N {picked['iterations']} ({picked['tre_mm']:.2f} mm;"
-              f" ISO-100 {iso_100['tre_mm']:.2f})")
+        by_n = ", ".join(f"{r['iterations']}: {r['tre_mm']:.2f}" for r in mine)
+        print(f"{' '.join(map(str, case)):30s} TRE by N: {by_n} | best N {best['iterations']}, unfitted MSE picks "
+              f"N {picked['iterations']} ({picked['tre_mm']:.2f} mm; ISO-100 {iso_100['tre_mm']:.2f})")
     (out.parent / "summary.json").write_text(json.dumps(table, indent=1) + "\n")
     return table
 
