@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_rso import BOXES, CASES, MORE_CLINICAL_CASES, case_folder, iso_session, sessions_dir  # noqa: E402
 
 from rso.core.geometry import upsample_field  # noqa: E402
-from rso.core.native import NativeSettings, Refinement, build_problem  # noqa: E402
+from rso.core.native import NativeSettings, Refinement, build_problem, correction_tensor  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
 from rso.options import DEFAULT_BLEND_MARGIN_MM  # noqa: E402
 
@@ -53,14 +53,9 @@ def box_row(session, box) -> dict:
         with torch.no_grad():
             now = float(refinement.similarity(torch.zeros(1, 3, *problem.window.shape)))
             for field_name, field in (("truth", truth), ("general", problem.earlier_mm[0])):
-                cost = float(refinement.similarity(_correction(field - problem.current_mm)))
+                cost = float(refinement.similarity(correction_tensor(field - problem.current_mm)))
                 row[f"{name}_gain_{field_name}"] = 1.0 - cost / now
     return row
-
-
-def _correction(field_mm: np.ndarray) -> torch.Tensor:
-    """(Z, Y, X, 3) LPS mm -> the (1, 3, Z, Y, X) correction the refinement's similarity takes."""
-    return torch.from_numpy(np.ascontiguousarray(field_mm.transpose(3, 0, 1, 2)[None], np.float32))
 
 
 def study(out: Path) -> list[dict]:

@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_rso import BOXES, CASES, MORE_CLINICAL_CASES, case_folder, iso_session, sessions_dir  # noqa: E402
 
-from rso.core.native import NativeSettings, Refinement, build_problem, window_grid  # noqa: E402
+from rso.core.native import NativeSettings, Refinement, build_problem, correction_tensor, window_grid  # noqa: E402
 from rso.core.steps import RSOSettings  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
 from rso.options import DEFAULT_RSO_CONTROL_SPACING_MM, DEFAULT_RSO_SMOOTHNESS, DEFAULT_RSO_STEP_MM  # noqa: E402
@@ -45,7 +45,7 @@ log = logging.getLogger("guard_study")
 def view_gains(session, box, patch) -> dict[str, float]:
     """The correction's gain in the box under each view of the images (``VIEWS``)."""
     state = session.state_at(len(session.history) - 1)  # before the step
-    correction = torch.from_numpy(np.ascontiguousarray(patch.delta_mm.transpose(3, 0, 1, 2)[None], np.float32))
+    correction = correction_tensor(patch.delta_mm)
     problems = {matched: build_problem(*session.compared_images(matched), box, RSOSettings().blend_margin_mm,
                                        session.grid, session.grid.voxels_to_mm(state.field), state.patches,
                                        session.device)

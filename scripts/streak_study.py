@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_rso import CASES, case_folder, iso_session, sessions_dir  # noqa: E402  (the sweep's cases and sessions)
 
 from rso.core.geometry import upsample_field  # noqa: E402
-from rso.core.native import NativeSettings, Refinement, build_problem  # noqa: E402
+from rso.core.native import NativeSettings, Refinement, build_problem, correction_tensor  # noqa: E402
 from rso.core.reprojection import match_artefacts, reproject  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
 from rso.simulation.cbct import CBCTParams, phase_views, simulate_cbct  # noqa: E402
@@ -73,10 +73,9 @@ def box_row(session, pair, box) -> dict:
     correction = truth - problem.current_mm
     inside = problem.box.slices
     refinement = Refinement(problem, SETTINGS)
-    as_tensor = lambda c: torch.from_numpy(np.ascontiguousarray(c.transpose(3, 0, 1, 2)[None]))  # noqa: E731
     with torch.no_grad():
-        cost_zero = float(refinement.similarity(torch.zeros_like(as_tensor(correction))))
-        cost_truth = float(refinement.similarity(as_tensor(correction)))
+        cost_zero = float(refinement.similarity(torch.zeros_like(correction_tensor(correction))))
+        cost_truth = float(refinement.similarity(correction_tensor(correction)))
     shift = refinement.search_translation()
     return {"gain_at_truth": 1.0 - cost_truth / cost_zero,
             "box_tre_before_mm": float(np.linalg.norm(correction[inside], axis=-1).mean()),

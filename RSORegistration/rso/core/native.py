@@ -141,6 +141,11 @@ def build_problem(fixed: sitk.Image, moving: sitk.Image, box: RegionBox, margin_
                          current, earlier_mm)
 
 
+def correction_tensor(field_mm: np.ndarray, device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """A (Z, Y, X, 3) LPS-mm correction on the window as the (1, 3, Z, Y, X) tensor ``Refinement`` takes."""
+    return _tensor(field_mm.transpose(3, 0, 1, 2)[None], device)
+
+
 def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """A float32 tensor on ``device`` (contiguous: torch cannot wrap numpy's strided views)."""
     return torch.from_numpy(np.ascontiguousarray(array, np.float32)).to(device)
@@ -196,11 +201,13 @@ class Refinement:
         control = tuple(int(max(2, np.ceil(e / settings.control_spacing_mm) + 1)) for e in extent)
         device = problem.fixed.device
         self.control = torch.zeros((1, 3, *control), device=device, requires_grad=True)
-        # A fixed part of the correction: zero, or an earlier state's field minus the current one (choose_earlier_state).
+        # A fixed part of the correction: zero, or an earlier state's field minus the current one
+        # (choose_earlier_state).
         self.start = torch.zeros((1, 3, *window.shape), device=device)
         self.box = (slice(None), slice(None), *problem.box.slices)
         self.spacing = spacing
-        self.fixed_features, self.moving_features = self._features(problem.fixed), self._features(problem.moving)
+        # (moving, fixed) features per image pair: [0] the fitted pair, [-1] the unfitted one where there is one.
+        self.pair_features = list(zip(self._features(problem.moving), self._features(problem.fixed)))
         self.diffusion = DiffusionLoss()
         self.weights = _tensor(blend_weights(problem.box, problem.margin_voxels, window.shape), device)
         self.current = _tensor(problem.current_mm, device)
@@ -212,14 +219,14 @@ class Refinement:
         self.fold_floor = torch.clamp(current_det, max=FOLD_MARGIN)
         self.lncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=7)
 
-    def _features(self, hu: torch.Tensor) -> torch.Tensor:
-        """(1, P * C, ...) what the similarity compares, C channels per image pair: MIND descriptors (C = 12), or
-        the network's normalised intensities (C = 1)."""
+    def _features(self, hu: torch.Tensor) -> list[torch.Tensor]:
+        """What the similarity compares, per image pair (one channel of ``hu`` each): (1, C, ...) MIND descriptors
+        (C = 12), or the network's normalised intensities (C = 1)."""
         if self.settings.presmooth_mm > 0:
             hu = GaussianFilter(3, self.settings.presmooth_mm / self.spacing).to(hu.device)(hu)
         if self.settings.similarity == "mind":
-            return torch.cat([mind_ssc(pair, radius=MIND_RADIUS) for pair in hu.split(1, dim=1)], dim=1)
-        return (hu + 1000.0) / 2000.0
+            return [mind_ssc(pair, radius=MIND_RADIUS) for pair in hu.split(1, dim=1)]
+        return list(((hu + 1000.0) / 2000.0).split(1, dim=1))
 
     def correction_mm(self) -> torch.Tensor:
         """(1, 3, Z, Y, X) LPS mm on the window: the chosen start plus the optimised part."""
@@ -231,19 +238,13 @@ class Refinement:
     def similarity(self, correction_mm: torch.Tensor, pair: int = 0) -> torch.Tensor:
         """The similarity term inside the box for a correction (lower is better), on one image pair (0: the
         fitted pair, -1: the last, the unfitted pair where there is one)."""
-        moving, fixed = self._pair_features(pair)
+        moving, fixed = self.pair_features[pair]
         steps = torch.einsum("bczyx,cd->zyxd", correction_mm, self.problem.mm_to_index)
         warped = sample(moving, self.problem.base_index + steps)
         fixed, warped = fixed[self.box], warped[self.box]
         if self.settings.similarity == "lncc":
             return 1.0 + self.lncc(warped, fixed)  # MONAI's LNCC loss is -NCC: 0 here means identical
         return torch.mean((fixed - warped) ** 2)
-
-    def _pair_features(self, pair: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(moving, fixed) features of one image pair, (1, C, ...) each."""
-        moving, fixed = (f.chunk(self.problem.fixed.shape[1], dim=1)[pair]
-                         for f in (self.moving_features, self.fixed_features))
-        return moving, fixed
 
     def loss(self) -> torch.Tensor:
         optimised = self._optimised_mm()
@@ -261,8 +262,7 @@ class Refinement:
         start becomes that state's field.
         """
         current = self.problem.current_mm
-        candidates = [_tensor((e - current).transpose(3, 0, 1, 2)[None], self.start.device)
-                      for e in self.problem.earlier_mm]
+        candidates = [correction_tensor(e - current, self.start.device) for e in self.problem.earlier_mm]
         with torch.no_grad():
             now = float(self.similarity(torch.zeros_like(self.start), pair=-1))
             gains = [1.0 - float(self.similarity(c, pair=-1)) / now if now > 0 else 0.0 for c in candidates]
@@ -298,7 +298,7 @@ class Refinement:
         problem = self.problem
         start_steps = torch.einsum("bczyx,cd->zyxd", self.start, problem.mm_to_index)
         base = (problem.base_index + start_steps)[problem.box.slices]  # (Zb, Yb, Xb, 3)
-        moving, fixed = self._pair_features(0)
+        moving, fixed = self.pair_features[0]
         fixed = fixed[self.box]
         steps = torch.from_numpy(shifts_mm.astype(np.float32)) @ problem.mm_to_index.cpu()
         costs = []
