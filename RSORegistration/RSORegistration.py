@@ -8,20 +8,28 @@ from pathlib import Path
 from typing import Annotated
 
 import qt
-import vtk
-
 import slicer
-from slicer import (vtkMRMLGridTransformNode, vtkMRMLMarkupsROINode, vtkMRMLPlotChartNode, vtkMRMLScalarVolumeNode,
-                    vtkMRMLTableNode, vtkMRMLTransformNode)
-from slicer.i18n import tr as _, translate
+import vtk
+from slicer import (
+    vtkMRMLGridTransformNode,
+    vtkMRMLMarkupsROINode,
+    vtkMRMLPlotChartNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLTableNode,
+    vtkMRMLTransformNode,
+)
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic
-from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
-from rso.options import (ALLOW_NON_CT, COMPOSITIONS, DEFAULT_COMPOSITION, DEFAULT_DEVICE, DEFAULT_ENGINE,  # no torch
-                         DEFAULT_ISO_ITERATIONS, DEFAULT_RSO_ITERATIONS, DEFAULT_RSO_MODE, DEFAULT_SEED, DEVICES,
-                         RSO_MODES)
+from rso import options  # plain tuples and defaults: no torch
 
 
 class RSORegistration(ScriptedLoadableModule):
@@ -32,14 +40,17 @@ class RSORegistration(ScriptedLoadableModule):
         self.parent.dependencies = []  # PyTorch (an extension dependency) is used only on the first Apply
         self.parent.contributors = ["RSORegistration contributors"]
         self.parent.helpText = _(
-            "Deep interactive deformable registration (region-specific optimization, RSO). Register the pair "
-            "with the general model, refine the whole image (ISO), then draw boxes where the result is not good "
-            "enough: each box is refined (RSO) as soon as it is placed. The slice views show the fixed image with "
-            "the difference to the warped moving image in colour. "
-            '<a href="https://github.com/rsoregistration/SlicerRSORegistration/blob/main/docs/slicer-module.md">Documentation</a>.')
+            "Deep interactive deformable registration (region-specific optimization, RSO). Register the "
+            "pair with the general model, refine the whole image (ISO), then draw boxes where the result is "
+            "not good enough: each box is refined (RSO) as soon as it is placed. The slice views show the "
+            "fixed image with the difference to the warped moving image in colour. "
+            '<a href="https://github.com/rsoregistration/SlicerRSORegistration/blob/main/docs/'
+            'slicer-module.md">Documentation</a>.'
+        )
         self.parent.acknowledgementText = _(
             "Implements the method of Bai et al., Region Specific Optimization (RSO)-based Deep Interactive "
-            "Registration. Uses MONAI, PyTorch and SimpleITK.")
+            "Registration. Uses MONAI, PyTorch and SimpleITK."
+        )
 
 
 @parameterNodeWrapper
@@ -53,15 +64,15 @@ class RSORegistrationParameterNode:
     modelPath: Path
     modelChannels: str = ""
     gridShape: str = ""
-    device: Annotated[str, Choice(list(DEVICES))] = DEFAULT_DEVICE
-    isoIterations: Annotated[int, WithinRange(0, 100000)] = DEFAULT_ISO_ITERATIONS
-    rsoIterations: Annotated[int, WithinRange(0, 100000)] = DEFAULT_RSO_ITERATIONS
-    rsoMode: Annotated[str, Choice(list(RSO_MODES))] = DEFAULT_RSO_MODE
-    composition: Annotated[str, Choice(list(COMPOSITIONS))] = DEFAULT_COMPOSITION
-    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = DEFAULT_SEED
+    device: Annotated[str, Choice(list(options.DEVICES))] = options.DEFAULT_DEVICE
+    isoIterations: Annotated[int, WithinRange(0, 100000)] = options.DEFAULT_ISO_ITERATIONS
+    rsoIterations: Annotated[int, WithinRange(0, 100000)] = options.DEFAULT_RSO_ITERATIONS
+    rsoMode: Annotated[str, Choice(list(options.RSO_MODES))] = options.DEFAULT_RSO_MODE
+    composition: Annotated[str, Choice(list(options.COMPOSITIONS))] = options.DEFAULT_COMPOSITION
+    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = options.DEFAULT_SEED
     autoRefine: bool = True
-    engine: str = DEFAULT_ENGINE
-    allowNonCt: bool = ALLOW_NON_CT
+    engine: str = options.DEFAULT_ENGINE
+    allowNonCt: bool = options.ALLOW_NON_CT
     fixedViewsFile: str = ""  # views files of a phase-binned 4D CBCT pair (Python console; no widget yet)
     movingViewsFile: str = ""
     sessionFolder: str = ""
@@ -92,16 +103,26 @@ class RSORegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.listener = self
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        for button, handler in ((self.ui.registerButton, self.onRegister), (self.ui.isoButton, self.onIso),
-                                (self.ui.drawRegionButton, self.onDrawRegion), (self.ui.undoButton, self.onUndo),
-                                (self.ui.refineRegionButton, self.onRefineRegion), (self.ui.cancelButton, self.onCancel),
-                                (self.ui.exportButton, self.onExport), (self.ui.reopenButton, self.onReopen),
-                                (self.ui.clearCacheButton, self.onClearCache),
-                                (self.ui.propagateLabelsButton, self.onPropagateLabels)):
+        for button, handler in (
+            (self.ui.registerButton, self.onRegister),
+            (self.ui.isoButton, self.onIso),
+            (self.ui.drawRegionButton, self.onDrawRegion),
+            (self.ui.undoButton, self.onUndo),
+            (self.ui.refineRegionButton, self.onRefineRegion),
+            (self.ui.cancelButton, self.onCancel),
+            (self.ui.exportButton, self.onExport),
+            (self.ui.reopenButton, self.onReopen),
+            (self.ui.clearCacheButton, self.onClearCache),
+            (self.ui.propagateLabelsButton, self.onPropagateLabels),
+        ):
             button.connect("clicked(bool)", handler)
         overlays = ("difference", "jacobian", "folding", "change")  # overlayComboBox's items, in order
-        self.ui.overlayComboBox.connect("currentIndexChanged(int)", lambda index: self._start(
-            _("Failed to show the overlay."), lambda: self.logic.core.show_overlay(overlays[index])))
+        self.ui.overlayComboBox.connect(
+            "currentIndexChanged(int)",
+            lambda index: self._start(
+                _("Failed to show the overlay."), lambda: self.logic.core.show_overlay(overlays[index])
+            ),
+        )
         self.ui.exportDirectoryButton.directory = qt.QDir.homePath()
         self.initializeParameterNode()
 
@@ -142,37 +163,30 @@ class RSORegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------ state -> widgets
     def updateGUI(self, caller=None, event=None) -> None:
-        """Buttons follow the state: everything but Cancel is disabled while a step runs."""
+        """Widgets follow the state (RSORegistrationLib.panel decides): only Cancel while a step runs."""
+        from RSORegistrationLib.charts import plot_view_node
+        from RSORegistrationLib.panel import enabled_widgets, metrics_text
+
         params = self._parameterNode
         if params is None:
             return
         core = self.logic.core if self.logic.hasCore else None
-        busy = bool(core and core.busy)
-        session = bool(core and core.can_step)
-        idle = not busy
-        self.ui.registerButton.enabled = idle and bool(params.fixedVolume and params.movingVolume)
-        self.ui.isoButton.enabled = self.ui.propagateLabelsButton.enabled = idle and session
-        self.ui.drawRegionButton.enabled = self.ui.overlayComboBox.enabled = idle and session
-        self.ui.refineRegionButton.enabled = idle and session and params.region is not None
-        self.ui.undoButton.enabled = self.ui.exportButton.enabled = idle and bool(core and core.history)
-        self.ui.reopenButton.enabled = idle and bool(params.sessionFolder) and not session
-        self.ui.clearCacheButton.enabled = idle
-        self.ui.cancelButton.enabled = busy
-        self.ui.inputsCollapsibleButton.enabled = self.ui.settingsCollapsibleButton.enabled = idle
+        for name, enabled in enabled_widgets(params, core).items():
+            getattr(self.ui, name).enabled = enabled
         if params.region is not None and core:
             core.watch_region(params.region)  # a region picked in the selector is refined when edited
         if core:
             self.ui.statusLabel.text = core.status
-            self.ui.metricsLabel.text = metricsText(core.history)
+            self.ui.metricsLabel.text = metrics_text(core.history, _)
         self.ui.metricsTableView.setMRMLTableNode(params.metricsTable)
         if params.lossChart:
-            self.ui.lossPlotWidget.setMRMLPlotViewNode(self.logic.plotViewNode(params.lossChart))
+            self.ui.lossPlotWidget.setMRMLPlotViewNode(plot_view_node(slicer.mrmlScene, params.lossChart))
 
     def onProgress(self, message: dict) -> None:
         from RSORegistrationLib.logic import progress_text
+        from RSORegistrationLib.panel import progress_percent
 
-        iterations = max(1, int(message.get("iterations") or 1))
-        self.ui.progressBar.value = int(100 * int(message.get("iteration") or 0) / iterations)
+        self.ui.progressBar.value = int(progress_percent(message))
         self.ui.progressBar.format = progress_text(message)
 
     def onStepDone(self, cmd: str, result: dict) -> None:
@@ -186,8 +200,9 @@ class RSORegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onRegionMoved(self, roi) -> None:  # a refined region was moved: offered again, not rerun unasked
         self._parameterNode.region = roi
-        self.ui.statusLabel.text = _("Region {name} moved: press 'Refine region (RSO)' to refine it again.").format(
-            name=roi.GetName())
+        self.ui.statusLabel.text = _(
+            "Region {name} moved: press 'Refine region (RSO)' to refine it again."
+        ).format(name=roi.GetName())
         self.updateGUI()
 
     # -------------------------------------------------------------------------- buttons
@@ -204,10 +219,7 @@ class RSORegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onDrawRegion(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to start drawing a region.")):
-            roi = slicer.mrmlScene.AddNewNodeByClass(
-                "vtkMRMLMarkupsROINode", slicer.mrmlScene.GenerateUniqueName(_("RSO region")))
-            self._parameterNode.region = roi
-            self.logic.core.watch_region(roi)  # placing the box starts RSO (see RoiWatcher)
+            roi = self.logic.core.new_region(_("RSO region"))  # placing the box starts RSO (see RoiWatcher)
             markupsLogic = slicer.modules.markups.logic()
             markupsLogic.SetActiveList(roi)
             markupsLogic.StartPlaceMode(False)
@@ -223,11 +235,15 @@ class RSORegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateGUI()
 
     def onPropagateLabels(self) -> None:
-        self._start(_("Failed to carry the contours."),
-                    lambda: self.logic.core.propagate_labels(self.ui.labelsSelector.currentNode()))
+        self._start(
+            _("Failed to carry the contours."),
+            lambda: self.logic.core.propagate_labels(self.ui.labelsSelector.currentNode()),
+        )
 
     def onExport(self) -> None:
-        self._start(_("Failed to export."), lambda: self.logic.core.export(self.ui.exportDirectoryButton.directory))
+        self._start(
+            _("Failed to export."), lambda: self.logic.core.export(self.ui.exportDirectoryButton.directory)
+        )
 
     def _start(self, failure: str, request) -> None:
         with slicer.util.tryWithErrorDisplay(failure):
@@ -246,22 +262,10 @@ class RSORegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Removed {count} stored session(s).").format(count=removed)
 
 
-def metricsText(history: list) -> str:
-    """The latest step's numbers in one line: RMSE (and in the box), TRE when a truth is loaded."""
-    if not history:
-        return ""
-    metrics = history[-1].get("metrics") or {}
-    parts = [_("RMSE {value:.1f} HU").format(value=metrics["rmse_hu"])] if metrics.get("rmse_hu") is not None else []
-    if metrics.get("rmse_hu_box") is not None:
-        parts.append(_("in region {value:.1f} HU").format(value=metrics["rmse_hu_box"]))
-    if (metrics.get("tre_mm") or {}).get("mean") is not None:
-        parts.append(_("TRE {value:.2f} mm").format(value=metrics["tre_mm"]["mean"]))
-    return ", ".join(parts)
-
-
 class RSORegistrationLogic(ScriptedLoadableModuleLogic):
-    """The console's entry point (``slicer.util.getModuleLogic("RSORegistration").run(...)``): RSORegistrationLib's
-    RegistrationLogic (``self.core``) plus the dependency installer, the polling timer and the cache path."""
+    """The console's entry point (``slicer.util.getModuleLogic("RSORegistration").run(...)``):
+    RSORegistrationLib's RegistrationLogic (``self.core``) plus the dependency installer, the polling
+    timer and the cache path."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -284,7 +288,9 @@ class RSORegistrationLogic(ScriptedLoadableModuleLogic):
         if self._core is None:
             from RSORegistrationLib.logic import RegistrationLogic
 
-            self._core = RegistrationLogic(slicer.mrmlScene, cache_dir=Path(slicer.app.cachePath) / "RSORegistration")
+            self._core = RegistrationLogic(
+                slicer.mrmlScene, cache_dir=Path(slicer.app.cachePath) / "RSORegistration"
+            )
             listener = self.listener
             if listener is not None:
                 self._core.on_progress = listener.onProgress
@@ -310,37 +316,18 @@ class RSORegistrationLogic(ScriptedLoadableModuleLogic):
             self._core.close()
             self._core = None
 
-    def plotViewNode(self, chartNode):
-        viewNode = slicer.mrmlScene.GetSingletonNode("RSORegistrationLoss", "vtkMRMLPlotViewNode")
-        if viewNode is None:
-            viewNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotViewNode")
-            viewNode.SetSingletonTag("RSORegistrationLoss")
-        viewNode.SetPlotChartNodeID(chartNode.GetID())
-        return viewNode
-
     def ensureDependencies(self, confirm: bool = True) -> bool:
-        """torch (through the PyTorch extension) and the engine's packages, installed after the user agrees."""
-        from RSORegistrationLib.dependencies import TORCH_REQUIREMENT, missing_requirements
+        """torch (through the PyTorch extension) and the engine's packages, installed once the user agrees."""
+        from RSORegistrationLib.dependencies import ensure_dependencies
 
         try:
             import PyTorchUtils
         except ModuleNotFoundError:
-            raise RuntimeError(_("RSO Registration needs the PyTorch extension: install it in the Extensions Manager."))
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        needTorch = not torchLogic.torchInstalled()
-        missing = missing_requirements()
-        if not needTorch and not missing:
-            return True
-        packages = ", ".join((["torch"] if needTorch else []) + missing)
-        if confirm and not slicer.util.confirmOkCancelDisplay(
-                _("RSO Registration needs these Python packages: {packages}.\nInstall them now? "
-                  "This downloads up to a few GB and can take several minutes.").format(packages=packages)):
-            return False
-        if needTorch and torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT) is None:
-            raise RuntimeError(_("PyTorch could not be installed."))
-        if missing:
-            slicer.util.pip_install(missing)
-        return True
+            raise RuntimeError(
+                _("RSO Registration needs the PyTorch extension: install it in the Extensions Manager.")
+            ) from None
+        ask = slicer.util.confirmOkCancelDisplay if confirm else None
+        return ensure_dependencies(PyTorchUtils.PyTorchUtilsLogic(), ask, slicer.util.pip_install, _)
 
     def run(self, fixed, moving, regions=(), blocking: bool = True, **settings) -> list:
         """general -> ISO -> RSO on each region (ROI nodes or [R1, A1, S1, R2, A2, S2] in RAS mm); settings as
@@ -368,18 +355,27 @@ class RSORegistrationTest(ScriptedLoadableModuleTest):
     def test_general_iso_rso_on_a_region(self):
         self.delayDisplay("Starting the test")
         import numpy as np
+
         from RSORegistrationLib.phantom import add_phantom_volumes
+        from RSORegistrationLib.roi import roi_from_ras_box
         from RSORegistrationLib.volumes import array_from_volume
+
         fixed, moving, pair = add_phantom_volumes(slicer.mrmlScene)
         movingVoxels = array_from_volume(moving)
-        box = pair.region_ras()
-        roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "test region")
-        roi.SetCenter([(box[i] + box[i + 3]) / 2 for i in range(3)])
-        roi.SetSize([box[i + 3] - box[i] for i in range(3)])
+        roi = roi_from_ras_box(slicer.mrmlScene, pair.region_ras(), "test region")
         logic = RSORegistrationLogic()
         self.assertTrue(logic.ensureDependencies(confirm=False))
-        history = logic.run(fixed, moving, [roi], iso_iterations=3, rso_iterations=3, modelChannels="4,8,16,32,64",
-                            gridShape="16,32,32", device="cpu", timeout=900)
+        history = logic.run(
+            fixed,
+            moving,
+            [roi],
+            iso_iterations=3,
+            rso_iterations=3,
+            modelChannels="4,8,16,32,64",
+            gridShape="16,32,32",
+            device="cpu",
+            timeout=900,
+        )
         self.assertEqual([record["kind"] for record in history], ["general", "iso", "rso"])
         self.assertEqual(len(history[1]["loss"]), 3)
         self.assertIsNotNone(history[2]["metrics"]["rmse_hu_box"])

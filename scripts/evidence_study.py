@@ -37,14 +37,25 @@ GENERAL = 1  # the session's state after its first step, the general model
 
 
 def box_row(session, box) -> dict:
-    """Box TRE of the current and the general model's field, and each pair's gain for the truth and the general."""
+    """Box TRE of the current and the general model's field, and each pair's gain for the truth and the
+    general."""
     state = session.state
     general = session.state_at(GENERAL)
     row = {}
-    for name, pair in (("matched", session.compared_images(True)), ("as_given", (session.fixed, session.moving))):
-        problem = build_problem(*pair, box, DEFAULT_BLEND_MARGIN_MM, session.grid,
-                                session.grid.voxels_to_mm(state.field), state.patches, torch.device("cpu"),
-                                earlier=((session.grid.voxels_to_mm(general.field), general.patches),))
+    for name, pair in (
+        ("matched", session.compared_images(True)),
+        ("as_given", (session.fixed, session.moving)),
+    ):
+        problem = build_problem(
+            *pair,
+            box,
+            DEFAULT_BLEND_MARGIN_MM,
+            session.grid,
+            session.grid.voxels_to_mm(state.field),
+            state.patches,
+            torch.device("cpu"),
+            earlier=((session.grid.voxels_to_mm(general.field), general.patches),),
+        )
         truth = sitk.GetArrayFromImage(upsample_field(session.truth, problem.window.reference_image()))
         inside = problem.box.slices
         row["tre_current_mm"] = float(np.linalg.norm((truth - problem.current_mm)[inside], axis=-1).mean())
@@ -64,12 +75,22 @@ def study(out: Path) -> list[dict]:
         session = iso_session(case_folder(anatomy, seed, preset, phase), phase, sessions_dir(True))
         for kind, count in BOXES.items():
             for index, box in enumerate(pick_boxes(session, kind, count, 40.0, seed=seed)):
-                row = {"case": [anatomy, seed, preset, phase], "kind": kind, "box": index, **box_row(session, box)}
+                row = {
+                    "case": [anatomy, seed, preset, phase],
+                    "kind": kind,
+                    "box": index,
+                    **box_row(session, box),
+                }
                 rows.append(row)
-                print(f"{anatomy:13s}{seed:3d} {preset:9s}{kind:11s}{index} TRE current {row['tre_current_mm']:5.2f} "
-                      f"general {row['tre_general_mm']:5.2f} | matched: truth {row['matched_gain_truth']:+.2f} general "
-                      f"{row['matched_gain_general']:+.2f} | as given: truth {row['as_given_gain_truth']:+.2f} general "
-                      f"{row['as_given_gain_general']:+.2f}", flush=True)
+                print(
+                    f"{anatomy:13s}{seed:3d} {preset:9s}{kind:11s}{index} "
+                    f"TRE current {row['tre_current_mm']:5.2f} general {row['tre_general_mm']:5.2f} | "
+                    f"matched: truth {row['matched_gain_truth']:+.2f} "
+                    f"general {row['matched_gain_general']:+.2f} | "
+                    f"as given: truth {row['as_given_gain_truth']:+.2f} "
+                    f"general {row['as_given_gain_general']:+.2f}",
+                    flush=True,
+                )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps({"settings": dataclasses.asdict(SETTINGS), "rows": rows}, indent=1) + "\n")

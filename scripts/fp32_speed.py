@@ -45,8 +45,12 @@ def measure(precision: str, channels_last: bool, iterations: int) -> dict:
     from rso.evaluation.demo import EVALUATION_MASK, demo_case
 
     case = demo_case()
-    inputs = open_inputs(case / "cbct_phase0.nii.gz", case / "cbct_phase5.nii.gz", truth_path=case / "truth_0_5.nii.gz",
-                         mask_path=case / EVALUATION_MASK)
+    inputs = open_inputs(
+        case / "cbct_phase0.nii.gz",
+        case / "cbct_phase5.nii.gz",
+        truth_path=case / "truth_0_5.nii.gz",
+        mask_path=case / EVALUATION_MASK,
+    )
     if precision == "bf16" and not native_bf16(torch.device("cpu")):
         return {"skipped": "no native bf16 on this CPU"}
     session = EngineSettings(device="cpu", precision=precision).session(inputs)
@@ -54,11 +58,15 @@ def measure(precision: str, channels_last: bool, iterations: int) -> dict:
     seconds = []
     session.iso(iterations, progress=lambda p: seconds.append(p.elapsed))
     steps = [b - a for a, b in zip([0.0, *seconds], seconds)][1:]
-    return {"seconds_per_iteration": sorted(steps)[len(steps) // 2], "threads": torch.get_num_threads(),
-            "tre_mm": session.history[-1].metrics["tre_mm"], "grid": list(session.grid.shape),
-            # Shows the AVX2 cap took: ATen's kernels and the bf16 check ("auto" picks fp32 there).
-            "aten_capability": torch.backends.cpu.get_cpu_capability(),
-            "native_bf16": native_bf16(torch.device("cpu"))}
+    return {
+        "seconds_per_iteration": sorted(steps)[len(steps) // 2],
+        "threads": torch.get_num_threads(),
+        "tre_mm": session.history[-1].metrics["tre_mm"],
+        "grid": list(session.grid.shape),
+        # Shows the AVX2 cap took: ATen's kernels and the bf16 check ("auto" picks fp32 there).
+        "aten_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": native_bf16(torch.device("cpu")),
+    }
 
 
 def run_variant(name: str, iterations: int) -> dict:
@@ -66,10 +74,16 @@ def run_variant(name: str, iterations: int) -> dict:
     env = {**os.environ, **(AVX2_ONLY if avx2_only else {})}
     if tcmalloc:
         if not TCMALLOC.is_file():
-            return {"variant": name, "skipped": f"{TCMALLOC} is not installed (apt-get install libtcmalloc-minimal4)"}
+            return {
+                "variant": name,
+                "skipped": f"{TCMALLOC} is not installed (apt-get install libtcmalloc-minimal4)",
+            }
         env["LD_PRELOAD"] = str(TCMALLOC)
-    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from fp32_speed import measure; "
-            f"print(json.dumps(measure({precision!r}, {channels_last}, {iterations})))")
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        "from fp32_speed import measure; "
+        f"print(json.dumps(measure({precision!r}, {channels_last}, {iterations})))"
+    )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return {"variant": name, **json.loads(done.stdout.strip().splitlines()[-1])}
 
@@ -95,11 +109,25 @@ def main() -> None:
             print(f"{row['variant']:38s} skipped: {row['skipped']}")
             continue
         ratio = base / row["seconds_per_iteration"] if base else float("nan")
-        print(f"{row['variant']:38s} {row['seconds_per_iteration']:.3f} s/it  {ratio:.2f}x  "
-              f"TRE {row['tre_mm']['mean']:.2f} mm  ({row['aten_capability']}, native bf16: {row['native_bf16']})")
+        print(
+            f"{row['variant']:38s} {row['seconds_per_iteration']:.3f} s/it  {ratio:.2f}x  "
+            f"TRE {row['tre_mm']['mean']:.2f} mm  "
+            f"({row['aten_capability']}, native bf16: {row['native_bf16']})"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"started": started, "cpu": cpu_name(), "cores": os.cpu_count(),
-                                    "iterations": args.iterations, "rows": rows}, indent=1) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "started": started,
+                "cpu": cpu_name(),
+                "cores": os.cpu_count(),
+                "iterations": args.iterations,
+                "rows": rows,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,14 @@ from rso.core.steps import RSOSettings  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
 from rso.options import DEFAULT_RSO_CONTROL_SPACING_MM, DEFAULT_RSO_SMOOTHNESS, DEFAULT_RSO_STEP_MM  # noqa: E402
 
-VIEWS = {"mind2": ("mind", 2.0, True), "mind4": ("mind", 4.0, True), "mind6": ("mind", 6.0, True),
-         "raw": ("mind", 2.0, False), "lncc": ("lncc", 2.0, True), "mse": ("mse", 2.0, True)}
+VIEWS = {
+    "mind2": ("mind", 2.0, True),
+    "mind4": ("mind", 4.0, True),
+    "mind6": ("mind", 6.0, True),
+    "raw": ("mind", 2.0, False),
+    "lncc": ("lncc", 2.0, True),
+    "mse": ("mse", 2.0, True),
+}
 log = logging.getLogger("guard_study")
 
 
@@ -46,14 +52,28 @@ def view_gains(session, box, patch) -> dict[str, float]:
     """The correction's gain in the box under each view of the images (``VIEWS``)."""
     state = session.state_at(len(session.history) - 1)  # before the step
     correction = correction_tensor(patch.delta_mm)
-    problems = {matched: build_problem(*session.compared_images(matched), box, RSOSettings().blend_margin_mm,
-                                       session.grid, session.grid.voxels_to_mm(state.field), state.patches,
-                                       session.device)
-                for matched in (True, False)}  # one window per image pair; the views differ only in features
+    problems = {
+        matched: build_problem(
+            *session.compared_images(matched),
+            box,
+            RSOSettings().blend_margin_mm,
+            session.grid,
+            session.grid.voxels_to_mm(state.field),
+            state.patches,
+            session.device,
+        )
+        for matched in (True, False)
+    }  # one window per image pair; the views differ only in features
     gains = {}
     for name, (similarity, presmooth, matched) in VIEWS.items():
-        settings = NativeSettings(similarity, DEFAULT_RSO_CONTROL_SPACING_MM, DEFAULT_RSO_SMOOTHNESS,
-                                  DEFAULT_RSO_STEP_MM, 0.0, presmooth)
+        settings = NativeSettings(
+            similarity,
+            DEFAULT_RSO_CONTROL_SPACING_MM,
+            DEFAULT_RSO_SMOOTHNESS,
+            DEFAULT_RSO_STEP_MM,
+            0.0,
+            presmooth,
+        )
         refinement = Refinement(problems[matched], settings)
         with torch.no_grad():
             before = float(refinement.similarity(torch.zeros_like(correction)))
@@ -71,7 +91,11 @@ def correction_shape(patch, box_voxels) -> dict:
 
 
 def study(out: Path, work: Path) -> None:
-    done = {json.dumps(json.loads(line)["key"]) for line in out.read_text().splitlines()} if out.is_file() else set()
+    done = (
+        {json.dumps(json.loads(line)["key"]) for line in out.read_text().splitlines()}
+        if out.is_file()
+        else set()
+    )
     with out.open("a") as handle:
         for anatomy, seed, preset, phase in CASES + MORE_CLINICAL_CASES:
             session = iso_session(case_folder(anatomy, seed, preset, phase), phase, work, matched_iso=False)
@@ -82,12 +106,21 @@ def study(out: Path, work: Path) -> None:
                         continue
                     before = session.metrics(box=box)["tre_mm_box"]["mean"]
                     record = session.rso(box, RSOSettings(mode="native", min_gain=0.0))
-                    row = {"key": key, "tre_box_before": before, "tre_box_after": record.metrics["tre_mm_box"]["mean"],
-                           "guard": record.guard, "declined": record.declined}
+                    row = {
+                        "key": key,
+                        "tre_box_before": before,
+                        "tre_box_after": record.metrics["tre_mm_box"]["mean"],
+                        "guard": record.guard,
+                        "declined": record.declined,
+                    }
                     if record.accepted:
                         patch = session.state.patches[-1]
-                        _, box_voxels, _ = window_grid(session.fixed, session.grid, box, RSOSettings().blend_margin_mm)
-                        row.update(gains=view_gains(session, box, patch), shape=correction_shape(patch, box_voxels))
+                        _, box_voxels, _ = window_grid(
+                            session.fixed, session.grid, box, RSOSettings().blend_margin_mm
+                        )
+                        row.update(
+                            gains=view_gains(session, box, patch), shape=correction_shape(patch, box_voxels)
+                        )
                         session.undo()
                     handle.write(json.dumps(row) + "\n")
                     handle.flush()

@@ -7,7 +7,8 @@ one run exactly (a step the run declined holds no refined TRE: lower thresholds 
 that returned its box to an earlier state did not refine it: at a threshold above that return's gain the
 box would have been refined instead, so such a threshold is not scored for its kind.
 
-    python scripts/guard_thresholds.py bench/results            # prints, writes bench/results/guard_thresholds.json
+    python scripts/guard_thresholds.py bench/results
+        # prints, writes bench/results/guard_thresholds.json
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ def box_tre(record: dict) -> float:
 
 def rescored(native: dict, iso_short: dict, threshold: float) -> float:
     guard = native["guard"]
-    kept = guard is not None and guard["gain"] >= threshold and guard["folded_after"] <= guard["folded_before"]
+    kept = (
+        guard is not None and guard["gain"] >= threshold and guard["folded_after"] <= guard["folded_before"]
+    )
     return box_tre(native) if kept else box_tre(iso_short)
 
 
@@ -54,13 +57,21 @@ def table(folder: Path) -> list[dict]:
                 native = [rescored(boxes[k]["rso_native"], boxes[k]["iso_short"], threshold) for k in keys]
                 iso_500 = [box_tre(boxes[k]["iso_long"]) for k in keys]
                 change = [n - box_tre(boxes[k]["iso_short"]) for n, k in zip(native, keys)]
-                rows.append({"min_gain": threshold, "kind": kind, "scope": scope, "boxes": len(keys),
-                             "median_box_tre_mm": float(np.median(native)),
-                             "wins_vs_iso500": float(np.mean([n < a for n, a in zip(native, iso_500)])),
-                             "median_reduction_vs_iso500": float(np.median([1 - n / a
-                                                                            for n, a in zip(native, iso_500)])),
-                             "median_change_vs_iso100_mm": float(np.median(change)),
-                             "worst_change_vs_iso100_mm": float(np.max(change))})
+                rows.append(
+                    {
+                        "min_gain": threshold,
+                        "kind": kind,
+                        "scope": scope,
+                        "boxes": len(keys),
+                        "median_box_tre_mm": float(np.median(native)),
+                        "wins_vs_iso500": float(np.mean([n < a for n, a in zip(native, iso_500)])),
+                        "median_reduction_vs_iso500": float(
+                            np.median([1 - n / a for n, a in zip(native, iso_500)])
+                        ),
+                        "median_change_vs_iso100_mm": float(np.median(change)),
+                        "worst_change_vs_iso100_mm": float(np.max(change)),
+                    }
+                )
     return rows
 
 
@@ -69,11 +80,17 @@ def main() -> None:
     parser.add_argument("results", type=Path, nargs="?", default=Path("bench/results"))
     args = parser.parse_args()
     rows = table(args.results)
-    print("min_gain | kind | scope | boxes | median TRE | wins vs ISO-500 | reduction | vs ISO-100 median / worst")
+    print(
+        "min_gain | kind | scope | boxes | median TRE | wins vs ISO-500 | reduction | "
+        "vs ISO-100 median / worst"
+    )
     for r in rows:
-        print(f"{r['min_gain']:.2f} | {r['kind']} | {r['scope']} | {r['boxes']} | {r['median_box_tre_mm']:.2f} | "
-              f"{r['wins_vs_iso500']:.0%} | {r['median_reduction_vs_iso500']:+.0%} | "
-              f"{r['median_change_vs_iso100_mm']:+.2f} / {r['worst_change_vs_iso100_mm']:+.2f}")
+        print(
+            f"{r['min_gain']:.2f} | {r['kind']} | {r['scope']} | {r['boxes']} | "
+            f"{r['median_box_tre_mm']:.2f} | "
+            f"{r['wins_vs_iso500']:.0%} | {r['median_reduction_vs_iso500']:+.0%} | "
+            f"{r['median_change_vs_iso100_mm']:+.2f} / {r['worst_change_vs_iso100_mm']:+.2f}"
+        )
     out = args.results / "guard_thresholds.json"
     out.write_text(json.dumps(rows, indent=1) + "\n")
     print(f"wrote {out}")

@@ -33,13 +33,20 @@ ITERATIONS = (0, 10, 25, 50, 100, 200)  # 0: the general model alone
 
 def unfitted_mse(session) -> float:
     """Mean squared HU difference of the images as given (moving warped by the current field) in the lungs."""
-    inside = session.evaluation_mask if session.evaluation_mask is not None else np.ones_like(session.fixed_hu, bool)
+    inside = (
+        session.evaluation_mask
+        if session.evaluation_mask is not None
+        else np.ones_like(session.fixed_hu, bool)
+    )
     return float(np.mean((session.warped_model_grid() - session.fixed_hu)[inside] ** 2))
 
 
 def study(out: Path) -> None:
-    done = {(tuple(r["case"]), r["iterations"]) for r in map(json.loads, out.read_text().splitlines())} \
-        if out.is_file() else set()
+    done = (
+        {(tuple(r["case"]), r["iterations"]) for r in map(json.loads, out.read_text().splitlines())}
+        if out.is_file()
+        else set()
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as handle:
         for anatomy, seed, preset, phase in ISO_MATCHED_CASES + MORE_CLINICAL_CASES:
@@ -47,16 +54,26 @@ def study(out: Path) -> None:
             if all((tuple(key), n) in done for n in ITERATIONS):
                 continue
             folder = case_folder(anatomy, seed, preset, phase)
-            inputs = open_inputs(folder / "cbct_phase0.nii.gz", folder / f"cbct_phase{phase}.nii.gz",
-                                 folder / "ct_phase0.nii.gz", folder / f"truth_0_{phase}.nii.gz",
-                                 folder / "lung_mask.nii.gz", views_path(folder, 0), views_path(folder, phase))
+            inputs = open_inputs(
+                folder / "cbct_phase0.nii.gz",
+                folder / f"cbct_phase{phase}.nii.gz",
+                folder / "ct_phase0.nii.gz",
+                folder / f"truth_0_{phase}.nii.gz",
+                folder / "lung_mask.nii.gz",
+                views_path(folder, 0),
+                views_path(folder, phase),
+            )
             session = EngineSettings(device="cpu").session(inputs)
             session.general()
             for iterations in ITERATIONS:
                 if iterations:
                     session.iso(iterations, match_artefacts=True)
-                row = {"case": key, "iterations": iterations, "tre_mm": session.metrics()["tre_mm"]["mean"],
-                       "unfitted_mse": unfitted_mse(session)}
+                row = {
+                    "case": key,
+                    "iterations": iterations,
+                    "tre_mm": session.metrics()["tre_mm"]["mean"],
+                    "unfitted_mse": unfitted_mse(session),
+                }
                 handle.write(json.dumps(row) + "\n")
                 handle.flush()
                 print(json.dumps(row), flush=True)
@@ -72,12 +89,22 @@ def summarise(out: Path) -> list[dict]:
         mine = sorted((r for r in rows if tuple(r["case"]) == case), key=lambda r: r["iterations"])
         best, picked = min(mine, key=lambda r: r["tre_mm"]), min(mine, key=lambda r: r["unfitted_mse"])
         iso_100 = next(r for r in mine if r["iterations"] == 100)
-        table.append({"case": list(case), "best_iterations": best["iterations"], "best_tre_mm": best["tre_mm"],
-                      "picked_iterations": picked["iterations"], "picked_tre_mm": picked["tre_mm"],
-                      "iso_100_tre_mm": iso_100["tre_mm"]})
+        table.append(
+            {
+                "case": list(case),
+                "best_iterations": best["iterations"],
+                "best_tre_mm": best["tre_mm"],
+                "picked_iterations": picked["iterations"],
+                "picked_tre_mm": picked["tre_mm"],
+                "iso_100_tre_mm": iso_100["tre_mm"],
+            }
+        )
         by_n = ", ".join(f"{r['iterations']}: {r['tre_mm']:.2f}" for r in mine)
-        print(f"{' '.join(map(str, case)):30s} TRE by N: {by_n} | best N {best['iterations']}, unfitted MSE picks "
-              f"N {picked['iterations']} ({picked['tre_mm']:.2f} mm; ISO-100 {iso_100['tre_mm']:.2f})")
+        print(
+            f"{' '.join(map(str, case)):30s} TRE by N: {by_n} | best N {best['iterations']}, "
+            "unfitted MSE picks "
+            f"N {picked['iterations']} ({picked['tre_mm']:.2f} mm; ISO-100 {iso_100['tre_mm']:.2f})"
+        )
     (out.parent / "summary.json").write_text(json.dumps(table, indent=1) + "\n")
     return table
 

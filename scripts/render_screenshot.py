@@ -6,14 +6,16 @@ RSO on a Markups ROI. The axial slice view through the ROI then shows the fixed 
 difference overlay (warped - fixed: red where the warped image is brighter, blue where darker)
 and the ROI box, exactly as the module sets up Slicer's views.
 
-    VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow python scripts/render_screenshot.py --out Resources/Screenshots/slice-view.png
+    VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow python scripts/render_screenshot.py \
+        --out Resources/Screenshots/slice-view.png
 
 The README's picture is the demo case (after `make demo`) with the bundled model:
 
     C=~/.cache/rso-registration/cases/demo-lung2-seed0
-    python scripts/render_screenshot.py --out Resources/Screenshots/slice-view.png --fixed $C/cbct_phase0.nii.gz \
-        --moving $C/cbct_phase5.nii.gz --model RSORegistration/rso/resources/general_model.pt \
-        --grid 48,80,80 --iso 100 --rso 60 --region -58 221 -216 -18 261 -178
+    python scripts/render_screenshot.py --out Resources/Screenshots/slice-view.png \
+        --fixed $C/cbct_phase0.nii.gz --moving $C/cbct_phase5.nii.gz \
+        --model RSORegistration/rso/resources/general_model.pt --grid 48,80,80 \
+        --iso 100 --rso 60 --region -58 221 -216 -18 261 -178
 
 ``--evidence`` also writes the arrays the render test checks (the view without the ROI drawn, and
 the |difference| under every pixel; the view with the det J quality map as the foreground, and
@@ -41,24 +43,33 @@ log = logging.getLogger("render_screenshot")
 
 from rso.options import DEFAULT_RSO_MODE, RSO_MODES  # noqa: E402
 
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="Resources/Screenshots/slice-view.png", help="PNG to write")
     parser.add_argument("--evidence", help="also write the arrays the render test checks (.npz)")
     parser.add_argument("--size", type=int, nargs=2, default=(720, 560), metavar=("W", "H"))
-    parser.add_argument("--shape", type=int, nargs=3, default=(48, 96, 96), metavar=("Z", "Y", "X"),
-                        help="demo image voxels")
+    parser.add_argument(
+        "--shape", type=int, nargs=3, default=(48, 96, 96), metavar=("Z", "Y", "X"), help="demo image voxels"
+    )
     parser.add_argument("--spacing", type=float, default=2.0, help="demo image spacing (mm)")
     parser.add_argument("--grid", default="32,64,64", help="model grid z,y,x")
     parser.add_argument("--channels", default="4,8,16,32,64", help="untrained network width (no model file)")
-    parser.add_argument("--model", default="", help="a trained general model checkpoint (overrides --channels)")
+    parser.add_argument(
+        "--model", default="", help="a trained general model checkpoint (overrides --channels)"
+    )
     parser.add_argument("--iso", type=int, default=5, help="ISO iterations")
     parser.add_argument("--rso", type=int, default=5, help="RSO iterations")
     parser.add_argument("--rso-mode", default=DEFAULT_RSO_MODE, choices=RSO_MODES, help="RSO mode")
     parser.add_argument("--fixed", help="fixed image file (default: the synthetic demo pair)")
     parser.add_argument("--moving", help="moving image file")
-    parser.add_argument("--region", type=float, nargs=6, metavar=("R1", "A1", "S1", "R2", "A2", "S2"),
-                        help="ROI in RAS mm (default: around the demo nodule)")
+    parser.add_argument(
+        "--region",
+        type=float,
+        nargs=6,
+        metavar=("R1", "A1", "S1", "R2", "A2", "S2"),
+        help="ROI in RAS mm (default: around the demo nodule)",
+    )
     return parser.parse_args(argv)
 
 
@@ -67,9 +78,9 @@ def build_scene(args, cache_dir: Path):
     import torch
 
     from RSORegistrationLib.backends import InProcessBackend
-    from RSORegistrationLib.phantom import add_phantom_volumes, phantom_pair
     from RSORegistrationLib.headless import new_scene
     from RSORegistrationLib.logic import RegistrationLogic
+    from RSORegistrationLib.phantom import add_phantom_volumes, phantom_pair
     from RSORegistrationLib.volumes import volume_from_image
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -87,8 +98,17 @@ def build_scene(args, cache_dir: Path):
     roi.SetSize((high - low).tolist())
     logic = RegistrationLogic(app.scene, InProcessBackend, cache_dir=cache_dir)
     model = {"modelPath": args.model} if args.model else {"modelChannels": args.channels}
-    logic.run(fixed, moving, [roi], iso_iterations=args.iso, rso_iterations=args.rso, gridShape=args.grid,
-              device="cpu", rsoMode=args.rso_mode, **model)
+    logic.run(
+        fixed,
+        moving,
+        [roi],
+        iso_iterations=args.iso,
+        rso_iterations=args.rso,
+        gridShape=args.grid,
+        device="cpu",
+        rsoMode=args.rso_mode,
+        **model,
+    )
     display = fixed.GetDisplayNode()
     display.AutoWindowLevelOff()
     display.SetWindowLevel(1500.0, -250.0)  # lung and soft tissue both readable
@@ -107,11 +127,11 @@ def annotate(view, text: str) -> None:
 
 
 def render(app, logic, roi, size, out: Path, evidence: Path | None) -> dict:
+    from rso.core.geometry import ras_to_lps
     from RSORegistrationLib.display import DIFFERENCE_LIMIT_HU, NEUTRAL_BAND
     from RSORegistrationLib.headless import OffscreenSliceView
     from RSORegistrationLib.roi import roi_ras_box
     from RSORegistrationLib.volumes import image_from_volume
-    from rso.core.geometry import ras_to_lps
 
     params = logic.parameters()
     view = OffscreenSliceView(app, "Red", tuple(size))
@@ -128,16 +148,23 @@ def render(app, logic, roi, size, out: Path, evidence: Path | None) -> dict:
     roi.GetDisplayNode().SetVisibility(False)
     overlay = view.render()  # the overlay alone, for the test
     roi.GetDisplayNode().SetVisibility(True)
-    annotate(view, "fixed + difference (warped - fixed)\nred: warped brighter, blue: darker\n"
-                   "box: the region refined by RSO")
+    annotate(
+        view,
+        "fixed + difference (warped - fixed)\nred: warped brighter, blue: darker\n"
+        "box: the region refined by RSO",
+    )
     view.save_png(out)
     corners = [view.ras_to_pixel([box[0], box[1], centre[2]]), view.ras_to_pixel([box[3], box[4], centre[2]])]
     columns, rows = sorted(c[0] for c in corners), sorted(c[1] for c in corners)
-    facts = {"roi_pixels": np.array([columns[0], rows[0], columns[1], rows[1]]),
-             "neutral_hu": NEUTRAL_BAND * DIFFERENCE_LIMIT_HU}
+    facts = {
+        "roi_pixels": np.array([columns[0], rows[0], columns[1], rows[1]]),
+        "neutral_hu": NEUTRAL_BAND * DIFFERENCE_LIMIT_HU,
+    }
     if evidence is not None:
         difference = image_from_volume(params.differenceVolume)
-        near = sitk.GrayscaleDilate(sitk.Abs(difference), [1, 1, 1])  # the largest |difference| a pixel may show
+        near = sitk.GrayscaleDilate(
+            sitk.Abs(difference), [1, 1, 1]
+        )  # the largest |difference| a pixel may show
         facts["difference_near_pixel"] = sample_under_pixels(view, near, ras_to_lps)
         facts["difference_at_pixel"] = sample_under_pixels(view, sitk.Abs(difference), ras_to_lps)
         shot = view.render()
@@ -157,10 +184,15 @@ def quality_evidence(view, params, roi, ras_to_lps) -> dict:
     roi.GetDisplayNode().SetVisibility(True)
     view.composite.SetForegroundVolumeID(params.differenceVolume.GetID())
     deviation = sitk.Abs(image_from_volume(params.jacobianVolume) - 1.0)
-    return {"jacobian_overlay": rendered, "jacobian_neutral": JACOBIAN_NEUTRAL,
-            # |det J - 1| at the voxel under each pixel, and the largest one it may show (nearest-voxel display)
-            "jacobian_deviation_at_pixel": sample_under_pixels(view, deviation, ras_to_lps),
-            "jacobian_deviation_near_pixel": sample_under_pixels(view, sitk.GrayscaleDilate(deviation, [1, 1, 1]), ras_to_lps)}
+    return {
+        "jacobian_overlay": rendered,
+        "jacobian_neutral": JACOBIAN_NEUTRAL,
+        # |det J - 1| at the voxel under each pixel, and the largest one it may show (nearest-voxel display)
+        "jacobian_deviation_at_pixel": sample_under_pixels(view, deviation, ras_to_lps),
+        "jacobian_deviation_near_pixel": sample_under_pixels(
+            view, sitk.GrayscaleDilate(deviation, [1, 1, 1]), ras_to_lps
+        ),
+    }
 
 
 def sample_under_pixels(view, image: sitk.Image, ras_to_lps) -> np.ndarray:
@@ -169,7 +201,9 @@ def sample_under_pixels(view, image: sitk.Image, ras_to_lps) -> np.ndarray:
     matrix = view.slice_node.GetXYToRAS()
     xy_to_ras = np.array([[matrix.GetElement(i, j) for j in range(4)] for i in range(4)])
     column, row = np.meshgrid(np.arange(width), np.arange(height))
-    xy = np.stack([column, height - 1 - row, np.zeros_like(column), np.ones_like(column)], axis=-1).astype(float)
+    xy = np.stack([column, height - 1 - row, np.zeros_like(column), np.ones_like(column)], axis=-1).astype(
+        float
+    )
     lps = ras_to_lps((xy @ xy_to_ras.T)[..., :3])
     direction = np.array(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
     index = np.rint((lps - np.array(image.GetOrigin())) @ np.linalg.inv(direction).T).astype(int)  # (i, j, k)

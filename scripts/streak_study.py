@@ -50,16 +50,23 @@ def pairs_of(session, folder: Path, phase: int, preset: str) -> dict[str, tuple[
     ct_fixed, ct_moving = read("ct_phase0.nii.gz"), read(f"ct_phase{phase}.nii.gz")
     params = CBCTParams.clinical() if preset == "clinical" else CBCTParams()
     rng = lambda: np.random.default_rng(7)  # noqa: E731
-    variants = {"moving_resimulated": (params, phase),
-                "moving_no_scatter": (dataclasses.replace(params, scatter_to_primary=0.0), phase),
-                "moving_no_noise": (dataclasses.replace(params, photons_per_mm2=0.0), phase),
-                "moving_more_views": (dataclasses.replace(params, projections=int(params.projections * 1.6)), phase),
-                "moving_fixed_views": (params, 0)}
-    pairs = {"cbct": (session.fixed, session.moving), "ct_fixed": (ct_fixed, session.moving),
-             "ct_moving": (session.fixed, ct_moving),
-             "matched": match_artefacts(session.fixed, session.moving, *session.views),
-             "matched_linear": (reproject(session.fixed, session.views[1], clip_below_air=False),
-                                reproject(session.moving, session.views[0], clip_below_air=False))}
+    variants = {
+        "moving_resimulated": (params, phase),
+        "moving_no_scatter": (dataclasses.replace(params, scatter_to_primary=0.0), phase),
+        "moving_no_noise": (dataclasses.replace(params, photons_per_mm2=0.0), phase),
+        "moving_more_views": (dataclasses.replace(params, projections=int(params.projections * 1.6)), phase),
+        "moving_fixed_views": (params, 0),
+    }
+    pairs = {
+        "cbct": (session.fixed, session.moving),
+        "ct_fixed": (ct_fixed, session.moving),
+        "ct_moving": (session.fixed, ct_moving),
+        "matched": match_artefacts(session.fixed, session.moving, *session.views),
+        "matched_linear": (
+            reproject(session.fixed, session.views[1], clip_below_air=False),
+            reproject(session.moving, session.views[0], clip_below_air=False),
+        ),
+    }
     for name, (cbct_params, views_phase) in variants.items():
         pairs[name] = (session.fixed, simulate_cbct(ct_moving, views_phase, 10, cbct_params, rng()))
     return pairs
@@ -67,9 +74,18 @@ def pairs_of(session, folder: Path, phase: int, preset: str) -> dict[str, tuple[
 
 def box_row(session, pair, box) -> dict:
     state = session.state
-    problem = build_problem(*pair, box, 15.0, session.grid, session.grid.voxels_to_mm(state.field), state.patches,
-                            torch.device("cpu"))
-    truth = sitk.GetArrayFromImage(upsample_field(session.truth, problem.window.reference_image())).astype(np.float32)
+    problem = build_problem(
+        *pair,
+        box,
+        15.0,
+        session.grid,
+        session.grid.voxels_to_mm(state.field),
+        state.patches,
+        torch.device("cpu"),
+    )
+    truth = sitk.GetArrayFromImage(upsample_field(session.truth, problem.window.reference_image())).astype(
+        np.float32
+    )
     correction = truth - problem.current_mm
     inside = problem.box.slices
     refinement = Refinement(problem, SETTINGS)
@@ -77,9 +93,11 @@ def box_row(session, pair, box) -> dict:
         cost_zero = float(refinement.similarity(torch.zeros_like(correction_tensor(correction))))
         cost_truth = float(refinement.similarity(correction_tensor(correction)))
     shift = refinement.search_translation()
-    return {"gain_at_truth": 1.0 - cost_truth / cost_zero,
-            "box_tre_before_mm": float(np.linalg.norm(correction[inside], axis=-1).mean()),
-            "box_tre_after_search_mm": float(np.linalg.norm(correction[inside] - shift, axis=-1).mean())}
+    return {
+        "gain_at_truth": 1.0 - cost_truth / cost_zero,
+        "box_tre_before_mm": float(np.linalg.norm(correction[inside], axis=-1).mean()),
+        "box_tre_after_search_mm": float(np.linalg.norm(correction[inside] - shift, axis=-1).mean()),
+    }
 
 
 def study(out: Path) -> dict:
@@ -91,13 +109,26 @@ def study(out: Path) -> dict:
         for kind in ("misaligned", "control"):
             for index, box in enumerate(pick_boxes(session, kind, 2, 40.0, seed=seed)):
                 for name, pair in pairs.items():
-                    rows.append({"case": [anatomy, seed, preset, phase], "kind": kind, "box": index, "pair": name,
-                                 **box_row(session, pair, box)})
+                    rows.append(
+                        {
+                            "case": [anatomy, seed, preset, phase],
+                            "kind": kind,
+                            "box": index,
+                            "pair": name,
+                            **box_row(session, pair, box),
+                        }
+                    )
                 print(f"{anatomy} {preset} {kind} {index} done", flush=True)
     summary = summarise(rows)
-    report = {"settings": dataclasses.asdict(SETTINGS), "rows": rows, "summary": summary,
-              "views": {"clinical": len(phase_views(0, 10, CBCTParams.clinical()).directions_deg),
-                        "local": len(phase_views(0, 10).directions_deg)}}
+    report = {
+        "settings": dataclasses.asdict(SETTINGS),
+        "rows": rows,
+        "summary": summary,
+        "views": {
+            "clinical": len(phase_views(0, 10, CBCTParams.clinical()).directions_deg),
+            "local": len(phase_views(0, 10).directions_deg),
+        },
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")
@@ -106,21 +137,36 @@ def study(out: Path) -> dict:
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Per (preset, box kind, pair): the median gain at the truth, how often it is negative, the search's TRE."""
+    """Per (preset, box kind, pair): the median gain at the truth, how often it is negative, the search's
+    TRE."""
     table = []
     keys = sorted({(r["case"][2], r["kind"], r["pair"]) for r in rows})
     for preset, kind, pair in keys:
         part = [r for r in rows if (r["case"][2], r["kind"], r["pair"]) == (preset, kind, pair)]
-        table.append({"preset": preset, "kind": kind, "pair": pair, "boxes": len(part),
-                      "median_gain_at_truth": float(np.median([r["gain_at_truth"] for r in part])),
-                      "truth_worse_than_zero": sum(r["gain_at_truth"] < 0 for r in part),
-                      "median_box_tre_before_mm": float(np.median([r["box_tre_before_mm"] for r in part])),
-                      "median_box_tre_after_search_mm": float(np.median([r["box_tre_after_search_mm"] for r in part]))})
-    print("preset | kind | pair | boxes | median gain at truth | truth worse than zero | box TRE before -> search (mm)")
+        table.append(
+            {
+                "preset": preset,
+                "kind": kind,
+                "pair": pair,
+                "boxes": len(part),
+                "median_gain_at_truth": float(np.median([r["gain_at_truth"] for r in part])),
+                "truth_worse_than_zero": sum(r["gain_at_truth"] < 0 for r in part),
+                "median_box_tre_before_mm": float(np.median([r["box_tre_before_mm"] for r in part])),
+                "median_box_tre_after_search_mm": float(
+                    np.median([r["box_tre_after_search_mm"] for r in part])
+                ),
+            }
+        )
+    print(
+        "preset | kind | pair | boxes | median gain at truth | truth worse than zero | "
+        "box TRE before -> search (mm)"
+    )
     for t in table:
-        print(f"{t['preset']} | {t['kind']} | {t['pair']} | {t['boxes']} | {t['median_gain_at_truth']:+.2f} | "
-              f"{t['truth_worse_than_zero']} | {t['median_box_tre_before_mm']:.2f} -> "
-              f"{t['median_box_tre_after_search_mm']:.2f}")
+        print(
+            f"{t['preset']} | {t['kind']} | {t['pair']} | {t['boxes']} | {t['median_gain_at_truth']:+.2f} | "
+            f"{t['truth_worse_than_zero']} | {t['median_box_tre_before_mm']:.2f} -> "
+            f"{t['median_box_tre_after_search_mm']:.2f}"
+        )
     return table
 
 

@@ -21,23 +21,37 @@ from rso.evaluation.bench.cases import Case
 
 
 def truth_rows(arm_files: list[Path]) -> list[dict]:
-    """Per box: the true field's box RMSE, and the bench's ISO-100 and native RSO box RMSE (one session per case)."""
+    """Per box: the true field's box RMSE, and the bench's ISO-100 and native RSO box RMSE (one session
+    per case)."""
     sessions: dict[str, object] = {}
     rows = []
     for arm_file in arm_files:
         record = json.loads(arm_file.read_text())
         case = record["case"]
         if case["name"] not in sessions:
-            inputs = Case(case["name"], Path(case["folder"]), case["anatomy"], case["seed"], case["moving_phase"],
-                          case["fixed_phase"], case["evaluation_mask"]).inputs()
+            inputs = Case(
+                case["name"],
+                Path(case["folder"]),
+                case["anatomy"],
+                case["seed"],
+                case["moving_phase"],
+                case["fixed_phase"],
+                case["evaluation_mask"],
+            ).inputs()
             sessions[case["name"]] = EngineSettings(device="cpu", precision="fp32").session(inputs)
         session = sessions[case["name"]]
         box = session.box_from_ras(record["box"]["ras"])
         truth = session.metrics(field_voxels=session.grid.mm_to_voxels(session.truth_mm), box=box)
         native = json.loads(Path(str(arm_file).replace("_iso_short.json", "_rso_native.json")).read_text())
-        rows.append({"case": case["name"], "box": record["box"]["index"], "truth_rmse_hu_box": truth["rmse_hu_box"],
-                     "iso_short_rmse_hu_box": record["metrics"]["rmse_hu_box"],
-                     "rso_native_rmse_hu_box": native["metrics"]["rmse_hu_box"]})
+        rows.append(
+            {
+                "case": case["name"],
+                "box": record["box"]["index"],
+                "truth_rmse_hu_box": truth["rmse_hu_box"],
+                "iso_short_rmse_hu_box": record["metrics"]["rmse_hu_box"],
+                "rso_native_rmse_hu_box": native["metrics"]["rmse_hu_box"],
+            }
+        )
     return rows
 
 
@@ -51,7 +65,10 @@ def main() -> None:
     columns = ("truth_rmse_hu_box", "iso_short_rmse_hu_box", "rso_native_rmse_hu_box")
     print(f"{'case':32s}{'box':>4s}{'truth':>8s}{'ISO-100':>9s}{'native':>8s}   (box RMSE vs clean CT, HU)")
     for row in rows:
-        print(f"{row['case']:32s}{row['box']:>4d}" + "".join(f"{row[c]:>{w}.1f}" for c, w in zip(columns, (8, 9, 8))))
+        print(
+            f"{row['case']:32s}{row['box']:>4d}"
+            + "".join(f"{row[c]:>{w}.1f}" for c, w in zip(columns, (8, 9, 8)))
+        )
     medians = {c: float(np.median([row[c] for row in rows])) for c in columns}
     print(f"{'median':36s}" + "".join(f"{medians[c]:>{w}.1f}" for c, w in zip(columns, (8, 9, 8))))
     args.out.write_text(json.dumps({"kind": args.kind, "rows": rows, "medians": medians}, indent=1) + "\n")

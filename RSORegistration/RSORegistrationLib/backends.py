@@ -18,6 +18,7 @@ from rso.options import DEFAULT_ENGINE
 
 log = logging.getLogger(__name__)
 
+
 class Backend(Protocol):
     def request(self, cmd: str, **args) -> int: ...
     def poll(self) -> list[dict]: ...
@@ -62,13 +63,17 @@ class InProcessBackend:
 
         from rso.service.worker import Worker
 
-        self._lines: "queue.Queue[str | None]" = queue.Queue()
+        self._lines: queue.Queue[str | None] = queue.Queue()
         self._messages: list[dict] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.worker = Worker(out=_MessageSink(self._received))
-        self._thread = threading.Thread(target=self.worker.serve, args=(iter(self._lines.get, None),),
-                                        name="rso-in-process-worker", daemon=True)
+        self._thread = threading.Thread(
+            target=self.worker.serve,
+            args=(iter(self._lines.get, None),),
+            name="rso-in-process-worker",
+            daemon=True,
+        )
         self._thread.start()
 
     def _received(self, message: dict) -> None:

@@ -17,12 +17,26 @@ from rso.core.summary import summary_row
 
 log = logging.getLogger(__name__)
 
-SERIES_COLORS = [(0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.17, 0.63, 0.17), (0.84, 0.15, 0.16),
-                 (0.58, 0.4, 0.74), (0.55, 0.34, 0.29), (0.89, 0.47, 0.76), (0.5, 0.5, 0.5)]
+SERIES_COLORS = [
+    (0.12, 0.47, 0.71),
+    (1.0, 0.5, 0.05),
+    (0.17, 0.63, 0.17),
+    (0.84, 0.15, 0.16),
+    (0.58, 0.4, 0.74),
+    (0.55, 0.34, 0.29),
+    (0.89, 0.47, 0.76),
+    (0.5, 0.5, 0.5),
+]
 METRIC_COLUMNS = {  # summary_row key -> column title
-    "step": "step", "iterations": "iterations", "seconds": "seconds", "rmse_hu": "RMSE (HU)",
-    "rmse_hu_box": "RMSE in box (HU)", "tre_mm": "TRE (mm)", "tre_mm_box": "TRE in box (mm)",
-    "folding_fraction": "folding fraction", "outside_change_mm": "change outside box (mm)",
+    "step": "step",
+    "iterations": "iterations",
+    "seconds": "seconds",
+    "rmse_hu": "RMSE (HU)",
+    "rmse_hu_box": "RMSE in box (HU)",
+    "tre_mm": "TRE (mm)",
+    "tre_mm_box": "TRE in box (mm)",
+    "folding_fraction": "folding fraction",
+    "outside_change_mm": "change outside box (mm)",
 }
 
 
@@ -64,7 +78,11 @@ def _replace_table(table_node, columns: list) -> None:
 
 
 def loss_series(history: list[dict]) -> list[tuple[str, list[float]]]:
-    return [(label, list(record["loss"])) for label, record in zip(step_labels(history), history) if record.get("loss")]
+    return [
+        (label, list(record["loss"]))
+        for label, record in zip(step_labels(history), history)
+        if record.get("loss")
+    ]
 
 
 def update_loss_chart(scene, history: list[dict], table_node=None, chart_node=None):
@@ -72,7 +90,9 @@ def update_loss_chart(scene, history: list[dict], table_node=None, chart_node=No
     if table_node is None:
         table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName("RSO loss"))
     if chart_node is None:
-        chart_node = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", scene.GenerateUniqueName("RSO loss chart"))
+        chart_node = scene.AddNewNodeByClass(
+            "vtkMRMLPlotChartNode", scene.GenerateUniqueName("RSO loss chart")
+        )
         chart_node.SetTitle("Loss per iteration")
         chart_node.SetXAxisTitle("iteration")
         chart_node.SetYAxisTitle("loss")
@@ -86,8 +106,10 @@ def update_loss_chart(scene, history: list[dict], table_node=None, chart_node=No
 
 
 def _update_series(scene, chart_node, table_node, labels: list[str]) -> None:
-    existing = {chart_node.GetNthPlotSeriesNode(i).GetName(): chart_node.GetNthPlotSeriesNode(i)
-                for i in range(chart_node.GetNumberOfPlotSeriesNodes())}
+    existing = {
+        chart_node.GetNthPlotSeriesNode(i).GetName(): chart_node.GetNthPlotSeriesNode(i)
+        for i in range(chart_node.GetNumberOfPlotSeriesNodes())
+    }
     for name, node in existing.items():
         if name not in labels:  # an undone step's curve leaves the chart
             chart_node.RemovePlotSeriesNodeID(node.GetID())
@@ -111,8 +133,11 @@ def metrics_rows(history: list[dict]) -> list[dict]:
     for label, record in zip(step_labels(history), history):
         params = dict(record.get("params") or {})
         params.setdefault("iterations", record.get("iterations", 0))
-        row = summary_row(SimpleNamespace(kind=record["kind"], params=params,
-                                          seconds=record.get("seconds"), metrics=record["metrics"]))
+        row = summary_row(
+            SimpleNamespace(
+                kind=record["kind"], params=params, seconds=record.get("seconds"), metrics=record["metrics"]
+            )
+        )
         row["step"] = label
         rows.append(row)
     return rows
@@ -129,3 +154,13 @@ def update_metrics_table(scene, history: list[dict], table_node=None):
             columns.append(_float_column(title, [row.get(key) for row in rows]))
     _replace_table(table_node, columns)
     return table_node
+
+
+def plot_view_node(scene, chart_node, tag: str = "RSORegistrationLoss"):
+    """The module's own plot view node (a singleton tagged ``tag``), showing ``chart_node``."""
+    view_node = scene.GetSingletonNode(tag, "vtkMRMLPlotViewNode")
+    if view_node is None:
+        view_node = scene.AddNewNodeByClass("vtkMRMLPlotViewNode")
+        view_node.SetSingletonTag(tag)
+    view_node.SetPlotChartNodeID(chart_node.GetID())
+    return view_node

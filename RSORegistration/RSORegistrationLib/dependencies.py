@@ -1,13 +1,16 @@
-"""Which Python packages the engine's worker needs in Slicer's Python, and which are missing.
+"""Which Python packages the engine's worker needs in Slicer's Python, which are missing, and installing
+them once the user agrees.
 
-Nothing is installed here: the module asks the user first, installs torch through the PyTorch
-extension (it picks the build that matches the GPU driver) and the rest with pip. The lower bounds
-are the engine's own (pyproject.toml; a test keeps them equal).
+``ensure_dependencies`` gets the Slicer application's parts from the module (the PyTorch extension's
+logic, which picks the torch build that matches the GPU driver, the dialog that asks the user, pip):
+this package never imports them. The lower bounds are the engine's own (pyproject.toml; a test keeps
+them equal).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from importlib import metadata
 
 TORCH_REQUIREMENT = ">=2.2"
@@ -31,3 +34,34 @@ def is_satisfied(requirement: str) -> bool:
 
 def missing_requirements(requirements=REQUIREMENTS) -> list[str]:
     return [requirement for requirement in requirements if not is_satisfied(requirement)]
+
+
+def ensure_dependencies(
+    torch_logic, confirm: Callable[[str], bool] | None, pip_install: Callable[[list[str]], None], tr=str
+) -> bool:
+    """Install what is missing once the user agrees; False when they decline.
+
+    ``torch_logic``: the PyTorch extension's logic (``torchInstalled()``, ``installTorch(...)``; it picks
+    the build that matches the GPU driver). ``confirm(question)``: the dialog that asks the user (True:
+    go ahead); None installs without asking. ``pip_install(requirements)``: the engine's other packages.
+    ``tr``: the module's translation function. Raises RuntimeError when torch could not be installed.
+    """
+    need_torch = not torch_logic.torchInstalled()
+    missing = missing_requirements()
+    if not need_torch and not missing:
+        return True
+    packages = ", ".join((["torch"] if need_torch else []) + missing)
+    question = tr(
+        "RSO Registration needs these Python packages: {packages}.\nInstall them now? "
+        "This downloads up to a few GB and can take several minutes."
+    ).format(packages=packages)
+    if confirm is not None and not confirm(question):
+        return False
+    if (
+        need_torch
+        and torch_logic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT) is None
+    ):
+        raise RuntimeError(tr("PyTorch could not be installed."))
+    if missing:
+        pip_install(missing)
+    return True

@@ -1,4 +1,5 @@
-"""How results look in the slice views: fixed as background, the difference or a quality map as a coloured overlay.
+"""How results look in the slice views: fixed as background, the difference or a quality map as a
+coloured overlay.
 
 Slicer ignores a colour table's alpha for scalar volumes, so a half-transparent overlay is not
 possible. The difference (warped - fixed, HU) is instead shown with a diverging table that is
@@ -32,7 +33,9 @@ def difference_color_table(scene):
     count = 256
     table.SetNumberOfColors(count)
     for index, value in enumerate(np.linspace(-1.0, 1.0, count)):
-        strength = 0.0 if abs(value) < NEUTRAL_BAND else min(1.0, (abs(value) - NEUTRAL_BAND) / (0.6 - NEUTRAL_BAND))
+        strength = (
+            0.0 if abs(value) < NEUTRAL_BAND else min(1.0, (abs(value) - NEUTRAL_BAND) / (0.6 - NEUTRAL_BAND))
+        )
         rgb = (strength, 0.25 * strength, 0.0) if value > 0 else (0.0, 0.45 * strength, strength)
         table.SetColor(index, f"{value:+.2f}", *rgb, 1.0)
     table.SetAttribute("Category", "RSORegistration")
@@ -96,7 +99,9 @@ def change_color_table(scene):
     colors = []
     for value in np.linspace(0.0, CHANGE_LIMIT_MM, 256):
         t = 0.0 if value < CHANGE_NEUTRAL_MM else 0.25 + 0.75 * value / CHANGE_LIMIT_MM
-        colors.append((f"{value:.2f} mm", min(1.0, 1.6 * t), max(0.0, 1.6 * t - 0.6), max(0.0, 2.0 * t - 1.6)))
+        colors.append(
+            (f"{value:.2f} mm", min(1.0, 1.6 * t), max(0.0, 1.6 * t - 0.6), max(0.0, 2.0 * t - 1.6))
+        )
     return _user_table(scene, CHANGE_COLORS_NAME, colors)
 
 

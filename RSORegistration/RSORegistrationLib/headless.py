@@ -129,7 +129,9 @@ class OffscreenSliceView:
 
     def ras_to_pixel(self, ras) -> tuple[float, float]:
         """(column, row) in the rendered array of a RAS point on the current slice."""
-        xy_to_ras = np.array([[self.slice_node.GetXYToRAS().GetElement(i, j) for j in range(4)] for i in range(4)])
+        xy_to_ras = np.array(
+            [[self.slice_node.GetXYToRAS().GetElement(i, j) for j in range(4)] for i in range(4)]
+        )
         x, y, _, _ = np.linalg.solve(xy_to_ras, [*ras, 1.0])
         height = self.window.GetSize()[1]
         return float(x), float(height - 1 - y)
@@ -140,7 +142,9 @@ class OffscreenSliceView:
         pixels = self.render()
         image = vtk.vtkImageData()
         image.SetDimensions(pixels.shape[1], pixels.shape[0], 1)
-        image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(pixels[::-1].reshape(-1, 3).copy(), deep=True))
+        image.GetPointData().SetScalars(
+            numpy_support.numpy_to_vtk(pixels[::-1].reshape(-1, 3).copy(), deep=True)
+        )
         writer = vtk.vtkPNGWriter()
         writer.SetFileName(str(path))
         writer.SetInputData(image)

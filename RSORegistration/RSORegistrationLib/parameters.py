@@ -12,9 +12,19 @@ import logging
 from dataclasses import dataclass, fields
 
 from rso.errors import InputError
-from rso.options import (ALLOW_NON_CT, COMPOSITIONS, DEFAULT_COMPOSITION, DEFAULT_DEVICE, DEFAULT_ENGINE,
-                         DEFAULT_ISO_ITERATIONS, DEFAULT_RSO_ITERATIONS, DEFAULT_RSO_MODE, DEFAULT_SEED, DEVICES,
-                         RSO_MODES)
+from rso.options import (
+    ALLOW_NON_CT,
+    COMPOSITIONS,
+    DEFAULT_COMPOSITION,
+    DEFAULT_DEVICE,
+    DEFAULT_ENGINE,
+    DEFAULT_ISO_ITERATIONS,
+    DEFAULT_RSO_ITERATIONS,
+    DEFAULT_RSO_MODE,
+    DEFAULT_SEED,
+    DEVICES,
+    RSO_MODES,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +47,17 @@ NODE_FIELDS = {  # field -> the node class it holds
 
 
 # The nodes a registration makes (every one of them is replaced or removed with the session's results).
-OUTPUT_NODES = ("warpedVolume", "differenceVolume", "jacobianVolume", "foldingVolume", "changeVolume",
-                "outputTransform", "lossTable", "lossChart", "metricsTable")
+OUTPUT_NODES = (
+    "warpedVolume",
+    "differenceVolume",
+    "jacobianVolume",
+    "foldingVolume",
+    "changeVolume",
+    "outputTransform",
+    "lossTable",
+    "lossChart",
+    "metricsTable",
+)
 
 
 @dataclass
@@ -61,7 +80,8 @@ class RunParameters:
     autoRefine: bool = True  # placing an ROI starts RSO on it
     engine: str = DEFAULT_ENGINE  # "local", or "ssh:me@gpu-host": the worker runs there (docs/remote.md)
     allowNonCt: bool = ALLOW_NON_CT  # register volumes that do not look like CT in HU, on purpose
-    # Views files of a phase-binned 4D CBCT pair (rso.core.reprojection): native RSO compares artefact-matched images.
+    # Views files of a phase-binned 4D CBCT pair (rso.core.reprojection): native RSO compares
+    # artefact-matched images.
     fixedViewsFile: str = ""
     movingViewsFile: str = ""
     sessionFolder: str = ""
@@ -130,8 +150,13 @@ def read_parameters(node) -> RunParameters:
             try:
                 setattr(params, field.name, _decode(node.GetParameter(field.name), types[field.type]))
             except ValueError:
-                log.warning("parameter %s=%r is not a %s; keeping %r", field.name,
-                            node.GetParameter(field.name), field.type, getattr(params, field.name))
+                log.warning(
+                    "parameter %s=%r is not a %s; keeping %r",
+                    field.name,
+                    node.GetParameter(field.name),
+                    field.type,
+                    getattr(params, field.name),
+                )
     return params
 
 

@@ -1,4 +1,5 @@
-"""A step's result files -> output nodes: warped volume, difference overlay, quality maps, grid transform, charts.
+"""A step's result files -> output nodes: warped volume, difference overlay, quality maps, grid transform,
+charts.
 
 Pure functions of (scene, parameters, files, history). Results always go into the module's own
 output nodes (tagged with an attribute), created on first use: the user's inputs are never
@@ -45,22 +46,39 @@ def _tag(node, role: str, params: RunParameters):
 
 def forget_outputs(params: RunParameters) -> None:
     """Detach output nodes that belong to another input pair (they stay in the scene, untouched)."""
-    for name in ("warpedVolume", "differenceVolume", "outputTransform", "lossTable", "lossChart", "metricsTable",
-                 *QUALITY_MAPS.values()):
+    for name in (
+        "warpedVolume",
+        "differenceVolume",
+        "outputTransform",
+        "lossTable",
+        "lossChart",
+        "metricsTable",
+        *QUALITY_MAPS.values(),
+    ):
         setattr(params, name, reusable(getattr(params, name), params))
 
 
-def show_step_result(scene, params: RunParameters, paths: dict, history: list[dict], show: bool = True) -> RunParameters:
-    """Load the current result files into the output nodes and update charts; returns the updated parameters."""
+def show_step_result(
+    scene, params: RunParameters, paths: dict, history: list[dict], show: bool = True
+) -> RunParameters:
+    """Load the current result files into the output nodes and update charts; returns the updated
+    parameters."""
     forget_outputs(params)
     moving_name = params.movingVolume.GetName()
-    params.warpedVolume = _tag(read_volume(scene, paths["warped"], f"{moving_name} warped", params.warpedVolume),
-                               "warped", params)
-    params.differenceVolume = _tag(read_volume(scene, paths["difference"], f"{moving_name} difference",
-                                               params.differenceVolume), "difference", params)
+    params.warpedVolume = _tag(
+        read_volume(scene, paths["warped"], f"{moving_name} warped", params.warpedVolume), "warped", params
+    )
+    params.differenceVolume = _tag(
+        read_volume(scene, paths["difference"], f"{moving_name} difference", params.differenceVolume),
+        "difference",
+        params,
+    )
     show_difference_style(params.differenceVolume)
-    params.outputTransform = _tag(read_transform_file(scene, paths["displacement"], f"{moving_name} to fixed",
-                                                      params.outputTransform), "transform", params)
+    params.outputTransform = _tag(
+        read_transform_file(scene, paths["displacement"], f"{moving_name} to fixed", params.outputTransform),
+        "transform",
+        params,
+    )
     place_under(params.movingVolume, params.outputTransform)
     show_quality_maps(scene, params, paths)
     update_charts(scene, params, history)
@@ -70,11 +88,14 @@ def show_step_result(scene, params: RunParameters, paths: dict, history: list[di
 
 
 def show_quality_maps(scene, params: RunParameters, paths: dict) -> RunParameters:
-    """The quality maps the engine wrote (det J, folding, last change) as styled volumes, ready as foreground."""
+    """The quality maps the engine wrote (det J, folding, last change) as styled volumes, ready as
+    foreground."""
     moving_name = params.movingVolume.GetName()
     for name, field in QUALITY_MAPS.items():
         if name in paths:
-            node = read_volume(scene, paths[name], f"{moving_name} {QUALITY_TITLES[name]}", getattr(params, field))
+            node = read_volume(
+                scene, paths[name], f"{moving_name} {QUALITY_TITLES[name]}", getattr(params, field)
+            )
             setattr(params, field, _tag(node, name, params))
             show_quality_style(node, name)
     return params
@@ -85,12 +106,23 @@ def show_carried_labels(scene, params: RunParameters, source, result: dict):
     import SimpleITK as sitk
 
     nodes = scene.GetNodesByClass("vtkMRMLSegmentationNode")
-    existing = next((node for node in (nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems()))
-                     if node.GetAttribute(SOURCE_ATTRIBUTE) == source.GetID() and reusable(node, params)), None)
+    existing = next(
+        (
+            node
+            for node in (nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems()))
+            if node.GetAttribute(SOURCE_ATTRIBUTE) == source.GetID() and reusable(node, params)
+        ),
+        None,
+    )
     image = sitk.ReadImage(result["paths"]["labels_warped"])
-    node = segmentation_from_label_image(scene, image, table_from_report(result["report"]),
-                                         f"{source.GetName()} on {params.fixedVolume.GetName()}",
-                                         params.fixedVolume, existing)
+    node = segmentation_from_label_image(
+        scene,
+        image,
+        table_from_report(result["report"]),
+        f"{source.GetName()} on {params.fixedVolume.GetName()}",
+        params.fixedVolume,
+        existing,
+    )
     node.SetAttribute(SOURCE_ATTRIBUTE, source.GetID())
     return _tag(node, "labels", params)
 
@@ -107,8 +139,11 @@ def show_overlay(scene, params: RunParameters, name: str) -> None:
 
 
 def update_charts(scene, params: RunParameters, history: list[dict]) -> RunParameters:
-    table, chart = update_loss_chart(scene, history, reusable(params.lossTable, params), reusable(params.lossChart, params))
+    table, chart = update_loss_chart(
+        scene, history, reusable(params.lossTable, params), reusable(params.lossChart, params)
+    )
     params.lossTable, params.lossChart = _tag(table, "loss", params), _tag(chart, "loss chart", params)
-    params.metricsTable = _tag(update_metrics_table(scene, history, reusable(params.metricsTable, params)),
-                               "metrics", params)
+    params.metricsTable = _tag(
+        update_metrics_table(scene, history, reusable(params.metricsTable, params)), "metrics", params
+    )
     return params

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import slicer
 import vtk
 
-from rso.errors import InputError
 from rso.core.boxes import RegionBox, box_from_ras
 from rso.core.geometry import ModelGrid
+from rso.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,17 @@ def box_from_roi(grid: ModelGrid, roi) -> RegionBox:
     return box_from_ras(grid, roi_ras_box(roi))
 
 
+def roi_from_ras_box(scene, ras_box, name: str = "region"):
+    """A placed Markups ROI node spanning [R1, A1, S1, R2, A2, S2] (RAS mm), axis-aligned."""
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", name)
+    low, high = np.array(ras_box[:3], float), np.array(ras_box[3:], float)
+    was_modifying = roi.StartModify()
+    roi.SetCenter(((low + high) / 2).tolist())
+    roi.SetSize((high - low).tolist())
+    roi.EndModify(was_modifying)
+    return roi
+
+
 def box_argument(region) -> list[float]:
     """An ROI node or a [R1, A1, S1, R2, A2, S2] list -> the RAS list the worker takes."""
     if hasattr(region, "IsA"):
@@ -72,8 +83,14 @@ class RoiWatcher:
     have no interaction around them, so they count as finished at once.
     """
 
-    EVENTS = ("PointStartInteractionEvent", "PointEndInteractionEvent", "PointPositionDefinedEvent",
-              "PointModifiedEvent", "ModifiedEvent", "TransformModifiedEvent")
+    EVENTS = (
+        "PointStartInteractionEvent",
+        "PointEndInteractionEvent",
+        "PointPositionDefinedEvent",
+        "PointModifiedEvent",
+        "ModifiedEvent",
+        "TransformModifiedEvent",
+    )
 
     def __init__(self, scene, on_ready: Callable[[object], None]):
         self.scene, self.on_ready = scene, on_ready
@@ -85,7 +102,9 @@ class RoiWatcher:
         if node is not None:
             self._interaction_node = node
             self._interaction_tag = node.AddObserver(
-                slicer.vtkMRMLInteractionNode.InteractionModeChangedEvent, lambda *_: self._placement_changed())
+                slicer.vtkMRMLInteractionNode.InteractionModeChangedEvent,
+                lambda *_: self._placement_changed(),
+            )
 
     def placing(self) -> bool:
         node = self._interaction_node
@@ -104,7 +123,9 @@ class RoiWatcher:
         for name in self.EVENTS:
             event = getattr(slicer.vtkMRMLMarkupsNode, name, None) or getattr(vtk.vtkCommand, name)
             # One closure per event: custom Slicer events reach Python callbacks as "NoEvent".
-            tags.append(roi.AddObserver(event, lambda caller, _event, name=name: self._on_event(caller, name)))
+            tags.append(
+                roi.AddObserver(event, lambda caller, _event, name=name: self._on_event(caller, name))
+            )
         self._observed[roi.GetID()] = (roi, tags)
 
     def unwatch(self, roi=None) -> None:

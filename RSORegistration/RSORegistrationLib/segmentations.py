@@ -41,8 +41,10 @@ def label_image_from_node(node, moving_volume) -> tuple[sitk.Image, dict[int, La
         return _from_segmentation(node, moving_volume)
     if node.IsA("vtkMRMLLabelMapVolumeNode"):
         return _from_label_map_volume(node)
-    raise InputError(f"{node.GetName()!r} is a {node.GetClassName()}; contours come as a segmentation or a "
-                     "label-map volume")
+    raise InputError(
+        f"{node.GetName()!r} is a {node.GetClassName()}; contours come as a segmentation or a "
+        "label-map volume"
+    )
 
 
 def _from_label_map_volume(node) -> tuple[sitk.Image, dict[int, Label]]:
@@ -78,8 +80,11 @@ def _from_segmentation(node, moving_volume) -> tuple[sitk.Image, dict[int, Label
         for segment_id, value in zip(ids, values):
             segment = segmentation.GetSegment(segment_id)
             if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                    node, [segment_id], labelmap, reference, EXTENT_REFERENCE_GEOMETRY):
-                raise InputError(f"segment {segment.GetName()!r} could not be exported on the moving volume's grid")
+                node, [segment_id], labelmap, reference, EXTENT_REFERENCE_GEOMETRY
+            ):
+                raise InputError(
+                    f"segment {segment.GetName()!r} could not be exported on the moving volume's grid"
+                )
             combined[array_from_volume(labelmap) > 0] = value
             table[value] = Label(value, segment.GetName(), tuple(segment.GetColor()))
     finally:
@@ -107,14 +112,18 @@ def color_node_from_table(scene, table: dict[int, Label], name: str):
     return colors
 
 
-def segmentation_from_label_image(scene, image: sitk.Image, table: dict[int, Label], name: str, fixed_volume,
-                                  node=None):
+def segmentation_from_label_image(
+    scene, image: sitk.Image, table: dict[int, Label], name: str, fixed_volume, node=None
+):
     """A segmentation on the fixed volume holding each label as a named, coloured segment.
 
     Labels of ``table`` that the image does not hold (e.g. outside the field of view) become empty
     segments, so that every name the clinician drew is there. ``node``: a segmentation to refill.
     """
-    table = {value: table.get(value) or default_label(value) for value in sorted(set(table) | set(label_table(image)))}
+    table = {
+        value: table.get(value) or default_label(value)
+        for value in sorted(set(table) | set(label_table(image)))
+    }
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName(name))
         node.CreateDefaultDisplayNodes()
@@ -151,8 +160,11 @@ def table_from_report(report: dict) -> dict[int, Label]:
 def labels_summary(report: dict) -> str:
     """One line for the status bar: how many labels, and which are (partly) out of view or were kept."""
     parts = [f"{len(report['labels'])} label(s) carried onto the fixed volume"]
-    for key, text in (("outside_field_of_view", "outside the field of view"),
-                      ("partly_outside_field_of_view", "partly outside"), ("kept_from_vanishing", "kept from vanishing")):
+    for key, text in (
+        ("outside_field_of_view", "outside the field of view"),
+        ("partly_outside_field_of_view", "partly outside"),
+        ("kept_from_vanishing", "kept from vanishing"),
+    ):
         if report.get(key):
             parts.append(f"{text}: {', '.join(report[key])}")
     return "; ".join(parts)

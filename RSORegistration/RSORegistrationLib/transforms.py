@@ -16,8 +16,8 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from rso.errors import InputError
 from rso.core.geometry import lps_to_ras, ras_to_lps
+from rso.errors import InputError
 
 from .volumes import matrix_from_geometry, vtk_matrix
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 OUTPUT_ATTRIBUTE = "RSORegistration.output"  # marks the module's own output nodes
 
 
-def grid_transform_from_field(field: sitk.Image) -> "slicer.vtkOrientedGridTransform":
+def grid_transform_from_field(field: sitk.Image) -> slicer.vtkOrientedGridTransform:
     """A VTK grid transform equal to an ITK displacement field (LPS mm, fixed -> moving)."""
     if field.GetDimension() != 3 or field.GetNumberOfComponentsPerPixel() != 3:
         raise InputError("a displacement field needs 3 components per voxel in 3-D")
@@ -67,7 +67,9 @@ def field_from_transform_node(node) -> sitk.Image:
         raise InputError(f"transform {node.GetName()!r} holds no grid transform")
     grid = transform.GetDisplacementGrid()
     dims = grid.GetDimensions()
-    vectors = numpy_support.vtk_to_numpy(grid.GetPointData().GetScalars()).reshape(dims[2], dims[1], dims[0], 3)
+    vectors = numpy_support.vtk_to_numpy(grid.GetPointData().GetScalars()).reshape(
+        dims[2], dims[1], dims[0], 3
+    )
     field = sitk.GetImageFromArray(ras_to_lps(vectors.astype(np.float64)), isVector=True)
     direction_ras = np.eye(3)
     matrix = transform.GetGridDirectionMatrix()
@@ -123,6 +125,8 @@ def place_under(volume, transform_node) -> None:
     """Show ``volume`` through the transform; refuse to silently replace a transform the user set."""
     current = volume.GetParentTransformNode()
     if current is not None and current is not transform_node and not current.GetAttribute(OUTPUT_ATTRIBUTE):
-        raise InputError(f"volume {volume.GetName()!r} is already under transform {current.GetName()!r}; "
-                         "harden or remove that transform first")
+        raise InputError(
+            f"volume {volume.GetName()!r} is already under transform {current.GetName()!r}; "
+            "harden or remove that transform first"
+        )
     volume.SetAndObserveTransformNodeID(transform_node.GetID() if transform_node is not None else None)

@@ -16,8 +16,8 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from rso.errors import InputError
 from rso.core.geometry import lps_to_ras, ras_to_lps
+from rso.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +98,20 @@ def set_volume_image(node, image: sitk.Image) -> None:
     components = image.GetNumberOfComponentsPerPixel()
     vtk_image = vtk.vtkImageData()
     vtk_image.SetDimensions(*image.GetSize())
-    flat = np.ascontiguousarray(array).reshape(-1, components) if components > 1 else np.ascontiguousarray(array).ravel()
+    flat = (
+        np.ascontiguousarray(array).reshape(-1, components)
+        if components > 1
+        else np.ascontiguousarray(array).ravel()
+    )
     scalars = numpy_support.numpy_to_vtk(flat, deep=True)
     vtk_image.GetPointData().SetScalars(scalars)
     node.SetAndObserveImageData(vtk_image)
     node.SetIJKToRASMatrix(vtk_matrix(matrix_from_geometry(image)))
 
 
-def volume_from_image(scene, image: sitk.Image, name: str, node=None, node_class: str = "vtkMRMLScalarVolumeNode"):
+def volume_from_image(
+    scene, image: sitk.Image, name: str, node=None, node_class: str = "vtkMRMLScalarVolumeNode"
+):
     """A new volume node (or ``node``, updated) holding the image, with default display."""
     if node is None:
         node = scene.AddNewNodeByClass(node_class, scene.GenerateUniqueName(name))

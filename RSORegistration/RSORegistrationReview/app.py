@@ -53,15 +53,24 @@ ACTIONS = (  # (button id, label, controller method, enabled while)
 class ReviewApp(TrameApp):
     """The page for one ReviewController; ``backend_factory`` and ``cache_dir`` go to the logic."""
 
-    def __init__(self, options: ReviewOptions, server=None, backend_factory: Callable | None = None,
-                 cache_dir=None):
+    def __init__(
+        self, options: ReviewOptions, server=None, backend_factory: Callable | None = None, cache_dir=None
+    ):
         super().__init__(server=server)
         self.slicer_app = SlicerApp()
         register_rca_factories(self.slicer_app.view_manager, self.server, slice_view_ui_f=slice_view_gutter)
         self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
-        self.layout_manager.register_layout("review", Layout(LayoutDirection.Horizontal, [
-            ViewLayoutDefinition.axial_view(), ViewLayoutDefinition.coronal_view(),
-            ViewLayoutDefinition.sagittal_view()]))
+        self.layout_manager.register_layout(
+            "review",
+            Layout(
+                LayoutDirection.Horizontal,
+                [
+                    ViewLayoutDefinition.axial_view(),
+                    ViewLayoutDefinition.coronal_view(),
+                    ViewLayoutDefinition.sagittal_view(),
+                ],
+            ),
+        )
         self.layout_manager.set_layout("review")
         for view in self.slicer_app.view_manager.get_slice_views():
             view.interactor().AddObserver(vtkCommand.WindowResizeEvent, self._fit_resized_view)
@@ -93,11 +102,16 @@ class ReviewApp(TrameApp):
 
     def _set_editable_fields(self) -> None:
         inputs = self.controller.page_state()["inputs"]
-        self.state.update({"open_fixed": inputs["fixed"], "open_moving": inputs["moving"], "open_truth": inputs["truth"]})
+        self.state.update(
+            {"open_fixed": inputs["fixed"], "open_moving": inputs["moving"], "open_truth": inputs["truth"]}
+        )
 
     def _act(self, method: str) -> Callable[[], None]:
         def act() -> None:
-            arguments = {"export": ("export_folder",), "open_pair": ("open_fixed", "open_moving", "open_truth")}
+            arguments = {
+                "export": ("export_folder",),
+                "open_pair": ("open_fixed", "open_moving", "open_truth"),
+            }
             values = [self.state[name] or "" for name in arguments.get(method, ())]
             self.controller.run_action(getattr(self.controller, method), *values)
             if method == "open_pair" and not self.controller.error:
@@ -127,8 +141,11 @@ class ReviewApp(TrameApp):
 
     # ----------------------------------------------------------------------------- life cycle
     def _on_ready(self, **_) -> None:
-        print(f"Review page: http://{LOOPBACK}:{self.server.port}/  (this machine only; from another one use an "
-              f"SSH tunnel: ssh -L {self.server.port}:{LOOPBACK}:{self.server.port} <this host>)", flush=True)
+        print(
+            f"Review page: http://{LOOPBACK}:{self.server.port}/  (this machine only; from another one use an "
+            f"SSH tunnel: ssh -L {self.server.port}:{LOOPBACK}:{self.server.port} <this host>)",
+            flush=True,
+        )
         self._pump_task = create_task(self._pump())
 
     async def _pump(self) -> None:
@@ -146,7 +163,9 @@ class ReviewApp(TrameApp):
     # ------------------------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
         # The drawer (the menu icon) holds the files: another pair, the export folder, the session folder.
-        with SinglePageWithDrawerLayout(self.server, full_height=True, show_drawer=False, width=380) as self.ui:
+        with SinglePageWithDrawerLayout(
+            self.server, full_height=True, show_drawer=False, width=380
+        ) as self.ui:
             self.ui.title.set_text("RSO review")
             self.ui.icon.id = "btn-files"
             self.ui.drawer.temporary = True  # over the views, which keep their size
@@ -156,16 +175,32 @@ class ReviewApp(TrameApp):
                 v3.VSpacer()
                 for button_id, label, method, enabled in ACTIONS:
                     shown = {"v_if": (enabled,)} if button_id == "reopen" else {}
-                    v3.VBtn(label, id=f"btn-{button_id}", click=self._act(method), disabled=(f"!{enabled}",),
-                            classes="mx-1", variant="tonal", size="small", **shown)
+                    v3.VBtn(
+                        label,
+                        id=f"btn-{button_id}",
+                        click=self._act(method),
+                        disabled=(f"!{enabled}",),
+                        classes="mx-1",
+                        variant="tonal",
+                        size="small",
+                        **shown,
+                    )
             with self.ui.content, html.Div(classes="d-flex flex-column", style="height: calc(100vh - 64px);"):
                 with html.Div(id="views", style="height: 60%; display: flex; flex-direction: column;"):
                     self.layout_manager.initialize_layout_grid(self.ui)
-                with html.Div(classes="d-flex flex-row pa-2", style="height: 40%; gap: 12px; overflow: auto;"):
+                with html.Div(
+                    classes="d-flex flex-row pa-2", style="height: 40%; gap: 12px; overflow: auto;"
+                ):
                     self._feedback_panel()
                     with html.Div(style="flex: 1.3; min-width: 0;"):
-                        v3.VDataTable(headers=("metrics_headers",), items=("metrics_rows",), density="compact",
-                                      items_per_page=-1, hide_default_footer=True, id="metrics-table")
+                        v3.VDataTable(
+                            headers=("metrics_headers",),
+                            items=("metrics_rows",),
+                            density="compact",
+                            items_per_page=-1,
+                            hide_default_footer=True,
+                            id="metrics-table",
+                        )
                     html.Div(v_html=("loss_svg",), id="loss-plot", style="flex: 1; min-width: 0;")
 
     def _feedback_panel(self) -> None:
@@ -173,41 +208,100 @@ class ReviewApp(TrameApp):
             v3.VProgressLinear(model_value=("progress",), height=14, color="primary", id="progress")
             html.Div("{{ progress_label }}", id="progress-label", classes="text-caption")
             html.Div("{{ status }}", id="status-line", classes="text-body-2")
-            html.Div("Click two opposite corners of the box in a slice view (Cancel stops).", v_if=("placing",),
-                     id="placing-hint", classes="text-body-2 text-primary")
-            v3.VAlert("{{ error_line }}", v_if=("error_line",), type="error", density="compact", id="error-line",
-                      classes="my-1")
+            html.Div(
+                "Click two opposite corners of the box in a slice view (Cancel stops).",
+                v_if=("placing",),
+                id="placing-hint",
+                classes="text-body-2 text-primary",
+            )
+            v3.VAlert(
+                "{{ error_line }}",
+                v_if=("error_line",),
+                type="error",
+                density="compact",
+                id="error-line",
+                classes="my-1",
+            )
             with html.Div(classes="d-flex flex-wrap align-center my-1", style="gap: 8px;"):
-                with v3.VBtnToggle(v_model=("layer",), mandatory=True, density="compact", variant="outlined",
-                                   divided=True, id="layer-toggle"):
+                with v3.VBtnToggle(
+                    v_model=("layer",),
+                    mandatory=True,
+                    density="compact",
+                    variant="outlined",
+                    divided=True,
+                    id="layer-toggle",
+                ):
                     for layer in LAYERS:
                         v3.VBtn(LAYER_TITLES[layer], value=layer, id=f"layer-{layer}", size="small")
-                with v3.VBtnToggle(v_model=("window_level",), mandatory=True, density="compact", variant="outlined",
-                                   divided=True, id="window-level-toggle"):
+                with v3.VBtnToggle(
+                    v_model=("window_level",),
+                    mandatory=True,
+                    density="compact",
+                    variant="outlined",
+                    divided=True,
+                    id="window-level-toggle",
+                ):
                     for preset in WINDOW_LEVEL_PRESETS:
                         v3.VBtn(preset, value=preset, id=f"wl-{preset.replace(' ', '-')}", size="small")
-            html.Div("{{ line }}", v_for="(line, index) in regions", key="index", classes="text-caption region-line")
+            html.Div(
+                "{{ line }}",
+                v_for="(line, index) in regions",
+                key="index",
+                classes="text-caption region-line",
+            )
 
     def _files_panel(self) -> None:
         with html.Div(classes="d-flex flex-column pa-3", id="files"):
-            for name, label in (("fixed", "fixed image"), ("moving", "moving image"), ("truth", "truth field (optional)")):
-                v3.VTextField(v_model=(f"open_{name}",), label=f"{label}, path on the server", density="compact",
-                              hide_details=True, id=f"input-{name}", classes="mb-1")
-            v3.VBtn("Open pair", id="btn-open", click=self._act("open_pair"), disabled=("busy",), size="small",
-                    variant="tonal", classes="mb-2")
-            v3.VTextField(v_model=("export_folder",), label="export to folder", density="compact", hide_details=True,
-                          id="export-folder", classes="mb-1")
-            html.Div("session folder: {{ session_folder || 'starts with the first Register' }}", id="session-line",
-                     classes="text-caption")
+            for name, label in (
+                ("fixed", "fixed image"),
+                ("moving", "moving image"),
+                ("truth", "truth field (optional)"),
+            ):
+                v3.VTextField(
+                    v_model=(f"open_{name}",),
+                    label=f"{label}, path on the server",
+                    density="compact",
+                    hide_details=True,
+                    id=f"input-{name}",
+                    classes="mb-1",
+                )
+            v3.VBtn(
+                "Open pair",
+                id="btn-open",
+                click=self._act("open_pair"),
+                disabled=("busy",),
+                size="small",
+                variant="tonal",
+                classes="mb-2",
+            )
+            v3.VTextField(
+                v_model=("export_folder",),
+                label="export to folder",
+                density="compact",
+                hide_details=True,
+                id="export-folder",
+                classes="mb-1",
+            )
+            html.Div(
+                "session folder: {{ session_folder || 'starts with the first Register' }}",
+                id="session-line",
+                classes="text-caption",
+            )
 
 
 def slice_view_gutter(server, view_id: str, view) -> None:
     """The reset-view button and the slice slider, and a hidden marker the tests find the view by."""
     create_vertical_view_gutter_ui(server, view_id, view)
-    with html.Div(classes="slice-slider-gutter",
-                  style="position: absolute; bottom: 0; left: 0; background-color: transparent; width: 100%;"):
-        Slider(classes="slice-slider", typed_state=connect_slice_view_slider_to_state(server, view), theme="dark",
-               dense=True)
+    with html.Div(
+        classes="slice-slider-gutter",
+        style="position: absolute; bottom: 0; left: 0; background-color: transparent; width: 100%;",
+    ):
+        Slider(
+            classes="slice-slider",
+            typed_state=connect_slice_view_slider_to_state(server, view),
+            theme="dark",
+            dense=True,
+        )
     html.Div(id=f"view-marker-{view_id}", classes="view-marker", style="display: none;")
 
 

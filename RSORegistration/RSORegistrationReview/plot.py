@@ -17,7 +17,9 @@ from RSORegistrationLib.charts import SERIES_COLORS
 FIGURE_SIZE_IN = (4.6, 2.3)
 
 
-def loss_svg(series: list[tuple[str, list[float]]], running: tuple[str, list[tuple[int, float]]] | None = None) -> str:
+def loss_svg(
+    series: list[tuple[str, list[float]]], running: tuple[str, list[tuple[int, float]]] | None = None
+) -> str:
     """An inline SVG of the loss per iteration; "" when there is nothing to draw.
 
     ``series``: (label, loss of iterations 1..n) for each accepted step (charts.loss_series).
@@ -28,12 +30,24 @@ def loss_svg(series: list[tuple[str, list[float]]], running: tuple[str, list[tup
     figure = Figure(figsize=FIGURE_SIZE_IN, dpi=100, layout="constrained")
     axes = figure.subplots()
     for index, (label, values) in enumerate(series):
-        axes.plot(range(1, len(values) + 1), values, color=SERIES_COLORS[index % len(SERIES_COLORS)],
-                  linewidth=1.4, label=label)
+        axes.plot(
+            range(1, len(values) + 1),
+            values,
+            color=SERIES_COLORS[index % len(SERIES_COLORS)],
+            linewidth=1.4,
+            label=label,
+        )
     if running and running[1]:
         iterations, losses = zip(*running[1])
-        axes.plot(iterations, losses, color=SERIES_COLORS[len(series) % len(SERIES_COLORS)], linewidth=1.4,
-                  linestyle="--", marker=".", label=f"{running[0]} (running)")
+        axes.plot(
+            iterations,
+            losses,
+            color=SERIES_COLORS[len(series) % len(SERIES_COLORS)],
+            linewidth=1.4,
+            linestyle="--",
+            marker=".",
+            label=f"{running[0]} (running)",
+        )
     axes.set_xlabel("iteration", fontsize=8)
     axes.set_ylabel("loss", fontsize=8)
     axes.tick_params(labelsize=7)
@@ -43,8 +57,8 @@ def loss_svg(series: list[tuple[str, list[float]]], running: tuple[str, list[tup
     with rc_context({"svg.fonttype": "none"}):  # text as text: a few kB instead of glyph outlines
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
-    text = text[text.index("<svg"):]  # without the XML declaration and doctype: it goes inside the page
+    text = text[text.index("<svg") :]  # without the XML declaration and doctype: it goes inside the page
     # Scale to the panel's width: the fixed size in points goes, the viewBox keeps the proportions.
-    opening = text[:text.index(">")]
+    opening = text[: text.index(">")]
     sized = re.sub(r'\s(width|height)="[^"]*"', "", opening) + ' style="width: 100%; height: auto"'
-    return sized + text[len(opening):]
+    return sized + text[len(opening) :]

@@ -8,7 +8,10 @@ __version__ = "0.1.0"
 
 # Harmless warnings MONAI and torch print on every run (MONAI's native grid_sample fallback, a
 # deprecation inside MONAI's DiffusionLoss); the CLI and the worker hide them from users.
-KNOWN_LIBRARY_WARNINGS = (".*Using PyTorch native grid_sample.*", ".*non-tuple sequence for multidimensional indexing.*")
+KNOWN_LIBRARY_WARNINGS = (
+    ".*Using PyTorch native grid_sample.*",
+    ".*non-tuple sequence for multidimensional indexing.*",
+)
 
 
 def silence_known_warnings() -> None:

@@ -35,7 +35,9 @@ def resample_to_spacing(image: sitk.Image, spacing) -> sitk.Image:
     reference = sitk.Image([int(n) for n in size], sitk.sitkFloat32)
     reference.SetSpacing([float(s) for s in spacing])
     reference.SetDirection(image.GetDirection())
-    shift = np.array(image.GetDirection()).reshape(3, 3) @ ((np.array(spacing) - np.array(image.GetSpacing())) / 2)
+    shift = np.array(image.GetDirection()).reshape(3, 3) @ (
+        (np.array(spacing) - np.array(image.GetSpacing())) / 2
+    )
     reference.SetOrigin((np.array(image.GetOrigin()) + shift).tolist())
     smoothed = sitk.SmoothingRecursiveGaussian(image, [s / 2 for s in spacing])
     return sitk.Resample(smoothed, reference, sitk.Transform(), sitk.sitkLinear, -1000.0)
@@ -49,8 +51,10 @@ def known_pair(chest_ct):
     """
     from rso.simulation.phantom import breathing_like_field, pair_from_field
 
-    pair = pair_from_field(chest_ct, breathing_like_field(chest_ct, amplitude_mm=12.0, bump_mm=9.0,
-                                                          bump_centre=(0.1, -0.1, 0.35)))
+    pair = pair_from_field(
+        chest_ct,
+        breathing_like_field(chest_ct, amplitude_mm=12.0, bump_mm=9.0, bump_centre=(0.1, -0.1, 0.35)),
+    )
     return pair.fixed, pair.moving, pair.truth
 
 

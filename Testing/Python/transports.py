@@ -34,7 +34,9 @@ def isolated_worker_command(base: Path, log: Path | None = None) -> list[str]:
     for name in ("home", "cwd"):
         (base / name).mkdir(parents=True, exist_ok=True)
     worker = worker_program(base / "sessions")
-    script = f"cd {shlex.quote(str(base / 'cwd'))} && " + (f"tee {shlex.quote(str(log))} | {worker}" if log else worker)
+    script = f"cd {shlex.quote(str(base / 'cwd'))} && " + (
+        f"tee {shlex.quote(str(log))} | {worker}" if log else worker
+    )
     return ["env", "-i", "PATH=/usr/bin:/bin", f"HOME={base / 'home'}", "sh", "-c", script]
 
 
@@ -71,17 +73,30 @@ class SshServer:
         authorized.write_text((folder / "client_key.pub").read_text())
         authorized.chmod(0o600)
         config = folder / "sshd_config"
-        config.write_text("\n".join([
-            "ListenAddress 127.0.0.1", f"Port {self.port}", f"HostKey {folder / 'host_key'}",
-            f"AuthorizedKeysFile {authorized}", f"PidFile {folder / 'sshd.pid'}", "StrictModes no", "UsePAM no",
-            "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-            f"PermitRootLogin {'yes' if os.geteuid() == 0 else 'no'}", ""]))
+        config.write_text(
+            "\n".join(
+                [
+                    "ListenAddress 127.0.0.1",
+                    f"Port {self.port}",
+                    f"HostKey {folder / 'host_key'}",
+                    f"AuthorizedKeysFile {authorized}",
+                    f"PidFile {folder / 'sshd.pid'}",
+                    "StrictModes no",
+                    "UsePAM no",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    f"PermitRootLogin {'yes' if os.geteuid() == 0 else 'no'}",
+                    "",
+                ]
+            )
+        )
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
         self.log = folder / "sshd.log"
         with open(self.log, "w") as log:
-            self.process = subprocess.Popen([sshd_program(), "-D", "-e", "-f", str(config)], stdout=log,
-                                            stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sshd_program(), "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT
+            )
         self._wait_listening()
 
     def _wait_listening(self) -> None:
@@ -99,9 +114,23 @@ class SshServer:
 
     def command(self, remote: str) -> list[str]:
         """The ssh client command that runs ``remote`` on this server."""
-        return ["ssh", "-p", str(self.port), "-i", str(self.key), "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
-                f"{self.user}@127.0.0.1", remote]
+        return [
+            "ssh",
+            "-p",
+            str(self.port),
+            "-i",
+            str(self.key),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            f"{self.user}@127.0.0.1",
+            remote,
+        ]
 
     def stop(self) -> None:
         self.process.terminate()

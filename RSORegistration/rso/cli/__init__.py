@@ -21,7 +21,9 @@ SUBCOMMANDS = ("register", "review", "batch", "demo", "bench", "fetch", "simulat
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rso-registration", description="Deep interactive deformable registration (RSO).")
+    parser = argparse.ArgumentParser(
+        prog="rso-registration", description="Deep interactive deformable registration (RSO)."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_output_options(parser, default=False)
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -33,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_output_options(parser, default) -> None:
-    parser.add_argument("--quiet", action="store_true", default=default, help="no progress bar; log lines only")
+    parser.add_argument(
+        "--quiet", action="store_true", default=default, help="no progress bar; log lines only"
+    )
     parser.add_argument("--verbose", action="store_true", default=default, help="debug logging")
 
 
@@ -43,8 +47,12 @@ def main(argv=None) -> int:
         relaunch_with_tcmalloc(sys.argv[1:])
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(attach_number_lists(argv))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     silence_known_warnings()
     with one_line_errors():

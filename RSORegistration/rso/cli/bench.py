@@ -7,8 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from rso.cli.common import add_engine_arguments, number_list
-from rso.options import PRECISIONS
 from rso.errors import InputError
+from rso.options import PRECISIONS
 
 
 def box_plan(text: str) -> tuple[tuple[str, int], ...]:
@@ -16,12 +16,18 @@ def box_plan(text: str) -> tuple[tuple[str, int], ...]:
     from rso.evaluation.box_kinds import BOX_KINDS
 
     try:
-        plan = tuple((kind.strip(), int(count)) for kind, count in (item.split("=") for item in text.split(",")))
+        plan = tuple(
+            (kind.strip(), int(count)) for kind, count in (item.split("=") for item in text.split(","))
+        )
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KIND=N,... (e.g. misaligned=2,control=1)") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not KIND=N,... (e.g. misaligned=2,control=1)"
+        ) from None
     unknown = [kind for kind, _ in plan if kind not in BOX_KINDS]
     if unknown or any(count < 0 for _, count in plan):
-        raise argparse.ArgumentTypeError(f"box kinds are {', '.join(BOX_KINDS)} with counts >= 0; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"box kinds are {', '.join(BOX_KINDS)} with counts >= 0; got {text!r}"
+        )
     return plan
 
 
@@ -38,8 +44,8 @@ def plan_from_args(args):
         if not 1 <= args.cases <= available:
             raise InputError(f"--cases must be 1..{available}")
         if changes.get("case_dirs", plan.case_dirs):
-            changes["case_dirs"] = changes.get("case_dirs", plan.case_dirs)[:args.cases]
-        changes["cases"] = plan.cases[:args.cases]
+            changes["case_dirs"] = changes.get("case_dirs", plan.case_dirs)[: args.cases]
+        changes["cases"] = plan.cases[: args.cases]
     if args.speed_grid:
         changes["speed_grids"] = tuple(tuple(g) for g in args.speed_grid)
     if args.speed_box:
@@ -50,10 +56,19 @@ def plan_from_args(args):
         changes["elastix"] = replace(plan.elastix, iterations=args.elastix_iterations)
     if args.ants_iterations is not None:
         changes["ants"] = replace(plan.ants, reg_iterations=tuple(args.ants_iterations))
-    changes |= {"experiment": not args.speed_only, "speed": not args.no_speed, "peers": not args.no_peers,
-                "figures": not args.no_figures, "grid": tuple(args.grid) if args.grid else None,
-                "similarity": args.similarity, "smoothness": args.smoothness, "seed": args.seed,
-                "device": args.device, "precision": args.precision, "threads": args.threads}
+    changes |= {
+        "experiment": not args.speed_only,
+        "speed": not args.no_speed,
+        "peers": not args.no_peers,
+        "figures": not args.no_figures,
+        "grid": tuple(args.grid) if args.grid else None,
+        "similarity": args.similarity,
+        "smoothness": args.smoothness,
+        "seed": args.seed,
+        "device": args.device,
+        "precision": args.precision,
+        "threads": args.threads,
+    }
     return replace(plan, **changes)
 
 
@@ -77,42 +92,89 @@ def run_bench_command(args) -> int:
 
 def add_subcommand(subparsers) -> None:
     parser = subparsers.add_parser(
-        "bench", help="the paper's experiment on simulated CBCT with ground truth, the classical peers, speed",
-        description="General, ISO-500 and ISO-100 + RSO (native, direct, and the paper's full/global) against "
-                    "elastix and ANTs on simulated CBCT cases with ground truth, per box kind (misaligned, "
-                    "residual, control), plus fp32/bf16 speed and memory; writes JSON, summary.md and figures "
-                    "(see bench/README.md).")
+        "bench",
+        help="the paper's experiment on simulated CBCT with ground truth, the classical peers, speed",
+        description="General, ISO-500 and ISO-100 + RSO (native, direct, and the paper's full/global) "
+        "against elastix and ANTs on simulated CBCT cases with ground truth, per box kind (misaligned, "
+        "residual, control), plus fp32/bf16 speed and memory; writes JSON, summary.md and figures "
+        "(see bench/README.md).",
+    )
     parser.add_argument("--out", default="bench/results", help="output folder (default bench/results)")
-    parser.add_argument("--quick", action="store_true",
-                        help="one case, two boxes (misaligned, control), few iterations, one speed grid")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one case, two boxes (misaligned, control), few iterations, one speed grid",
+    )
     parser.add_argument("--cases", type=int, metavar="N", help="only the first N cases of the plan")
-    parser.add_argument("--case-dir", action="append", default=[], metavar="DIR",
-                        help="a simulated case folder to use instead of the plan's cases (repeatable)")
-    parser.add_argument("--moving-phase", type=int, metavar="K", help="moving phase for --case-dir (default phases/2)")
-    parser.add_argument("--boxes", type=box_plan, metavar="KIND=N,...",
-                        help="boxes per case and kind (default misaligned=2,residual=1,control=2)")
-    parser.add_argument("--box-size", dest="box_size_mm", type=float, metavar="MM", help="box side (default 40 mm)")
-    parser.add_argument("--iso-long", type=int, metavar="N", help="the ISO-only arm's iterations (default 500)")
+    parser.add_argument(
+        "--case-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a simulated case folder to use instead of the plan's cases (repeatable)",
+    )
+    parser.add_argument(
+        "--moving-phase", type=int, metavar="K", help="moving phase for --case-dir (default phases/2)"
+    )
+    parser.add_argument(
+        "--boxes",
+        type=box_plan,
+        metavar="KIND=N,...",
+        help="boxes per case and kind (default misaligned=2,residual=1,control=2)",
+    )
+    parser.add_argument(
+        "--box-size", dest="box_size_mm", type=float, metavar="MM", help="box side (default 40 mm)"
+    )
+    parser.add_argument(
+        "--iso-long", type=int, metavar="N", help="the ISO-only arm's iterations (default 500)"
+    )
     parser.add_argument("--iso-short", type=int, metavar="N", help="ISO before RSO (default 100)")
-    parser.add_argument("--rso", type=int, metavar="N",
-                        help="the network RSO modes' iterations per box (default 400; native RSO keeps its own)")
+    parser.add_argument(
+        "--rso",
+        type=int,
+        metavar="N",
+        help="the network RSO modes' iterations per box (default 400; native RSO keeps its own)",
+    )
     parser.add_argument("--no-peers", action="store_true", help="skip elastix and ANTs")
-    parser.add_argument("--elastix-iterations", type=int, metavar="N", help="elastix iterations per resolution")
-    parser.add_argument("--ants-iterations", type=lambda t: tuple(int(v) for v in t.split(",")), metavar="A,B,C",
-                        help="ANTs SyN iterations per level (default 40,20,0)")
+    parser.add_argument(
+        "--elastix-iterations", type=int, metavar="N", help="elastix iterations per resolution"
+    )
+    parser.add_argument(
+        "--ants-iterations",
+        type=lambda t: tuple(int(v) for v in t.split(",")),
+        metavar="A,B,C",
+        help="ANTs SyN iterations per level (default 40,20,0)",
+    )
     speed = parser.add_mutually_exclusive_group()
     speed.add_argument("--speed-only", action="store_true", help="only the speed section")
     speed.add_argument("--no-speed", action="store_true", help="skip the speed section")
-    parser.add_argument("--speed-grid", type=number_list(3, int), action="append", metavar="Z,Y,X",
-                        help="speed grid (repeatable; default 48,80,80 and 96,160,160)")
-    parser.add_argument("--speed-precision", choices=PRECISIONS[:2], action="append",
-                        help="network precision in the speed section (repeatable; default fp32 and bf16)")
-    parser.add_argument("--speed-box", type=float, action="append", metavar="MM",
-                        help="speed box side (repeatable; default 32 and 64)")
+    parser.add_argument(
+        "--speed-grid",
+        type=number_list(3, int),
+        action="append",
+        metavar="Z,Y,X",
+        help="speed grid (repeatable; default 48,80,80 and 96,160,160)",
+    )
+    parser.add_argument(
+        "--speed-precision",
+        choices=PRECISIONS[:2],
+        action="append",
+        help="network precision in the speed section (repeatable; default fp32 and bf16)",
+    )
+    parser.add_argument(
+        "--speed-box",
+        type=float,
+        action="append",
+        metavar="MM",
+        help="speed box side (repeatable; default 32 and 64)",
+    )
     parser.add_argument("--speed-iterations", type=int, metavar="N", help="iterations per speed measurement")
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
-    parser.add_argument("--threads", type=int, metavar="N",
-                        help="torch CPU threads (default: torch's, one per core); use fewer when other jobs "
-                        "share the cores")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads (default: torch's, one per core); use fewer when other jobs share the cores",
+    )
     add_engine_arguments(parser)
     parser.set_defaults(func=run_bench_command)

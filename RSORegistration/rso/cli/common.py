@@ -7,8 +7,16 @@ import sys
 from contextlib import contextmanager
 
 from rso.errors import Cancelled, InputError
-from rso.options import (DEFAULT_DEVICE, DEFAULT_PRECISION, DEFAULT_SEED, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
-                         DEVICES, PRECISIONS, SIMILARITIES)
+from rso.options import (
+    DEFAULT_DEVICE,
+    DEFAULT_PRECISION,
+    DEFAULT_SEED,
+    DEFAULT_SIMILARITY,
+    DEFAULT_SMOOTHNESS,
+    DEVICES,
+    PRECISIONS,
+    SIMILARITIES,
+)
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
@@ -40,20 +48,35 @@ def whole_numbers(text: str) -> tuple[int, ...]:
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --channels, --grid, --similarity, --smoothness, --device, --precision, --seed, --allow-non-ct."""
+    """--model, --channels, --grid, --similarity, --smoothness, --device, --precision, --seed,
+    --allow-non-ct."""
     parser.add_argument("--model", metavar="CKPT", help="general model checkpoint (default: the bundled one)")
-    parser.add_argument("--channels", type=whole_numbers,
-                        help="channels of an untrained network when no model is used (e.g. 8,16,32,64,128)")
-    parser.add_argument("--grid", type=number_list(3, int), metavar="Z,Y,X", help="model grid (multiples of 16)")
+    parser.add_argument(
+        "--channels",
+        type=whole_numbers,
+        help="channels of an untrained network when no model is used (e.g. 8,16,32,64,128)",
+    )
+    parser.add_argument(
+        "--grid", type=number_list(3, int), metavar="Z,Y,X", help="model grid (multiples of 16)"
+    )
     parser.add_argument("--similarity", choices=SIMILARITIES, default=DEFAULT_SIMILARITY)
-    parser.add_argument("--smoothness", type=float, default=DEFAULT_SMOOTHNESS, metavar="W", help="smoothness weight")
+    parser.add_argument(
+        "--smoothness", type=float, default=DEFAULT_SMOOTHNESS, metavar="W", help="smoothness weight"
+    )
     parser.add_argument("--device", choices=DEVICES, default=DEFAULT_DEVICE)
-    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
-                        help="network arithmetic: auto (default) picks bf16 where the hardware has it natively, "
-                        "2-3x faster than fp32 at the same accuracy; a step that diverges in bf16 is repeated in fp32")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=DEFAULT_PRECISION,
+        help="network arithmetic: auto (default) picks bf16 where the hardware has it natively, "
+        "2-3x faster than fp32 at the same accuracy; a step that diverges in bf16 is repeated in fp32",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--allow-non-ct", action="store_true",
-                        help="register images that do not look like CT in Hounsfield units (the model expects HU)")
+    parser.add_argument(
+        "--allow-non-ct",
+        action="store_true",
+        help="register images that do not look like CT in Hounsfield units (the model expects HU)",
+    )
 
 
 def engine_from_args(args):
@@ -61,10 +84,16 @@ def engine_from_args(args):
     from rso.core.losses import LossConfig
     from rso.core.workflow import EngineSettings
 
-    return EngineSettings(model=args.model, channels=args.channels, grid=tuple(args.grid) if args.grid else None,
-                          device=args.device, precision=args.precision, seed=args.seed,
-                          loss=LossConfig(similarity=args.similarity, smoothness_weight=args.smoothness),
-                          allow_non_ct=args.allow_non_ct)
+    return EngineSettings(
+        model=args.model,
+        channels=args.channels,
+        grid=tuple(args.grid) if args.grid else None,
+        device=args.device,
+        precision=args.precision,
+        seed=args.seed,
+        loss=LossConfig(similarity=args.similarity, smoothness_weight=args.smoothness),
+        allow_non_ct=args.allow_non_ct,
+    )
 
 
 @contextmanager

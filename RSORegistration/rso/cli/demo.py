@@ -9,11 +9,19 @@ from rso.cli.register import add_rso_arguments, rso_settings_from_args
 
 
 def add_subcommand(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="the paper's ISO vs ISO+RSO comparison on a simulated real-patient CBCT case")
+    parser = subparsers.add_parser(
+        "demo", help="the paper's ISO vs ISO+RSO comparison on a simulated real-patient CBCT case"
+    )
     parser.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
-    parser.add_argument("--quick", action="store_true", help="fewer network iterations (ISO-50 against ISO-10 + RSO)")
-    parser.add_argument("--roi", type=number_list(6), metavar="R1,A1,S1,R2,A2,S2",
-                        help="the RSO box in RAS mm (default: where the residual is worst after ISO)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer network iterations (ISO-50 against ISO-10 + RSO)"
+    )
+    parser.add_argument(
+        "--roi",
+        type=number_list(6),
+        metavar="R1,A1,S1,R2,A2,S2",
+        help="the RSO box in RAS mm (default: where the residual is worst after ISO)",
+    )
     add_rso_arguments(parser)
     add_engine_arguments(parser)
     parser.set_defaults(func=run)
@@ -25,5 +33,7 @@ def run(args) -> int:
 
     plan = DemoPlan.quick() if args.quick else DemoPlan()
     with step_progress(not args.quiet) as progress:
-        run_demo(plan, engine_from_args(args), rso_settings_from_args(args), Path(args.out), args.roi, progress)
+        run_demo(
+            plan, engine_from_args(args), rso_settings_from_args(args), Path(args.out), args.roi, progress
+        )
     return 0

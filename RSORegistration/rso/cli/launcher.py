@@ -1,4 +1,5 @@
-"""The command line starts its heavy subcommands again once, with tcmalloc preloaded (rso.service.allocator)."""
+"""The command line starts its heavy subcommands again once, with tcmalloc preloaded
+(rso.service.allocator)."""
 
 from __future__ import annotations
 

@@ -38,8 +38,14 @@ class step_progress:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{update.loss:.5f}")
         elif update.iteration % max(1, update.iterations // 10) == 0:
-            log.info("%s %d/%d loss %.5f, %.0f s left", update.step.upper(), update.iteration,
-                     update.iterations, update.loss, update.eta)
+            log.info(
+                "%s %d/%d loss %.5f, %.0f s left",
+                update.step.upper(),
+                update.iteration,
+                update.iterations,
+                update.loss,
+                update.eta,
+            )
 
     def _close(self):
         if self.bar is not None:

@@ -6,11 +6,24 @@ import argparse
 import json
 
 from rso.cli.common import add_engine_arguments, engine_from_args, number_list
-from rso.options import (COMPOSITIONS, DEFAULT_BLEND_MARGIN_MM, DEFAULT_COMPOSITION, DEFAULT_ISO_ITERATIONS,
-                         DEFAULT_ISO_MATCH_ARTEFACTS, DEFAULT_NATIVE_ITERATIONS, DEFAULT_RSO_CONTROL_SPACING_MM,
-                         DEFAULT_RSO_EARLIER_STARTS, DEFAULT_RSO_MATCH_ARTEFACTS, DEFAULT_RSO_MIN_GAIN, DEFAULT_RSO_MODE,
-                         DEFAULT_RSO_SIMILARITY, DEFAULT_RSO_SMOOTHNESS, NATIVE_SIMILARITIES, PAPER_RSO_ITERATIONS,
-                         RSO_MODES)
+from rso.options import (
+    COMPOSITIONS,
+    DEFAULT_BLEND_MARGIN_MM,
+    DEFAULT_COMPOSITION,
+    DEFAULT_ISO_ITERATIONS,
+    DEFAULT_ISO_MATCH_ARTEFACTS,
+    DEFAULT_NATIVE_ITERATIONS,
+    DEFAULT_RSO_CONTROL_SPACING_MM,
+    DEFAULT_RSO_EARLIER_STARTS,
+    DEFAULT_RSO_MATCH_ARTEFACTS,
+    DEFAULT_RSO_MIN_GAIN,
+    DEFAULT_RSO_MODE,
+    DEFAULT_RSO_SIMILARITY,
+    DEFAULT_RSO_SMOOTHNESS,
+    NATIVE_SIMILARITIES,
+    PAPER_RSO_ITERATIONS,
+    RSO_MODES,
+)
 
 
 def add_subcommand(subparsers) -> None:
@@ -25,82 +38,170 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--moving", required=True, help="moving image")
     parser.add_argument("--out", required=True, help="output folder")
     add_engine_arguments(parser)
-    parser.add_argument("--iso", type=int, default=DEFAULT_ISO_ITERATIONS, metavar="N",
-                        help=f"ISO iterations (default {DEFAULT_ISO_ITERATIONS}, the paper's)")
-    parser.add_argument("--iso-match-artefacts", action=argparse.BooleanOptionalAction,
-                        default=DEFAULT_ISO_MATCH_ARTEFACTS,
-                        help="fine-tune ISO on the artefact-matched pair where both images' views are given")
+    parser.add_argument(
+        "--iso",
+        type=int,
+        default=DEFAULT_ISO_ITERATIONS,
+        metavar="N",
+        help=f"ISO iterations (default {DEFAULT_ISO_ITERATIONS}, the paper's)",
+    )
+    parser.add_argument(
+        "--iso-match-artefacts",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_ISO_MATCH_ARTEFACTS,
+        help="fine-tune ISO on the artefact-matched pair where both images' views are given",
+    )
     add_box_arguments(parser)
     add_rso_arguments(parser)
     parser.add_argument("--truth", help="ground-truth displacement field (ITK, fixed -> moving) for TRE")
     parser.add_argument("--reference", help="image to measure RMSE against (default: the fixed image)")
-    parser.add_argument("--mask", help="where whole-image and box metrics are measured, e.g. a body mask (default: everywhere)")
+    parser.add_argument(
+        "--mask",
+        help="where whole-image and box metrics are measured, e.g. a body mask (default: everywhere)",
+    )
     add_label_arguments(parser)
     parser.add_argument("--no-figure", action="store_true", help="skip report.png")
     parser.set_defaults(func=run)
 
 
 def add_label_arguments(parser) -> None:
-    parser.add_argument("--labels", metavar="LABELS",
-                        help="label map drawn on the moving image (NIfTI/NRRD/.seg.nrrd, whole numbers, 0 = background): "
-                        "carried onto the fixed image as labels_warped.nii.gz, with labels_report.json")
-    parser.add_argument("--labels-colors", metavar="FILE",
-                        help="names and colours of the labels: a colour table, one 'value name r g b a' line per label "
-                        "(default: the .seg.nrrd's segment names, else 'label N')")
-    parser.add_argument("--labels-reference", metavar="LABELS",
-                        help="the same labels drawn on the fixed image: Dice and HD95 of the carried labels in the report")
+    parser.add_argument(
+        "--labels",
+        metavar="LABELS",
+        help="label map drawn on the moving image (NIfTI/NRRD/.seg.nrrd, whole numbers, 0 = background): "
+        "carried onto the fixed image as labels_warped.nii.gz, with labels_report.json",
+    )
+    parser.add_argument(
+        "--labels-colors",
+        metavar="FILE",
+        help="names and colours of the labels: a colour table, one 'value name r g b a' line per label "
+        "(default: the .seg.nrrd's segment names, else 'label N')",
+    )
+    parser.add_argument(
+        "--labels-reference",
+        metavar="LABELS",
+        help="the same labels drawn on the fixed image: Dice and HD95 of the carried labels in the report",
+    )
 
 
 def add_box_arguments(parser) -> None:
-    parser.add_argument("--roi", type=number_list(6), action="append", default=[], metavar="R1,A1,S1,R2,A2,S2",
-                        help="box corners in RAS mm as Slicer shows them; repeatable, applied in order")
-    parser.add_argument("--roi-ijk", type=number_list(6, int), action="append", default=[], metavar="I1,J1,K1,I2,J2,K2",
-                        help="box in fixed-image voxel indices (both ends included); repeatable")
+    parser.add_argument(
+        "--roi",
+        type=number_list(6),
+        action="append",
+        default=[],
+        metavar="R1,A1,S1,R2,A2,S2",
+        help="box corners in RAS mm as Slicer shows them; repeatable, applied in order",
+    )
+    parser.add_argument(
+        "--roi-ijk",
+        type=number_list(6, int),
+        action="append",
+        default=[],
+        metavar="I1,J1,K1,I2,J2,K2",
+        help="box in fixed-image voxel indices (both ends included); repeatable",
+    )
 
 
 def add_rso_arguments(parser) -> None:
-    parser.add_argument("--rso", type=int, default=None, metavar="N",
-                        help=f"RSO iterations per box (default: {DEFAULT_NATIVE_ITERATIONS} in the native mode, "
-                        f"the paper's {PAPER_RSO_ITERATIONS} in the network modes)")
-    parser.add_argument("--rso-mode", choices=RSO_MODES, default=DEFAULT_RSO_MODE,
-                        help="native: a smooth correction at the fixed image's resolution in the box (the default); "
-                        "direct: the model-grid field in the box; crop: the network fine-tuned on a sub-volume around "
-                        "the box; full: on the whole image (the paper). native and direct need --compose local")
-    parser.add_argument("--compose", choices=COMPOSITIONS, default=DEFAULT_COMPOSITION,
-                        help="global: the fine-tuned field everywhere (the paper); local: the box only, blended")
-    parser.add_argument("--blend-margin", type=float, default=DEFAULT_BLEND_MARGIN_MM, metavar="MM",
-                        help="local blend margin (mm)")
-    native = parser.add_argument_group("native RSO (docs/architecture.md §4; the defaults were chosen on the "
-                                       "training anatomies, bench/README.md)")
-    native.add_argument("--rso-similarity", choices=NATIVE_SIMILARITIES, default=DEFAULT_RSO_SIMILARITY,
-                        help="what is compared in the box: MIND-SSC descriptors, local NCC, or squared differences")
-    native.add_argument("--rso-control-spacing", type=float, default=DEFAULT_RSO_CONTROL_SPACING_MM, metavar="MM",
-                        help="the correction's control-point spacing")
-    native.add_argument("--rso-smoothness", type=float, default=DEFAULT_RSO_SMOOTHNESS, metavar="W",
-                        help="diffusion weight on the correction (not on the field)")
-    native.add_argument("--rso-min-gain", type=float, default=DEFAULT_RSO_MIN_GAIN, metavar="F",
-                        help="the guard: decline a step that explains less than this fraction of the box's "
-                        "remaining difference (0: only a step that adds folding is declined)")
-    native.add_argument("--fixed-views", metavar="JSON",
-                        help="the projection views the fixed image was reconstructed from (a phase-binned CBCT; "
-                        "rso.core.reprojection): with --moving-views, native RSO compares the images artefact-matched")
+    parser.add_argument(
+        "--rso",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"RSO iterations per box (default: {DEFAULT_NATIVE_ITERATIONS} in the native mode, "
+        f"the paper's {PAPER_RSO_ITERATIONS} in the network modes)",
+    )
+    parser.add_argument(
+        "--rso-mode",
+        choices=RSO_MODES,
+        default=DEFAULT_RSO_MODE,
+        help="native: a smooth correction at the fixed image's resolution in the box (the default); "
+        "direct: the model-grid field in the box; crop: the network fine-tuned on a sub-volume around "
+        "the box; full: on the whole image (the paper). native and direct need --compose local",
+    )
+    parser.add_argument(
+        "--compose",
+        choices=COMPOSITIONS,
+        default=DEFAULT_COMPOSITION,
+        help="global: the fine-tuned field everywhere (the paper); local: the box only, blended",
+    )
+    parser.add_argument(
+        "--blend-margin",
+        type=float,
+        default=DEFAULT_BLEND_MARGIN_MM,
+        metavar="MM",
+        help="local blend margin (mm)",
+    )
+    native = parser.add_argument_group(
+        "native RSO (docs/architecture.md §4; the defaults were chosen on the "
+        "training anatomies, bench/README.md)"
+    )
+    native.add_argument(
+        "--rso-similarity",
+        choices=NATIVE_SIMILARITIES,
+        default=DEFAULT_RSO_SIMILARITY,
+        help="what is compared in the box: MIND-SSC descriptors, local NCC, or squared differences",
+    )
+    native.add_argument(
+        "--rso-control-spacing",
+        type=float,
+        default=DEFAULT_RSO_CONTROL_SPACING_MM,
+        metavar="MM",
+        help="the correction's control-point spacing",
+    )
+    native.add_argument(
+        "--rso-smoothness",
+        type=float,
+        default=DEFAULT_RSO_SMOOTHNESS,
+        metavar="W",
+        help="diffusion weight on the correction (not on the field)",
+    )
+    native.add_argument(
+        "--rso-min-gain",
+        type=float,
+        default=DEFAULT_RSO_MIN_GAIN,
+        metavar="F",
+        help="the guard: decline a step that explains less than this fraction of the box's "
+        "remaining difference (0: only a step that adds folding is declined)",
+    )
+    native.add_argument(
+        "--fixed-views",
+        metavar="JSON",
+        help="the projection views the fixed image was reconstructed from (a phase-binned CBCT; "
+        "rso.core.reprojection): with --moving-views, native RSO compares the images artefact-matched",
+    )
     native.add_argument("--moving-views", metavar="JSON", help="the moving image's projection views")
-    native.add_argument("--rso-match-artefacts", action=argparse.BooleanOptionalAction,
-                        default=DEFAULT_RSO_MATCH_ARTEFACTS,
-                        help="compare artefact-matched images where both images' views are given")
-    native.add_argument("--rso-earlier-starts", action=argparse.BooleanOptionalAction,
-                        default=DEFAULT_RSO_EARLIER_STARTS,
-                        help="return the box to an earlier state of the session (no registration, the general "
-                        "model, ...) where the images the current field was not fitted to prefer it (bench/README.md)")
+    native.add_argument(
+        "--rso-match-artefacts",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_RSO_MATCH_ARTEFACTS,
+        help="compare artefact-matched images where both images' views are given",
+    )
+    native.add_argument(
+        "--rso-earlier-starts",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_RSO_EARLIER_STARTS,
+        help="return the box to an earlier state of the session (no registration, the general "
+        "model, ...) where the images the current field was not fitted to prefer it (bench/README.md)",
+    )
 
 
 def rso_settings_from_args(args):
     from rso.core.session import RSOSettings
 
-    return RSOSettings(iterations=args.rso, mode=args.rso_mode, compose=args.compose, blend_margin_mm=args.blend_margin,
-                       similarity=args.rso_similarity, control_spacing_mm=args.rso_control_spacing,
-                       smoothness=args.rso_smoothness, min_gain=args.rso_min_gain,
-                       earlier_starts=args.rso_earlier_starts, match_artefacts=args.rso_match_artefacts)
+    return RSOSettings(
+        iterations=args.rso,
+        mode=args.rso_mode,
+        compose=args.compose,
+        blend_margin_mm=args.blend_margin,
+        similarity=args.rso_similarity,
+        control_spacing_mm=args.rso_control_spacing,
+        smoothness=args.rso_smoothness,
+        min_gain=args.rso_min_gain,
+        earlier_starts=args.rso_earlier_starts,
+        match_artefacts=args.rso_match_artefacts,
+    )
 
 
 def run(args) -> int:
@@ -108,12 +209,26 @@ def run(args) -> int:
     from rso.core.summary import format_table, summary_row
     from rso.core.workflow import RegisterJob, run_register_job
 
-    job = RegisterJob(fixed=args.fixed, moving=args.moving, out=args.out, engine=engine_from_args(args),
-                      iso=args.iso, iso_match_artefacts=args.iso_match_artefacts, boxes_ras=args.roi,
-                      boxes_ijk=args.roi_ijk, rso=rso_settings_from_args(args),
-                      truth=args.truth, reference=args.reference, mask=args.mask, figure=not args.no_figure,
-                      fixed_views=args.fixed_views, moving_views=args.moving_views,
-                      labels=args.labels, labels_colors=args.labels_colors, labels_reference=args.labels_reference)
+    job = RegisterJob(
+        fixed=args.fixed,
+        moving=args.moving,
+        out=args.out,
+        engine=engine_from_args(args),
+        iso=args.iso,
+        iso_match_artefacts=args.iso_match_artefacts,
+        boxes_ras=args.roi,
+        boxes_ijk=args.roi_ijk,
+        rso=rso_settings_from_args(args),
+        truth=args.truth,
+        reference=args.reference,
+        mask=args.mask,
+        figure=not args.no_figure,
+        fixed_views=args.fixed_views,
+        moving_views=args.moving_views,
+        labels=args.labels,
+        labels_colors=args.labels_colors,
+        labels_reference=args.labels_reference,
+    )
     with step_progress(not args.quiet) as progress:
         session, paths = run_register_job(job, progress=progress)
     print(format_table([summary_row(r) for r in session.history]))
@@ -123,7 +238,8 @@ def run(args) -> int:
 
 
 def labels_text(report: dict) -> str:
-    """'labels (ml, moving -> fixed): lungs 2792.2 -> 2881.5 (Dice 0.98, HD95 4.5 mm)' plus what is out of view."""
+    """'labels (ml, moving -> fixed): lungs 2792.2 -> 2881.5 (Dice 0.98, HD95 4.5 mm)' plus what is out
+    of view."""
     parts = []
     for row in report["labels"]:
         overlap = f" (Dice {row['dice']:.3f}, HD95 {row['hd95_mm']} mm)" if "dice" in row else ""

@@ -1,4 +1,5 @@
-"""``train``: the general model on simulated cases (paper Tables 2-3); ``torchrun ... -m rso.cli.train`` for DDP."""
+"""``train``: the general model on simulated cases (paper Tables 2-3); ``torchrun ... -m rso.cli.train``
+for DDP."""
 
 from __future__ import annotations
 
@@ -6,21 +7,34 @@ import sys
 
 from rso.cli.common import whole_numbers
 from rso.errors import InputError
-from rso.options import DEFAULT_DEVICE, DEFAULT_SEED, DEFAULT_SMOOTHNESS, DEVICES, PAPER_LEARNING_RATE, PRECISIONS
+from rso.options import (
+    DEFAULT_DEVICE,
+    DEFAULT_SEED,
+    DEFAULT_SMOOTHNESS,
+    DEVICES,
+    PAPER_LEARNING_RATE,
+    PRECISIONS,
+)
 
 
 def add_subcommand(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train the general model on simulated cases (paper Tables 2-3)")
+    parser = subparsers.add_parser(
+        "train", help="train the general model on simulated cases (paper Tables 2-3)"
+    )
     parser.add_argument("--data", nargs="+", required=True, help="case folders (from `simulate`)")
     parser.add_argument("--out", required=True, help="checkpoint to write (and resume from)")
     parser.add_argument("--iterations", type=int, required=True)
-    parser.add_argument("--grid", required=True, type=whole_numbers, help="Z,Y,X model grid (multiples of 16)")
+    parser.add_argument(
+        "--grid", required=True, type=whole_numbers, help="Z,Y,X model grid (multiples of 16)"
+    )
     parser.add_argument("--channels", type=whole_numbers, default=(16, 32, 64, 128, 256))
     parser.add_argument("--lr", type=float, default=PAPER_LEARNING_RATE)
     parser.add_argument("--smoothness", type=float, default=DEFAULT_SMOOTHNESS)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--device", choices=DEVICES, default=DEFAULT_DEVICE)
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default for training) or bf16")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32", help="fp32 (default for training) or bf16"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from --out")
     parser.add_argument("--checkpoint-every", type=int, default=200)
     parser.add_argument("--compact", help="also write fp16 weights without optimizer state here at the end")
@@ -34,10 +48,19 @@ def _run(args) -> int:
     if args.iterations < 1:
         raise InputError("--iterations must be >= 1")
     config = TrainConfig(
-        data=args.data, out=args.out, iterations=args.iterations,
-        grid=args.grid, channels=args.channels,
-        learning_rate=args.lr, loss=LossConfig(smoothness_weight=args.smoothness), seed=args.seed,
-        device=args.device, precision=args.precision, resume=args.resume, checkpoint_every=args.checkpoint_every, compact=args.compact,
+        data=args.data,
+        out=args.out,
+        iterations=args.iterations,
+        grid=args.grid,
+        channels=args.channels,
+        learning_rate=args.lr,
+        loss=LossConfig(smoothness_weight=args.smoothness),
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
+        compact=args.compact,
     )
     train(config)
     return 0

@@ -30,7 +30,7 @@ class VoxelBox:
     def shape(self) -> tuple[int, int, int]:
         return tuple(b - a for a, b in zip(self.lo, self.hi))
 
-    def expanded(self, by, shape) -> "VoxelBox":
+    def expanded(self, by, shape) -> VoxelBox:
         """Grown by ``by`` voxels per axis (scalar or (z, y, x)), clipped to a grid of ``shape``."""
         by = np.broadcast_to(np.asarray(by, int), (3,))
         lo = np.maximum(np.array(self.lo) - by, 0)
@@ -46,7 +46,7 @@ class VoxelBox:
         return {"lo": list(self.lo), "hi": list(self.hi)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "VoxelBox":
+    def from_dict(cls, data: dict) -> VoxelBox:
         return cls(tuple(data["lo"]), tuple(data["hi"]))
 
 
@@ -68,7 +68,7 @@ class RegionBox:
         return {"lps_min": list(self.lps_min), "lps_max": list(self.lps_max), "voxels": self.voxels.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RegionBox":
+    def from_dict(cls, data: dict) -> RegionBox:
         return cls(tuple(data["lps_min"]), tuple(data["lps_max"]), VoxelBox.from_dict(data["voxels"]))
 
 
@@ -78,7 +78,10 @@ def box_from_lps(grid: ModelGrid, corner_a, corner_b) -> RegionBox:
     if a.shape != (3,) or b.shape != (3,) or not np.isfinite([a, b]).all():
         raise InputError("a box needs two finite 3-D corners")
     if np.any(np.abs(b - a) <= 0):
-        raise InputError(f"box has zero size along an axis: corners {lps_to_ras(a).tolist()} and {lps_to_ras(b).tolist()} (RAS mm)")
+        raise InputError(
+            f"box has zero size along an axis: corners {lps_to_ras(a).tolist()} and "
+            f"{lps_to_ras(b).tolist()} (RAS mm)"
+        )
     return _box_around(grid, np.array(list(itertools.product(*zip(a, b)))))
 
 
@@ -120,5 +123,8 @@ def box_from_fixed_index(grid: ModelGrid, fixed: sitk.Image, ijk: list[float]) -
     if np.any(b < 0) or np.any(a > size - 1):
         raise InputError(f"index box {list(ijk)} lies outside the fixed image of size {tuple(size.tolist())}")
     # Voxel edges, so that the box covers the voxels it names; all 8 corners, for oblique images.
-    corners = [fixed.TransformContinuousIndexToPhysicalPoint([float(v) for v in c]) for c in itertools.product(*zip(a - 0.5, b + 0.5))]
+    corners = [
+        fixed.TransformContinuousIndexToPhysicalPoint([float(v) for v in c])
+        for c in itertools.product(*zip(a - 0.5, b + 0.5))
+    ]
     return _box_around(grid, np.array(corners))

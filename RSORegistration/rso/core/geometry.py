@@ -44,7 +44,7 @@ class ModelGrid:
     direction: tuple[float, ...]  # 9 numbers, row-major, ITK's
 
     @classmethod
-    def covering(cls, image: sitk.Image, shape) -> "ModelGrid":
+    def covering(cls, image: sitk.Image, shape) -> ModelGrid:
         """The grid with ``shape`` voxels whose outer box is exactly the image's outer box."""
         shape = check_grid_shape(shape)
         size_xyz = np.array(image.GetSize(), float)
@@ -53,16 +53,22 @@ class ModelGrid:
         # Voxel centres move by half the change of spacing so that the outer edges coincide.
         shift = direction @ ((spacing_xyz - np.array(image.GetSpacing())) / 2)
         origin = np.array(image.GetOrigin()) + shift
-        return cls(tuple(shape), tuple(spacing_xyz.tolist()), tuple(origin.tolist()), tuple(image.GetDirection()))
+        return cls(
+            tuple(shape), tuple(spacing_xyz.tolist()), tuple(origin.tolist()), tuple(image.GetDirection())
+        )
 
     @classmethod
-    def of_image(cls, image: sitk.Image) -> "ModelGrid":
+    def of_image(cls, image: sitk.Image) -> ModelGrid:
         """An image's own voxel grid (any size; not a network input grid)."""
-        return cls(tuple(int(n) for n in image.GetSize()[::-1]), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
-                   tuple(image.GetDirection()))
+        return cls(
+            tuple(int(n) for n in image.GetSize()[::-1]),
+            tuple(image.GetSpacing()),
+            tuple(image.GetOrigin()),
+            tuple(image.GetDirection()),
+        )
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelGrid":
+    def from_dict(cls, data: dict) -> ModelGrid:
         return cls(*(tuple(data[key]) for key in ("shape", "spacing", "origin", "direction")))
 
     def to_dict(self) -> dict:
@@ -82,7 +88,9 @@ class ModelGrid:
 
     def resample(self, image: sitk.Image, default: float = AIR_HU) -> np.ndarray:
         """An image's values on this grid (no transform: both live in the same physical space)."""
-        resampled = sitk.Resample(image, self.reference_image(), sitk.Transform(), sitk.sitkLinear, default, sitk.sitkFloat32)
+        resampled = sitk.Resample(
+            image, self.reference_image(), sitk.Transform(), sitk.sitkLinear, default, sitk.sitkFloat32
+        )
         return sitk.GetArrayFromImage(resampled)
 
     def resample_field(self, field: sitk.Image) -> np.ndarray:
@@ -126,7 +134,9 @@ class ModelGrid:
 def check_grid_shape(shape) -> tuple[int, int, int]:
     shape = tuple(int(n) for n in shape)
     if len(shape) != 3 or any(n < GRID_MULTIPLE or n % GRID_MULTIPLE for n in shape):
-        raise InputError(f"model grid {shape} must be three sizes (z, y, x), each a multiple of {GRID_MULTIPLE}")
+        raise InputError(
+            f"model grid {shape} must be three sizes (z, y, x), each a multiple of {GRID_MULTIPLE}"
+        )
     return shape
 
 

@@ -48,7 +48,9 @@ def _check_complete_gzip(path: Path, what: str) -> None:
             while stream.read(1 << 22):
                 pass
     except (EOFError, OSError, zlib.error) as exc:
-        raise InputError(f"{what} could not be read ({path}): the compressed file is truncated or corrupt ({exc})") from None
+        raise InputError(
+            f"{what} could not be read ({path}): the compressed file is truncated or corrupt ({exc})"
+        ) from None
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
@@ -68,16 +70,22 @@ def check_scalar_volume(image: sitk.Image, what: str) -> None:
     if image.GetDimension() != 3:
         raise InputError(f"{what} is {image.GetDimension()}-D; a 3-D volume is required")
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{what} has {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar volume is required")
+        raise InputError(
+            f"{what} has {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar volume is required"
+        )
     if min(image.GetSize()) < 2:
-        raise InputError(f"{what} has size {image.GetSize()}; a 3-D volume needs at least 2 voxels along each axis")
+        raise InputError(
+            f"{what} has size {image.GetSize()}; a 3-D volume needs at least 2 voxels along each axis"
+        )
     values = sitk.GetArrayViewFromImage(image)
     if not np.isfinite(values).all():
         bad = int((~np.isfinite(values)).sum())
         raise InputError(f"{what} has {bad} NaN or infinite voxels")
     low, high = float(values.min()), float(values.max())
     if low == high:
-        raise InputError(f"{what} is constant (every voxel is {low:g}): an image without contrast cannot be registered")
+        raise InputError(
+            f"{what} is constant (every voxel is {low:g}): an image without contrast cannot be registered"
+        )
 
 
 def check_ct_intensities(image: sitk.Image, what: str, allow_non_ct: bool = ALLOW_NON_CT) -> None:
@@ -91,10 +99,14 @@ def check_ct_intensities(image: sitk.Image, what: str, allow_non_ct: bool = ALLO
     low = float(values.min())
     if low < NON_CT_BELOW_HU:
         return
-    message = (f"{what} does not look like CT in Hounsfield units (values {low:g} to {float(values.max()):g}, "
-               f"nothing below {NON_CT_BELOW_HU:g}; air is -1000 HU): the model expects HU")
+    message = (
+        f"{what} does not look like CT in Hounsfield units (values {low:g} to {float(values.max()):g}, "
+        f"nothing below {NON_CT_BELOW_HU:g}; air is -1000 HU): the model expects HU"
+    )
     if not allow_non_ct:
-        raise InputError(f"{message}; rescale it to HU, or allow non-CT intensities (--allow-non-ct) to register it anyway")
+        raise InputError(
+            f"{message}; rescale it to HU, or allow non-CT intensities (--allow-non-ct) to register it anyway"
+        )
     log.warning("%s; registering it anyway, as asked", message)
 
 

@@ -13,7 +13,9 @@ from rso.options import DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS, SIMILARITIES
 
 REGULARIZERS = ("diffusion", "bending")
 LNCC_KERNEL = 7
-MIND_RADIUS = 2  # the patch MIND averages over; radius 2 resisted CBCT streaks better than 1 (bench/README.md)
+MIND_RADIUS = (
+    2  # the patch MIND averages over; radius 2 resisted CBCT streaks better than 1 (bench/README.md)
+)
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,12 @@ class RegistrationLoss(torch.nn.Module):
             fixed, warped = fixed[(..., *region)], warped[(..., *region)]
         if self.config.similarity == "mse":
             similarity = torch.mean((fixed - warped) ** 2)
-        elif self.config.similarity == "mind":  # descriptors of each image as it stands (warped, not warped features)
-            similarity = torch.mean((mind_ssc(fixed, radius=MIND_RADIUS) - mind_ssc(warped, radius=MIND_RADIUS)) ** 2)
+        elif (
+            self.config.similarity == "mind"
+        ):  # descriptors of each image as it stands (warped, not warped features)
+            similarity = torch.mean(
+                (mind_ssc(fixed, radius=MIND_RADIUS) - mind_ssc(warped, radius=MIND_RADIUS)) ** 2
+            )
         else:
             similarity = self.lncc(warped, fixed)
         if self.config.smoothness_weight == 0:

@@ -10,7 +10,7 @@ import numpy as np
 
 
 def rmse(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float | None:
-    diff = (np.asarray(a, np.float64) - np.asarray(b, np.float64))
+    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
     if mask is not None:
         diff = diff[mask]
     return float(np.sqrt(np.mean(diff**2))) if diff.size else None
@@ -40,12 +40,18 @@ def folding(field_mm: np.ndarray, index_to_lps: np.ndarray) -> dict:
     return {"folding_fraction": float(np.mean(det <= 0)), "jacobian_min": float(det.min())}
 
 
-def target_registration_error(field_mm: np.ndarray, truth_mm: np.ndarray, mask: np.ndarray | None = None) -> dict:
+def target_registration_error(
+    field_mm: np.ndarray, truth_mm: np.ndarray, mask: np.ndarray | None = None
+) -> dict:
     """Dense TRE: the distance between estimated and true fixed->moving positions at each voxel."""
     error = np.linalg.norm(field_mm.astype(np.float64) - truth_mm, axis=-1)
     if mask is not None:
         error = error[mask]
-    return {"mean": float(error.mean()), "median": float(np.median(error)), "p95": float(np.percentile(error, 95))}
+    return {
+        "mean": float(error.mean()),
+        "median": float(np.median(error)),
+        "p95": float(np.percentile(error, 95)),
+    }
 
 
 def largest_change_outside(old_mm: np.ndarray, new_mm: np.ndarray, inside: np.ndarray) -> float:
@@ -54,10 +60,18 @@ def largest_change_outside(old_mm: np.ndarray, new_mm: np.ndarray, inside: np.nd
     return float(change.max()) if change.size else 0.0
 
 
-def measure(field_mm: np.ndarray, warped_hu: np.ndarray, reference_hu: np.ndarray, index_to_lps: np.ndarray, *,
-            evaluation_mask: np.ndarray | None = None, box: np.ndarray | None = None,
-            truth_mm: np.ndarray | None = None, previous_mm: np.ndarray | None = None,
-            around_box: np.ndarray | None = None) -> dict:
+def measure(
+    field_mm: np.ndarray,
+    warped_hu: np.ndarray,
+    reference_hu: np.ndarray,
+    index_to_lps: np.ndarray,
+    *,
+    evaluation_mask: np.ndarray | None = None,
+    box: np.ndarray | None = None,
+    truth_mm: np.ndarray | None = None,
+    previous_mm: np.ndarray | None = None,
+    around_box: np.ndarray | None = None,
+) -> dict:
     """Every metric of one field on one grid, as the report, the bench and the viewers show them.
 
     Args:
@@ -82,13 +96,16 @@ def measure(field_mm: np.ndarray, warped_hu: np.ndarray, reference_hu: np.ndarra
         "rmse_hu": rmse(warped_hu, reference_hu, evaluation_mask),
         "rmse_hu_box": rmse(warped_hu, reference_hu, box) if box is not None else None,
         "rmse_hu_outside": rmse(warped_hu, reference_hu, outside) if box is not None else None,
-        "tre_mm": None, "tre_mm_box": None,
+        "tre_mm": None,
+        "tre_mm_box": None,
         **folding(field_mm, index_to_lps),
         "outside_change_mm": None,
     }
     if truth_mm is not None:
         metrics["tre_mm"] = target_registration_error(field_mm, truth_mm, evaluation_mask)
-        metrics["tre_mm_box"] = target_registration_error(field_mm, truth_mm, box) if box is not None else None
+        metrics["tre_mm_box"] = (
+            target_registration_error(field_mm, truth_mm, box) if box is not None else None
+        )
     if previous_mm is not None and around_box is not None:
         metrics["outside_change_mm"] = largest_change_outside(previous_mm, field_mm, around_box)
     return metrics

@@ -18,7 +18,9 @@ import torch.nn.functional as F
 # The six face neighbours of a voxel, as (dz, dy, dx) offsets.
 _NEIGHBOURS = ((-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1))
 # The 12 pairs of neighbours sqrt(2) apart (all pairs but the three opposite ones).
-PAIRS = tuple((a, b) for a, b in itertools.combinations(_NEIGHBOURS, 2) if sum(x != y for x, y in zip(a, b)) == 2)
+PAIRS = tuple(
+    (a, b) for a, b in itertools.combinations(_NEIGHBOURS, 2) if sum(x != y for x, y in zip(a, b)) == 2
+)
 CHANNELS = len(PAIRS)
 
 
@@ -43,8 +45,13 @@ def mind_ssc(image: torch.Tensor, radius: int = 1, dilation: int = 2) -> torch.T
         raise ValueError(f"mind_ssc expects (B, 1, D, H, W), got {tuple(image.shape)}")
     shape = image.shape[2:]
     padded = F.pad(image, [dilation] * 6, mode="replicate")
-    squared = torch.cat([(_shifted(padded, a, dilation, shape) - _shifted(padded, b, dilation, shape)) ** 2
-                         for a, b in PAIRS], dim=1)
+    squared = torch.cat(
+        [
+            (_shifted(padded, a, dilation, shape) - _shifted(padded, b, dilation, shape)) ** 2
+            for a, b in PAIRS
+        ],
+        dim=1,
+    )
     size = 2 * radius + 1
     ssd = F.avg_pool3d(F.pad(squared, [radius] * 6, mode="replicate"), size, stride=1)
     ssd = ssd - ssd.min(dim=1, keepdim=True).values

@@ -17,9 +17,9 @@ import torch
 from monai.networks.blocks import Warp
 from monai.networks.nets import UNet
 
+from rso.core.imageio import write_bytes_atomically
 from rso.errors import InputError
 from rso.options import DEVICES, PRECISIONS
-from rso.core.imageio import write_bytes_atomically
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,13 @@ class ModelConfig:
     grid: tuple[int, int, int] = DEFAULT_GRID  # (z, y, x) the model was trained at
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
+    def from_dict(cls, data: dict) -> ModelConfig:
         return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
 
     def to_dict(self) -> dict:
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        return {
+            key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()
+        }
 
 
 class RegistrationNet(torch.nn.Module):
@@ -53,7 +55,9 @@ class RegistrationNet(torch.nn.Module):
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()
         if len(config.strides) != len(config.channels) - 1:
-            raise InputError(f"model config needs one stride fewer than channels: {config.channels}, {config.strides}")
+            raise InputError(
+                f"model config needs one stride fewer than channels: {config.channels}, {config.strides}"
+            )
         self.config = config
         self.unet = UNet(
             spatial_dims=3,
@@ -75,9 +79,12 @@ class RegistrationNet(torch.nn.Module):
     channels_last = CHANNELS_LAST_ON_CPU
 
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
-        """(B, 1, Z, Y, X) fixed and moving (normalised) -> (B, 3, Z, Y, X) displacement in voxels (dz, dy, dx)."""
+        """(B, 1, Z, Y, X) fixed and moving (normalised) -> (B, 3, Z, Y, X) displacement in voxels
+        (dz, dy, dx)."""
         if fixed.shape != moving.shape or fixed.dim() != 5 or fixed.shape[1] != 1:
-            raise ValueError(f"fixed {tuple(fixed.shape)} and moving {tuple(moving.shape)} must both be (B, 1, Z, Y, X)")
+            raise ValueError(
+                f"fixed {tuple(fixed.shape)} and moving {tuple(moving.shape)} must both be (B, 1, Z, Y, X)"
+            )
         pair = torch.cat([fixed, moving], dim=1)
         if self.channels_last and pair.device.type == "cpu":
             pair = pair.contiguous(memory_format=torch.channels_last_3d)
@@ -142,7 +149,9 @@ def parameter_count(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def save_checkpoint(net: RegistrationNet, path: str | os.PathLike, dtype: torch.dtype | None = None, **extra) -> Path:
+def save_checkpoint(
+    net: RegistrationNet, path: str | os.PathLike, dtype: torch.dtype | None = None, **extra
+) -> Path:
     """Write weights with their configuration (and any training state in ``extra``) atomically.
 
     ``dtype=torch.float16`` halves a shipped model; loading always gives float32 weights.
@@ -174,7 +183,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[RegistrationNet, dict]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
-        raise InputError(f"model checkpoint {path.name} is corrupt or not a torch file ({type(exc).__name__})") from None
+        raise InputError(
+            f"model checkpoint {path.name} is corrupt or not a torch file ({type(exc).__name__})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path.name} is not an RSORegistration checkpoint (no model configuration in it)")
     try:
@@ -198,7 +209,9 @@ def _load_matching(net: RegistrationNet, state: dict, name: str) -> None:
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped))
             if keys
         )
-        raise InputError(f"checkpoint {name} does not match its declared architecture {net.config.channels} ({detail})")
+        raise InputError(
+            f"checkpoint {name} does not match its declared architecture {net.config.channels} ({detail})"
+        )
     net.load_state_dict(state)
 
 
@@ -208,7 +221,9 @@ def bundled_model_path() -> Path | None:
     return Path(str(candidate)) if candidate.is_file() else None
 
 
-def build_model(checkpoint: str | os.PathLike | None, config: ModelConfig | None = None) -> tuple[RegistrationNet, str]:
+def build_model(
+    checkpoint: str | os.PathLike | None, config: ModelConfig | None = None
+) -> tuple[RegistrationNet, str]:
     """The network to start from and a one-line description of where it came from.
 
     An explicit checkpoint wins; then an explicit config (an untrained network of that shape);
@@ -220,5 +235,8 @@ def build_model(checkpoint: str | os.PathLike | None, config: ModelConfig | None
     if config is None and (bundled := bundled_model_path()) is not None:
         net, _ = load_checkpoint(bundled)
         return net, "bundled general model"
-    log.warning("no trained general model given or bundled: using an untrained network (the general step gives ~identity)")
+    log.warning(
+        "no trained general model given or bundled: using an untrained network "
+        "(the general step gives ~identity)"
+    )
     return RegistrationNet(config or ModelConfig()), "untrained network"

@@ -9,16 +9,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 
-from rso.errors import Cancelled, Diverged
 from rso.core.boxes import VoxelBox
 from rso.core.geometry import GRID_MULTIPLE
 from rso.core.losses import RegistrationLoss
+from rso.errors import Cancelled, Diverged
 from rso.options import PAPER_LEARNING_RATE
 
 log = logging.getLogger(__name__)
@@ -81,11 +81,24 @@ def fine_tune(
     """
     optimizer = torch.optim.Adam(net.parameters(), lr=learning_rate)
     net.train()
-    return _optimise(optimizer, lambda: net(fixed, moving), fixed, moving, net.warp, loss_fn, region, iterations,
-                     step, progress, cancel)
+    return _optimise(
+        optimizer,
+        lambda: net(fixed, moving),
+        fixed,
+        moving,
+        net.warp,
+        loss_fn,
+        region,
+        iterations,
+        step,
+        progress,
+        cancel,
+    )
 
 
-def _optimise(optimizer, displacement_of, fixed, moving, warp, loss_fn, region, iterations, step, progress, cancel):
+def _optimise(
+    optimizer, displacement_of, fixed, moving, warp, loss_fn, region, iterations, step, progress, cancel
+):
     """ISO, RSO and direct-field steps: the registration loss of the warped moving image."""
 
     def loss() -> torch.Tensor:
@@ -95,8 +108,14 @@ def _optimise(optimizer, displacement_of, fixed, moving, warp, loss_fn, region, 
     return run_iterations(optimizer, loss, iterations, step, progress, cancel)
 
 
-def run_iterations(optimizer: torch.optim.Optimizer, loss_of: Callable[[], torch.Tensor], iterations: int,
-                   step: str, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> list[float]:
+def run_iterations(
+    optimizer: torch.optim.Optimizer,
+    loss_of: Callable[[], torch.Tensor],
+    iterations: int,
+    step: str,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> list[float]:
     """The loop every optimisation shares: loss, step, progress with ETA, cancel between iterations.
 
     Returns the loss per iteration. Raises Diverged on a non-finite loss and Cancelled when asked.
@@ -109,8 +128,10 @@ def run_iterations(optimizer: torch.optim.Optimizer, loss_of: Callable[[], torch
         optimizer.zero_grad(set_to_none=True)
         loss = loss_of()
         if not torch.isfinite(loss):
-            raise Diverged(f"{step.upper()} diverged at iteration {iteration} (non-finite loss); the session is "
-                           "unchanged: try fp32 precision or a lower learning rate")
+            raise Diverged(
+                f"{step.upper()} diverged at iteration {iteration} (non-finite loss); the session is "
+                "unchanged: try fp32 precision or a lower learning rate"
+            )
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
@@ -147,9 +168,13 @@ def optimise_field(
     optimizer = torch.optim.Adam([update], lr=learning_rate)
 
     def current() -> torch.Tensor:
-        return field + torch.nn.functional.interpolate(update, size=field.shape[2:], mode="trilinear", align_corners=True)
+        return field + torch.nn.functional.interpolate(
+            update, size=field.shape[2:], mode="trilinear", align_corners=True
+        )
 
-    losses = _optimise(optimizer, current, fixed, moving, warp, loss_fn, region, iterations, "rso", progress, cancel)
+    losses = _optimise(
+        optimizer, current, fixed, moving, warp, loss_fn, region, iterations, "rso", progress, cancel
+    )
     with torch.no_grad():
         return current(), losses
 

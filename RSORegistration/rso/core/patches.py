@@ -25,13 +25,20 @@ class FieldPatch:
 
     def __post_init__(self):
         if self.delta_mm.shape != (*self.grid.shape, 3):
-            raise ValueError(f"patch of shape {self.delta_mm.shape} does not match its grid {self.grid.shape}")
+            raise ValueError(
+                f"patch of shape {self.delta_mm.shape} does not match its grid {self.grid.shape}"
+            )
 
     def sample(self, points_lps: np.ndarray) -> np.ndarray:
         """The correction (N, 3) LPS mm at LPS points (N, 3): trilinear, zero outside the window."""
         index = self.grid.lps_to_index(points_lps).T  # (3, N), array order (z, y, x)
-        return np.stack([map_coordinates(self.delta_mm[..., c], index, order=1, mode="constant", cval=0.0)
-                         for c in range(3)], axis=-1).astype(np.float32)
+        return np.stack(
+            [
+                map_coordinates(self.delta_mm[..., c], index, order=1, mode="constant", cval=0.0)
+                for c in range(3)
+            ],
+            axis=-1,
+        ).astype(np.float32)
 
     def on_grid(self, grid: ModelGrid) -> tuple[tuple[slice, ...], np.ndarray]:
         """The correction at the voxel centres of ``grid`` where it can be non-zero.
@@ -39,8 +46,9 @@ class FieldPatch:
         Returns the slices of ``grid`` that cover the window and the (z, y, x, 3) LPS-mm values
         there; everywhere else on ``grid`` the correction is zero.
         """
-        corners = self.grid.index_to_lps_points(np.array(np.meshgrid(*[(-1, n) for n in self.grid.shape],
-                                                                     indexing="ij")).reshape(3, -1).T)
+        corners = self.grid.index_to_lps_points(
+            np.array(np.meshgrid(*[(-1, n) for n in self.grid.shape], indexing="ij")).reshape(3, -1).T
+        )
         index = grid.lps_to_index(corners)
         lo = np.clip(np.floor(index.min(axis=0)).astype(int), 0, grid.shape)
         hi = np.clip(np.ceil(index.max(axis=0)).astype(int) + 1, 0, grid.shape)
@@ -51,13 +59,22 @@ class FieldPatch:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         g = self.grid
-        return {"shape": np.array(g.shape), "spacing": np.array(g.spacing), "origin": np.array(g.origin),
-                "direction": np.array(g.direction), "delta_mm": self.delta_mm}
+        return {
+            "shape": np.array(g.shape),
+            "spacing": np.array(g.spacing),
+            "origin": np.array(g.origin),
+            "direction": np.array(g.direction),
+            "delta_mm": self.delta_mm,
+        }
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "FieldPatch":
-        grid = ModelGrid(tuple(int(n) for n in arrays["shape"]), tuple(map(float, arrays["spacing"])),
-                         tuple(map(float, arrays["origin"])), tuple(map(float, arrays["direction"])))
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> FieldPatch:
+        grid = ModelGrid(
+            tuple(int(n) for n in arrays["shape"]),
+            tuple(map(float, arrays["spacing"])),
+            tuple(map(float, arrays["origin"])),
+            tuple(map(float, arrays["direction"])),
+        )
         return cls(grid, arrays["delta_mm"].astype(np.float32))
 
 

@@ -46,7 +46,7 @@ def jacobian_map(field: sitk.Image) -> sitk.Image:
         stop = min(start + rows, depth)
         # One slice of halo each side: central differences inside a slab equal those of the whole.
         lo, hi = max(start - 1, 0), min(stop + 1, depth)
-        det[start:stop] = jacobian_determinant(vectors[lo:hi], index_to_lps)[start - lo:stop - lo]
+        det[start:stop] = jacobian_determinant(vectors[lo:hi], index_to_lps)[start - lo : stop - lo]
     return _image_like(det, field)
 
 
@@ -70,9 +70,15 @@ def jacobian_summary(jacobian: sitk.Image, region: tuple[slice, ...] | None = No
     det = det[region] if region is not None else det
     folded = int((det <= 0).sum())
     voxel_ml = float(np.prod(jacobian.GetSpacing())) / 1000.0
-    return {"jacobian_min": float(det.min()), "jacobian_max": float(det.max()),
-            "jacobian_p1": float(np.percentile(det, 1)), "jacobian_p99": float(np.percentile(det, 99)),
-            "folding_voxels": folded, "folding_fraction": folded / det.size, "folding_ml": folded * voxel_ml}
+    return {
+        "jacobian_min": float(det.min()),
+        "jacobian_max": float(det.max()),
+        "jacobian_p1": float(np.percentile(det, 1)),
+        "jacobian_p99": float(np.percentile(det, 99)),
+        "folding_voxels": folded,
+        "folding_fraction": folded / det.size,
+        "folding_ml": folded * voxel_ml,
+    }
 
 
 def box_summaries(history, jacobian: sitk.Image, change: sitk.Image | None = None) -> list[dict]:
@@ -91,9 +97,14 @@ def box_summaries(history, jacobian: sitk.Image, change: sitk.Image | None = Non
             continue
         region = box_from_lps(grid, record.box.lps_min, record.box.lps_max).voxels.slices
         metrics = record.metrics
-        summary = {"step": number, "box_ras": record.box.ras_corners, "rmse_hu_box": metrics.get("rmse_hu_box"),
-                   "tre_mm_box": (metrics.get("tre_mm_box") or {}).get("mean"),
-                   "outside_change_mm": metrics.get("outside_change_mm"), **jacobian_summary(jacobian, region)}
+        summary = {
+            "step": number,
+            "box_ras": record.box.ras_corners,
+            "rmse_hu_box": metrics.get("rmse_hu_box"),
+            "tre_mm_box": (metrics.get("tre_mm_box") or {}).get("mean"),
+            "outside_change_mm": metrics.get("outside_change_mm"),
+            **jacobian_summary(jacobian, region),
+        }
         if change is not None:
             summary["last_step_change_mm_max"] = float(sitk.GetArrayViewFromImage(change)[region].max())
         summaries.append(summary)

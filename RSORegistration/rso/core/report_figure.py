@@ -36,7 +36,14 @@ def report_figure(session, path: str | Path) -> Path:
             plane = volume.take(centre[axis], axis=axis)
             aspect = spacing[1] / spacing[2] if axis == 0 else spacing[0] / spacing[2]
             ax = axes[row, column]
-            ax.imshow(plane, cmap=cmap, vmin=window[0], vmax=window[1], aspect=aspect, origin="lower" if axis == 1 else "upper")
+            ax.imshow(
+                plane,
+                cmap=cmap,
+                vmin=window[0],
+                vmax=window[1],
+                aspect=aspect,
+                origin="lower" if axis == 1 else "upper",
+            )
             ax.set_title(f"{title} ({'axial' if axis == 0 else 'coronal'})", fontsize=9)
             ax.axis("off")
             if box is not None:
@@ -49,7 +56,9 @@ def report_figure(session, path: str | Path) -> Path:
 
 def _outline(ax, voxels, axis: int) -> None:
     (y0, y1), (x0, x1) = [(voxels.lo[a], voxels.hi[a]) for a in range(3) if a != axis]
-    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="red", linewidth=1.2))
+    ax.add_patch(
+        Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="red", linewidth=1.2)
+    )
 
 
 def _loss_panel(ax, history) -> None:

@@ -54,11 +54,13 @@ class Views:
         return {"geometry": self.geometry, "directions_deg": [float(d) for d in self.directions_deg]}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Views":
+    def from_dict(cls, data: dict) -> Views:
         try:
             return cls(tuple(float(d) for d in data["directions_deg"]), data.get("geometry", GEOMETRY))
         except (KeyError, TypeError, ValueError) as error:
-            raise InputError(f"views: expected {{'geometry': ..., 'directions_deg': [...]}} ({error})") from None
+            raise InputError(
+                f"views: expected {{'geometry': ..., 'directions_deg': [...]}} ({error})"
+            ) from None
 
 
 def read_views(path: str | Path) -> Views:
@@ -79,7 +81,9 @@ def views_pair(fixed_views: Views | None, moving_views: Views | None) -> tuple[V
     return (fixed_views, moving_views) if fixed_views is not None else None
 
 
-def fbp_slices(attenuation: np.ndarray, directions_deg, sinogram_hook=None, filter_name: str = FILTER) -> np.ndarray:
+def fbp_slices(
+    attenuation: np.ndarray, directions_deg, sinogram_hook=None, filter_name: str = FILTER
+) -> np.ndarray:
     """Project every axial slice along ``directions_deg`` and reconstruct it by filtered back-projection.
 
     Args:
@@ -124,15 +128,18 @@ def reproject(image: sitk.Image, views: Views, clip_below_air: bool = True) -> s
     clinical-preset boxes better than a linear one (``clip_below_air=False``; bench/README.md).
     """
     pixel_mm = image.GetSpacing()[0]
-    attenuation = hu_to_attenuation(sitk.GetArrayFromImage(image).astype(np.float32), pixel_mm, clip_below_air)
+    attenuation = hu_to_attenuation(
+        sitk.GetArrayFromImage(image).astype(np.float32), pixel_mm, clip_below_air
+    )
     reconstructed = fbp_slices(attenuation, views.directions_deg)
     out = sitk.GetImageFromArray(attenuation_to_hu(reconstructed, pixel_mm).astype(np.float32))
     out.CopyInformation(image)
     return out
 
 
-def match_artefacts(fixed: sitk.Image, moving: sitk.Image, fixed_views: Views, moving_views: Views
-                    ) -> tuple[sitk.Image, sitk.Image]:
+def match_artefacts(
+    fixed: sitk.Image, moving: sitk.Image, fixed_views: Views, moving_views: Views
+) -> tuple[sitk.Image, sitk.Image]:
     """The fixed image seen through the moving image's views, and the moving image through the fixed's.
 
     Both then carry the point-spread function of both view sets: what a similarity compares between
@@ -163,4 +170,4 @@ def _pad_square(plane: np.ndarray, side: int) -> np.ndarray:
 
 def _crop_center(square: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     before = [(square.shape[i] - shape[i]) // 2 for i in range(2)]
-    return square[before[0]:before[0] + shape[0], before[1]:before[1] + shape[1]]
+    return square[before[0] : before[0] + shape[0], before[1] : before[1] + shape[1]]

@@ -1,4 +1,5 @@
-"""Results at the fixed image's native resolution: images, quality maps, carried labels, the report, its figure.
+"""Results at the fixed image's native resolution: images, quality maps, carried labels, the report, its
+figure.
 
 The displacement field written here maps fixed points to moving points in LPS millimetres (an
 ITK displacement field), so ITK and Slicer apply it as the transform that aligns the moving
@@ -16,12 +17,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from rso import __version__
-from rso.errors import InputError
 from rso.core.geometry import AIR_HU, ModelGrid, upsample_field
 from rso.core.imageio import write_bytes_atomically, write_displacement_field, write_image
 from rso.core.labels import LabelInput, check_labels_on, write_propagated
 from rso.core.patches import add_patches
 from rso.core.quality import box_summaries, change_map, folding_map, jacobian_map, jacobian_summary
+from rso.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ def last_step_change(session) -> sitk.Image:
 
 
 def _on_fixed_grid(session, field_voxels: np.ndarray, patches=(), removed_patches=()) -> sitk.Image:
-    """A (3, z, y, x) model-grid field upsampled to the fixed grid, plus ``patches``, minus ``removed_patches``."""
+    """A (3, z, y, x) model-grid field upsampled to the fixed grid, plus ``patches``, minus
+    ``removed_patches``."""
     coarse = upsample_field(session.grid.field_image(session.grid.voxels_to_mm(field_voxels)), session.fixed)
     if not patches and not removed_patches:
         return coarse
@@ -70,7 +72,8 @@ def warp_native(moving: sitk.Image, field: sitk.Image, reference: sitk.Image) ->
 
 
 def rewarp(session) -> tuple[sitk.Image, sitk.Image, sitk.Image]:
-    """What the clinician waits for after a step: the native-resolution field, warped and difference images."""
+    """What the clinician waits for after a step: the native-resolution field, warped and difference
+    images."""
     field = native_field(session)
     warped = warp_native(session.moving, field, session.fixed)
     return field, warped, sitk.Subtract(warped, sitk.Cast(session.fixed, sitk.sitkFloat32))
@@ -98,15 +101,22 @@ def write_quality_maps(session, field: sitk.Image, out_dir: Path) -> tuple[dict[
     and quality.json (det J statistics, folding, and a summary per RSO box)."""
     jacobian = jacobian_map(field)
     change = change_map(last_step_change(session)) if session.history else None
-    quality = {"field": jacobian_summary(jacobian), "boxes": box_summaries(session.history, jacobian, change),
-               "last_step": _last_step(session, change)}
-    paths = {"jacobian": write_image(jacobian, out_dir / "jacobian.nii.gz"),
-             "folding": write_image(folding_map(jacobian), out_dir / "folding.nii.gz")}
+    quality = {
+        "field": jacobian_summary(jacobian),
+        "boxes": box_summaries(session.history, jacobian, change),
+        "last_step": _last_step(session, change),
+    }
+    paths = {
+        "jacobian": write_image(jacobian, out_dir / "jacobian.nii.gz"),
+        "folding": write_image(folding_map(jacobian), out_dir / "folding.nii.gz"),
+    }
     if change is not None:
         paths["change"] = write_image(change, out_dir / "change.nii.gz")
     else:  # no step (all undone): a change map left from before would describe a step that is gone
         (out_dir / "change.nii.gz").unlink(missing_ok=True)
-    paths["quality"] = write_bytes_atomically(json.dumps(quality, indent=1).encode(), out_dir / "quality.json")
+    paths["quality"] = write_bytes_atomically(
+        json.dumps(quality, indent=1).encode(), out_dir / "quality.json"
+    )
     return paths, quality, jacobian
 
 
@@ -114,9 +124,13 @@ def _last_step(session, change: sitk.Image | None) -> dict | None:
     if change is None:
         return None
     values = sitk.GetArrayViewFromImage(change)
-    return {"step": len(session.history), "kind": session.history[-1].kind, "change_mm_max": float(values.max()),
-            "changed_ml": float((values > CHANGED_MM).sum()) * float(np.prod(change.GetSpacing())) / 1000.0,
-            "changed_threshold_mm": CHANGED_MM}
+    return {
+        "step": len(session.history),
+        "kind": session.history[-1].kind,
+        "change_mm_max": float(values.max()),
+        "changed_ml": float((values > CHANGED_MM).sum()) * float(np.prod(change.GetSpacing())) / 1000.0,
+        "changed_threshold_mm": CHANGED_MM,
+    }
 
 
 def check_output_folder(out_dir: str | Path) -> Path:
@@ -126,7 +140,9 @@ def check_output_folder(out_dir: str | Path) -> Path:
     return out_dir
 
 
-def write_results(session, out_dir: str | Path, figure: bool = True, labels: LabelInput | None = None) -> dict[str, Path]:
+def write_results(
+    session, out_dir: str | Path, figure: bool = True, labels: LabelInput | None = None
+) -> dict[str, Path]:
     """Write warped, displacement, difference, the quality maps, report.json and report.png into ``out_dir``.
 
     With ``labels`` (drawn on the moving image) also labels_warped.nii.gz, labels_colors.txt and
@@ -161,7 +177,11 @@ def build_report(session) -> dict:
     return {
         "tool": "rso-registration",
         "version": __version__,
-        "machine": {"python": platform.python_version(), "platform": platform.platform(), "device": str(session.device)},
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "device": str(session.device),
+        },
         "model": {"source": session.model_source, "config": session.net.config.to_dict()},
         "grid": session.grid.to_dict(),
         "seed": session.seed,

@@ -13,11 +13,25 @@ from datetime import datetime, timezone
 
 from rso.core.boxes import RegionBox
 from rso.errors import InputError
-from rso.options import (COMPOSITIONS, DEFAULT_BLEND_MARGIN_MM, DEFAULT_COMPOSITION, DEFAULT_NATIVE_ITERATIONS,
-                         DEFAULT_RSO_CONTROL_SPACING_MM, DEFAULT_RSO_EARLIER_STARTS, DEFAULT_RSO_MATCH_ARTEFACTS,
-                         DEFAULT_RSO_MIN_GAIN, DEFAULT_RSO_MODE, DEFAULT_RSO_PRESMOOTH_MM, DEFAULT_RSO_SIMILARITY,
-                         DEFAULT_RSO_SMOOTHNESS, DEFAULT_RSO_STEP_MM, NATIVE_SIMILARITIES, PAPER_LEARNING_RATE,
-                         PAPER_RSO_ITERATIONS, RSO_MODES)
+from rso.options import (
+    COMPOSITIONS,
+    DEFAULT_BLEND_MARGIN_MM,
+    DEFAULT_COMPOSITION,
+    DEFAULT_NATIVE_ITERATIONS,
+    DEFAULT_RSO_CONTROL_SPACING_MM,
+    DEFAULT_RSO_EARLIER_STARTS,
+    DEFAULT_RSO_MATCH_ARTEFACTS,
+    DEFAULT_RSO_MIN_GAIN,
+    DEFAULT_RSO_MODE,
+    DEFAULT_RSO_PRESMOOTH_MM,
+    DEFAULT_RSO_SIMILARITY,
+    DEFAULT_RSO_SMOOTHNESS,
+    DEFAULT_RSO_STEP_MM,
+    NATIVE_SIMILARITIES,
+    PAPER_LEARNING_RATE,
+    PAPER_RSO_ITERATIONS,
+    RSO_MODES,
+)
 
 FIELD_MODES = ("native", "direct")  # modes that change only the field in the box (the network stays)
 
@@ -26,7 +40,9 @@ FIELD_MODES = ("native", "direct")  # modes that change only the field in the bo
 class RSOSettings:
     """How an RSO step runs: which mode, how long, how its field is merged, and the native mode's knobs."""
 
-    iterations: int | None = None  # None: the mode's own default (native: a few dozen; network modes: the paper's 400)
+    iterations: int | None = (
+        None  # None: the mode's own default (native: a few dozen; network modes: the paper's 400)
+    )
     mode: str = DEFAULT_RSO_MODE
     # "global" (the paper) keeps the fine-tuned network's field everywhere, "local" only in the box.
     compose: str = DEFAULT_COMPOSITION
@@ -36,10 +52,13 @@ class RSOSettings:
     control_spacing_mm: float = DEFAULT_RSO_CONTROL_SPACING_MM  # native: the correction's control grid
     smoothness: float = DEFAULT_RSO_SMOOTHNESS  # native: diffusion weight on the correction
     step_mm: float = DEFAULT_RSO_STEP_MM  # native: Adam's step on the correction, in mm
-    min_gain: float = DEFAULT_RSO_MIN_GAIN  # native: the guard's threshold (0: accept every finite, unfolded step)
+    min_gain: float = (
+        DEFAULT_RSO_MIN_GAIN  # native: the guard's threshold (0: accept every finite, unfolded step)
+    )
     presmooth_mm: float = DEFAULT_RSO_PRESMOOTH_MM  # native: Gaussian sigma on both images before comparing
     earlier_starts: bool = DEFAULT_RSO_EARLIER_STARTS  # native: may return the box to an earlier state
-    # native: where both images' projection views are known, compare them artefact-matched (rso.core.reprojection)
+    # native: where both images' projection views are known, compare them artefact-matched
+    # (rso.core.reprojection)
     match_artefacts: bool = DEFAULT_RSO_MATCH_ARTEFACTS
 
     def __post_init__(self):
@@ -48,8 +67,10 @@ class RSOSettings:
         if self.compose not in COMPOSITIONS:
             raise InputError(f"composition must be one of {COMPOSITIONS}, not {self.compose!r}")
         if self.mode in FIELD_MODES and self.compose != "local":
-            raise InputError(f"the {self.mode} mode changes only the box: use composition local, or mode full or "
-                             "crop for global")
+            raise InputError(
+                f"the {self.mode} mode changes only the box: use composition local, or mode full or "
+                "crop for global"
+            )
         if self.iterations is None:
             self.iterations = DEFAULT_NATIVE_ITERATIONS if self.mode == "native" else PAPER_RSO_ITERATIONS
         check_iterations(self.iterations)
@@ -98,7 +119,16 @@ class StepRecord:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "StepRecord":
+    def from_dict(cls, data: dict) -> StepRecord:
         box = RegionBox.from_dict(data["box"]) if data.get("box") else None
-        return cls(data["kind"], data["params"], data["loss"], data["seconds"], data["metrics"], box, data["finished"],
-                   data.get("declined"), data.get("guard"))
+        return cls(
+            data["kind"],
+            data["params"],
+            data["loss"],
+            data["seconds"],
+            data["metrics"],
+            box,
+            data["finished"],
+            data.get("declined"),
+            data.get("guard"),
+        )

@@ -22,8 +22,13 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from rso.core.imageio import (read_displacement_field, read_image, write_bytes_atomically,
-                              write_displacement_field, write_image)
+from rso.core.imageio import (
+    read_displacement_field,
+    read_image,
+    write_bytes_atomically,
+    write_displacement_field,
+    write_image,
+)
 from rso.core.patches import FieldPatch
 from rso.errors import InputError
 
@@ -63,7 +68,7 @@ class SessionStore:
         self.folder = Path(folder)
 
     @classmethod
-    def create(cls, folder: str | Path) -> "SessionStore":
+    def create(cls, folder: str | Path) -> SessionStore:
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
             raise InputError(f"session folder {folder} is a file")
@@ -84,20 +89,28 @@ class SessionStore:
         tmp.mkdir(parents=True)
         np.save(tmp / "field.npy", state.field)
         if state.patches:
-            np.savez(tmp / "patches.npz", **{f"{i}_{k}": v for i, p in enumerate(state.patches)
-                                            for k, v in p.to_arrays().items()})
+            np.savez(
+                tmp / "patches.npz",
+                **{f"{i}_{k}": v for i, p in enumerate(state.patches) for k, v in p.to_arrays().items()},
+            )
         if state.weights_from == index:
             import torch  # here, not at file scope: viewers read a folder's inputs without torch
 
             torch.save(state.weights, tmp / "weights.pt")
-        (tmp / "state.json").write_text(json.dumps({"weights_from": state.weights_from, "patches": len(state.patches)}))
+        (tmp / "state.json").write_text(
+            json.dumps({"weights_from": state.weights_from, "patches": len(state.patches)})
+        )
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
 
     def load_state(self, index: int) -> SessionState:
         folder = self.state_folder(index)
         meta_path = folder / "state.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"weights_from": index, "patches": 0}
+        meta = (
+            json.loads(meta_path.read_text())
+            if meta_path.is_file()
+            else {"weights_from": index, "patches": 0}
+        )
         source = self.state_folder(meta["weights_from"]) / "weights.pt"
         import torch
 
@@ -105,9 +118,12 @@ class SessionStore:
         patches = ()
         if meta["patches"]:
             with np.load(folder / "patches.npz") as stored:
-                patches = tuple(FieldPatch.from_arrays({k.split("_", 1)[1]: stored[k] for k in stored.files
-                                                        if k.split("_", 1)[0] == str(i)})
-                                for i in range(meta["patches"]))
+                patches = tuple(
+                    FieldPatch.from_arrays(
+                        {k.split("_", 1)[1]: stored[k] for k in stored.files if k.split("_", 1)[0] == str(i)}
+                    )
+                    for i in range(meta["patches"])
+                )
         return SessionState(np.load(folder / "field.npy"), weights, meta["weights_from"], patches)
 
     def remove_state(self, index: int) -> None:

@@ -24,8 +24,14 @@ from rso.core.optimize import CancelToken, ProgressCallback
 from rso.core.results import check_output_folder, write_results
 from rso.core.session import RegistrationSession, RSOSettings, open_inputs
 from rso.errors import InputError
-from rso.options import (ALLOW_NON_CT, DEFAULT_DEVICE, DEFAULT_ISO_ITERATIONS, DEFAULT_ISO_MATCH_ARTEFACTS,
-                         DEFAULT_PRECISION, DEFAULT_SEED)
+from rso.options import (
+    ALLOW_NON_CT,
+    DEFAULT_DEVICE,
+    DEFAULT_ISO_ITERATIONS,
+    DEFAULT_ISO_MATCH_ARTEFACTS,
+    DEFAULT_PRECISION,
+    DEFAULT_SEED,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +51,12 @@ class EngineSettings:
 
     def __post_init__(self):
         if self.model and self.channels:
-            raise InputError("channels describe an untrained network; they cannot be combined with a model checkpoint")
+            raise InputError(
+                "channels describe an untrained network; they cannot be combined with a model checkpoint"
+            )
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EngineSettings":
+    def from_dict(cls, data: dict) -> EngineSettings:
         """The settings ``dataclasses.asdict`` wrote (e.g. sent as JSON to another process)."""
         data = dict(data)
         for name in ("channels", "grid"):
@@ -63,18 +71,33 @@ class EngineSettings:
         """
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            net, source = build_model(self.model, ModelConfig(channels=tuple(self.channels)) if self.channels else None)
+            net, source = build_model(
+                self.model, ModelConfig(channels=tuple(self.channels)) if self.channels else None
+            )
         log.info("model: %s, channels %s", source, net.config.channels)
         return net, source
 
-    def session(self, inputs: dict, folder: str | Path | None = None,
-                network: tuple[RegistrationNet, str] | None = None) -> RegistrationSession:
+    def session(
+        self,
+        inputs: dict,
+        folder: str | Path | None = None,
+        network: tuple[RegistrationNet, str] | None = None,
+    ) -> RegistrationSession:
         """A session on ``inputs`` (``open_inputs``' keywords); ``network`` is copied, never shared."""
         for name in ("fixed", "moving"):
             check_ct_intensities(inputs[name], f"{name} image", self.allow_non_ct)
         net, source = (copy.deepcopy(network[0]), network[1]) if network else self.network()
-        return RegistrationSession(**inputs, net=net, grid_shape=self.grid, folder=folder, seed=self.seed,
-                                   device=self.device, loss=self.loss, model_source=source, precision=self.precision)
+        return RegistrationSession(
+            **inputs,
+            net=net,
+            grid_shape=self.grid,
+            folder=folder,
+            seed=self.seed,
+            device=self.device,
+            loss=self.loss,
+            model_source=source,
+            precision=self.precision,
+        )
 
 
 @dataclass
@@ -86,7 +109,9 @@ class RegisterJob:
     out: str
     engine: EngineSettings = field(default_factory=EngineSettings)
     iso: int = DEFAULT_ISO_ITERATIONS
-    iso_match_artefacts: bool = DEFAULT_ISO_MATCH_ARTEFACTS  # where both views are known (rso.core.reprojection)
+    iso_match_artefacts: bool = (
+        DEFAULT_ISO_MATCH_ARTEFACTS  # where both views are known (rso.core.reprojection)
+    )
     boxes_ras: list[list[float]] = field(default_factory=list)
     boxes_ijk: list[list[int]] = field(default_factory=list)
     rso: RSOSettings = field(default_factory=RSOSettings)
@@ -95,7 +120,9 @@ class RegisterJob:
     mask: str | None = None
     figure: bool = True
     labels: str | None = None  # a label map drawn on the moving image, carried onto the fixed one
-    labels_colors: str | None = None  # its names and colours (a colour-table file), unless a .seg.nrrd has them
+    labels_colors: str | None = (
+        None  # its names and colours (a colour-table file), unless a .seg.nrrd has them
+    )
     labels_reference: str | None = None  # the same labels drawn on the fixed image: Dice and HD95
     fixed_views: str | None = None  # views files of phase-binned CBCTs (rso.core.reprojection)
     moving_views: str | None = None
@@ -107,19 +134,30 @@ class RegisterJob:
             raise InputError("ISO iterations must be >= 0")
         if (self.labels_colors or self.labels_reference) and not self.labels:
             raise InputError("label colours and a reference label map need a label map (--labels)")
-        inputs = open_inputs(self.fixed, self.moving, self.reference, self.truth, self.mask, self.fixed_views,
-                             self.moving_views)
-        labels = LabelInput.read(self.labels, self.labels_colors, self.labels_reference) if self.labels else None
+        inputs = open_inputs(
+            self.fixed,
+            self.moving,
+            self.reference,
+            self.truth,
+            self.mask,
+            self.fixed_views,
+            self.moving_views,
+        )
+        labels = (
+            LabelInput.read(self.labels, self.labels_colors, self.labels_reference) if self.labels else None
+        )
         if labels is not None:
             check_labels_on(labels.image, inputs["moving"])
         session = self.engine.session(inputs)
-        boxes = [session.box_from_ras(b) for b in self.boxes_ras] + [session.box_from_fixed_index(b)
-                                                                     for b in self.boxes_ijk]
+        boxes = [session.box_from_ras(b) for b in self.boxes_ras] + [
+            session.box_from_fixed_index(b) for b in self.boxes_ijk
+        ]
         return session, boxes, labels
 
 
-def run_register_job(job: RegisterJob, progress: ProgressCallback | None = None,
-                     cancel: CancelToken | None = None) -> tuple[RegistrationSession, dict[str, Path]]:
+def run_register_job(
+    job: RegisterJob, progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+) -> tuple[RegistrationSession, dict[str, Path]]:
     """Run the whole job; returns the session and the written paths."""
     session, boxes, labels = job.prepare()
     out = Path(job.out)
@@ -130,8 +168,12 @@ def run_register_job(job: RegisterJob, progress: ProgressCallback | None = None,
     for number, box in enumerate(boxes, 1):
         record = session.rso(box, job.rso, progress=progress, cancel=cancel)
         if record.declined:
-            log.warning("RSO on box %d (%s RAS mm) declined, the field is unchanged: %s", number,
-                        box.ras_corners, record.declined)
+            log.warning(
+                "RSO on box %d (%s RAS mm) declined, the field is unchanged: %s",
+                number,
+                box.ras_corners,
+                record.declined,
+            )
     paths = write_results(session, out, figure=job.figure, labels=labels)
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return session, paths

@@ -23,7 +23,9 @@ from rso.core.geometry import physical_bounds
 from rso.errors import InputError
 
 BODY_THRESHOLD_HU = -500.0
-MIN_REGION_FRACTION = 0.3  # a box holds at least this much of the region of interest: its metrics mean something
+MIN_REGION_FRACTION = (
+    0.3  # a box holds at least this much of the region of interest: its metrics mean something
+)
 BOX_KINDS = ("misaligned", "residual", "control")
 
 
@@ -51,7 +53,9 @@ def worst_residual_boxes(session, count: int = 1, size_mm: float = 40.0) -> list
 def box_tre_map(session, size_mm: float = 40.0) -> tuple[np.ndarray, np.ndarray]:
     """(mean TRE of the box centred at each model voxel in mm, where such a box may be placed)."""
     size = _box_voxels(session, size_mm)
-    allowed = _centres_inside(session.fixed_hu, session.evaluation_mask, size) & _targets_in_view(session, size)
+    allowed = _centres_inside(session.fixed_hu, session.evaluation_mask, size) & _targets_in_view(
+        session, size
+    )
     return _box_mean(_tre_map(session), session, size), allowed
 
 

@@ -1,9 +1,9 @@
 """`demo`: the paper's comparison on a simulated CBCT case of a real patient, with ground truth.
 
 general -> ISO-500 against general -> ISO-100 -> RSO (the default mode) on the box where ISO-100
-leaves the anatomy worst aligned (a clinician who spots it; ``--roi`` overrides it). RMSE is measured against the
-*clean* CT of the fixed phase and TRE against the simulator's true field, which the paper could
-not do, both inside the lungs. The demo patient is never part of the bundled model's training data.
+leaves the anatomy worst aligned (a clinician who spots it; ``--roi`` overrides it). RMSE is measured
+against the *clean* CT of the fixed phase and TRE against the simulator's true field, which the paper
+could not do, both inside the lungs. The demo patient is never part of the bundled model's training data.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class DemoPlan:
     box_kind: str = "misaligned"
 
     @classmethod
-    def quick(cls) -> "DemoPlan":
+    def quick(cls) -> DemoPlan:
         return cls(iso_long=50, iso_short=10, rso=40)
 
 
@@ -61,16 +61,28 @@ def demo_case() -> Path:
     return folder
 
 
-def run_demo(plan: DemoPlan, engine: EngineSettings, rso: RSOSettings, out: Path, roi: list[float] | None = None,
-             progress=None) -> list[dict]:
+def run_demo(
+    plan: DemoPlan,
+    engine: EngineSettings,
+    rso: RSOSettings,
+    out: Path,
+    roi: list[float] | None = None,
+    progress=None,
+) -> list[dict]:
     """Both arms on the demo case; prints and returns the comparison rows and writes everything to ``out``."""
     from rso.simulation.simulate import views_path
 
     check_output_folder(out)
     case = demo_case()
-    inputs = open_inputs(case / f"cbct_phase{FIXED_PHASE}.nii.gz", case / f"cbct_phase{MOVING_PHASE}.nii.gz",
-                         case / f"ct_phase{FIXED_PHASE}.nii.gz", case / f"truth_{FIXED_PHASE}_{MOVING_PHASE}.nii.gz",
-                         case / EVALUATION_MASK, views_path(case, FIXED_PHASE), views_path(case, MOVING_PHASE))
+    inputs = open_inputs(
+        case / f"cbct_phase{FIXED_PHASE}.nii.gz",
+        case / f"cbct_phase{MOVING_PHASE}.nii.gz",
+        case / f"ct_phase{FIXED_PHASE}.nii.gz",
+        case / f"truth_{FIXED_PHASE}_{MOVING_PHASE}.nii.gz",
+        case / EVALUATION_MASK,
+        views_path(case, FIXED_PHASE),
+        views_path(case, MOVING_PHASE),
+    )
     if rso.mode != "native":
         rso = replace(rso, iterations=plan.rso)
     network = engine.network()
@@ -85,8 +97,10 @@ def run_demo(plan: DemoPlan, engine: EngineSettings, rso: RSOSettings, out: Path
     if record.declined:
         print(f"\nRSO declined: {record.declined}")
     rows = comparison_rows(iso_arm, rso_arm, box, plan, record)
-    print(f"\nDemo case {case.name}: CBCT phase {FIXED_PHASE} (fixed) <- phase {MOVING_PHASE} (moving), "
-          f"box {box.ras_corners} RAS mm\n")
+    print(
+        f"\nDemo case {case.name}: CBCT phase {FIXED_PHASE} (fixed) <- phase {MOVING_PHASE} (moving), "
+        f"box {box.ras_corners} RAS mm\n"
+    )
     print(format_table(rows))
     write_demo_outputs(out, iso_arm, rso_arm, box, rows, plan)
     return rows
@@ -99,7 +113,9 @@ def comparison_rows(iso_arm, rso_arm, box, plan: DemoPlan, rso) -> list[dict]:
     """
     general, short = rso_arm.history[:2]
     mode = rso.params["mode"] + ("" if rso.params["mode"] == "native" else f"/{rso.params['compose']}")
-    name = f"ISO-{plan.iso_short} + RSO-{rso.params['iterations']} {mode}" + (" (declined)" if rso.declined else "")
+    name = f"ISO-{plan.iso_short} + RSO-{rso.params['iterations']} {mode}" + (
+        " (declined)" if rso.declined else ""
+    )
     candidates = [
         ("initial (no registration)", None, 0.0),
         ("general model", iso_arm.state_field(1), general.seconds),
@@ -110,13 +126,18 @@ def comparison_rows(iso_arm, rso_arm, box, plan: DemoPlan, rso) -> list[dict]:
     rows = []
     for name, field_voxels, seconds in candidates:
         metrics = rso_arm.metrics(field_voxels if field_voxels is not None else rso_arm.state_field(0), box)
-        rows.append({
-            "result": name,
-            "rmse_hu": metrics["rmse_hu"], "rmse_hu_box": metrics["rmse_hu_box"],
-            "tre_mm": metrics["tre_mm"]["mean"], "tre_mm_box": metrics["tre_mm_box"]["mean"],
-            "tre_mm_box_p95": metrics["tre_mm_box"]["p95"],
-            "folding_fraction": metrics["folding_fraction"], "seconds": round(seconds, 1),
-        })
+        rows.append(
+            {
+                "result": name,
+                "rmse_hu": metrics["rmse_hu"],
+                "rmse_hu_box": metrics["rmse_hu_box"],
+                "tre_mm": metrics["tre_mm"]["mean"],
+                "tre_mm_box": metrics["tre_mm_box"]["mean"],
+                "tre_mm_box_p95": metrics["tre_mm_box"]["p95"],
+                "folding_fraction": metrics["folding_fraction"],
+                "seconds": round(seconds, 1),
+            }
+        )
     return rows
 
 
@@ -125,8 +146,16 @@ def write_demo_outputs(out: Path, iso_arm, rso_arm, box, rows, plan: DemoPlan) -
 
     write_results(iso_arm, out / "iso", figure=False)
     write_results(rso_arm, out / "rso", figure=True)
-    summary = {"case": str(demo_case()), "plan": asdict(plan), "box_ras": box.ras_corners, "rows": rows,
-               "model": rso_arm.model_source, "grid": list(rso_arm.grid.shape)}
+    summary = {
+        "case": str(demo_case()),
+        "plan": asdict(plan),
+        "box_ras": box.ras_corners,
+        "rows": rows,
+        "model": rso_arm.model_source,
+        "grid": list(rso_arm.grid.shape),
+    }
     write_bytes_atomically(json.dumps(summary, indent=1).encode(), out / "demo.json")
     figure = comparison_figure(iso_arm, rso_arm, box, rows, out / "demo.png")
-    log.info("wrote %s, %s and the two arms' results in %s/iso and %s/rso", figure, out / "demo.json", out, out)
+    log.info(
+        "wrote %s, %s and the two arms' results in %s/iso and %s/rso", figure, out / "demo.json", out, out
+    )

@@ -19,13 +19,26 @@ def comparison_figure(iso_arm, rso_arm, box, rows: list[dict], path: str | Path)
     zoomed; differences to the clean fixed image; the loss curves and the comparison rows.
     """
     plane, (x0, x1), (z0, z1) = _native_plane(rso_arm.fixed, box)
-    images = [("fixed", _coronal(rso_arm.fixed, plane)), ("moving", _coronal(_moving_on_fixed(rso_arm), plane)),
-              (rows[2]["result"], _coronal(_warped(iso_arm), plane)), (rows[-1]["result"], _coronal(_warped(rso_arm), plane))]
+    images = [
+        ("fixed", _coronal(rso_arm.fixed, plane)),
+        ("moving", _coronal(_moving_on_fixed(rso_arm), plane)),
+        (rows[2]["result"], _coronal(_warped(iso_arm), plane)),
+        (rows[-1]["result"], _coronal(_warped(rso_arm), plane)),
+    ]
     reference = _coronal(rso_arm.reference if rso_arm.reference is not None else rso_arm.fixed, plane)
-    rmse_box = {"moving": rows[0]["rmse_hu_box"], rows[2]["result"]: rows[2]["rmse_hu_box"],
-                rows[-1]["result"]: rows[-1]["rmse_hu_box"]}
+    rmse_box = {
+        "moving": rows[0]["rmse_hu_box"],
+        rows[2]["result"]: rows[2]["rmse_hu_box"],
+        rows[-1]["result"]: rows[-1]["rmse_hu_box"],
+    }
     spacing = rso_arm.fixed.GetSpacing()
-    show = dict(cmap="gray", vmin=IMAGE_WINDOW[0], vmax=IMAGE_WINDOW[1], origin="lower", aspect=spacing[2] / spacing[0])
+    show = dict(
+        cmap="gray",
+        vmin=IMAGE_WINDOW[0],
+        vmax=IMAGE_WINDOW[1],
+        origin="lower",
+        aspect=spacing[2] / spacing[0],
+    )
     pad = max(2, (x1 - x0) // 3)
     zoom = (slice(max(z0 - pad, 0), z1 + pad), slice(max(x0 - pad, 0), x1 + pad))
     outline = dict(xy=(x0 - 0.5, z0 - 0.5), width=x1 - x0, height=z1 - z0, fill=False, edgecolor="red")
@@ -37,17 +50,27 @@ def comparison_figure(iso_arm, rso_arm, box, rows: list[dict], path: str | Path)
         axes[1, column].imshow(image[zoom], extent=_extent(zoom), **show)
         axes[1, column].add_patch(Rectangle(**outline))
         if title != "fixed":
-            axes[2, column].imshow((image - reference)[zoom], extent=_extent(zoom),
-                                   **{**show, "vmin": DIFFERENCE_WINDOW[0], "vmax": DIFFERENCE_WINDOW[1]})
+            axes[2, column].imshow(
+                (image - reference)[zoom],
+                extent=_extent(zoom),
+                **{**show, "vmin": DIFFERENCE_WINDOW[0], "vmax": DIFFERENCE_WINDOW[1]},
+            )
             axes[2, column].set_title(f"{title} - clean fixed: box RMSE {rmse_box[title]:.0f} HU", fontsize=9)
     for ax in axes[:, :4].ravel():
         ax.axis("off")
     _loss_dynamics(axes[0, 4], iso_arm.history, rso_arm.history)
     _rows_panel(axes[1, 4], rows)
     axes[2, 4].axis("off")
-    axes[2, 0].text(0.5, 0.5, f"coronal plane through the box, at the fixed image's\n{spacing[0]:.2g} x "
-                    f"{spacing[2]:.2g} mm voxels\nimages [-1000, 500] HU\ndifferences [-500, 500] HU",
-                    ha="center", va="center", fontsize=10, transform=axes[2, 0].transAxes)
+    axes[2, 0].text(
+        0.5,
+        0.5,
+        f"coronal plane through the box, at the fixed image's\n{spacing[0]:.2g} x "
+        f"{spacing[2]:.2g} mm voxels\nimages [-1000, 500] HU\ndifferences [-500, 500] HU",
+        ha="center",
+        va="center",
+        fontsize=10,
+        transform=axes[2, 0].transAxes,
+    )
     figure.tight_layout()
     return save_figure(figure, Path(path))
 
@@ -71,7 +94,9 @@ def _warped(session) -> sitk.Image:
 
 
 def _moving_on_fixed(session) -> sitk.Image:
-    return sitk.Resample(session.moving, session.fixed, sitk.Transform(), sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
+    return sitk.Resample(
+        session.moving, session.fixed, sitk.Transform(), sitk.sitkLinear, -1000.0, sitk.sitkFloat32
+    )
 
 
 def _extent(zoom) -> list[float]:
@@ -87,7 +112,12 @@ def _loss_dynamics(ax, iso_history, rso_history) -> None:
     for record in rso_history:
         if record.loss:
             style = "b--" if record.kind == "rso" else "b:"
-            ax.plot(range(start + 1, start + len(record.loss) + 1), record.loss, style, label=f"{record.kind.upper()} (then)")
+            ax.plot(
+                range(start + 1, start + len(record.loss) + 1),
+                record.loss,
+                style,
+                label=f"{record.kind.upper()} (then)",
+            )
             start += len(record.loss)
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
@@ -99,6 +129,8 @@ def _rows_panel(ax, rows: list[dict]) -> None:
     ax.axis("off")
     lines = [f"{'':<26}{'RMSE HU':>9}{'box':>7}{'TRE mm':>8}{'box':>7}"]
     for row in rows:
-        lines.append(f"{row['result'][:26]:<26}{row['rmse_hu']:>9.0f}{row['rmse_hu_box']:>7.0f}"
-                     f"{row['tre_mm']:>8.2f}{row['tre_mm_box']:>7.2f}")
+        lines.append(
+            f"{row['result'][:26]:<26}{row['rmse_hu']:>9.0f}{row['rmse_hu_box']:>7.0f}"
+            f"{row['tre_mm']:>8.2f}{row['tre_mm_box']:>7.2f}"
+        )
     ax.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=8)

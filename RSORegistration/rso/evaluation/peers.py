@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from rso.errors import InputError
 from rso.core.boxes import RegionBox, VoxelBox
+from rso.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,9 @@ def warm_up(peer: str) -> None:
 def elastix_parameter_object(itk, settings: ElastixSettings, masked: bool):
     """The one-map parameter object that ``settings`` describe (see ElastixSettings)."""
     parameters = itk.ParameterObject.New()
-    bspline = parameters.GetDefaultParameterMap("bspline", settings.resolutions, settings.final_grid_spacing_mm)
+    bspline = parameters.GetDefaultParameterMap(
+        "bspline", settings.resolutions, settings.final_grid_spacing_mm
+    )
     bspline["Metric"] = [settings.metric, *bspline["Metric"][1:]]  # [similarity, bending energy]
     bspline["MaximumNumberOfIterations"] = [str(settings.iterations)]
     bspline["NumberOfSpatialSamples"] = [str(settings.spatial_samples)]
@@ -138,8 +140,12 @@ def elastix_parameter_object(itk, settings: ElastixSettings, masked: bool):
     return parameters
 
 
-def elastix_bspline(fixed: sitk.Image, moving: sitk.Image, settings: ElastixSettings = ElastixSettings(),
-                    box: RegionBox | None = None) -> PeerResult:
+def elastix_bspline(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    settings: ElastixSettings = ElastixSettings(),
+    box: RegionBox | None = None,
+) -> PeerResult:
     """elastix multi-resolution B-spline; with ``box``, restricted to it by a fixed-image mask.
 
     Should the fast step-size estimate throw elastix off (it can overshoot until too many samples
@@ -158,8 +164,11 @@ def elastix_bspline(fixed: sitk.Image, moving: sitk.Image, settings: ElastixSett
     except RuntimeError as exc:
         if settings.step_size_estimation == "Original":
             raise
-        log.warning("elastix failed with %s step sizes (%s); repeating with elastix's default estimate",
-                    settings.step_size_estimation, str(exc).strip().splitlines()[-1])
+        log.warning(
+            "elastix failed with %s step sizes (%s); repeating with elastix's default estimate",
+            settings.step_size_estimation,
+            str(exc).strip().splitlines()[-1],
+        )
         extra["failed_first"] = asdict(settings)
         settings = replace(settings, step_size_estimation="Original")
         transform = _elastix(itk, fixed_itk, moving_itk, mask, settings)
@@ -174,18 +183,23 @@ def elastix_bspline(fixed: sitk.Image, moving: sitk.Image, settings: ElastixSett
 def _elastix(itk, fixed, moving, mask, settings: ElastixSettings):
     parameters = elastix_parameter_object(itk, settings, masked=mask is not None)
     kwargs = {"fixed_mask": mask} if mask is not None else {}
-    _, transform = itk.elastix_registration_method(fixed, moving, parameter_object=parameters,
-                                                   log_to_console=False, **kwargs)
+    _, transform = itk.elastix_registration_method(
+        fixed, moving, parameter_object=parameters, log_to_console=False, **kwargs
+    )
     return transform
 
 
 def box_mask(reference: sitk.Image, box: RegionBox) -> sitk.Image:
     """1 on the reference's voxels whose centres lie in the box's LPS bounds, 0 elsewhere."""
     size = reference.GetSize()
-    index = np.stack(np.meshgrid(*[np.arange(n) for n in size[::-1]], indexing="ij")[::-1], axis=-1)  # (z,y,x,[i,j,k])
+    index = np.stack(
+        np.meshgrid(*[np.arange(n) for n in size[::-1]], indexing="ij")[::-1], axis=-1
+    )  # (z,y,x,[i,j,k])
     matrix = np.array(reference.GetDirection()).reshape(3, 3) @ np.diag(reference.GetSpacing())
     points = index.reshape(-1, 3) @ matrix.T + np.array(reference.GetOrigin())
-    inside = np.all((points >= np.array(box.lps_min) - 1e-6) & (points <= np.array(box.lps_max) + 1e-6), axis=1)
+    inside = np.all(
+        (points >= np.array(box.lps_min) - 1e-6) & (points <= np.array(box.lps_max) + 1e-6), axis=1
+    )
     if not inside.any():
         raise InputError("the box holds no voxel of the fixed image; the masked peer has nothing to fit")
     mask = sitk.GetImageFromArray(inside.reshape(size[::-1]).astype(np.uint8))
@@ -209,7 +223,9 @@ def _from_itk_field(itk, deformation) -> sitk.Image:
     result = sitk.GetImageFromArray(array, isVector=True)
     result.SetSpacing([float(v) for v in deformation.GetSpacing()])
     result.SetOrigin([float(v) for v in deformation.GetOrigin()])
-    result.SetDirection(np.asarray(itk.GetArrayFromMatrix(deformation.GetDirection()), float).ravel().tolist())
+    result.SetDirection(
+        np.asarray(itk.GetArrayFromMatrix(deformation.GetDirection()), float).ravel().tolist()
+    )
     return result
 
 
@@ -229,11 +245,17 @@ def ants_syn(fixed: sitk.Image, moving: sitk.Image, settings: AntsSettings = Ant
         start = time.perf_counter()
         fixed_ants = ants.image_read(str(folder / "fixed.mha"))
         moving_ants = ants.image_read(str(folder / "moving.mha"))
-        result = ants.registration(fixed_ants, moving_ants, type_of_transform=settings.type_of_transform,
-                                   reg_iterations=tuple(settings.reg_iterations), outprefix=str(folder / "syn_"),
-                                   verbose=False)
-        composite = ants.apply_transforms(fixed_ants, moving_ants, result["fwdtransforms"],
-                                          compose=str(folder / "composite_"))
+        result = ants.registration(
+            fixed_ants,
+            moving_ants,
+            type_of_transform=settings.type_of_transform,
+            reg_iterations=tuple(settings.reg_iterations),
+            outprefix=str(folder / "syn_"),
+            verbose=False,
+        )
+        composite = ants.apply_transforms(
+            fixed_ants, moving_ants, result["fwdtransforms"], compose=str(folder / "composite_")
+        )
         field_image = sitk.ReadImage(str(composite), sitk.sitkVectorFloat64)
         seconds = time.perf_counter() - start
     log.info("ANTs %s done in %.1f s", settings.type_of_transform, seconds)

@@ -1,1 +1,2 @@
-"""The worker service: the line-delimited JSON protocol, the worker process that holds a session, its client."""
+"""The worker service: the line-delimited JSON protocol, the worker process that holds a session, its
+client."""

@@ -19,6 +19,7 @@ no files with this machine: ``upload`` sends the inputs and ``download`` fetches
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
@@ -29,12 +30,12 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import rso.service.protocol as protocol
-from rso.service.allocator import with_tcmalloc
 from rso.errors import Cancelled, InputError
+from rso.service.allocator import with_tcmalloc
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,17 @@ class _Connection:
         self.closing = False
         self.died: dict | None = None
         self.write_lock = threading.Lock()
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, encoding="utf-8", errors="replace", bufsize=1, env=env)
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            env=env,
+        )
         self.stderr_reader = threading.Thread(target=self._read_stderr, name="rso-worker-stderr", daemon=True)
         self.stdout_reader = threading.Thread(target=self._read_stdout, name="rso-worker-stdout", daemon=True)
         self.stderr_reader.start()
@@ -107,8 +117,14 @@ class _Connection:
 class WorkerClient:
     """Starts ``python -m rso.service.worker`` (or ``command``) and speaks rso.service.protocol with it."""
 
-    def __init__(self, python: str = sys.executable, env: dict[str, str] | None = None,
-                 extra_args: Iterable[str] = (), stderr_lines: int = STDERR_LINES, command: Iterable[str] | None = None):
+    def __init__(
+        self,
+        python: str = sys.executable,
+        env: dict[str, str] | None = None,
+        extra_args: Iterable[str] = (),
+        stderr_lines: int = STDERR_LINES,
+        command: Iterable[str] | None = None,
+    ):
         """``env``: variables added to this process's environment for the worker. ``command``: how to start
         the worker instead of this engine's ``python -m rso.service.worker`` (e.g. through ssh)."""
         self.python, self.env, self.extra_args = python, dict(env or {}), list(extra_args)
@@ -129,7 +145,9 @@ class WorkerClient:
 
     def _environment(self) -> dict[str, str]:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
-        if self.custom_command is None:  # the worker imports the same engine as this process, source tree or installed
+        if (
+            self.custom_command is None
+        ):  # the worker imports the same engine as this process, source tree or installed
             paths = [str(ENGINE_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
             env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
             env = with_tcmalloc(env)  # a local worker does the heavy work: start it with the faster allocator
@@ -195,8 +213,9 @@ class WorkerClient:
             self._note(message)
         return messages
 
-    def wait(self, request_id: int, timeout: float | None = None,
-             on_progress: Callable[[dict], None] | None = None) -> dict:
+    def wait(
+        self, request_id: int, timeout: float | None = None, on_progress: Callable[[dict], None] | None = None
+    ) -> dict:
         """Block until the request is done; returns its result.
 
         Raises InputError (bad input), Cancelled, WorkerError (internal error, busy, or the worker
@@ -207,8 +226,12 @@ class WorkerClient:
             message = self._next_for(request_id, deadline)
             event = message.get("event")
             if event == "died":
-                raise WorkerError(message["message"], kind="died", returncode=message.get("returncode"),
-                                  stderr=message.get("stderr", ""))
+                raise WorkerError(
+                    message["message"],
+                    kind="died",
+                    returncode=message.get("returncode"),
+                    stderr=message.get("stderr", ""),
+                )
             if event == "progress":
                 if on_progress is not None:
                     on_progress(message)
@@ -217,19 +240,29 @@ class WorkerClient:
             elif event == "error":
                 raise self._error(message)
 
-    def call(self, cmd: str, timeout: float | None = None, on_progress: Callable[[dict], None] | None = None,
-             **args) -> dict:
+    def call(
+        self,
+        cmd: str,
+        timeout: float | None = None,
+        on_progress: Callable[[dict], None] | None = None,
+        **args,
+    ) -> dict:
         """request + wait: run one command and return its result."""
         return self.wait(self.request(cmd, **args), timeout=timeout, on_progress=on_progress)
 
-    def upload(self, path: str | os.PathLike, name: str | None = None, timeout: float | None = TRANSFER_TIMEOUT_S) -> dict:
+    def upload(
+        self, path: str | os.PathLike, name: str | None = None, timeout: float | None = TRANSFER_TIMEOUT_S
+    ) -> dict:
         """Send a file for the next new session (``open`` without folder names it); SHA-256 checked."""
         from rso.service.transfer import upload_file
 
         return upload_file(functools.partial(self.call, timeout=timeout), path, name or Path(path).name)
 
-    def download(self, file: str, dest: str | os.PathLike, timeout: float | None = TRANSFER_TIMEOUT_S) -> Path:
-        """Fetch a file of the open session (a step's or export's ``files`` value) into ``dest``, atomically."""
+    def download(
+        self, file: str, dest: str | os.PathLike, timeout: float | None = TRANSFER_TIMEOUT_S
+    ) -> Path:
+        """Fetch a file of the open session (a step's or export's ``files`` value) into ``dest``,
+        atomically."""
         from rso.service.transfer import download_file
 
         return download_file(functools.partial(self.call, timeout=timeout), file, dest)
@@ -240,8 +273,12 @@ class WorkerClient:
         while self.ready is None:
             message = self._next_for(None, deadline)
             if message.get("event") == "died":
-                raise WorkerError(message["message"], kind="died", returncode=message.get("returncode"),
-                                  stderr=message.get("stderr", ""))
+                raise WorkerError(
+                    message["message"],
+                    kind="died",
+                    returncode=message.get("returncode"),
+                    stderr=message.get("stderr", ""),
+                )
         return self.ready
 
     def _next_for(self, request_id: int | None, deadline: float | None) -> dict:
@@ -254,11 +291,15 @@ class WorkerClient:
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"no reply to request {request_id} in time; it is still running (cancel() stops it)")
+                raise TimeoutError(
+                    f"no reply to request {request_id} in time; it is still running (cancel() stops it)"
+                )
             if self._conn.died is not None and self._conn.messages.empty():
                 return self._conn.died  # reported before: every later wait sees it too
             try:
-                message = self._conn.messages.get(timeout=min(remaining, 0.5) if remaining is not None else 0.5)
+                message = self._conn.messages.get(
+                    timeout=min(remaining, 0.5) if remaining is not None else 0.5
+                )
             except queue.Empty:
                 continue
             self._note(message)
@@ -268,7 +309,9 @@ class WorkerClient:
 
     @staticmethod
     def _belongs(message: dict, request_id: int | None) -> bool:
-        return message.get("event") in ("died", "ready") or (request_id is not None and message.get("id") == request_id)
+        return message.get("event") in ("died", "ready") or (
+            request_id is not None and message.get("id") == request_id
+        )
 
     def _note(self, message: dict) -> None:
         if message.get("event") == "ready":
@@ -286,7 +329,8 @@ class WorkerClient:
 
     # ------------------------------------------------------------------------------ shutdown
     def close(self, timeout: float = CLOSE_TIMEOUT_S) -> int | None:
-        """Ask the worker to shut down (cancelling any step), then terminate or kill it; returns its exit code."""
+        """Ask the worker to shut down (cancelling any step), then terminate or kill it; returns its exit
+        code."""
         conn, self._conn = self._conn, None
         if conn is None:
             return None
@@ -294,10 +338,8 @@ class WorkerClient:
         process = conn.process
         if process.poll() is None:
             conn.send({"id": next(self._ids), "cmd": "shutdown", "args": {}})
-            try:
+            with contextlib.suppress(OSError):
                 process.stdin.close()
-            except OSError:
-                pass
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -310,13 +352,11 @@ class WorkerClient:
                     process.wait()
         conn.stdout_reader.join(5.0)
         for stream in (process.stdin, process.stdout, process.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 stream.close()
-            except (OSError, ValueError):
-                pass
         return process.returncode
 
-    def __enter__(self) -> "WorkerClient":
+    def __enter__(self) -> WorkerClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -19,9 +19,10 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
 
 from rso.errors import InputError
 
@@ -87,8 +88,12 @@ def _sha256(value) -> bool:
 
 def _file_name(value) -> bool:
     """A plain file name: no folders, nothing hidden, so that an upload stays in its folder."""
-    return (isinstance(value, str) and 0 < len(value) <= 128 and not value.startswith(".")
-            and re.fullmatch(r"[A-Za-z0-9._-]+", value) is not None)
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 128
+        and not value.startswith(".")
+        and re.fullmatch(r"[A-Za-z0-9._-]+", value) is not None
+    )
 
 
 def _session_file(value) -> bool:
@@ -105,15 +110,24 @@ def _session_id(value) -> bool:
 
 def _list_of(check: Callable[[Any], bool], count: int | None = None, what: str = "") -> Callable[[Any], bool]:
     def valid(value) -> bool:
-        return isinstance(value, list) and (count is None or len(value) == count) and all(check(v) for v in value)
+        return (
+            isinstance(value, list)
+            and (count is None or len(value) == count)
+            and all(check(v) for v in value)
+        )
 
     valid.__doc__ = what
     return valid
 
 
 _DESCRIPTIONS = {
-    _string: "a non-empty string", _integer: "a whole number", _number: "a finite number", _boolean: "true or false",
-    _count: "a whole number >= 0", _text: "a string", _sha256: "64 lowercase hex digits (SHA-256)",
+    _string: "a non-empty string",
+    _integer: "a whole number",
+    _number: "a finite number",
+    _boolean: "true or false",
+    _count: "a whole number >= 0",
+    _text: "a string",
+    _sha256: "64 lowercase hex digits (SHA-256)",
     _file_name: "a plain file name (letters, digits, . _ -; no folders)",
     _session_file: f"<folder>/<file name> with the folder one of {DOWNLOAD_FOLDERS}",
     _session_id: "a session id (letters, digits, . _ -)",
@@ -138,37 +152,66 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         # folder: a session folder on the worker's machine (local route; the images are paths);
         # session_id: a session in the worker's sessions folder, reopened (remote route);
         # neither: a new session from uploaded files (remote route; the images name uploads).
-        "folder": Arg(_string), "session_id": Arg(_session_id),
-        "fixed": Arg(_string), "moving": Arg(_string),  # needed unless the session exists
+        "folder": Arg(_string),
+        "session_id": Arg(_session_id),
+        "fixed": Arg(_string),
+        "moving": Arg(_string),  # needed unless the session exists
         "model": Arg(_string),
         "channels": Arg(_list_of(_integer, None, "a list of whole numbers")),
         "grid": Arg(_list_of(_integer, 3, "a list of 3 whole numbers")),
-        "device": Arg(_string), "precision": Arg(_string), "seed": Arg(_integer),
-        "truth": Arg(_string), "reference": Arg(_string),
-        "similarity": Arg(_string), "smoothness": Arg(_number), "allow_non_ct": Arg(_boolean),
-        # views files of phase-binned CBCTs (rso.core.reprojection): native RSO then compares artefact-matched images
-        "fixed_views": Arg(_string), "moving_views": Arg(_string),
+        "device": Arg(_string),
+        "precision": Arg(_string),
+        "seed": Arg(_integer),
+        "truth": Arg(_string),
+        "reference": Arg(_string),
+        "similarity": Arg(_string),
+        "smoothness": Arg(_number),
+        "allow_non_ct": Arg(_boolean),
+        # views files of phase-binned CBCTs (rso.core.reprojection): native RSO then compares
+        # artefact-matched images
+        "fixed_views": Arg(_string),
+        "moving_views": Arg(_string),
     },
     "general": {},
     "iso": {"iterations": Arg(_integer), "learning_rate": Arg(_number), "match_artefacts": Arg(_boolean)},
     "rso": {
-        "box_ras": Arg(_BOX), "box_lps": Arg(_BOX),  # exactly one of the two
-        "iterations": Arg(_integer), "mode": Arg(_string), "compose": Arg(_string),
-        "blend_margin_mm": Arg(_number), "learning_rate": Arg(_number),
+        "box_ras": Arg(_BOX),
+        "box_lps": Arg(_BOX),  # exactly one of the two
+        "iterations": Arg(_integer),
+        "mode": Arg(_string),
+        "compose": Arg(_string),
+        "blend_margin_mm": Arg(_number),
+        "learning_rate": Arg(_number),
         # native mode (rso.core.native): its similarity, control grid, smoothness, step, guard, pre-smoothing
-        "similarity": Arg(_string), "control_spacing_mm": Arg(_number), "smoothness": Arg(_number),
-        "step_mm": Arg(_number), "min_gain": Arg(_number), "presmooth_mm": Arg(_number),
-        "earlier_starts": Arg(_boolean), "match_artefacts": Arg(_boolean),
+        "similarity": Arg(_string),
+        "control_spacing_mm": Arg(_number),
+        "smoothness": Arg(_number),
+        "step_mm": Arg(_number),
+        "min_gain": Arg(_number),
+        "presmooth_mm": Arg(_number),
+        "earlier_starts": Arg(_boolean),
+        "match_artefacts": Arg(_boolean),
     },
     "undo": {},
-    "export": {"out": Arg(_string), "figure": Arg(_boolean)},  # no out: into the session's export/, to download
+    "export": {
+        "out": Arg(_string),
+        "figure": Arg(_boolean),
+    },  # no out: into the session's export/, to download
     # One chunk of a file for the next new session; the last chunk carries the whole file's SHA-256.
-    "upload": {"name": Arg(_file_name, required=True), "offset": Arg(_count, required=True),
-               "data": Arg(_text, required=True), "sha256": Arg(_sha256)},
+    "upload": {
+        "name": Arg(_file_name, required=True),
+        "offset": Arg(_count, required=True),
+        "data": Arg(_text, required=True),
+        "sha256": Arg(_sha256),
+    },
     "download": {"file": Arg(_session_file, required=True), "offset": Arg(_count)},
     # A label map drawn on the moving image, carried onto the fixed one (default out: <folder>/current).
-    "labels": {"labels": Arg(_string, required=True), "colors": Arg(_string), "reference": Arg(_string),
-               "out": Arg(_string)},
+    "labels": {
+        "labels": Arg(_string, required=True),
+        "colors": Arg(_string),
+        "reference": Arg(_string),
+        "out": Arg(_string),
+    },
     "status": {},
     "cancel": {},
     "shutdown": {},
@@ -203,10 +246,13 @@ def check_args(cmd: str, args: dict, request_id: int | None = None) -> dict:
     if missing:
         raise ProtocolError(f"{cmd}: missing argument {', '.join(missing)}", request_id)
     if cmd == "rso" and ("box_ras" in given) == ("box_lps" in given):
-        raise ProtocolError("rso: give exactly one of box_ras [R1,A1,S1,R2,A2,S2] or box_lps [x1,y1,z1,x2,y2,z2]",
-                            request_id)
+        raise ProtocolError(
+            "rso: give exactly one of box_ras [R1,A1,S1,R2,A2,S2] or box_lps [x1,y1,z1,x2,y2,z2]", request_id
+        )
     if cmd == "open" and "folder" in given and "session_id" in given:
-        raise ProtocolError("open: give folder (a path on the worker's machine) or session_id, not both", request_id)
+        raise ProtocolError(
+            "open: give folder (a path on the worker's machine) or session_id, not both", request_id
+        )
     return given
 
 
@@ -224,7 +270,8 @@ def parse_request(line: str) -> Request:
 
 # ------------------------------------------------------------------------------ lines
 def read_lines(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[str | ProtocolError]:
-    """The request lines of a binary stream, decoded; a line over ``limit`` bytes or not UTF-8 is a ProtocolError.
+    """The request lines of a binary stream, decoded; a line over ``limit`` bytes or not UTF-8 is a
+    ProtocolError.
 
     An overlong line is read and dropped in pieces of ``limit`` bytes, so a client cannot make the
     worker hold more than that in memory. Ends when the stream does (the client went away).
@@ -253,7 +300,9 @@ def decode(line: str) -> dict:
     try:
         message = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise ProtocolError(f"not a JSON line ({exc.msg} at column {exc.colno}): {line.strip()[:80]!r}") from None
+        raise ProtocolError(
+            f"not a JSON line ({exc.msg} at column {exc.colno}): {line.strip()[:80]!r}"
+        ) from None
     except (ValueError, RecursionError) as exc:  # e.g. a number of 5000 digits, or arrays nested 100000 deep
         raise ProtocolError(f"not a usable JSON line ({type(exc).__name__}): {line.strip()[:80]!r}") from None
     if not isinstance(message, dict):
@@ -297,8 +346,13 @@ def error(request_id: int | None, kind: str, message: str) -> dict:
 
 
 def died(returncode: int | None, stderr: str) -> dict:
-    return {"id": None, "event": "died", "returncode": returncode, "stderr": stderr,
-            "message": f"the worker process ended (exit code {returncode})"}
+    return {
+        "id": None,
+        "event": "died",
+        "returncode": returncode,
+        "stderr": stderr,
+        "message": f"the worker process ended (exit code {returncode})",
+    }
 
 
 def one_line(text: str) -> str:

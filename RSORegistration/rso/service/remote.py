@@ -46,9 +46,11 @@ def engine_command(engine: str) -> list[str] | None:
     if engine == DEFAULT_ENGINE:
         return None
     if not engine.startswith("ssh:"):
-        raise InputError(f"engine must be {DEFAULT_ENGINE!r} or 'ssh:DESTINATION' (e.g. ssh:me@gpu-host), not {engine!r}")
+        raise InputError(
+            f"engine must be {DEFAULT_ENGINE!r} or 'ssh:DESTINATION' (e.g. ssh:me@gpu-host), not {engine!r}"
+        )
     try:
-        words = shlex.split(engine[len("ssh:"):])
+        words = shlex.split(engine[len("ssh:") :])
     except ValueError as exc:
         raise InputError(f"engine {engine!r}: {exc}") from None
     if not words or words[0].startswith("-"):
@@ -57,21 +59,27 @@ def engine_command(engine: str) -> list[str] | None:
 
 
 def upload_name(role: str, path: str | Path) -> str:
-    """The name an input travels under: its role and its own suffixes (the worker reads the format from them)."""
+    """The name an input travels under: its role and its own suffixes (the worker reads the format from
+    them)."""
     name = role + "".join(Path(path).suffixes)
-    protocol.check_args("upload", {"name": name, "offset": 0, "data": ""})  # InputError if the name cannot travel
+    protocol.check_args(
+        "upload", {"name": name, "offset": 0, "data": ""}
+    )  # InputError if the name cannot travel
     return name
 
 
-def open_by_upload(client: WorkerClient, fixed: str | Path, moving: str | Path, timeout: float | None = None,
-                   **args) -> dict:
+def open_by_upload(
+    client: WorkerClient, fixed: str | Path, moving: str | Path, timeout: float | None = None, **args
+) -> dict:
     """Upload the inputs and open a new session from them; the result's ``session_id`` reopens it later.
 
     ``args`` are open's other arguments; its files (``truth``, ``reference``, a ``model``
     checkpoint) are uploaded too. Nothing names a path of this machine to the worker.
     """
     check_protocol(client)
-    files = {role: args.pop(role, None) for role in protocol.FILE_ARGUMENTS if role not in ("fixed", "moving")}
+    files = {
+        role: args.pop(role, None) for role in protocol.FILE_ARGUMENTS if role not in ("fixed", "moving")
+    }
     files.update(fixed=fixed, moving=moving)
     names = {}
     for role, path in files.items():
@@ -85,12 +93,15 @@ def check_protocol(client: WorkerClient) -> None:
     """A worker installed elsewhere may be another version: refuse one that speaks another protocol."""
     ready = client.wait_ready()
     if ready.get("protocol") != protocol.PROTOCOL_VERSION:
-        raise InputError(f"the worker speaks protocol {ready.get('protocol')} (rso-registration {ready.get('version')}), "
-                         f"this client {protocol.PROTOCOL_VERSION}: install the same version on both machines")
+        raise InputError(
+            f"the worker speaks protocol {ready.get('protocol')} (rso-registration {ready.get('version')}), "
+            f"this client {protocol.PROTOCOL_VERSION}: install the same version on both machines"
+        )
 
 
 def download_results(client: WorkerClient, files: dict[str, str], out: str | Path) -> dict[str, str]:
-    """Download a reply's ``files`` ({name: "current/warped.nii.gz", ...}) into ``out``; {name: local path}."""
+    """Download a reply's ``files`` ({name: "current/warped.nii.gz", ...}) into ``out``;
+    returns {name: local path}."""
     return {name: str(client.download(file, Path(out) / Path(file).name)) for name, file in files.items()}
 
 
@@ -181,7 +192,9 @@ class RemoteWorker:
             if exc.kind == "died":
                 self._died_reported = True
                 return protocol.died(exc.returncode, exc.stderr)
-            return protocol.error(request_id, exc.kind if exc.kind in protocol.ERROR_KINDS else "internal", str(exc))
+            return protocol.error(
+                request_id, exc.kind if exc.kind in protocol.ERROR_KINDS else "internal", str(exc)
+            )
         except Exception as exc:  # a local failure (disk full, ...): reported like the worker's own
             log.exception("%s failed", cmd)
             return protocol.error(request_id, "internal", f"{type(exc).__name__}: {exc}")

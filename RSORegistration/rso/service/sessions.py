@@ -22,8 +22,14 @@ import time
 from pathlib import Path
 
 from rso.errors import InputError
-from rso.options import (ALLOW_NON_CT, DEFAULT_DEVICE, DEFAULT_PRECISION, DEFAULT_SEED, DEFAULT_SIMILARITY,
-                         DEFAULT_SMOOTHNESS)
+from rso.options import (
+    ALLOW_NON_CT,
+    DEFAULT_DEVICE,
+    DEFAULT_PRECISION,
+    DEFAULT_SEED,
+    DEFAULT_SIMILARITY,
+    DEFAULT_SMOOTHNESS,
+)
 from rso.service.protocol import FILE_ARGUMENTS
 
 log = logging.getLogger(__name__)
@@ -67,7 +73,7 @@ class SessionLock:
         self.path = self.folder / LOCK_FILE
         self.held = False
 
-    def acquire(self) -> "SessionLock":
+    def acquire(self) -> SessionLock:
         """Take the lock (creating the folder), or raise SessionBusy; a stale lock is taken over."""
         self.folder.mkdir(parents=True, exist_ok=True)
         for _ in range(3):  # a stale lock removed, then a race with another worker doing the same
@@ -80,13 +86,16 @@ class SessionLock:
                 json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}, handle)
             self.held = True
             return self
-        raise SessionBusy(f"session {self.folder.name} is open in another worker ({self._holder()}): "
-                          "close it there first, or wait until that worker has stopped")
+        raise SessionBusy(
+            f"session {self.folder.name} is open in another worker ({self._holder()}): "
+            "close it there first, or wait until that worker has stopped"
+        )
 
     def _clear_if_stale(self) -> None:
         owner = self._owner()
-        stale = owner is None or (owner["host"] == socket.gethostname() and owner["pid"] is not None
-                                  and not pid_alive(owner["pid"]))
+        stale = owner is None or (
+            owner["host"] == socket.gethostname() and owner["pid"] is not None and not pid_alive(owner["pid"])
+        )
         if stale:
             log.warning("taking over the stale lock of %s (%s)", self.folder, owner or "unreadable")
             self.path.unlink(missing_ok=True)
@@ -153,7 +162,8 @@ class SessionsRoot:
 
 
 class PendingUploads:
-    """The next new session's folder while its inputs arrive: ``<root>/<id>/uploads/``, locked from the first chunk."""
+    """The next new session's folder while its inputs arrive: ``<root>/<id>/uploads/``, locked from the
+    first chunk."""
 
     def __init__(self, root: SessionsRoot):
         self.session_id, self.folder = root.new_folder()
@@ -163,8 +173,10 @@ class PendingUploads:
     def path_of(self, name: str, role: str) -> Path:
         """The uploaded file an ``open`` argument names; InputError for a path or a file never uploaded."""
         if Path(name).name != name or name.startswith("."):
-            raise InputError(f"open: with neither folder nor session_id, {role} names an uploaded file, not a path "
-                             f"({name!r}): upload it first")
+            raise InputError(
+                f"open: with neither folder nor session_id, {role} names an uploaded file, not a path "
+                f"({name!r}): upload it first"
+            )
         path = self.uploads / name
         if not path.is_file():
             arrived = sorted(p.name for p in self.uploads.glob("*") if not p.name.startswith(".")) or "none"
@@ -238,7 +250,8 @@ class SessionKeeper:
         return session
 
     def _lock_for(self, folder: Path) -> SessionLock:
-        """The lock on ``folder``: the one held already, or a new one (SessionBusy if another worker has it)."""
+        """The lock on ``folder``: the one held already, or a new one (SessionBusy if another worker has
+        it)."""
         if self._lock is not None and self._lock.folder.resolve() == folder.resolve():
             return self._lock
         return SessionLock(folder).acquire()
@@ -256,7 +269,9 @@ class SessionKeeper:
 
         if self._pending is None:
             self._pending = PendingUploads(self.root)
-        return receive_chunk(self._pending.uploads, args["name"], args["offset"], args["data"], args.get("sha256"))
+        return receive_chunk(
+            self._pending.uploads, args["name"], args["offset"], args["data"], args.get("sha256")
+        )
 
     def download(self, args: dict) -> dict:
         """One chunk of a file of the open session: ``current/...`` or ``export/...``."""
@@ -279,12 +294,23 @@ class SessionKeeper:
             self._lock.release()
 
 
-def new_session(fixed: str | None = None, moving: str | None = None, model: str | None = None,
-                channels: list[int] | None = None, grid: list[int] | None = None, device: str = DEFAULT_DEVICE,
-                precision: str = DEFAULT_PRECISION, seed: int = DEFAULT_SEED, truth: str | None = None,
-                reference: str | None = None, similarity: str = DEFAULT_SIMILARITY,
-                smoothness: float = DEFAULT_SMOOTHNESS, allow_non_ct: bool = ALLOW_NON_CT,
-                fixed_views: str | None = None, moving_views: str | None = None):
+def new_session(
+    fixed: str | None = None,
+    moving: str | None = None,
+    model: str | None = None,
+    channels: list[int] | None = None,
+    grid: list[int] | None = None,
+    device: str = DEFAULT_DEVICE,
+    precision: str = DEFAULT_PRECISION,
+    seed: int = DEFAULT_SEED,
+    truth: str | None = None,
+    reference: str | None = None,
+    similarity: str = DEFAULT_SIMILARITY,
+    smoothness: float = DEFAULT_SMOOTHNESS,
+    allow_non_ct: bool = ALLOW_NON_CT,
+    fixed_views: str | None = None,
+    moving_views: str | None = None,
+):
     """A new session from image files, every input checked; in memory until it is given a folder."""
     from rso.core.losses import LossConfig
     from rso.core.session import open_inputs
@@ -292,12 +318,21 @@ def new_session(fixed: str | None = None, moving: str | None = None, model: str 
 
     if not fixed or not moving:
         raise InputError("open needs fixed and moving images to start a new session")
-    engine = EngineSettings(model=model, channels=tuple(channels) if channels else None,
-                            grid=tuple(grid) if grid else None, device=device, precision=precision, seed=seed,
-                            loss=LossConfig(similarity=similarity, smoothness_weight=smoothness),
-                            allow_non_ct=allow_non_ct)
-    return engine.session(open_inputs(fixed, moving, reference, truth, fixed_views_path=fixed_views,
-                                      moving_views_path=moving_views))
+    engine = EngineSettings(
+        model=model,
+        channels=tuple(channels) if channels else None,
+        grid=tuple(grid) if grid else None,
+        device=device,
+        precision=precision,
+        seed=seed,
+        loss=LossConfig(similarity=similarity, smoothness_weight=smoothness),
+        allow_non_ct=allow_non_ct,
+    )
+    return engine.session(
+        open_inputs(
+            fixed, moving, reference, truth, fixed_views_path=fixed_views, moving_views_path=moving_views
+        )
+    )
 
 
 def reopen_session(folder: Path, args: dict):

@@ -21,8 +21,8 @@ import binascii
 import hashlib
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from rso.errors import InputError
 from rso.service.protocol import CHUNK_BYTES
@@ -41,8 +41,10 @@ def receive_chunk(folder: Path, name: str, offset: int, data: str, sha256: str |
     part = folder / f".{name}.part"
     arrived = part.stat().st_size if offset and part.is_file() else 0
     if offset != arrived:
-        raise InputError(f"upload {name}: a chunk at byte {offset}, but {arrived} bytes have arrived; "
-                         "send the chunks in order, starting at offset 0")
+        raise InputError(
+            f"upload {name}: a chunk at byte {offset}, but {arrived} bytes have arrived; "
+            "send the chunks in order, starting at offset 0"
+        )
     try:
         chunk = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
@@ -62,22 +64,30 @@ def receive_chunk(folder: Path, name: str, offset: int, data: str, sha256: str |
     actual = file_sha256(part)
     if actual != sha256:
         part.unlink(missing_ok=True)
-        raise InputError(f"upload {name}: SHA-256 mismatch after {received} bytes (sent {sha256[:12]}..., "
-                         f"arrived {actual[:12]}...); the upload was discarded: send it again")
+        raise InputError(
+            f"upload {name}: SHA-256 mismatch after {received} bytes (sent {sha256[:12]}..., "
+            f"arrived {actual[:12]}...); the upload was discarded: send it again"
+        )
     os.replace(part, folder / name)
     return {"name": name, "received": received, "complete": True}
 
 
 def read_chunk(path: Path, file: str, offset: int, chunk_bytes: int = CHUNK_BYTES) -> dict:
-    """{"file", "offset", "size", "data" (base64), "eof"}, plus "sha256" of the whole file with the last chunk."""
+    """{"file", "offset", "size", "data" (base64), "eof"}, plus "sha256" of the whole file with the last
+    chunk."""
     size = path.stat().st_size
     if offset > size:
         raise InputError(f"download {file}: offset {offset} is past the end of the file ({size} bytes)")
     with open(path, "rb") as handle:
         handle.seek(offset)
         data = handle.read(chunk_bytes)
-    reply = {"file": file, "offset": offset, "size": size, "data": base64.b64encode(data).decode("ascii"),
-             "eof": offset + len(data) >= size}
+    reply = {
+        "file": file,
+        "offset": offset,
+        "size": size,
+        "data": base64.b64encode(data).decode("ascii"),
+        "eof": offset + len(data) >= size,
+    }
     if reply["eof"]:
         from rso.core.imageio import file_sha256
 
@@ -86,8 +96,9 @@ def read_chunk(path: Path, file: str, offset: int, chunk_bytes: int = CHUNK_BYTE
 
 
 # ---------------------------------------------------------------------------------- client side
-def upload_file(call: Callable[..., dict], path: str | os.PathLike, name: str,
-                chunk_bytes: int = CHUNK_BYTES) -> dict:
+def upload_file(
+    call: Callable[..., dict], path: str | os.PathLike, name: str, chunk_bytes: int = CHUNK_BYTES
+) -> dict:
     """Send a file as ``name`` through ``call("upload", ...)``, chunk by chunk; returns the last reply."""
     path = Path(path)
     if not path.is_file():
@@ -100,8 +111,13 @@ def upload_file(call: Callable[..., dict], path: str | os.PathLike, name: str,
             chunk = handle.read(chunk_bytes)
             digest.update(chunk)
             last = offset + len(chunk) >= size
-            reply = call("upload", name=name, offset=offset, data=base64.b64encode(chunk).decode("ascii"),
-                         sha256=digest.hexdigest() if last else None)
+            reply = call(
+                "upload",
+                name=name,
+                offset=offset,
+                data=base64.b64encode(chunk).decode("ascii"),
+                sha256=digest.hexdigest() if last else None,
+            )
             offset += len(chunk)
             if last:
                 return reply
@@ -124,8 +140,10 @@ def download_file(call: Callable[..., dict], file: str, dest: str | os.PathLike)
                 handle.write(data)
                 digest.update(data)
         if digest.hexdigest() != reply.get("sha256"):
-            raise InputError(f"download {file}: SHA-256 mismatch (the file changed on the worker, or bytes were "
-                             "lost); download it again")
+            raise InputError(
+                f"download {file}: SHA-256 mismatch (the file changed on the worker, or bytes were "
+                "lost); download it again"
+            )
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

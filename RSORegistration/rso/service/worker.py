@@ -17,6 +17,7 @@ Run as ``rso-registration worker`` or ``python -m rso.service.worker [--threads 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -24,13 +25,13 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, TextIO
-
-from rso import __version__, silence_known_warnings
+from typing import TYPE_CHECKING, TextIO
 
 import rso.service.protocol as protocol
+from rso import __version__, silence_known_warnings
 from rso.errors import Cancelled, InputError
 from rso.options import DEFAULT_ISO_ITERATIONS, DEFAULT_ISO_MATCH_ARTEFACTS
 from rso.service.sessions import SessionBusy, SessionKeeper
@@ -48,12 +49,13 @@ SHUTDOWN_JOIN_S = 60.0  # a step finishes its current iteration (or prediction) 
 @dataclass
 class RunningRequest:
     request: protocol.Request
-    cancel: "CancelToken"
+    cancel: CancelToken
     thread: threading.Thread | None = None
 
 
 class Worker:
-    """Serves requests from ``lines`` and writes protocol lines to ``out``; sessions opened by id live under ``sessions``."""
+    """Serves requests from ``lines`` and writes protocol lines to ``out``; sessions opened by id live
+    under ``sessions``."""
 
     def __init__(self, out: TextIO, sessions: str | Path | None = None):
         self.out = out
@@ -125,12 +127,21 @@ class Worker:
 
                 log.info("%s (request %d) started", request.cmd, request.id)
                 self._job = RunningRequest(request, CancelToken())
-                self._job.thread = threading.Thread(target=self._run_job, args=(self._job,),
-                                                    name=f"rso-{request.cmd}-{request.id}", daemon=True)
+                self._job.thread = threading.Thread(
+                    target=self._run_job,
+                    args=(self._job,),
+                    name=f"rso-{request.cmd}-{request.id}",
+                    daemon=True,
+                )
                 self._job.thread.start()
                 return
-        self.send(protocol.error(request.id, "busy", f"busy with {running.request.cmd} (request {running.request.id}); "
-                                 "wait for it or cancel it"))
+        self.send(
+            protocol.error(
+                request.id,
+                "busy",
+                f"busy with {running.request.cmd} (request {running.request.id}); wait for it or cancel it",
+            )
+        )
 
     def _cancel_running(self) -> int | None:
         with self._job_lock:
@@ -183,8 +194,13 @@ class Worker:
     def _cmd_open(self, job: RunningRequest) -> dict:
         session, reopened = self.keeper.open(dict(job.request.args))
         paths = write_current(session) if session.history else {}
-        return {**session_summary(session), "session_id": self.keeper.session_id, "reopened": reopened,
-                "paths": paths, "files": session_files(session, paths)}
+        return {
+            **session_summary(session),
+            "session_id": self.keeper.session_id,
+            "reopened": reopened,
+            "paths": paths,
+            "files": session_files(session, paths),
+        }
 
     def _cmd_general(self, job: RunningRequest) -> dict:
         session = self._need_session()
@@ -194,10 +210,13 @@ class Worker:
         from rso.core.optimize import PAPER_LEARNING_RATE
 
         session, args = self._need_session(), job.request.args
-        record = session.iso(args.get("iterations", DEFAULT_ISO_ITERATIONS),
-                             learning_rate=args.get("learning_rate", PAPER_LEARNING_RATE),
-                             match_artefacts=args.get("match_artefacts", DEFAULT_ISO_MATCH_ARTEFACTS),
-                             progress=self._progress(job), cancel=job.cancel)
+        record = session.iso(
+            args.get("iterations", DEFAULT_ISO_ITERATIONS),
+            learning_rate=args.get("learning_rate", PAPER_LEARNING_RATE),
+            match_artefacts=args.get("match_artefacts", DEFAULT_ISO_MATCH_ARTEFACTS),
+            progress=self._progress(job),
+            cancel=job.cancel,
+        )
         return step_result(session, record)
 
     def _cmd_rso(self, job: RunningRequest) -> dict:
@@ -225,7 +244,10 @@ class Worker:
 
         session, args = self._need_session(), job.request.args
         out = args.get("out") or Path(session.folder) / EXPORT_FOLDER
-        paths = {name: str(path) for name, path in write_results(session, out, figure=args.get("figure", True)).items()}
+        paths = {
+            name: str(path)
+            for name, path in write_results(session, out, figure=args.get("figure", True)).items()
+        }
         return {"paths": paths, "files": session_files(session, paths)}
 
     def _cmd_upload(self, job: RunningRequest) -> dict:
@@ -283,14 +305,17 @@ def session_files(session, paths: dict[str, str]) -> dict[str, str]:
     folder = Path(session.folder).resolve()
     files = {}
     for name, path in paths.items():
-        relative = Path(path).resolve().relative_to(folder) if folder in Path(path).resolve().parents else None
+        relative = (
+            Path(path).resolve().relative_to(folder) if folder in Path(path).resolve().parents else None
+        )
         if relative is not None and relative.parts[0] in protocol.DOWNLOAD_FOLDERS:
             files[name] = relative.as_posix()
     return files
 
 
 def write_current(session) -> dict[str, str]:
-    """Warped, displacement, difference and the quality maps for the viewer, at native resolution, in <folder>/current/."""
+    """Warped, displacement, difference and the quality maps for the viewer, at native resolution, in
+    <folder>/current/."""
     from rso.core.results import write_images
 
     paths = write_images(session, Path(session.folder) / CURRENT_FOLDER)
@@ -323,10 +348,8 @@ def serve_stdio(threads: int | None = None, sessions: str | None = None) -> None
     code = Worker(out, sessions).serve(protocol.read_lines(sys.stdin.buffer))
     # Everything is on disk (each write is atomic); skip the interpreter's teardown of torch and
     # MONAI, which takes seconds, so that closing or restarting a worker is quick.
-    try:
+    with contextlib.suppress(OSError, ValueError):  # the client is gone
         out.flush()
-    except (OSError, ValueError):
-        pass  # the client is gone
     logging.shutdown()
     sys.stderr.flush()
     os._exit(code)
@@ -336,8 +359,14 @@ def _option(arguments: list[str], name: str) -> str | None:
     return arguments[arguments.index(name) + 1] if name in arguments[:-1] else None
 
 
-if __name__ == "__main__":  # python -m rso.service.worker [--threads N] [--sessions DIR]: what WorkerClient starts
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+if (
+    __name__ == "__main__"
+):  # python -m rso.service.worker [--threads N] [--sessions DIR]: what WorkerClient starts
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     threads = _option(sys.argv[1:], "--threads")
     serve_stdio(int(threads) if threads else None, _option(sys.argv[1:], "--sessions"))

@@ -40,8 +40,10 @@ def check_ct(image: sitk.Image, what: str = "CT") -> None:
     low, high = np.percentile(values, [1, 99.9])
     # A chest CT in HU holds air (about -1000) and soft tissue or bone (> 0).
     if low > -800 or high < 0 or high > 10000:
-        raise InputError(f"{what} does not look like a CT in HU (1st/99.9th percentiles {low:.4g}/{high:.4g}; "
-                         "expected air near -1000 and tissue above 0)")
+        raise InputError(
+            f"{what} does not look like a CT in HU (1st/99.9th percentiles {low:.4g}/{high:.4g}; "
+            "expected air near -1000 and tissue above 0)"
+        )
 
 
 def body_mask(ct: sitk.Image, params: MaskParams = MaskParams()) -> sitk.Image:
@@ -76,7 +78,9 @@ def _fill_slice(plane: np.ndarray, min_touch: int = 3) -> np.ndarray:
     return ndimage.binary_fill_holes(padded)[1:-1, 1:-1] | plane
 
 
-def lung_mask(ct: sitk.Image, body: sitk.Image | None = None, params: MaskParams = MaskParams()) -> sitk.Image:
+def lung_mask(
+    ct: sitk.Image, body: sitk.Image | None = None, params: MaskParams = MaskParams()
+) -> sitk.Image:
     """Both lungs (uint8 0/1): air inside the body, the largest one or two components, vessels closed in."""
     body = body_mask(ct, params) if body is None else body
     air = sitk.BinaryThreshold(ct, -1e9, params.lung_upper_hu, 1, 0)
@@ -85,12 +89,16 @@ def lung_mask(ct: sitk.Image, body: sitk.Image | None = None, params: MaskParams
     air = sitk.BinaryMorphologicalOpening(air, _radius(ct, 2.0))  # drops noise and thin airways
     lungs = _largest_components(air, count=2, min_fraction=0.2)
     lungs = sitk.BinaryMorphologicalClosing(lungs, _radius(ct, params.closing_radius_mm))
-    lungs = sitk.And(sitk.BinaryFillhole(lungs), body)  # 3-D, so the mediastinum between the bronchi stays out
+    lungs = sitk.And(
+        sitk.BinaryFillhole(lungs), body
+    )  # 3-D, so the mediastinum between the bronchi stays out
     body_voxels = int(sitk.GetArrayViewFromImage(body).sum())
     lung_voxels = int(sitk.GetArrayViewFromImage(lungs).sum())
     if lung_voxels < params.min_lung_fraction * body_voxels:
-        raise InputError(f"no lungs found in the CT (air inside the body is {100 * lung_voxels / body_voxels:.1f} % "
-                         f"of the body, at least {100 * params.min_lung_fraction:.0f} % expected for a chest CT)")
+        raise InputError(
+            f"no lungs found in the CT (air inside the body is {100 * lung_voxels / body_voxels:.1f} % "
+            f"of the body, at least {100 * params.min_lung_fraction:.0f} % expected for a chest CT)"
+        )
     return lungs
 
 

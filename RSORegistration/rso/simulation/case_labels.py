@@ -2,11 +2,12 @@
 
 Phase 0's labels are the lungs (right = 1, left = 2, split at the lungs' midline), a 5-mm
 nodule (3) deep in the lower left lung (a label only: the CT is not changed) and, in the ``local``
-and ``clinical`` presets, the lesion painted into the CT (4, ``rso.simulation.lesion``). The simulator makes phase K by pulling phase 0 through
-the exact inverse of the truth field; pulling phase 0's labels through the same inverse (with
-``rso.core.labels.propagate``) gives phase K's labels. So a registration of the pair (fixed =
-phase 0, moving = phase K) that carries ``labels_phaseK`` onto phase 0 can be scored against
-``labels_phase0``: Dice and HD95 of contour propagation, with a known answer.
+and ``clinical`` presets, the lesion painted into the CT (4, ``rso.simulation.lesion``). The
+simulator makes phase K by pulling phase 0 through the exact inverse of the truth field; pulling
+phase 0's labels through the same inverse (with ``rso.core.labels.propagate``) gives phase K's
+labels. So a registration of the pair (fixed = phase 0, moving = phase K) that carries
+``labels_phaseK`` onto phase 0 can be scored against ``labels_phase0``: Dice and HD95 of contour
+propagation, with a known answer.
 
 Cases simulated before these files existed get them on first use (``case_labels``).
 """
@@ -22,14 +23,21 @@ from scipy import ndimage
 from rso.core.imageio import read_displacement_field, write_bytes_atomically, write_image
 from rso.core.labels import Label, color_table_text, propagate
 
-LABELS = {1: Label(1, "right lung", (0.30, 0.80, 0.40)), 2: Label(2, "left lung", (0.35, 0.55, 0.95)),
-          3: Label(3, "nodule", (0.95, 0.55, 0.10)), 4: Label(4, "lesion", (0.90, 0.20, 0.20))}
+LABELS = {
+    1: Label(1, "right lung", (0.30, 0.80, 0.40)),
+    2: Label(2, "left lung", (0.35, 0.55, 0.95)),
+    3: Label(3, "nodule", (0.95, 0.55, 0.10)),
+    4: Label(4, "lesion", (0.90, 0.20, 0.20)),
+}
 NODULE_DIAMETER_MM = 5.0
-NODULE_HEIGHT = 0.35  # the nodule lies below this fraction of the lung's height: the lower lobe, where motion is largest
+NODULE_HEIGHT = (
+    0.35  # the nodule lies below this fraction of the lung's height: the lower lobe, where motion is largest
+)
 
 
 def reference_labels(lungs: sitk.Image, lesion: sitk.Image | None = None) -> sitk.Image:
-    """Phase 0's labels (uint8, LABELS) from its lung mask, and an inserted lesion's label (rso.simulation.lesion)."""
+    """Phase 0's labels (uint8, LABELS) from its lung mask, and an inserted lesion's label
+    (rso.simulation.lesion)."""
     mask = sitk.GetArrayFromImage(lungs) > 0
     x = _axis_mm(lungs, 0)[None, None, :]  # LPS x grows to the patient's left
     midline = np.median(np.broadcast_to(x, mask.shape)[mask])
@@ -52,9 +60,11 @@ def _nodule(reference: sitk.Image, left_lung: np.ndarray) -> np.ndarray:
     slices = np.nonzero(left_lung.any(axis=(1, 2)))[0]
     top = int(slices[0] + NODULE_HEIGHT * (slices[-1] - slices[0]))  # array axis 0 is z, growing superiorly
     depth = ndimage.distance_transform_edt(left_lung, sampling=reference.GetSpacing()[::-1])
-    depth[top + 1:] = 0
+    depth[top + 1 :] = 0
     level, row, column = np.unravel_index(np.argmax(depth), depth.shape)
-    centre = np.array([_axis_mm(reference, 0)[column], _axis_mm(reference, 1)[row], _axis_mm(reference, 2)[level]])
+    centre = np.array(
+        [_axis_mm(reference, 0)[column], _axis_mm(reference, 1)[row], _axis_mm(reference, 2)[level]]
+    )
     z, y, x = np.meshgrid(*[_axis_mm(reference, a) for a in (2, 1, 0)], indexing="ij")
     distance = np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2)
     return distance <= NODULE_DIAMETER_MM / 2

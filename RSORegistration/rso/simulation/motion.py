@@ -28,16 +28,19 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 import rso.core.metrics as metrics
+from rso.core.imageio import index_to_physical_matrix
 from rso.errors import InputError
 from rso.simulation.lesion import Lesion, LesionParams, lesion_patterns
-from rso.core.imageio import index_to_physical_matrix
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class MotionParams:
-    si_amplitude_mm: tuple[float, float] = (8.0, 25.0)  # per-case SI excursion at the diaphragm, drawn uniformly
+    si_amplitude_mm: tuple[float, float] = (
+        8.0,
+        25.0,
+    )  # per-case SI excursion at the diaphragm, drawn uniformly
     ap_amplitude_mm: tuple[float, float] = (2.0, 5.0)  # anterior excursion of the front of the body
     lr_amplitude_mm: tuple[float, float] = (1.0, 3.0)  # lateral excursion of each side of the body
     perturbation_mm: float = 1.0  # RMS, inside the body, of the smooth random field at end inhale
@@ -45,7 +48,9 @@ class MotionParams:
     perturbation_spacing_mm: float = 60.0  # B-spline control-point spacing: the random fields' smoothness
     below_diaphragm_decay_mm: float = 80.0  # Gaussian fall-off of the SI motion below the lung base
     sliding: bool = True  # chest wall moves less than the lungs (see module docstring)
-    sliding_sigma_mm: float = 10.0  # width of the smooth lung/chest-wall transition; 6 mm gives det J < 0.2 at 25 mm
+    sliding_sigma_mm: float = (
+        10.0  # width of the smooth lung/chest-wall transition; 6 mm gives det J < 0.2 at 25 mm
+    )
     breathing_exponent: int = 2  # n in b(t) = sin^(2n)(pi t)
     # The lower lungs lag the upper ones by this fraction of a cycle (0: they move together). A
     # phase lag of the lower lobes is a local motion a whole-image fit weighs little.
@@ -66,7 +71,8 @@ class CaseMotion:
 
 
 def breathing_curve(t: float, exponent: int = 2) -> float:
-    """Breathing amplitude in [0, 1] at phase t in [0, 1): 0 at end exhale (t = 0), 1 at end inhale (t = 0.5)."""
+    """Breathing amplitude in [0, 1] at phase t in [0, 1): 0 at end exhale (t = 0), 1 at end inhale
+    (t = 0.5)."""
     return float(np.sin(np.pi * t) ** (2 * exponent))
 
 
@@ -86,8 +92,15 @@ class BreathingMotion:
     u_t(x) = sum over terms of curve(t) * pattern(x); every curve is zero at end exhale (t = 0).
     """
 
-    def __init__(self, ct: sitk.Image, body: sitk.Image, lungs: sitk.Image,
-                 params: MotionParams = MotionParams(), seed: int = 0, lesion: Lesion | None = None) -> None:
+    def __init__(
+        self,
+        ct: sitk.Image,
+        body: sitk.Image,
+        lungs: sitk.Image,
+        params: MotionParams = MotionParams(),
+        seed: int = 0,
+        lesion: Lesion | None = None,
+    ) -> None:
         _check_axis_aligned(ct)
         self.reference = ct
         self.params = params
@@ -104,8 +117,10 @@ class BreathingMotion:
         hysteresis = _random_field(ct, params.hysteresis_mm, params, rng, weight, body_a)
         exponent = params.breathing_exponent
         lower = self._lower_lobe_weight(coords[2])[:, None, None, None] if params.lower_lobe_lag else 0.0
-        self.terms = [("breathing", breathing * (1.0 - lower), lambda t: breathing_curve(t, exponent)),
-                      ("hysteresis", hysteresis, hysteresis_curve)]
+        self.terms = [
+            ("breathing", breathing * (1.0 - lower), lambda t: breathing_curve(t, exponent)),
+            ("hysteresis", hysteresis, hysteresis_curve),
+        ]
         if params.lower_lobe_lag:
             lag = params.lower_lobe_lag
             self.terms.append(("lower lobes", breathing * lower, lambda t: lagged_curve(t, lag, exponent)))
@@ -113,8 +128,10 @@ class BreathingMotion:
         if lesion is not None:
             si, loop = lesion_patterns(ct, lesion, params.lesion)
             lag = params.lesion.lag
-            self.terms += [("lesion", si, lambda t: lagged_curve(t, lag, exponent)),
-                           ("lesion loop", loop, lambda t: np.sin(np.pi * t) ** 2 * hysteresis_curve(t))]
+            self.terms += [
+                ("lesion", si, lambda t: lagged_curve(t, lag, exponent)),
+                ("lesion loop", loop, lambda t: np.sin(np.pi * t) ** 2 * hysteresis_curve(t)),
+            ]
 
     def field(self, t: float) -> sitk.Image:
         """The displacement field phase 0 -> phase t (vector float64, LPS mm, on the CT's grid)."""
@@ -125,8 +142,12 @@ class BreathingMotion:
 
     def description(self) -> dict:
         lesion = self.lesion.to_dict() if self.lesion is not None else None
-        return {"params": asdict(self.params), "case": asdict(self.case), "terms": [name for name, _, _ in self.terms],
-                "lesion": lesion}
+        return {
+            "params": asdict(self.params),
+            "case": asdict(self.case),
+            "terms": [name for name, _, _ in self.terms],
+            "lesion": lesion,
+        }
 
     def _lower_lobe_weight(self, s: np.ndarray) -> np.ndarray:
         """0 in the upper half of the lungs, rising smoothly to 1 over the lower third (per axial slice)."""
@@ -134,7 +155,9 @@ class BreathingMotion:
         depth = (self.case.lung_apex_s_mm - s) / height  # 0 at the apex, 1 at the base
         return _smoothstep((depth - 0.4) / 0.35)
 
-    def _breathing_pattern(self, body: np.ndarray, lungs: np.ndarray, coords: tuple[np.ndarray, ...]) -> np.ndarray:
+    def _breathing_pattern(
+        self, body: np.ndarray, lungs: np.ndarray, coords: tuple[np.ndarray, ...]
+    ) -> np.ndarray:
         s = coords[2]  # LPS z (superior) of each axial slice
         case, params = self.case, self.params
         spacing = self.reference.GetSpacing()
@@ -144,7 +167,9 @@ class BreathingMotion:
         below = np.clip(case.lung_base_s_mm - s, 0.0, None)
         si_profile = ramp * np.exp(-0.5 * (below / params.below_diaphragm_decay_mm) ** 2)
         if params.sliding:
-            weight = _smooth((_below_diaphragm(lungs, s, case) | lungs) & body, params.sliding_sigma_mm, spacing)
+            weight = _smooth(
+                (_below_diaphragm(lungs, s, case) | lungs) & body, params.sliding_sigma_mm, spacing
+            )
         else:
             weight = _smooth(body, 20.0, spacing)
         field = np.zeros(body.shape + (3,))
@@ -152,8 +177,9 @@ class BreathingMotion:
         field[..., :2] = self._expansion(body, coords, ramp, spacing)
         return field
 
-    def _expansion(self, body: np.ndarray, coords: tuple[np.ndarray, ...], ramp: np.ndarray,
-                   spacing: tuple[float, ...]) -> np.ndarray:
+    def _expansion(
+        self, body: np.ndarray, coords: tuple[np.ndarray, ...], ramp: np.ndarray, spacing: tuple[float, ...]
+    ) -> np.ndarray:
         """Anterior and lateral expansion: the back and the midline stay, the front and sides move out."""
         x, y, _ = coords
         zz, yy, xx = np.nonzero(body)
@@ -181,8 +207,13 @@ def _below_diaphragm(lungs: np.ndarray, s: np.ndarray, case: CaseMotion) -> np.n
     return (np.arange(lungs.shape[0])[:, None, None] <= lowest[None]) & basal[None]
 
 
-def _draw_case(params: MotionParams, seed: int, rng: np.random.Generator, lungs: np.ndarray,
-               coords: tuple[np.ndarray, ...]) -> CaseMotion:
+def _draw_case(
+    params: MotionParams,
+    seed: int,
+    rng: np.random.Generator,
+    lungs: np.ndarray,
+    coords: tuple[np.ndarray, ...],
+) -> CaseMotion:
     s_lung = coords[2][np.nonzero(lungs)[0]]
     return CaseMotion(
         seed=seed,
@@ -194,8 +225,14 @@ def _draw_case(params: MotionParams, seed: int, rng: np.random.Generator, lungs:
     )
 
 
-def _random_field(ct: sitk.Image, rms_mm: float, params: MotionParams, rng: np.random.Generator,
-                  weight: np.ndarray, body: np.ndarray) -> np.ndarray:
+def _random_field(
+    ct: sitk.Image,
+    rms_mm: float,
+    params: MotionParams,
+    rng: np.random.Generator,
+    weight: np.ndarray,
+    body: np.ndarray,
+) -> np.ndarray:
     """A smooth random field (cubic B-spline on a coarse mesh), scaled to rms_mm inside the body."""
     if rms_mm <= 0:
         return np.zeros(body.shape + (3,))
@@ -206,8 +243,9 @@ def _random_field(ct: sitk.Image, rms_mm: float, params: MotionParams, rng: np.r
     # Evaluated on a 4x coarser grid and interpolated: the field varies over tens of mm anyway.
     coarse_spacing = [4 * sp for sp in ct.GetSpacing()]
     coarse_size = [int(np.ceil(sz / 4)) + 1 for sz in ct.GetSize()]
-    coarse = sitk.TransformToDisplacementField(transform, sitk.sitkVectorFloat64, coarse_size, ct.GetOrigin(),
-                                               coarse_spacing, ct.GetDirection())
+    coarse = sitk.TransformToDisplacementField(
+        transform, sitk.sitkVectorFloat64, coarse_size, ct.GetOrigin(), coarse_spacing, ct.GetDirection()
+    )
     field = sitk.Resample(coarse, ct, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64)
     array = sitk.GetArrayFromImage(field) * weight[..., None]
     rms = np.sqrt((array[body] ** 2).sum(axis=-1).mean())
@@ -216,11 +254,14 @@ def _random_field(ct: sitk.Image, rms_mm: float, params: MotionParams, rng: np.r
 
 def jacobian_determinant(field: sitk.Image) -> np.ndarray:
     """det(I + du/dx) of an ITK displacement field image, at every voxel (array order z, y, x)."""
-    return metrics.jacobian_determinant(sitk.GetArrayFromImage(field), index_to_physical_matrix(field)[:3, :3])
+    return metrics.jacobian_determinant(
+        sitk.GetArrayFromImage(field), index_to_physical_matrix(field)[:3, :3]
+    )
 
 
-def check_invertible(field: sitk.Image, what: str = "displacement field", minimum: float = 0.05,
-                     det: np.ndarray | None = None) -> float:
+def check_invertible(
+    field: sitk.Image, what: str = "displacement field", minimum: float = 0.05, det: np.ndarray | None = None
+) -> float:
     """Raise unless det J > minimum everywhere; returns the smallest determinant."""
     det = jacobian_determinant(field) if det is None else det
     smallest = float(det.min())
@@ -229,7 +270,9 @@ def check_invertible(field: sitk.Image, what: str = "displacement field", minimu
     return smallest
 
 
-def invert_field(field: sitk.Image, tolerance_mm: float = 0.02, iterations: int = 30) -> tuple[sitk.Image, float]:
+def invert_field(
+    field: sitk.Image, tolerance_mm: float = 0.02, iterations: int = 30
+) -> tuple[sitk.Image, float]:
     """The inverse displacement field (ITK's fixed-point iteration) and its largest residual in mm.
 
     The residual is |u(x + v(x)) + v(x)| over the grid, checked here rather than trusted.
@@ -246,9 +289,18 @@ def invert_field(field: sitk.Image, tolerance_mm: float = 0.02, iterations: int 
 def inverse_residual(field: sitk.Image, inverse: sitk.Image) -> float:
     """max |u(x + v(x)) + v(x)| in mm: how far T(T^-1(x)) lands from x."""
     u_at = sitk.TransformToDisplacementField(
-        sitk.CompositeTransform([sitk.DisplacementFieldTransform(sitk.Image(field)),
-                                 sitk.DisplacementFieldTransform(sitk.Image(inverse))]),
-        sitk.sitkVectorFloat64, inverse.GetSize(), inverse.GetOrigin(), inverse.GetSpacing(), inverse.GetDirection())
+        sitk.CompositeTransform(
+            [
+                sitk.DisplacementFieldTransform(sitk.Image(field)),
+                sitk.DisplacementFieldTransform(sitk.Image(inverse)),
+            ]
+        ),
+        sitk.sitkVectorFloat64,
+        inverse.GetSize(),
+        inverse.GetOrigin(),
+        inverse.GetSpacing(),
+        inverse.GetDirection(),
+    )
     error = np.sqrt((sitk.GetArrayViewFromImage(u_at) ** 2).sum(axis=-1))
     # Near the grid's edges x + v(x) can leave the grid, where ITK takes u as zero: not an inversion error.
     margin = int(np.ceil(np.abs(sitk.GetArrayViewFromImage(inverse)).max() / min(inverse.GetSpacing()))) + 1
@@ -258,13 +310,17 @@ def inverse_residual(field: sitk.Image, inverse: sitk.Image) -> float:
 
 def _physical_axes(image: sitk.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """1-D LPS coordinates along x, y and z of an axis-aligned image."""
-    return tuple(o + s * np.arange(n) for o, s, n in zip(image.GetOrigin(), image.GetSpacing(), image.GetSize()))
+    return tuple(
+        o + s * np.arange(n) for o, s, n in zip(image.GetOrigin(), image.GetSpacing(), image.GetSize())
+    )
 
 
 def _check_axis_aligned(image: sitk.Image) -> None:
     if not np.allclose(image.GetDirection(), np.eye(3).ravel(), atol=1e-6):
-        raise InputError("the motion model needs an axis-aligned LPS grid (identity direction); "
-                         "resample the CT onto one first (simulate.working_ct does)")
+        raise InputError(
+            "the motion model needs an axis-aligned LPS grid (identity direction); "
+            "resample the CT onto one first (simulate.working_ct does)"
+        )
 
 
 def _smooth(mask: np.ndarray, sigma_mm: float, spacing: tuple[float, ...]) -> np.ndarray:

@@ -22,8 +22,12 @@ from rso.core.geometry import lps_to_ras
 NODULE_LPS = np.array([38.0, -5.0, -12.0])  # mm, in the left lung near the diaphragm
 NODULE_RADIUS_MM = 9.0
 # The phantom's structures as labels: value -> (name, RGB 0..1).
-LABELS = {1: ("right lung", (0.55, 0.75, 0.95)), 2: ("left lung", (0.35, 0.55, 0.95)),
-          3: ("nodule", (0.95, 0.55, 0.10)), 4: ("spine", (0.95, 0.95, 0.75))}
+LABELS = {
+    1: ("right lung", (0.55, 0.75, 0.95)),
+    2: ("left lung", (0.35, 0.55, 0.95)),
+    3: ("nodule", (0.95, 0.55, 0.10)),
+    4: ("spine", (0.95, 0.95, 0.75)),
+}
 
 
 @dataclass(frozen=True)
@@ -42,11 +46,18 @@ class PhantomPair:
 
 def _structures(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
     """Where each structure is, at LPS points (mm); the nodule lies inside the left lung."""
-    lung = [((x - side * 40.0) / 30.0) ** 2 + ((y + 4.0) / 40.0) ** 2 + ((z - 12.0) / 46.0) ** 2 <= 1.0
-            for side in (-1.0, 1.0)]  # LPS x grows to the patient's left
-    return {"body": (x / 86.0) ** 2 + (y / 62.0) ** 2 <= 1.0, "right lung": lung[0], "left lung": lung[1],
-            "spine": (x / 13.0) ** 2 + ((y - 46.0) / 13.0) ** 2 <= 1.0,
-            "nodule": np.sum([(c - n) ** 2 for c, n in zip((x, y, z), NODULE_LPS)], axis=0) <= NODULE_RADIUS_MM ** 2}
+    lung = [
+        ((x - side * 40.0) / 30.0) ** 2 + ((y + 4.0) / 40.0) ** 2 + ((z - 12.0) / 46.0) ** 2 <= 1.0
+        for side in (-1.0, 1.0)
+    ]  # LPS x grows to the patient's left
+    return {
+        "body": (x / 86.0) ** 2 + (y / 62.0) ** 2 <= 1.0,
+        "right lung": lung[0],
+        "left lung": lung[1],
+        "spine": (x / 13.0) ** 2 + ((y - 46.0) / 13.0) ** 2 <= 1.0,
+        "nodule": np.sum([(c - n) ** 2 for c, n in zip((x, y, z), NODULE_LPS)], axis=0)
+        <= NODULE_RADIUS_MM**2,
+    }
 
 
 def _phantom(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -92,8 +103,12 @@ def phantom_pair(shape=(32, 64, 64), spacing_mm: float = 3.0, amplitude_mm: floa
     u = _motion(x, y, z, amplitude_mm)
     moved = (x + u[..., 0], y + u[..., 1], z + u[..., 2])
     images = []
-    for array in (_phantom(*moved).astype(np.float32), _phantom(x, y, z).astype(np.float32), _labels(x, y, z),
-                  _labels(*moved)):
+    for array in (
+        _phantom(*moved).astype(np.float32),
+        _phantom(x, y, z).astype(np.float32),
+        _labels(x, y, z),
+        _labels(*moved),
+    ):
         image = sitk.GetImageFromArray(array)
         image.CopyInformation(reference)
         images.append(image)
@@ -129,5 +144,7 @@ def pair_from_field(moving: sitk.Image, truth: sitk.Image) -> PhantomPair:
     Pulling the moving image through the field makes the field the exact fixed -> moving truth,
     with no inversion (the phantom itself is made the same way, analytically).
     """
-    fixed = sitk.Resample(moving, moving, sitk.DisplacementFieldTransform(sitk.Image(truth)), sitk.sitkLinear, -1000.0)
+    fixed = sitk.Resample(
+        moving, moving, sitk.DisplacementFieldTransform(sitk.Image(truth)), sitk.sitkLinear, -1000.0
+    )
     return PhantomPair(fixed, moving, truth)

@@ -33,14 +33,28 @@ import numpy as np
 import SimpleITK as sitk
 
 from rso import __version__
-from rso.simulation.anatomy import MaskParams, body_mask, check_ct, lung_mask
-from rso.simulation.case_labels import phase_labels, reference_labels, write_labels
-from rso.errors import InputError
-from rso.core.imageio import file_sha256, read_image, write_bytes_atomically, write_displacement_field, write_image
+from rso.core.imageio import (
+    file_sha256,
+    read_image,
+    write_bytes_atomically,
+    write_displacement_field,
+    write_image,
+)
 from rso.core.reprojection import Views
+from rso.errors import InputError
+from rso.simulation.anatomy import MaskParams, body_mask, lung_mask
+from rso.simulation.case_labels import phase_labels, reference_labels, write_labels
+from rso.simulation.figures import plot_case as plot_case  # re-exported: the simulate command uses it
+from rso.simulation.grid import AIR_HU, working_ct
 from rso.simulation.lesion import LesionParams, draw_lesion, paint_lesion
-from rso.simulation.motion import (BreathingMotion, MotionParams, breathing_curve, check_invertible, invert_field,
-                     jacobian_determinant)
+from rso.simulation.motion import (
+    BreathingMotion,
+    MotionParams,
+    breathing_curve,
+    check_invertible,
+    invert_field,
+    jacobian_determinant,
+)
 
 if TYPE_CHECKING:
     from rso.simulation.cbct import CBCTParams  # imported lazily at run time: scikit-image is slow to import
@@ -48,7 +62,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CASE_FORMAT = "rso-simulated-case/1"
-AIR_HU = -1000.0
 
 
 @dataclass(frozen=True)
@@ -62,72 +75,24 @@ class SimulationParams:
     masks: MaskParams = field(default_factory=MaskParams)
 
     @classmethod
-    def preset(cls, name: str) -> "SimulationParams":
+    def preset(cls, name: str) -> SimulationParams:
         """``standard``: the breathing model of every earlier case; ``local``: large breathing (20-25 mm SI),
         lower lobes lagging 8 % of a cycle and an inserted lesion with its own trajectory, the local
         errors a whole-image fit leaves; ``clinical``: ``local`` imaged with the clinical CBCT preset."""
         from rso.simulation.cbct import CBCTParams
 
         local = MotionParams(si_amplitude_mm=(20.0, 25.0), lower_lobe_lag=0.08, lesion=LesionParams())
-        presets = {"standard": cls(), "local": cls(motion=local),
-                   "clinical": cls(motion=local, cbct=CBCTParams.clinical())}
+        presets = {
+            "standard": cls(),
+            "local": cls(motion=local),
+            "clinical": cls(motion=local, cbct=CBCTParams.clinical()),
+        }
         if name not in presets:
             raise InputError(f"simulation preset must be one of {sorted(presets)}, not {name!r}")
         return presets[name]
 
 
 SIMULATION_PRESETS = ("standard", "local", "clinical")
-
-
-def working_ct(ct: sitk.Image, spacing_mm: float | None = 2.5, crop_margin_mm: float | None = 10.0,
-               masks: MaskParams = MaskParams()) -> sitk.Image:
-    """The CT on an axis-aligned LPS grid (identity direction) at spacing_mm, cropped to the body.
-
-    Downsampling is anti-aliased (Gaussian) and HU below -1000 (padding outside the scanner's field
-    of view) becomes air.
-    """
-    check_ct(ct)
-    ct = sitk.Cast(ct, sitk.sitkFloat32)
-    spacing = list(ct.GetSpacing()) if spacing_mm is None else [float(spacing_mm)] * 3
-    lower, upper = _physical_bounds(ct)
-    size = [max(2, int(np.floor((hi - lo) / sp + 1e-6)) + 1) for lo, hi, sp in zip(lower, upper, spacing)]
-    if _is_identity(ct) and spacing_mm is None:
-        grid = ct
-    else:
-        grid = sitk.Resample(_anti_alias(ct, spacing), size, sitk.Transform(), sitk.sitkLinear, lower, spacing,
-                             np.eye(3).ravel().tolist(), AIR_HU, sitk.sitkFloat32)
-    grid = sitk.Clamp(grid, sitk.sitkFloat32, AIR_HU, 1e6)
-    if crop_margin_mm is not None:
-        grid = _crop_to_body(grid, crop_margin_mm, masks)
-    return grid
-
-
-def _physical_bounds(image: sitk.Image) -> tuple[list[float], list[float]]:
-    corners = [image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, image.GetSize())])
-               for corner in np.ndindex(2, 2, 2)]
-    return list(np.min(corners, axis=0)), list(np.max(corners, axis=0))
-
-
-def _anti_alias(image: sitk.Image, spacing: list[float]) -> sitk.Image:
-    # Blur each source axis down to the new resolution (the coarsest new spacing: the grids may be rotated).
-    target = max(spacing)
-    sigma = [0.5 * np.sqrt(max(target ** 2 - s ** 2, 0.0)) for s in image.GetSpacing()]
-    if max(sigma) < 1e-3:
-        return image
-    return sitk.SmoothingRecursiveGaussian(image, [max(s, 1e-3) for s in sigma])
-
-
-def _crop_to_body(ct: sitk.Image, margin_mm: float, masks: MaskParams) -> sitk.Image:
-    body = sitk.GetArrayFromImage(body_mask(ct, masks))
-    nonzero = np.nonzero(body)
-    margin = [int(np.ceil(margin_mm / s)) for s in reversed(ct.GetSpacing())]  # array order (z, y, x)
-    lower = [max(0, int(idx.min()) - m) for idx, m in zip(nonzero, margin)]
-    upper = [min(n, int(idx.max()) + 1 + m) for idx, m, n in zip(nonzero, margin, body.shape)]
-    return ct[lower[2]:upper[2], lower[1]:upper[1], lower[0]:upper[0]]
-
-
-def _is_identity(image: sitk.Image) -> bool:
-    return bool(np.allclose(image.GetDirection(), np.eye(3).ravel(), atol=1e-6))
 
 
 @dataclass
@@ -142,9 +107,15 @@ class Phase:
     labels: sitk.Image | None = None  # case_labels.LABELS at this phase
 
 
-def make_phases(ct: sitk.Image, times: list[float], seed: int, motion: MotionParams = MotionParams(),
-                masks: MaskParams = MaskParams(), progress: bool = False, indices: list[int] | None = None,
-                ) -> tuple[list[Phase], BreathingMotion, sitk.Image, sitk.Image]:
+def make_phases(
+    ct: sitk.Image,
+    times: list[float],
+    seed: int,
+    motion: MotionParams = MotionParams(),
+    masks: MaskParams = MaskParams(),
+    progress: bool = False,
+    indices: list[int] | None = None,
+) -> tuple[list[Phase], BreathingMotion, sitk.Image, sitk.Image]:
     """CT phases at breathing times `times` (fractions of a cycle; 0 is end exhale) of an axis-aligned CT.
 
     With ``motion.lesion`` a lesion is painted into the end-exhale CT first (it moves on its own).
@@ -172,7 +143,8 @@ def make_phases(ct: sitk.Image, times: list[float], seed: int, motion: MotionPar
 
 
 def _with_lesion(ct: sitk.Image, lungs: sitk.Image, motion: MotionParams, seed: int):
-    """(CT, lesion, its label) with the lesion painted in when the motion asks for one, else (CT, None, None)."""
+    """(CT, lesion, its label) with the lesion painted in when the motion asks for one, else
+    (CT, None, None)."""
     if motion.lesion is None:
         return ct, None, None
     rng = np.random.default_rng([seed, 2])
@@ -181,7 +153,7 @@ def _with_lesion(ct: sitk.Image, lungs: sitk.Image, motion: MotionParams, seed: 
     return painted, lesion, lesion_label
 
 
-def _quantize(field: sitk.Image, step_mm: float = 2.0 ** -10) -> sitk.Image:
+def _quantize(field: sitk.Image, step_mm: float = 2.0**-10) -> sitk.Image:
     """Round to 1/1024 mm: far below anything measured, and the written fields compress to half."""
     array = np.round(sitk.GetArrayViewFromImage(field) / step_mm) * step_mm
     out = sitk.GetImageFromArray(array, isVector=True)
@@ -202,23 +174,37 @@ def _pull(ct: sitk.Image, inverse: sitk.Image) -> sitk.Image:
 
     Cubic B-spline keeps a CT phase nearly as sharp as the source (phase 0).
     """
-    transform = sitk.DisplacementFieldTransform(sitk.Image(inverse))  # a copy: the transform takes the image's buffer
+    transform = sitk.DisplacementFieldTransform(
+        sitk.Image(inverse)
+    )  # a copy: the transform takes the image's buffer
     moved = sitk.Resample(ct, ct, transform, sitk.sitkBSpline, AIR_HU, sitk.sitkFloat32)
     return sitk.Clamp(moved, sitk.sitkFloat32, AIR_HU, 1e6)
 
 
 def _phase_info(index: int, t: float, truth: sitk.Image, det: np.ndarray, model: BreathingMotion) -> dict:
     vectors = sitk.GetArrayViewFromImage(truth)
-    magnitude = np.sqrt((vectors ** 2).sum(axis=-1))
-    return {"phase": index, "t": t, "breathing": breathing_curve(t, model.params.breathing_exponent),
-            "max_displacement_mm": float(magnitude.max()),
-            "max_abs_lps_mm": [float(v) for v in np.abs(vectors).reshape(-1, 3).max(axis=0)],
-            "det_jacobian_min": float(det.min()), "det_jacobian_max": float(det.max())}
+    magnitude = np.sqrt((vectors**2).sum(axis=-1))
+    return {
+        "phase": index,
+        "t": t,
+        "breathing": breathing_curve(t, model.params.breathing_exponent),
+        "max_displacement_mm": float(magnitude.max()),
+        "max_abs_lps_mm": [float(v) for v in np.abs(vectors).reshape(-1, 3).max(axis=0)],
+        "det_jacobian_min": float(det.min()),
+        "det_jacobian_max": float(det.max()),
+    }
 
 
-def simulate_case(ct_path: str | os.PathLike, out_dir: str | os.PathLike, phases: int = 10, seed: int = 0,
-                  params: SimulationParams = SimulationParams(), overwrite: bool = False,
-                  progress: bool = False, only: list[int] | None = None) -> Path:
+def simulate_case(
+    ct_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    phases: int = 10,
+    seed: int = 0,
+    params: SimulationParams = SimulationParams(),
+    overwrite: bool = False,
+    progress: bool = False,
+    only: list[int] | None = None,
+) -> Path:
     """Write a simulated 4D CT/CBCT case folder (see the module docstring) and return its path.
 
     ``only`` makes just phase 0 and these phases of the ``phases``-phase cycle (a benchmark needs
@@ -241,11 +227,15 @@ def simulate_case(ct_path: str | os.PathLike, out_dir: str | os.PathLike, phases
     indices = sorted({0, *only}) if only else list(range(phases))
     if not all(0 <= k < phases for k in indices):
         raise InputError(f"phases to make {only} are not all in 0..{phases - 1}")
-    made, model, body, lungs = make_phases(ct, [k / phases for k in indices], seed, params.motion, params.masks,
-                                           progress, indices)
+    made, model, body, lungs = make_phases(
+        ct, [k / phases for k in indices], seed, params.motion, params.masks, progress, indices
+    )
     cbct_params = params.cbct or CBCTParams()
     rng = np.random.default_rng([seed, 1])
-    cbcts = [simulate_cbct(p.ct, p.index, phases, cbct_params, rng) for p in _progress(made, progress, "CBCT phases")]
+    cbcts = [
+        simulate_cbct(p.ct, p.index, phases, cbct_params, rng)
+        for p in _progress(made, progress, "CBCT phases")
+    ]
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-building-", dir=out_dir.parent))
@@ -272,8 +262,9 @@ def _progress(items: list, enabled: bool, what: str):
     return tqdm(items, desc=what, unit="phase")
 
 
-def _write_case(folder: Path, phases: list[Phase], cbcts: list[sitk.Image], body: sitk.Image,
-                lungs: sitk.Image) -> None:
+def _write_case(
+    folder: Path, phases: list[Phase], cbcts: list[sitk.Image], body: sitk.Image, lungs: sitk.Image
+) -> None:
     # HU are written as int16: rounding to 1 HU is far below the CBCT noise, and cases stay small.
     for phase, cbct in zip(phases, cbcts):
         write_image(_as_int16(phase.ct), folder / f"ct_phase{phase.index}.nii.gz")
@@ -301,7 +292,9 @@ def views_path(folder: str | os.PathLike, phase: int) -> Path | None:
 
 
 def _write_views(folder: Path, phase: int, views: Views) -> None:
-    write_bytes_atomically((json.dumps(views.to_dict()) + "\n").encode(), folder / f"cbct_phase{phase}_views.json")
+    write_bytes_atomically(
+        (json.dumps(views.to_dict()) + "\n").encode(), folder / f"cbct_phase{phase}_views.json"
+    )
 
 
 def _as_int16(image: sitk.Image) -> sitk.Image:
@@ -326,20 +319,40 @@ def _move_into_place(building: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _describe(ct_path: Path, seed: int, phases: int, params: SimulationParams, cbct_params, model: BreathingMotion,
-              made: list[Phase], ct: sitk.Image) -> dict:
+def _describe(
+    ct_path: Path,
+    seed: int,
+    phases: int,
+    params: SimulationParams,
+    cbct_params,
+    model: BreathingMotion,
+    made: list[Phase],
+    ct: sitk.Image,
+) -> dict:
     return {
         "format": CASE_FORMAT,
-        "source": {"path": str(ct_path.resolve()), "sha256": file_sha256(ct_path) if ct_path.is_file() else None},
+        "source": {
+            "path": str(ct_path.resolve()),
+            "sha256": file_sha256(ct_path) if ct_path.is_file() else None,
+        },
         "seed": seed,
         "phases": phases,
         "phases_made": [p.index for p in made],
         "fixed_phase": 0,
-        "truth_convention": "ITK displacement field on the fixed (phase 0) grid, LPS mm, fixed point -> moving point",
-        "grid": {"size": list(ct.GetSize()), "spacing": list(ct.GetSpacing()), "origin": list(ct.GetOrigin()),
-                 "direction": list(ct.GetDirection())},
-        "amplitudes_mm": {"si": model.case.si_amplitude_mm, "ap": model.case.ap_amplitude_mm,
-                          "lr": model.case.lr_amplitude_mm},
+        "truth_convention": (
+            "ITK displacement field on the fixed (phase 0) grid, LPS mm, fixed point -> moving point"
+        ),
+        "grid": {
+            "size": list(ct.GetSize()),
+            "spacing": list(ct.GetSpacing()),
+            "origin": list(ct.GetOrigin()),
+            "direction": list(ct.GetDirection()),
+        },
+        "amplitudes_mm": {
+            "si": model.case.si_amplitude_mm,
+            "ap": model.case.ap_amplitude_mm,
+            "lr": model.case.lr_amplitude_mm,
+        },
         "motion": model.description(),
         "working_grid": {"spacing_mm": params.spacing_mm, "crop_margin_mm": params.crop_margin_mm},
         "masks": asdict(params.masks),
@@ -353,50 +366,10 @@ def _versions() -> dict[str, str]:
     import scipy
     import skimage
 
-    return {"rso-registration": __version__, "SimpleITK": sitk.Version_VersionString(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "scikit-image": skimage.__version__}
-
-
-def plot_case(case_dir: str | os.PathLike, png_path: str | os.PathLike, phase: int | None = None) -> Path:
-    """A figure of one case: coronal CT, CBCT and truth at end exhale and phase K (default N/2, end
-    inhale); axial CBCT slices and their streaks (CBCT - CT) at both phases."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    case_dir, png_path = Path(case_dir), Path(png_path)
-    info = json.loads((case_dir / "case.json").read_text())
-    k = info["phases"] // 2 if phase is None else phase
-    read = lambda name: sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / name)))  # noqa: E731
-    ct0, ctk, cb0, cbk = (read(f"{kind}_phase{i}.nii.gz") for kind in ("ct", "cbct") for i in (0, k))
-    truth = read(f"truth_0_{k}.nii.gz")  # via ITK: LPS mm
-    lungs = read("lung_mask.nii.gz")
-    spacing = info["grid"]["spacing"]
-    y = int(np.median(np.nonzero(lungs)[1]))  # coronal plane through the lungs
-    z = int(np.percentile(np.nonzero(lungs)[0], 30))  # axial plane in the lower lungs
-    coronal = dict(cmap="gray", vmin=-1000, vmax=400, origin="lower", aspect=spacing[2] / spacing[0])
-    axial = dict(cmap="gray", vmin=-1000, vmax=400, aspect=spacing[1] / spacing[0])
-    diverging = dict(cmap="RdBu_r", vmin=-250, vmax=250)
-    panels = [(ct0[:, y], "CT phase 0 (end exhale)", coronal), (ctk[:, y], f"CT phase {k}", coronal),
-              (cb0[:, y], "CBCT phase 0", coronal), (cbk[:, y], f"CBCT phase {k}", coronal),
-              (np.linalg.norm(truth[:, y], axis=-1), f"|truth 0->{k}| (mm)", dict(coronal, cmap="magma", vmin=0, vmax=None)),
-              (ctk[:, y] - ct0[:, y], f"CT phase {k} - phase 0 (HU)", dict(coronal, **diverging)),
-              (cb0[z], "CBCT phase 0, axial", axial), (cbk[z], f"CBCT phase {k}, axial", axial),
-              (cb0[z] - ct0[z], "CBCT - CT, phase 0: streaks, noise", dict(axial, **diverging)),
-              (cbk[z] - ctk[z], f"CBCT - CT, phase {k}", dict(axial, **diverging))]
-    fig, axes = plt.subplots(2, 5, figsize=(20, 8.5))
-    for ax, (image, title, style) in zip(axes.ravel(), panels):
-        shown = ax.imshow(image, **style)
-        ax.set_title(title, fontsize=10)
-        ax.set_axis_off()
-        if style["cmap"] != "gray":
-            fig.colorbar(shown, ax=ax, fraction=0.046)
-    amp = info["amplitudes_mm"]
-    fig.suptitle(f"Simulated case (seed {info['seed']}, {info['phases']} phases): SI {amp['si']:.1f} mm, "
-                 f"AP {amp['ap']:.1f} mm, LR {amp['lr']:.1f} mm", fontsize=12)
-    fig.tight_layout()
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=75)
-    plt.close(fig)
-    return png_path
+    return {
+        "rso-registration": __version__,
+        "SimpleITK": sitk.Version_VersionString(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "scikit-image": skimage.__version__,
+    }

@@ -22,13 +22,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from rso.errors import InputError
 from rso.core.geometry import ModelGrid, check_grid_shape
 from rso.core.imageio import read_image
 from rso.core.losses import LossConfig, RegistrationLoss
-from rso.core.model import ModelConfig, RegistrationNet, load_checkpoint, save_checkpoint
+from rso.core.model import (
+    ModelConfig,
+    RegistrationNet,
+    load_checkpoint,
+    normalise,
+    resolve_device,
+    save_checkpoint,
+)
 from rso.core.optimize import PAPER_LEARNING_RATE
-from rso.core.model import normalise, resolve_device
+from rso.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +88,25 @@ class PairSampler:
         self.cases = cases
         self.rng = random.Random(seed)
         # MONAI's range_x rotates in the plane of array axes 0 and 1 (z, y), i.e. about x.
-        self.augment = Compose([
-            RandRotate(range_x=ROTATION_RAD_XYZ[0], range_y=ROTATION_RAD_XYZ[1], range_z=ROTATION_RAD_XYZ[2],
-                       prob=1.0, keep_size=True, padding_mode="zeros"),
-            RandZoom(prob=1.0, min_zoom=ZOOM_RANGE[0], max_zoom=ZOOM_RANGE[1], keep_size=True, padding_mode="constant"),
-        ])
+        self.augment = Compose(
+            [
+                RandRotate(
+                    range_x=ROTATION_RAD_XYZ[0],
+                    range_y=ROTATION_RAD_XYZ[1],
+                    range_z=ROTATION_RAD_XYZ[2],
+                    prob=1.0,
+                    keep_size=True,
+                    padding_mode="zeros",
+                ),
+                RandZoom(
+                    prob=1.0,
+                    min_zoom=ZOOM_RANGE[0],
+                    max_zoom=ZOOM_RANGE[1],
+                    keep_size=True,
+                    padding_mode="constant",
+                ),
+            ]
+        )
         self.augment.set_random_state(seed=seed)
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +130,9 @@ def train(config: TrainConfig) -> Path:
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
-    sampler = PairSampler(load_cases(config.data, grid, config.image_glob), seed=config.seed + 1000 * (rank + 1) + step)
+    sampler = PairSampler(
+        load_cases(config.data, grid, config.image_glob), seed=config.seed + 1000 * (rank + 1) + step
+    )
     loss_fn = RegistrationLoss(config.loss).to(device)
     writer = _LossLog(Path(config.out).with_suffix(".csv"), resume=config.resume) if rank == 0 else None
     bar = _progress_bar(rank, config.iterations, step)
@@ -150,12 +172,20 @@ def _checkpoint(net, optimizer, step: int, config: TrainConfig, rank: int, world
     checksums = _gather_weight_checksums(net, world)
     if rank != 0:
         return
-    training = {"iterations": config.iterations, "data": [str(d) for d in config.data], "seed": config.seed,
-                "world_size": world, "rank_weight_checksums": checksums, "learning_rate": config.learning_rate}
+    training = {
+        "iterations": config.iterations,
+        "data": [str(d) for d in config.data],
+        "seed": config.seed,
+        "world_size": world,
+        "rank_weight_checksums": checksums,
+        "learning_rate": config.learning_rate,
+    }
     save_checkpoint(net, config.out, optimizer=optimizer.state_dict(), step=step, training=training)
     if config.compact and step == config.iterations:
         save_checkpoint(net, config.compact, dtype=torch.float16, step=step, training=training)
-        log.info("wrote compact model %s (%.1f MB)", config.compact, Path(config.compact).stat().st_size / 1e6)
+        log.info(
+            "wrote compact model %s (%.1f MB)", config.compact, Path(config.compact).stat().st_size / 1e6
+        )
 
 
 def _gather_weight_checksums(net, world: int) -> list[float]:

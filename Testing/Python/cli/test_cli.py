@@ -3,17 +3,17 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import write
 
 from rso.cli import EXIT_BAD_INPUT, main
 from rso.core.model import ModelConfig, RegistrationNet, save_checkpoint
 from rso.simulation.cbct import CBCTParams, phase_views
-
-from conftest import write
 
 COMMON = ["--grid", "32,64,64", "--device", "cpu", "--no-figure", "--quiet"]
 FAST = ["--channels", "4,8,16,32,64", *COMMON]
@@ -27,9 +27,14 @@ def pair_files(known_pair, tmp_path_factory):
     for phase in (0, 5):  # the views a phase-binned CBCT pair would come with (simulate writes them so)
         views[phase] = folder / f"views{phase}.json"
         views[phase].write_text(json.dumps(phase_views(phase, 10, CBCTParams(projections=250)).to_dict()))
-    return {"fixed": write(fixed, folder / "fixed.nii.gz"), "moving": write(moving, folder / "moving.nrrd"),
-            "truth": write(truth, folder / "truth.nii.gz"), "folder": folder,
-            "fixed_views": str(views[0]), "moving_views": str(views[5])}
+    return {
+        "fixed": write(fixed, folder / "fixed.nii.gz"),
+        "moving": write(moving, folder / "moving.nrrd"),
+        "truth": write(truth, folder / "truth.nii.gz"),
+        "folder": folder,
+        "fixed_views": str(views[0]),
+        "moving_views": str(views[5]),
+    }
 
 
 def roi_ras_around_bump(pair_files) -> str:
@@ -42,18 +47,49 @@ def roi_ras_around_bump(pair_files) -> str:
 @pytest.fixture(scope="module")
 def registered(pair_files, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "out"
-    args = ["register", "--fixed", pair_files["fixed"], "--moving", pair_files["moving"], "--out", str(out),
-            "--iso", "6", "--rso", "6", "--roi", roi_ras_around_bump(pair_files), "--roi-ijk", "5,5,5,20,20,15",
-            "--truth", pair_files["truth"], "--fixed-views", pair_files["fixed_views"],
-            "--moving-views", pair_files["moving_views"], "--rso-min-gain", "0", *FAST]  # both steps kept
+    args = [
+        "register",
+        "--fixed",
+        pair_files["fixed"],
+        "--moving",
+        pair_files["moving"],
+        "--out",
+        str(out),
+        "--iso",
+        "6",
+        "--rso",
+        "6",
+        "--roi",
+        roi_ras_around_bump(pair_files),
+        "--roi-ijk",
+        "5,5,5,20,20,15",
+        "--truth",
+        pair_files["truth"],
+        "--fixed-views",
+        pair_files["fixed_views"],
+        "--moving-views",
+        pair_files["moving_views"],
+        "--rso-min-gain",
+        "0",
+        *FAST,
+    ]  # both steps kept
     args.remove("--no-figure")
     assert main(args) == 0
     return out
 
 
 def test_register_writes_every_output(registered):
-    for name in ("warped.nii.gz", "displacement.nii.gz", "difference.nii.gz", "report.json", "report.png",
-                 "jacobian.nii.gz", "folding.nii.gz", "change.nii.gz", "quality.json"):
+    for name in (
+        "warped.nii.gz",
+        "displacement.nii.gz",
+        "difference.nii.gz",
+        "report.json",
+        "report.png",
+        "jacobian.nii.gz",
+        "folding.nii.gz",
+        "change.nii.gz",
+        "quality.json",
+    ):
         assert (registered / name).is_file(), name
     assert (registered / "session" / "session.json").is_file()
     report = json.loads((registered / "report.json").read_text())
@@ -64,7 +100,9 @@ def test_register_writes_every_output(registered):
     for key in ("rmse_hu", "rmse_hu_box", "tre_mm", "tre_mm_box", "folding_fraction", "outside_change_mm"):
         assert key in rso["metrics"], key
     assert rso["metrics"]["tre_mm_box"]["mean"] > 0
-    assert rso["params"]["artefacts_matched"] is True  # both views given: native RSO compared artefact-matched images
+    assert (
+        rso["params"]["artefacts_matched"] is True
+    )  # both views given: native RSO compared artefact-matched images
     assert report["steps"][1]["params"]["artefacts_matched"] is True  # and ISO fine-tuned on them
     manifest = json.loads((registered / "session" / "session.json").read_text())
     assert manifest["views"][1]["directions_deg"][0] == pytest.approx(5 * 180 / 250)
@@ -97,11 +135,28 @@ def test_displacement_nifti_is_tagged_as_a_displacement_field(registered):
 
 
 def test_console_script_runs_and_reports_bad_input(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "rso.cli", "register", "--fixed", str(tmp_path / "nope.nii.gz"),
-                             "--moving", str(tmp_path / "nope.nii.gz"), "--out", str(tmp_path / "out")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rso.cli",
+            "register",
+            "--fixed",
+            str(tmp_path / "nope.nii.gz"),
+            "--moving",
+            str(tmp_path / "nope.nii.gz"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == EXIT_BAD_INPUT
-    assert result.stderr.strip().splitlines()[-1] == f"rso-registration: error: fixed image not found: {tmp_path / 'nope.nii.gz'}"
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == f"rso-registration: error: fixed image not found: {tmp_path / 'nope.nii.gz'}"
+    )
 
 
 # ------------------------------------------------------------------------------- bad input
@@ -144,8 +199,9 @@ def image_8_bit(folder, moving):
 
 
 def truncated_download(folder, path):
-    """A .nii.gz cut short, as an interrupted copy leaves it (ITK itself would read it, zeros where it ends)."""
-    data = open(path, "rb").read()
+    """A .nii.gz cut short, as an interrupted copy leaves it (ITK itself would read it, zeros where it
+    ends)."""
+    data = Path(path).read_bytes()
     (folder / "cut.nii.gz").write_bytes(data[: len(data) // 3])
     return str(folder / "cut.nii.gz")
 
@@ -176,27 +232,50 @@ def corrupt_checkpoint(folder):
 BAD_INPUTS = {
     "2-D image": (lambda f, p: ["--moving", image_2d(f)], "is 2-D; a 3-D volume is required"),
     "4-D image": (lambda f, p: ["--moving", image_4d(f)], "is 4-D; a 3-D volume is required"),
-    "NaN voxels": (lambda f, p: ["--moving", image_with_nan(f, sitk.ReadImage(p["moving"]))], "NaN or infinite"),
-    "no overlap": (lambda f, p: ["--moving", image_far_away(f, sitk.ReadImage(p["moving"]))], "do not overlap"),
+    "NaN voxels": (
+        lambda f, p: ["--moving", image_with_nan(f, sitk.ReadImage(p["moving"]))],
+        "NaN or infinite",
+    ),
+    "no overlap": (
+        lambda f, p: ["--moving", image_far_away(f, sitk.ReadImage(p["moving"]))],
+        "do not overlap",
+    ),
     "truncated file": (lambda f, p: ["--moving", truncated_download(f, p["fixed"])], "truncated or corrupt"),
-    "constant image": (lambda f, p: ["--fixed", image_constant(f, sitk.ReadImage(p["moving"]))],
-                       "fixed image constant.nii.gz is constant (every voxel is -1000)"),
-    "8-bit volume": (lambda f, p: ["--moving", image_8_bit(f, sitk.ReadImage(p["moving"]))],
-                     "moving image does not look like CT in Hounsfield units (values 0 to 255"),
+    "constant image": (
+        lambda f, p: ["--fixed", image_constant(f, sitk.ReadImage(p["moving"]))],
+        "fixed image constant.nii.gz is constant (every voxel is -1000)",
+    ),
+    "8-bit volume": (
+        lambda f, p: ["--moving", image_8_bit(f, sitk.ReadImage(p["moving"]))],
+        "moving image does not look like CT in Hounsfield units (values 0 to 255",
+    ),
     "box outside": (lambda f, p: ["--roi", "900,900,900,950,950,950"], "outside the image"),
     "zero-size box": (lambda f, p: ["--roi", "0,0,-700,10,10,-700"], "zero size"),
     "index box outside": (lambda f, p: ["--roi-ijk", "500,500,100,510,510,110"], "outside the fixed image"),
     "float image as labels": (lambda f, p: ["--labels", p["moving"]], "holds non-integer values"),
-    "labels far away": (lambda f, p: ["--labels", labels_far_away(f, sitk.ReadImage(p["moving"]))],
-                        "does not overlap the moving image"),
-    "views of one image": (lambda f, p: ["--fixed-views", p["fixed_views"]], "views of both images, or of neither"),
-    "corrupt views": (lambda f, p: ["--fixed-views", p["fixed"], "--moving-views", p["moving_views"]],
-                      "cannot read the views file"),
+    "labels far away": (
+        lambda f, p: ["--labels", labels_far_away(f, sitk.ReadImage(p["moving"]))],
+        "does not overlap the moving image",
+    ),
+    "views of one image": (
+        lambda f, p: ["--fixed-views", p["fixed_views"]],
+        "views of both images, or of neither",
+    ),
+    "corrupt views": (
+        lambda f, p: ["--fixed-views", p["fixed"], "--moving-views", p["moving_views"]],
+        "cannot read the views file",
+    ),
     "colours without labels": (lambda f, p: ["--labels-colors", p["moving"]], "need a label map (--labels)"),
     "missing checkpoint": (lambda f, p: ["--model", str(f / "none.pt")], "checkpoint not found"),
     "corrupt checkpoint": (lambda f, p: ["--model", corrupt_checkpoint(f)], "corrupt or not a torch file"),
-    "foreign checkpoint": (lambda f, p: ["--model", foreign_checkpoint(f)], "not an RSORegistration checkpoint"),
-    "other architecture": (lambda f, p: ["--model", mismatched_checkpoint(f)], "does not match its declared architecture"),
+    "foreign checkpoint": (
+        lambda f, p: ["--model", foreign_checkpoint(f)],
+        "not an RSORegistration checkpoint",
+    ),
+    "other architecture": (
+        lambda f, p: ["--model", mismatched_checkpoint(f)],
+        "does not match its declared architecture",
+    ),
 }
 
 
@@ -204,12 +283,22 @@ BAD_INPUTS = {
 def test_bad_input_gets_one_clear_line_and_writes_nothing(case, pair_files, tmp_path, capsys):
     make_args, message = BAD_INPUTS[case]
     extra = make_args(tmp_path, pair_files)  # a repeated --moving overrides the first one
-    base = ["register", "--fixed", pair_files["fixed"], "--moving", pair_files["moving"], "--out", str(tmp_path / "out")]
+    base = [
+        "register",
+        "--fixed",
+        pair_files["fixed"],
+        "--moving",
+        pair_files["moving"],
+        "--out",
+        str(tmp_path / "out"),
+    ]
     args = [*base, "--iso", "1", "--rso", "1", *extra, *(COMMON if "--model" in extra else FAST)]
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == EXIT_BAD_INPUT
-    error_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rso-registration: error:")]
+    error_lines = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("rso-registration: error:")
+    ]
     assert len(error_lines) == 1 and message in error_lines[0], error_lines
     assert not (tmp_path / "out").exists()
 
@@ -218,7 +307,18 @@ def test_output_folder_that_is_a_file(pair_files, tmp_path, capsys):
     out = tmp_path / "out"
     out.write_text("not a folder")
     with pytest.raises(SystemExit) as exit_info:
-        main(["register", "--fixed", pair_files["fixed"], "--moving", pair_files["moving"], "--out", str(out), *FAST])
+        main(
+            [
+                "register",
+                "--fixed",
+                pair_files["fixed"],
+                "--moving",
+                pair_files["moving"],
+                "--out",
+                str(out),
+                *FAST,
+            ]
+        )
     assert exit_info.value.code == EXIT_BAD_INPUT
     assert "is a file" in capsys.readouterr().err
     assert out.read_text() == "not a folder"
@@ -228,19 +328,49 @@ def test_register_carries_labels_onto_the_fixed_image_and_reports_them(pair_file
     from rso.simulation.anatomy import lung_mask
 
     folder = pair_files["folder"]
-    labels = write(lung_mask(sitk.ReadImage(pair_files["moving"], sitk.sitkFloat32)), tmp_path / "lungs_moving.nii.gz")
-    reference = write(lung_mask(sitk.ReadImage(pair_files["fixed"], sitk.sitkFloat32)), tmp_path / "lungs_fixed.nrrd")
+    labels = write(
+        lung_mask(sitk.ReadImage(pair_files["moving"], sitk.sitkFloat32)), tmp_path / "lungs_moving.nii.gz"
+    )
+    reference = write(
+        lung_mask(sitk.ReadImage(pair_files["fixed"], sitk.sitkFloat32)), tmp_path / "lungs_fixed.nrrd"
+    )
     (tmp_path / "colors.txt").write_text("# value name r g b a\n1 lungs 200 120 90 255\n")
     out = tmp_path / "out"
-    assert main(["register", "--fixed", pair_files["fixed"], "--moving", pair_files["moving"], "--out", str(out),
-                 "--iso", "2", "--labels", labels, "--labels-colors", str(tmp_path / "colors.txt"),
-                 "--labels-reference", reference, *FAST]) == 0
+    assert (
+        main(
+            [
+                "register",
+                "--fixed",
+                pair_files["fixed"],
+                "--moving",
+                pair_files["moving"],
+                "--out",
+                str(out),
+                "--iso",
+                "2",
+                "--labels",
+                labels,
+                "--labels-colors",
+                str(tmp_path / "colors.txt"),
+                "--labels-reference",
+                reference,
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert "lungs" in capsys.readouterr().out
     warped = sitk.ReadImage(str(out / "labels_warped.nii.gz"))
-    assert warped.GetSize() == sitk.ReadImage(pair_files["fixed"]).GetSize() and set(np.unique(sitk.GetArrayViewFromImage(warped))) == {0, 1}
+    assert warped.GetSize() == sitk.ReadImage(pair_files["fixed"]).GetSize() and set(
+        np.unique(sitk.GetArrayViewFromImage(warped))
+    ) == {0, 1}
     report = json.loads((out / "labels_report.json").read_text())
     (lungs,) = report["labels"]
-    assert lungs["name"] == "lungs" and lungs["value"] == 1 and lungs["color"] == pytest.approx([200 / 255, 120 / 255, 90 / 255], abs=1e-3)
+    assert (
+        lungs["name"] == "lungs"
+        and lungs["value"] == 1
+        and lungs["color"] == pytest.approx([200 / 255, 120 / 255, 90 / 255], abs=1e-3)
+    )
     assert lungs["volume_ml_moving"] > 1000 and lungs["volume_ml_fixed"] > 1000
     assert 0.5 < lungs["dice"] <= 1.0 and lungs["hd95_mm"] >= 0  # an untrained network: Dice only sensible
     assert json.loads((out / "report.json").read_text())["labels"] == report
@@ -251,9 +381,22 @@ def test_register_carries_labels_onto_the_fixed_image_and_reports_them(pair_file
 def test_non_ct_volume_is_registered_when_allowed_on_purpose(pair_files, tmp_path, caplog):
     eight_bit = image_8_bit(tmp_path, sitk.ReadImage(pair_files["moving"]))
     out = tmp_path / "out"
-    args = ["register", "--fixed", pair_files["fixed"], "--moving", eight_bit, "--out", str(out), "--iso", "0",
-            "--allow-non-ct", *FAST]
+    args = [
+        "register",
+        "--fixed",
+        pair_files["fixed"],
+        "--moving",
+        eight_bit,
+        "--out",
+        str(out),
+        "--iso",
+        "0",
+        "--allow-non-ct",
+        *FAST,
+    ]
     assert main(args) == 0
     assert (out / "warped.nii.gz").is_file()
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "Hounsfield" in r.getMessage()]
+    warnings = [
+        r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "Hounsfield" in r.getMessage()
+    ]
     assert len(warnings) == 1 and "the model expects HU; registering it anyway, as asked" in warnings[0]

@@ -7,11 +7,11 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from rso.errors import InputError
 from rso.core.boxes import box_from_fixed_index, box_from_ras
 from rso.core.geometry import ModelGrid, physical_bounds, ras_to_lps
 from rso.core.metrics import folding, jacobian_determinant, largest_change_outside, target_registration_error
-from rso.core.model import RegistrationNet, ModelConfig
+from rso.core.model import ModelConfig, RegistrationNet
+from rso.errors import InputError
 
 
 def oblique_image(size=(20, 24, 16), spacing=(1.5, 2.0, 3.0)) -> sitk.Image:
@@ -54,7 +54,8 @@ def test_engine_warp_equals_itk_resampling_through_the_exported_field():
     image = oblique_image(size=(32, 32, 16), spacing=(2.0, 2.5, 3.0))
     rng = np.random.default_rng(1)
     values = sitk.SmoothingRecursiveGaussian(
-        sitk.GetImageFromArray(rng.normal(size=image.GetSize()[::-1]).astype(np.float32) * 400), 3.0)
+        sitk.GetImageFromArray(rng.normal(size=image.GetSize()[::-1]).astype(np.float32) * 400), 3.0
+    )
     values.CopyInformation(image)
     grid = ModelGrid.covering(values, (16, 32, 32))  # the same grid as the image itself
     z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in grid.shape], indexing="ij")
@@ -63,7 +64,9 @@ def test_engine_warp_equals_itk_resampling_through_the_exported_field():
     moving = torch.from_numpy(grid.resample(values) + 1000)[None, None]
     engine = net.warp(moving, torch.from_numpy(field_voxels)[None])[0, 0].numpy() - 1000
     transform = sitk.DisplacementFieldTransform(grid.field_image(grid.voxels_to_mm(field_voxels)))
-    itk = sitk.GetArrayFromImage(sitk.Resample(values, grid.reference_image(), transform, sitk.sitkLinear, -1000.0))
+    itk = sitk.GetArrayFromImage(
+        sitk.Resample(values, grid.reference_image(), transform, sitk.sitkLinear, -1000.0)
+    )
     interior = (slice(3, -3),) * 3  # away from the border, where padding rules differ
     np.testing.assert_allclose(engine[interior], itk[interior], atol=0.05)
 
@@ -78,7 +81,9 @@ def test_ras_box_matches_brute_force_voxel_centre_test():
     box = box_from_ras(grid, ras)
     lps = ras_to_lps(np.reshape(ras, (2, 3)))
     lo, hi = lps.min(axis=0), lps.max(axis=0)
-    centres = grid.index_to_lps_points(np.stack(np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij"), -1))
+    centres = grid.index_to_lps_points(
+        np.stack(np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij"), -1)
+    )
     inside = np.all((centres >= lo) & (centres <= hi), axis=-1)
     np.testing.assert_array_equal(box.voxels.mask(grid.shape), inside)
     assert box.ras_corners == [25.3, -40.1, -22.0, 41.7, -22.0, -5.0]
@@ -92,10 +97,13 @@ def test_index_box_covers_the_named_voxels():
     assert box.voxels.lo == (5, 20, 10) and box.voxels.hi == (10, 30, 20)
 
 
-@pytest.mark.parametrize("ras, message", [
-    ([500, 500, 500, 600, 600, 600], "outside the image"),
-    ([0, 0, 0, 10, 0, 10], "zero size"),
-])
+@pytest.mark.parametrize(
+    "ras, message",
+    [
+        ([500, 500, 500, 600, 600, 600], "outside the image"),
+        ([0, 0, 0, 10, 0, 10], "zero size"),
+    ],
+)
 def test_bad_boxes_are_refused(ras, message):
     grid = ModelGrid.covering(sitk.Image([32, 32, 16], sitk.sitkFloat32), (16, 32, 32))
     with pytest.raises(InputError, match=message):
@@ -134,5 +142,8 @@ def test_corners_of_oblique_index_box_all_count():
     grid = ModelGrid.covering(image, (16, 32, 32))
     box = box_from_fixed_index(grid, image, [0, 0, 0, 19, 23, 15])
     assert box.voxels.lo == (0, 0, 0) and box.voxels.hi == grid.shape
-    corners = [image.TransformContinuousIndexToPhysicalPoint(c) for c in itertools.product((-0.5, 19.5), (-0.5, 23.5), (-0.5, 15.5))]
+    corners = [
+        image.TransformContinuousIndexToPhysicalPoint(c)
+        for c in itertools.product((-0.5, 19.5), (-0.5, 23.5), (-0.5, 15.5))
+    ]
     np.testing.assert_allclose(np.min(corners, axis=0), box.lps_min)

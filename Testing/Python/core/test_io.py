@@ -21,15 +21,23 @@ def write_dicom_series(image: sitk.Image, folder) -> None:
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     direction = image.GetDirection()
-    orientation = "\\".join(str(v) for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7]))
+    orientation = "\\".join(
+        str(v) for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])
+    )
     for k in range(image.GetDepth()):
         slice_image = image[:, :, k]
         position = image.TransformIndexToPhysicalPoint((0, 0, k))
         for tag, value in {
-            "0008|0060": "CT", "0020|000d": "1.2.826.0.1.3680043.2.1125.1", "0020|000e": "1.2.826.0.1.3680043.2.1125.2",
-            "0008|0018": f"1.2.826.0.1.3680043.2.1125.3.{k}", "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(str(v) for v in position), "0020|0037": orientation,
-            "0018|0050": str(image.GetSpacing()[2]), "0028|1052": "0", "0028|1053": "1",
+            "0008|0060": "CT",
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
+            "0020|000e": "1.2.826.0.1.3680043.2.1125.2",
+            "0008|0018": f"1.2.826.0.1.3680043.2.1125.3.{k}",
+            "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(str(v) for v in position),
+            "0020|0037": orientation,
+            "0018|0050": str(image.GetSpacing()[2]),
+            "0028|1052": "0",
+            "0028|1053": "1",
         }.items():
             slice_image.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))

@@ -16,7 +16,9 @@ NODULE_RADIUS_MM = 2.5  # a 5-mm nodule: about one voxel of the 4.5 x 4.5 x 5 mm
 
 def physical_points(image: sitk.Image) -> np.ndarray:
     """LPS mm of every voxel centre, (z, y, x, 3)."""
-    index = np.stack(np.meshgrid(*[np.arange(n) for n in image.GetSize()[::-1]], indexing="ij"), -1)[..., ::-1]
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in image.GetSize()[::-1]], indexing="ij"), -1)[
+        ..., ::-1
+    ]
     step = np.array(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
     return index @ step.T + np.array(image.GetOrigin())
 
@@ -63,7 +65,10 @@ def test_lungs_carried_through_the_known_field_match_the_lungs_of_the_fixed_imag
         assert scores[value]["hd95_mm"] <= 5.0  # about one voxel (4.5 x 4.5 x 5 mm)
     # Not the identity: the lungs moved (up to 12 mm at the base), and the unmoved labels score worse.
     unmoved = L.overlap(moving_lungs, fixed_lungs)
-    assert all(unmoved[v]["dice"] < scores[v]["dice"] for v in (1, 2)) and min(unmoved[v]["dice"] for v in (1, 2)) < 0.95
+    assert (
+        all(unmoved[v]["dice"] < scores[v]["dice"] for v in (1, 2))
+        and min(unmoved[v]["dice"] for v in (1, 2)) < 0.95
+    )
 
 
 def test_five_mm_nodules_are_never_lost_and_land_where_the_field_takes_them(known_pair, lungs):
@@ -92,15 +97,24 @@ def test_five_mm_nodules_are_never_lost_and_land_where_the_field_takes_them(know
 def test_labels_outside_the_field_of_view_are_handled_and_named(known_pair, tmp_path):
     fixed_full, moving, truth = known_pair
     size = fixed_full.GetSize()
-    fixed = fixed_full[:, :, size[2] // 2:]  # a CBCT-like smaller field of view: the upper half only
-    field = truth[:, :, size[2] // 2:]
-    lo, hi = np.array(fixed.GetOrigin()), np.array(fixed.TransformIndexToPhysicalPoint([n - 1 for n in fixed.GetSize()]))
+    fixed = fixed_full[:, :, size[2] // 2 :]  # a CBCT-like smaller field of view: the upper half only
+    field = truth[:, :, size[2] // 2 :]
+    lo, hi = (
+        np.array(fixed.GetOrigin()),
+        np.array(fixed.TransformIndexToPhysicalPoint([n - 1 for n in fixed.GetSize()])),
+    )
     middle = (lo + hi) / 2
-    centres = [middle + [0, 0, 0.3 * (hi[2] - lo[2])],  # well inside
-               [middle[0], middle[1], lo[2] - 60.0],  # in the half that was cut away
-               [middle[0], middle[1], lo[2]]]  # across the edge
+    centres = [
+        middle + [0, 0, 0.3 * (hi[2] - lo[2])],  # well inside
+        [middle[0], middle[1], lo[2] - 60.0],  # in the half that was cut away
+        [middle[0], middle[1], lo[2]],
+    ]  # across the edge
     labels = spheres(moving, centres, 15.0)
-    table = {1: L.Label(1, "inside", (1, 0, 0)), 2: L.Label(2, "cut away", (0, 1, 0)), 3: L.Label(3, "edge", (0, 0, 1))}
+    table = {
+        1: L.Label(1, "inside", (1, 0, 0)),
+        2: L.Label(2, "cut away", (0, 1, 0)),
+        3: L.Label(3, "edge", (0, 0, 1)),
+    }
     paths, report = L.write_propagated(L.LabelInput(labels, table), field, fixed, tmp_path)
     assert report["outside_field_of_view"] == ["cut away"]
     assert report["partly_outside_field_of_view"] == ["edge"]
@@ -138,8 +152,10 @@ def test_names_and_colours_come_from_a_seg_nrrd_or_a_colour_table(tmp_path):
         image.SetMetaData(f"Segment{index}_Color", color)
     sitk.WriteImage(image, str(tmp_path / "contours.seg.nrrd"))
     _, table = L.read_labels(tmp_path / "contours.seg.nrrd")
-    assert {v: (t.name, t.color) for v, t in table.items()} == {3: ("GTV", (1.0, 0.0, 0.0)),
-                                                              7: ("spinal cord", (0.0, 0.5, 1.0))}
+    assert {v: (t.name, t.color) for v, t in table.items()} == {
+        3: ("GTV", (1.0, 0.0, 0.0)),
+        7: ("spinal cord", (0.0, 0.5, 1.0)),
+    }
     (tmp_path / "colors.txt").write_text(L.color_table_text(table))
     again = L.read_color_table(tmp_path / "colors.txt")
     assert [(t.value, t.name) for t in again.values()] == [(3, "GTV"), (7, "spinal_cord")]
@@ -159,4 +175,8 @@ def test_dice_and_hd95_of_concentric_spheres_match_geometry():
     assert scores["hd95_mm"] == pytest.approx(3.0, abs=1.0)  # every surface point is 3 mm from the other
     same = L.overlap(small, small)[1]
     assert same["dice"] == 1.0 and same["hd95_mm"] == 0.0
-    assert L.overlap(small, small * 0)[1] == {"dice": 0.0, "hd95_mm": None, "volume_ml": [pytest.approx(4.19, abs=0.1), 0.0]}
+    assert L.overlap(small, small * 0)[1] == {
+        "dice": 0.0,
+        "hd95_mm": None,
+        "volume_ml": [pytest.approx(4.19, abs=0.1), 0.0],
+    }

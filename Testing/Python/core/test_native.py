@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import TEST_GRID
 
 from rso.core.boxes import box_from_lps
 from rso.core.geometry import ModelGrid
@@ -17,14 +18,13 @@ from rso.core.optimize import blend_weights
 from rso.core.session import RegistrationSession
 from rso.core.steps import RSOSettings
 
-from conftest import TEST_GRID
-
 SHIFT_MM = np.array([3.0, -3.0, 4.0])  # LPS: a lesion-sized offset the box must recover
 
 
 def constant_field(image: sitk.Image, vector_mm) -> sitk.Image:
-    field = sitk.GetImageFromArray(np.broadcast_to(np.asarray(vector_mm, float), (*image.GetSize()[::-1], 3)).copy(),
-                                   isVector=True)
+    field = sitk.GetImageFromArray(
+        np.broadcast_to(np.asarray(vector_mm, float), (*image.GetSize()[::-1], 3)).copy(), isVector=True
+    )
     field.CopyInformation(image)
     return field
 
@@ -44,7 +44,8 @@ def unshifted_cbct(chest_ct):
 
 @pytest.fixture(scope="module")
 def shifted_cbct(chest_ct):
-    """fixed(x) = moving(x + SHIFT): fixed and moving are CBCTs with different streaks, the truth a constant."""
+    """fixed(x) = moving(x + SHIFT): fixed and moving are CBCTs with different streaks, the truth a
+    constant."""
     from rso.simulation.phantom import pair_from_field
 
     pair = pair_from_field(chest_ct, constant_field(chest_ct, SHIFT_MM))
@@ -74,18 +75,27 @@ def test_window_grid_and_moving_crop_match_simpleitk_resampling(known_pair):
         window = problem.window
         assert window.direction == fixed.GetDirection() and len(set(window.spacing)) == 1
         assert 1.0 <= window.spacing[0] <= 2.0
-        expected = sitk.GetArrayFromImage(sitk.Resample(fixed, window.reference_image(), sitk.Transform(),
-                                                        sitk.sitkLinear, -1000.0, sitk.sitkFloat32))
+        expected = sitk.GetArrayFromImage(
+            sitk.Resample(
+                fixed, window.reference_image(), sitk.Transform(), sitk.sitkLinear, -1000.0, sitk.sitkFloat32
+            )
+        )
         np.testing.assert_allclose(problem.fixed[0, 0].numpy(), expected, atol=1e-3)
         # The blend ramp is 1 in the box and vanishes at the window's border.
         weights = blend_weights(problem.box, problem.margin_voxels, window.shape)
         assert weights[0].max() == 0 and weights[-1].max() == 0 and weights[problem.box.slices].min() == 1
         field = sitk.GetImageFromArray(problem.current_mm.astype(np.float64), isVector=True)
         field.CopyInformation(window.reference_image())
-        through_itk = sitk.GetArrayFromImage(sitk.Resample(moving, window.reference_image(),
-                                                           sitk.DisplacementFieldTransform(sitk.Image(field)),
-                                                           sitk.sitkLinear,
-                                                           -1000.0, sitk.sitkFloat32))
+        through_itk = sitk.GetArrayFromImage(
+            sitk.Resample(
+                moving,
+                window.reference_image(),
+                sitk.DisplacementFieldTransform(sitk.Image(field)),
+                sitk.sitkLinear,
+                -1000.0,
+                sitk.sitkFloat32,
+            )
+        )
         ours = sample(problem.moving, problem.base_index)[0, 0].numpy()
         interior = (slice(2, -2),) * 3
         difference = np.abs(ours[interior] - through_itk[interior])
@@ -98,7 +108,9 @@ def test_window_grid_and_moving_crop_match_simpleitk_resampling(known_pair):
 
 def test_native_rso_recovers_a_known_shift_between_streaky_images(shifted_cbct):
     fixed, moving, truth = shifted_cbct
-    session = RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, truth=truth, device="cpu")
+    session = RegistrationSession(
+        fixed, moving, _untrained(), grid_shape=TEST_GRID, truth=truth, device="cpu"
+    )
     box = lung_box(session)
     before = session.metrics(box=box)["tre_mm_box"]["mean"]
     record = session.rso(box, RSOSettings(mode="native"))
@@ -113,18 +125,32 @@ def test_the_fine_patch_reaches_the_native_field_and_undo_drops_it(shifted_cbct,
     from rso.core.results import native_field
 
     fixed, moving, truth = shifted_cbct
-    session = RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, truth=truth, device="cpu",
-                                  folder=tmp_path / "session")
+    session = RegistrationSession(
+        fixed,
+        moving,
+        _untrained(),
+        grid_shape=TEST_GRID,
+        truth=truth,
+        device="cpu",
+        folder=tmp_path / "session",
+    )
     box = lung_box(session)
     before = sitk.GetArrayFromImage(native_field(session))
     session.rso(box, RSOSettings(mode="native"))
     after = sitk.GetArrayFromImage(native_field(session))
-    index = np.round(fixed.TransformPhysicalPointToContinuousIndex(
-        (0.5 * (np.array(box.lps_min) + np.array(box.lps_max))).tolist())).astype(int)
-    np.testing.assert_allclose(after[tuple(index[::-1])], SHIFT_MM, atol=1.5)  # the box's centre, native voxel
+    index = np.round(
+        fixed.TransformPhysicalPointToContinuousIndex(
+            (0.5 * (np.array(box.lps_min) + np.array(box.lps_max))).tolist()
+        )
+    ).astype(int)
+    np.testing.assert_allclose(
+        after[tuple(index[::-1])], SHIFT_MM, atol=1.5
+    )  # the box's centre, native voxel
     corner = (0, 0, 0)  # far outside box + margin: exactly as before
     np.testing.assert_array_equal(after[corner], before[corner])
-    reopened = RegistrationSession.open(tmp_path / "session", device="cpu")  # NIfTI keeps the geometry in float32
+    reopened = RegistrationSession.open(
+        tmp_path / "session", device="cpu"
+    )  # NIfTI keeps the geometry in float32
     np.testing.assert_allclose(sitk.GetArrayFromImage(native_field(reopened)), after, atol=1e-5)
     session.undo()
     np.testing.assert_array_equal(sitk.GetArrayFromImage(native_field(session)), before)
@@ -132,8 +158,15 @@ def test_the_fine_patch_reaches_the_native_field_and_undo_drops_it(shifted_cbct,
 
 def test_the_guard_declines_when_the_box_already_agrees_and_nothing_changes(unshifted_cbct, tmp_path):
     fixed, moving, truth = unshifted_cbct
-    session = RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, truth=truth, device="cpu",
-                                  folder=tmp_path / "session")
+    session = RegistrationSession(
+        fixed,
+        moving,
+        _untrained(),
+        grid_shape=TEST_GRID,
+        truth=truth,
+        device="cpu",
+        folder=tmp_path / "session",
+    )
     session.general()  # an untrained network: about the identity, which is the truth here
     field, manifest = session.field_voxels.copy(), (tmp_path / "session" / "session.json").read_bytes()
     record = session.rso(lung_box(session), RSOSettings(mode="native"))
@@ -148,8 +181,16 @@ def test_the_guard_declines_a_correction_that_would_fold(shifted_cbct):
     fixed, moving, _ = shifted_cbct
     grid = ModelGrid.covering(fixed, TEST_GRID)
     session = RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, device="cpu")
-    problem = build_problem(fixed, moving, lung_box(session), 10.0, grid, np.zeros((*grid.shape, 3), np.float32), (),
-                            torch.device("cpu"))
+    problem = build_problem(
+        fixed,
+        moving,
+        lung_box(session),
+        10.0,
+        grid,
+        np.zeros((*grid.shape, 3), np.float32),
+        (),
+        torch.device("cpu"),
+    )
     refinement = Refinement(problem, NativeSettings("mind", 10.0, 1.0, 0.3, 0.0))
     weights = blend_weights(problem.box, problem.margin_voxels, problem.window.shape)
     z = np.arange(problem.window.shape[0]) * problem.window.spacing[0]
@@ -198,15 +239,19 @@ def test_the_return_is_judged_on_the_images_the_current_field_was_not_fitted_to(
     blank.CopyInformation(fixed)
     cpu = torch.device("cpu")
     fitted_only = build_problem(fixed, blank, box, 10.0, grid, wrong, (), cpu, earlier=((identity, ()),))
-    assert fitted_only.fixed.shape[1] == 1 and Refinement(fitted_only, settings).choose_earlier_state() is None
-    with_unfitted = build_problem(fixed, blank, box, 10.0, grid, wrong, (), cpu, earlier=((identity, ()),),
-                                  unfitted=(fixed, moving))
+    assert (
+        fitted_only.fixed.shape[1] == 1 and Refinement(fitted_only, settings).choose_earlier_state() is None
+    )
+    with_unfitted = build_problem(
+        fixed, blank, box, 10.0, grid, wrong, (), cpu, earlier=((identity, ()),), unfitted=(fixed, moving)
+    )
     assert with_unfitted.fixed.shape[1] == with_unfitted.moving.shape[1] == 2
     assert Refinement(with_unfitted, settings).choose_earlier_state()[0] == 0
 
 
 def _identity_and_wrong(grid: ModelGrid) -> tuple[np.ndarray, np.ndarray]:
-    """(Z, Y, X, 3) LPS mm: no displacement, and one that swings 6 mm along x with z (wrong for these pairs)."""
+    """(Z, Y, X, 3) LPS mm: no displacement, and one that swings 6 mm along x with z (wrong for these
+    pairs)."""
     identity = np.zeros((*grid.shape, 3), np.float32)
     wrong = identity.copy()
     wrong[..., 0] = 6.0 * np.sin(2 * np.pi * np.arange(grid.shape[0]) / grid.shape[0])[:, None, None]
@@ -215,6 +260,7 @@ def _identity_and_wrong(grid: ModelGrid) -> tuple[np.ndarray, np.ndarray]:
 
 def _untrained():
     from conftest import TINY_CHANNELS
+
     from rso.core.model import ModelConfig, RegistrationNet
 
     torch.manual_seed(0)
@@ -228,16 +274,23 @@ def test_mind_descriptors_follow_structure_not_grey_levels(chest_ct):
     mind = mind_ssc(hu)
     assert mind.shape == (1, CHANNELS, 24, 40, 40) == (1, 12, 24, 40, 40)
     assert float(mind.min()) > 0 and float(mind.max()) <= 1
-    torch.testing.assert_close(mind_ssc(0.5 * hu - 300.0), mind, atol=1e-4, rtol=1e-4)  # another window, same MIND
-    assert float((mind_ssc(torch.roll(hu, 2, dims=4)) - mind).abs().mean()) > 0.05  # moved anatomy: other MIND
+    torch.testing.assert_close(
+        mind_ssc(0.5 * hu - 300.0), mind, atol=1e-4, rtol=1e-4
+    )  # another window, same MIND
+    assert (
+        float((mind_ssc(torch.roll(hu, 2, dims=4)) - mind).abs().mean()) > 0.05
+    )  # moved anatomy: other MIND
     with pytest.raises(ValueError, match="B, 1, D, H, W"):
         mind_ssc(hu[0])
 
 
 @pytest.mark.parametrize("grid_shape", [(32, 64, 64), (48, 80, 80), (16, 48, 32)])
 @pytest.mark.parametrize("margin_mm", [5.0, 15.0])
-def test_a_patch_is_exactly_zero_at_every_model_voxel_beyond_box_and_margin(known_pair, grid_shape, margin_mm):
-    """Whatever the model grid's spacing, the window's margin ends before the model voxels outside box + margin."""
+def test_a_patch_is_exactly_zero_at_every_model_voxel_beyond_box_and_margin(
+    known_pair, grid_shape, margin_mm
+):
+    """Whatever the model grid's spacing, the window's margin ends before the model voxels outside
+    box + margin."""
     from rso.core.native import window_grid
     from rso.core.patches import FieldPatch
 

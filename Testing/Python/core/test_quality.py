@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import TEST_GRID
 
 from rso.core import quality
 from rso.core.boxes import box_from_lps
@@ -13,8 +14,6 @@ from rso.core.metrics import jacobian_determinant
 from rso.core.results import write_results
 from rso.core.session import RSOSettings
 from rso.options import DEFAULT_BLEND_MARGIN_MM
-
-from conftest import TEST_GRID
 
 BUMP_BOX_IJK = [36, 21, 19, 54, 39, 33]  # around the known field's local bump (as in test_session)
 
@@ -31,22 +30,31 @@ def analytic_displacement(points: np.ndarray) -> np.ndarray:
     """A smooth LPS-mm field with a strong compression at the origin: det J < 0 there (folding)."""
     x, y, z = points[..., 0], points[..., 1], points[..., 2]
     blob = np.exp(-(x**2 + y**2 + z**2) / 800.0)
-    u = np.stack([4.0 * np.sin(y / 15.0) - 1.6 * x * blob,  # du_x/dx = -0.6 at the origin: folded
-                  3.0 * np.sin(z / 12.0),
-                  2.5 * np.cos(x / 18.0) + 0.05 * z], axis=-1)
+    u = np.stack(
+        [
+            4.0 * np.sin(y / 15.0) - 1.6 * x * blob,  # du_x/dx = -0.6 at the origin: folded
+            3.0 * np.sin(z / 12.0),
+            2.5 * np.cos(x / 18.0) + 0.05 * z,
+        ],
+        axis=-1,
+    )
     return u
 
 
 def voxel_points(image: sitk.Image) -> np.ndarray:
-    index = np.stack(np.meshgrid(*[np.arange(n) for n in image.GetSize()[::-1]], indexing="ij"), -1)[..., ::-1]
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in image.GetSize()[::-1]], indexing="ij"), -1)[
+        ..., ::-1
+    ]
     step = np.array(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
     return index @ step.T + np.array(image.GetOrigin())
 
 
 def finite_difference_det(points: np.ndarray, h: float = 1e-3) -> np.ndarray:
     """det(I + du/dx) from central differences of the analytic field with a tiny step (in LPS mm)."""
-    columns = [(analytic_displacement(points + h * e) - analytic_displacement(points - h * e)) / (2 * h)
-               for e in np.eye(3)]
+    columns = [
+        (analytic_displacement(points + h * e) - analytic_displacement(points - h * e)) / (2 * h)
+        for e in np.eye(3)
+    ]
     return np.linalg.det(np.eye(3) + np.stack(columns, axis=-1))
 
 
@@ -87,7 +95,9 @@ def test_jacobian_in_slabs_is_the_metrics_jacobian_bit_for_bit(analytic, monkeyp
     field, _ = analytic
     whole = jacobian_determinant(sitk.GetArrayFromImage(field), ModelGrid.of_image(field).index_to_lps)
     monkeypatch.setattr(quality, "SLAB_VOXELS", 3 * 36 * 40)  # 3 slices a slab: 10 slabs
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(quality.jacobian_map(field)), whole.astype(np.float32))
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(quality.jacobian_map(field)), whole.astype(np.float32)
+    )
 
 
 def test_a_registration_writes_the_maps_and_the_change_is_where_the_last_step_worked(make_session, tmp_path):
@@ -107,7 +117,9 @@ def test_a_registration_writes_the_maps_and_the_change_is_where_the_last_step_wo
     inside = box_from_lps(native, box.lps_min, box.lps_max).voxels.slices
     # Beyond box + blend margin + one model voxel (the linear upsampling's reach) nothing moved at all.
     reach = DEFAULT_BLEND_MARGIN_MM + max(session.grid.spacing)
-    near = box_from_lps(native, np.array(box.lps_min) - reach, np.array(box.lps_max) + reach).voxels.mask(change.shape)
+    near = box_from_lps(native, np.array(box.lps_min) - reach, np.array(box.lps_max) + reach).voxels.mask(
+        change.shape
+    )
     assert change[inside].max() > 0.05 and change[~near].max() == 0.0
     report = json.loads(paths["report"].read_text())
     assert report["quality"] == json.loads(paths["quality"].read_text())

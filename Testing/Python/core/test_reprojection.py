@@ -1,4 +1,5 @@
-"""Artefact matching (rso.core.reprojection): phase-binned CBCTs seen through both phases' views, on real anatomy."""
+"""Artefact matching (rso.core.reprojection): phase-binned CBCTs seen through both phases' views, on
+real anatomy."""
 
 from __future__ import annotations
 
@@ -8,15 +9,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import TEST_GRID, write
+from test_native import _untrained, constant_field, lung_box
 
 from rso.core.native import NativeSettings, Refinement, build_problem
 from rso.core.reprojection import Views, read_views
 from rso.core.session import RegistrationSession, RSOSettings, open_inputs
 from rso.errors import InputError
 from rso.simulation.cbct import CBCTParams, phase_views, simulate_cbct
-
-from conftest import TEST_GRID, write
-from test_native import _untrained, constant_field, lung_box
 
 # 25 views per phase bin of 10, as the simulator's clinical preset; the moving image from phase 5, whose views
 # fall half-way between the fixed image's: the two sets' streaks differ most.
@@ -32,7 +32,9 @@ def cbct(ct: sitk.Image, phase: int) -> sitk.Image:
 def test_views_of_two_phases_are_the_same_directions_rotated():
     first, other = phase_views(0, 10, SPARSE), phase_views(MOVING_PHASE, 10, SPARSE)
     assert len(first.directions_deg) == len(other.directions_deg) == 25
-    np.testing.assert_allclose(np.subtract(other.directions_deg, first.directions_deg), MOVING_PHASE * 180 / 250)
+    np.testing.assert_allclose(
+        np.subtract(other.directions_deg, first.directions_deg), MOVING_PHASE * 180 / 250
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +48,14 @@ def shifted_sparse_pair(chest_ct):
 
 def _session(pair, views: bool, **options) -> RegistrationSession:
     fixed, moving, truth = pair
-    extra = {"fixed_views": phase_views(0, 10, SPARSE), "moving_views": phase_views(MOVING_PHASE, 10, SPARSE)} \
-        if views else {}
-    return RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, truth=truth, device="cpu", **extra,
-                               **options)
+    extra = (
+        {"fixed_views": phase_views(0, 10, SPARSE), "moving_views": phase_views(MOVING_PHASE, 10, SPARSE)}
+        if views
+        else {}
+    )
+    return RegistrationSession(
+        fixed, moving, _untrained(), grid_shape=TEST_GRID, truth=truth, device="cpu", **extra, **options
+    )
 
 
 def test_on_matched_images_the_box_prefers_the_true_shift_and_a_search_finds_it(shifted_sparse_pair):
@@ -58,12 +64,21 @@ def test_on_matched_images_the_box_prefers_the_true_shift_and_a_search_finds_it(
     box = lung_box(session)
     gains, found = {}, {}
     for matched in (False, True):
-        problem = build_problem(*session.compared_images(matched), box, 15.0, session.grid,
-                                session.grid.voxels_to_mm(session.state.field), (), torch.device("cpu"))
+        problem = build_problem(
+            *session.compared_images(matched),
+            box,
+            15.0,
+            session.grid,
+            session.grid.voxels_to_mm(session.state.field),
+            (),
+            torch.device("cpu"),
+        )
         refinement = Refinement(problem, NativeSettings("mind", 8.0, 3.0, 0.3, 0.0, 2.0))
         truth = torch.tensor(SHIFT_MM).view(1, 3, 1, 1, 1).expand(1, 3, *problem.window.shape)
         with torch.no_grad():
-            gains[matched] = 1 - float(refinement.similarity(truth) / refinement.similarity(torch.zeros_like(truth)))
+            gains[matched] = 1 - float(
+                refinement.similarity(truth) / refinement.similarity(torch.zeros_like(truth))
+            )
         found[matched] = np.linalg.norm(refinement.search_translation() - SHIFT_MM)
     assert gains[True] > gains[False] + 0.2, gains
     assert found[True] < 0.5 < found[False], found
@@ -84,15 +99,21 @@ def test_native_rso_on_matched_images_recovers_a_known_shift_and_says_so(shifted
 
 def test_matching_is_off_without_views_or_when_asked(shifted_sparse_pair):
     without = _session(shifted_sparse_pair, views=False)
-    assert without.rso(lung_box(without), RSOSettings(mode="native", min_gain=0.0)).params["artefacts_matched"] is False
+    assert (
+        without.rso(lung_box(without), RSOSettings(mode="native", min_gain=0.0)).params["artefacts_matched"]
+        is False
+    )
     declined = _session(shifted_sparse_pair, views=True)
     record = declined.rso(lung_box(declined), RSOSettings(mode="native", min_gain=0.0, match_artefacts=False))
     assert record.params["artefacts_matched"] is False
 
 
 def test_iso_fine_tunes_on_the_matched_pair_where_both_views_are_known(shifted_sparse_pair):
-    """ISO trains and predicts on what native RSO compares; without views, or when asked not to, on the inputs."""
-    matched, raw, asked = (_session(shifted_sparse_pair, views=v, precision="fp32") for v in (True, False, True))
+    """ISO trains and predicts on what native RSO compares; without views, or when asked not to, on the
+    inputs."""
+    matched, raw, asked = (
+        _session(shifted_sparse_pair, views=v, precision="fp32") for v in (True, False, True)
+    )
     records = matched.iso(2), raw.iso(2), asked.iso(2, match_artefacts=False)
     assert [r.params["artefacts_matched"] for r in records] == [True, False, False]
     np.testing.assert_allclose(asked.field_voxels, raw.field_voxels, atol=1e-5)
@@ -103,10 +124,14 @@ def test_views_files_are_read_and_bad_ones_refused_in_one_line(tmp_path, chest_c
     good = tmp_path / "views.json"
     good.write_text(json.dumps(phase_views(3, 10, SPARSE).to_dict()))
     assert read_views(good) == phase_views(3, 10, SPARSE)
-    bad = {"not-json.json": "{", "list.json": "[1, 2]",
-           "geometry.json": '{"geometry": "cone", "directions_deg": [0, 1]}',
-           "one.json": '{"directions_deg": [0]}', "nan.json": '{"directions_deg": [0, NaN]}',
-           "missing.json": '{"angles": [0, 1]}'}
+    bad = {
+        "not-json.json": "{",
+        "list.json": "[1, 2]",
+        "geometry.json": '{"geometry": "cone", "directions_deg": [0, 1]}',
+        "one.json": '{"directions_deg": [0]}',
+        "nan.json": '{"directions_deg": [0, NaN]}',
+        "missing.json": '{"angles": [0, 1]}',
+    }
     for name, text in bad.items():
         (tmp_path / name).write_text(text)
         with pytest.raises(InputError) as error:

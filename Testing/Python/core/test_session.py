@@ -5,13 +5,12 @@ import threading
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import TEST_GRID
 
-from rso.errors import Cancelled, InputError
 from rso.core.model import PAPER_CHANNELS, ModelConfig, RegistrationNet, parameter_count
 from rso.core.optimize import CancelToken
 from rso.core.session import RegistrationSession, RSOSettings
-
-from conftest import TEST_GRID
+from rso.errors import Cancelled, InputError
 
 # Around the local bump of the known field (rso.simulation.phantom.breathing_like_field): fixed-image voxels.
 BUMP_BOX_IJK = [36, 21, 19, 54, 39, 33]
@@ -66,7 +65,9 @@ def test_local_composition_leaves_the_outside_exactly_unchanged(make_session, mo
     outside = ~around.mask(session.grid.shape)
     assert record.metrics["outside_change_mm"] == 0.0
     np.testing.assert_array_equal(session.field_voxels[:, outside], before[:, outside])
-    assert not np.array_equal(session.field_voxels[(slice(None), *box.voxels.slices)], before[(slice(None), *box.voxels.slices)])
+    assert not np.array_equal(
+        session.field_voxels[(slice(None), *box.voxels.slices)], before[(slice(None), *box.voxels.slices)]
+    )
 
 
 def test_global_composition_changes_the_outside(make_session):
@@ -82,7 +83,9 @@ def test_undo_restores_field_and_weights_bit_for_bit(make_session, tmp_path):
     session.general()
     session.iso(5)
     field, weights = session.field_voxels.copy(), {k: v.clone() for k, v in session.net.state_dict().items()}
-    session.rso(session.box_from_fixed_index(BUMP_BOX_IJK), RSOSettings(iterations=5, mode="full", compose="global"))
+    session.rso(
+        session.box_from_fixed_index(BUMP_BOX_IJK), RSOSettings(iterations=5, mode="full", compose="global")
+    )
     session.iso(3)
     assert session.undo().kind == "iso"
     assert session.undo().kind == "rso"
@@ -107,7 +110,12 @@ def test_cancel_mid_rso_changes_nothing(make_session, tmp_path):
             threading.Thread(target=cancel.cancel).start()
 
     with pytest.raises(Cancelled):
-        session.rso(session.box_from_fixed_index(BUMP_BOX_IJK), RSOSettings(iterations=200, mode="full", compose="global"), progress=progress, cancel=cancel)
+        session.rso(
+            session.box_from_fixed_index(BUMP_BOX_IJK),
+            RSOSettings(iterations=200, mode="full", compose="global"),
+            progress=progress,
+            cancel=cancel,
+        )
     assert 3 <= len(seen) < 200 and seen[0].eta > 0
     np.testing.assert_array_equal(session.field_voxels, field)
     assert len(session.history) == 1
@@ -118,7 +126,9 @@ def test_reopened_session_equals_the_saved_one(make_session, tmp_path):
     session = make_session(grid_shape=TEST_GRID, folder=tmp_path / "s")
     session.general()
     session.iso(4)
-    session.rso(session.box_from_fixed_index(BUMP_BOX_IJK), RSOSettings(iterations=4, mode="crop", compose="local"))
+    session.rso(
+        session.box_from_fixed_index(BUMP_BOX_IJK), RSOSettings(iterations=4, mode="crop", compose="local")
+    )
     reopened = RegistrationSession.open(tmp_path / "s", device="cpu")
     np.testing.assert_array_equal(reopened.field_voxels, session.field_voxels)
     assert [r.to_dict() for r in reopened.history] == [r.to_dict() for r in session.history]
@@ -140,8 +150,9 @@ def test_same_seed_repeats_on_cpu(known_pair, precision, tolerance_voxels):
     for _ in range(2):
         torch.manual_seed(7)  # the untrained network's weights
         net = RegistrationNet(ModelConfig(channels=(4, 8, 16, 32, 64)))
-        session = RegistrationSession(fixed, moving, net, grid_shape=TEST_GRID, seed=3, device="cpu",
-                                      precision=precision)
+        session = RegistrationSession(
+            fixed, moving, net, grid_shape=TEST_GRID, seed=3, device="cpu", precision=precision
+        )
         session.iso(3)
         fields.append(session.field_voxels)
     np.testing.assert_allclose(*fields, rtol=0, atol=tolerance_voxels)
@@ -160,7 +171,9 @@ def test_evaluation_mask_restricts_the_metrics(known_pair, tiny_net):
 
     fixed, moving, truth = known_pair
     body = sitk.Cast(sitk.BinaryThreshold(fixed, -500, 5000), sitk.sitkUInt8)
-    session = RegistrationSession(fixed, moving, tiny_net, grid_shape=TEST_GRID, truth=truth, mask=body, device="cpu")
+    session = RegistrationSession(
+        fixed, moving, tiny_net, grid_shape=TEST_GRID, truth=truth, mask=body, device="cpu"
+    )
     metrics = session.general().metrics
     mask = session.evaluation_mask
     assert 0.05 < mask.mean() < 0.95

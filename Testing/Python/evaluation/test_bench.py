@@ -19,21 +19,49 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from rso.cli import main
+from rso.errors import InputError
 from rso.evaluation import peers
 from rso.evaluation.bench import plan as bench
 from rso.evaluation.bench.measure import Measured
-from rso.cli import main
-from rso.errors import InputError
 
 # itk's SWIG wrappers raise DeprecationWarnings on import; nothing the project can act on.
-pytestmark = pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:builtin type .* has no __module__ attribute:DeprecationWarning"
+)
 
 HAVE_ELASTIX, HAVE_ANTS = peers.available("elastix"), peers.available("ants")
 FIXED_ARMS = ("general", "iso_long", "iso_short")
 RSO_ARMS = ("rso_native", "rso_direct_local", "rso_full_global")  # the paper's on misaligned boxes only
-TINY = ["--channels", "4,8,16,32,64", "--grid", "32,64,64", "--iso-long", "4", "--iso-short", "2", "--rso", "3",
-        "--speed-grid", "32,48,48", "--speed-box", "32", "--speed-iterations", "2", "--speed-precision", "fp32",
-        "--elastix-iterations", "20", "--ants-iterations", "5,0,0", "--device", "cpu", "--threads", "1", "--quiet"]
+TINY = [
+    "--channels",
+    "4,8,16,32,64",
+    "--grid",
+    "32,64,64",
+    "--iso-long",
+    "4",
+    "--iso-short",
+    "2",
+    "--rso",
+    "3",
+    "--speed-grid",
+    "32,48,48",
+    "--speed-box",
+    "32",
+    "--speed-iterations",
+    "2",
+    "--speed-precision",
+    "fp32",
+    "--elastix-iterations",
+    "20",
+    "--ants-iterations",
+    "5,0,0",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +88,9 @@ def quick_run(tiny_case, tmp_path_factory) -> Path:
 def expected_arms(kind: str) -> set[str]:
     arms = {*FIXED_ARMS, *RSO_ARMS} if kind == "misaligned" else {*FIXED_ARMS, *RSO_ARMS[:2]}
     if HAVE_ELASTIX:
-        arms |= {"elastix_bspline", "elastix_bspline_box_mask"} if kind == "misaligned" else {"elastix_bspline"}
+        arms |= (
+            {"elastix_bspline", "elastix_bspline_box_mask"} if kind == "misaligned" else {"elastix_bspline"}
+        )
     if HAVE_ANTS:
         arms.add("ants_syn")
     return arms
@@ -88,11 +118,16 @@ def test_quick_bench_writes_every_record_with_its_fields(quick_run):
         assert record["seconds"] > 0 and record["peak_memory"]["peak_rss_mb"] > 0
         assert record["machine"]["cpu"] and record["machine"]["logical_cores"] >= 1
         assert record["versions"]["torch"] and record["versions"]["rso-registration"]
-        assert record["plan"]["iso_long"] == 4 and record["plan"]["rso"] == 3 and record["grid"] == [32, 64, 64]
+        assert (
+            record["plan"]["iso_long"] == 4 and record["plan"]["rso"] == 3 and record["grid"] == [32, 64, 64]
+        )
         assert record["model"]["config"]["channels"] == [4, 8, 16, 32, 64]
     by_arm = {r["arm"]: r for r in records if r["box"]["kind"] == "misaligned"}
     for arm in ("rso_full_global", "rso_direct_local"):
-        assert len(by_arm[arm]["loss"]) == 3 and by_arm[arm]["latency_seconds"] >= by_arm[arm]["step_seconds"] > 0
+        assert (
+            len(by_arm[arm]["loss"]) == 3
+            and by_arm[arm]["latency_seconds"] >= by_arm[arm]["step_seconds"] > 0
+        )
     native = by_arm["rso_native"]
     assert native["settings"]["mode"] == "native" and native["guard"]["gain"] is not None
     assert native["latency_seconds"] >= native["step_seconds"] > 0
@@ -130,7 +165,13 @@ def test_quick_bench_summary_tables_and_figures(quick_run):
     assert any("control" in t for t in targets) and any("re-warped" in t for t in targets)
     assert all(row["met"] in (True, False) for row in targets.values())
     markdown = (quick_run / "summary.md").read_text(encoding="utf-8")
-    for heading in ("## misaligned boxes", "## control boxes", "# Held-out", "## Speed and memory", "## Targets"):
+    for heading in (
+        "## misaligned boxes",
+        "## control boxes",
+        "# Held-out",
+        "## Speed and memory",
+        "## Targets",
+    ):
         assert heading in markdown
     for row in misaligned["arms"]:
         assert f"| {row['label']} |" in markdown
@@ -148,7 +189,9 @@ def test_plans_match_the_issue():
         assert len({c.seed for c in paper.cases if c.anatomy == anatomy}) >= 2
     assert {c.preset for c in paper.cases} == {"local", "clinical"}
     # seeds the bundled model was trained on are never benchmarked
-    assert not any(c.anatomy in bench.TRAINING_ANATOMY and c.seed in bench.TRAINING_SEEDS for c in paper.cases)
+    assert not any(
+        c.anatomy in bench.TRAINING_ANATOMY and c.seed in bench.TRAINING_SEEDS for c in paper.cases
+    )
     assert len(paper.speed_grids) == 2 and len(paper.speed_box_sizes_mm) == 2
     assert set(paper.speed_precisions) == {"fp32", "bf16"}
     assert len(quick.cases) == 1 and sum(n for _, n in quick.boxes) == 2 and quick.rso < paper.rso
@@ -186,13 +229,22 @@ SHIFT_MM = np.array([4.0, 0.0, -3.0])  # LPS
 
 @pytest.fixture(scope="module")
 def shifted_pair():
-    """fixed(p) = moving(p + u) for a constant u, both drawn analytically on a y-flipped grid: u is fixed -> moving."""
+    """fixed(p) = moving(p + u) for a constant u, both drawn analytically on a y-flipped grid: u is
+    fixed -> moving."""
     shape, spacing, origin = (24, 28, 32), 3.0, np.array([5.0, 7.0, -3.0])
     k, j, i = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-    points = np.stack([origin[0] + spacing * i, origin[1] - spacing * j, origin[2] + spacing * k], axis=-1)  # LPS
+    points = np.stack(
+        [origin[0] + spacing * i, origin[1] - spacing * j, origin[2] + spacing * k], axis=-1
+    )  # LPS
     rng = np.random.default_rng(1)
-    blobs = [(rng.uniform(0.15, 0.85, 3) * (np.array(shape[::-1]) * spacing) * [1, -1, 1] + origin,
-              rng.uniform(6, 12), rng.choice([-600, 600])) for _ in range(12)]
+    blobs = [
+        (
+            rng.uniform(0.15, 0.85, 3) * (np.array(shape[::-1]) * spacing) * [1, -1, 1] + origin,
+            rng.uniform(6, 12),
+            rng.choice([-600, 600]),
+        )
+        for _ in range(12)
+    ]
 
     def draw(at: np.ndarray) -> sitk.Image:  # smooth blobs of both signs: structure for every metric
         values = sum(v * np.exp(-np.sum((at - c) ** 2, axis=-1) / (2 * r**2)) for c, r, v in blobs)

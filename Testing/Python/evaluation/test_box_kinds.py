@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import TEST_GRID
 
 from rso.core.session import RegistrationSession
 from rso.errors import InputError
 from rso.evaluation.box_kinds import box_tre_map, pick_boxes
-
-from conftest import TEST_GRID
 
 
 @pytest.fixture
 def session(known_pair, tiny_net):
     """No step yet: the field is zero, so the error is the truth itself (largest at its local bump)."""
     fixed, moving, truth = known_pair
-    return RegistrationSession(fixed, moving, tiny_net, grid_shape=TEST_GRID, truth=truth, device="cpu",
-                               precision="fp32")
+    return RegistrationSession(
+        fixed, moving, tiny_net, grid_shape=TEST_GRID, truth=truth, device="cpu", precision="fp32"
+    )
 
 
 def box_tre(session, box) -> float:
@@ -45,14 +45,17 @@ def test_control_boxes_are_where_the_field_is_already_good(session):
 def test_boxes_whose_true_targets_leave_the_moving_image_are_never_chosen(known_pair, tiny_net):
     fixed, moving, truth = known_pair
     size = moving.GetSize()
-    cut = moving[:, :, size[2] // 2:]  # the moving image lost its lower half: no anatomy there to find
+    cut = moving[:, :, size[2] // 2 :]  # the moving image lost its lower half: no anatomy there to find
     session = RegistrationSession(fixed, cut, tiny_net, grid_shape=TEST_GRID, truth=truth, device="cpu")
     lowest_in_view = cut.TransformContinuousIndexToPhysicalPoint((0, 0, -0.5))[2]  # its lowest voxel's edge
     for kind in ("misaligned", "control", "residual"):
         for box in pick_boxes(session, kind, 2, 30.0):
             lo, hi = box.voxels.lo, box.voxels.hi
             index = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), axis=-1)
-            targets = session.grid.index_to_lps_points(index) + session.truth_mm[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+            targets = (
+                session.grid.index_to_lps_points(index)
+                + session.truth_mm[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+            )
             assert targets[..., 2].min() >= lowest_in_view - 1e-6, kind
 
 

@@ -40,7 +40,9 @@ def demo():
     return phantom_pair()
 
 
-def oblique_image(size=(20, 24, 16), spacing=(1.5, 2.0, 3.0), origin=(10.0, -20.0, 30.0), seed=0) -> sitk.Image:
+def oblique_image(
+    size=(20, 24, 16), spacing=(1.5, 2.0, 3.0), origin=(10.0, -20.0, 30.0), seed=0
+) -> sitk.Image:
     """A smooth random float image on a rotated grid: every geometry field is non-trivial."""
     rng = np.random.default_rng(seed)
     image = sitk.GetImageFromArray(rng.normal(size=size[::-1]).astype(np.float32) * 300.0)
@@ -53,13 +55,9 @@ def oblique_image(size=(20, 24, 16), spacing=(1.5, 2.0, 3.0), origin=(10.0, -20.
 
 def roi_node(scene, ras_box, name="region"):
     """A placed Markups ROI spanning [R1, A1, S1, R2, A2, S2]."""
-    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", name)
-    low, high = np.array(ras_box[:3], float), np.array(ras_box[3:], float)
-    was = roi.StartModify()
-    roi.SetCenter(((low + high) / 2).tolist())
-    roi.SetSize((high - low).tolist())
-    roi.EndModify(was)
-    return roi
+    from RSORegistrationLib.roi import roi_from_ras_box
+
+    return roi_from_ras_box(scene, ras_box, name)
 
 
 def egl_environment() -> dict:

@@ -13,18 +13,17 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest_slicer import SMALL_GRID, TINY_CHANNELS, demo  # noqa: F401  (fixtures)
 from transports import isolated_worker_command
 
+from rso.errors import InputError
+from rso.service.client import WorkerClient
+from rso.service.remote import REMOTE_RECORD, RemoteWorker
 from RSORegistrationLib.backends import InProcessBackend, worker_backend
 from RSORegistrationLib.headless import new_scene
 from RSORegistrationLib.logic import RegistrationError, RegistrationLogic
 from RSORegistrationLib.parameters import RunParameters
 from RSORegistrationLib.volumes import array_from_volume, volume_from_image
-from rso.errors import InputError
-from rso.service.client import WorkerClient
-from rso.service.remote import REMOTE_RECORD, RemoteWorker
 
 SETTINGS = dict(modelChannels=TINY_CHANNELS, gridShape=SMALL_GRID, device="cpu", seed=3)
 
@@ -33,11 +32,15 @@ def test_the_logic_runs_on_a_worker_that_shares_no_files_and_reopens_it(tmp_path
     far = tmp_path / "far-side"
     remote = lambda: RemoteWorker(WorkerClient(command=isolated_worker_command(far)))  # noqa: E731
     app = new_scene()
-    fixed, moving = volume_from_image(app.scene, demo.fixed, "f"), volume_from_image(app.scene, demo.moving, "m")
+    fixed, moving = (
+        volume_from_image(app.scene, demo.fixed, "f"),
+        volume_from_image(app.scene, demo.moving, "m"),
+    )
     logic = RegistrationLogic(app.scene, remote, cache_dir=tmp_path / "cache")
     try:
-        history = logic.run(fixed, moving, [demo.region_ras()], iso_iterations=1, rso_iterations=1, timeout=180,
-                            **SETTINGS)
+        history = logic.run(
+            fixed, moving, [demo.region_ras()], iso_iterations=1, rso_iterations=1, timeout=180, **SETTINGS
+        )
         params = logic.parameters()
         warped = array_from_volume(params.warpedVolume)
     finally:
@@ -52,7 +55,9 @@ def test_the_logic_runs_on_a_worker_that_shares_no_files_and_reopens_it(tmp_path
     remote_folder = far / "sessions" / session_id
     assert (remote_folder / "session.json").is_file()
     downloaded = sitk.GetArrayFromImage(sitk.ReadImage(str(mirror / "current" / "warped.nii.gz")))
-    np.testing.assert_array_equal(downloaded, sitk.GetArrayFromImage(sitk.ReadImage(str(remote_folder / "current" / "warped.nii.gz"))))
+    np.testing.assert_array_equal(
+        downloaded, sitk.GetArrayFromImage(sitk.ReadImage(str(remote_folder / "current" / "warped.nii.gz")))
+    )
 
     again = RegistrationLogic(app.scene, remote, cache_dir=tmp_path / "cache")  # e.g. the next day
     try:
@@ -66,7 +71,10 @@ def test_the_logic_runs_on_a_worker_that_shares_no_files_and_reopens_it(tmp_path
 def test_an_8_bit_volume_is_refused_unless_allowed_and_a_constant_one_always(tmp_path, demo):
     app = new_scene()
     eight_bit = sitk.Cast(sitk.RescaleIntensity(demo.moving, 0, 255), sitk.sitkUInt8)
-    fixed, moving = volume_from_image(app.scene, demo.fixed, "f"), volume_from_image(app.scene, eight_bit, "8-bit")
+    fixed, moving = (
+        volume_from_image(app.scene, demo.fixed, "f"),
+        volume_from_image(app.scene, eight_bit, "8-bit"),
+    )
     logic = RegistrationLogic(app.scene, InProcessBackend, cache_dir=tmp_path)
     try:
         with pytest.raises(RegistrationError, match="does not look like CT in Hounsfield units"):

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest_slicer import SMALL_GRID, TINY_CHANNELS, demo, roi_node  # noqa: F401  (fixtures)
 
+from rso.errors import InputError
 from RSORegistrationLib.backends import InProcessBackend
 from RSORegistrationLib.charts import step_labels
 from RSORegistrationLib.headless import load_scene, new_scene, save_scene
@@ -22,7 +22,6 @@ from RSORegistrationLib.logic import RegistrationError, RegistrationLogic
 from RSORegistrationLib.parameters import parameter_node, read_parameters
 from RSORegistrationLib.transforms import field_from_transform_node
 from RSORegistrationLib.volumes import array_from_volume, ijk_to_ras
-from rso.errors import InputError
 
 SETTINGS = dict(modelChannels=TINY_CHANNELS, gridShape=SMALL_GRID, device="cpu", seed=3)
 
@@ -45,8 +44,15 @@ def registered(tmp_path_factory):
     roi = roi_node(app.scene, pair.region_ras())
     logic = RegistrationLogic(app.scene, InProcessBackend, cache_dir=tmp_path_factory.mktemp("cache"))
     steps = []
-    history = logic.run(fixed, moving, [roi], iso_iterations=2, rso_iterations=2,
-                        on_step=lambda cmd, result: steps.append(cmd), **SETTINGS)
+    history = logic.run(
+        fixed,
+        moving,
+        [roi],
+        iso_iterations=2,
+        rso_iterations=2,
+        on_step=lambda cmd, result: steps.append(cmd),
+        **SETTINGS,
+    )
     yield app, logic, fixed, moving, roi, before, history, steps
     logic.close()
 
@@ -82,8 +88,11 @@ def test_results_are_new_nodes_and_inputs_are_untouched(registered):
     assert field.GetSize() == tuple(fixed.GetImageData().GetDimensions())
     # Warped and difference volumes live on the fixed grid, difference = warped - fixed.
     np.testing.assert_allclose(ijk_to_ras(params.warpedVolume), ijk_to_ras(fixed), atol=1e-6)
-    np.testing.assert_allclose(array_from_volume(params.differenceVolume),
-                               array_from_volume(params.warpedVolume) - array_from_volume(fixed), atol=1e-2)
+    np.testing.assert_allclose(
+        array_from_volume(params.differenceVolume),
+        array_from_volume(params.warpedVolume) - array_from_volume(fixed),
+        atol=1e-2,
+    )
 
 
 def test_slice_views_show_fixed_with_the_difference_overlay(registered):
@@ -112,7 +121,10 @@ def test_quality_maps_are_styled_volumes_that_can_be_the_foreground(registered):
         assert volume is not None and volume.GetDisplayNode().GetColorNode().GetName() == table
         np.testing.assert_allclose(ijk_to_ras(volume), ijk_to_ras(fixed), atol=1e-6)
         logic.show_overlay(name)
-        assert composite.GetForegroundVolumeID() == volume.GetID() and composite.GetBackgroundVolumeID() == fixed.GetID()
+        assert (
+            composite.GetForegroundVolumeID() == volume.GetID()
+            and composite.GetBackgroundVolumeID() == fixed.GetID()
+        )
     display = params.jacobianVolume.GetDisplayNode()
     assert (display.GetWindow(), display.GetLevel()) == (2.0, 1.0)  # centred on det J = 1
     neutral = [0.0] * 4
@@ -127,15 +139,19 @@ def test_quality_maps_are_styled_volumes_that_can_be_the_foreground(registered):
 def test_contours_are_carried_onto_the_fixed_volume_as_a_new_segmentation(registered):
     import slicer
 
-    from RSORegistrationLib.segmentations import color_node_from_table, label_image_from_node
-    from RSORegistrationLib.volumes import volume_from_image
     from rso.core.labels import Label
     from rso.simulation.phantom import LABELS, phantom_pair
+    from RSORegistrationLib.segmentations import color_node_from_table, label_image_from_node
+    from RSORegistrationLib.volumes import volume_from_image
 
     app, logic, fixed, moving, roi, before, history, steps = registered
-    labelmap = volume_from_image(app.scene, phantom_pair().moving_labels, "drawn", node_class="vtkMRMLLabelMapVolumeNode")
+    labelmap = volume_from_image(
+        app.scene, phantom_pair().moving_labels, "drawn", node_class="vtkMRMLLabelMapVolumeNode"
+    )
     table = {value: Label(value, name, color) for value, (name, color) in LABELS.items()}
-    labelmap.GetDisplayNode().SetAndObserveColorNodeID(color_node_from_table(app.scene, table, "drawn colours").GetID())
+    labelmap.GetDisplayNode().SetAndObserveColorNodeID(
+        color_node_from_table(app.scene, table, "drawn colours").GetID()
+    )
     contours = app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "contours")
     assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, contours)
     with pytest.raises(InputError, match="segmentation or a label-map volume"):
@@ -145,8 +161,10 @@ def test_contours_are_carried_onto_the_fixed_volume_as_a_new_segmentation(regist
     logic.propagate_labels(contours)
     logic.wait(timeout=120)
     carried = logic.carried_labels
-    names = lambda node: [node.GetSegmentation().GetNthSegment(i).GetName()  # noqa: E731
-                          for i in range(node.GetSegmentation().GetNumberOfSegments())]
+    names = lambda node: [
+        node.GetSegmentation().GetNthSegment(i).GetName()  # noqa: E731
+        for i in range(node.GetSegmentation().GetNumberOfSegments())
+    ]
     assert carried is not contours and names(carried) == names(contours) == [n for n, _ in LABELS.values()]
     written = sitk.ReadImage(str(Path(logic.parameters().sessionFolder) / "current" / "labels_warped.nii.gz"))
     on_fixed, _ = label_image_from_node(carried, fixed)  # the segmentation, rasterised on the fixed grid
@@ -156,7 +174,10 @@ def test_contours_are_carried_onto_the_fixed_volume_as_a_new_segmentation(regist
     segmentations = app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
     logic.propagate_labels(contours)  # carried again (after later steps): the same output is refilled
     logic.wait(timeout=120)
-    assert logic.carried_labels is carried and app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == segmentations
+    assert (
+        logic.carried_labels is carried
+        and app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == segmentations
+    )
 
 
 def test_loss_table_and_chart_hold_each_curve(registered):
@@ -168,7 +189,9 @@ def test_loss_table_and_chart_hold_each_curve(registered):
     chart = params.lossChart
     series = [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]
     assert [s.GetName() for s in series] == ["ISO", "RSO 1"]
-    assert all(s.GetTableNodeID() == params.lossTable.GetID() and s.GetXColumnName() == "iteration" for s in series)
+    assert all(
+        s.GetTableNodeID() == params.lossTable.GetID() and s.GetXColumnName() == "iteration" for s in series
+    )
     assert [s.GetYColumnName() for s in series] == ["ISO", "RSO 1"]
 
 
@@ -179,7 +202,9 @@ def test_metrics_table_has_a_row_per_step(registered):
     steps_column = table.GetTable().GetColumnByName("step")
     assert [steps_column.GetValue(i) for i in range(3)] == ["general", "ISO", "RSO 1"]
     np.testing.assert_allclose(column(table, "RMSE (HU)"), [r["metrics"]["rmse_hu"] for r in history])
-    assert np.isnan(column(table, "RMSE in box (HU)")[0]) and np.isfinite(column(table, "RMSE in box (HU)")[2])
+    assert np.isnan(column(table, "RMSE in box (HU)")[0]) and np.isfinite(
+        column(table, "RMSE in box (HU)")[2]
+    )
 
 
 def test_saved_scene_keeps_the_parameter_node(registered, tmp_path):
@@ -189,13 +214,34 @@ def test_saved_scene_keeps_the_parameter_node(registered, tmp_path):
     node = parameter_node(reloaded.scene, create=False)
     assert node is not None and node.GetAttribute("ModuleName") == "RSORegistration"
     params, original = read_parameters(node), logic.parameters()
-    for name in ("isoIterations", "rsoIterations", "rsoMode", "composition", "device", "seed", "modelChannels",
-                 "gridShape", "sessionFolder", "autoRefine"):
+    for name in (
+        "isoIterations",
+        "rsoIterations",
+        "rsoMode",
+        "composition",
+        "device",
+        "seed",
+        "modelChannels",
+        "gridShape",
+        "sessionFolder",
+        "autoRefine",
+    ):
         assert getattr(params, name) == getattr(original, name), name
     assert (params.isoIterations, params.device, params.seed) == (2, "cpu", 3)
-    for name in ("fixedVolume", "movingVolume", "warpedVolume", "differenceVolume", "outputTransform", "lossTable",
-                 "lossChart", "metricsTable"):
-        assert getattr(params, name) is not None and getattr(params, name).GetName() == getattr(original, name).GetName()
+    for name in (
+        "fixedVolume",
+        "movingVolume",
+        "warpedVolume",
+        "differenceVolume",
+        "outputTransform",
+        "lossTable",
+        "lossChart",
+        "metricsTable",
+    ):
+        assert (
+            getattr(params, name) is not None
+            and getattr(params, name).GetName() == getattr(original, name).GetName()
+        )
     np.testing.assert_array_equal(array_from_volume(params.fixedVolume), before[fixed.GetID()][0])
     np.testing.assert_allclose(column(params.lossTable, "ISO"), history[1]["loss"], rtol=1e-5)  # TSV text
 
@@ -204,7 +250,10 @@ def test_roi_events_trigger_rso_and_a_moved_roi_is_offered_again(tmp_path, demo)
     app = new_scene()
     from RSORegistrationLib.volumes import volume_from_image
 
-    fixed, moving = volume_from_image(app.scene, demo.fixed, "f"), volume_from_image(app.scene, demo.moving, "m")
+    fixed, moving = (
+        volume_from_image(app.scene, demo.fixed, "f"),
+        volume_from_image(app.scene, demo.moving, "m"),
+    )
     interaction = app.scene.AddNewNodeByClass("vtkMRMLInteractionNode")
     interaction.SetSingletonTag("Singleton")  # Slicer's vtkMRMLInteractionNodeSingleton
     assert interaction.GetID() == "vtkMRMLInteractionNodeSingleton"
@@ -245,7 +294,10 @@ def test_cancel_mid_step_then_undo(tmp_path, demo):
     app = new_scene()
     from RSORegistrationLib.volumes import volume_from_image
 
-    fixed, moving = volume_from_image(app.scene, demo.fixed, "f"), volume_from_image(app.scene, demo.moving, "m")
+    fixed, moving = (
+        volume_from_image(app.scene, demo.fixed, "f"),
+        volume_from_image(app.scene, demo.moving, "m"),
+    )
     logic = RegistrationLogic(app.scene, InProcessBackend, cache_dir=tmp_path)
     assert [r["kind"] for r in logic.run(fixed, moving, iso_iterations=2, **SETTINGS)] == ["general", "iso"]
     warped_before = array_from_volume(logic.parameters().warpedVolume)
@@ -306,7 +358,10 @@ def open_scripted(tmp_path, demo, answers):
     from RSORegistrationLib.volumes import volume_from_image
 
     app = new_scene()
-    fixed, moving = volume_from_image(app.scene, demo.fixed, "f"), volume_from_image(app.scene, demo.moving, "m")
+    fixed, moving = (
+        volume_from_image(app.scene, demo.fixed, "f"),
+        volume_from_image(app.scene, demo.moving, "m"),
+    )
     backend = ScriptedBackend({"open": [{"event": "done", "result": {"history": []}}], **answers})
     logic = RegistrationLogic(app.scene, lambda: backend, cache_dir=tmp_path)
     params = logic.parameters()
@@ -316,7 +371,9 @@ def open_scripted(tmp_path, demo, answers):
 
 
 def test_engine_errors_stop_the_queue_and_raise(tmp_path, demo):
-    logic, backend = open_scripted(tmp_path, demo, {"iso": [{"event": "error", "kind": "input", "message": "bad box"}]})
+    logic, backend = open_scripted(
+        tmp_path, demo, {"iso": [{"event": "error", "kind": "input", "message": "bad box"}]}
+    )
     errors = []
     logic.on_error = lambda kind, message: errors.append((kind, message))
     logic.open_session()
@@ -332,8 +389,23 @@ def test_engine_errors_stop_the_queue_and_raise(tmp_path, demo):
 
 
 def test_cancel_leaves_state_and_reports_it(tmp_path, demo):
-    logic, backend = open_scripted(tmp_path, demo, {"rso": [
-        {"event": "progress", "step": "rso", "iteration": 1, "iterations": 9, "loss": 0.5, "elapsed": 1.0, "eta": 8.0}]})
+    logic, backend = open_scripted(
+        tmp_path,
+        demo,
+        {
+            "rso": [
+                {
+                    "event": "progress",
+                    "step": "rso",
+                    "iteration": 1,
+                    "iterations": 9,
+                    "loss": 0.5,
+                    "elapsed": 1.0,
+                    "eta": 8.0,
+                }
+            ]
+        },
+    )
     logic.open_session()
     logic.rso([0, -40, 0, 10, -30, 10])
     logic.iso(3)
@@ -341,7 +413,7 @@ def test_cancel_leaves_state_and_reports_it(tmp_path, demo):
         logic.process()
     assert "RSO 1/9" in logic.status and "8 s left" in logic.status
     logic.cancel()
-    assert backend.cancelled == 1 and len(logic._queue) == 0
+    assert backend.cancelled == 1 and len(logic.engine.queue) == 0
     backend.answers["rso"] = [{"event": "error", "kind": "cancelled", "message": "step cancelled"}]
     logic.wait(timeout=10)  # a cancel is not an error
     assert "unchanged" in logic.status and logic.history == []
@@ -362,7 +434,9 @@ def test_a_dead_worker_is_reported_with_its_stderr_and_reopens(tmp_path, demo):
     params = logic.parameters()
     params.sessionFolder = str(folder)
     logic.set_parameters(params)
-    backend.answers["open"] = [{"event": "done", "result": {"history": [{"kind": "general", "loss": [], "metrics": {}}]}}]
+    backend.answers["open"] = [
+        {"event": "done", "result": {"history": [{"kind": "general", "loss": [], "metrics": {}}]}}
+    ]
     logic.reopen()
     logic.wait(timeout=10)
     assert backend.restarted == 1 and backend.sent[-1] == ("open", {"folder": str(folder), "device": "auto"})
@@ -382,8 +456,12 @@ def test_steps_need_a_session_and_valid_settings(tmp_path, demo):
     with pytest.raises(InputError, match="harden it first"):
         logic.open_session()
     assert backend.sent == [] and not logic.busy  # nothing was started
-    assert step_labels([{"kind": "general"}, {"kind": "iso"}, {"kind": "rso"}, {"kind": "rso"}]) == \
-        ["general", "ISO", "RSO 1", "RSO 2"]
+    assert step_labels([{"kind": "general"}, {"kind": "iso"}, {"kind": "rso"}, {"kind": "rso"}]) == [
+        "general",
+        "ISO",
+        "RSO 1",
+        "RSO 2",
+    ]
 
 
 def test_with_the_real_worker_process(tmp_path, demo):
@@ -392,11 +470,15 @@ def test_with_the_real_worker_process(tmp_path, demo):
     from RSORegistrationLib.volumes import volume_from_image
 
     app = new_scene()
-    fixed, moving = volume_from_image(app.scene, demo.fixed, "f"), volume_from_image(app.scene, demo.moving, "m")
+    fixed, moving = (
+        volume_from_image(app.scene, demo.fixed, "f"),
+        volume_from_image(app.scene, demo.moving, "m"),
+    )
     logic = RegistrationLogic(app.scene, worker_backend, cache_dir=tmp_path)
     try:
-        history = logic.run(fixed, moving, [demo.region_ras()], iso_iterations=1, rso_iterations=1, timeout=120,
-                            **SETTINGS)
+        history = logic.run(
+            fixed, moving, [demo.region_ras()], iso_iterations=1, rso_iterations=1, timeout=120, **SETTINGS
+        )
     finally:
         logic.close()
     assert [r["kind"] for r in history] == ["general", "iso", "rso"]
@@ -408,7 +490,10 @@ def phantom_logic(tmp_path, demo, **settings):
     from RSORegistrationLib.volumes import volume_from_image
 
     app = new_scene()
-    fixed, moving = volume_from_image(app.scene, demo.fixed, "f"), volume_from_image(app.scene, demo.moving, "m")
+    fixed, moving = (
+        volume_from_image(app.scene, demo.fixed, "f"),
+        volume_from_image(app.scene, demo.moving, "m"),
+    )
     logic = RegistrationLogic(app.scene, InProcessBackend, cache_dir=tmp_path / "cache")
     params = logic.parameters()
     params.fixedVolume, params.movingVolume = fixed, moving
@@ -488,9 +573,10 @@ def test_a_hand_drawn_box_outside_the_image_is_reported_not_raised(tmp_path, dem
 
 
 def test_window_level_presets():
+    from conftest_slicer import oblique_image
+
     from RSORegistrationLib.display import WINDOW_LEVEL_PRESETS, apply_window_level
     from RSORegistrationLib.volumes import volume_from_image
-    from conftest_slicer import oblique_image
 
     app = new_scene()
     volume = volume_from_image(app.scene, oblique_image(), "ct")
@@ -513,4 +599,27 @@ def test_the_status_line_says_when_a_box_returned_to_an_earlier_state():
     assert returned.startswith("RSO done (the box returned to the field after step 1)")
     assert "no registration" in step_summary("rso", {"metrics": metrics, "guard": {"returned_to": 0}}, [])
     assert "returned" not in step_summary("rso", {"metrics": metrics, "guard": {"returned_to": None}}, [])
-    assert step_summary("rso", {"declined": "the images agree"}, []).startswith("RSO declined, nothing changed")
+    assert step_summary("rso", {"declined": "the images agree"}, []).startswith(
+        "RSO declined, nothing changed"
+    )
+
+
+def test_run_keywords_split_into_the_plan_and_the_parameters():
+    """``run``'s keywords: the plan's own fields, the rest RunParameters changes (iterations as ints)."""
+    from RSORegistrationLib.run_plan import RunPlan
+
+    def idle():
+        pass
+
+    plan = RunPlan.from_keywords(
+        "f", "m", ([0, 0, 0, 1, 1, 1],), iso_iterations="3", timeout=5, idle=idle, device="cpu", seed=7
+    )
+    assert plan.regions == [[0, 0, 0, 1, 1, 1]] and plan.timeout == 5 and plan.idle is idle
+    assert plan.general and plan.blocking and plan.rso_iterations is None
+    assert plan.changes() == {
+        "device": "cpu",
+        "seed": 7,
+        "fixedVolume": "f",
+        "movingVolume": "m",
+        "isoIterations": 3,
+    }

@@ -14,7 +14,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest_slicer import REPO, egl_environment
 
 
@@ -26,11 +25,33 @@ def coloured(rgb: np.ndarray, tolerance: int = 3) -> np.ndarray:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     folder = tmp_path_factory.mktemp("render")
-    command = [sys.executable, str(REPO / "scripts" / "render_screenshot.py"), "--out", str(folder / "shot.png"),
-               "--evidence", str(folder / "evidence.npz"), "--size", "400", "320", "--shape", "32", "64", "64",
-               "--spacing", "3", "--grid", "32,64,64", "--model", str(REPO / "RSORegistration" / "rso" / "resources" /
-                                                                      "general_model.pt"), "--iso", "2", "--rso", "2",
-               "--rso-mode", "direct"]  # a weak step on purpose: some difference stays in the ROI to be drawn
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "render_screenshot.py"),
+        "--out",
+        str(folder / "shot.png"),
+        "--evidence",
+        str(folder / "evidence.npz"),
+        "--size",
+        "400",
+        "320",
+        "--shape",
+        "32",
+        "64",
+        "64",
+        "--spacing",
+        "3",
+        "--grid",
+        "32,64,64",
+        "--model",
+        str(REPO / "RSORegistration" / "rso" / "resources" / "general_model.pt"),
+        "--iso",
+        "2",
+        "--rso",
+        "2",
+        "--rso-mode",
+        "direct",
+    ]  # a weak step on purpose: some difference stays in the ROI to be drawn
     done = subprocess.run(command, env=egl_environment(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return folder, dict(np.load(folder / "evidence.npz"))
@@ -51,7 +72,7 @@ def test_overlay_appears_inside_the_roi(rendered):
     _, evidence = rendered
     left, top, right, bottom = np.round(evidence["roi_pixels"]).astype(int)
     assert 0 < left < right < 400 and 0 < top < bottom < 320
-    inside = coloured(evidence["overlay"])[top + 2:bottom - 1, left + 2:right - 1]
+    inside = coloured(evidence["overlay"])[top + 2 : bottom - 1, left + 2 : right - 1]
     assert inside.mean() > 0.05, "no difference overlay inside the ROI"
 
 
@@ -72,11 +93,15 @@ def test_roi_box_is_drawn_on_its_edges(rendered):
     left, top, right, bottom = np.round(evidence["roi_pixels"]).astype(int)
     shot, overlay = evidence["shot"].astype(int), evidence["overlay"].astype(int)
     drawn = np.abs(shot - overlay).sum(axis=-1) > 30  # what drawing the ROI changed
-    for edge in (drawn[top - 2:top + 3, left:right], drawn[bottom - 2:bottom + 3, left:right],
-                 drawn[top:bottom, left - 2:left + 3], drawn[top:bottom, right - 2:right + 3]):
+    for edge in (
+        drawn[top - 2 : top + 3, left:right],
+        drawn[bottom - 2 : bottom + 3, left:right],
+        drawn[top:bottom, left - 2 : left + 3],
+        drawn[top:bottom, right - 2 : right + 3],
+    ):
         assert edge.any(axis=0 if edge.shape[0] < edge.shape[1] else 1).mean() > 0.8
     far = np.ones_like(drawn)
-    far[max(top - 12, 0):bottom + 12, max(left - 12, 0):right + 12] = False
+    far[max(top - 12, 0) : bottom + 12, max(left - 12, 0) : right + 12] = False
     far[:60, :260] = False  # the corner annotation
     assert not drawn[far].any(), "the ROI is drawn away from where it is"
 
@@ -91,4 +116,6 @@ def test_the_jacobian_map_as_foreground_colours_only_where_volume_changes(render
     assert kept.mean() > 0.05 and changed.sum() > 500  # both kinds of place are in view
     assert not colour[kept].any(), f"{colour[kept].sum()} coloured pixels where det J is 1"
     assert colour[changed].mean() > 0.8
-    assert not np.array_equal(evidence["jacobian_overlay"], evidence["overlay"])  # another map than the difference
+    assert not np.array_equal(
+        evidence["jacobian_overlay"], evidence["overlay"]
+    )  # another map than the difference

@@ -6,15 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest_slicer import app, slicer  # noqa: F401  (fixtures)
 
-from RSORegistrationLib.segmentations import (EXTENT_REFERENCE_GEOMETRY, color_node_from_table, label_image_from_node,
-                                              segmentation_from_label_image)
-from RSORegistrationLib.volumes import array_from_volume, image_from_volume, volume_from_image
 from rso.core.labels import Label, overlap, propagate
 from rso.errors import InputError
 from rso.simulation.phantom import LABELS, phantom_pair
+from RSORegistrationLib.segmentations import (
+    EXTENT_REFERENCE_GEOMETRY,
+    color_node_from_table,
+    label_image_from_node,
+    segmentation_from_label_image,
+)
+from RSORegistrationLib.volumes import array_from_volume, image_from_volume, volume_from_image
 
 TABLE = {value: Label(value, name, color) for value, (name, color) in LABELS.items()}
 
@@ -22,8 +25,10 @@ TABLE = {value: Label(value, name, color) for value, (name, color) in LABELS.ite
 def segments(node) -> list[tuple[str, tuple, int]]:
     """(name, 8-bit colour, label value) of each segment: colour tables hold 8-bit colours."""
     segmentation = node.GetSegmentation()
-    return [(s.GetName(), eight_bit(s.GetColor()), s.GetLabelValue())
-            for s in (segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments()))]
+    return [
+        (s.GetName(), eight_bit(s.GetColor()), s.GetLabelValue())
+        for s in (segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments()))
+    ]
 
 
 def eight_bit(color) -> tuple[int, ...]:
@@ -33,10 +38,13 @@ def eight_bit(color) -> tuple[int, ...]:
 def export_with_values(scene, node, table, reference):
     """Slicer's own export: each segment gets the value of the colour entry with its name."""
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "exported")
-    ids = [node.GetSegmentation().GetNthSegmentID(i) for i in range(node.GetSegmentation().GetNumberOfSegments())]
+    ids = [
+        node.GetSegmentation().GetNthSegmentID(i) for i in range(node.GetSegmentation().GetNumberOfSegments())
+    ]
     colors = color_node_from_table(scene, table, "export colours")
     assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-        node, ids, labelmap, reference, EXTENT_REFERENCE_GEOMETRY, colors)
+        node, ids, labelmap, reference, EXTENT_REFERENCE_GEOMETRY, colors
+    )
     return labelmap
 
 
@@ -46,8 +54,12 @@ def drawn(app):
     pair = phantom_pair()
     fixed = volume_from_image(app.scene, pair.fixed, "fixed")
     moving = volume_from_image(app.scene, pair.moving, "moving")
-    labelmap = volume_from_image(app.scene, pair.moving_labels, "drawn labels", node_class="vtkMRMLLabelMapVolumeNode")
-    labelmap.GetDisplayNode().SetAndObserveColorNodeID(color_node_from_table(app.scene, TABLE, "drawn colours").GetID())
+    labelmap = volume_from_image(
+        app.scene, pair.moving_labels, "drawn labels", node_class="vtkMRMLLabelMapVolumeNode"
+    )
+    labelmap.GetDisplayNode().SetAndObserveColorNodeID(
+        color_node_from_table(app.scene, TABLE, "drawn colours").GetID()
+    )
     contours = app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "contours")
     assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, contours)
     return pair, fixed, moving, labelmap, contours
@@ -58,9 +70,12 @@ def test_a_segmentation_round_trips_through_a_known_field_with_names_and_colours
     source_segments = segments(contours)
     assert [s[0] for s in source_segments] == [name for name, _ in LABELS.values()]
     image, table = label_image_from_node(contours, moving)
-    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(image), sitk.GetArrayViewFromImage(pair.moving_labels))
+    np.testing.assert_array_equal(
+        sitk.GetArrayViewFromImage(image), sitk.GetArrayViewFromImage(pair.moving_labels)
+    )
     assert {v: (t.name, eight_bit(t.color)) for v, t in table.items()} == {
-        v: (name, eight_bit(color)) for v, (name, color) in LABELS.items()}
+        v: (name, eight_bit(color)) for v, (name, color) in LABELS.items()
+    }
 
     carried = propagate(image, pair.truth, pair.fixed)
     result = segmentation_from_label_image(app.scene, carried, table, "contours on fixed", fixed)
@@ -92,7 +107,9 @@ def test_a_label_map_volume_keeps_its_values_and_colour_names(app, drawn):
     image.CopyInformation(pair.moving)
     labelmap = volume_from_image(app.scene, image, "ptv", node_class="vtkMRMLLabelMapVolumeNode")
     table = {3: Label(3, "PTV", (1.0, 0.0, 0.0)), 7: Label(7, "heart", (0.0, 1.0, 0.0))}
-    labelmap.GetDisplayNode().SetAndObserveColorNodeID(color_node_from_table(app.scene, table, "ptv colours").GetID())
+    labelmap.GetDisplayNode().SetAndObserveColorNodeID(
+        color_node_from_table(app.scene, table, "ptv colours").GetID()
+    )
     read, names = label_image_from_node(labelmap, moving)
     np.testing.assert_array_equal(sitk.GetArrayViewFromImage(read), array)
     assert names == table
@@ -100,7 +117,9 @@ def test_a_label_map_volume_keeps_its_values_and_colour_names(app, drawn):
 
 def test_a_float_volume_is_refused_as_contours_and_nothing_is_added(app, drawn):
     pair, _, moving, _, _ = drawn
-    float_labels = volume_from_image(app.scene, pair.moving, "ct as labels", node_class="vtkMRMLLabelMapVolumeNode")
+    float_labels = volume_from_image(
+        app.scene, pair.moving, "ct as labels", node_class="vtkMRMLLabelMapVolumeNode"
+    )
     nodes = app.scene.GetNumberOfNodes()
     with pytest.raises(InputError, match="segmentation or a label-map volume"):
         label_image_from_node(moving, moving)

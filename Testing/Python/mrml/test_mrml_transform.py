@@ -7,9 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest_slicer import TINY_CHANNELS, app, demo, oblique_image  # noqa: F401  (fixtures)
 
+from rso.core.imageio import write_displacement_field
+from rso.core.results import warp_native, write_results
+from rso.errors import InputError
 from RSORegistrationLib.transforms import (
     VtkMessages,
     field_from_transform_node,
@@ -18,16 +20,19 @@ from RSORegistrationLib.transforms import (
     transform_node_from_field,
 )
 from RSORegistrationLib.volumes import array_from_volume, volume_from_image
-from rso.errors import InputError
-from rso.core.results import warp_native, write_results
-from rso.core.imageio import write_displacement_field
 
 
 def analytic_field(reference: sitk.Image) -> sitk.Image:
     """A rotation + translation + a sinusoid (several mm): every component and axis matters."""
     rigid = sitk.Euler3DTransform((0, 0, 0), 0.05, -0.08, 0.1, (3.0, -2.0, 4.0))
-    field = sitk.TransformToDisplacementField(rigid, sitk.sitkVectorFloat64, reference.GetSize(), reference.GetOrigin(),
-                                              reference.GetSpacing(), reference.GetDirection())
+    field = sitk.TransformToDisplacementField(
+        rigid,
+        sitk.sitkVectorFloat64,
+        reference.GetSize(),
+        reference.GetOrigin(),
+        reference.GetSpacing(),
+        reference.GetDirection(),
+    )
     vectors = sitk.GetArrayFromImage(field)
     k, j, i = np.meshgrid(*[np.arange(n) for n in reference.GetSize()[::-1]], indexing="ij")
     vectors[..., 0] += 3.0 * np.sin(i / 4.0)
@@ -75,14 +80,20 @@ def test_grid_transform_node_resamples_like_the_engine(app, oblique_case):
     assert np.abs(plain - resampled).max() > 50.0
 
 
-def test_displacement_file_read_by_slicer_resamples_like_the_engine_without_warnings(app, oblique_case, tmp_path):
+def test_displacement_file_read_by_slicer_resamples_like_the_engine_without_warnings(
+    app, oblique_case, tmp_path
+):
     fixed, moving, field, warped = oblique_case
     path = write_displacement_field(field, tmp_path / "displacement.nii.gz")
     with VtkMessages() as messages:
         transform = read_transform_file(app.scene, path, "from file")
     assert messages.messages == []
-    resampled = slicer_resample(app, volume_from_image(app.scene, fixed, "fixed"),
-                                volume_from_image(app.scene, moving, "moving"), transform)
+    resampled = slicer_resample(
+        app,
+        volume_from_image(app.scene, fixed, "fixed"),
+        volume_from_image(app.scene, moving, "moving"),
+        transform,
+    )
     assert_matches_engine(resampled, warped, atol=0.05)
     back = field_from_transform_node(transform)
     np.testing.assert_allclose(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(field), atol=1e-4)
@@ -92,7 +103,9 @@ def test_displacement_file_read_by_slicer_resamples_like_the_engine_without_warn
 def test_field_round_trips_through_the_grid_transform(app, oblique_case):
     field = oblique_case[2]
     back = field_from_transform_node(transform_node_from_field(app.scene, field, "field"))
-    np.testing.assert_allclose(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(field), atol=1e-12)
+    np.testing.assert_allclose(
+        sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(field), atol=1e-12
+    )
     for getter in ("GetSpacing", "GetOrigin", "GetDirection"):
         np.testing.assert_allclose(getattr(back, getter)(), getattr(field, getter)(), atol=1e-9)
 
@@ -122,7 +135,9 @@ def test_session_export_is_what_slicer_shows(app, demo, tmp_path):
         transform = read_transform_file(app.scene, paths["displacement"], "session field")
     assert messages.messages == []
     fixed_node = volume_from_image(app.scene, demo.fixed, "fixed")
-    resampled = slicer_resample(app, fixed_node, volume_from_image(app.scene, demo.moving, "moving"), transform)
+    resampled = slicer_resample(
+        app, fixed_node, volume_from_image(app.scene, demo.moving, "moving"), transform
+    )
     assert_matches_engine(resampled, sitk.ReadImage(str(paths["warped"])), atol=0.5)
 
 

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import vtk
-
 from conftest_slicer import app, oblique_image, roi_node  # noqa: F401  (fixtures)
 
+from rso.core.geometry import ModelGrid, lps_to_ras, ras_to_lps
+from rso.errors import InputError
 from RSORegistrationLib.roi import box_argument, box_from_roi, roi_corners_ras, roi_ras_box
 from RSORegistrationLib.volumes import image_from_volume, read_volume, volume_from_image, write_volume
-from rso.errors import InputError
-from rso.core.geometry import ModelGrid, lps_to_ras, ras_to_lps
 
 
 def assert_same_geometry(a: sitk.Image, b: sitk.Image, atol=1e-9):
@@ -79,11 +78,14 @@ def axis_aligned_image() -> sitk.Image:
     return image
 
 
-@pytest.mark.parametrize("ras_box", [
-    [-10.0, -50.0, -12.0, 12.3, -31.0, 20.0],
-    [-40.0, -80.0, -30.0, 35.0, 10.0, 50.0],  # larger than the image: clipped
-    "one voxel",  # a box just around one voxel centre
-])
+@pytest.mark.parametrize(
+    "ras_box",
+    [
+        [-10.0, -50.0, -12.0, 12.3, -31.0, 20.0],
+        [-40.0, -80.0, -30.0, 35.0, 10.0, 50.0],  # larger than the image: clipped
+        "one voxel",  # a box just around one voxel centre
+    ],
+)
 def test_roi_box_equals_a_brute_force_voxel_centre_test(app, ras_box):
     grid = ModelGrid.covering(axis_aligned_image(), (16, 16, 16))
     if ras_box == "one voxel":
@@ -93,7 +95,9 @@ def test_roi_box_equals_a_brute_force_voxel_centre_test(app, ras_box):
     np.testing.assert_allclose(roi_ras_box(roi), ras_box, atol=1e-5)  # control points are float32
     box = box_from_roi(grid, roi)
     assert (box.voxels.lo, box.voxels.hi) == brute_force_box(grid, roi_ras_box(roi))
-    np.testing.assert_allclose(box.lps_min, np.minimum(ras_to_lps(ras_box[:3]), ras_to_lps(ras_box[3:])), atol=1e-9)
+    np.testing.assert_allclose(
+        box.lps_min, np.minimum(ras_to_lps(ras_box[:3]), ras_to_lps(ras_box[3:])), atol=1e-9
+    )
 
 
 def test_rotated_roi_uses_the_box_around_its_oriented_corners(app):
@@ -109,13 +113,17 @@ def test_rotated_roi_uses_the_box_around_its_oriented_corners(app):
     corners = roi_corners_ras(roi)
     # Brute force: the corners are centre +- half size along the rotated axes.
     centre, half = np.array([0.0, -40.0, 0.0]), np.array([10.0, 10.0, 10.0])
-    expected = np.array([centre + matrix @ (np.array(s) * half) for s in itertools.product((-1, 1), repeat=3)])
+    expected = np.array(
+        [centre + matrix @ (np.array(s) * half) for s in itertools.product((-1, 1), repeat=3)]
+    )
     np.testing.assert_allclose(np.sort(corners, axis=0), np.sort(expected, axis=0), atol=1e-6)
     ras_box = roi_ras_box(roi)
     np.testing.assert_allclose(ras_box, [*expected.min(axis=0), *expected.max(axis=0)], atol=1e-6)
     bounds = [0.0] * 6
     roi.GetRASBounds(bounds)  # Slicer's own world bounds agree
-    np.testing.assert_allclose(ras_box, [bounds[0], bounds[2], bounds[4], bounds[1], bounds[3], bounds[5]], atol=1e-6)
+    np.testing.assert_allclose(
+        ras_box, [bounds[0], bounds[2], bounds[4], bounds[1], bounds[3], bounds[5]], atol=1e-6
+    )
     box = box_from_roi(grid, roi)
     assert (box.voxels.lo, box.voxels.hi) == brute_force_box(grid, ras_box)
 

@@ -22,8 +22,16 @@ from pathlib import Path
 import numpy as np
 
 CHROMIUM = os.environ.get("RSO_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless=new",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWS = ("Red", "Green", "Yellow")  # axial, coronal, sagittal
 SERVER_START_S = 90.0
 STOP_S = 15.0
@@ -58,7 +66,9 @@ class ReviewServer:
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(line for line in text.splitlines() if "WindowResizeEvent" not in line)[-lines * 200:]
+        return "\n".join(line for line in text.splitlines() if "WindowResizeEvent" not in line)[
+            -lines * 200 :
+        ]
 
     def answers(self) -> bool:
         try:
@@ -82,13 +92,25 @@ class ReviewServer:
 def start_review_server(arguments: list[str], folder: Path) -> ReviewServer:
     """``rso-registration review ARGS --port <free>``, its home and log in ``folder``; returns once it answers."""
     port = free_port()
-    home = folder / "home"  # the logic's cache (staged inputs) goes under $HOME/.cache: keep it in the test's folder
+    home = (
+        folder / "home"
+    )  # the logic's cache (staged inputs) goes under $HOME/.cache: keep it in the test's folder
     home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "HOME": str(home), "PYTHONUNBUFFERED": "1", "VTK_DEFAULT_OPENGL_WINDOW": "vtkEGLRenderWindow"}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "PYTHONUNBUFFERED": "1",
+        "VTK_DEFAULT_OPENGL_WINDOW": "vtkEGLRenderWindow",
+    }
     log_path = folder / "server.log"
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "rso.cli", "review", *arguments, "--port", str(port)],
-                                   stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rso.cli", "review", *arguments, "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=folder,
+        )
     server = ReviewServer(process, port, log_path)
 
     def ready() -> bool:
@@ -131,7 +153,11 @@ def still_view(page, view: str = "Red", timeout: float = 20.0, settle_s: float =
 
     def settled():
         pixels = grab(page, view)
-        same = state["last"] is not None and pixels.shape == state["last"].shape and np.array_equal(pixels, state["last"])
+        same = (
+            state["last"] is not None
+            and pixels.shape == state["last"].shape
+            and np.array_equal(pixels, state["last"])
+        )
         state["last"] = pixels
         return pixels if same else None
 
@@ -164,9 +190,13 @@ def hover_then(page, x: float, y: float, action) -> None:
 def rectangle_mask(shape, corners: tuple[float, float, float, float], grow: float = 0.0) -> np.ndarray:
     """Pixels of an image (rows, columns) inside an axis-aligned rectangle (x1, y1, x2, y2), grown by ``grow``."""
     x1, y1, x2, y2 = corners
-    rows, columns = np.mgrid[0:shape[0], 0:shape[1]]
-    return ((columns >= min(x1, x2) - grow) & (columns <= max(x1, x2) + grow)
-            & (rows >= min(y1, y2) - grow) & (rows <= max(y1, y2) + grow))
+    rows, columns = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return (
+        (columns >= min(x1, x2) - grow)
+        & (columns <= max(x1, x2) + grow)
+        & (rows >= min(y1, y2) - grow)
+        & (rows <= max(y1, y2) + grow)
+    )
 
 
 def outline_mask(shape, corners, band: float) -> np.ndarray:

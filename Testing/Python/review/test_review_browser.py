@@ -26,12 +26,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("trame_slicer", reason="the review app needs the 'review' extra (pip install -e '.[review]')")
+pytest.importorskip(
+    "trame_slicer", reason="the review app needs the 'review' extra (pip install -e '.[review]')"
+)
 pytest.importorskip("playwright", reason="the browser tests need playwright (the 'test' extra)")
 
-from review_browser import (CHROMIUM, CHROMIUM_ARGS, VIEWS, css_point, grab, hover_then, outline_mask,  # noqa: E402
-                     page_value, rectangle_mask, shows_an_image, start_review_server, still_view, text, view_image,
-                     wait_until)
+from review_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    VIEWS,
+    css_point,
+    grab,
+    hover_then,
+    outline_mask,  # noqa: E402
+    page_value,
+    rectangle_mask,
+    shows_an_image,
+    start_review_server,
+    still_view,
+    text,
+    view_image,
+    wait_until,
+)
 
 from rso.options import DEFAULT_BLEND_MARGIN_MM  # noqa: E402
 
@@ -62,19 +78,39 @@ def pair_files(known_pair, tmp_path_factory):
 
     fixed, moving, truth = known_pair
     folder = tmp_path_factory.mktemp("pair")
-    return {"fixed": write_image(fixed, folder / "fixed.nii.gz"), "moving": write_image(moving, folder / "moving.nii.gz"),
-            "truth": write_displacement_field(truth, folder / "truth.nii.gz"),
-            "extent_mm": np.array(fixed.GetSize()) * np.array(fixed.GetSpacing()), "folder": folder}
+    return {
+        "fixed": write_image(fixed, folder / "fixed.nii.gz"),
+        "moving": write_image(moving, folder / "moving.nii.gz"),
+        "truth": write_displacement_field(truth, folder / "truth.nii.gz"),
+        "extent_mm": np.array(fixed.GetSize()) * np.array(fixed.GetSpacing()),
+        "folder": folder,
+    }
 
 
 @pytest.fixture(scope="module")
 def server(pair_files, tmp_path_factory):
     chromium_or_skip()
     folder = tmp_path_factory.mktemp("review")
-    arguments = ["--fixed", str(pair_files["fixed"]), "--moving", str(pair_files["moving"]),
-                 "--truth", str(pair_files["truth"]), "--session", str(folder / "session"),
-                 "--channels", CHANNELS, "--grid", ",".join(map(str, GRID)), "--device", "cpu",
-                 "--iso", str(ISO_ITERATIONS), "--rso", str(RSO_ITERATIONS)]
+    arguments = [
+        "--fixed",
+        str(pair_files["fixed"]),
+        "--moving",
+        str(pair_files["moving"]),
+        "--truth",
+        str(pair_files["truth"]),
+        "--session",
+        str(folder / "session"),
+        "--channels",
+        CHANNELS,
+        "--grid",
+        ",".join(map(str, GRID)),
+        "--device",
+        "cpu",
+        "--iso",
+        str(ISO_ITERATIONS),
+        "--rso",
+        str(RSO_ITERATIONS),
+    ]
     server = start_review_server(arguments, folder)
     server.session = folder / "session"
     yield server
@@ -146,12 +182,20 @@ def coloured(pixels: np.ndarray) -> np.ndarray:
 
 def test_the_page_shows_the_three_views(review):
     page = review["page"]
-    views = wait_until(lambda: [grab(page, view) for view in VIEWS] if all(
-        shows_an_image(grab(page, view)) for view in VIEWS) else None, 60, "three rendered views", interval=0.25)
+    views = wait_until(
+        lambda: (
+            [grab(page, view) for view in VIEWS]
+            if all(shows_an_image(grab(page, view)) for view in VIEWS)
+            else None
+        ),
+        60,
+        "three rendered views",
+        interval=0.25,
+    )
     for view, pixels in zip(VIEWS, views):
         rows, columns, _ = pixels.shape
         assert rows > 200 and columns > 200, (view, pixels.shape)
-        centre = pixels[rows // 4:3 * rows // 4, columns // 4:3 * columns // 4]
+        centre = pixels[rows // 4 : 3 * rows // 4, columns // 4 : 3 * columns // 4]
         assert centre.std() > 20, f"view {view} shows no anatomy"  # grey levels of the chest, not a flat fill
     assert text(page, "#btn-register") and page.locator("#btn-register").is_enabled()
     assert not page.locator("#btn-undo").is_enabled()  # nothing to undo yet
@@ -227,7 +271,9 @@ def test_dragging_the_box_refines_inside_it_and_nowhere_else(review, pair_files)
     cell_mm = float(max(pair_files["extent_mm"][0] / grid_x, pair_files["extent_mm"][1] / grid_y))
     reach_px = (DEFAULT_BLEND_MARGIN_MM + 2 * cell_mm) * pixels_per_mm(page, moved) + JPEG_REACH_PX
     outside = ~rectangle_mask(shape, moved, reach_px) & ~outline_mask(shape, first, OUTLINE_BAND_PX)
-    assert outside.mean() > 0.3 and coloured(before)[outside].sum() > 200  # a real part of the view, with overlay
+    assert (
+        outside.mean() > 0.3 and coloured(before)[outside].sum() > 200
+    )  # a real part of the view, with overlay
     assert not changed[outside].any(), f"{changed[outside].sum()} pixels changed outside the box"
 
 
@@ -243,7 +289,9 @@ def test_undo_restores_the_previous_overlay_exactly(review):
     review["boxes_drawn"] = boxes_drawn
     np.testing.assert_array_equal(restored[~boxes_drawn], review["before_drag"][~boxes_drawn])
     inside = rectangle_mask(shape, moved, -OUTLINE_BAND_PX) & ~boxes_drawn
-    assert (np.abs(restored - review["after_drag"]).max(axis=2)[inside] > 0).mean() > 0.05  # undo did something
+    assert (
+        np.abs(restored - review["after_drag"]).max(axis=2)[inside] > 0
+    ).mean() > 0.05  # undo did something
     assert "(new)" in page_value(page, "regions")[0]  # its refinement is gone: the box is a new one again
 
 
@@ -256,7 +304,8 @@ def test_export_writes_the_results_where_the_page_says(review, pair_files):
     page.click("#btn-export")
     wait_until(lambda: "exported to" in text(page, "#status-line"), STEP_S, "the export")
     assert {"warped.nii.gz", "displacement.nii.gz", "difference.nii.gz", "report.json"} <= {
-        path.name for path in folder.iterdir()}
+        path.name for path in folder.iterdir()
+    }
     assert page_value(page, "steps") == ["general", "ISO", "RSO 1"]  # exporting is not a step
 
 

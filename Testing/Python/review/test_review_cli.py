@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-pytest.importorskip("trame_slicer", reason="the review app needs the 'review' extra (pip install -e '.[review]')")
+pytest.importorskip(
+    "trame_slicer", reason="the review app needs the 'review' extra (pip install -e '.[review]')"
+)
 
 from review_browser import free_port  # noqa: E402
 
@@ -16,8 +18,12 @@ CHANNELS, GRID = (4, 8, 16, 32, 64), (16, 32, 32)
 
 
 def review_command(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rso.cli", "review", "--port", str(free_port()), *arguments],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "rso.cli", "review", "--port", str(free_port()), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("case", ["missing", "not an image", "session and images", "one views file"])
@@ -29,11 +35,22 @@ def test_bad_input_is_one_line_and_nothing_is_served(case, known_pair, tmp_path)
     (tmp_path / "session").mkdir()
     (tmp_path / "session" / "session.json").write_text("{}")
     arguments, expected = {
-        "missing": (["--fixed", str(fixed), "--moving", str(tmp_path / "absent.nii.gz")], "moving image not found"),
-        "not an image": (["--fixed", str(tmp_path / "text.nii.gz"), "--moving", str(fixed)], "could not be read"),
-        "session and images": (["--session", str(tmp_path / "session"), "--fixed", str(fixed)], "holds a session"),
-        "one views file": (["--fixed", str(fixed), "--moving", str(fixed), "--fixed-views", str(views_file(tmp_path))],
-                           "of both images, or of neither"),
+        "missing": (
+            ["--fixed", str(fixed), "--moving", str(tmp_path / "absent.nii.gz")],
+            "moving image not found",
+        ),
+        "not an image": (
+            ["--fixed", str(tmp_path / "text.nii.gz"), "--moving", str(fixed)],
+            "could not be read",
+        ),
+        "session and images": (
+            ["--session", str(tmp_path / "session"), "--fixed", str(fixed)],
+            "holds a session",
+        ),
+        "one views file": (
+            ["--fixed", str(fixed), "--moving", str(fixed), "--fixed-views", str(views_file(tmp_path))],
+            "of both images, or of neither",
+        ),
     }[case]
     done = review_command(*arguments)
     assert done.returncode == 2, done.stderr[-2000:]
@@ -47,8 +64,11 @@ def views_file(folder, offset_deg: float = 0.0):
     import json
 
     path = folder / f"views_{offset_deg:g}.json"
-    path.write_text(json.dumps({"geometry": "parallel-axial",
-                                "directions_deg": [offset_deg + 7.2 * k for k in range(25)]}))
+    path.write_text(
+        json.dumps(
+            {"geometry": "parallel-axial", "directions_deg": [offset_deg + 7.2 * k for k in range(25)]}
+        )
+    )
     return path
 
 
@@ -61,18 +81,32 @@ def test_a_session_the_command_line_wrote_reopens_in_the_review_controller(known
     from trame_slicer.core import SlicerApp
 
     fixed, moving, truth = known_pair
-    job = RegisterJob(fixed=write_image(fixed, tmp_path / "fixed.nii.gz"), moving=write_image(moving, tmp_path / "m.nii.gz"),
-                      out=str(tmp_path / "out"), engine=EngineSettings(channels=CHANNELS, grid=GRID, device="cpu"),
-                      iso=2, boxes_ras=[[-40.0, 150.0, -680.0, 20.0, 210.0, -630.0]], rso=RSOSettings(iterations=2),
-                      figure=False)
+    job = RegisterJob(
+        fixed=write_image(fixed, tmp_path / "fixed.nii.gz"),
+        moving=write_image(moving, tmp_path / "m.nii.gz"),
+        out=str(tmp_path / "out"),
+        engine=EngineSettings(channels=CHANNELS, grid=GRID, device="cpu"),
+        iso=2,
+        boxes_ras=[[-40.0, 150.0, -680.0, 20.0, 210.0, -630.0]],
+        rso=RSOSettings(iterations=2),
+        figure=False,
+    )
     run_register_job(job)  # what `rso-registration register --out out` does
 
     slicer_app = SlicerApp()
     with pytest.raises(Exception, match="holds a session"):
-        ReviewController(slicer_app, ReviewOptions(session=str(tmp_path / "out" / "session"), fixed="f.nii.gz"),
-                         InProcessBackend, cache_dir=tmp_path / "cache").start()
-    controller = ReviewController(slicer_app, ReviewOptions(session=str(tmp_path / "out" / "session")),
-                                  InProcessBackend, cache_dir=tmp_path / "cache")
+        ReviewController(
+            slicer_app,
+            ReviewOptions(session=str(tmp_path / "out" / "session"), fixed="f.nii.gz"),
+            InProcessBackend,
+            cache_dir=tmp_path / "cache",
+        ).start()
+    controller = ReviewController(
+        slicer_app,
+        ReviewOptions(session=str(tmp_path / "out" / "session")),
+        InProcessBackend,
+        cache_dir=tmp_path / "cache",
+    )
     try:
         controller.start()
         controller.logic.wait(timeout=120)

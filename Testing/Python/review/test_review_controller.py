@@ -9,7 +9,9 @@ import signal
 
 import pytest
 
-pytest.importorskip("trame_slicer", reason="the review app needs the 'review' extra (pip install -e '.[review]')")
+pytest.importorskip(
+    "trame_slicer", reason="the review app needs the 'review' extra (pip install -e '.[review]')"
+)
 
 from review_browser import wait_until  # noqa: E402
 
@@ -19,15 +21,20 @@ STEP_S = 120.0
 
 def started(known_pair, tmp_path, **views):
     """A controller on the known pair with the real worker process, started."""
-    from RSORegistrationReview.controller import ReviewController, ReviewOptions
-    from rso.core.imageio import write_image
     from trame_slicer.core import SlicerApp
 
+    from rso.core.imageio import write_image
+    from RSORegistrationReview.controller import ReviewController, ReviewOptions
+
     fixed, moving, _ = known_pair
-    options = ReviewOptions(fixed=str(write_image(fixed, tmp_path / "fixed.nii.gz")),
-                            moving=str(write_image(moving, tmp_path / "moving.nii.gz")),
-                            session=str(tmp_path / "session"), parameters=PARAMETERS, engine={"precision": "fp32"},
-                            **views)
+    options = ReviewOptions(
+        fixed=str(write_image(fixed, tmp_path / "fixed.nii.gz")),
+        moving=str(write_image(moving, tmp_path / "moving.nii.gz")),
+        session=str(tmp_path / "session"),
+        parameters=PARAMETERS,
+        engine={"precision": "fp32"},
+        **views,
+    )
     controller = ReviewController(SlicerApp(), options, cache_dir=tmp_path / "cache")
     controller.start()
     return controller
@@ -50,14 +57,18 @@ def test_an_engine_that_dies_is_one_line_and_reopens_at_the_last_step(controller
     controller.run_action(controller.register)
     assert finish(controller)["steps"] == ["general"]
     controller.run_action(controller.refine)
-    wait_until(lambda: controller.process() and controller.progress > 0, STEP_S, "ISO under way", interval=0.05)
+    wait_until(
+        lambda: controller.process() and controller.progress > 0, STEP_S, "ISO under way", interval=0.05
+    )
     os.kill(controller.logic.backend.pid, signal.SIGKILL)  # as an out-of-memory kill would
     shown = finish(controller)
     assert "engine process stopped" in shown["error_line"] and "Reopen" in shown["error_line"]
     assert "\n" not in shown["error_line"] and shown["can_reopen"] and not shown["can_step"]
     controller.run_action(controller.reopen)
     shown = finish(controller)
-    assert shown["steps"] == ["general"] and shown["can_step"] and not shown["error_line"]  # the ISO never happened
+    assert (
+        shown["steps"] == ["general"] and shown["can_step"] and not shown["error_line"]
+    )  # the ISO never happened
     controller.run_action(controller.refine)
     assert finish(controller)["steps"] == ["general", "ISO"]
 
@@ -73,7 +84,9 @@ def test_another_pair_replaces_the_first_and_a_bad_one_changes_nothing(controlle
     assert "could not be read" in controller.error
     assert controller.page_state()["steps"] == ["general"]
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes  # nothing added or lost
-    controller.run_action(controller.open_pair, first["inputs"]["moving"], first["inputs"]["fixed"])  # swapped
+    controller.run_action(
+        controller.open_pair, first["inputs"]["moving"], first["inputs"]["fixed"]
+    )  # swapped
     shown = controller.page_state()
     assert not shown["error_line"] and shown["steps"] == [] and shown["session_folder"] == ""
     assert shown["inputs"]["fixed"] == first["inputs"]["moving"]
@@ -83,11 +96,17 @@ def test_another_pair_replaces_the_first_and_a_bad_one_changes_nothing(controlle
     assert shown["steps"] == ["general"] and shown["session_folder"].startswith(str(tmp_path / "cache"))
 
 
-def test_the_pairs_projection_views_make_iso_compare_matched_images_and_a_page_pair_has_none(known_pair, tmp_path):
+def test_the_pairs_projection_views_make_iso_compare_matched_images_and_a_page_pair_has_none(
+    known_pair, tmp_path
+):
     from test_review_cli import views_file
 
-    controller = started(known_pair, tmp_path, fixed_views=str(views_file(tmp_path)),
-                         moving_views=str(views_file(tmp_path, 2.16)))
+    controller = started(
+        known_pair,
+        tmp_path,
+        fixed_views=str(views_file(tmp_path)),
+        moving_views=str(views_file(tmp_path, 2.16)),
+    )
     try:
         controller.run_action(controller.register)
         finish(controller)

@@ -77,14 +77,18 @@ def assert_still_serving(client: WorkerClient, pid: int, folder: Path) -> None:
     assert client.stray_stdout == []
 
 
-@pytest.mark.parametrize("line", [
-    "this is not json\n",
-    "[1, 2, 3]\n",
-    '{"id": 1, "cmd": "status"\n',  # cut short
-    "[" * 100000 + "]" * 100000 + "\n",  # nested deeper than any parser's stack
-    '{"id": ' + "9" * 5000 + ', "cmd": "status"}\n',  # a number longer than Python converts
-    b"\xff\xfe not utf-8\n".decode("latin-1"),
-], ids=["text", "array", "truncated", "deeply-nested", "huge-number", "not-utf-8"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "this is not json\n",
+        "[1, 2, 3]\n",
+        '{"id": 1, "cmd": "status"\n',  # cut short
+        "[" * 100000 + "]" * 100000 + "\n",  # nested deeper than any parser's stack
+        '{"id": ' + "9" * 5000 + ', "cmd": "status"}\n',  # a number longer than Python converts
+        b"\xff\xfe not utf-8\n".decode("latin-1"),
+    ],
+    ids=["text", "array", "truncated", "deeply-nested", "huge-number", "not-utf-8"],
+)
 def test_a_line_that_is_not_a_json_request_gets_an_error(served, line):
     client, _, folder = served
     pid = client.pid
@@ -128,19 +132,45 @@ def test_an_unknown_command_gets_an_error(served):
     assert_still_serving(client, pid, folder)
 
 
-@pytest.mark.parametrize("request_line, message", [
-    ({"id": 43, "cmd": "iso", "args": {"iterations": "five"}}, "iterations must be a whole number"),
-    ({"id": 43, "cmd": "iso", "args": {"iterations": True}}, "iterations must be a whole number"),
-    ({"id": 43, "cmd": "rso", "args": {"box_ras": [1, 2, 3]}}, "box_ras must be a list of 6 numbers"),
-    ({"id": 43, "cmd": "open", "args": {"grid": "16,32,32", "folder": "x"}}, "grid must be a list of 3 whole numbers"),
-    ({"id": 43, "cmd": "upload", "args": {"name": "x.nii", "offset": -1, "data": ""}}, "offset must be a whole number >= 0"),
-    ({"id": 43, "cmd": "upload", "args": {"name": "../x.nii", "offset": 0, "data": ""}}, "name must be a plain file name"),
-    ({"id": 43, "cmd": "download", "args": {"file": "../session.json"}}, "file must be <folder>/<file name>"),
-    ({"id": 43, "cmd": "open", "args": {"session_id": "../other"}}, "session_id must be a session id"),
-    ({"id": 43, "cmd": "general", "args": [1, 2]}, "args must be a JSON object"),
-    ({"id": "43", "cmd": "general", "args": {}}, "integer id"),
-], ids=["text-for-int", "bool-for-int", "short-box", "text-grid", "negative-offset", "path-as-name",
-        "escaping-download", "escaping-session", "args-list", "text-id"])
+@pytest.mark.parametrize(
+    "request_line, message",
+    [
+        ({"id": 43, "cmd": "iso", "args": {"iterations": "five"}}, "iterations must be a whole number"),
+        ({"id": 43, "cmd": "iso", "args": {"iterations": True}}, "iterations must be a whole number"),
+        ({"id": 43, "cmd": "rso", "args": {"box_ras": [1, 2, 3]}}, "box_ras must be a list of 6 numbers"),
+        (
+            {"id": 43, "cmd": "open", "args": {"grid": "16,32,32", "folder": "x"}},
+            "grid must be a list of 3 whole numbers",
+        ),
+        (
+            {"id": 43, "cmd": "upload", "args": {"name": "x.nii", "offset": -1, "data": ""}},
+            "offset must be a whole number >= 0",
+        ),
+        (
+            {"id": 43, "cmd": "upload", "args": {"name": "../x.nii", "offset": 0, "data": ""}},
+            "name must be a plain file name",
+        ),
+        (
+            {"id": 43, "cmd": "download", "args": {"file": "../session.json"}},
+            "file must be <folder>/<file name>",
+        ),
+        ({"id": 43, "cmd": "open", "args": {"session_id": "../other"}}, "session_id must be a session id"),
+        ({"id": 43, "cmd": "general", "args": [1, 2]}, "args must be a JSON object"),
+        ({"id": "43", "cmd": "general", "args": {}}, "integer id"),
+    ],
+    ids=[
+        "text-for-int",
+        "bool-for-int",
+        "short-box",
+        "text-grid",
+        "negative-offset",
+        "path-as-name",
+        "escaping-download",
+        "escaping-session",
+        "args-list",
+        "text-id",
+    ],
+)
 def test_wrong_argument_types_get_an_error(served, request_line, message):
     client, _, folder = served
     pid = client.pid
@@ -179,8 +209,15 @@ def test_a_client_that_vanishes_mid_step_leaves_the_session_at_its_last_accepted
     folder = tmp_path / "session"
     env = {**os.environ, "PYTHONPATH": str(ENGINE_ROOT)}
     with open(tmp_path / "stderr.txt", "w") as stderr:
-        process = subprocess.Popen([sys.executable, "-u", "-m", "rso.service.worker", "--threads", "2"],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-u", "-m", "rso.service.worker", "--threads", "2"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+            text=True,
+        )
+
     def until(request: dict, arrived) -> None:
         """Send one request, then read the worker's lines until ``arrived(message)``."""
         process.stdin.write(json.dumps(request) + "\n")
@@ -193,10 +230,15 @@ def test_a_client_that_vanishes_mid_step_leaves_the_session_at_its_last_accepted
             if message.get("id") == request["id"] and arrived(message):
                 return
 
-    until({"id": 1, "cmd": "open", "args": {**pair, "folder": str(folder), **TINY}}, lambda m: m["event"] == "done")
+    until(
+        {"id": 1, "cmd": "open", "args": {**pair, "folder": str(folder), **TINY}},
+        lambda m: m["event"] == "done",
+    )
     until({"id": 2, "cmd": "general", "args": {}}, lambda m: m["event"] == "done")
-    until({"id": 3, "cmd": "iso", "args": {"iterations": 100000}},
-          lambda m: m["event"] == "progress" and m["iteration"] >= 2)
+    until(
+        {"id": 3, "cmd": "iso", "args": {"iterations": 100000}},
+        lambda m: m["event"] == "progress" and m["iteration"] >= 2,
+    )
     assert (folder / LOCK_FILE).is_file()
     process.stdin.close()
     process.stdout.close()  # the client is gone: its replies have nowhere to go

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import write
+from transports import isolated_worker_command
 
 from rso.core.imageio import file_sha256
 from rso.core.model import ModelConfig, RegistrationNet, save_checkpoint
@@ -24,9 +26,6 @@ from rso.errors import InputError
 from rso.service.client import WorkerClient, WorkerError
 from rso.service.remote import download_results, engine_command, open_by_upload
 from rso.service.sessions import LOCK_FILE, SessionBusy, SessionLock
-
-from conftest import write
-from transports import isolated_worker_command
 
 TINY = dict(channels=[4, 8, 16, 32, 64], grid=[16, 32, 32], device="cpu", precision="fp32", seed=2)
 
@@ -46,9 +45,16 @@ def client_files(known_pair, tmp_path_factory):
     fixed, moving, truth = known_pair
     torch.manual_seed(0)
     checkpoint = folder / "my model.pt"
-    save_checkpoint(RegistrationNet(ModelConfig(channels=tuple(TINY["channels"]), grid=tuple(TINY["grid"]))), checkpoint)
-    return {"folder": folder, "fixed": write(fixed, folder / "fixed.nii.gz"), "model": str(checkpoint),
-            "moving": write(moving, folder / "moving image.nrrd"), "truth": write(truth, folder / "truth.nii.gz")}
+    save_checkpoint(
+        RegistrationNet(ModelConfig(channels=tuple(TINY["channels"]), grid=tuple(TINY["grid"]))), checkpoint
+    )
+    return {
+        "folder": folder,
+        "fixed": write(fixed, folder / "fixed.nii.gz"),
+        "model": str(checkpoint),
+        "moving": write(moving, folder / "moving image.nrrd"),
+        "truth": write(truth, folder / "truth.nii.gz"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +67,18 @@ def far_side(tmp_path_factory):
 @pytest.fixture(scope="module")
 def remote(client_files, far_side):
     with WorkerClient(command=far_side["command"]) as client:
-        settings = {key: value for key, value in TINY.items() if key != "channels"}  # the uploaded model has them
-        opened = open_by_upload(client, client_files["fixed"], client_files["moving"], truth=client_files["truth"],
-                                model=client_files["model"], timeout=120, **settings)
+        settings = {
+            key: value for key, value in TINY.items() if key != "channels"
+        }  # the uploaded model has them
+        opened = open_by_upload(
+            client,
+            client_files["fixed"],
+            client_files["moving"],
+            truth=client_files["truth"],
+            model=client_files["model"],
+            timeout=120,
+            **settings,
+        )
         yield client, opened
 
 
@@ -77,7 +92,10 @@ def test_the_remote_route_carries_files_and_no_path(remote, client_files, far_si
     client.call("general", timeout=60)
     rso = client.call("rso", box_ras=central_box_ras(client_files["fixed"]), iterations=2, timeout=120)
     images = ("warped", "displacement", "difference", "jacobian", "folding", "change")
-    assert rso["files"] == {**{name: f"current/{name}.nii.gz" for name in images}, "quality": "current/quality.json"}
+    assert rso["files"] == {
+        **{name: f"current/{name}.nii.gz" for name in images},
+        "quality": "current/quality.json",
+    }
     assert rso["metrics"]["tre_mm"]["mean"] > 0  # the uploaded truth arrived
     exported = client.call("export", figure=False, timeout=60)
     assert exported["files"]["report"] == "export/report.json"
@@ -92,7 +110,7 @@ def test_the_remote_route_carries_files_and_no_path(remote, client_files, far_si
     sent = far_side["log"].read_text()
     assert str(client_files["folder"]) not in sent and "moving image" not in sent and "my model" not in sent
     commands = [json.loads(line)["cmd"] for line in sent.splitlines()]
-    assert set(commands[:commands.index("open")]) == {"upload"}
+    assert set(commands[: commands.index("open")]) == {"upload"}
     assert "fixed.nii.gz" in os.listdir(folder) and "moving.nrrd" not in os.listdir(folder)
 
 
@@ -111,8 +129,15 @@ def test_a_reconnection_reopens_by_id_and_a_second_writer_is_refused(remote, far
             time.sleep(0.05)
         reopened = second.call("open", session_id=session_id, timeout=120)
         assert reopened["reopened"] and reopened["history"] == before["history"]
-        assert set(reopened["files"]) == {"warped", "displacement", "difference", "jacobian", "folding", "change",
-                                          "quality"}
+        assert set(reopened["files"]) == {
+            "warped",
+            "displacement",
+            "difference",
+            "jacobian",
+            "folding",
+            "change",
+            "quality",
+        }
 
 
 def test_open_and_download_refuse_what_the_worker_cannot_have(far_side, client_files, tmp_path):
@@ -129,13 +154,16 @@ def test_open_and_download_refuse_what_the_worker_cannot_have(far_side, client_f
         with pytest.raises(InputError, match="no session is open"):
             client.download("current/warped.nii.gz", tmp_path / "warped.nii.gz")
         assert not (tmp_path / "warped.nii.gz").exists() and list(tmp_path.iterdir()) == []
-    assert not [p for p in far_side["sessions"].glob("*") if not (p / "session.json").exists()]  # uploads dropped
+    assert not [
+        p for p in far_side["sessions"].glob("*") if not (p / "session.json").exists()
+    ]  # uploads dropped
 
 
 def test_a_stale_lock_is_taken_over_and_a_live_one_is_not(tmp_path):
     folder = tmp_path / "session"
     folder.mkdir()
     import socket
+
     (folder / LOCK_FILE).write_text(json.dumps({"pid": 2**22 + 17, "host": socket.gethostname(), "since": 0}))
     lock = SessionLock(folder).acquire()  # that pid does not exist: stale
     assert json.loads((folder / LOCK_FILE).read_text())["pid"] == os.getpid()
@@ -153,8 +181,13 @@ def test_the_engine_setting_names_a_command():
     command = engine_command("ssh:me@gpu-host")
     assert command[0] == "ssh" and command[-3:] == ["me@gpu-host", "rso-registration", "worker"]
     assert "BatchMode=yes" in command
-    assert engine_command("ssh:gpu /opt/rso/bin/rso-registration worker --threads 8")[-5:] == \
-        ["gpu", "/opt/rso/bin/rso-registration", "worker", "--threads", "8"]
+    assert engine_command("ssh:gpu /opt/rso/bin/rso-registration worker --threads 8")[-5:] == [
+        "gpu",
+        "/opt/rso/bin/rso-registration",
+        "worker",
+        "--threads",
+        "8",
+    ]
     for bad in ("gpu-host", "ssh:", "ssh:-oProxyCommand=x", "tcp://gpu:1234"):
         with pytest.raises(InputError, match="engine"):
             engine_command(bad)

@@ -16,12 +16,11 @@ import time
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import write
+from transports import SshServer, sshd_missing_reason, worker_program
 
 from rso.service.client import WorkerClient, WorkerError
 from rso.service.remote import download_results, open_by_upload
-
-from conftest import write
-from transports import SshServer, sshd_missing_reason, worker_program
 
 SETTINGS = dict(channels=[4, 8, 16, 32, 64], grid=[16, 32, 32], device="cpu", precision="fp32", seed=5)
 ISO, RSO = 3, 3
@@ -47,8 +46,11 @@ def ssh_worker(sshd, tmp_path_factory) -> list[str]:
 def pair_files(known_pair, tmp_path_factory):
     folder = tmp_path_factory.mktemp("client-inputs")
     fixed, moving, truth = known_pair
-    return {"fixed": write(fixed, folder / "fixed.nii.gz"), "moving": write(moving, folder / "moving.nii.gz"),
-            "truth": write(truth, folder / "truth.nii.gz")}
+    return {
+        "fixed": write(fixed, folder / "fixed.nii.gz"),
+        "moving": write(moving, folder / "moving.nii.gz"),
+        "truth": write(truth, folder / "truth.nii.gz"),
+    }
 
 
 def box_around_centre(path: str, half_mm: float = 20.0) -> list[float]:
@@ -72,16 +74,22 @@ def local_run(pair_files, tmp_path_factory) -> dict:
         rso = local.call("rso", box_ras=box_around_centre(pair_files["fixed"]), iterations=RSO, timeout=120)
         after_rso = warped(rso["paths"]["warped"])
         undo = local.call("undo", timeout=60)
-        return {"iso": iso, "rso": rso, "after_rso": after_rso, "after_undo": warped(undo["paths"]["warped"]),
-                "displacement": warped(undo["paths"]["displacement"])}
+        return {
+            "iso": iso,
+            "rso": rso,
+            "after_rso": after_rso,
+            "after_undo": warped(undo["paths"]["warped"]),
+            "displacement": warped(undo["paths"]["displacement"]),
+        }
 
 
 @pytest.fixture(scope="module")
 def remote(ssh_worker, pair_files):
     """A session opened by upload over SSH, after general and ISO."""
     client = WorkerClient(command=ssh_worker)
-    opened = open_by_upload(client, pair_files["fixed"], pair_files["moving"], truth=pair_files["truth"],
-                            timeout=120, **SETTINGS)
+    opened = open_by_upload(
+        client, pair_files["fixed"], pair_files["moving"], truth=pair_files["truth"], timeout=120, **SETTINGS
+    )
     client.call("general", timeout=60)
     iso = client.call("iso", iterations=ISO, timeout=120)
     yield {"client": client, "session_id": opened["session_id"], "iso": iso}
@@ -104,15 +112,18 @@ def test_full_loop_over_ssh_reproduces_a_local_run(remote, local_run, pair_files
 
 
 def test_a_second_client_is_refused_with_busy(remote, ssh_worker):
-    with WorkerClient(command=ssh_worker) as second:
-        with pytest.raises(WorkerError, match="is open in another worker") as refused:
-            second.call("open", session_id=remote["session_id"], timeout=120)
+    with (
+        WorkerClient(command=ssh_worker) as second,
+        pytest.raises(WorkerError, match="is open in another worker") as refused,
+    ):
+        second.call("open", session_id=remote["session_id"], timeout=120)
     assert refused.value.kind == "busy"
     assert remote["client"].call("status", timeout=30)["session"]["steps"] == 2  # the first keeps its session
 
 
-def test_a_connection_dropped_mid_rso_resumes_at_the_last_accepted_step(remote, ssh_worker, pair_files, local_run,
-                                                                        tmp_path):
+def test_a_connection_dropped_mid_rso_resumes_at_the_last_accepted_step(
+    remote, ssh_worker, pair_files, local_run, tmp_path
+):
     client = remote["client"]
     request_id = client.request("rso", box_ras=box_around_centre(pair_files["fixed"]), iterations=100000)
     deadline = time.monotonic() + 120

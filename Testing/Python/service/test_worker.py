@@ -17,11 +17,11 @@ import pytest
 import SimpleITK as sitk
 
 from rso.cli import worker as worker_command
+from rso.core.session import RegistrationSession
+from rso.errors import Cancelled, InputError
 from rso.service import protocol
 from rso.service.client import WorkerClient, WorkerError
-from rso.errors import Cancelled, InputError
 from rso.simulation.phantom import phantom_pair
-from rso.core.session import RegistrationSession
 
 CHANNELS = [4, 8, 16, 32, 64]
 GRID = [32, 64, 64]
@@ -36,7 +36,11 @@ def pair(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("pair")
     demo = phantom_pair()
     fixed, moving, truth = demo.fixed, demo.moving, demo.truth
-    paths = {"fixed": folder / "fixed.nii.gz", "moving": folder / "moving.nii.gz", "truth": folder / "truth.nii.gz"}
+    paths = {
+        "fixed": folder / "fixed.nii.gz",
+        "moving": folder / "moving.nii.gz",
+        "truth": folder / "truth.nii.gz",
+    }
     for name, image in (("fixed", fixed), ("moving", moving), ("truth", truth)):
         sitk.WriteImage(image, str(paths[name]))
     return {name: str(path) for name, path in paths.items()}
@@ -55,13 +59,29 @@ def registered(client, pair, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("work") / "session"
     # fp32: the tiny network can diverge in bf16, and the repeated step would restart the progress
     # stream that this test checks; the bf16 fallback has its own tests (test_session.py).
-    opened = client.call("open", **pair, folder=str(folder), channels=CHANNELS, grid=GRID, device="cpu", seed=1,
-                         precision="fp32", timeout=120)
+    opened = client.call(
+        "open",
+        **pair,
+        folder=str(folder),
+        channels=CHANNELS,
+        grid=GRID,
+        device="cpu",
+        seed=1,
+        precision="fp32",
+        timeout=120,
+    )
     general = client.call("general", timeout=60)
     progress: list[dict] = []
     iso = client.call("iso", iterations=ISO_ITERATIONS, on_progress=progress.append, timeout=120)
-    return {"folder": folder, "opened": opened, "general": general, "iso": iso, "progress": progress,
-            "field": field_of(folder), "displacement": displacement_file(folder)}
+    return {
+        "folder": folder,
+        "opened": opened,
+        "general": general,
+        "iso": iso,
+        "progress": progress,
+        "field": field_of(folder),
+        "displacement": displacement_file(folder),
+    }
 
 
 def field_of(folder) -> np.ndarray:
@@ -111,8 +131,15 @@ def test_open_general_iso_stream_progress_and_write_current_results(client, regi
 
 def test_rso_streams_progress_and_undo_restores_the_field_bit_for_bit(client, registered):
     progress: list[dict] = []
-    rso = client.call("rso", box_ras=NODULE_BOX_RAS, iterations=4, mode="crop", compose="local",
-                      on_progress=progress.append, timeout=120)
+    rso = client.call(
+        "rso",
+        box_ras=NODULE_BOX_RAS,
+        iterations=4,
+        mode="crop",
+        compose="local",
+        on_progress=progress.append,
+        timeout=120,
+    )
     assert rso["record"]["kind"] == "rso" and rso["steps"] == 3 and len(rso["record"]["loss"]) == 4
     assert rso["metrics"]["rmse_hu_box"] is not None and rso["record"]["box_ras"] is not None
     assert progress and all(m["step"] == "rso" for m in progress) and progress[-1]["iteration"] == 4
@@ -144,7 +171,9 @@ def test_cancel_mid_rso_leaves_the_session_unchanged(client, registered):
     assert progress[0]["iteration"] < progress[1]["iteration"] < 2000
     after = client.call("status", timeout=30)
     assert after["running"] is None and after["session"] == before
-    assert {name: (folder / "current" / name).read_bytes() for name in os.listdir(folder / "current")} == files_before
+    assert {
+        name: (folder / "current" / name).read_bytes() for name in os.listdir(folder / "current")
+    } == files_before
     np.testing.assert_array_equal(field_of(folder), registered["field"])
 
 
@@ -154,8 +183,13 @@ def test_bad_input_is_a_clear_input_error_and_the_worker_keeps_serving(client, r
     with pytest.raises(InputError, match="mode must be one of"):
         client.call("rso", box_ras=NODULE_BOX_RAS, mode="fast", timeout=30)
     with pytest.raises(InputError, match="missing.nii.gz"):  # a failed open keeps the open session
-        client.call("open", fixed=str(tmp_path / "missing.nii.gz"), moving=str(tmp_path / "missing.nii.gz"),
-                    folder=str(tmp_path / "other"), timeout=30)
+        client.call(
+            "open",
+            fixed=str(tmp_path / "missing.nii.gz"),
+            moving=str(tmp_path / "missing.nii.gz"),
+            folder=str(tmp_path / "other"),
+            timeout=30,
+        )
     with pytest.raises(InputError, match="iterations must be a whole number"):  # checked in the client
         client.request("iso", iterations="five")
     # Lines the client would never send, straight to the worker: each gets an input error with its id.
@@ -176,7 +210,9 @@ def test_export_writes_results_and_an_internal_error_keeps_the_worker_serving(cl
     assert all(os.path.isfile(path) for path in paths.values())
 
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(WorkerError) as error:  # not an InputError: an unexpected OSError, reported with its traceback
+    with pytest.raises(
+        WorkerError
+    ) as error:  # not an InputError: an unexpected OSError, reported with its traceback
         client.call("export", out=str(tmp_path / "a-file" / "out"), figure=False, timeout=60)
     assert error.value.kind == "internal" and "Error" in str(error.value).splitlines()[0]
     assert "Traceback" in error.value.stderr
@@ -192,8 +228,13 @@ def test_labels_are_carried_onto_the_fixed_image_with_names_and_overlap(client, 
     sitk.WriteImage(demo.fixed_labels, str(tmp_path / "truth_labels.nii.gz"))
     table = {value: Label(value, name.replace(" ", "_"), color) for value, (name, color) in LABELS.items()}
     (tmp_path / "colors.txt").write_text(color_table_text(table))
-    result = client.call("labels", labels=str(tmp_path / "labels.nrrd"), colors=str(tmp_path / "colors.txt"),
-                         reference=str(tmp_path / "truth_labels.nii.gz"), timeout=60)
+    result = client.call(
+        "labels",
+        labels=str(tmp_path / "labels.nrrd"),
+        colors=str(tmp_path / "colors.txt"),
+        reference=str(tmp_path / "truth_labels.nii.gz"),
+        timeout=60,
+    )
     current = registered["folder"] / "current"
     assert result["paths"]["labels_warped"] == str(current / "labels_warped.nii.gz")
     report = result["report"]
@@ -205,7 +246,9 @@ def test_labels_are_carried_onto_the_fixed_image_with_names_and_overlap(client, 
     field = sitk.ReadImage(str(current / "displacement.nii.gz"))
     expected = propagate(demo.moving_labels, field, sitk.ReadImage(pair["fixed"]))
     carried = sitk.GetArrayFromImage(sitk.ReadImage(result["paths"]["labels_warped"]))
-    assert (carried != sitk.GetArrayViewFromImage(expected)).mean() < 1e-4  # the file's float32 vs float64 field
+    assert (
+        carried != sitk.GetArrayViewFromImage(expected)
+    ).mean() < 1e-4  # the file's float32 vs float64 field
     with pytest.raises(InputError, match="non-integer values"):
         client.call("labels", labels=pair["moving"], timeout=60)
     assert client.call("status", timeout=30)["session"]["steps"] == 2
@@ -231,7 +274,15 @@ def test_killed_worker_is_reported_and_the_session_resumes_after_restart(client,
     reopened = client.call("open", folder=str(folder), device="cpu", timeout=120)
     assert reopened["reopened"] and reopened["steps"] == 2
     assert [r["kind"] for r in reopened["history"]] == ["general", "iso"]
-    assert set(reopened["paths"]) == {"warped", "displacement", "difference", "jacobian", "folding", "change", "quality"}
+    assert set(reopened["paths"]) == {
+        "warped",
+        "displacement",
+        "difference",
+        "jacobian",
+        "folding",
+        "change",
+        "quality",
+    }
     np.testing.assert_array_equal(field_of(folder), registered["field"])
     np.testing.assert_array_equal(displacement_file(folder), registered["displacement"])
     assert client.call("status", timeout=30)["session"]["steps"] == 2
@@ -239,7 +290,9 @@ def test_killed_worker_is_reported_and_the_session_resumes_after_restart(client,
 
 # ------------------------------------------------------------------------------ without a process
 def test_protocol_checks_requests_and_encodes_plain_json():
-    request = protocol.parse_request('{"id": 3, "cmd": "rso", "args": {"box_lps": [1, 2, 3, 4, 5, 6], "mode": null}}')
+    request = protocol.parse_request(
+        '{"id": 3, "cmd": "rso", "args": {"box_lps": [1, 2, 3, 4, 5, 6], "mode": null}}'
+    )
     assert request == protocol.Request(3, "rso", {"box_lps": [1, 2, 3, 4, 5, 6]})
     for line, message in [
         ("not json", "not a JSON line"),
@@ -285,12 +338,26 @@ def test_open_with_projection_views_makes_iso_and_native_rso_compare_artefact_ma
         views[role] = tmp_path / f"{role}.json"
         views[role].write_text(json.dumps(phase_views(phase, 10, CBCTParams(projections=250)).to_dict()))
     with WorkerClient(extra_args=["--threads", "2"]) as own:
-        own.call("open", **pair, **{k: str(v) for k, v in views.items()}, folder=str(tmp_path / "session"),
-                 channels=CHANNELS, grid=GRID, device="cpu", precision="fp32", timeout=120)
+        own.call(
+            "open",
+            **pair,
+            **{k: str(v) for k, v in views.items()},
+            folder=str(tmp_path / "session"),
+            channels=CHANNELS,
+            grid=GRID,
+            device="cpu",
+            precision="fp32",
+            timeout=120,
+        )
         iso = own.call("iso", iterations=2, timeout=120)
         raw_iso = own.call("iso", iterations=2, match_artefacts=False, timeout=120)
         rso = own.call("rso", box_ras=NODULE_BOX_RAS, iterations=3, min_gain=0.0, timeout=120)
-    assert iso["record"]["params"]["artefacts_matched"] is True and raw_iso["record"]["params"]["artefacts_matched"] is False
-    assert rso["record"]["params"]["artefacts_matched"] is True and rso["record"]["params"]["mode"] == "native"
+    assert (
+        iso["record"]["params"]["artefacts_matched"] is True
+        and raw_iso["record"]["params"]["artefacts_matched"] is False
+    )
+    assert (
+        rso["record"]["params"]["artefacts_matched"] is True and rso["record"]["params"]["mode"] == "native"
+    )
     manifest = json.loads((tmp_path / "session" / "session.json").read_text())
     assert [len(v["directions_deg"]) for v in manifest["views"]] == [25, 25]

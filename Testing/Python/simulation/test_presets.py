@@ -37,13 +37,19 @@ def test_the_lesion_is_painted_in_and_moves_on_its_own(ct):
     lesion = labels == LESION
     assert lesion.sum() > 5
     hu, before = sitk.GetArrayViewFromImage(phases[0].ct), sitk.GetArrayViewFromImage(ct)
-    assert np.mean(hu[lesion]) > np.mean(before[lesion]) + 200  # soft tissue where lung was (soft edge at 6 mm)
+    assert (
+        np.mean(hu[lesion]) > np.mean(before[lesion]) + 200
+    )  # soft tissue where lung was (soft edge at 6 mm)
     assert abs(hu[lesion].max() - LesionParams().hu) < 60
-    assert (sitk.GetArrayViewFromImage(phases[1].labels) == LESION).sum() > 0.5 * lesion.sum()  # carried along
-    # The same breathing without the lesion's own motion: the two fields differ at the lesion, and far from it not.
+    assert (
+        sitk.GetArrayViewFromImage(phases[1].labels) == LESION
+    ).sum() > 0.5 * lesion.sum()  # carried along
+    # The same breathing without the lesion's own motion: the two fields differ at the lesion, and far
+    # from it not.
     plain, _, _, _ = make_phases(ct, [0.0, 0.4], seed=3, motion=MotionParams(si_amplitude_mm=(20.0, 20.0)))
-    difference = np.linalg.norm(sitk.GetArrayViewFromImage(phases[1].truth) - sitk.GetArrayViewFromImage(plain[1].truth),
-                                axis=-1)
+    difference = np.linalg.norm(
+        sitk.GetArrayViewFromImage(phases[1].truth) - sitk.GetArrayViewFromImage(plain[1].truth), axis=-1
+    )
     own = abs(model.lesion.own_si_mm)
     assert np.median(difference[lesion]) > 0.3 * own
     assert np.percentile(difference, 10) < 0.05  # the bump fades: most of the body moves as before
@@ -53,14 +59,16 @@ def test_the_lower_lobes_lag_the_upper_lungs(ct):
     body = body_mask(ct)
     lungs = lung_mask(ct, body)
     params = MotionParams(si_amplitude_mm=(20.0, 20.0), perturbation_mm=0.0, hysteresis_mm=0.0)
-    lagging = BreathingMotion(ct, body, lungs, MotionParams(**{**params.__dict__, "lower_lobe_lag": 0.1}), seed=1)
+    lagging = BreathingMotion(
+        ct, body, lungs, MotionParams(**{**params.__dict__, "lower_lobe_lag": 0.1}), seed=1
+    )
     together = BreathingMotion(ct, body, lungs, params, seed=1)
     si = lambda motion, t: sitk.GetArrayFromImage(motion.field(t))[..., 2]  # noqa: E731
     lung = sitk.GetArrayViewFromImage(lungs).astype(bool)
     rows = np.nonzero(lung.any(axis=(1, 2)))[0]
     low, high = lung.copy(), lung.copy()
-    low[rows[len(rows) // 5]:] = False  # the lowest fifth of the lungs (array z grows superiorly)
-    high[:rows[-len(rows) // 3]] = False  # the upper third
+    low[rows[len(rows) // 5] :] = False  # the lowest fifth of the lungs (array z grows superiorly)
+    high[: rows[-len(rows) // 3]] = False  # the upper third
     ratio_low = np.abs(si(lagging, 0.3)[low]).mean() / np.abs(si(together, 0.3)[low]).mean()
     ratio_high = np.abs(si(lagging, 0.3)[high]).mean() / np.abs(si(together, 0.3)[high]).mean()
     assert ratio_low < 0.8 and ratio_high == pytest.approx(1.0, abs=0.02)
@@ -68,11 +76,15 @@ def test_the_lower_lobes_lag_the_upper_lungs(ct):
 
 
 def test_the_clinical_cbct_is_noisier_and_shows_scatter_cupping(ct):
-    slab = ct[:, :, ct.GetSize()[2] // 2 - 2: ct.GetSize()[2] // 2 + 2]
+    slab = ct[:, :, ct.GetSize()[2] // 2 - 2 : ct.GetSize()[2] // 2 + 2]
     body = sitk.GetArrayViewFromImage(body_mask(slab)).astype(bool)
     standard = sitk.GetArrayFromImage(simulate_cbct(slab, 0, 10, CBCTParams(), np.random.default_rng(0)))
-    clinical = sitk.GetArrayFromImage(simulate_cbct(slab, 0, 10, CBCTParams.clinical(), np.random.default_rng(0)))
+    clinical = sitk.GetArrayFromImage(
+        simulate_cbct(slab, 0, 10, CBCTParams.clinical(), np.random.default_rng(0))
+    )
     truth = sitk.GetArrayViewFromImage(slab)
     error = lambda image: np.sqrt(np.mean((image - truth)[body] ** 2))  # noqa: E731
     assert error(clinical) > 1.2 * error(standard)
-    assert np.mean((clinical - standard)[body]) < -20  # scatter lowers the apparent attenuation inside the body
+    assert (
+        np.mean((clinical - standard)[body]) < -20
+    )  # scatter lowers the apparent attenuation inside the body

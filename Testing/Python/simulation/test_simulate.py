@@ -17,10 +17,10 @@ import pytest
 import SimpleITK as sitk
 
 from rso.cli import simulate as simulate_command
+from rso.errors import InputError
 from rso.simulation import simulate
 from rso.simulation.anatomy import body_mask, lung_mask
 from rso.simulation.cbct import CBCTParams, simulate_cbct
-from rso.errors import InputError
 from rso.simulation.fetch import fetch_data
 from rso.simulation.motion import BreathingMotion, MotionParams, check_invertible, jacobian_determinant
 from rso.simulation.simulate import SimulationParams, make_phases, simulate_case, working_ct
@@ -58,7 +58,9 @@ def test_masks_find_body_and_two_lungs(ct, masks):
 
 def test_motion_fields_are_invertible_breathing_like_and_seeded(ct, masks):
     body, lungs = masks
-    params = MotionParams(si_amplitude_mm=(25.0, 25.0), ap_amplitude_mm=(5.0, 5.0), lr_amplitude_mm=(3.0, 3.0))
+    params = MotionParams(
+        si_amplitude_mm=(25.0, 25.0), ap_amplitude_mm=(5.0, 5.0), lr_amplitude_mm=(3.0, 3.0)
+    )
     as_images = [sitk.GetImageFromArray(mask.astype(np.uint8)) for mask in (body, lungs)]
     motion = BreathingMotion(ct, *as_images, params, seed=3)
     assert np.abs(sitk.GetArrayViewFromImage(motion.field(0.0))).max() == 0  # end exhale is the reference
@@ -67,7 +69,9 @@ def test_motion_fields_are_invertible_breathing_like_and_seeded(ct, masks):
 
     u = sitk.GetArrayFromImage(motion.field(0.5))[lungs]  # (n, 3): LPS x, y, z
     mean_abs = np.abs(u).mean(axis=0)
-    assert mean_abs[2] > 3 * mean_abs[0] and mean_abs[2] > 3 * mean_abs[1], mean_abs  # mostly superior-inferior
+    assert mean_abs[2] > 3 * mean_abs[0] and mean_abs[2] > 3 * mean_abs[1], (
+        mean_abs
+    )  # mostly superior-inferior
     assert np.mean(u[:, 2]) < 0  # inhale moves the lungs down (LPS +z is superior)
     s = np.nonzero(lungs)[0]
     low, high = s < np.percentile(s, 33), s > np.percentile(s, 67)
@@ -75,14 +79,18 @@ def test_motion_fields_are_invertible_breathing_like_and_seeded(ct, masks):
     assert magnitude[low].mean() > 3 * magnitude[high].mean()  # largest near the diaphragm, fading cranially
 
     again = BreathingMotion(ct, *as_images, params, seed=3)
-    assert np.array_equal(sitk.GetArrayViewFromImage(again.field(0.3)), sitk.GetArrayViewFromImage(motion.field(0.3)))
+    assert np.array_equal(
+        sitk.GetArrayViewFromImage(again.field(0.3)), sitk.GetArrayViewFromImage(motion.field(0.3))
+    )
 
 
 def test_jacobian_matches_numpy_for_an_oblique_flipped_grid():
     rng = np.random.default_rng(0)
     from scipy.ndimage import gaussian_filter
 
-    field = sitk.GetImageFromArray(gaussian_filter(rng.normal(size=(20, 24, 28, 3)) * 30, (3, 3, 3, 0)), isVector=True)
+    field = sitk.GetImageFromArray(
+        gaussian_filter(rng.normal(size=(20, 24, 28, 3)) * 30, (3, 3, 3, 0)), isVector=True
+    )
     field.SetSpacing((1.5, 2.0, 3.0))
     rotation = np.array(sitk.VersorTransform((0.3, 0.5, 0.8), 0.7).GetMatrix()).reshape(3, 3)
     direction = rotation @ np.diag([1.0, -1.0, 1.0])
@@ -96,7 +104,9 @@ def test_jacobian_matches_numpy_for_an_oblique_flipped_grid():
 
 def make_pair(ct: sitk.Image, moving_phase: float, seed: int = 0, motion: MotionParams = MotionParams()):
     """(fixed CT, moving CT, truth) of the simulator: end exhale and the phase, on the CT's own grid."""
-    phases, _, _, _ = make_phases(working_ct(ct, spacing_mm=None, crop_margin_mm=None), [0.0, moving_phase], seed, motion)
+    phases, _, _, _ = make_phases(
+        working_ct(ct, spacing_mm=None, crop_margin_mm=None), [0.0, moving_phase], seed, motion
+    )
     return phases[0].ct, phases[1].ct, phases[1].truth
 
 
@@ -104,13 +114,19 @@ def overlap(moving: sitk.Image, fixed: sitk.Image, field: sitk.Image) -> np.ndar
     """Fixed voxels whose mapped point x + u(x) lies inside the moving image's grid."""
     ones = sitk.Image(moving.GetSize(), sitk.sitkFloat32) + 1.0
     ones.CopyInformation(moving)
-    inside = sitk.Resample(ones, fixed, sitk.DisplacementFieldTransform(sitk.Image(field)), sitk.sitkLinear, 0.0)
+    inside = sitk.Resample(
+        ones, fixed, sitk.DisplacementFieldTransform(sitk.Image(field)), sitk.sitkLinear, 0.0
+    )
     return sitk.GetArrayFromImage(inside) > 0.999
 
 
 def test_truth_field_maps_moving_ct_onto_fixed_ct(ct, tmp_path):
-    fixed, moving, truth = make_pair(ct, moving_phase=0.5, seed=0, motion=MotionParams(si_amplitude_mm=(20.0, 20.0)))
-    assert fixed.GetSize() == moving.GetSize() == truth.GetSize() and truth.GetNumberOfComponentsPerPixel() == 3
+    fixed, moving, truth = make_pair(
+        ct, moving_phase=0.5, seed=0, motion=MotionParams(si_amplitude_mm=(20.0, 20.0))
+    )
+    assert (
+        fixed.GetSize() == moving.GetSize() == truth.GetSize() and truth.GetNumberOfComponentsPerPixel() == 3
+    )
     np.testing.assert_allclose(truth.GetOrigin(), fixed.GetOrigin())
 
     # The field as the engine and Slicer will read it: NIfTI written by the engine's writer, read by ITK.
@@ -129,7 +145,9 @@ def test_truth_field_maps_moving_ct_onto_fixed_ct(ct, tmp_path):
     f, m = sitk.GetArrayFromImage(fixed), sitk.GetArrayFromImage(moving)
 
     def rmse_after(field: sitk.Image, interpolator: int) -> float:
-        warped = sitk.Resample(moving, fixed, sitk.DisplacementFieldTransform(sitk.Image(field)), interpolator, -1000.0)
+        warped = sitk.Resample(
+            moving, fixed, sitk.DisplacementFieldTransform(sitk.Image(field)), interpolator, -1000.0
+        )
         return float(np.sqrt(((sitk.GetArrayFromImage(warped) - f)[region] ** 2).mean()))
 
     before = float(np.sqrt(((m - f)[region] ** 2).mean()))
@@ -150,7 +168,9 @@ def test_cbct_phases_have_their_own_streaks(ct, masks):
 
     def residual(phase: int, seed: int, photons: float = CBCTParams.photons_per_mm2) -> np.ndarray:
         params = CBCTParams(photons_per_mm2=photons)
-        return sitk.GetArrayFromImage(simulate_cbct(slab, phase, 10, params, np.random.default_rng(seed))) - hu
+        return (
+            sitk.GetArrayFromImage(simulate_cbct(slab, phase, 10, params, np.random.default_rng(seed))) - hu
+        )
 
     rms = lambda a: float(np.sqrt((a[inside] ** 2).mean()))  # noqa: E731
     # Phases 0 and 5 of 10 get interleaved angle sets half a view apart: the most different streaks.
@@ -182,7 +202,9 @@ def test_simulate_case_writes_a_complete_case(case, ct_file):
     from rso.core.reprojection import read_views
     from rso.simulation.cbct import phase_views
 
-    assert all(read_views(case / f"cbct_phase{k}_views.json") == phase_views(k, 3, FAST.cbct) for k in range(3))
+    assert all(
+        read_views(case / f"cbct_phase{k}_views.json") == phase_views(k, 3, FAST.cbct) for k in range(3)
+    )
     info = json.loads((case / "case.json").read_text())
     assert info["seed"] == 5 and info["phases"] == 3 and len(info["source"]["sha256"]) == 64
     assert 8 <= info["amplitudes_mm"]["si"] <= 25
@@ -207,7 +229,9 @@ def test_case_labels_follow_the_anatomy_and_are_the_truth_for_contour_propagatio
     # Phase 2's labels sit on phase 2's anatomy (the lungs found in its CT), not on phase 0's.
     lungs2 = lung_mask(sitk.ReadImage(str(case / "ct_phase2.nii.gz"), sitk.sitkFloat32))
     lungs_of = lambda labels: sitk.Cast((labels == 1) | (labels == 2), sitk.sitkUInt8)  # noqa: E731
-    assert overlap(lungs_of(labels2), lungs2)[1]["dice"] > overlap(lungs_of(labels0), lungs2)[1]["dice"] + 0.01
+    assert (
+        overlap(lungs_of(labels2), lungs2)[1]["dice"] > overlap(lungs_of(labels0), lungs2)[1]["dice"] + 0.01
+    )
     # A perfect registration (the truth field) carries phase 2's labels back onto phase 0's.
     truth = sitk.ReadImage(str(case / "truth_0_2.nii.gz"))
     carried = propagate(labels2, truth, labels0)
@@ -220,7 +244,10 @@ def test_case_labels_follow_the_anatomy_and_are_the_truth_for_contour_propagatio
         (old_case / name).write_bytes((case / name).read_bytes())
     again = sitk.ReadImage(str(case_labels(old_case, 2)))
     assert (sitk.GetArrayViewFromImage(again) == sitk.GetArrayViewFromImage(labels2)).mean() > 0.999
-    assert case_labels(old_case, 2) == old_case / "labels_phase2.nii.gz" and (old_case / "labels_colors.txt").is_file()
+    assert (
+        case_labels(old_case, 2) == old_case / "labels_phase2.nii.gz"
+        and (old_case / "labels_colors.txt").is_file()
+    )
 
 
 def test_plot_case_writes_a_figure(case, tmp_path):
@@ -241,12 +268,17 @@ def test_failed_simulate_leaves_no_partial_output(ct_file, tmp_path, monkeypatch
 
 def test_bad_inputs_get_one_line_input_errors(tmp_path):
     rng = np.random.default_rng(0)
-    not_ct = sitk.GetImageFromArray(rng.uniform(0, 1, (20, 30, 30)).astype(np.float32))  # e.g. a probability map
+    not_ct = sitk.GetImageFromArray(
+        rng.uniform(0, 1, (20, 30, 30)).astype(np.float32)
+    )  # e.g. a probability map
     sitk.WriteImage(not_ct, str(tmp_path / "not_ct.nii.gz"))
     flat = sitk.GetImageFromArray(rng.uniform(-1000, 1000, (30, 30)).astype(np.float32))
     sitk.WriteImage(flat, str(tmp_path / "slice.nii.gz"))
-    cases = [(tmp_path / "not_ct.nii.gz", "does not look like a CT"), (tmp_path / "slice.nii.gz", "2-D"),
-             (tmp_path / "missing.nii.gz", "not found")]
+    cases = [
+        (tmp_path / "not_ct.nii.gz", "does not look like a CT"),
+        (tmp_path / "slice.nii.gz", "2-D"),
+        (tmp_path / "missing.nii.gz", "not found"),
+    ]
     for path, message in cases:
         with pytest.raises(InputError, match=message) as error:
             simulate_case(path, tmp_path / "case")
@@ -259,7 +291,7 @@ def test_bad_inputs_get_one_line_input_errors(tmp_path):
 def test_ct_without_lungs_is_an_input_error():
     # A water cylinder in air: a CT, but no lungs to breathe with.
     z, y, x = np.mgrid[:16, :40, :40]
-    phantom = np.where((y - 20) ** 2 + (x - 20) ** 2 < 15 ** 2, 0.0, -1000.0).astype(np.float32)
+    phantom = np.where((y - 20) ** 2 + (x - 20) ** 2 < 15**2, 0.0, -1000.0).astype(np.float32)
     image = sitk.GetImageFromArray(phantom)
     image.SetSpacing((4.0, 4.0, 4.0))
     with pytest.raises(InputError, match="no lungs"):
@@ -269,5 +301,9 @@ def test_ct_without_lungs_is_an_input_error():
 def test_simulate_subcommand_is_registered():
     parser = argparse.ArgumentParser()
     simulate_command.add_subcommand(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["simulate", "--ct", "a.nii.gz", "--out", "case", "--phases", "4", "--seed", "7"])
-    assert (args.ct, args.out, args.phases, args.seed) == (Path("a.nii.gz"), Path("case"), 4, 7) and callable(args.func)
+    args = parser.parse_args(
+        ["simulate", "--ct", "a.nii.gz", "--out", "case", "--phases", "4", "--seed", "7"]
+    )
+    assert (args.ct, args.out, args.phases, args.seed) == (Path("a.nii.gz"), Path("case"), 4, 7) and callable(
+        args.func
+    )

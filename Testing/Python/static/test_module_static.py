@@ -12,6 +12,7 @@ import textwrap
 import xml.etree.ElementTree as ET
 from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,26 +22,62 @@ MODULE_FILE = MODULE_DIR / "RSORegistration.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "RSORegistration.ui"
 LIB_DIR = MODULE_DIR / "RSORegistrationLib"
 # rso itself may be imported (rso.options is plain tuples); anything that pulls numpy or torch may not.
-HEAVY = {"torch", "monai", "SimpleITK", "numpy", "scipy", "nibabel", "matplotlib", "skimage", "RSORegistrationLib"}
+HEAVY = {
+    "torch",
+    "monai",
+    "SimpleITK",
+    "numpy",
+    "scipy",
+    "nibabel",
+    "matplotlib",
+    "skimage",
+    "RSORegistrationLib",
+}
 
 # Every widget the module uses, with the class it must have in the .ui file.
 EXPECTED_WIDGETS = {
-    "inputsCollapsibleButton": "ctkCollapsibleButton", "settingsCollapsibleButton": "ctkCollapsibleButton",
-    "fixedSelector": "qMRMLNodeComboBox", "movingSelector": "qMRMLNodeComboBox", "truthSelector": "qMRMLNodeComboBox",
-    "regionSelector": "qMRMLNodeComboBox", "modelPathLineEdit": "ctkPathLineEdit",
-    "deviceComboBox": "QComboBox", "isoIterationsSpinBox": "QSpinBox", "rsoIterationsSpinBox": "QSpinBox",
-    "rsoModeComboBox": "QComboBox", "compositionComboBox": "QComboBox", "seedSpinBox": "QSpinBox",
+    "inputsCollapsibleButton": "ctkCollapsibleButton",
+    "settingsCollapsibleButton": "ctkCollapsibleButton",
+    "fixedSelector": "qMRMLNodeComboBox",
+    "movingSelector": "qMRMLNodeComboBox",
+    "truthSelector": "qMRMLNodeComboBox",
+    "regionSelector": "qMRMLNodeComboBox",
+    "modelPathLineEdit": "ctkPathLineEdit",
+    "deviceComboBox": "QComboBox",
+    "isoIterationsSpinBox": "QSpinBox",
+    "rsoIterationsSpinBox": "QSpinBox",
+    "rsoModeComboBox": "QComboBox",
+    "compositionComboBox": "QComboBox",
+    "seedSpinBox": "QSpinBox",
     "autoRefineCheckBox": "QCheckBox",
-    "registerButton": "QPushButton", "isoButton": "QPushButton", "drawRegionButton": "QPushButton",
-    "refineRegionButton": "QPushButton", "undoButton": "QPushButton", "cancelButton": "QPushButton",
-    "exportButton": "QPushButton", "reopenButton": "QPushButton", "clearCacheButton": "QPushButton",
-    "exportDirectoryButton": "ctkDirectoryButton", "progressBar": "QProgressBar", "statusLabel": "QLabel",
-    "metricsLabel": "QLabel", "metricsTableView": "qMRMLTableView", "lossPlotWidget": "qMRMLPlotWidget",
-    "labelsSelector": "qMRMLNodeComboBox", "propagateLabelsButton": "QPushButton", "overlayComboBox": "QComboBox",
+    "registerButton": "QPushButton",
+    "isoButton": "QPushButton",
+    "drawRegionButton": "QPushButton",
+    "refineRegionButton": "QPushButton",
+    "undoButton": "QPushButton",
+    "cancelButton": "QPushButton",
+    "exportButton": "QPushButton",
+    "reopenButton": "QPushButton",
+    "clearCacheButton": "QPushButton",
+    "exportDirectoryButton": "ctkDirectoryButton",
+    "progressBar": "QProgressBar",
+    "statusLabel": "QLabel",
+    "metricsLabel": "QLabel",
+    "metricsTableView": "qMRMLTableView",
+    "lossPlotWidget": "qMRMLPlotWidget",
+    "labelsSelector": "qMRMLNodeComboBox",
+    "propagateLabelsButton": "QPushButton",
+    "overlayComboBox": "QComboBox",
 }
 # parameterNodeWrapper's GUI connectors: widget class -> the parameter types it can represent.
-CONNECTABLE = {"qMRMLNodeComboBox": {"node"}, "QSpinBox": {"int"}, "QComboBox": {"str"}, "QCheckBox": {"bool"},
-               "ctkPathLineEdit": {"Path"}, "QLineEdit": {"str"}}
+CONNECTABLE = {
+    "qMRMLNodeComboBox": {"node"},
+    "QSpinBox": {"int"},
+    "QComboBox": {"str"},
+    "QCheckBox": {"bool"},
+    "ctkPathLineEdit": {"Path"},
+    "QLineEdit": {"str"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +94,16 @@ def ui_names_used(tree: ast.Module) -> set[str]:
     """Every X in self.ui.X / ui.X."""
     names = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui":
-            names.add(node.attr)
-        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ui":
+        if (
+            (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "ui"
+            )
+            or isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "ui"
+        ):
             names.add(node.attr)
     return names
 
@@ -74,7 +118,9 @@ def top_level_imports(tree: ast.Module) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module.split(".")[0])
         elif isinstance(node, (ast.If, ast.Try, ast.With)):
-            pending += [n for block in ("body", "orelse", "finalbody", "handlers") for n in getattr(node, block, [])]
+            pending += [
+                n for block in ("body", "orelse", "finalbody", "handlers") for n in getattr(node, block, [])
+            ]
         elif isinstance(node, ast.ExceptHandler):
             pending += node.body
     return found
@@ -84,8 +130,13 @@ def test_module_file_parses_and_stays_thin(module_tree):
     lines = MODULE_FILE.read_text().splitlines()
     assert len(lines) <= 400, f"RSORegistration.py has {len(lines)} lines; move logic to RSORegistrationLib"
     classes = {node.name for node in module_tree.body if isinstance(node, ast.ClassDef)}
-    assert {"RSORegistration", "RSORegistrationWidget", "RSORegistrationLogic", "RSORegistrationTest",
-            "RSORegistrationParameterNode"} <= classes
+    assert {
+        "RSORegistration",
+        "RSORegistrationWidget",
+        "RSORegistrationLogic",
+        "RSORegistrationTest",
+        "RSORegistrationParameterNode",
+    } <= classes
 
 
 def test_nothing_heavy_is_imported_at_file_scope(module_tree):
@@ -102,6 +153,82 @@ def test_every_ui_name_the_widget_uses_exists_with_its_class(module_tree, ui_wid
         assert ui_widgets[name].get("class") == EXPECTED_WIDGETS[name], name
 
 
+def test_every_widget_the_panel_enables_exists_with_its_class(ui_widgets):
+    """The widget enables what RSORegistrationLib.panel names (by name: the check above cannot see them)."""
+    sys.path.insert(0, str(MODULE_DIR))
+    from RSORegistrationLib.panel import enabled_widgets
+    from RSORegistrationLib.parameters import RunParameters
+
+    names = set(enabled_widgets(RunParameters()))
+    assert names <= set(EXPECTED_WIDGETS), sorted(names - set(EXPECTED_WIDGETS))
+    for name in sorted(names):
+        assert ui_widgets[name].get("class") == EXPECTED_WIDGETS[name], name
+
+
+def test_the_panel_follows_the_state():
+    """Only Cancel while a step runs; steps need a session; Reopen only for a saved session not open."""
+    sys.path.insert(0, str(MODULE_DIR))
+    from RSORegistrationLib.panel import enabled_widgets, metrics_text, progress_percent
+    from RSORegistrationLib.parameters import RunParameters
+
+    def enabled(params, core=None) -> set[str]:
+        return {name for name, on in enabled_widgets(params, core).items() if on}
+
+    pair = RunParameters(fixedVolume=object(), movingVolume=object(), region=object(), sessionFolder="s")
+    running = SimpleNamespace(busy=True, can_step=True, history=[{}])
+    assert enabled(pair, running) == {"cancelButton"}
+    idle = enabled(pair, SimpleNamespace(busy=False, can_step=True, history=[{}]))
+    assert "cancelButton" not in idle and "reopenButton" not in idle
+    assert {"isoButton", "refineRegionButton", "undoButton", "exportButton", "registerButton"} <= idle
+    stopped = enabled(pair, SimpleNamespace(busy=False, can_step=False, history=[]))
+    assert "reopenButton" in stopped and not stopped & {"isoButton", "drawRegionButton", "undoButton"}
+    assert enabled(RunParameters()) == {
+        "clearCacheButton",
+        "inputsCollapsibleButton",
+        "settingsCollapsibleButton",
+    }
+    metrics = {"rmse_hu": 52.14, "rmse_hu_box": 60.0, "tre_mm": {"mean": 1.789}}
+    assert metrics_text([{"metrics": metrics}]) == "RMSE 52.1 HU, in region 60.0 HU, TRE 1.79 mm"
+    assert metrics_text([]) == ""
+    assert int(progress_percent({"iteration": 29, "iterations": 100})) == 29
+
+
+def test_dependencies_are_installed_only_once_the_user_agrees(monkeypatch):
+    sys.path.insert(0, str(MODULE_DIR))
+    from RSORegistrationLib import dependencies
+
+    class TorchLogic:  # PyTorchUtils.PyTorchUtilsLogic's two calls
+        def __init__(self, installed: bool, works: bool = True):
+            self.installed, self.works, self.calls = installed, works, []
+
+        def torchInstalled(self) -> bool:
+            return self.installed
+
+        def installTorch(self, **kwargs):
+            self.calls.append(kwargs)
+            return "torch" if self.works else None
+
+    monkeypatch.setattr(dependencies, "missing_requirements", lambda: ["monai>=1.4"])
+    questions, installed = [], []
+    declined = TorchLogic(False)
+    assert not dependencies.ensure_dependencies(
+        declined, lambda q: questions.append(q) or False, installed.append
+    )
+    assert "torch, monai>=1.4" in questions[0] and not declined.calls and not installed
+    agreed = TorchLogic(False)
+    assert dependencies.ensure_dependencies(agreed, lambda q: True, installed.append)
+    assert agreed.calls == [
+        {"askConfirmation": False, "torchVersionRequirement": dependencies.TORCH_REQUIREMENT}
+    ]
+    assert installed == [["monai>=1.4"]]
+    with pytest.raises(RuntimeError, match="PyTorch could not be installed"):
+        dependencies.ensure_dependencies(TorchLogic(False, works=False), None, installed.append)
+    monkeypatch.setattr(dependencies, "missing_requirements", lambda: [])
+    assert dependencies.ensure_dependencies(
+        TorchLogic(True), lambda q: False, installed.append
+    )  # nothing asked
+
+
 def test_ui_file_is_a_module_panel(ui_widgets):
     root = ET.parse(UI_FILE).getroot()
     assert root.findtext("class") == "RSORegistration"
@@ -109,10 +236,16 @@ def test_ui_file_is_a_module_panel(ui_widgets):
     declared = {c.findtext("class") for c in root.iter("customwidget")}
     used = {w.get("class") for w in ui_widgets.values()}
     assert {c for c in used if not c.startswith("Q")} <= declared  # Designer needs each custom class declared
-    scene_receivers = {c.findtext("receiver") for c in root.iter("connection")
-                       if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
-    mrml_widgets = {name for name, w in ui_widgets.items()
-                    if w.get("class", "").startswith("qMRML") and name != "RSORegistration"}
+    scene_receivers = {
+        c.findtext("receiver")
+        for c in root.iter("connection")
+        if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+    }
+    mrml_widgets = {
+        name
+        for name, w in ui_widgets.items()
+        if w.get("class", "").startswith("qMRML") and name != "RSORegistration"
+    }
     assert mrml_widgets <= scene_receivers, f"MRML widgets without a scene: {mrml_widgets - scene_receivers}"
 
 
@@ -133,7 +266,7 @@ def test_ui_parameter_names_are_parameters_of_the_right_type(ui_widgets):
         assert types[parameter] in CONNECTABLE[ui_widgets[widget_name].get("class")], (widget_name, parameter)
 
 
-STUBS = textwrap.dedent('''
+STUBS = textwrap.dedent("""
     import json, sys, types
     import slicer  # the real slicer-core: MRML classes and slicer.util.VTKObservationMixin
     captured = {}
@@ -151,7 +284,8 @@ STUBS = textwrap.dedent('''
         def __init__(self, low, high): pass
     module("qt"); module("ctk")
     slicer.i18n = module("slicer.i18n", tr=lambda text: text, translate=lambda context, text: text)
-    slicer.parameterNodeWrapper = module("slicer.parameterNodeWrapper", parameterNodeWrapper=parameterNodeWrapper,
+    slicer.parameterNodeWrapper = module("slicer.parameterNodeWrapper",
+                                         parameterNodeWrapper=parameterNodeWrapper,
                                          Choice=Choice, WithinRange=WithinRange)
     slicer.ScriptedLoadableModule = module("slicer.ScriptedLoadableModule", ScriptedLoadableModule=Base,
         ScriptedLoadableModuleWidget=Base, ScriptedLoadableModuleLogic=Base, ScriptedLoadableModuleTest=Base)
@@ -165,22 +299,30 @@ STUBS = textwrap.dedent('''
     print(json.dumps({"loaded": loaded, "title": parent.title, "categories": parent.categories,
                       "defaults": {k: str(v) for k, v in captured["defaults"].items()},
                       "annotations": captured["annotations"]}))
-''')
+""")
 
 
 @pytest.fixture(scope="module")
 def imported_module():
-    """Import the module file with stand-ins for Qt and the Slicer app's Python helpers, in a child process."""
+    """Import the module file with stand-ins for Qt and the Slicer app's Python helpers, in a child
+    process."""
     pytest.importorskip("slicer", reason="slicer-core is not installed")
-    done = subprocess.run([sys.executable, "-c", STUBS, str(MODULE_FILE)], capture_output=True, text=True, timeout=120,
-                          cwd=str(MODULE_DIR))
+    done = subprocess.run(
+        [sys.executable, "-c", STUBS, str(MODULE_FILE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(MODULE_DIR),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_importing_the_module_loads_nothing_heavy(imported_module):
     assert not set(imported_module["loaded"]) & HEAVY, imported_module["loaded"]
-    assert imported_module["title"] == "RSO Registration" and imported_module["categories"] == ["Registration"]
+    assert imported_module["title"] == "RSO Registration" and imported_module["categories"] == [
+        "Registration"
+    ]
 
 
 def test_parameter_node_wrapper_declares_the_lib_parameters(imported_module):
@@ -197,11 +339,19 @@ def test_lib_and_review_app_never_touch_qt_or_the_application():
     for path in sorted(LIB_DIR.glob("*.py")) + sorted((MODULE_DIR / "RSORegistrationReview").glob("*.py")):
         source = path.read_text()
         imports = top_level_imports(ast.parse(source)) | {
-            alias.name.split(".")[0] for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import)
-            for alias in node.names}
+            alias.name.split(".")[0]
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        }
         assert not imports & {"qt", "ctk", "PythonQt"}, path.name
-        uses = {node.attr for node in ast.walk(ast.parse(source))
-                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "slicer"}
+        uses = {
+            node.attr
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "slicer"
+        }
         assert not uses & {"app", "mrmlScene", "modules"}, path.name  # the scene comes in as an argument
 
 
@@ -217,12 +367,20 @@ def test_extension_cmake_files():
     shots = re.findall(r'set\s*\(EXTENSION_SCREENSHOTURLS\s*"([^"]+)"\)', top)
     assert icon and shots
     for url in [icon[0], *shots[0].split()]:
-        assert url.startswith(prefix) and (REPO / url[len(prefix):]).is_file(), url
+        assert url.startswith(prefix) and (REPO / url[len(prefix) :]).is_file(), url
     module = (MODULE_DIR / "CMakeLists.txt").read_text()
     assert "WITH_GENERIC_TESTS" in module and "slicerMacroBuildScriptedModule" in module
-    for pattern in ("${MODULE_NAME}Lib/*.py", "rso/core/*.py", "rso/service/*.py", "rso/errors.py", "rso/options.py",
-                    "rso/simulation/phantom.py", "rso/resources/*", "Resources/UI/${MODULE_NAME}.ui",
-                    "Resources/Icons/${MODULE_NAME}.png"):
+    for pattern in (
+        "${MODULE_NAME}Lib/*.py",
+        "rso/core/*.py",
+        "rso/service/*.py",
+        "rso/errors.py",
+        "rso/options.py",
+        "rso/simulation/phantom.py",
+        "rso/resources/*",
+        "Resources/UI/${MODULE_NAME}.ui",
+        "Resources/Icons/${MODULE_NAME}.png",
+    ):
         assert pattern in module, pattern
     for kept_out in ("rso/cli", "rso/evaluation", "rso/training", "rso/*.py", "rso/simulation/*.py"):
         assert kept_out not in module, kept_out  # Slicer gets only what the module needs
@@ -230,8 +388,17 @@ def test_extension_cmake_files():
 
 def test_extensions_index_descriptor():
     entry = json.loads((REPO / "RSORegistration.json").read_text())
-    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
-               "build_subdirectory", "enabled", "tier"}  # slicer-extension-catalog-entry-schema-v1.0.1
+    allowed = {
+        "$schema",
+        "category",
+        "scm_url",
+        "scm_revision",
+        "scm_type",
+        "build_dependencies",
+        "build_subdirectory",
+        "enabled",
+        "tier",
+    }  # slicer-extension-catalog-entry-schema-v1.0.1
     assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed
     assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.1.json#")
     assert entry["category"] == "Registration" and entry["scm_url"].startswith("https://")
@@ -258,9 +425,15 @@ def test_packages_installed_in_slicer_match_the_engine_requirements():
 def test_slicer_process_stays_free_of_torch():
     """The module's logic and MRML layer run in Slicer before torch is installed: only the worker needs it."""
     pytest.importorskip("slicer", reason="slicer-core is not installed")
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import RSORegistrationLib.logic, RSORegistrationLib.results, "
-            "RSORegistrationLib.backends, RSORegistrationLib.phantom, RSORegistrationLib.dependencies; "
-            "print(sorted(m for m in ('torch', 'monai', 'nibabel', 'matplotlib') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code, str(MODULE_DIR)], capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "import RSORegistrationLib.logic, RSORegistrationLib.results, RSORegistrationLib.backends, "
+        "RSORegistrationLib.phantom, RSORegistrationLib.dependencies, RSORegistrationLib.panel, "
+        "RSORegistrationLib.run_plan; "
+        "print(sorted(m for m in ('torch', 'monai', 'nibabel', 'matplotlib') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(MODULE_DIR)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"

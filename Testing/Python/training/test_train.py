@@ -6,14 +6,12 @@ import subprocess
 import sys
 
 import pytest
-import SimpleITK as sitk
 import torch
+from conftest import TEST_GRID, write
 
 from rso.core.model import load_checkpoint
-from rso.training.train import LR_DROPS, PairSampler, TrainConfig, learning_rate_at, load_cases
-
-from conftest import TEST_GRID, write
 from rso.simulation.phantom import breathing_like_field, pair_from_field
+from rso.training.train import LR_DROPS, PairSampler, TrainConfig, learning_rate_at, load_cases
 
 TINY = "4,8,16,32,64"
 
@@ -25,7 +23,9 @@ def case_folders(chest_ct, tmp_path_factory):
     for case, amplitude in enumerate((8.0, 14.0)):
         folder = tmp_path_factory.mktemp(f"case{case}")
         for phase, scale in enumerate((0.0, 0.5, 1.0)):
-            pair = pair_from_field(chest_ct, breathing_like_field(chest_ct, amplitude * scale, 0.0, (0, 0, 0)))
+            pair = pair_from_field(
+                chest_ct, breathing_like_field(chest_ct, amplitude * scale, 0.0, (0, 0, 0))
+            )
             write(pair.fixed, folder / f"cbct_phase{phase}.nii.gz")
         folders.append(str(folder))
     return folders
@@ -50,23 +50,45 @@ def test_pairs_are_two_different_phases_augmented_alike(case_folders):
 
 def run_torchrun(args, processes):
     env = {**os.environ, "RSO_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--standalone",
-               "-m", "rso.cli.train", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={processes}",
+        "--standalone",
+        "-m",
+        "rso.cli.train",
+        *args,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_ddp_on_two_cpu_processes_keeps_ranks_identical_and_resumes(case_folders, tmp_path):
     out = tmp_path / "model.pt"
-    args = ["--data", *case_folders, "--out", str(out), "--grid", ",".join(map(str, TEST_GRID)),
-            "--channels", TINY, "--checkpoint-every", "2", "--device", "cpu"]
+    args = [
+        "--data",
+        *case_folders,
+        "--out",
+        str(out),
+        "--grid",
+        ",".join(map(str, TEST_GRID)),
+        "--channels",
+        TINY,
+        "--checkpoint-every",
+        "2",
+        "--device",
+        "cpu",
+    ]
     run_torchrun([*args, "--iterations", "4"], processes=2)
     net, payload = load_checkpoint(out)
     assert payload["step"] == 4 and payload["training"]["world_size"] == 2
     checksums = payload["training"]["rank_weight_checksums"]
     assert len(checksums) == 2 and checksums[0] == checksums[1]
     initial = net.state_dict()
-    run_torchrun([*args, "--iterations", "6", "--resume", "--compact", str(tmp_path / "compact.pt")], processes=2)
+    run_torchrun(
+        [*args, "--iterations", "6", "--resume", "--compact", str(tmp_path / "compact.pt")], processes=2
+    )
     resumed, payload = load_checkpoint(out)
     assert payload["step"] == 6
     assert any(not torch.equal(initial[k], v) for k, v in resumed.state_dict().items())

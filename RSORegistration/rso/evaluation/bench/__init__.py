@@ -41,7 +41,9 @@ from rso.evaluation.bench.summary import summarise
 log = logging.getLogger(__name__)
 
 
-def run_bench(plan: BenchPlan, out: Path, checkpoint: str | None = None, channels=None, progress=None) -> dict:
+def run_bench(
+    plan: BenchPlan, out: Path, checkpoint: str | None = None, channels=None, progress=None
+) -> dict:
     """The whole benchmark; returns the summary (also written as summary.json and summary.md)."""
     out = check_output_folder(out)
     _clear_previous(out)
@@ -59,9 +61,15 @@ def _run_bench(plan: BenchPlan, out: Path, checkpoint: str | None, channels, pro
 
     started = time.perf_counter()
     model = Model(checkpoint, channels, plan)
-    context = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
-               "versions": library_versions(), "plan": plan.to_dict(), "model": model.to_dict(),
-               "grid": list(plan.grid or model.net.config.grid), "device": str(resolve_device(plan.device))}
+    context = {
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "versions": library_versions(),
+        "plan": plan.to_dict(),
+        "model": model.to_dict(),
+        "grid": list(plan.grid or model.net.config.grid),
+        "device": str(resolve_device(plan.device)),
+    }
     # The speed section uses only the first case: do not simulate the others for it.
     first_only = replace(plan, cases=plan.cases[:1], case_dirs=plan.case_dirs[:1])
     cases = resolve_cases(plan if plan.experiment else first_only)
@@ -75,16 +83,25 @@ def _run_bench(plan: BenchPlan, out: Path, checkpoint: str | None, channels, pro
     write_bytes_atomically(summary_markdown(summary).encode(), out / "summary.md")
     if plan.figures and arm_records:
         for kind in {r["box"]["kind"] for r in arm_records}:
-            summary_plot([r for r in arm_records if r["box"]["kind"] == kind],
-                         out / "figures" / f"box_tre_per_arm_{kind}.png", f", {kind} boxes")
+            summary_plot(
+                [r for r in arm_records if r["box"]["kind"] == kind],
+                out / "figures" / f"box_tre_per_arm_{kind}.png",
+                f", {kind} boxes",
+            )
     log.info("benchmark done in %.0f s: %s", summary["wall_seconds"], out / "summary.md")
     return summary
 
 
 def _clear_previous(out: Path) -> None:
     """Remove a previous run's outputs (only the files this command writes) so no stale record mixes in."""
-    patterns = ("arm_*.json", "speed_*.json", "summary.json", "summary.md", "figures/case_*.png",
-                "figures/box_tre_per_arm*.png")
+    patterns = (
+        "arm_*.json",
+        "speed_*.json",
+        "summary.json",
+        "summary.md",
+        "figures/case_*.png",
+        "figures/box_tre_per_arm*.png",
+    )
     for pattern in patterns:
         for path in out.glob(pattern):
             path.unlink()

@@ -24,8 +24,16 @@ from rso.errors import InputError
 from rso.evaluation.bench.cases import Case
 from rso.evaluation.bench.contours import CaseLabels, contour_scores
 from rso.evaluation.bench.measure import Measured, merged_memory
-from rso.evaluation.bench.plan import (PAPER_ARM, PEER_ARMS, RECORD_FORMAT, RSO_ARMS, BenchPlan, default_arm, labels,
-                                       rso_settings)
+from rso.evaluation.bench.plan import (
+    PAPER_ARM,
+    PEER_ARMS,
+    RECORD_FORMAT,
+    RSO_ARMS,
+    BenchPlan,
+    default_arm,
+    labels,
+    rso_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +43,24 @@ class Model:
 
     def __init__(self, checkpoint: str | None, channels: tuple[int, ...] | None, plan: BenchPlan):
         self.plan = plan
-        self.engine = EngineSettings(model=checkpoint, channels=channels, grid=plan.grid, device=plan.device,
-                                     precision=plan.precision, seed=plan.seed,
-                                     loss=LossConfig(similarity=plan.similarity, smoothness_weight=plan.smoothness))
+        self.engine = EngineSettings(
+            model=checkpoint,
+            channels=channels,
+            grid=plan.grid,
+            device=plan.device,
+            precision=plan.precision,
+            seed=plan.seed,
+            loss=LossConfig(similarity=plan.similarity, smoothness_weight=plan.smoothness),
+        )
         self.network = self.engine.network()
         self.net, self.source = self.network
 
     def session(self, inputs: dict, grid=None, precision: str | None = None) -> RegistrationSession:
-        engine = replace(self.engine, grid=grid or self.engine.grid or self.net.config.grid,
-                         precision=precision or self.engine.precision)
+        engine = replace(
+            self.engine,
+            grid=grid or self.engine.grid or self.net.config.grid,
+            precision=precision or self.engine.precision,
+        )
         return engine.session(inputs, network=self.network)
 
     def to_dict(self) -> dict:
@@ -95,24 +112,48 @@ def prepare_case(case: Case, model: Model, plan: BenchPlan, progress) -> CaseRun
     with Measured(short_arm.device) as timings["iso_short"]:
         short_arm.iso(plan.iso_short, progress=progress)
     labels = CaseLabels.of(case.folder, case.moving_phase) if plan.contours else None
-    fields = {"general": native_field(short_arm, 1), "iso_long": native_field(long_arm),
-              "iso_short": native_field(short_arm)}
-    contours = {arm: contour_scores(labels, field_image, short_arm.fixed) for arm, field_image in fields.items()}
+    fields = {
+        "general": native_field(short_arm, 1),
+        "iso_long": native_field(long_arm),
+        "iso_short": native_field(short_arm),
+    }
+    contours = {
+        arm: contour_scores(labels, field_image, short_arm.fixed) for arm, field_image in fields.items()
+    }
     return CaseRun(case, inputs, long_arm, short_arm, timings, labels, contours)
 
 
 def fixed_arms(run: CaseRun, box) -> list[ArmResult]:
     """The arms that do not depend on the box, scored in it: general, ISO-long, ISO-short."""
     session, t = run.iso_short, run.timings
-    fields = {"general": session.state_field(1), "iso_long": run.iso_long.field_voxels,
-              "iso_short": session.field_voxels}
-    cost = {"general": (t["general"],), "iso_long": (t["general"], t["iso_long"]),
-            "iso_short": (t["general"], t["iso_short"])}
-    steps = {"general": run.iso_long.history[0], "iso_long": run.iso_long.history[1], "iso_short": session.history[1]}
-    return [ArmResult(arm, session.metrics(fields[arm], box), sum(m.seconds for m in cost[arm]),
-                      merged_memory(*cost[arm]), step_seconds=cost[arm][-1].seconds, loss=steps[arm].loss,
-                      settings=steps[arm].params, contours=run.contours[arm])
-            for arm in fields]
+    fields = {
+        "general": session.state_field(1),
+        "iso_long": run.iso_long.field_voxels,
+        "iso_short": session.field_voxels,
+    }
+    cost = {
+        "general": (t["general"],),
+        "iso_long": (t["general"], t["iso_long"]),
+        "iso_short": (t["general"], t["iso_short"]),
+    }
+    steps = {
+        "general": run.iso_long.history[0],
+        "iso_long": run.iso_long.history[1],
+        "iso_short": session.history[1],
+    }
+    return [
+        ArmResult(
+            arm,
+            session.metrics(fields[arm], box),
+            sum(m.seconds for m in cost[arm]),
+            merged_memory(*cost[arm]),
+            step_seconds=cost[arm][-1].seconds,
+            loss=steps[arm].loss,
+            settings=steps[arm].params,
+            contours=run.contours[arm],
+        )
+        for arm in fields
+    ]
 
 
 def rso_arm(run: CaseRun, box, arm: str, plan: BenchPlan, progress, figure_path: Path | None) -> ArmResult:
@@ -135,10 +176,20 @@ def rso_arm(run: CaseRun, box, arm: str, plan: BenchPlan, progress, figure_path:
             paper_figure(run, box, plan, figure_path, record)
         session.undo()
     before = (run.timings["general"], run.timings["iso_short"])
-    return ArmResult(arm, record.metrics, sum(m.seconds for m in before) + step.seconds,
-                     merged_memory(*before, step, export), step_seconds=step.seconds,
-                     latency_seconds=step.seconds + export.seconds, export_seconds=export.seconds, loss=record.loss,
-                     settings=asdict(settings), declined=record.declined, guard=record.guard, contours=contours)
+    return ArmResult(
+        arm,
+        record.metrics,
+        sum(m.seconds for m in before) + step.seconds,
+        merged_memory(*before, step, export),
+        step_seconds=step.seconds,
+        latency_seconds=step.seconds + export.seconds,
+        export_seconds=export.seconds,
+        loss=record.loss,
+        settings=asdict(settings),
+        declined=record.declined,
+        guard=record.guard,
+        contours=contours,
+    )
 
 
 def paper_figure(run: CaseRun, box, plan: BenchPlan, path: Path, record) -> None:
@@ -146,7 +197,9 @@ def paper_figure(run: CaseRun, box, plan: BenchPlan, path: Path, record) -> None
     from rso.evaluation.demo import DemoPlan, comparison_rows
     from rso.evaluation.figures import comparison_figure
 
-    demo_plan = DemoPlan(iso_long=plan.iso_long, iso_short=plan.iso_short, rso=plan.rso, box_size_mm=plan.box_size_mm)
+    demo_plan = DemoPlan(
+        iso_long=plan.iso_long, iso_short=plan.iso_short, rso=plan.rso, box_size_mm=plan.box_size_mm
+    )
     rows = comparison_rows(run.iso_long, run.iso_short, box, demo_plan, record)
     comparison_figure(run.iso_long, run.iso_short, box, rows, path)
 
@@ -157,14 +210,19 @@ def peer_field_voxels(session: RegistrationSession, field_image: sitk.Image) -> 
 
 
 def whole_image_peers(run: CaseRun, plan: BenchPlan) -> dict[str, tuple]:
-    """elastix B-spline and ANTs SyN on the whole pair, once per case: arm -> (voxels, Measured, PeerResult)."""
+    """elastix B-spline and ANTs SyN on the whole pair, once per case: arm -> (voxels, Measured,
+    PeerResult)."""
     import rso.evaluation.peers as peers
 
     results = {}
-    for arm, package, method in (("elastix_bspline", "elastix", lambda f, m: peers.elastix_bspline(f, m, plan.elastix)),
-                                 ("ants_syn", "ants", lambda f, m: peers.ants_syn(f, m, plan.ants))):
+    for arm, package, method in (
+        ("elastix_bspline", "elastix", lambda f, m: peers.elastix_bspline(f, m, plan.elastix)),
+        ("ants_syn", "ants", lambda f, m: peers.ants_syn(f, m, plan.ants)),
+    ):
         if not peers.available(package):
-            log.warning("%s skipped: %s is not installed (%s)", arm, peers.PACKAGES[package], peers.INSTALL_HINT)
+            log.warning(
+                "%s skipped: %s is not installed (%s)", arm, peers.PACKAGES[package], peers.INSTALL_HINT
+            )
             continue
         peers.warm_up(package)
         results[arm] = _run_peer(run, method)
@@ -190,16 +248,26 @@ def masked_peer(run: CaseRun, box, plan: BenchPlan) -> tuple | None:
 def peer_arm(run: CaseRun, box, arm: str, outcome: tuple) -> ArmResult:
     field_voxels, cost, result, contours = outcome
     settings = result.settings | ({"notes": result.extra} if result.extra else {})
-    return ArmResult(arm, run.iso_short.metrics(field_voxels, box), cost.seconds, cost.memory,
-                     step_seconds=cost.seconds, settings=settings, contours=contours)
+    return ArmResult(
+        arm,
+        run.iso_short.metrics(field_voxels, box),
+        cost.seconds,
+        cost.memory,
+        step_seconds=cost.seconds,
+        settings=settings,
+        contours=contours,
+    )
 
 
 def case_boxes(session: RegistrationSession, plan: BenchPlan, seed: int) -> list[tuple[str, int, object]]:
     """(kind, index, box) for every box kind of the plan, chosen on the ISO-short field."""
     from rso.evaluation.box_kinds import pick_boxes
 
-    boxes = [(kind, index, box) for kind, count in plan.boxes
-             for index, box in enumerate(pick_boxes(session, kind, count, plan.box_size_mm, seed=seed))]
+    boxes = [
+        (kind, index, box)
+        for kind, count in plan.boxes
+        for index, box in enumerate(pick_boxes(session, kind, count, plan.box_size_mm, seed=seed))
+    ]
     if not boxes:
         raise InputError(f"no {plan.box_size_mm} mm box fits inside the lungs")
     return boxes
@@ -207,7 +275,9 @@ def case_boxes(session: RegistrationSession, plan: BenchPlan, seed: int) -> list
 
 def run_case(case: Case, model: Model, plan: BenchPlan, out: Path, context: dict, progress) -> list[dict]:
     """Every arm on every box of one case; returns the records (also written as JSON)."""
-    log.info("case %s: %s <- %s", case.name, f"cbct_phase{case.fixed_phase}", f"cbct_phase{case.moving_phase}")
+    log.info(
+        "case %s: %s <- %s", case.name, f"cbct_phase{case.fixed_phase}", f"cbct_phase{case.moving_phase}"
+    )
     run = prepare_case(case, model, plan, progress)
     boxes = case_boxes(run.iso_short, plan, case.seed or 0)
     whole_peers = whole_image_peers(run, plan) if plan.peers else {}
@@ -226,16 +296,31 @@ def run_case(case: Case, model: Model, plan: BenchPlan, out: Path, context: dict
             masked = masked_peer(run, box, plan) if costly else None
             outcomes = {**whole_peers, **({"elastix_bspline_box_mask": masked} if masked else {})}
             results += [peer_arm(run, box, arm, outcomes[arm]) for arm in PEER_ARMS if arm in outcomes]
-        box_info = {"kind": kind, "index": index, "size_mm": plan.box_size_mm, "ras": box.ras_corners,
-                    "voxels": box.voxels.to_dict()}
+        box_info = {
+            "kind": kind,
+            "index": index,
+            "size_mm": plan.box_size_mm,
+            "ras": box.ras_corners,
+            "voxels": box.voxels.to_dict(),
+        }
         for result in results:
             records.append(write_arm_record(out, case, box_info, result, plan, context))
     return records
 
 
-def write_arm_record(out: Path, case: Case, box_info: dict, result: ArmResult, plan: BenchPlan, context: dict) -> dict:
-    record = {"format": RECORD_FORMAT, "kind": "arm", "case": case.to_dict(), "box": box_info, "arm": result.arm,
-              "label": labels(plan)[result.arm], **asdict(result), **context}
+def write_arm_record(
+    out: Path, case: Case, box_info: dict, result: ArmResult, plan: BenchPlan, context: dict
+) -> dict:
+    record = {
+        "format": RECORD_FORMAT,
+        "kind": "arm",
+        "case": case.to_dict(),
+        "box": box_info,
+        "arm": result.arm,
+        "label": labels(plan)[result.arm],
+        **asdict(result),
+        **context,
+    }
     write_json(out / f"arm_{case.name}_{box_info['kind']}{box_info['index']}_{result.arm}.json", record)
     return record
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from rso.core.paths import cases_dir
 from rso.core.session import open_inputs
-from rso.simulation.simulate import views_path
 from rso.errors import InputError
 from rso.evaluation.bench.plan import HELD_OUT_ANATOMY, TRAINING_ANATOMY, TRAINING_SEEDS, BenchPlan, CaseSpec
 from rso.evaluation.demo import EVALUATION_MASK
 from rso.simulation.fetch import DATA_FILES
+from rso.simulation.simulate import views_path
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +33,34 @@ class Case:
 
     def inputs(self) -> dict:
         folder, f, k = self.folder, self.fixed_phase, self.moving_phase
-        return open_inputs(folder / f"cbct_phase{f}.nii.gz", folder / f"cbct_phase{k}.nii.gz",
-                           folder / f"ct_phase{f}.nii.gz", folder / f"truth_{f}_{k}.nii.gz", folder / self.mask,
-                           views_path(folder, f), views_path(folder, k))
+        return open_inputs(
+            folder / f"cbct_phase{f}.nii.gz",
+            folder / f"cbct_phase{k}.nii.gz",
+            folder / f"ct_phase{f}.nii.gz",
+            folder / f"truth_{f}_{k}.nii.gz",
+            folder / self.mask,
+            views_path(folder, f),
+            views_path(folder, k),
+        )
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "folder": str(self.folder), "anatomy": self.anatomy, "seed": self.seed,
-                "preset": self.preset, "held_out": self.anatomy == HELD_OUT_ANATOMY,
-                "fixed_phase": self.fixed_phase, "moving_phase": self.moving_phase,
-                "fixed": f"cbct_phase{self.fixed_phase}", "moving": f"cbct_phase{self.moving_phase}",
-                "reference": f"ct_phase{self.fixed_phase} (clean CT)", "evaluation_mask": self.mask,
-                # The bundled model saw this patient (with other breathing seeds) in training.
-                "training_anatomy": self.anatomy in TRAINING_ANATOMY,
-                "training_case": self.anatomy in TRAINING_ANATOMY and self.seed in TRAINING_SEEDS}
+        return {
+            "name": self.name,
+            "folder": str(self.folder),
+            "anatomy": self.anatomy,
+            "seed": self.seed,
+            "preset": self.preset,
+            "held_out": self.anatomy == HELD_OUT_ANATOMY,
+            "fixed_phase": self.fixed_phase,
+            "moving_phase": self.moving_phase,
+            "fixed": f"cbct_phase{self.fixed_phase}",
+            "moving": f"cbct_phase{self.moving_phase}",
+            "reference": f"ct_phase{self.fixed_phase} (clean CT)",
+            "evaluation_mask": self.mask,
+            # The bundled model saw this patient (with other breathing seeds) in training.
+            "training_anatomy": self.anatomy in TRAINING_ANATOMY,
+            "training_case": self.anatomy in TRAINING_ANATOMY and self.seed in TRAINING_SEEDS,
+        }
 
 
 def resolve_cases(plan: BenchPlan) -> list[Case]:
@@ -69,7 +84,9 @@ def _case_from_folder(folder: Path, moving_phase: int | None) -> Case:
 def _case_json(folder: Path) -> dict:
     path = folder / "case.json"
     if not path.is_file():
-        raise InputError(f"{folder} is not a simulated case (no case.json); make one with rso-registration simulate")
+        raise InputError(
+            f"{folder} is not a simulated case (no case.json); make one with rso-registration simulate"
+        )
     return json.loads(path.read_text())
 
 
@@ -109,5 +126,12 @@ def case_folder(anatomy: str, seed: int, preset: str = "standard", phase: int | 
     if anatomy not in sources:
         raise InputError(f"unknown anatomy {anatomy!r}; choose one of {sorted(sources)}")
     log.info("simulating case %s (once; cached in %s)", folder.name, folder)
-    return simulate_case(sources[anatomy], folder, phases=10, seed=seed, params=SimulationParams.preset(preset),
-                         overwrite=True, only=[phase] if phase else None)
+    return simulate_case(
+        sources[anatomy],
+        folder,
+        phases=10,
+        seed=seed,
+        params=SimulationParams.preset(preset),
+        overwrite=True,
+        only=[phase] if phase else None,
+    )

@@ -22,7 +22,7 @@ class CaseLabels:
     truth: sitk.Image  # phase 0's labels, on the fixed image's grid
 
     @classmethod
-    def of(cls, folder, moving_phase: int) -> "CaseLabels":
+    def of(cls, folder, moving_phase: int) -> CaseLabels:
         return cls(read_labels(case_labels(folder, moving_phase))[0], read_labels(case_labels(folder, 0))[0])
 
 
@@ -32,5 +32,8 @@ def contour_scores(labels: CaseLabels | None, field: sitk.Image, fixed: sitk.Ima
         return {}
     carried = propagate(labels.moving, field, fixed)
     scores = overlap(carried, labels.truth)
-    return {LABELS[value].name: {"dice": score["dice"], "hd95_mm": score["hd95_mm"]}
-            for value, score in scores.items() if value in LABELS}
+    return {
+        LABELS[value].name: {"dice": score["dice"], "hd95_mm": score["hd95_mm"]}
+        for value, score in scores.items()
+        if value in LABELS
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import threading
@@ -17,14 +18,21 @@ from rso import __version__
 def machine_info() -> dict:
     """CPU model, cores, memory and GPU: what a reader needs to compare timings."""
     cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "memory_gb": _memory_gb(), "platform": platform.platform(), "python": platform.python_version(),
-            "gpu": None}
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    info = {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gb": _memory_gb(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "gpu": None,
+    }
     if hasattr(os, "sched_getaffinity"):
         info["usable_cores"] = len(os.sched_getaffinity(0))
     if torch.cuda.is_available():
@@ -34,8 +42,11 @@ def machine_info() -> dict:
 
 def _memory_gb() -> float | None:
     try:
-        total_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                        if line.startswith("MemTotal"))
+        total_kb = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
     except (OSError, StopIteration):
         return None
     return round(total_kb / 2**20, 1)
@@ -43,8 +54,18 @@ def _memory_gb() -> float | None:
 
 def library_versions() -> dict:
     """Versions of everything that shapes a number (peers too, when installed)."""
-    packages = ("torch", "monai", "SimpleITK", "numpy", "scipy", "scikit-image", "matplotlib", "itk-elastix",
-                "itk", "antspyx")
+    packages = (
+        "torch",
+        "monai",
+        "SimpleITK",
+        "numpy",
+        "scipy",
+        "scikit-image",
+        "matplotlib",
+        "itk-elastix",
+        "itk",
+        "antspyx",
+    )
     versions = {"rso-registration": __version__}
     for package in packages:
         try:
@@ -86,7 +107,7 @@ class Measured:
         self.seconds = 0.0
         self.memory: dict = {}
 
-    def __enter__(self) -> "Measured":
+    def __enter__(self) -> Measured:
         self.rss_before_kb = _status_kb("VmRSS")
         self.hwm = _reset_peak_rss()
         self._samples: list[int] = []
@@ -114,7 +135,10 @@ class Measured:
             peak, method = _status_kb("VmHWM"), "VmHWM (reset per block)"
         else:
             self._sampler.join()
-            peak, method = max(self._samples, default=_status_kb("VmRSS") or 0) or None, "RSS sampled every 10 ms"
+            peak, method = (
+                max(self._samples, default=_status_kb("VmRSS") or 0) or None,
+                "RSS sampled every 10 ms",
+            )
         mb = lambda kb: round(kb / 1024, 1) if kb is not None else None  # noqa: E731
         self.memory = {"peak_rss_mb": mb(peak), "rss_before_mb": mb(self.rss_before_kb), "method": method}
         if self.cuda:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from rso.core.steps import RSOSettings
 from rso.evaluation.demo import EVALUATION_MASK
 from rso.evaluation.peers import AntsSettings, ElastixSettings
-from rso.core.steps import RSOSettings
-from rso.options import (DEFAULT_PRECISION, DEFAULT_RSO_MODE, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
-                         PAPER_RSO_ITERATIONS)
-
+from rso.options import (
+    DEFAULT_PRECISION,
+    DEFAULT_RSO_MODE,
+    DEFAULT_SIMILARITY,
+    DEFAULT_SMOOTHNESS,
+    PAPER_RSO_ITERATIONS,
+)
 
 RECORD_FORMAT = "rso-bench/2"
 # The bundled general model is trained on these patients (other breathing seeds) by
@@ -26,9 +30,11 @@ HELD_OUT_ANATOMY = "lung2"
 PAPER_ARM = "rso_full_global"
 # RSO arms: the RSOSettings each runs on top of ISO-short. The paper's (full/global, MSE, its 400
 # iterations), the previous default (direct/local) and native RSO at the fixed image's resolution.
-RSO_ARMS = {"rso_native": {"mode": "native"},
-            "rso_direct_local": {"mode": "direct", "compose": "local", "iterations": PAPER_RSO_ITERATIONS},
-            PAPER_ARM: {"mode": "full", "compose": "global", "iterations": PAPER_RSO_ITERATIONS}}
+RSO_ARMS = {
+    "rso_native": {"mode": "native"},
+    "rso_direct_local": {"mode": "direct", "compose": "local", "iterations": PAPER_RSO_ITERATIONS},
+    PAPER_ARM: {"mode": "full", "compose": "global", "iterations": PAPER_RSO_ITERATIONS},
+}
 PEER_ARMS = ("elastix_bspline", "elastix_bspline_box_mask", "ants_syn")
 ARM_ORDER = ("general", "iso_long", "iso_short", *RSO_ARMS, *PEER_ARMS)
 # The box kinds and how many boxes of each per case (rso.evaluation.box_kinds).
@@ -37,7 +43,8 @@ BOX_PLAN = (("misaligned", 2), ("residual", 1), ("control", 2))
 
 @dataclass(frozen=True)
 class CaseSpec:
-    """A simulated case of one patient: which CT, which simulation preset, which breathing seed, which moving phase."""
+    """A simulated case of one patient: which CT, which simulation preset, which breathing seed, which
+    moving phase."""
 
     anatomy: str  # a fetch-data key: "cxr", "lung1" or "lung2"
     seed: int
@@ -53,9 +60,14 @@ class CaseSpec:
 # moving phases. Seeds 5 and 6 of cxr/lung1 are not among the training seeds; lung2 is held out. Its
 # seeds 0-7 were scored by earlier runs (and seeds 0-5 moved the guard, bench/README.md): seeds 8 and 9 had
 # never been simulated when the defaults of 2026-11-29 (night: returning to an earlier state) were frozen.
-BENCH_CASES = (CaseSpec("cxr", 5, 5, "local"), CaseSpec("cxr", 6, 3, "clinical"),
-               CaseSpec("lung1", 5, 5, "local"), CaseSpec("lung1", 6, 3, "clinical"),
-               CaseSpec("lung2", 8, 5, "local"), CaseSpec("lung2", 9, 3, "clinical"))
+BENCH_CASES = (
+    CaseSpec("cxr", 5, 5, "local"),
+    CaseSpec("cxr", 6, 3, "clinical"),
+    CaseSpec("lung1", 5, 5, "local"),
+    CaseSpec("lung1", 6, 3, "clinical"),
+    CaseSpec("lung2", 8, 5, "local"),
+    CaseSpec("lung2", 9, 3, "clinical"),
+)
 
 
 @dataclass(frozen=True)
@@ -95,12 +107,19 @@ class BenchPlan:
     evaluation_mask: str = EVALUATION_MASK
 
     @classmethod
-    def quick(cls) -> "BenchPlan":
+    def quick(cls) -> BenchPlan:
         """One case, a misaligned and a control box, few iterations, one speed grid: minutes on 2 cores."""
-        return cls(cases=(CaseSpec("lung2", 0, 5, "local"),), boxes=(("misaligned", 1), ("control", 1)),
-                   iso_long=50, iso_short=10, rso=40,
-                   elastix=ElastixSettings(iterations=100), ants=AntsSettings(reg_iterations=(20, 10, 0)),
-                   speed_grids=((48, 80, 80),), speed_iterations=3)
+        return cls(
+            cases=(CaseSpec("lung2", 0, 5, "local"),),
+            boxes=(("misaligned", 1), ("control", 1)),
+            iso_long=50,
+            iso_short=10,
+            rso=40,
+            elastix=ElastixSettings(iterations=100),
+            ants=AntsSettings(reg_iterations=(20, 10, 0)),
+            speed_grids=((48, 80, 80),),
+            speed_iterations=3,
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,6 +144,12 @@ def labels(plan: BenchPlan) -> dict[str, str]:
         settings = rso_settings(arm, plan)
         compose = "" if settings.mode == "native" else f"/{settings.compose}"
         rso[arm] = f"ISO-{plan.iso_short} + RSO-{settings.iterations} {settings.mode}{compose}"
-    return {"general": "general model", "iso_long": f"ISO-{plan.iso_long}", "iso_short": f"ISO-{plan.iso_short}",
-            **rso, "elastix_bspline": "elastix B-spline", "elastix_bspline_box_mask": "elastix B-spline, box mask",
-            "ants_syn": "ANTs SyN"}
+    return {
+        "general": "general model",
+        "iso_long": f"ISO-{plan.iso_long}",
+        "iso_short": f"ISO-{plan.iso_short}",
+        **rso,
+        "elastix_bspline": "elastix B-spline",
+        "elastix_bspline_box_mask": "elastix B-spline, box mask",
+        "ants_syn": "ANTs SyN",
+    }

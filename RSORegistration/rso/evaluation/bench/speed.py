@@ -42,13 +42,23 @@ def speed_section(case: Case, model: Model, plan: BenchPlan, out: Path, context:
             if box is None:
                 continue
             for mode in SPEED_MODES:
-                if mode == "native" and (grid != plan.speed_grids[0] or precision != plan.speed_precisions[0]):
+                if mode == "native" and (
+                    grid != plan.speed_grids[0] or precision != plan.speed_precisions[0]
+                ):
                     continue
                 # The run's context first: this record's own grid replaces the experiment's.
-                record = {**context, "format": RECORD_FORMAT, "kind": "speed", "case": case.to_dict(),
-                          "grid": list(grid), "precision": precision, "box_size_mm": size,
-                          "box_voxels": list(box.voxels.shape), "forward_seconds": forward.seconds,
-                          **speed_measurement(session, box, mode, plan)}
+                record = {
+                    **context,
+                    "format": RECORD_FORMAT,
+                    "kind": "speed",
+                    "case": case.to_dict(),
+                    "grid": list(grid),
+                    "precision": precision,
+                    "box_size_mm": size,
+                    "box_voxels": list(box.voxels.shape),
+                    "forward_seconds": forward.seconds,
+                    **speed_measurement(session, box, mode, plan),
+                }
                 name = f"speed_{'x'.join(map(str, grid))}_{precision}_box{size:g}mm_{mode}.json"
                 records.append(record)
                 write_json(out / name, record)
@@ -93,10 +103,19 @@ def speed_measurement(session: RegistrationSession, box, mode: str, plan: BenchP
     margin = session.blend_margin_voxels(settings.blend_margin_mm)
     if mode in ("crop", "direct"):
         window_shape = list(crop_window(box.voxels, session.field_voxels, session.grid.shape, margin).shape)
-    return {"mode": mode, "compose": compose, "iterations": plan.speed_iterations,
-            "seconds_per_iteration": float(np.median(steady)), "first_iteration_seconds": float(per_iteration[0]),
-            "step_seconds": record.seconds, "metrics_seconds": metrics_seconds, "export_seconds": export.seconds,
-            "overhead_seconds": overhead, "projected_iterations": full_length, "projected_step_seconds": projected,
-            "projected_latency_seconds": projected + metrics_seconds + export.seconds,
-            "window_voxels": window_shape,
-            "peak_memory": merged_memory(call, export)}
+    return {
+        "mode": mode,
+        "compose": compose,
+        "iterations": plan.speed_iterations,
+        "seconds_per_iteration": float(np.median(steady)),
+        "first_iteration_seconds": float(per_iteration[0]),
+        "step_seconds": record.seconds,
+        "metrics_seconds": metrics_seconds,
+        "export_seconds": export.seconds,
+        "overhead_seconds": overhead,
+        "projected_iterations": full_length,
+        "projected_step_seconds": projected,
+        "projected_latency_seconds": projected + metrics_seconds + export.seconds,
+        "window_voxels": window_shape,
+        "peak_memory": merged_memory(call, export),
+    }

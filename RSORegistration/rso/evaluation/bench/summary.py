@@ -1,4 +1,5 @@
-"""The benchmark's statistics: medians per box kind and arm, RSO against ISO-long and the peers, the targets."""
+"""The benchmark's statistics: medians per box kind and arm, RSO against ISO-long and the peers, the
+targets."""
 
 from __future__ import annotations
 
@@ -42,23 +43,29 @@ def per_arm_table(records: list[dict]) -> list[dict]:
         mine = [r for r in records if r["arm"] == arm]
         if not mine:
             continue
-        get = lambda key, sub=None: [_metric(r, key, sub) for r in mine]  # noqa: E731
+        get = lambda key, sub=None, mine=mine: [_metric(r, key, sub) for r in mine]
         outside = [v for v in get("outside_change_mm") if v is not None]
-        rows.append({
-            "arm": arm, "label": mine[0]["label"], "n": len(mine),
-            "box_tre_mean_mm": _median(get("tre_mm_box", "mean")), "box_tre_p95_mm": _median(get("tre_mm_box", "p95")),
-            "box_rmse_hu": _median(get("rmse_hu_box")), "tre_mean_mm": _median(get("tre_mm", "mean")),
-            "outside_change_max_mm": max(outside) if outside else None,
-            "dice_lungs": _median(_contour(r, ("right lung", "left lung"), "dice") for r in mine),
-            "dice_lesion": _median(_contour(r, ("lesion",), "dice") for r in mine),
-            "hd95_lesion_mm": _median(_contour(r, ("lesion",), "hd95_mm") for r in mine),
-            "dice_nodule": _median(_contour(r, ("nodule",), "dice") for r in mine),
-            "declined": sum(r.get("declined") is not None for r in mine),
-            "returned": sum((r.get("guard") or {}).get("returned_to") is not None for r in mine),
-            "seconds": _median(r["seconds"] for r in mine),
-            "latency_seconds": _median(r.get("latency_seconds") for r in mine),
-            "peak_rss_mb": _median(r["peak_memory"].get("peak_rss_mb") for r in mine),
-        })
+        rows.append(
+            {
+                "arm": arm,
+                "label": mine[0]["label"],
+                "n": len(mine),
+                "box_tre_mean_mm": _median(get("tre_mm_box", "mean")),
+                "box_tre_p95_mm": _median(get("tre_mm_box", "p95")),
+                "box_rmse_hu": _median(get("rmse_hu_box")),
+                "tre_mean_mm": _median(get("tre_mm", "mean")),
+                "outside_change_max_mm": max(outside) if outside else None,
+                "dice_lungs": _median(_contour(r, ("right lung", "left lung"), "dice") for r in mine),
+                "dice_lesion": _median(_contour(r, ("lesion",), "dice") for r in mine),
+                "hd95_lesion_mm": _median(_contour(r, ("lesion",), "hd95_mm") for r in mine),
+                "dice_nodule": _median(_contour(r, ("nodule",), "dice") for r in mine),
+                "declined": sum(r.get("declined") is not None for r in mine),
+                "returned": sum((r.get("guard") or {}).get("returned_to") is not None for r in mine),
+                "seconds": _median(r["seconds"] for r in mine),
+                "latency_seconds": _median(r.get("latency_seconds") for r in mine),
+                "peak_rss_mb": _median(r["peak_memory"].get("peak_rss_mb") for r in mine),
+            }
+        )
     return rows
 
 
@@ -74,17 +81,23 @@ def versus(records: list[dict], arm: str, baseline: str) -> dict | None:
     pairs = [(a, b) for a, b in pairs if a is not None and b]
     if not pairs:
         return None
-    return {"arm": arm, "baseline": baseline, "pairs": len(pairs),
-            "win_fraction": float(np.mean([a < b for a, b in pairs])),
-            "median_box_tre_reduction": float(np.median([1 - a / b for a, b in pairs])),
-            "median_change_mm": float(np.median([a - b for a, b in pairs])),
-            "worst_change_mm": float(max(a - b for a, b in pairs))}
+    return {
+        "arm": arm,
+        "baseline": baseline,
+        "pairs": len(pairs),
+        "win_fraction": float(np.mean([a < b for a, b in pairs])),
+        "median_box_tre_reduction": float(np.median([1 - a / b for a, b in pairs])),
+        "median_change_mm": float(np.median([a - b for a, b in pairs])),
+        "worst_change_mm": float(max(a - b for a, b in pairs)),
+    }
 
 
 def folding_introduced(records: list[dict], arm: str) -> int:
     """Boxes where the arm's field folds more of the grid than ISO-short's did."""
-    return sum(a["metrics"]["folding_fraction"] > b["metrics"]["folding_fraction"] + 1e-12
-               for a, b in paired(records, arm, "iso_short"))
+    return sum(
+        a["metrics"]["folding_fraction"] > b["metrics"]["folding_fraction"] + 1e-12
+        for a, b in paired(records, arm, "iso_short")
+    )
 
 
 def by_kind(records: list[dict]) -> dict:
@@ -94,10 +107,16 @@ def by_kind(records: list[dict]) -> dict:
         mine = [r for r in records if r["box"]["kind"] == kind]
         if not mine:
             continue
-        comparisons = {f"{arm} vs {base}": versus(mine, arm, base) for arm in RSO_ARMS
-                       for base in ("iso_long", "iso_short", *PEERS_TO_BEAT)}
-        summary[kind] = {"arms": per_arm_table(mine), "boxes": len({_key(r) for r in mine}),
-                         "versus": {k: v for k, v in comparisons.items() if v}}
+        comparisons = {
+            f"{arm} vs {base}": versus(mine, arm, base)
+            for arm in RSO_ARMS
+            for base in ("iso_long", "iso_short", *PEERS_TO_BEAT)
+        }
+        summary[kind] = {
+            "arms": per_arm_table(mine),
+            "boxes": len({_key(r) for r in mine}),
+            "versus": {k: v for k, v in comparisons.items() if v},
+        }
     return summary
 
 
@@ -105,19 +124,39 @@ def speed_table(records: list[dict]) -> list[dict]:
     """One row per measurement, with the speed-up over full mode and over fp32 at the same grid and box."""
     rows = []
     for r in records:
-        def same(**match):
-            return next((s for s in records if s["grid"] == r["grid"] and s["box_size_mm"] == r["box_size_mm"]
-                         and all(s[k] == v for k, v in match.items())), None)
+
+        def same(r=r, **match):
+            return next(
+                (
+                    s
+                    for s in records
+                    if s["grid"] == r["grid"]
+                    and s["box_size_mm"] == r["box_size_mm"]
+                    and all(s[k] == v for k, v in match.items())
+                ),
+                None,
+            )
 
         full, fp32 = same(mode="full", precision=r["precision"]), same(mode=r["mode"], precision="fp32")
-        rows.append({"grid": "x".join(map(str, r["grid"])) if r["mode"] != "native" else "native",
-                     "precision": r["precision"] if r["mode"] != "native" else "fp32", "box_mm": r["box_size_mm"],
-                     "mode": r["mode"], "window": "x".join(map(str, r["window_voxels"])),
-                     "s_per_iter": r["seconds_per_iteration"],
-                     "speedup_vs_full": full["seconds_per_iteration"] / r["seconds_per_iteration"] if full else None,
-                     "speedup_vs_fp32": fp32["seconds_per_iteration"] / r["seconds_per_iteration"] if fp32 else None,
-                     "step_s": r["projected_step_seconds"], "latency_s": r["projected_latency_seconds"],
-                     "peak_rss_mb": r["peak_memory"].get("peak_rss_mb")})
+        rows.append(
+            {
+                "grid": "x".join(map(str, r["grid"])) if r["mode"] != "native" else "native",
+                "precision": r["precision"] if r["mode"] != "native" else "fp32",
+                "box_mm": r["box_size_mm"],
+                "mode": r["mode"],
+                "window": "x".join(map(str, r["window_voxels"])),
+                "s_per_iter": r["seconds_per_iteration"],
+                "speedup_vs_full": full["seconds_per_iteration"] / r["seconds_per_iteration"]
+                if full
+                else None,
+                "speedup_vs_fp32": fp32["seconds_per_iteration"] / r["seconds_per_iteration"]
+                if fp32
+                else None,
+                "step_s": r["projected_step_seconds"],
+                "latency_s": r["projected_latency_seconds"],
+                "peak_rss_mb": r["peak_memory"].get("peak_rss_mb"),
+            }
+        )
     return rows
 
 
@@ -127,27 +166,66 @@ def targets(records: list[dict], scope: str = "all cases") -> list[dict]:
     misaligned = [r for r in records if r["box"]["kind"] == "misaligned"]
     control = [r for r in records if r["box"]["kind"] == "control"]
     if (v := versus(misaligned, arm, "iso_long")) is not None:
-        rows.append(_target(f"{scope}, misaligned: RSO beats ISO-long in box TRE on >= 80 % of (case, box)",
-                            v["win_fraction"], 0.8, ">="))
-        rows.append(_target(f"{scope}, misaligned: median box TRE reduction vs ISO-long >= 30 %",
-                            v["median_box_tre_reduction"], 0.3, ">="))
+        rows.append(
+            _target(
+                f"{scope}, misaligned: RSO beats ISO-long in box TRE on >= 80 % of (case, box)",
+                v["win_fraction"],
+                0.8,
+                ">=",
+            )
+        )
+        rows.append(
+            _target(
+                f"{scope}, misaligned: median box TRE reduction vs ISO-long >= 30 %",
+                v["median_box_tre_reduction"],
+                0.3,
+                ">=",
+            )
+        )
         for peer in PEERS_TO_BEAT:
             if (p := versus(misaligned, arm, peer)) is not None:
-                rows.append(_target(f"{scope}, misaligned (aim): RSO below {peer} in box TRE (fraction of boxes)",
-                                    p["win_fraction"], 0.5, ">="))
+                rows.append(
+                    _target(
+                        f"{scope}, misaligned (aim): RSO below {peer} in box TRE (fraction of boxes)",
+                        p["win_fraction"],
+                        0.5,
+                        ">=",
+                    )
+                )
     if (v := versus(control, arm, "iso_short")) is not None:
-        rows.append(_target(f"{scope}, control: median box TRE change from ISO-short <= +0.1 mm",
-                            v["median_change_mm"], 0.1, "<="))
-        rows.append(_target(f"{scope}, control: no box worse by more than 0.5 mm", v["worst_change_mm"], 0.5, "<="))
-    local = [r["metrics"]["outside_change_mm"] for r in records if r["arm"] == arm
-             and r["metrics"]["outside_change_mm"] is not None]
+        rows.append(
+            _target(
+                f"{scope}, control: median box TRE change from ISO-short <= +0.1 mm",
+                v["median_change_mm"],
+                0.1,
+                "<=",
+            )
+        )
+        rows.append(
+            _target(f"{scope}, control: no box worse by more than 0.5 mm", v["worst_change_mm"], 0.5, "<=")
+        )
+    local = [
+        r["metrics"]["outside_change_mm"]
+        for r in records
+        if r["arm"] == arm and r["metrics"]["outside_change_mm"] is not None
+    ]
     if local:
         rows.append(_target(f"{scope}: field outside box + margin unchanged (mm)", max(local), 0.0005, "<"))
-        rows.append(_target(f"{scope}: boxes where RSO introduced folding", folding_introduced(records, arm), 0, "<="))
-    latency = [r["latency_seconds"] for r in records if r["arm"] == arm and r.get("latency_seconds") is not None]
+        rows.append(
+            _target(f"{scope}: boxes where RSO introduced folding", folding_introduced(records, arm), 0, "<=")
+        )
+    latency = [
+        r["latency_seconds"] for r in records if r["arm"] == arm and r.get("latency_seconds") is not None
+    ]
     if latency:
-        rows.append(_target(f"{scope}: box to re-warped native overlay, worst (s; native RSO is fp32)",
-                            max(latency), 10, "<="))
+        rows.append(
+            _target(
+                f"{scope}: box to re-warped native overlay, worst (s; native RSO is fp32)",
+                max(latency),
+                10,
+                "<=",
+            )
+        )
     return rows
 
 
@@ -161,9 +239,11 @@ def _target(what: str, value, threshold, relation: str) -> dict:
 def summarise(arm_records: list[dict], speed_records: list[dict], context: dict) -> dict:
     held_out = [r for r in arm_records if r["case"].get("held_out")]
     summary = {
-        "format": RECORD_FORMAT, "kind": "summary",
+        "format": RECORD_FORMAT,
+        "kind": "summary",
         "cases": sorted({r["case"]["name"] for r in arm_records}),
-        "default_arm": default_arm(), "paper_arm": PAPER_ARM,
+        "default_arm": default_arm(),
+        "paper_arm": PAPER_ARM,
         "by_kind": by_kind(arm_records),
         "held_out": by_kind(held_out),
         "speed": speed_table(speed_records),

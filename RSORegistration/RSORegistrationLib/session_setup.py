@@ -1,0 +1,106 @@
+"""A session's files on this side: the inputs written for the engine's ``open``, the check that a folder
+can be reopened, and clearing stored sessions from the cache.
+
+The engine keeps the session itself (rso.core.store); this module only decides what ``open`` is given.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+from rso.core.store import holds_session
+from rso.errors import InputError
+from rso.service.remote import REMOTE_RECORD
+
+from .parameters import RunParameters
+from .transforms import OUTPUT_ATTRIBUTE, field_from_transform_node
+from .volumes import write_volume
+
+
+def apply_changes(params: RunParameters, changes: dict) -> RunParameters:
+    """``params`` with ``changes`` (RunParameters field -> value) applied, then checked."""
+    for name, value in changes.items():
+        if not hasattr(params, name):
+            raise InputError(f"unknown parameter {name!r}")
+        setattr(params, name, value)
+    params.check()
+    for volume in (params.fixedVolume, params.movingVolume):
+        check_not_transformed(volume)
+    return params
+
+
+def open_arguments(params: RunParameters, cache_dir: Path, folder: str | Path | None = None) -> dict:
+    """Write the inputs under a new staging folder of the cache; returns the worker's ``open`` arguments.
+
+    ``folder``: where the engine keeps the session; by default ``session`` beside the inputs. A folder
+    that already holds a session is refused (it is reopened, never overwritten).
+    """
+    staging = cache_dir / "sessions" / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    inputs = staging / "inputs"
+    session_folder = Path(folder) if folder else staging / "session"
+    if holds_session(session_folder):
+        raise InputError(
+            f"{session_folder} already holds a session; reopen it instead of starting another there"
+        )
+    args = {
+        "fixed": str(write_volume(params.fixedVolume, inputs / "fixed.nrrd")),
+        "moving": str(write_volume(params.movingVolume, inputs / "moving.nrrd")),
+        "folder": str(session_folder),
+        "model": params.modelPath if params.modelPath not in ("", ".") else None,
+        "device": params.device,
+        "seed": int(params.seed),
+        "truth": write_truth(params.truthTransform, inputs) if params.truthTransform else None,
+        "allow_non_ct": True if params.allowNonCt else None,
+        "fixed_views": params.fixedViewsFile or None,
+        "moving_views": params.movingViewsFile or None,
+    }
+    args.update(advanced_model_args(params))
+    return args
+
+
+def write_truth(transform_node, folder: Path) -> str:
+    """The ground-truth transform as the displacement field file the engine reads (for TRE)."""
+    from rso.core.imageio import write_displacement_field
+
+    return str(write_displacement_field(field_from_transform_node(transform_node), folder / "truth.nii.gz"))
+
+
+def check_not_transformed(volume) -> None:
+    """The engine sees a volume's own voxels: a transform the user put it under would be silently lost."""
+    transform = volume.GetParentTransformNode()
+    if transform is not None and not transform.GetAttribute(OUTPUT_ATTRIBUTE):
+        raise InputError(
+            f"volume {volume.GetName()!r} is under transform {transform.GetName()!r}; "
+            "harden it first (the engine registers the volume's own voxels)"
+        )
+
+
+def advanced_model_args(params: RunParameters) -> dict:
+    """Untrained-network channels and model grid, for tests and tiny demos ("4,8,16,32,64", "32,64,64")."""
+    args = {}
+    for name, key in (("modelChannels", "channels"), ("gridShape", "grid")):
+        text = getattr(params, name)
+        if text:
+            try:
+                args[key] = [int(v) for v in text.replace(" ", "").split(",")]
+            except ValueError:
+                raise InputError(f"{name} must be whole numbers separated by commas, not {text!r}") from None
+    return args
+
+
+def check_reopenable(folder: str) -> None:
+    """A folder the engine can reopen: a saved session, or the record of one kept on a remote engine."""
+    if not folder or not (holds_session(folder) or (Path(folder) / REMOTE_RECORD).is_file()):
+        raise InputError(f"no saved session to reopen{f' in {folder}' if folder else ''}")
+
+
+def clear_sessions(cache_dir: Path, keep: Path | None = None) -> int:
+    """Delete the stored sessions under the cache except ``keep``; returns how many were deleted."""
+    removed = 0
+    for folder in sorted((cache_dir / "sessions").glob("*")):
+        if folder != keep and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed

@@ -1,0 +1,148 @@
+"""The pair under review: what ``rso-registration review`` was asked for, the images as volume nodes
+(all or nothing), set as the registration's inputs, and removed again when another pair is opened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rso.core.imageio import read_displacement_field, read_image
+from rso.errors import InputError
+from RSORegistrationLib.logic import RegistrationLogic
+from RSORegistrationLib.parameters import OUTPUT_NODES
+from RSORegistrationLib.results import reusable
+from RSORegistrationLib.transforms import transform_node_from_field
+from RSORegistrationLib.volumes import volume_from_image
+
+
+@dataclass
+class ReviewOptions:
+    """What ``rso-registration review`` was asked for.
+
+    ``session``: the engine's session folder, reopened when it holds one (its own inputs are shown),
+    else the folder the first Register starts the session in (default: a new one under the cache).
+    ``parameters``: RunParameters fields (modelChannels, gridShape, isoIterations, rsoMode, ...);
+    ``engine``: further arguments of the worker's ``open`` (precision, similarity, smoothness).
+    ``fixed_views`` / ``moving_views``: the projection views files of a phase-binned 4D CBCT pair
+    (rso.core.reprojection), for the pair given here only: ISO and native RSO then compare the images
+    artefact-matched, and RSO may return a box to an earlier answer.
+    """
+
+    fixed: str | None = None
+    moving: str | None = None
+    truth: str | None = None
+    fixed_views: str | None = None
+    moving_views: str | None = None
+    session: str | None = None
+    out: str | None = None
+    parameters: dict = field(default_factory=dict)
+    engine: dict = field(default_factory=dict)
+
+
+@dataclass
+class InputNodes:
+    """The pair under review. ``moving_as_acquired`` shares the moving voxels but no transform:
+    the moving node itself is shown through the registration's transform once there is one."""
+
+    fixed: object
+    moving: object
+    moving_as_acquired: object
+    truth: object = None
+    paths: dict = field(default_factory=dict)
+
+    def nodes(self) -> list:
+        return [
+            node
+            for node in (self.fixed, self.moving, self.moving_as_acquired, self.truth)
+            if node is not None
+        ]
+
+
+class PairLoader:
+    """Reads a pair into new nodes, makes it the logic's inputs, and removes a pair with its results.
+
+    ``parameters``: RunParameters fields applied to every pair (the command line's).
+    """
+
+    def __init__(self, scene, logic: RegistrationLogic, parameters: dict):
+        self.scene, self.logic, self.parameters = scene, logic, parameters
+
+    def read(self, fixed, moving, truth) -> InputNodes:
+        """New nodes for the images; if any file is bad, the nodes made so far are removed again."""
+        made = []
+        try:
+            fixed_node = self._volume(fixed, "fixed image", made)
+            moving_node = self._volume(moving, "moving image", made)
+            as_acquired = self.scene.AddNewNodeByClass(
+                "vtkMRMLScalarVolumeNode",
+                self.scene.GenerateUniqueName(f"{moving_node.GetName()} as acquired"),
+            )
+            made.append(as_acquired)
+            as_acquired.CopyOrientation(moving_node)
+            as_acquired.SetAndObserveImageData(moving_node.GetImageData())  # the same voxels, not a copy
+            as_acquired.CreateDefaultDisplayNodes()
+            truth_node = None
+            if truth:
+                field = read_displacement_field(truth, "truth field")
+                truth_node = transform_node_from_field(self.scene, field, f"{Path(truth).name} (truth)")
+                made.append(truth_node)
+        except Exception:
+            for node in made:
+                self.scene.RemoveNode(node)
+            raise
+        return InputNodes(
+            fixed_node,
+            moving_node,
+            as_acquired,
+            truth_node,
+            {"fixed": str(fixed), "moving": str(moving), "truth": str(truth or "")},
+        )
+
+    def _volume(self, path, what: str, made: list):
+        node = volume_from_image(self.scene, read_image(path, what), volume_name(path))
+        made.append(node)
+        return node
+
+    def use(self, inputs: InputNodes, views: tuple[str, str] = ("", "")) -> None:
+        """Make ``inputs`` the registration's; ``views``: their projection views files (or none)."""
+        params = self.logic.parameters()
+        params.fixedVolume, params.movingVolume, params.truthTransform = (
+            inputs.fixed,
+            inputs.moving,
+            inputs.truth,
+        )
+        for name, value in self.parameters.items():
+            if not hasattr(params, name):
+                raise InputError(f"unknown registration parameter {name!r}")
+            setattr(params, name, value)
+        params.fixedViewsFile, params.movingViewsFile = views
+        params.check()
+        self.logic.set_parameters(params)
+
+    def forget(self, inputs: InputNodes | None) -> None:
+        """Remove the pair, its results and its regions from the scene (the session stays on disk)."""
+        params = self.logic.parameters()
+        outputs = [reusable(getattr(params, name), params) for name in OUTPUT_NODES]
+        regions = self.logic.watcher.watched
+        self.logic.reset()
+        for node in [*outputs, *regions, *(inputs.nodes() if inputs else [])]:
+            if node is not None and node.GetScene() is not None:
+                self.scene.RemoveNode(node)
+
+
+def checked_views(fixed_views: str | None, moving_views: str | None) -> tuple[str, str]:
+    """Both views files, read once to fail early with a one-line error, or neither ("", "")."""
+    from rso.core.reprojection import read_views, views_pair
+
+    views_pair(*(read_views(path) if path else None for path in (fixed_views, moving_views)))
+    return fixed_views or "", moving_views or ""
+
+
+def volume_name(path) -> str:
+    """The file's name without its image suffix: "case1.nii.gz" -> "case1"."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name

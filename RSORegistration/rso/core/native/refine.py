@@ -1,0 +1,42 @@
+"""One box's native RSO step: from its problem to a patch, the loss curve and the guard's verdict."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rso.core.native.guard import judge
+from rso.core.native.problem import NativeProblem
+from rso.core.native.refinement import NativeSettings, Refinement
+from rso.core.optimize import CancelToken, ProgressCallback, blend_weights
+from rso.core.patches import FieldPatch
+
+
+def refine_box(
+    problem: NativeProblem,
+    settings: NativeSettings,
+    iterations: int,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+):
+    """Optimise the correction; returns (patch, losses, verdict). The patch is None when declined.
+
+    Where the box returns to an earlier state (``earlier_starts``) there is nothing to optimise: refining
+    it on the fitted pair would pull it back towards the answer that pair had misled (``returns``).
+    """
+    refinement = Refinement(problem, settings)
+    returned = refinement.choose_earlier_state() if settings.earlier_starts else None
+    losses = []
+    if returned is None:
+        refinement.start_at(refinement.search_translation())
+        losses = refinement.run(iterations, progress, cancel)
+    with torch.no_grad():
+        correction = refinement.correction_mm()[0].permute(1, 2, 3, 0).cpu().numpy()
+    weights = blend_weights(problem.box, problem.margin_voxels, problem.window.shape)
+    verdict = judge(refinement, weights, correction, returned)
+    patch = (
+        None
+        if verdict.declined
+        else FieldPatch(problem.window, (weights[..., None] * correction).astype(np.float32))
+    )
+    return patch, losses, verdict

@@ -1,0 +1,172 @@
+"""The step runners: each kind of step proposes a candidate state; the session decides and records it.
+
+A runner never changes the session: it works on copies (a deep-copied network, a new field) and
+returns a ``Candidate``. Native RSO may instead decline the box (its guard, ``rso.core.native``).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rso.core.boxes import RegionBox
+from rso.core.geometry import ModelGrid
+from rso.core.losses import RegistrationLoss
+from rso.core.model import RegistrationNet
+from rso.core.native import GuardVerdict, NativeSettings, build_problem, refine_box
+from rso.core.optimize import (
+    blend_weights,
+    compose_local,
+    crop_window,
+    fine_tune,
+    optimise_field,
+    predict,
+    relative_to,
+)
+from rso.core.pair import ImagePair
+from rso.core.patches import FieldPatch
+from rso.core.steps import RSOSettings
+from rso.core.store import SessionState
+
+
+@dataclass
+class Candidate:
+    """A proposed state: the coarse field (3, z, y, x) in model-grid voxels, the fine patches on top of
+    it, the network whose weights come with it (the session's own when a step leaves them), and the
+    loss curve."""
+
+    field: np.ndarray
+    net: torch.nn.Module
+    losses: list
+    patches: tuple[FieldPatch, ...] = ()
+
+
+@dataclass
+class StepContext:
+    """What every runner reads: the pair, the session's network and its loss, and the progress hooks."""
+
+    pair: ImagePair
+    net: RegistrationNet
+    loss: RegistrationLoss
+    progress: object = None
+    cancel: object = None
+
+    @property
+    def grid(self) -> ModelGrid:
+        return self.pair.grid
+
+
+def general(ctx: StepContext) -> Candidate:
+    """The general model's one forward pass (paper step 1)."""
+    field = predict(ctx.net, ctx.pair.fixed_t, ctx.pair.moving_t)[0].cpu().numpy()
+    return Candidate(field, ctx.net, [])
+
+
+def iso(ctx: StepContext, params: dict) -> Candidate:
+    """Fine-tune a copy of the weights on the whole pair (paper eq. 3), matched where ``params`` says so."""
+    net = copy.deepcopy(ctx.net)
+    fixed_t, moving_t = ctx.pair.network_inputs(params["artefacts_matched"])
+    losses = fine_tune(
+        net,
+        fixed_t,
+        moving_t,
+        iterations=params["iterations"],
+        loss_fn=ctx.loss,
+        learning_rate=params["learning_rate"],
+        step="iso",
+        progress=ctx.progress,
+        cancel=ctx.cancel,
+    )
+    return Candidate(predict(net, fixed_t, moving_t)[0].cpu().numpy(), net, losses)
+
+
+def network_rso(ctx: StepContext, old: np.ndarray, box: RegionBox, settings: RSOSettings) -> Candidate:
+    """RSO in the network modes (full, crop) or on the model-grid field (direct), from field ``old``."""
+    pair = ctx.pair
+    margin = margin_voxels(ctx.grid, settings.blend_margin_mm)
+    if settings.mode == "full":
+        window, fixed, moving, region = None, pair.fixed_t, pair.moving_t, box.voxels.slices
+    else:
+        window = crop_window(box.voxels, old, ctx.grid.shape, margin)
+        fixed, moving = pair.fixed_t[(..., *window.slices)], pair.moving_t[(..., *window.slices)]
+        region = relative_to(box.voxels, window)
+    target = (slice(None), *window.slices) if window is not None else (slice(None),)
+    common = dict(
+        iterations=settings.iterations,
+        loss_fn=ctx.loss,
+        region=region,
+        progress=ctx.progress,
+        cancel=ctx.cancel,
+    )
+    if settings.mode == "direct":  # the weights stay as they are; only the field in the window moves
+        net = ctx.net
+        start = torch.from_numpy(old[target]).to(pair.device)[None]
+        new_window, losses = optimise_field(start, fixed, moving, net.warp, **common)
+    else:
+        net = copy.deepcopy(ctx.net)
+        rate = settings.learning_rate
+        losses = fine_tune(net, fixed, moving, learning_rate=rate, step="rso", **common)
+        if settings.compose == "global":
+            return Candidate(predict(net, pair.fixed_t, pair.moving_t)[0].cpu().numpy(), net, losses)
+        new_window = predict(net, fixed, moving)
+    candidate = old.copy()
+    candidate[target] = new_window[0].cpu().numpy()
+    weights = blend_weights(box.voxels, margin, ctx.grid.shape)
+    return Candidate(compose_local(old, candidate, weights[None]), net, losses)
+
+
+@dataclass
+class NativeOutcome:
+    """A native RSO step's answer: the candidate (None where the guard declined the box), the guard's
+    verdict, whether the images compared were artefact-matched, and the loss curve."""
+
+    candidate: Candidate | None
+    verdict: GuardVerdict
+    matched: bool
+    losses: list
+
+
+def native_rso(
+    ctx: StepContext, states: list[SessionState], box: RegionBox, settings: RSOSettings
+) -> NativeOutcome:
+    """Native-resolution RSO from the last of ``states`` (the earlier ones: where the box may return)."""
+    pair, grid, state = ctx.pair, ctx.grid, states[-1]
+    earlier = states[:-1] if settings.earlier_starts else []
+    fixed, moving = pair.compared_images(settings.match_artefacts)
+    matched = fixed is not pair.fixed
+    unfitted = (pair.fixed, pair.moving) if earlier and matched else None
+    problem = build_problem(
+        fixed,
+        moving,
+        box,
+        settings.blend_margin_mm,
+        grid,
+        grid.voxels_to_mm(state.field),
+        state.patches,
+        pair.device,
+        tuple((grid.voxels_to_mm(e.field), e.patches) for e in earlier),
+        unfitted,
+    )
+    native = NativeSettings(
+        similarity=settings.similarity,
+        control_spacing_mm=settings.control_spacing_mm,
+        smoothness=settings.smoothness,
+        learning_rate_mm=settings.step_mm,
+        min_gain=settings.min_gain,
+        presmooth_mm=settings.presmooth_mm,
+        earlier_starts=settings.earlier_starts,
+    )
+    patch, losses, verdict = refine_box(problem, native, settings.iterations, ctx.progress, ctx.cancel)
+    if patch is None:
+        return NativeOutcome(None, verdict, matched, losses)
+    return NativeOutcome(
+        Candidate(state.field, ctx.net, losses, (*state.patches, patch)), verdict, matched, losses
+    )
+
+
+def margin_voxels(grid: ModelGrid, margin_mm: float) -> np.ndarray:
+    """A margin in mm as whole model-grid voxels per axis (z, y, x), rounded up."""
+    return np.ceil(margin_mm / grid.voxel_size_mm()).astype(int)
