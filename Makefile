@@ -19,7 +19,7 @@ export PYTHONUTF8 := 1
 CHROMIUM ?= /usr/bin/chromium
 REVIEW_ARGS ?=
 
-.PHONY: setup data tcmalloc ssh-server chromium test test-fast demo review review-screenshot bench model screenshot clean
+.PHONY: setup data tcmalloc ssh-server chromium lint test test-fast demo review review-screenshot bench model screenshot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ chromium:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } || \
 	  echo "note: $(CHROMIUM) is absent and could not be installed; the browser tests will be skipped (failed where RSO_REQUIRE_BROWSER=1, as in CI)"
 
+# ruff (configured in pyproject.toml): the linter and the formatter's check, as CI runs them.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 test: data ssh-server chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -74,10 +79,10 @@ demo: data
 # open http://127.0.0.1:8080/ (from another machine: an SSH tunnel, docs/review-app.md).
 review: data
 	case=$$($(BIN)/python -c "from rso.evaluation.demo import demo_case; from rso.simulation.simulate import \
-	  views_path; case = demo_case(); views_path(case, 0); views_path(case, 5); print(case)") && \
+	  geometry_path; case = demo_case(); geometry_path(case, 0); geometry_path(case, 5); print(case)") && \
 	$(BIN)/rso-registration review --fixed $$case/cbct_phase0.nii.gz --moving $$case/cbct_phase5.nii.gz \
-	  --truth $$case/truth_0_5.nii.gz --fixed-views $$case/cbct_phase0_views.json \
-	  --moving-views $$case/cbct_phase5_views.json $(REVIEW_ARGS)
+	  --truth $$case/truth_0_5.nii.gz --fixed-geometry $$case/cbct_phase0_geometry.xml \
+	  --moving-geometry $$case/cbct_phase5_geometry.xml $(REVIEW_ARGS)
 
 # The benchmark (bench/README.md). elastix and ANTs are benchmark-only and pin older numpy/scipy,
 # so they live in a venv of their own.

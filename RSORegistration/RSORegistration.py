@@ -44,8 +44,8 @@ class RSORegistration(ScriptedLoadableModule):
             "pair with the general model, refine the whole image (ISO), then draw boxes where the result is "
             "not good enough: each box is refined (RSO) as soon as it is placed. The slice views show the "
             "fixed image with the difference to the warped moving image in colour. "
-            '<a href="https://github.com/rsoregistration/SlicerRSORegistration/blob/main/docs/'
-            'slicer-module.md">Documentation</a>.'
+            "Documentation: docs/slicer-module.md in this extension's source folder "
+            "(the online repository is not published yet)."
         )
         self.parent.acknowledgementText = _(
             "Implements the method of Bai et al., Region Specific Optimization (RSO)-based Deep Interactive "
@@ -73,8 +73,9 @@ class RSORegistrationParameterNode:
     autoRefine: bool = True
     engine: str = options.DEFAULT_ENGINE
     allowNonCt: bool = options.ALLOW_NON_CT
-    fixedViewsFile: str = ""  # views files of a phase-binned 4D CBCT pair (Python console; no widget yet)
-    movingViewsFile: str = ""
+    fixedGeometryFile: Path  # RTK geometry .xml of a phase-binned 4D CBCT pair (ctkPathLineEdit binds Path)
+    movingGeometryFile: Path
+    placementFile: Path  # optional ITK affine .tfm: RTK frame -> the volumes' LPS
     sessionFolder: str = ""
     warpedVolume: vtkMRMLScalarVolumeNode
     differenceVolume: vtkMRMLScalarVolumeNode

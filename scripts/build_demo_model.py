@@ -24,7 +24,7 @@ import torch
 from rso.core.model import build_model, parameter_count
 from rso.core.paths import cases_dir, data_dir
 from rso.core.session import RegistrationSession, open_inputs
-from rso.evaluation.demo import DEMO_PATIENT, EVALUATION_MASK, demo_case
+from rso.evaluation.demo import DEMO_PATIENT, EVALUATION_MASK
 from rso.simulation.fetch import fetch_data
 from rso.simulation.simulate import simulate_case
 from rso.training.train import TrainConfig, train
@@ -40,8 +40,8 @@ log = logging.getLogger("build_demo_model")
 
 
 def case_folder(name: str, seed: int) -> Path:
-    if name == DEMO_PATIENT and seed == 0:
-        return demo_case()
+    """A standard-preset (parallel-beam) case: the model's training and held-out cases. The demo case
+    is a cone-beam one now; held-out seed 0 is the model card's demo-lung2-seed0, simulated here."""
     role = "heldout" if name == DEMO_PATIENT else "train"
     folder = cases_dir() / f"{role}-{name}-seed{seed}"
     if not (folder / "case.json").is_file():

@@ -26,7 +26,7 @@ from sweep_rso import ISO_MATCHED_CASES, MORE_CLINICAL_CASES, case_folder  # noq
 
 from rso.core.session import open_inputs  # noqa: E402
 from rso.core.workflow import EngineSettings  # noqa: E402
-from rso.simulation.simulate import views_path  # noqa: E402
+from rso.simulation.simulate import geometry_path  # noqa: E402
 
 ITERATIONS = (0, 10, 25, 50, 100, 200)  # 0: the general model alone
 
@@ -60,8 +60,8 @@ def study(out: Path) -> None:
                 folder / "ct_phase0.nii.gz",
                 folder / f"truth_0_{phase}.nii.gz",
                 folder / "lung_mask.nii.gz",
-                views_path(folder, 0),
-                views_path(folder, phase),
+                geometry_path(folder, 0),
+                geometry_path(folder, phase),
             )
             session = EngineSettings(device="cpu").session(inputs)
             session.general()

@@ -11,8 +11,8 @@ Image pairs compared:
 * ``ct_fixed`` / ``ct_moving``: the clean CT on one side (the other side's artefacts only);
 * ``moving_*``: the moving phase re-simulated from its CT, against the case's fixed CBCT: as the case
   (``resimulated``), without scatter, without noise, with 1.6x the views, and from the fixed phase's
-  own views (``fixed_views``: the same streak directions in both);
-* ``matched``: both CBCTs seen through both phases' views (rso.core.reprojection); ``matched_linear``:
+  own views (``fixed_geometry``: the same streak directions in both);
+* ``matched``: both CBCTs seen through both phases' views (rso.core.projection.matching); ``matched_linear``:
   the same without clipping the reprojected streaks that dip below air.
 
     python scripts/streak_study.py --out bench/results/streak_study.json
@@ -55,7 +55,7 @@ def pairs_of(session, folder: Path, phase: int, preset: str) -> dict[str, tuple[
         "moving_no_scatter": (dataclasses.replace(params, scatter_to_primary=0.0), phase),
         "moving_no_noise": (dataclasses.replace(params, photons_per_mm2=0.0), phase),
         "moving_more_views": (dataclasses.replace(params, projections=int(params.projections * 1.6)), phase),
-        "moving_fixed_views": (params, 0),
+        "moving_fixed_geometry": (params, 0),
     }
     pairs = {
         "cbct": (session.fixed, session.moving),

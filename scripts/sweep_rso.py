@@ -39,7 +39,7 @@ from rso.core.steps import RSOSettings
 from rso.core.workflow import EngineSettings
 from rso.evaluation.box_kinds import pick_boxes
 from rso.simulation.fetch import fetch_data
-from rso.simulation.simulate import SimulationParams, simulate_case, views_path
+from rso.simulation.simulate import SimulationParams, geometry_path, simulate_case
 
 log = logging.getLogger("sweep")
 
@@ -106,13 +106,13 @@ def iso_session(folder: Path, phase: int, work: Path, matched_iso: bool = True) 
         folder / "ct_phase0.nii.gz",
         folder / f"truth_0_{phase}.nii.gz",
         folder / "lung_mask.nii.gz",
-        views_path(folder, 0),
-        views_path(folder, phase),
+        geometry_path(folder, 0),
+        geometry_path(folder, phase),
     )
     if (session_dir / "session.json").is_file():
         session = RegistrationSession.open(session_dir, device="cpu")
         # A session saved before sessions kept the projection views: the same inputs' views, given again.
-        session.views = session.views or (inputs["fixed_views"], inputs["moving_views"])
+        session.views = session.views or (inputs["fixed_geometry"], inputs["moving_geometry"])
         return session
     session = EngineSettings(device="cpu").session(inputs, folder=session_dir)
     session.general()
@@ -326,8 +326,8 @@ def iso_study(
                 folder / "ct_phase0.nii.gz",
                 folder / f"truth_0_{phase}.nii.gz",
                 folder / "lung_mask.nii.gz",
-                views_path(folder, 0),
-                views_path(folder, phase),
+                geometry_path(folder, 0),
+                geometry_path(folder, phase),
             )
             reference = iso_session(folder, phase, reference_work or sessions_dir(False), matched_iso=False)
             boxes = pick_boxes(reference, "misaligned", 2, 40.0, seed=seed)

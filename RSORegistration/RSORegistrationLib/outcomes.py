@@ -94,7 +94,9 @@ class StepOutcomes:
         history = self.steps.history
         if result.get("paths"):  # a reopened session: show where it stood
             self.view.show(result["paths"], history)
-        self.feedback.set_status(f"session open with {len(history)} step(s)" if history else "session open")
+        opened = f"session open with {len(history)} step(s)" if history else "session open"
+        matching = result.get("artefact_matching")
+        self.feedback.set_status(f"{opened}; {matching}" if matching else opened)
 
     def _step_done(self, job: StepRequest, result: dict) -> None:
         self.steps.record(job, result)

@@ -46,6 +46,17 @@ NODE_FIELDS = {  # field -> the node class it holds
 }
 
 
+# Files: str here, pathlib.Path in the widget's wrapper (a ctkPathLineEdit binds only a Path), where an
+# empty path reads "." (see file_path).
+PATH_FIELDS = ("modelPath", "fixedGeometryFile", "movingGeometryFile", "placementFile")
+
+
+def file_path(text) -> str | None:
+    """A file field's value as a path, or None when it is empty ("" here, "." from the widget's Path)."""
+    text = str(text or "").strip()
+    return None if text in ("", ".") else text
+
+
 # The nodes a registration makes (every one of them is replaced or removed with the session's results).
 OUTPUT_NODES = (
     "warpedVolume",
@@ -80,10 +91,11 @@ class RunParameters:
     autoRefine: bool = True  # placing an ROI starts RSO on it
     engine: str = DEFAULT_ENGINE  # "local", or "ssh:me@gpu-host": the worker runs there (docs/remote.md)
     allowNonCt: bool = ALLOW_NON_CT  # register volumes that do not look like CT in HU, on purpose
-    # Views files of a phase-binned 4D CBCT pair (rso.core.reprojection): native RSO compares
-    # artefact-matched images.
-    fixedViewsFile: str = ""
-    movingViewsFile: str = ""
+    # RTK projection geometry files (ThreeDCircularProjectionGeometry XML) of a phase-binned 4D CBCT
+    # pair (rso.core.projection): ISO and native RSO then compare artefact-matched images. Both or neither.
+    fixedGeometryFile: str = ""
+    movingGeometryFile: str = ""
+    placementFile: str = ""  # optional ITK affine .tfm: RTK frame -> the images' LPS (default: re-indexing)
     sessionFolder: str = ""
     warpedVolume: object = None
     differenceVolume: object = None
@@ -107,9 +119,22 @@ class RunParameters:
         for name in ("isoIterations", "rsoIterations"):
             if int(getattr(self, name)) < 0:
                 raise InputError(f"{name} must be >= 0")
+        self.check_projection_files()
         from rso.service.remote import engine_command
 
         engine_command(self.engine)  # InputError for anything but local or ssh:DESTINATION
+
+    def check_projection_files(self) -> None:
+        """Artefact matching needs the geometry of both images; a placement alone would do nothing."""
+        fixed, moving = file_path(self.fixedGeometryFile), file_path(self.movingGeometryFile)
+        if bool(fixed) != bool(moving):
+            given, missing = ("fixed", "moving") if fixed else ("moving", "fixed")
+            raise InputError(
+                f"projection geometry: only the {given} image's is given; choose the {missing} image's "
+                "too (artefact matching needs both), or clear it"
+            )
+        if file_path(self.placementFile) and not fixed:
+            raise InputError("a placement transform needs the projection geometries of both images")
 
 
 def _encode(value) -> str:

@@ -14,7 +14,7 @@ from rso.core.store import holds_session
 from rso.errors import InputError
 from rso.service.remote import REMOTE_RECORD
 
-from .parameters import RunParameters
+from .parameters import RunParameters, file_path
 from .transforms import OUTPUT_ATTRIBUTE, field_from_transform_node
 from .volumes import write_volume
 
@@ -48,13 +48,15 @@ def open_arguments(params: RunParameters, cache_dir: Path, folder: str | Path | 
         "fixed": str(write_volume(params.fixedVolume, inputs / "fixed.nrrd")),
         "moving": str(write_volume(params.movingVolume, inputs / "moving.nrrd")),
         "folder": str(session_folder),
-        "model": params.modelPath if params.modelPath not in ("", ".") else None,
+        "model": file_path(params.modelPath),
         "device": params.device,
         "seed": int(params.seed),
         "truth": write_truth(params.truthTransform, inputs) if params.truthTransform else None,
         "allow_non_ct": True if params.allowNonCt else None,
-        "fixed_views": params.fixedViewsFile or None,
-        "moving_views": params.movingViewsFile or None,
+        # RTK geometry XML files (both or neither: RunParameters.check) and the optional placement .tfm
+        "fixed_geometry": file_path(params.fixedGeometryFile),
+        "moving_geometry": file_path(params.movingGeometryFile),
+        "placement": file_path(params.placementFile),
     }
     args.update(advanced_model_args(params))
     return args

@@ -2,8 +2,10 @@
 
 The server renders Slicer's own slice views offscreen and streams them to the page as images; the
 page sends mouse events back, so the markups ROI is placed and dragged exactly as in Slicer. The
-server listens on 127.0.0.1 only: another machine reaches it through an SSH tunnel
-(docs/review-app.md). trame serves its own client files, so the page needs no internet.
+server listens on 127.0.0.1 only (or a Unix socket): another machine reaches it through an SSH tunnel
+(docs/review-app.md). Every request needs the run's token (access.py), and the Files menu opens and
+writes only inside the allowed folders (files.py). trame serves its own client files, so the page
+needs no internet.
 
 One asyncio loop runs everything: trame's events, the views' rendering, and a pump that lets the
 controller handle the engine worker's messages a few times a second. No other thread touches MRML.
@@ -14,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 from trame.app import TrameApp
 from trame.widgets import html
@@ -32,12 +34,17 @@ from vtkmodules.vtkCommonCore import vtkCommand
 
 from RSORegistrationLib.display import WINDOW_LEVEL_PRESETS
 
+from .access import ReviewAccess, UnixSocket, protect
 from .controller import LAYERS, ReviewController, ReviewOptions
+from .files import AllowedFolders, default_folders
+from .files_panel import FilesPanel
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"  # the only address the page is served on (see the module docstring)
+DEFAULT_TUNNEL_PORT = 8080  # the PC's end of the tunnel suggested for a Unix socket
 POLL_BUSY_S, POLL_IDLE_S = 0.1, 0.3  # how often the engine's messages are handled
+ACTION_FIELDS = {"export": ("export_folder",), "open_pair": ("open_fixed", "open_moving", "open_truth")}
 LAYER_TITLES = {"difference": "fixed + difference", "fixed": "fixed", "warped": "warped", "moving": "moving"}
 ACTIONS = (  # (button id, label, controller method, enabled while)
     ("reopen", "Reopen session", "reopen", "can_reopen"),  # shown only then: after the engine stopped
@@ -51,12 +58,22 @@ ACTIONS = (  # (button id, label, controller method, enabled while)
 
 
 class ReviewApp(TrameApp):
-    """The page for one ReviewController; ``backend_factory`` and ``cache_dir`` go to the logic."""
+    """The page for one ReviewController; ``backend_factory`` and ``cache_dir`` go to the logic;
+    ``access``: the token, the allowed folders and the Unix socket (default: a new token, the
+    images' folders, TCP)."""
 
     def __init__(
-        self, options: ReviewOptions, server=None, backend_factory: Callable | None = None, cache_dir=None
+        self,
+        options: ReviewOptions,
+        server=None,
+        backend_factory: Callable | None = None,
+        cache_dir=None,
+        access: ReviewAccess | None = None,
     ):
         super().__init__(server=server)
+        self.access = access or ReviewAccess()
+        protect(self.server, self.access, self._announce)
+        allowed = AllowedFolders(self.access.allow_dirs) if self.access.allow_dirs else None  # refused first
         self.slicer_app = SlicerApp()
         register_rca_factories(self.slicer_app.view_manager, self.server, slice_view_ui_f=slice_view_gutter)
         self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
@@ -76,6 +93,11 @@ class ReviewApp(TrameApp):
             view.interactor().AddObserver(vtkCommand.WindowResizeEvent, self._fit_resized_view)
         self.controller = ReviewController(self.slicer_app, options, backend_factory, cache_dir)
         self.controller.start()  # bad inputs raise InputError here, before anything is served
+        if allowed is None:
+            allowed = AllowedFolders(
+                default_folders(options.fixed, options.moving, options.truth, options.session)
+            )
+        self.files = FilesPanel(self.server, self.controller, allowed, self._act)
         self._shown_revision, self._shown_export = None, None
         self._pump_task: asyncio.Task | None = None
         self._set_editable_fields()
@@ -106,20 +128,22 @@ class ReviewApp(TrameApp):
             {"open_fixed": inputs["fixed"], "open_moving": inputs["moving"], "open_truth": inputs["truth"]}
         )
 
-    def _act(self, method: str) -> Callable[[], None]:
-        def act() -> None:
-            arguments = {
-                "export": ("export_folder",),
-                "open_pair": ("open_fixed", "open_moving", "open_truth"),
-            }
-            values = [self.state[name] or "" for name in arguments.get(method, ())]
-            self.controller.run_action(getattr(self.controller, method), *values)
+    def _act(self, method: str):
+        """A button's ``click``: the action, with the page fields it takes sent along with the click.
+        (The server's copy of a field just typed in can lag behind: trame's client holds state
+        updates back while a call is in flight, and sends the click at once.)"""
+        fields = ACTION_FIELDS.get(method, ())
+
+        def act(*values) -> None:
+            values = [str(value or "") for value in values]
+            checked = method in ("open_pair", "export")  # paths from the page: the allowed folders only
+            self.controller.run_action(getattr(self.files if checked else self.controller, method), *values)
             if method == "open_pair" and not self.controller.error:
                 self._set_editable_fields()
             self._sync()
 
         act.__name__ = method
-        return act
+        return (act, f"[{', '.join(fields)}]") if fields else act
 
     def _on_layer(self, layer, **_) -> None:
         if layer != self.controller.layer:
@@ -141,12 +165,25 @@ class ReviewApp(TrameApp):
 
     # ----------------------------------------------------------------------------- life cycle
     def _on_ready(self, **_) -> None:
-        print(
-            f"Review page: http://{LOOPBACK}:{self.server.port}/  (this machine only; from another one use an "
-            f"SSH tunnel: ssh -L {self.server.port}:{LOOPBACK}:{self.server.port} <this host>)",
-            flush=True,
-        )
         self._pump_task = create_task(self._pump())
+
+    def _announce(self) -> None:
+        """The page's address with its token, once it can be reached (on the Unix socket: once moved)."""
+        address, unix_socket = f"/?token={self.access.token}", self.access.socket
+        if unix_socket is None:
+            port = self.server.port
+            print(
+                f"Review page: http://{LOOPBACK}:{port}{address}  (this machine only; from another one "
+                f"use an SSH tunnel: ssh -N -L {port}:{LOOPBACK}:{port} <this host>, then the same address)",
+                flush=True,
+            )
+        else:
+            port = self.access.tunnel_port
+            print(
+                f"Review page on the Unix socket {unix_socket.path} (yours only): from your PC, "
+                f"ssh -N -L {port}:{unix_socket.path} <this host>, then open http://{LOOPBACK}:{port}{address}",
+                flush=True,
+            )
 
     async def _pump(self) -> None:
         """The engine's messages, handled on the loop: progress, results into the scene, errors."""
@@ -158,6 +195,8 @@ class ReviewApp(TrameApp):
     def _on_exited(self, **_) -> None:
         if self._pump_task is not None:
             self._pump_task.cancel()
+        if self.access.socket is not None:
+            self.access.socket.close()
         self.controller.close()  # the worker process shuts down with the page
 
     # ------------------------------------------------------------------------------------ UI
@@ -170,7 +209,7 @@ class ReviewApp(TrameApp):
             self.ui.icon.id = "btn-files"
             self.ui.drawer.temporary = True  # over the views, which keep their size
             with self.ui.drawer:
-                self._files_panel()
+                self.files.build()
             with self.ui.toolbar:
                 v3.VSpacer()
                 for button_id, label, method, enabled in ACTIONS:
@@ -250,44 +289,6 @@ class ReviewApp(TrameApp):
                 classes="text-caption region-line",
             )
 
-    def _files_panel(self) -> None:
-        with html.Div(classes="d-flex flex-column pa-3", id="files"):
-            for name, label in (
-                ("fixed", "fixed image"),
-                ("moving", "moving image"),
-                ("truth", "truth field (optional)"),
-            ):
-                v3.VTextField(
-                    v_model=(f"open_{name}",),
-                    label=f"{label}, path on the server",
-                    density="compact",
-                    hide_details=True,
-                    id=f"input-{name}",
-                    classes="mb-1",
-                )
-            v3.VBtn(
-                "Open pair",
-                id="btn-open",
-                click=self._act("open_pair"),
-                disabled=("busy",),
-                size="small",
-                variant="tonal",
-                classes="mb-2",
-            )
-            v3.VTextField(
-                v_model=("export_folder",),
-                label="export to folder",
-                density="compact",
-                hide_details=True,
-                id="export-folder",
-                classes="mb-1",
-            )
-            html.Div(
-                "session folder: {{ session_folder || 'starts with the first Register' }}",
-                id="session-line",
-                classes="text-caption",
-            )
-
 
 def slice_view_gutter(server, view_id: str, view) -> None:
     """The reset-view button and the slice slider, and a hidden marker the tests find the view by."""
@@ -317,8 +318,25 @@ def _own_arguments_only():
         sys.argv = saved
 
 
-def serve(options: ReviewOptions, port: int, backend_factory: Callable | None = None, cache_dir=None) -> None:
-    """Build the page (bad inputs raise InputError first) and serve it on 127.0.0.1:port until Ctrl-C."""
-    app = ReviewApp(options, backend_factory=backend_factory, cache_dir=cache_dir)
-    with _own_arguments_only():
-        app.server.start(host=LOOPBACK, port=port, open_browser=False, show_connection_info=False, timeout=0)
+def serve(
+    options: ReviewOptions,
+    port: int,
+    backend_factory: Callable | None = None,
+    cache_dir=None,
+    access: ReviewAccess | None = None,
+) -> None:
+    """Build the page (bad inputs raise InputError first) and serve it on 127.0.0.1:port, or on
+    ``access.unix_socket``, until Ctrl-C."""
+    access = access or ReviewAccess()
+    if access.unix_socket:
+        access.socket, access.tunnel_port = UnixSocket(access.unix_socket), port or DEFAULT_TUNNEL_PORT
+        port = 0  # the TCP site only until the socket takes over
+    try:
+        app = ReviewApp(options, backend_factory=backend_factory, cache_dir=cache_dir, access=access)
+        with _own_arguments_only():
+            app.server.start(
+                host=LOOPBACK, port=port, open_browser=False, show_connection_info=False, timeout=0
+            )
+    finally:
+        if access.socket is not None:
+            access.socket.close()

@@ -27,7 +27,7 @@ from RSORegistrationLib.charts import step_labels
 from RSORegistrationLib.forwarding import Forwarded
 from RSORegistrationLib.logic import RegistrationLogic
 
-from .inputs import InputNodes, PairLoader, ReviewOptions, checked_views
+from .inputs import InputNodes, PairLoader, ReviewOptions, checked_geometry
 from .layers import LAYERS, SliceLayers
 from .page import LossPlot, PageStatus, metric_headers, metric_rows, regions_text
 
@@ -91,9 +91,9 @@ class ReviewController:
                 raise InputError(
                     "give --fixed and --moving images (or --session with a saved session folder)"
                 )
-            views = checked_views(self.options.fixed_views, self.options.moving_views)
+            geometry = checked_geometry(self.options)
             self._use_inputs(
-                self.loader.read(self.options.fixed, self.options.moving, self.options.truth), views
+                self.loader.read(self.options.fixed, self.options.moving, self.options.truth), geometry
             )
         self.logic.start_engine()  # torch loads while the user looks at the images
 
@@ -109,10 +109,11 @@ class ReviewController:
         self.session_folder, self.export_folder = None, ""
         self._use_inputs(inputs)
 
-    def _use_inputs(self, inputs: InputNodes, views: tuple[str, str] = ("", "")) -> None:
-        """Review ``inputs``; ``views``: their projection views files (a pair opened on the page has none)."""
+    def _use_inputs(self, inputs: InputNodes, geometry: tuple[str, str, str] = ("", "", "")) -> None:
+        """Review ``inputs``; ``geometry``: their projection geometry and placement files (a pair opened
+        on the page has none)."""
         self.inputs = inputs
-        self.loader.use(inputs, views)
+        self.loader.use(inputs, geometry)
         self.show_layers()
         for view in self.slicer_app.view_manager.get_slice_views():
             view.fit_view_to_content()

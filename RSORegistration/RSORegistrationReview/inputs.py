@@ -24,16 +24,18 @@ class ReviewOptions:
     else the folder the first Register starts the session in (default: a new one under the cache).
     ``parameters``: RunParameters fields (modelChannels, gridShape, isoIterations, rsoMode, ...);
     ``engine``: further arguments of the worker's ``open`` (precision, similarity, smoothness).
-    ``fixed_views`` / ``moving_views``: the projection views files of a phase-binned 4D CBCT pair
-    (rso.core.reprojection), for the pair given here only: ISO and native RSO then compare the images
-    artefact-matched, and RSO may return a box to an earlier answer.
+    ``fixed_geometry`` / ``moving_geometry``: the RTK projection geometry files of a phase-binned 4D CBCT
+    pair, and ``placement`` (an ITK affine: RTK frame -> LPS) (rso.core.projection), for the pair given
+    here only: ISO and native RSO then compare the images artefact-matched, and RSO may return a box to
+    an earlier answer.
     """
 
     fixed: str | None = None
     moving: str | None = None
     truth: str | None = None
-    fixed_views: str | None = None
-    moving_views: str | None = None
+    fixed_geometry: str | None = None
+    moving_geometry: str | None = None
+    placement: str | None = None
     session: str | None = None
     out: str | None = None
     parameters: dict = field(default_factory=dict)
@@ -104,8 +106,9 @@ class PairLoader:
         made.append(node)
         return node
 
-    def use(self, inputs: InputNodes, views: tuple[str, str] = ("", "")) -> None:
-        """Make ``inputs`` the registration's; ``views``: their projection views files (or none)."""
+    def use(self, inputs: InputNodes, geometry: tuple[str, str, str] = ("", "", "")) -> None:
+        """Make ``inputs`` the registration's; ``geometry``: their (fixed, moving) projection geometry
+        files and the placement file ("" where none)."""
         params = self.logic.parameters()
         params.fixedVolume, params.movingVolume, params.truthTransform = (
             inputs.fixed,
@@ -116,7 +119,7 @@ class PairLoader:
             if not hasattr(params, name):
                 raise InputError(f"unknown registration parameter {name!r}")
             setattr(params, name, value)
-        params.fixedViewsFile, params.movingViewsFile = views
+        params.fixedGeometryFile, params.movingGeometryFile, params.placementFile = geometry
         params.check()
         self.logic.set_parameters(params)
 
@@ -131,12 +134,21 @@ class PairLoader:
                 self.scene.RemoveNode(node)
 
 
-def checked_views(fixed_views: str | None, moving_views: str | None) -> tuple[str, str]:
-    """Both views files, read once to fail early with a one-line error, or neither ("", "")."""
-    from rso.core.reprojection import read_views, views_pair
+def checked_geometry(options: ReviewOptions) -> tuple[str, str, str]:
+    """The pair's (fixed, moving) geometry files and placement, each read once to fail early with a
+    one-line error; "" where none. Both geometries or neither; a placement needs them."""
+    from rso.core.projection.geometry import Placement, read_geometry
+    from rso.core.projection.matching import geometry_pair
 
-    views_pair(*(read_views(path) if path else None for path in (fixed_views, moving_views)))
-    return fixed_views or "", moving_views or ""
+    paths = (options.fixed_geometry, options.moving_geometry)
+    if (
+        geometry_pair(*(read_geometry(path) if path else None for path in paths)) is None
+        and options.placement
+    ):
+        raise InputError("a placement needs the projection geometries of both images")
+    if options.placement:
+        Placement.from_transform(options.placement)
+    return paths[0] or "", paths[1] or "", options.placement or ""
 
 
 def volume_name(path) -> str:

@@ -17,7 +17,20 @@ from rso.cli.launcher import relaunch_with_tcmalloc
 
 __all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
 
-SUBCOMMANDS = ("register", "review", "batch", "demo", "bench", "fetch", "simulate", "train", "worker")
+SUBCOMMANDS = (
+    "register",
+    "review",
+    "batch",
+    "demo",
+    "bench",
+    "fetch",
+    "simulate",
+    "phases",
+    "series",
+    "train",
+    "worker",
+    "slicer_install",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,9 +32,9 @@ def box_plan(text: str) -> tuple[tuple[str, int], ...]:
 
 
 def plan_from_args(args):
-    from rso.evaluation.bench.plan import BenchPlan
+    from rso.evaluation.bench.plan import CASE_SETS, BenchPlan
 
-    plan = BenchPlan.quick() if args.quick else BenchPlan()
+    plan = BenchPlan.quick() if args.quick else BenchPlan(cases=CASE_SETS[args.case_set])
     keys = ("boxes", "box_size_mm", "iso_long", "iso_short", "rso", "speed_iterations", "moving_phase")
     changes = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     if args.case_dir:
@@ -104,6 +104,13 @@ def add_subcommand(subparsers) -> None:
         "--quick",
         action="store_true",
         help="one case, two boxes (misaligned, control), few iterations, one speed grid",
+    )
+    parser.add_argument(
+        "--case-set",
+        choices=("conebeam", "parallel"),
+        default="conebeam",
+        help="conebeam: clinical cone-beam 4D CBCT (RTK, both scanner presets; the default); parallel: last "
+        "round's parallel-beam cases (the secondary table)",
     )
     parser.add_argument("--cases", type=int, metavar="N", help="only the first N cases of the plan")
     parser.add_argument(

@@ -75,7 +75,28 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-non-ct",
         action="store_true",
-        help="register images that do not look like CT in Hounsfield units (the model expects HU)",
+        help="register images that do not look like CT in Hounsfield units (the model expects HU): such an "
+        "image's network input is normalised from its own 0.5th-99.5th percentiles instead of the HU "
+        "formula, and the session keeps that choice",
+    )
+
+
+def add_geometry_arguments(parser, what: str = "ISO and native RSO compare") -> None:
+    """--fixed-geometry / --moving-geometry (RTK XML) and --placement: artefact matching's inputs."""
+    parser.add_argument(
+        "--fixed-geometry",
+        metavar="XML",
+        help="the RTK projection geometry the fixed image (a phase of a 4D CBCT) was reconstructed from, "
+        f"as RTK writes it (ThreeDCircularProjectionGeometry): with --moving-geometry, {what} the images "
+        "artefact-matched, each seen through the other's geometry (docs/simulator.md)",
+    )
+    parser.add_argument("--moving-geometry", metavar="XML", help="the moving image's RTK projection geometry")
+    parser.add_argument(
+        "--placement",
+        metavar="TFM",
+        help="where the images sit in RTK's frame: an ITK affine transform file mapping RTK-frame points "
+        "(mm) to the images' LPS points (default: the image centre is the isocentre, superior along "
+        "RTK's rotation axis y; docs/simulator.md)",
     )
 
 

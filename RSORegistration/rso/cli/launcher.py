@@ -8,7 +8,7 @@ import sys
 
 from rso.service.allocator import with_tcmalloc
 
-HEAVY_SUBCOMMANDS = ("register", "demo", "bench", "batch", "train", "worker", "review")
+HEAVY_SUBCOMMANDS = ("register", "demo", "bench", "batch", "train", "worker", "review", "simulate", "phases")
 
 
 def relaunch_with_tcmalloc(argv: list[str]) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
-from rso.cli.common import add_engine_arguments, engine_from_args, number_list
+from rso.cli.common import add_engine_arguments, add_geometry_arguments, engine_from_args, number_list
 from rso.options import (
     COMPOSITIONS,
     DEFAULT_BLEND_MARGIN_MM,
@@ -13,6 +14,7 @@ from rso.options import (
     DEFAULT_ISO_ITERATIONS,
     DEFAULT_ISO_MATCH_ARTEFACTS,
     DEFAULT_NATIVE_ITERATIONS,
+    DEFAULT_PREALIGN,
     DEFAULT_RSO_CONTROL_SPACING_MM,
     DEFAULT_RSO_EARLIER_STARTS,
     DEFAULT_RSO_MATCH_ARTEFACTS,
@@ -20,8 +22,10 @@ from rso.options import (
     DEFAULT_RSO_MODE,
     DEFAULT_RSO_SIMILARITY,
     DEFAULT_RSO_SMOOTHNESS,
+    DEFAULT_WRITE_INVERSE,
     NATIVE_SIMILARITIES,
     PAPER_RSO_ITERATIONS,
+    PREALIGNMENTS,
     RSO_MODES,
 )
 
@@ -49,19 +53,91 @@ def add_subcommand(subparsers) -> None:
         "--iso-match-artefacts",
         action=argparse.BooleanOptionalAction,
         default=DEFAULT_ISO_MATCH_ARTEFACTS,
-        help="fine-tune ISO on the artefact-matched pair where both images' views are given",
+        help="fine-tune ISO on the artefact-matched pair where both images' geometries are given",
     )
     add_box_arguments(parser)
     add_rso_arguments(parser)
     parser.add_argument("--truth", help="ground-truth displacement field (ITK, fixed -> moving) for TRE")
     parser.add_argument("--reference", help="image to measure RMSE against (default: the fixed image)")
-    parser.add_argument(
-        "--mask",
-        help="where whole-image and box metrics are measured, e.g. a body mask (default: everywhere)",
-    )
+    add_mask_arguments(parser)
     add_label_arguments(parser)
+    add_landmark_arguments(parser)
+    add_alignment_arguments(parser)
     parser.add_argument("--no-figure", action="store_true", help="skip report.png")
     parser.set_defaults(func=run)
+
+
+def add_mask_arguments(parser) -> None:
+    """--fit-mask (what ISO and RSO fit), --metrics-mask (where metrics are measured), --mask (old name)."""
+    parser.add_argument(
+        "--fit-mask",
+        metavar="FILE",
+        help="a binary image (nonzero inside; any grid that overlaps the fixed image): ISO's and RSO's "
+        "similarity is measured only inside it, as ANTs' and elastix's masks limit the fit (the smoothness "
+        "stays global); e.g. the lungs, so that the ribs' sliding and the table do not pull the field",
+    )
+    metrics = parser.add_mutually_exclusive_group()
+    metrics.add_argument(
+        "--metrics-mask",
+        metavar="FILE",
+        help="where whole-image and box metrics are measured, e.g. a body mask (default: everywhere); "
+        "it does not change the registration",
+    )
+    metrics.add_argument("--mask", metavar="FILE", help="deprecated: the same as --metrics-mask")
+
+
+def metrics_mask_from_args(args) -> str | None:
+    """--metrics-mask, or the deprecated --mask with a warning."""
+    if args.mask:
+        logging.getLogger(__name__).warning(
+            "--mask is deprecated: it is --metrics-mask (where metrics are measured); "
+            "--fit-mask limits what the registration fits"
+        )
+    return args.metrics_mask or args.mask
+
+
+def add_alignment_arguments(parser) -> None:
+    """--initial-transform or --prealign (T0, composed before the general model), --inverse."""
+    group = parser.add_argument_group("initial alignment and the inverse (docs/cli.md)")
+    group.add_argument(
+        "--initial-transform",
+        metavar="FILE",
+        help="an ITK transform mapping fixed points to moving points, as ANTs, elastix's transformix and "
+        "Slicer write them (.tfm, .txt, .h5, .mat: Euler, similarity, affine, a displacement field or a "
+        "composite of those; or a displacement field image): the moving image is resampled through it "
+        "before the general model, and every result (field, warped image, transform.h5) includes it",
+    )
+    group.add_argument(
+        "--prealign",
+        choices=PREALIGNMENTS,
+        default=DEFAULT_PREALIGN,
+        help="compute the initial transform instead: rigid (Euler, Mattes mutual information, three "
+        "resolutions), e.g. for a CT and a CBCT of different days; written as prealign.tfm",
+    )
+    group.add_argument(
+        "--inverse",
+        action="store_true",
+        default=DEFAULT_WRITE_INVERSE,
+        help="also write inverse_displacement.nii.gz: the moving -> fixed field on the moving image's grid "
+        "(its round trip's residual in report.json)",
+    )
+
+
+def add_landmark_arguments(parser) -> None:
+    parser.add_argument(
+        "--landmarks-fixed",
+        metavar="FILE",
+        help="landmarks on the fixed image: Slicer markups (.mrk.json, .fcsv), CSV stating LPS or RAS, "
+        "DIR-Lab text (1-based voxel indices on the fixed image), elastix point files or VTK points; "
+        "their TRE after each step goes into report.json (landmark_tre_mm) and the summary table",
+    )
+    parser.add_argument("--landmarks-moving", metavar="FILE", help="the same landmarks on the moving image")
+    parser.add_argument(
+        "--landmarks-pairing",
+        choices=("order", "label"),
+        default="order",
+        help="pair the two sets by their order in the files (default) or by label",
+    )
 
 
 def add_label_arguments(parser) -> None:
@@ -165,18 +241,12 @@ def add_rso_arguments(parser) -> None:
         help="the guard: decline a step that explains less than this fraction of the box's "
         "remaining difference (0: only a step that adds folding is declined)",
     )
-    native.add_argument(
-        "--fixed-views",
-        metavar="JSON",
-        help="the projection views the fixed image was reconstructed from (a phase-binned CBCT; "
-        "rso.core.reprojection): with --moving-views, native RSO compares the images artefact-matched",
-    )
-    native.add_argument("--moving-views", metavar="JSON", help="the moving image's projection views")
+    add_geometry_arguments(native, "native RSO compares")
     native.add_argument(
         "--rso-match-artefacts",
         action=argparse.BooleanOptionalAction,
         default=DEFAULT_RSO_MATCH_ARTEFACTS,
-        help="compare artefact-matched images where both images' views are given",
+        help="compare artefact-matched images where both images' projection geometries are given",
     )
     native.add_argument(
         "--rso-earlier-starts",
@@ -221,17 +291,29 @@ def run(args) -> int:
         rso=rso_settings_from_args(args),
         truth=args.truth,
         reference=args.reference,
-        mask=args.mask,
+        mask=metrics_mask_from_args(args),
+        fit_mask=args.fit_mask,
         figure=not args.no_figure,
-        fixed_views=args.fixed_views,
-        moving_views=args.moving_views,
+        fixed_geometry=args.fixed_geometry,
+        moving_geometry=args.moving_geometry,
+        placement=args.placement,
         labels=args.labels,
         labels_colors=args.labels_colors,
         labels_reference=args.labels_reference,
+        landmarks_fixed=args.landmarks_fixed,
+        landmarks_moving=args.landmarks_moving,
+        landmarks_pairing=args.landmarks_pairing,
+        initial_transform=args.initial_transform,
+        prealign=args.prealign,
+        inverse=args.inverse,
     )
     with step_progress(not args.quiet) as progress:
         session, paths = run_register_job(job, progress=progress)
-    print(format_table([summary_row(r) for r in session.history]))
+    rows = [summary_row(r) for r in session.history]
+    if "landmarks" in paths:  # the landmarks' mean TRE after each step, as the report has it
+        steps = json.loads(paths["report"].read_text())["steps"]
+        rows = [{**row, "landmark_tre_mm": step["landmark_tre_mm"]["mean"]} for row, step in zip(rows, steps)]
+    print(format_table(rows))
     if "labels_report" in paths:
         print(labels_text(json.loads(paths["labels_report"].read_text())))
     return 0

@@ -1,12 +1,15 @@
 """``review``: the browser review page (docs/review-app.md) on 127.0.0.1, for one pair or a session folder.
 
+The page needs the run's token (printed in its address); ``--unix-socket`` serves it on a socket
+only this user can connect to; the Files menu opens and writes only inside ``--allow-dir`` folders.
+
 The page is RSORegistrationReview (trame-slicer, the ``review`` extra); it is imported only here,
 inside ``run``, so that the engine and the other subcommands never load Slicer, VTK or trame.
 """
 
 from __future__ import annotations
 
-from rso.cli.common import add_engine_arguments
+from rso.cli.common import add_engine_arguments, add_geometry_arguments
 from rso.options import (
     COMPOSITIONS,
     DEFAULT_COMPOSITION,
@@ -22,23 +25,17 @@ DEFAULT_PORT = 8080
 def add_subcommand(subparsers) -> None:
     parser = subparsers.add_parser(
         "review",
-        help="review and refine a registration in the browser (served on 127.0.0.1 only)",
-        description="A web page with Slicer's slice views: register, refine the whole image, draw boxes to refine "
-        "(RSO), undo and export. It listens on 127.0.0.1 only; from another machine use an SSH tunnel "
-        "(docs/review-app.md).",
+        help="review and refine a registration in the browser (served on 127.0.0.1 only, with a token)",
+        description="A web page with Slicer's slice views: register, refine the whole image, draw boxes to "
+        "refine (RSO), undo and export. It listens on 127.0.0.1 only (or a Unix socket) and needs the token "
+        "printed in its address; from another machine use an SSH tunnel (docs/review-app.md).",
     )
     parser.add_argument("--fixed", help="fixed image (NIfTI, NRRD, MHA or a DICOM folder)")
     parser.add_argument("--moving", help="moving image")
     parser.add_argument(
         "--truth", help="ground-truth displacement field (ITK, fixed -> moving): the table shows TRE"
     )
-    parser.add_argument(
-        "--fixed-views",
-        metavar="JSON",
-        help="the projection views the fixed image was reconstructed from (a phase-binned CBCT; "
-        "rso.core.reprojection): with --moving-views, ISO and RSO compare the images artefact-matched",
-    )
-    parser.add_argument("--moving-views", metavar="JSON", help="the moving image's projection views")
+    add_geometry_arguments(parser)
     parser.add_argument(
         "--session",
         metavar="DIR",
@@ -54,7 +51,28 @@ def add_subcommand(subparsers) -> None:
         "--port",
         type=int,
         default=DEFAULT_PORT,
-        help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; 0 picks a free one)",
+        help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; 0 picks a free one); with --unix-socket, the "
+        "PC's end of the SSH tunnel the printed command suggests",
+    )
+    parser.add_argument(
+        "--token",
+        help="the page's access token (16+ characters from A-Z a-z 0-9 _ . ~ -; default: $RSO_REVIEW_TOKEN, "
+        "else a new random one, printed in the page's address). Every user of the host can read a "
+        "command line: prefer the environment variable",
+    )
+    parser.add_argument(
+        "--unix-socket",
+        metavar="PATH",
+        help="serve on this Unix socket (mode 0600: only you can connect) instead of a TCP port; "
+        "forward it with ssh -L PORT:PATH",
+    )
+    parser.add_argument(
+        "--allow-dir",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="a folder the page's Files menu may open images in and export to (repeatable; default: the "
+        "folders of the images given, or the session folder); any path outside is refused",
     )
     parser.add_argument(
         "--iso",
@@ -100,13 +118,24 @@ def review_options(args):
         fixed=args.fixed,
         moving=args.moving,
         truth=args.truth,
-        fixed_views=args.fixed_views,
-        moving_views=args.moving_views,
+        fixed_geometry=args.fixed_geometry,
+        moving_geometry=args.moving_geometry,
+        placement=args.placement,
         session=args.session,
         out=args.out,
         parameters=parameters,
         engine=engine,
     )
+
+
+def review_access(args):
+    """The page's ReviewAccess: the token (checked, or a new one), the allowed folders, the socket."""
+    import os
+
+    from RSORegistrationReview.access import TOKEN_ENV, ReviewAccess, checked_token
+
+    token = checked_token(args.token or os.environ.get(TOKEN_ENV) or None)
+    return ReviewAccess(token=token, allow_dirs=list(args.allow_dir), unix_socket=args.unix_socket)
 
 
 def run(args) -> int:
@@ -119,5 +148,5 @@ def run(args) -> int:
             f"the review app needs the 'review' extra ({exc.name} is missing): "
             "pip install 'rso-registration[review]'"
         ) from None
-    serve(review_options(args), args.port)
+    serve(review_options(args), args.port, access=review_access(args))
     return 0

@@ -39,7 +39,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         choices=SIMULATION_PRESETS,
         default="standard",
         help="standard: the breathing model; local: 20-25 mm breathing, lagging lower lobes and an "
-        "inserted lesion with its own trajectory; clinical: local with the clinical CBCT preset",
+        "inserted lesion with its own trajectory; clinical: local with the parallel projector's clinical "
+        "preset; xvi, truebeam: local as clinical cone-beam 4D CBCT (RTK) like Elekta XVI or Varian "
+        "TrueBeam, each phase with its RTK geometry file (docs/simulator.md)",
     )
     parser.add_argument(
         "--only",

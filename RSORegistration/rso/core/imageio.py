@@ -10,6 +10,8 @@ import gzip
 import hashlib
 import logging
 import os
+import secrets
+import stat
 import tempfile
 import zlib
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from rso.core.dicom import read_series
 from rso.errors import InputError
 from rso.options import ALLOW_NON_CT
 
@@ -26,15 +29,21 @@ NIFTI_INTENT_DISPLACEMENT_VECTOR = 1006
 NON_CT_BELOW_HU = -200.0  # CT of a body has voxels below this (air, lung, fat); 0-255 or MR images do not
 
 
-def read_image(path: str | os.PathLike, what: str = "image") -> sitk.Image:
-    """Read a 3-D scalar image (NIfTI, NRRD, MHA or a DICOM series folder) as float32 HU."""
+def read_image(path: str | os.PathLike, what: str = "image", series: str | None = None) -> sitk.Image:
+    """Read a 3-D scalar image (NIfTI, NRRD, MHA or a DICOM series folder) as float32 HU.
+
+    ``series``: which series of a DICOM folder (its series instance UID, or its index in
+    ``rso.core.dicom.list_series`` as text); needed when the folder holds several.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{what} not found: {path}")
+    if series is not None and not path.is_dir():
+        raise InputError(f"{what} {path} is a file: a DICOM series ({series}) is picked in a folder only")
     if path.name.endswith(".gz"):
         _check_complete_gzip(path, what)
     try:
-        image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
+        image = read_series(path, what, series) if path.is_dir() else sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"{what} could not be read ({path}): {_first_line(exc)}") from None
     check_scalar_volume(image, f"{what} {path.name}")
@@ -42,7 +51,8 @@ def read_image(path: str | os.PathLike, what: str = "image") -> sitk.Image:
 
 
 def _check_complete_gzip(path: Path, what: str) -> None:
-    """ITK reads a truncated .nii.gz without a word, zeros where the data ended: decompress it once to be sure."""
+    """ITK reads a truncated .nii.gz without a word, zeros where the data ended: decompress it once to be
+    sure."""
     try:
         with gzip.open(path, "rb") as stream:
             while stream.read(1 << 22):
@@ -53,25 +63,14 @@ def _check_complete_gzip(path: Path, what: str) -> None:
         ) from None
 
 
-def _read_dicom_series(folder: Path) -> sitk.Image:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise InputError(f"no DICOM series in folder {folder}")
-    if len(series) > 1:
-        log.warning("%s holds %d DICOM series; reading the first (%s)", folder, len(series), series[0])
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    return reader.Execute()
-
-
 def check_scalar_volume(image: sitk.Image, what: str) -> None:
     """A registrable volume is 3-D, scalar, at least 2 voxels along each axis, and finite."""
     if image.GetDimension() != 3:
         raise InputError(f"{what} is {image.GetDimension()}-D; a 3-D volume is required")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
-            f"{what} has {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar volume is required"
+            f"{what} has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+            "a scalar volume is required"
         )
     if min(image.GetSize()) < 2:
         raise InputError(
@@ -88,17 +87,18 @@ def check_scalar_volume(image: sitk.Image, what: str) -> None:
         )
 
 
-def check_ct_intensities(image: sitk.Image, what: str, allow_non_ct: bool = ALLOW_NON_CT) -> None:
+def check_ct_intensities(image: sitk.Image, what: str, allow_non_ct: bool = ALLOW_NON_CT) -> bool:
     """The model is trained on CT in Hounsfield units: refuse an image that does not look like it.
 
     CT of a body holds air (-1000 HU), lung (about -800) or fat (about -100): something below
     NON_CT_BELOW_HU. An 8-bit 0-255 volume, MR, or CT stored without its rescale has nothing
     there. ``allow_non_ct`` registers such an image on purpose, with a warning in the log.
+    Returns whether the image looks like CT (False only where ``allow_non_ct`` let it through).
     """
     values = sitk.GetArrayViewFromImage(image)
     low = float(values.min())
     if low < NON_CT_BELOW_HU:
-        return
+        return True
     message = (
         f"{what} does not look like CT in Hounsfield units (values {low:g} to {float(values.max()):g}, "
         f"nothing below {NON_CT_BELOW_HU:g}; air is -1000 HU): the model expects HU"
@@ -108,6 +108,7 @@ def check_ct_intensities(image: sitk.Image, what: str, allow_non_ct: bool = ALLO
             f"{message}; rescale it to HU, or allow non-CT intensities (--allow-non-ct) to register it anyway"
         )
     log.warning("%s; registering it anyway, as asked", message)
+    return False
 
 
 def read_file(path: str | os.PathLike, what: str) -> sitk.Image:
@@ -137,9 +138,8 @@ def write_image(image: sitk.Image, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".nii.gz"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem.split('.')[0]}-", suffix=suffix, dir=path.parent)
+    fd, tmp = _new_file(path.parent, f".{path.stem.split('.')[0]}-", suffix)
     os.close(fd)
-    _ordinary_permissions(tmp)
     try:
         sitk.WriteImage(image, tmp, useCompression=True)
         os.replace(tmp, path)
@@ -195,8 +195,7 @@ def index_to_physical_matrix(image: sitk.Image) -> np.ndarray:
 def write_bytes_atomically(data: bytes, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    _ordinary_permissions(tmp)
+    fd, tmp = _new_file(path.parent, f".{path.name}-", "")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -216,11 +215,35 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _ordinary_permissions(path: str) -> None:
-    """mkstemp makes files private (0600); results should get the usual umask-based mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+def _new_file(folder: Path, prefix: str, suffix: str) -> tuple[int, str]:
+    """A new file with an unused name in ``folder``, open for writing: (descriptor, path).
+
+    Unlike mkstemp's (0600), its mode is an ordinary new file's, 0o666 less the umask, which the
+    kernel applies: the umask is never read, since os.umask can read it only by changing it for
+    every thread of the process meanwhile.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            return os.open(path, flags, 0o666), str(path)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no unused temporary name in {folder}")
+
+
+def current_umask(status_file: str = "/proc/self/status") -> int:
+    """The process's umask, read without changing it: /proc/self/status (Linux), else a probe's mode."""
+    try:
+        for line in Path(status_file).read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with tempfile.TemporaryDirectory() as folder:
+        probe = Path(folder) / "probe"
+        probe.mkdir(0o777)  # a folder: its mode shows the umask's execute bits too
+        return 0o777 & ~stat.S_IMODE(probe.stat().st_mode)
 
 
 def _first_line(exc: BaseException) -> str:

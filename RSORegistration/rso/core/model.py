@@ -105,9 +105,17 @@ class RegistrationNet(torch.nn.Module):
         return self.warper(moving, displacement)
 
 
-def normalise(hu):
-    """The network's input intensities: the paper's (HU + 1000) / 2000 (Table 2)."""
-    return (hu + 1000.0) / 2000.0
+def normalise(hu, window: tuple[float, float] | None = None):
+    """The network's input intensities, same shape as ``hu``: the paper's (HU + 1000) / 2000 (Table 2).
+
+    ``window``: an image that is not CT in HU gets its own (low, high) intensities instead, which go
+    where the formula puts -1000 and 1000 HU (0 and 1): its percentiles (rso.core.pair.Normalisation),
+    where the formula would squeeze a 0-255 image into an eighth of the range.
+    """
+    if window is None:
+        return (hu + 1000.0) / 2000.0
+    low, high = window
+    return (hu - low) / (high - low)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -3,7 +3,9 @@ figure.
 
 The displacement field written here maps fixed points to moving points in LPS millimetres (an
 ITK displacement field), so ITK and Slicer apply it as the transform that aligns the moving
-image with the fixed one. ``warped.nii.gz`` is exactly the moving image resampled through it.
+image with the fixed one. ``warped.nii.gz`` is exactly the moving image resampled through it. With an
+initial transform T0 (rso.core.initial) both include it: the field is x -> T0(x + u(x)) - x and the
+moving image resampled is the one given, before T0. transform.h5 is the same transform for ITK tools.
 """
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ import SimpleITK as sitk
 from rso import __version__
 from rso.core.geometry import AIR_HU, ModelGrid, upsample_field
 from rso.core.imageio import write_bytes_atomically, write_displacement_field, write_image
+from rso.core.initial import (
+    composed_field,
+    describe,
+    export_transform,
+    inverse_field,
+    round_trip_residual,
+    write_transform,
+)
 from rso.core.labels import LabelInput, check_labels_on, write_propagated
+from rso.core.landmarks import landmark_tre, write_markups_json
 from rso.core.patches import add_patches
 from rso.core.quality import box_summaries, change_map, folding_map, jacobian_map, jacobian_summary
 from rso.errors import InputError
@@ -27,17 +38,20 @@ from rso.errors import InputError
 log = logging.getLogger(__name__)
 
 CHANGED_MM = 0.1  # the last step "changed" a voxel when it moved it by more than this
+INVERSE_FILE = "inverse_displacement.nii.gz"
 
 
-def native_field(session, index: int | None = None) -> sitk.Image:
+def native_field(session, index: int | None = None, initial: bool = True) -> sitk.Image:
     """The session's field on the fixed image's own grid (LPS mm, fixed -> moving).
 
     The coarse field is interpolated from the model grid; fine patches (native RSO) are added at
     the native voxels themselves, so their detail is not lost to the model grid. ``index``: the
-    field after that step (0: before any step); None: the current one.
+    field after that step (0: before any step); None: the current one. With an initial transform
+    T0 the field is composed with it, x -> T0(x + u(x)), unless ``initial`` is False (u alone).
     """
     state = session.state if index is None else session.state_at(index)
-    return _on_fixed_grid(session, state.field, state.patches)
+    field = _on_fixed_grid(session, state.field, state.patches)
+    return composed_field(field, session.pair.initial_transform) if initial else field
 
 
 def last_step_change(session) -> sitk.Image:
@@ -75,7 +89,7 @@ def rewarp(session) -> tuple[sitk.Image, sitk.Image, sitk.Image]:
     """What the clinician waits for after a step: the native-resolution field, warped and difference
     images."""
     field = native_field(session)
-    warped = warp_native(session.moving, field, session.fixed)
+    warped = warp_native(session.pair.original_moving, field, session.fixed)
     return field, warped, sitk.Subtract(warped, sitk.Cast(session.fixed, sitk.sitkFloat32))
 
 
@@ -141,19 +155,33 @@ def check_output_folder(out_dir: str | Path) -> Path:
 
 
 def write_results(
-    session, out_dir: str | Path, figure: bool = True, labels: LabelInput | None = None
+    session,
+    out_dir: str | Path,
+    figure: bool = True,
+    labels: LabelInput | None = None,
+    landmarks: tuple | None = None,
+    inverse: bool = False,
 ) -> dict[str, Path]:
-    """Write warped, displacement, difference, the quality maps, report.json and report.png into ``out_dir``.
+    """Write warped, displacement, transform.h5, difference, the quality maps, report.json and report.png into
+    ``out_dir``; with ``inverse`` also inverse_displacement.nii.gz (``write_transforms``).
 
     With ``labels`` (drawn on the moving image) also labels_warped.nii.gz, labels_colors.txt and
-    labels_report.json: the labels carried onto the fixed image.
+    labels_report.json: the labels carried onto the fixed image. With ``landmarks`` (the paired fixed
+    and moving rso.core.landmarks.Landmarks) each step's landmark TRE goes into the report
+    (``landmark_tre_mm``) and the fixed points with their final errors into landmarks_tre.mrk.json.
     """
     out_dir = check_output_folder(out_dir)
     paths, quality, field, jacobian = _write_images(session, out_dir)
     report = {**build_report(session), "quality": quality}
+    transform_paths, residual = write_transforms(session, field, out_dir, inverse)
+    paths.update(transform_paths)
+    if residual is not None:
+        report["inverse"] = {"file": INVERSE_FILE, "round_trip_residual": residual}
     if labels is not None:
         label_paths, report["labels"] = write_propagated(labels, field, session.fixed, out_dir, jacobian)
         paths.update(label_paths)
+    if landmarks is not None:
+        paths["landmarks"] = add_landmark_report(report, session, landmarks, out_dir)
     paths["report"] = write_bytes_atomically(json.dumps(report, indent=1).encode(), out_dir / "report.json")
     if figure:
         from rso.core.report_figure import report_figure  # matplotlib only when a figure is wanted
@@ -162,10 +190,51 @@ def write_results(
     return paths
 
 
+def write_transforms(
+    session, field: sitk.Image, out_dir: Path, inverse: bool
+) -> tuple[dict[str, Path], dict]:
+    """transform.h5: ``field`` (the exported one) as one ITK transform, the field u alone or a composite of
+    T0's parts and u. With ``inverse`` also inverse_displacement.nii.gz, the moving -> fixed field on the
+    moving image's grid, and its round trip's residual in the body (mm; else None)."""
+    initial = session.pair.initial_transform
+    deformable = field if initial is None else native_field(session, initial=False)
+    paths = {"transform": write_transform(export_transform(deformable, initial), out_dir / "transform.h5")}
+    if not inverse:  # an inverse left by an earlier run in this folder would describe another field
+        (out_dir / INVERSE_FILE).unlink(missing_ok=True)
+        return paths, None
+    backward = inverse_field(deformable, initial, session.pair.original_moving)
+    paths["inverse_displacement"] = write_displacement_field(backward, out_dir / INVERSE_FILE)
+    return paths, round_trip_residual(field, backward, session.fixed)
+
+
+def add_landmark_report(report: dict, session, landmarks: tuple, out_dir: Path) -> Path:
+    """Landmark TRE (mm) before any step and after each, into ``report``; the fixed points with their final
+    errors as a Slicer markups file (the error in each point's description)."""
+    fixed, moving = landmarks
+    before = landmark_tre(fixed.points, moving.points)
+    after = [
+        landmark_tre(fixed.points, moving.points, native_field(session, index))
+        for index in range(1, len(session.history) + 1)
+    ]
+    for step, tre in zip(report["steps"], after):
+        step["landmark_tre_mm"] = tre
+    final = after[-1] if after else before
+    report["landmark_tre_mm"] = {"count": before["count"], "initial": before, "final": final}
+    return write_markups_json(fixed, out_dir / "landmarks_tre.mrk.json", errors_mm=final["per_point"])
+
+
 def write_labels(session, labels: LabelInput, out_dir: str | Path) -> tuple[dict[str, Path], dict]:
     """The session's current field carries ``labels`` (drawn on the moving image) onto the fixed image."""
-    check_labels_on(labels.image, session.moving)
+    check_labels_on(labels.image, session.pair.original_moving)
     return write_propagated(labels, native_field(session), session.fixed, check_output_folder(out_dir))
+
+
+def matching_report(session) -> dict:
+    """Whether the steps could compare artefact-matched images, each phase's geometry, and the one-off
+    cost of matching (None where no step matched)."""
+    pair = session.pair
+    geometry = [g.summary() for g in pair.geometry] if pair.geometry else None
+    return {"status": pair.matching_status(True), "geometry": geometry, "seconds": pair.matching_seconds}
 
 
 def build_report(session) -> dict:
@@ -191,6 +260,8 @@ def build_report(session) -> dict:
             "metrics_grid": "metrics are computed on the model grid",
             "box_ras": "[R1, A1, S1, R2, A2, S2] mm",
         },
+        "artefact_matching": matching_report(session),
+        "initial_transform": describe(session.pair.initial_transform),
         "steps": steps,
         "final": session.metrics() if session.history else None,
     }

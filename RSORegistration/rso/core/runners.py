@@ -16,7 +16,7 @@ from rso.core.boxes import RegionBox
 from rso.core.geometry import ModelGrid
 from rso.core.losses import RegistrationLoss
 from rso.core.model import RegistrationNet
-from rso.core.native import GuardVerdict, NativeSettings, build_problem, refine_box
+from rso.core.native import GuardVerdict, NativeSettings, build_problem, limit_to_fit_mask, refine_box
 from rso.core.optimize import (
     blend_weights,
     compose_local,
@@ -94,9 +94,10 @@ def network_rso(ctx: StepContext, old: np.ndarray, box: RegionBox, settings: RSO
         fixed, moving = pair.fixed_t[(..., *window.slices)], pair.moving_t[(..., *window.slices)]
         region = relative_to(box.voxels, window)
     target = (slice(None), *window.slices) if window is not None else (slice(None),)
+    loss = ctx.loss if window is None else ctx.loss.on_window(window.slices)  # the fit mask cropped alike
     common = dict(
         iterations=settings.iterations,
-        loss_fn=ctx.loss,
+        loss_fn=loss,
         region=region,
         progress=ctx.progress,
         cancel=ctx.cancel,
@@ -150,6 +151,7 @@ def native_rso(
         tuple((grid.voxels_to_mm(e.field), e.patches) for e in earlier),
         unfitted,
     )
+    problem = limit_to_fit_mask(problem, pair.fit_mask)  # the similarity inside box and fit mask only
     native = NativeSettings(
         similarity=settings.similarity,
         control_spacing_mm=settings.control_spacing_mm,

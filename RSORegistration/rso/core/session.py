@@ -26,13 +26,13 @@ from rso.core.boxes import RegionBox
 from rso.core.geometry import ModelGrid
 from rso.core.history import History
 from rso.core.imageio import read_displacement_field, read_image
+from rso.core.initial import INITIAL_TRANSFORM
 from rso.core.losses import LossConfig, RegistrationLoss
 from rso.core.metrics import measure
 from rso.core.model import ModelConfig, RegistrationNet, resolve_device
 from rso.core.optimize import PAPER_LEARNING_RATE, CancelToken, ProgressCallback
-from rso.core.pair import ImagePair
-from rso.core.patches import add_patches
-from rso.core.reprojection import Views, read_views
+from rso.core.pair import ImagePair, Normalisation
+from rso.core.projection.geometry import Placement, ProjectionGeometry, read_geometry
 from rso.core.steps import RSOSettings, StepRecord, check_iterations
 from rso.core.store import SessionState, SessionStore
 from rso.core.summary import summary_text
@@ -57,12 +57,8 @@ class RegistrationSession:
     """general -> ISO -> RSO(box) ..., with undo, cancel, metrics and an on-disk folder."""
 
     fixed, moving, reference = _from_pair("fixed"), _from_pair("moving"), _from_pair("reference")
-    truth, mask, views = _from_pair("truth"), _from_pair("mask"), _from_pair("views")
-    fixed_hu, moving_hu, reference_hu = (
-        _from_pair("fixed_hu"),
-        _from_pair("moving_hu"),
-        _from_pair("reference_hu"),
-    )
+    truth, mask, geometry = _from_pair("truth"), _from_pair("mask"), _from_pair("geometry")
+    fixed_hu, moving_hu, reference_hu = map(_from_pair, ("fixed_hu", "moving_hu", "reference_hu"))
     truth_mm, evaluation_mask = _from_pair("truth_mm"), _from_pair("evaluation_mask")
     box_from_ras, box_from_lps = _from_pair("box_from_ras"), _from_pair("box_from_lps")
     box_from_fixed_index, compared_images = _from_pair("box_from_fixed_index"), _from_pair("compared_images")
@@ -78,21 +74,29 @@ class RegistrationSession:
         reference: sitk.Image | None = None,
         truth: sitk.Image | None = None,
         mask: sitk.Image | None = None,
+        fit_mask: sitk.Image | None = None,
         seed: int = DEFAULT_SEED,
         device: str = DEFAULT_DEVICE,
         loss: LossConfig = LossConfig(),
         model_source: str = "",
         precision: str = DEFAULT_PRECISION,
-        fixed_views: Views | None = None,
-        moving_views: Views | None = None,
+        fixed_geometry: ProjectionGeometry | None = None,
+        moving_geometry: ProjectionGeometry | None = None,
+        placement: Placement | None = None,
+        normalisation: Normalisation | None = None,
+        initial_transform: sitk.Transform | None = None,
     ):
-        images = {"fixed": fixed, "moving": moving, "reference": reference, "truth": truth, "mask": mask}
+        images = dict(
+            fixed=fixed, moving=moving, reference=reference, truth=truth, mask=mask, fit_mask=fit_mask
+        )
+        images[INITIAL_TRANSFORM] = initial_transform  # fixed -> moving; the steps register through it
         grid = ModelGrid.covering(fixed, grid_shape or net.config.grid)
         self.device = resolve_device(device)
         self.seed, self.loss_config, self.model_source = int(seed), loss, model_source
         self.net = net.to(self.device)
         self.precision = self.net.set_precision(precision, self.device)
-        self.pair = ImagePair.from_views(images, grid, self.device, fixed_views, moving_views)
+        geometries = (fixed_geometry, moving_geometry)
+        self.pair = ImagePair.with_geometry(images, grid, self.device, geometries, placement, normalisation)
         initial = SessionState(np.zeros((3, *grid.shape), np.float32), _weights_copy(self.net))
         self._history = History(initial, lambda: _manifest_head(self))
         if folder is not None:
@@ -122,14 +126,8 @@ class RegistrationSession:
 
     def state_field(self, index: int) -> np.ndarray:
         """The field after step ``index`` (0: before any step), (3, z, y, x) model-grid voxels."""
-        return self._effective_voxels(self.state_at(index))
-
-    def _effective_voxels(self, state: SessionState) -> np.ndarray:
-        """The coarse field plus the fine patches sampled at the model-grid voxels."""
-        if not state.patches:
-            return state.field
-        grid = self.grid
-        return grid.mm_to_voxels(add_patches(grid.voxels_to_mm(state.field), grid, state.patches))
+        state = self.state_at(index)
+        return self.pair.effective_voxels(state.field, state.patches)
 
     @property
     def field_voxels(self) -> np.ndarray:
@@ -165,10 +163,10 @@ class RegistrationSession:
         cancel: CancelToken | None = None,
     ) -> StepRecord:
         """Image-specific optimisation: fine-tune the weights on the whole pair (paper eq. 3),
-        artefact-matched where both images' views are known (``compared_images``): on the raw pair
-        ISO fits the streaks."""
+        artefact-matched where both images' projection geometries are known (``compared_images``):
+        on the raw pair ISO fits the streaks."""
         check_iterations(iterations)
-        matched = bool(match_artefacts and self.views)
+        matched = bool(match_artefacts and self.geometry)
         params = {"iterations": iterations, "learning_rate": learning_rate, "artefacts_matched": matched}
         return self._run("iso", params, None, lambda: runners.iso(self._context(progress, cancel), params))
 
@@ -211,7 +209,7 @@ class RegistrationSession:
         return self._run("rso", params, box, lambda: candidate, guard=guard, started=start)
 
     def _context(self, progress=None, cancel=None) -> runners.StepContext:
-        loss = RegistrationLoss(self.loss_config).to(self.device)
+        loss = RegistrationLoss(self.loss_config, self.pair.fit_t).to(self.device)  # fits inside the fit mask
         return runners.StepContext(self.pair, self.net, loss, progress, cancel)
 
     def _run(self, kind: str, params: dict, box, propose, guard=None, started=None) -> StepRecord:
@@ -227,7 +225,7 @@ class RegistrationSession:
             params = {**params, "precision": "fp32 (bf16 diverged)"}
         seconds = time.perf_counter() - start
         state = self._new_state(candidate)
-        metrics = self.metrics(self._effective_voxels(state), box, self.field_voxels)
+        metrics = self.metrics(self.pair.effective_voxels(state.field, state.patches), box, self.field_voxels)
         record = StepRecord(kind, params, candidate.losses, round(seconds, 3), metrics, box, guard=guard)
         self._history.accept(record, state)
         self.net.load_state_dict(state.weights)
@@ -315,15 +313,18 @@ def _manifest_head(session: RegistrationSession) -> dict:
         "seed": session.seed,
         "precision": session.precision,
         "inputs": sorted(session.pair.input_images()),
-        "views": [v.to_dict() for v in session.views] if session.views else None,
+        "geometry": [g.to_dict() for g in session.geometry] if session.geometry else None,
+        "placement": session.pair.placement.to_dict(),
+        "normalisation": session.pair.normalisation.to_dict(),  # the network's inputs: HU or own percentiles
     }
 
 
 def _restore(session: RegistrationSession, store: SessionStore, manifest: dict, device: str) -> None:
     """Fill a bare session from its folder's manifest (``RegistrationSession.open``)."""
     images = {name: store.read_input(name) for name in manifest["inputs"]}
-    views = manifest.get("views")
-    views = tuple(Views.from_dict(v) for v in views) if views else None
+    geometry = manifest.get("geometry")
+    geometry = tuple(ProjectionGeometry.from_dict(g) for g in geometry) if geometry else None
+    placement = Placement.from_dict(manifest["placement"]) if manifest.get("placement") else None
     session.device = resolve_device(device)
     session.seed, session.loss_config = manifest["seed"], LossConfig(**manifest["loss"])
     session.model_source = manifest["model"]["source"]
@@ -332,7 +333,9 @@ def _restore(session: RegistrationSession, store: SessionStore, manifest: dict, 
     session.net = RegistrationNet(ModelConfig.from_dict(manifest["model"]["config"])).to(session.device)
     session.precision = session.net.set_precision(manifest.get("precision", "fp32"), session.device)
     session.net.load_state_dict(session.state.weights)
-    session.pair = ImagePair(images, ModelGrid.from_dict(manifest["grid"]), session.device, views)
+    grid = ModelGrid.from_dict(manifest["grid"])
+    normalisation = Normalisation.from_dict(manifest.get("normalisation"))
+    session.pair = ImagePair(images, grid, session.device, geometry, placement, normalisation)
 
 
 def _finite(kind: str, propose):
@@ -359,13 +362,15 @@ def open_inputs(
     reference_path=None,
     truth_path=None,
     mask_path=None,
-    fixed_views_path=None,
-    moving_views_path=None,
+    fixed_geometry_path=None,
+    moving_geometry_path=None,
+    placement_path=None,
 ) -> dict:
     """Read a registration's input files, each checked, as keyword arguments for the session."""
     return {
-        "fixed_views": read_views(fixed_views_path) if fixed_views_path else None,
-        "moving_views": read_views(moving_views_path) if moving_views_path else None,
+        "fixed_geometry": read_geometry(fixed_geometry_path) if fixed_geometry_path else None,
+        "moving_geometry": read_geometry(moving_geometry_path) if moving_geometry_path else None,
+        "placement": Placement.from_transform(placement_path) if placement_path else None,
         "fixed": read_image(fixed_path, "fixed image"),
         "moving": read_image(moving_path, "moving image"),
         "reference": read_image(reference_path, "reference image") if reference_path else None,

@@ -58,7 +58,7 @@ class RSOSettings:
     presmooth_mm: float = DEFAULT_RSO_PRESMOOTH_MM  # native: Gaussian sigma on both images before comparing
     earlier_starts: bool = DEFAULT_RSO_EARLIER_STARTS  # native: may return the box to an earlier state
     # native: where both images' projection views are known, compare them artefact-matched
-    # (rso.core.reprojection)
+    # (rso.core.projection.matching)
     match_artefacts: bool = DEFAULT_RSO_MATCH_ARTEFACTS
 
     def __post_init__(self):

@@ -1,7 +1,9 @@
 """A session's folder on disk: its inputs, one state per accepted step, and the manifest.
 
-    session.json              the manifest: format, grid, model, loss, seed, precision, inputs, steps
-    fixed.nii.gz, moving...   the inputs as the session was given them
+    session.json              the manifest: format, grid, model, loss, seed, precision, inputs, the
+                              network inputs' normalisation, steps
+    fixed.nii.gz, moving...   the inputs as the session was given them (fit_mask.nii.gz: the fit mask)
+    initial_transform.h5      the initial transform (rso.core.initial), when the session has one
     states/0000/              the state before any step; states/k/ the state after step k:
         field.npy             (3, z, y, x) model-grid voxels
         patches.npz           fine-resolution corrections of native RSO steps (when there are any)
@@ -29,6 +31,7 @@ from rso.core.imageio import (
     write_displacement_field,
     write_image,
 )
+from rso.core.initial import INITIAL_TRANSFORM, read_initial_transform, write_transform
 from rso.core.patches import FieldPatch
 from rso.errors import InputError
 
@@ -57,8 +60,8 @@ def holds_session(folder: str | Path) -> bool:
 
 
 def input_path(folder: str | Path, name: str) -> Path:
-    """Where a session keeps an input ("fixed", "moving", "reference", "truth", "mask")."""
-    return Path(folder) / f"{name}.nii.gz"
+    """Where a session keeps an input ("fixed", "moving", "reference", "truth", "mask", "fit_mask")."""
+    return Path(folder) / (f"{name}.h5" if name == INITIAL_TRANSFORM else f"{name}.nii.gz")
 
 
 class SessionStore:
@@ -136,15 +139,19 @@ class SessionStore:
                 shutil.rmtree(path, ignore_errors=True)
 
     # ------------------------------------------------------------------------------ inputs
-    def write_inputs(self, images: dict[str, sitk.Image]) -> None:
+    def write_inputs(self, images: dict[str, sitk.Image | sitk.Transform]) -> None:
         for name, image in images.items():
-            if name == "truth":
+            if name == INITIAL_TRANSFORM:
+                write_transform(image, input_path(self.folder, name))
+            elif name == "truth":
                 write_displacement_field(image, input_path(self.folder, name))
             else:
                 write_image(_compact(image), input_path(self.folder, name))
 
-    def read_input(self, name: str) -> sitk.Image:
+    def read_input(self, name: str) -> sitk.Image | sitk.Transform:
         path = input_path(self.folder, name)
+        if name == INITIAL_TRANSFORM:
+            return read_initial_transform(path)
         return read_displacement_field(path, name) if name == "truth" else read_image(path, name)
 
     # ------------------------------------------------------------------------------ manifest

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import torch
 
-from rso.core.imageio import check_ct_intensities
+from rso.core.initial import INITIAL_TRANSFORM, read_initial_transform, write_transform
 from rso.core.labels import LabelInput, check_labels_on
+from rso.core.landmarks import pair_landmarks, read_landmarks
 from rso.core.losses import LossConfig
 from rso.core.model import ModelConfig, RegistrationNet, build_model
 from rso.core.optimize import CancelToken, ProgressCallback
+from rso.core.pair import Normalisation, read_fit_mask
 from rso.core.results import check_output_folder, write_results
 from rso.core.session import RegistrationSession, RSOSettings, open_inputs
 from rso.errors import InputError
@@ -29,8 +31,11 @@ from rso.options import (
     DEFAULT_DEVICE,
     DEFAULT_ISO_ITERATIONS,
     DEFAULT_ISO_MATCH_ARTEFACTS,
+    DEFAULT_PREALIGN,
     DEFAULT_PRECISION,
     DEFAULT_SEED,
+    DEFAULT_WRITE_INVERSE,
+    PREALIGNMENTS,
 )
 
 log = logging.getLogger(__name__)
@@ -47,7 +52,8 @@ class EngineSettings:
     precision: str = DEFAULT_PRECISION
     seed: int = DEFAULT_SEED
     loss: LossConfig = field(default_factory=LossConfig)
-    allow_non_ct: bool = ALLOW_NON_CT  # register images that do not look like CT in HU, on purpose
+    # Register images that do not look like CT in HU, on purpose: normalised from their own percentiles.
+    allow_non_ct: bool = ALLOW_NON_CT
 
     def __post_init__(self):
         if self.model and self.channels:
@@ -83,9 +89,9 @@ class EngineSettings:
         folder: str | Path | None = None,
         network: tuple[RegistrationNet, str] | None = None,
     ) -> RegistrationSession:
-        """A session on ``inputs`` (``open_inputs``' keywords); ``network`` is copied, never shared."""
-        for name in ("fixed", "moving"):
-            check_ct_intensities(inputs[name], f"{name} image", self.allow_non_ct)
+        """A session on ``inputs`` (``open_inputs``' keywords, and ``fit_mask``); ``network`` is copied, never
+        shared. An image that does not look like CT is refused unless ``allow_non_ct`` (``Normalisation``)."""
+        normalisation = Normalisation.choose(inputs["fixed"], inputs["moving"], self.allow_non_ct)
         net, source = (copy.deepcopy(network[0]), network[1]) if network else self.network()
         return RegistrationSession(
             **inputs,
@@ -97,6 +103,7 @@ class EngineSettings:
             loss=self.loss,
             model_source=source,
             precision=self.precision,
+            normalisation=normalisation,
         )
 
 
@@ -110,28 +117,43 @@ class RegisterJob:
     engine: EngineSettings = field(default_factory=EngineSettings)
     iso: int = DEFAULT_ISO_ITERATIONS
     iso_match_artefacts: bool = (
-        DEFAULT_ISO_MATCH_ARTEFACTS  # where both views are known (rso.core.reprojection)
+        DEFAULT_ISO_MATCH_ARTEFACTS  # where both geometries are known (rso.core.projection)
     )
     boxes_ras: list[list[float]] = field(default_factory=list)
     boxes_ijk: list[list[int]] = field(default_factory=list)
     rso: RSOSettings = field(default_factory=RSOSettings)
     truth: str | None = None
     reference: str | None = None
-    mask: str | None = None
+    mask: str | None = None  # where metrics are measured (--metrics-mask)
+    fit_mask: str | None = None  # where ISO's and RSO's similarity is measured (--fit-mask)
     figure: bool = True
     labels: str | None = None  # a label map drawn on the moving image, carried onto the fixed one
     labels_colors: str | None = (
         None  # its names and colours (a colour-table file), unless a .seg.nrrd has them
     )
     labels_reference: str | None = None  # the same labels drawn on the fixed image: Dice and HD95
-    fixed_views: str | None = None  # views files of phase-binned CBCTs (rso.core.reprojection)
-    moving_views: str | None = None
+    fixed_geometry: str | None = None  # RTK geometry files of phase-binned CBCTs (rso.core.projection)
+    moving_geometry: str | None = None
+    placement: str | None = None  # an ITK affine: RTK frame -> LPS (default: rso.core.projection.Placement)
+    # Landmarks placed on the fixed and moving images (rso.core.landmarks' formats), paired by "order" or
+    # "label": their TRE after each step goes into the report.
+    landmarks_fixed: str | None = None
+    landmarks_moving: str | None = None
+    landmarks_pairing: str = "order"
+    # The initial transform T0 (rso.core.initial; fixed -> moving points): an ITK transform file, or a
+    # pre-alignment that computes it ("rigid"); the results include it. ``inverse``: also the moving ->
+    # fixed field.
+    initial_transform: str | None = None
+    prealign: str | None = DEFAULT_PREALIGN
+    inverse: bool = DEFAULT_WRITE_INVERSE
 
-    def prepare(self) -> tuple[RegistrationSession, list, LabelInput | None]:
-        """Read and check every input, box and label map; build the session (nothing written yet)."""
+    def prepare(self) -> tuple[RegistrationSession, list, LabelInput | None, tuple | None]:
+        """Read and check every input, box, label map and landmark; build the session (nothing written
+        yet). Returns the session, the boxes, the labels and the paired landmarks (or None)."""
         check_output_folder(self.out)
         if self.iso < 0:
             raise InputError("ISO iterations must be >= 0")
+        self._check_alignment()
         if (self.labels_colors or self.labels_reference) and not self.labels:
             raise InputError("label colours and a reference label map need a label map (--labels)")
         inputs = open_inputs(
@@ -140,26 +162,59 @@ class RegisterJob:
             self.reference,
             self.truth,
             self.mask,
-            self.fixed_views,
-            self.moving_views,
+            self.fixed_geometry,
+            self.moving_geometry,
+            self.placement,
         )
+        inputs["fit_mask"] = read_fit_mask(self.fit_mask)
+        inputs[INITIAL_TRANSFORM] = self._initial_transform(inputs)
         labels = (
             LabelInput.read(self.labels, self.labels_colors, self.labels_reference) if self.labels else None
         )
         if labels is not None:
             check_labels_on(labels.image, inputs["moving"])
+        landmarks = self._read_landmarks(inputs)
         session = self.engine.session(inputs)
         boxes = [session.box_from_ras(b) for b in self.boxes_ras] + [
             session.box_from_fixed_index(b) for b in self.boxes_ijk
         ]
-        return session, boxes, labels
+        return session, boxes, labels, landmarks
+
+    def _check_alignment(self) -> None:
+        if self.prealign is not None and self.prealign not in PREALIGNMENTS:
+            raise InputError(
+                f"pre-alignment {self.prealign!r} is unknown; choose from {', '.join(PREALIGNMENTS)}"
+            )
+        if self.prealign is not None and self.initial_transform:
+            raise InputError("give an initial transform or a pre-alignment (--prealign), not both")
+
+    def _initial_transform(self, inputs: dict):
+        """T0 (a SimpleITK transform, fixed -> moving points) from the file or the pre-alignment, or None."""
+        if self.initial_transform:
+            return read_initial_transform(self.initial_transform)
+        if self.prealign == "rigid":
+            from rso.core.prealign import rigid_prealignment
+
+            return rigid_prealignment(inputs["fixed"], inputs["moving"])
+        return None
+
+    def _read_landmarks(self, inputs: dict) -> tuple | None:
+        """The paired (fixed, moving) landmarks, or None; DIR-Lab indices are on each image."""
+        if not (self.landmarks_fixed or self.landmarks_moving):
+            return None
+        if not (self.landmarks_fixed and self.landmarks_moving):
+            raise InputError("landmarks: give the fixed and the moving image's landmarks, or neither")
+        fixed = read_landmarks(self.landmarks_fixed, inputs["fixed"])
+        moving = read_landmarks(self.landmarks_moving, inputs["moving"])
+        return pair_landmarks(fixed, moving, self.landmarks_pairing)
 
 
 def run_register_job(
     job: RegisterJob, progress: ProgressCallback | None = None, cancel: CancelToken | None = None
 ) -> tuple[RegistrationSession, dict[str, Path]]:
     """Run the whole job; returns the session and the written paths."""
-    session, boxes, labels = job.prepare()
+    session, boxes, labels, landmarks = job.prepare()
+    log.info("%s", session.pair.matching_status(job.iso_match_artefacts or job.rso.match_artefacts))
     out = Path(job.out)
     start_session_folder(session, out / "session")
     session.general()
@@ -174,7 +229,13 @@ def run_register_job(
                 box.ras_corners,
                 record.declined,
             )
-    paths = write_results(session, out, figure=job.figure, labels=labels)
+    paths = write_results(
+        session, out, figure=job.figure, labels=labels, landmarks=landmarks, inverse=job.inverse
+    )
+    if job.prealign is not None:  # what the pre-alignment found, for other tools (fixed -> moving points)
+        paths["prealign"] = write_transform(session.pair.initial_transform, out / "prealign.tfm")
+    else:  # one left by an earlier run in this folder would not belong to this registration
+        (out / "prealign.tfm").unlink(missing_ok=True)
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return session, paths
 

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 DEMO_PATIENT = "lung2"  # held out: the bundled model is trained on the other anatomy
 DEMO_SEED = 0
+# Clinical cone-beam 4D CBCT (RTK): a TrueBeam-like half-fan scan, views clustered by an irregular breathing
+# trace, noise and scatter; each phase with its projection geometry, so the steps compare matched images.
+DEMO_PRESET = "truebeam"
 DEMO_PHASES = 10
 FIXED_PHASE, MOVING_PHASE = 0, 5  # end exhale and end inhale
 # Metrics inside the lungs: there the anatomy shows the motion; in the homogeneous abdomen no
@@ -51,13 +54,23 @@ class DemoPlan:
 
 def demo_case() -> Path:
     """The simulated demo case, made once and then read from the cache."""
-    from rso.simulation.simulate import simulate_case
+    from rso.simulation.simulate import SimulationParams, simulate_case
 
-    folder = cases_dir() / f"demo-{DEMO_PATIENT}-seed{DEMO_SEED}"
+    folder = cases_dir() / f"demo-{DEMO_PATIENT}-{DEMO_PRESET}-seed{DEMO_SEED}"
     if not (folder / "case.json").is_file():
         ct_path = fetch_data()[DEMO_PATIENT]
         log.info("simulating the demo case from %s (once; cached in %s)", ct_path.name, folder)
-        simulate_case(ct_path, folder, phases=DEMO_PHASES, seed=DEMO_SEED, overwrite=True, progress=True)
+        params = SimulationParams.preset(DEMO_PRESET)
+        simulate_case(
+            ct_path,
+            folder,
+            phases=DEMO_PHASES,
+            seed=DEMO_SEED,
+            params=params,
+            overwrite=True,
+            progress=True,
+            only=[MOVING_PHASE],
+        )
     return folder
 
 
@@ -70,7 +83,7 @@ def run_demo(
     progress=None,
 ) -> list[dict]:
     """Both arms on the demo case; prints and returns the comparison rows and writes everything to ``out``."""
-    from rso.simulation.simulate import views_path
+    from rso.simulation.simulate import geometry_path
 
     check_output_folder(out)
     case = demo_case()
@@ -80,8 +93,8 @@ def run_demo(
         case / f"ct_phase{FIXED_PHASE}.nii.gz",
         case / f"truth_{FIXED_PHASE}_{MOVING_PHASE}.nii.gz",
         case / EVALUATION_MASK,
-        views_path(case, FIXED_PHASE),
-        views_path(case, MOVING_PHASE),
+        geometry_path(case, FIXED_PHASE),
+        geometry_path(case, MOVING_PHASE),
     )
     if rso.mode != "native":
         rso = replace(rso, iterations=plan.rso)

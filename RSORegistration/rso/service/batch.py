@@ -147,6 +147,7 @@ def run_pair(pair: Pair, out: Path, settings: BatchSettings) -> dict:
         truth=pair.truth,
         mask=pair.mask,
         figure=settings.figure,
+        **dict(pair.geometry),
     )
     try:
         run_register_job(job)
@@ -243,7 +244,9 @@ def _child(argument: str) -> int:
     )
     silence_known_warnings()
     request = json.loads(argument)
-    pair = Pair(**{**request["pair"], "boxes_ras": tuple(map(tuple, request["pair"]["boxes_ras"]))})
+    fields = request["pair"]
+    tuples = {name: tuple(map(tuple, fields[name])) for name in ("boxes_ras", "geometry")}
+    pair = Pair(**{**fields, **tuples})
     try:
         reply, code = run_pair(pair, Path(request["out"]), BatchSettings.from_json(request["settings"])), 0
     except InputError as exc:

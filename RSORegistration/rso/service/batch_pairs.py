@@ -16,7 +16,9 @@ from pathlib import Path
 
 from rso.errors import InputError
 
-COLUMNS = ("fixed", "moving", "truth", "mask", "roi", "name")
+# A pair of phase-binned CBCTs may carry each image's RTK projection geometry (and a placement) for matching.
+GEOMETRY_COLUMNS = ("fixed_geometry", "moving_geometry", "placement")
+COLUMNS = ("fixed", "moving", "truth", "mask", "roi", "name", *GEOMETRY_COLUMNS)
 RESULT_FILES = ("warped.nii.gz", "displacement.nii.gz", "difference.nii.gz", "report.json")
 SUMMARY_FIELDS = (
     "name",
@@ -44,6 +46,7 @@ class Pair:
     truth: str | None = None
     mask: str | None = None
     boxes_ras: tuple[tuple[float, ...], ...] = ()
+    geometry: tuple[tuple[str, str], ...] = ()  # (GEOMETRY_COLUMNS name, absolute path) of the columns given
 
 
 # ---------------------------------------------------------------------------------- the CSV
@@ -83,9 +86,11 @@ def _pair(index: int, row: dict, base: Path) -> Pair:
         raise InputError(
             f"{where}: name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder)"
         )
-    return Pair(
-        name, path("fixed"), path("moving"), path("truth"), path("mask"), _boxes(row.get("roi", ""), where)
-    )
+    boxes = _boxes(row.get("roi", ""), where)
+    geometry = tuple((column, path(column)) for column in GEOMETRY_COLUMNS if row.get(column))
+    if bool(row.get("fixed_geometry")) != bool(row.get("moving_geometry")):
+        raise InputError(f"{where}: give fixed_geometry and moving_geometry together, or neither")
+    return Pair(name, path("fixed"), path("moving"), path("truth"), path("mask"), boxes, geometry)
 
 
 def _boxes(text: str, where: str) -> tuple[tuple[float, ...], ...]:

@@ -27,8 +27,9 @@ from typing import Any, BinaryIO
 from rso.errors import InputError
 
 # 2: upload/download, open by upload or by session_id, the per-session lock ("busy"), bounded lines.
-PROTOCOL_VERSION = 4  # 3: open takes the images' projection views; rso takes match_artefacts, earlier_starts;
-# 4: iso takes match_artefacts
+PROTOCOL_VERSION = 5  # 3: open takes the images' projection views; rso takes match_artefacts, earlier_starts;
+# 4: iso takes match_artefacts; 5: open takes RTK projection geometries (and a placement) instead of views,
+# and a fit mask
 
 # Events the worker sends (``died`` comes from the client, not the worker).
 EVENTS = ("ready", "progress", "done", "error", "died")
@@ -46,7 +47,17 @@ CHUNK_BYTES = 256 * 1024  # file bytes per upload/download line: ~350 KB of base
 # What download may read: the viewer's files after each step, and an export without "out".
 DOWNLOAD_FOLDERS = ("current", "export")
 # open's file arguments: paths on the worker's machine when a folder is given, else uploaded files.
-FILE_ARGUMENTS = ("fixed", "moving", "truth", "reference", "model", "fixed_views", "moving_views")
+FILE_ARGUMENTS = (
+    "fixed",
+    "moving",
+    "truth",
+    "reference",
+    "model",
+    "fixed_geometry",
+    "moving_geometry",
+    "placement",
+    "fit_mask",
+)
 
 
 class ProtocolError(InputError):
@@ -166,11 +177,13 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         "reference": Arg(_string),
         "similarity": Arg(_string),
         "smoothness": Arg(_number),
-        "allow_non_ct": Arg(_boolean),
-        # views files of phase-binned CBCTs (rso.core.reprojection): native RSO then compares
+        "allow_non_ct": Arg(_boolean),  # non-CT images, normalised from their own percentiles
+        "fit_mask": Arg(_string),  # a binary image: ISO and native RSO compare the images only inside it
+        # RTK geometry files of phase-binned CBCTs (rso.core.projection): ISO and native RSO then compare
         # artefact-matched images
-        "fixed_views": Arg(_string),
-        "moving_views": Arg(_string),
+        "fixed_geometry": Arg(_string),
+        "moving_geometry": Arg(_string),
+        "placement": Arg(_string),  # an ITK affine transform file: RTK frame -> the images' LPS
     },
     "general": {},
     "iso": {"iterations": Arg(_integer), "learning_rate": Arg(_number), "match_artefacts": Arg(_boolean)},

@@ -308,11 +308,14 @@ def new_session(
     similarity: str = DEFAULT_SIMILARITY,
     smoothness: float = DEFAULT_SMOOTHNESS,
     allow_non_ct: bool = ALLOW_NON_CT,
-    fixed_views: str | None = None,
-    moving_views: str | None = None,
+    fixed_geometry: str | None = None,
+    moving_geometry: str | None = None,
+    placement: str | None = None,
+    fit_mask: str | None = None,
 ):
     """A new session from image files, every input checked; in memory until it is given a folder."""
     from rso.core.losses import LossConfig
+    from rso.core.pair import read_fit_mask
     from rso.core.session import open_inputs
     from rso.core.workflow import EngineSettings
 
@@ -328,11 +331,16 @@ def new_session(
         loss=LossConfig(similarity=similarity, smoothness_weight=smoothness),
         allow_non_ct=allow_non_ct,
     )
-    return engine.session(
-        open_inputs(
-            fixed, moving, reference, truth, fixed_views_path=fixed_views, moving_views_path=moving_views
-        )
+    inputs = open_inputs(
+        fixed,
+        moving,
+        reference,
+        truth,
+        fixed_geometry_path=fixed_geometry,
+        moving_geometry_path=moving_geometry,
+        placement_path=placement,
     )
+    return engine.session({**inputs, "fit_mask": read_fit_mask(fit_mask)})
 
 
 def reopen_session(folder: Path, args: dict):

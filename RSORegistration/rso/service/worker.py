@@ -283,6 +283,8 @@ def session_summary(session) -> dict:
         "model": session.model_source,
         "device": str(session.device),
         "precision": session.precision,
+        # "artefact matching off: no projection geometry", or what matching compares (the status line)
+        "artefact_matching": session.pair.matching_status(True),
     }
 
 

@@ -25,9 +25,12 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter1d
 
-from rso.core.reprojection import Views, attenuation_to_hu, fbp_slices, hu_to_attenuation
+from rso.core.projection.geometry import ProjectionGeometry
+from rso.core.projection.parallel import attenuation_to_hu, fbp_slices, hu_to_attenuation
 
 log = logging.getLogger(__name__)
+
+PARALLEL_SID_MM = 1000.0  # RTK needs a source distance even for a parallel beam; it changes nothing there
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ def simulate_cbct(
     hu = sitk.GetArrayFromImage(ct).astype(np.float32)  # (z, y, x): axial slices
     reconstructed = fbp_slices(
         hu_to_attenuation(hu, pixel_mm),
-        phase_views(phase, phases, params).directions_deg,
+        parallel_directions(phase_angles(phase, phases, params), params),
         scatter_and_noise,
         params.filter_name,
     )
@@ -90,9 +93,11 @@ def simulate_cbct(
     return image
 
 
-def phase_views(phase: int, phases: int, params: CBCTParams = CBCTParams()) -> Views:
-    """The parallel-beam directions phase ``phase`` is reconstructed from (what artefact matching needs)."""
-    return Views(tuple(float(d) for d in parallel_directions(phase_angles(phase, phases, params), params)))
+def phase_geometry(phase: int, phases: int, params: CBCTParams = CBCTParams()) -> ProjectionGeometry:
+    """The parallel-beam geometry phase ``phase`` is reconstructed from, as RTK writes one (source-detector
+    distance 0; the gantry angles are the parallel directions): what artefact matching needs."""
+    directions = parallel_directions(phase_angles(phase, phases, params), params)
+    return ProjectionGeometry.circular(PARALLEL_SID_MM, 0.0, directions)
 
 
 def parallel_directions(gantry_degrees: np.ndarray, params: CBCTParams = CBCTParams()) -> np.ndarray:

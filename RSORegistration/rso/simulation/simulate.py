@@ -36,11 +36,10 @@ from rso import __version__
 from rso.core.imageio import (
     file_sha256,
     read_image,
-    write_bytes_atomically,
     write_displacement_field,
     write_image,
 )
-from rso.core.reprojection import Views
+from rso.core.projection.geometry import ProjectionGeometry, write_geometry
 from rso.errors import InputError
 from rso.simulation.anatomy import MaskParams, body_mask, lung_mask
 from rso.simulation.case_labels import phase_labels, reference_labels, write_labels
@@ -71,14 +70,19 @@ class SimulationParams:
     spacing_mm: float | None = 2.5
     crop_margin_mm: float | None = 10.0
     motion: MotionParams = field(default_factory=MotionParams)
-    cbct: CBCTParams | None = None  # None: the CBCT defaults
+    cbct: CBCTParams | None = None  # the parallel-beam projector's settings (None: its defaults)
+    # A cone-beam scanner (rso.simulation.clinical.PRESETS: "xvi", "truebeam"): clinical 4D CBCT with RTK,
+    # clustered views from an irregular breathing trace, noise and scatter. None: the parallel-beam projector.
+    scanner: str | None = None
     masks: MaskParams = field(default_factory=MaskParams)
 
     @classmethod
     def preset(cls, name: str) -> SimulationParams:
         """``standard``: the breathing model of every earlier case; ``local``: large breathing (20-25 mm SI),
         lower lobes lagging 8 % of a cycle and an inserted lesion with its own trajectory, the local
-        errors a whole-image fit leaves; ``clinical``: ``local`` imaged with the clinical CBCT preset."""
+        errors a whole-image fit leaves; ``clinical``: ``local`` imaged with the parallel projector's
+        clinical preset; ``xvi`` and ``truebeam``: ``local`` imaged as clinical 4D CBCT by a cone-beam
+        scanner like Elekta's XVI (full fan) or Varian's TrueBeam (half fan) (rso.simulation.clinical)."""
         from rso.simulation.cbct import CBCTParams
 
         local = MotionParams(si_amplitude_mm=(20.0, 25.0), lower_lobe_lag=0.08, lesion=LesionParams())
@@ -86,13 +90,15 @@ class SimulationParams:
             "standard": cls(),
             "local": cls(motion=local),
             "clinical": cls(motion=local, cbct=CBCTParams.clinical()),
+            "xvi": cls(motion=local, scanner="xvi"),
+            "truebeam": cls(motion=local, scanner="truebeam"),
         }
         if name not in presets:
             raise InputError(f"simulation preset must be one of {sorted(presets)}, not {name!r}")
         return presets[name]
 
 
-SIMULATION_PRESETS = ("standard", "local", "clinical")
+SIMULATION_PRESETS = ("standard", "local", "clinical", "xvi", "truebeam")
 
 
 @dataclass
@@ -213,9 +219,6 @@ def simulate_case(
     The folder is built beside out_dir and renamed into place at the end, so a failure leaves
     nothing behind, and an existing case is replaced only with overwrite=True.
     """
-    # scikit-image: imported only when a case is made
-    from rso.simulation.cbct import CBCTParams, phase_views, simulate_cbct
-
     ct_path, out_dir = Path(ct_path), Path(out_dir)
     if phases < 2:
         raise InputError(f"phases must be at least 2, got {phases}")
@@ -230,20 +233,20 @@ def simulate_case(
     made, model, body, lungs = make_phases(
         ct, [k / phases for k in indices], seed, params.motion, params.masks, progress, indices
     )
-    cbct_params = params.cbct or CBCTParams()
-    rng = np.random.default_rng([seed, 1])
-    cbcts = [
-        simulate_cbct(p.ct, p.index, phases, cbct_params, rng)
-        for p in _progress(made, progress, "CBCT phases")
-    ]
+    cbcts, geometries, acquisition = _image_phases(made, model, phases, seed, params, progress)
+    fov = acquisition.pop("field_of_view", None)
+    if fov is not None:  # a cone beam's truncated field of view: the lungs are scored only where it sees
+        lungs = sitk.Cast(sitk.And(lungs, fov), sitk.sitkUInt8)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-building-", dir=out_dir.parent))
     try:
         _write_case(building, made, cbcts, body, lungs)
-        for phase in made:
-            _write_views(building, phase.index, phase_views(phase.index, phases, cbct_params))
-        description = _describe(ct_path, seed, phases, params, cbct_params, model, made, ct)
+        if fov is not None:
+            write_image(fov, building / "fov_mask.nii.gz")
+        for phase, geometry in zip(made, geometries):
+            write_geometry(geometry, building / geometry_name(phase.index))
+        description = _describe(ct_path, seed, phases, params, acquisition, model, made, ct)
         (building / "case.json").write_text(json.dumps(description, indent=2) + "\n")
         _make_readable(building)
         _move_into_place(building, out_dir)
@@ -276,25 +279,65 @@ def _write_case(
     write_image(lungs, folder / "lung_mask.nii.gz")
 
 
-def views_path(folder: str | os.PathLike, phase: int) -> Path | None:
-    """The views file of a case's CBCT phase (rso.core.reprojection); written from case.json for a case made
-    before the simulator wrote them. None for a folder that is not a simulated case."""
-    path = Path(folder) / f"cbct_phase{phase}_views.json"
+def geometry_name(phase: int) -> str:
+    """The file name of a CBCT phase's projection geometry (RTK XML) in a case folder."""
+    return f"cbct_phase{phase}_geometry.xml"
+
+
+def geometry_path(folder: str | os.PathLike, phase: int) -> Path | None:
+    """The projection geometry (RTK XML) of a case's CBCT phase; written from case.json for a parallel-beam
+    case made before the simulator wrote geometry files. None for a folder that is not a simulated case."""
+    path = Path(folder) / geometry_name(phase)
     if not path.is_file():
         if not (Path(folder) / "case.json").is_file():
             return None
         description = json.loads((Path(folder) / "case.json").read_text())
-        from rso.simulation.cbct import CBCTParams, phase_views
+        if description.get("scanner"):
+            raise InputError(f"case {folder}: the geometry file {path.name} is missing")
+        from rso.simulation.cbct import CBCTParams, phase_geometry
 
         params = CBCTParams(**(description["cbct"] or {}))
-        _write_views(Path(folder), phase, phase_views(phase, description["phases"], params))
+        write_geometry(phase_geometry(phase, description["phases"], params), path)
     return path
 
 
-def _write_views(folder: Path, phase: int, views: Views) -> None:
-    write_bytes_atomically(
-        (json.dumps(views.to_dict()) + "\n").encode(), folder / f"cbct_phase{phase}_views.json"
-    )
+def _image_phases(made: list[Phase], model, phases: int, seed: int, params: SimulationParams, progress):
+    """Each made phase's CBCT and projection geometry, and the acquisition's description for case.json."""
+    if params.scanner is None:  # the parallel-beam projector (scikit-image: imported only when needed)
+        from rso.simulation.cbct import CBCTParams, phase_geometry, simulate_cbct
+
+        cbct_params = params.cbct or CBCTParams()
+        rng = np.random.default_rng([seed, 1])
+        made_progress = _progress(made, progress, "CBCT phases")
+        cbcts = [simulate_cbct(p.ct, p.index, phases, cbct_params, rng) for p in made_progress]
+        geometries = [phase_geometry(p.index, phases, cbct_params) for p in made]
+        return cbcts, geometries, {"cbct": asdict(cbct_params)}
+    from rso.simulation.clinical import scanner_preset, simulate_phases
+
+    preset = scanner_preset(params.scanner)
+    scans = simulate_phases(made[0].ct, model, phases, [p.index for p in made], preset, seed=seed)
+    acquisition = {"cbct": None, "scanner": params.scanner, "acquisition": scans[0].acquisition}
+    acquisition["phase_scans"] = [scan.info for scan in scans]
+    acquisition["field_of_view"] = scanned_field_of_view(made[0].ct, preset)
+    return [scan.cbct for scan in scans], [scan.geometry for scan in scans], acquisition
+
+
+def scanned_field_of_view(ct: sitk.Image, preset) -> sitk.Image:
+    """(uint8 on ct's grid) the scan's field of view on the preset's panel, every 10 degrees of its turn
+    and the opposite angle: where a clinical scan has complete data at all (default placement)."""
+    from rso.core.projection.conebeam import Detector, field_of_view
+    from rso.core.projection.geometry import Placement
+
+    placement = Placement.default()
+    grid = placement.rtk_grid(ct)
+    full = preset.geometry()
+    angles = np.arange(0.0, 360.0, 10.0)
+    sid, sdd = full.source_to_isocenter_mm[0], full.source_to_detector_mm[0]
+    probe = ProjectionGeometry.circular(sid, sdd, angles, full.projection_offset_x_mm[0])
+    seen = field_of_view(grid, probe, Detector.covering(grid, full, preset.panel_mm))
+    mask = sitk.GetImageFromArray(seen.astype(np.float32))
+    mask.CopyInformation(grid)
+    return sitk.Cast(placement.from_rtk(mask, ct) > 0.5, sitk.sitkUInt8)
 
 
 def _as_int16(image: sitk.Image) -> sitk.Image:
@@ -302,10 +345,11 @@ def _as_int16(image: sitk.Image) -> sitk.Image:
 
 
 def _make_readable(folder: Path) -> None:
-    """mkdtemp makes the folder private; a case is ordinary data (umask respected)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
+    """mkdtemp makes the folder private; a case is ordinary data (umask respected, read without changing
+    it: os.umask would widen it for every thread meanwhile)."""
+    from rso.core.imageio import current_umask  # (imported here: this helper's only user in the module)
+
+    os.chmod(folder, 0o777 & ~current_umask())
 
 
 def _move_into_place(building: Path, out_dir: Path) -> None:
@@ -324,7 +368,7 @@ def _describe(
     seed: int,
     phases: int,
     params: SimulationParams,
-    cbct_params,
+    acquisition: dict,
     model: BreathingMotion,
     made: list[Phase],
     ct: sitk.Image,
@@ -356,7 +400,7 @@ def _describe(
         "motion": model.description(),
         "working_grid": {"spacing_mm": params.spacing_mm, "crop_margin_mm": params.crop_margin_mm},
         "masks": asdict(params.masks),
-        "cbct": asdict(cbct_params),
+        **acquisition,
         "phase_info": [p.info for p in made],
         "versions": _versions(),
     }

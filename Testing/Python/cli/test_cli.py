@@ -13,7 +13,8 @@ from conftest import write
 
 from rso.cli import EXIT_BAD_INPUT, main
 from rso.core.model import ModelConfig, RegistrationNet, save_checkpoint
-from rso.simulation.cbct import CBCTParams, phase_views
+from rso.core.projection.geometry import write_geometry
+from rso.simulation.cbct import CBCTParams, phase_geometry
 
 COMMON = ["--grid", "32,64,64", "--device", "cpu", "--no-figure", "--quiet"]
 FAST = ["--channels", "4,8,16,32,64", *COMMON]
@@ -24,17 +25,34 @@ def pair_files(known_pair, tmp_path_factory):
     folder = tmp_path_factory.mktemp("pair")
     fixed, moving, truth = known_pair
     views = {}
-    for phase in (0, 5):  # the views a phase-binned CBCT pair would come with (simulate writes them so)
-        views[phase] = folder / f"views{phase}.json"
-        views[phase].write_text(json.dumps(phase_views(phase, 10, CBCTParams(projections=250)).to_dict()))
+    for phase in (0, 5):  # the geometry a phase-binned CBCT pair would come with (simulate writes them so)
+        geometry = phase_geometry(phase, 10, CBCTParams(projections=250))
+        views[phase] = write_geometry(geometry, folder / f"cbct_phase{phase}_geometry.xml")
     return {
         "fixed": write(fixed, folder / "fixed.nii.gz"),
         "moving": write(moving, folder / "moving.nrrd"),
         "truth": write(truth, folder / "truth.nii.gz"),
         "folder": folder,
-        "fixed_views": str(views[0]),
-        "moving_views": str(views[5]),
+        "fixed_geometry": str(views[0]),
+        "moving_geometry": str(views[5]),
+        **landmark_files(fixed, truth, folder),
     }
+
+
+def landmark_files(fixed: sitk.Image, truth: sitk.Image, folder) -> dict:
+    """Four landmarks on the fixed image (a Slicer markups file) and where the truth moves them (a CSV in
+    RAS): corresponding points, as a person would have placed them on the two images."""
+    from rso.core.landmarks import Landmarks, write_markups_json
+
+    transform = sitk.DisplacementFieldTransform(sitk.Cast(truth, sitk.sitkVectorFloat64))
+    size = np.array(fixed.GetSize())
+    indices = [size * f for f in ((0.3, 0.3, 0.3), (0.5, 0.5, 0.5), (0.6, 0.4, 0.5), (0.4, 0.6, 0.6))]
+    points = np.array([fixed.TransformContinuousIndexToPhysicalPoint(i.tolist()) for i in indices])
+    moved = np.array([transform.TransformPoint(p.tolist()) for p in points])
+    fixed_file = write_markups_json(Landmarks(points), folder / "fixed.mrk.json")
+    rows = ["r,a,s"] + [f"{-p[0]},{-p[1]},{p[2]}" for p in moved]
+    (folder / "moving.csv").write_text("\n".join(rows) + "\n")
+    return {"landmarks_fixed": str(fixed_file), "landmarks_moving": str(folder / "moving.csv")}
 
 
 def roi_ras_around_bump(pair_files) -> str:
@@ -65,12 +83,16 @@ def registered(pair_files, tmp_path_factory):
         "5,5,5,20,20,15",
         "--truth",
         pair_files["truth"],
-        "--fixed-views",
-        pair_files["fixed_views"],
-        "--moving-views",
-        pair_files["moving_views"],
+        "--fixed-geometry",
+        pair_files["fixed_geometry"],
+        "--moving-geometry",
+        pair_files["moving_geometry"],
         "--rso-min-gain",
         "0",
+        "--landmarks-fixed",
+        pair_files["landmarks_fixed"],
+        "--landmarks-moving",
+        pair_files["landmarks_moving"],
         *FAST,
     ]  # both steps kept
     args.remove("--no-figure")
@@ -102,10 +124,11 @@ def test_register_writes_every_output(registered):
     assert rso["metrics"]["tre_mm_box"]["mean"] > 0
     assert (
         rso["params"]["artefacts_matched"] is True
-    )  # both views given: native RSO compared artefact-matched images
+    )  # both geometries given: native RSO compared artefact-matched images
     assert report["steps"][1]["params"]["artefacts_matched"] is True  # and ISO fine-tuned on them
     manifest = json.loads((registered / "session" / "session.json").read_text())
-    assert manifest["views"][1]["directions_deg"][0] == pytest.approx(5 * 180 / 250)
+    assert manifest["geometry"][1]["gantry_deg"][0] == pytest.approx(5 * 180 / 250)
+    assert report["artefact_matching"]["status"] == "artefact matching on: parallel beam, 25 and 25 views"
     assert report["steps"][1]["metrics"]["rmse_hu_box"] is None  # cannot be computed: null
 
 
@@ -257,13 +280,13 @@ BAD_INPUTS = {
         lambda f, p: ["--labels", labels_far_away(f, sitk.ReadImage(p["moving"]))],
         "does not overlap the moving image",
     ),
-    "views of one image": (
-        lambda f, p: ["--fixed-views", p["fixed_views"]],
-        "views of both images, or of neither",
+    "geometry of one image": (
+        lambda f, p: ["--fixed-geometry", p["fixed_geometry"]],
+        "geometry of both images, or of neither",
     ),
-    "corrupt views": (
-        lambda f, p: ["--fixed-views", p["fixed"], "--moving-views", p["moving_views"]],
-        "cannot read the views file",
+    "corrupt geometry": (
+        lambda f, p: ["--fixed-geometry", p["fixed"], "--moving-geometry", p["moving_geometry"]],
+        "not a valid geometry",
     ),
     "colours without labels": (lambda f, p: ["--labels-colors", p["moving"]], "need a label map (--labels)"),
     "missing checkpoint": (lambda f, p: ["--model", str(f / "none.pt")], "checkpoint not found"),
@@ -400,3 +423,21 @@ def test_non_ct_volume_is_registered_when_allowed_on_purpose(pair_files, tmp_pat
         r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "Hounsfield" in r.getMessage()
     ]
     assert len(warnings) == 1 and "the model expects HU; registering it anyway, as asked" in warnings[0]
+
+
+def test_landmark_tre_after_each_step_is_in_the_report_and_matches_a_hand_computation(registered, pair_files):
+    from rso.core.landmarks import landmark_tre, read_landmarks
+
+    report = json.loads((registered / "report.json").read_text())
+    fixed = read_landmarks(pair_files["landmarks_fixed"]).points
+    moving = read_landmarks(pair_files["landmarks_moving"]).points
+    initial = report["landmark_tre_mm"]["initial"]
+    assert initial["per_point"] == pytest.approx(np.linalg.norm(fixed - moving, axis=1).tolist(), abs=2e-3)
+    assert [len(step["landmark_tre_mm"]["per_point"]) for step in report["steps"]] == [4, 4, 4, 4]
+    field = sitk.ReadImage(str(registered / "displacement.nii.gz"))
+    final = report["landmark_tre_mm"]["final"]
+    assert final == report["steps"][-1]["landmark_tre_mm"]
+    assert final["per_point"] == pytest.approx(landmark_tre(fixed, moving, field)["per_point"], abs=2e-3)
+    assert {"mean", "median", "p95", "max"} <= set(final)
+    shown = json.loads((registered / "landmarks_tre.mrk.json").read_text())
+    assert len(shown["markups"][0]["controlPoints"]) == 4

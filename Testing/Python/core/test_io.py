@@ -1,11 +1,17 @@
-"""Image input in every supported format keeps values and geometry; fields keep their convention."""
+"""Image input in every supported format keeps values and geometry; fields keep their convention;
+files are written atomically with the mode the umask gives, which is never changed to read it."""
+
+import os
+import stat
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from rso.errors import InputError
 from rso.core.imageio import read_displacement_field, read_image, write_displacement_field
+from rso.errors import InputError
 
 
 def small_ct() -> sitk.Image:
@@ -81,3 +87,43 @@ def test_displacement_field_round_trip_keeps_lps_vectors(tmp_path):
         np.testing.assert_allclose(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(field), atol=1e-5)
         np.testing.assert_allclose(read.GetDirection(), field.GetDirection(), atol=1e-6)
         np.testing.assert_allclose(read.GetOrigin(), field.GetOrigin(), atol=1e-5)
+
+
+@pytest.fixture
+def umask_027():
+    """The process umask set to 0o027 for the test; ``os.umask`` itself is then monkeypatched by it."""
+    real_umask = os.umask
+    old = real_umask(0o027)
+    yield
+    real_umask(old)
+
+
+def no_umask(_mask=None):
+    raise AssertionError("os.umask was called: it changes the umask of every thread while it reads it")
+
+
+def test_atomic_writers_give_ordinary_modes_without_touching_the_umask(tmp_path, monkeypatch, umask_027):
+    from rso.core.imageio import current_umask, write_bytes_atomically, write_image
+
+    monkeypatch.setattr(os, "umask", no_umask)
+    field = sitk.GetImageFromArray(np.zeros((3, 4, 5, 3)), isVector=True)
+    written = [
+        write_image(small_ct(), tmp_path / "ct.nii.gz"),
+        write_displacement_field(field, tmp_path / "field.nii.gz"),  # nibabel's bytes, written atomically
+        write_displacement_field(field, tmp_path / "field.nrrd"),
+        write_bytes_atomically(b"{}", tmp_path / "report.json"),
+    ]
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~0o027 == 0o640, path
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(path.name for path in written)
+    assert current_umask() == 0o027
+    assert current_umask(str(tmp_path / "no-status-file")) == 0o027  # the probe, where /proc is absent
+
+
+def test_a_simulated_case_folder_gets_the_umask_mode_without_touching_it(tmp_path, monkeypatch, umask_027):
+    from rso.simulation.simulate import _make_readable
+
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))  # private (0700), as the simulator builds a case
+    monkeypatch.setattr(os, "umask", no_umask)
+    _make_readable(folder)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~0o027 == 0o750

@@ -464,6 +464,36 @@ def test_steps_need_a_session_and_valid_settings(tmp_path, demo):
     ]
 
 
+def test_projection_geometry_files_reach_open_both_or_neither(tmp_path, demo):
+    """The geometry and placement files go into open; one geometry alone is refused, nothing sent."""
+    matching = "artefact matching on: cone beam, 96 and 102 views"
+    logic, backend = open_scripted(
+        tmp_path,
+        demo,
+        {"open": [{"event": "done", "result": {"history": [], "artefact_matching": matching}}]},
+    )
+    files = {name: tmp_path / f"{name}.xml" for name in ("fixed", "moving")} | {
+        "placement": tmp_path / "p.tfm"
+    }
+    with pytest.raises(InputError, match="only the fixed image's is given; choose the moving"):
+        logic.open_session(fixedGeometryFile=str(files["fixed"]), movingGeometryFile=".")  # "." : empty Path
+    with pytest.raises(InputError, match="placement transform needs the projection geometries"):
+        logic.open_session(placementFile=str(files["placement"]))
+    assert backend.sent == []
+    logic.open_session(
+        fixedGeometryFile=str(files["fixed"]),
+        movingGeometryFile=str(files["moving"]),
+        placementFile=str(files["placement"]),
+    )
+    logic.wait(timeout=10)
+    cmd, args = backend.sent[0]
+    assert cmd == "open" and (args["fixed_geometry"], args["moving_geometry"], args["placement"]) == tuple(
+        str(files[name]) for name in ("fixed", "moving", "placement")
+    )
+    assert logic.status == f"session open; {matching}"
+    assert read_parameters(logic.parameter_node).placementFile == str(files["placement"])  # kept in the scene
+
+
 def test_with_the_real_worker_process(tmp_path, demo):
     """The same flow through the engine's worker process."""
     from RSORegistrationLib.backends import worker_backend
@@ -475,13 +505,23 @@ def test_with_the_real_worker_process(tmp_path, demo):
         volume_from_image(app.scene, demo.moving, "m"),
     )
     logic = RegistrationLogic(app.scene, worker_backend, cache_dir=tmp_path)
+    statuses = {}
     try:
         history = logic.run(
-            fixed, moving, [demo.region_ras()], iso_iterations=1, rso_iterations=1, timeout=120, **SETTINGS
+            fixed,
+            moving,
+            [demo.region_ras()],
+            iso_iterations=1,
+            rso_iterations=1,
+            timeout=120,
+            on_step=lambda cmd, result: statuses.setdefault(cmd, logic.status),
+            **SETTINGS,
         )
     finally:
         logic.close()
     assert [r["kind"] for r in history] == ["general", "iso", "rso"]
+    # No projection geometry: the status line after open says that the steps compare the images as given.
+    assert statuses["open"] == "session open; artefact matching off: no projection geometry"
     assert moving.GetParentTransformNode() is logic.parameters().outputTransform
 
 

@@ -1,25 +1,29 @@
 """A real review server and a real headless Chromium for the review tests (Playwright's Python API).
 
-The server is ``python -m rso.cli review`` in a child process on a free loopback port; the browser is
-Debian's chromium (``make chromium`` installs it). The slice views are images the server streams
-(JPEG frames over the websocket), so the tests read pixels from screenshots, never the DOM alone:
-a view is found by the hidden marker its gutter carries, and waited for until its frame is still.
+The server is ``python -m rso.cli review`` in a child process on a free loopback port, reached at the
+address it prints (with its token); the browser is Debian's chromium (``make chromium`` installs
+it). The slice views are images the server streams (JPEG frames over the websocket), so the tests
+read pixels from screenshots, never the DOM alone: a view is found by the hidden marker its gutter
+carries, and waited for until its frame is still.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 CHROMIUM = os.environ.get("RSO_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -54,15 +58,29 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.1):
     raise TimeoutError(f"no {what} within {timeout:.0f} s (last: {last!r})")
 
 
+PRINTED_ADDRESS = re.compile(r"Review page: (http://127\.0\.0\.1:(\d+)/\?token=([\w.~-]+))")
+
+
 @dataclass
 class ReviewServer:
     process: subprocess.Popen
     port: int
     log_path: Path
+    url: str = ""  # the address the server printed, with its token ("" until it did)
+    token: str = ""
 
     @property
-    def url(self) -> str:
+    def base(self) -> str:
+        """The address without the token."""
         return f"http://127.0.0.1:{self.port}/"
+
+    def printed_address(self) -> bool:
+        """Read the address (and token) the server printed once it listens; False until then."""
+        found = PRINTED_ADDRESS.search(self.log_path.read_text(errors="replace"))
+        if found:
+            assert int(found.group(2)) == self.port, found.group(0)
+            self.url, self.token = found.group(1), found.group(3)
+        return bool(found)
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -72,7 +90,7 @@ class ReviewServer:
 
     def answers(self) -> bool:
         try:
-            with urllib.request.urlopen(self.url + "index.html", timeout=2) as reply:
+            with urllib.request.urlopen(f"{self.base}index.html?token={self.token}", timeout=2) as reply:
                 return reply.status == 200
         except OSError:
             return False
@@ -89,8 +107,44 @@ class ReviewServer:
         return self.process.returncode
 
 
+WEBSOCKET_UPGRADE = {  # as a browser asks for the page's websocket
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
+
+
+def http_status(url: str, headers: dict | None = None, opener=None) -> int:
+    """The HTTP status of a GET of ``url`` (redirects followed; through ``opener`` if given)."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with (opener or urllib.request.build_opener()).open(request, timeout=10) as reply:
+            return reply.status
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
+def unix_status(path, address: str, headers: dict | None = None) -> int:
+    """The HTTP status of a GET of ``address`` (e.g. "index.html?token=...") through a Unix socket."""
+    import asyncio
+
+    import aiohttp
+
+    async def get() -> int:
+        connector = aiohttp.UnixConnector(path=str(path))
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(f"http://review/{address}", headers=headers or {}) as reply,
+        ):
+            return reply.status
+
+    return asyncio.run(get())
+
+
 def start_review_server(arguments: list[str], folder: Path) -> ReviewServer:
-    """``rso-registration review ARGS --port <free>``, its home and log in ``folder``; returns once it answers."""
+    """``rso-registration review ARGS --port <free>``, its home and log in ``folder``; returns once it
+    answers."""
     port = free_port()
     home = (
         folder / "home"
@@ -116,7 +170,7 @@ def start_review_server(arguments: list[str], folder: Path) -> ReviewServer:
     def ready() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"the review server exited with {process.returncode}:\n{server.log_tail()}")
-        return server.answers()
+        return server.printed_address() and server.answers()
 
     try:
         wait_until(ready, SERVER_START_S, "answer from the review server", interval=0.2)
@@ -188,7 +242,8 @@ def hover_then(page, x: float, y: float, action) -> None:
 
 
 def rectangle_mask(shape, corners: tuple[float, float, float, float], grow: float = 0.0) -> np.ndarray:
-    """Pixels of an image (rows, columns) inside an axis-aligned rectangle (x1, y1, x2, y2), grown by ``grow``."""
+    """Pixels of an image (rows, columns) inside an axis-aligned rectangle (x1, y1, x2, y2), grown by
+    ``grow``."""
     x1, y1, x2, y2 = corners
     rows, columns = np.mgrid[0 : shape[0], 0 : shape[1]]
     return (
@@ -200,8 +255,59 @@ def rectangle_mask(shape, corners: tuple[float, float, float, float], grow: floa
 
 
 def outline_mask(shape, corners, band: float) -> np.ndarray:
-    """Pixels within ``band`` of a rectangle's outline, centre included: where a box and its handles are drawn."""
+    """Pixels within ``band`` of a rectangle's outline, centre included: where a box and its handles are
+    drawn."""
     x1, y1, x2, y2 = corners
     centre_x, centre_y = (x1 + x2) / 2, (y1 + y2) / 2
     centre = rectangle_mask(shape, (centre_x, centre_y, centre_x, centre_y), band)
     return (rectangle_mask(shape, corners, band) & ~rectangle_mask(shape, corners, -band)) | centre
+
+
+# ------------------------------------------------------------------- browser, page and network
+def chromium_or_skip() -> str:
+    if Path(CHROMIUM).is_file():
+        return CHROMIUM
+    reason = f"{CHROMIUM} is absent: `make chromium` installs Debian's chromium (as root)"
+    if os.environ.get("RSO_REQUIRE_BROWSER") == "1":  # CI (.ci/run): the browser tests must run
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+# Every value the progress bar and its label show, as the page draws them (no polling gaps).
+RECORD_PROGRESS = """() => {
+    const bar = document.querySelector('#progress'), label = document.querySelector('#progress-label');
+    window.progressShown = {values: [], labels: []};
+    new MutationObserver(() => window.progressShown.values.push(bar.getAttribute('aria-valuenow')))
+        .observe(bar, {attributes: true, attributeFilter: ['aria-valuenow']});
+    new MutationObserver(() => window.progressShown.labels.push(label.textContent))
+        .observe(label, {childList: true, characterData: true, subtree: true});
+}"""
+
+
+def rest_mouse(page) -> None:
+    """Away from the views, so that no handle is highlighted in the pixels compared."""
+    page.mouse.move(700, 20)
+
+
+def coloured(pixels: np.ndarray) -> np.ndarray:
+    """Where the difference overlay colours the grey image."""
+    return (np.abs(pixels[..., 0] - pixels[..., 2]) > 40) | (np.abs(pixels[..., 1] - pixels[..., 2]) > 40)
+
+
+# A websocket to the review server, opened by a page: "open", or "refused" when the upgrade is refused.
+OPEN_WEBSOCKET = """(url) => new Promise((resolve) => {
+    const socket = new WebSocket(url);
+    socket.onopen = () => { socket.close(); resolve('open'); };
+    socket.onerror = () => resolve('refused');
+})"""
+
+
+def outward_address() -> str | None:
+    """The address this machine would use towards other machines (no packet is sent), if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") else address

@@ -1,12 +1,15 @@
 """The review page as a user meets it: a real review server on a small real-CT pair with a known
 truth, driven in a real headless Chromium (Debian's chromium through Playwright).
 
-The tests run in order on one page, as one review: the views show the images; Register then
-Refine run with a moving progress bar; a box drawn in the axial view starts RSO; dragging it
-starts RSO again, which changes the overlay inside the box and leaves every pixel outside it as
-it was; Undo brings the previous overlay back exactly; a bad file gives one error line and
-changes nothing; nothing is fetched from outside the machine; the session folder reopens in the
-Slicer module's logic. Pixels come from screenshots of the views, never from the DOM alone.
+The tests run in order on one page, as one review: the page opens at the address the server
+printed, with its token, and another browser without it gets 403, page and websocket alike; the
+views show the images; Register then Refine run with a moving progress bar; a box drawn in the
+axial view starts RSO; dragging it starts RSO again, which changes the overlay inside the box and
+leaves every pixel outside it as it was; Undo brings the previous overlay back exactly; a bad file
+gives one error line and changes nothing; the Files menu lists and opens only the allowed folders
+(the images'), refusing a path that leaves them through ``..`` or a symlink; nothing is fetched
+from outside the machine; the session folder reopens in the Slicer module's logic. Pixels come
+from screenshots of the views, never from the DOM alone.
 
 The views arrive as JPEG frames: a change inside the box can alter the pixels of the 16-pixel
 blocks it touches (and, through the decoder's chroma smoothing, a pixel or two beyond), so
@@ -19,9 +22,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,13 +37,21 @@ pytest.importorskip("playwright", reason="the browser tests need playwright (the
 from review_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    OPEN_WEBSOCKET,
+    RECORD_PROGRESS,
     VIEWS,
+    WEBSOCKET_UPGRADE,
+    chromium_or_skip,
+    coloured,
     css_point,
     grab,
     hover_then,
+    http_status,
     outline_mask,  # noqa: E402
+    outward_address,
     page_value,
     rectangle_mask,
+    rest_mouse,
     shows_an_image,
     start_review_server,
     still_view,
@@ -60,15 +71,6 @@ JPEG_REACH_PX = 24  # a 16-pixel block plus the decoder's chroma smoothing, roun
 OUTLINE_BAND_PX = 24  # a box's outline and handles, plus the JPEG reach
 FIRST_BOX = (0.30, 0.30, 0.55, 0.55)  # corners of the drawn box, as fractions of the axial view
 DRAG_PX = (40, 30)  # the box is dragged by this much (CSS pixels)
-
-
-def chromium_or_skip() -> str:
-    if Path(CHROMIUM).is_file():
-        return CHROMIUM
-    reason = f"{CHROMIUM} is absent: `make chromium` installs Debian's chromium (as root)"
-    if os.environ.get("RSO_REQUIRE_BROWSER") == "1":  # CI (.ci/run): the browser tests must run
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -129,26 +131,11 @@ def review(server):
         requests: list[str] = []
         page.on("request", lambda request: requests.append(request.url))
         page.on("websocket", lambda socket: requests.append(socket.url))
-        page.goto(server.url, wait_until="domcontentloaded")
+        opened = page.goto(server.url, wait_until="domcontentloaded")  # the printed address, token and all
+        assert opened.status == 200 and "token=" in server.url
         page.wait_for_selector("#view-marker-Red", state="attached", timeout=30000)
-        yield {"page": page, "requests": requests, "server": server}
+        yield {"page": page, "requests": requests, "server": server, "browser": browser}
         browser.close()
-
-
-# Every value the progress bar and its label show, as the page draws them (no polling gaps).
-RECORD_PROGRESS = """() => {
-    const bar = document.querySelector('#progress'), label = document.querySelector('#progress-label');
-    window.progressShown = {values: [], labels: []};
-    new MutationObserver(() => window.progressShown.values.push(bar.getAttribute('aria-valuenow')))
-        .observe(bar, {attributes: true, attributeFilter: ['aria-valuenow']});
-    new MutationObserver(() => window.progressShown.labels.push(label.textContent))
-        .observe(label, {childList: true, characterData: true, subtree: true});
-}"""
-
-
-def rest_mouse(page) -> None:
-    """Away from the views, so that no handle is highlighted in the pixels compared."""
-    page.mouse.move(700, 20)
 
 
 def wait_for_step(page, label: str, present: bool = True) -> None:
@@ -175,11 +162,6 @@ def pixels_per_mm(page, corners) -> float:
     return min(abs(corners[2] - corners[0]) / width_mm, abs(corners[3] - corners[1]) / height_mm)
 
 
-def coloured(pixels: np.ndarray) -> np.ndarray:
-    """Where the difference overlay colours the grey image."""
-    return (np.abs(pixels[..., 0] - pixels[..., 2]) > 40) | (np.abs(pixels[..., 1] - pixels[..., 2]) > 40)
-
-
 def test_the_page_shows_the_three_views(review):
     page = review["page"]
     views = wait_until(
@@ -199,6 +181,26 @@ def test_the_page_shows_the_three_views(review):
         assert centre.std() > 20, f"view {view} shows no anatomy"  # grey levels of the chest, not a flat fill
     assert text(page, "#btn-register") and page.locator("#btn-register").is_enabled()
     assert not page.locator("#btn-undo").is_enabled()  # nothing to undo yet
+
+
+def test_without_the_token_the_page_and_its_websocket_are_refused(review):
+    """Another user's browser (no token, no cookie) gets 403 for the page and for the websocket, while
+    the page that came with the token opens one."""
+    server, page = review["server"], review["page"]
+    websocket = f"ws://127.0.0.1:{server.port}/ws"
+    stranger = review["browser"].new_context()
+    try:
+        other = stranger.new_page()
+        answer = other.goto(server.base, wait_until="domcontentloaded")
+        assert answer.status == 403 and "needs its token" in other.content()
+        assert other.locator("#view-marker-Red").count() == 0
+        assert other.evaluate(OPEN_WEBSOCKET, websocket) == "refused"
+    finally:
+        stranger.close()
+    assert page.evaluate(OPEN_WEBSOCKET, websocket) == "open"  # its cookie carries the token
+    for path in ("", "index.html", "ws"):
+        assert http_status(server.base + path) == 403, path
+    assert http_status(server.base + "ws", WEBSOCKET_UPGRADE) == 403
 
 
 def test_register_then_refine_moves_the_progress_bar(review):
@@ -343,6 +345,53 @@ def test_a_bad_file_shows_one_error_line_and_changes_nothing(review, pair_files)
     wait_until(lambda: np.array_equal(still_view(page), review["after_undo"]), 20, "the overlay back")
 
 
+def test_the_files_menu_opens_only_the_allowed_folders(review, pair_files, tmp_path_factory):
+    """Default: the images' folder. The menu lists it (a symlink leading out left out) and fills the
+    fields from it; a path typed that leaves it, by ``..`` or a symlink, is refused with one error line,
+    and so is an export folder outside it."""
+    page, folder = review["page"], pair_files["folder"].resolve()
+    elsewhere = tmp_path_factory.mktemp("elsewhere").resolve()
+    shutil.copy(pair_files["fixed"], elsewhere / "fixed.nii.gz")
+    (folder / "leak.nii.gz").symlink_to(elsewhere / "fixed.nii.gz")
+    steps = page_value(page, "steps")
+    page.click("#btn-files")
+    wait_until(lambda: page_value(page, "files_folder") == str(folder), 10, "the images' folder listed")
+    names = wait_until(
+        lambda: (
+            [name.strip() for name in page.locator("#files-list .files-entry").all_inner_texts()]
+            if "not-an-image.nii.gz" in page.locator("#files-list").inner_text()  # listed again on opening
+            else None
+        ),
+        10,
+        "the listing",
+    )
+    assert {"fixed.nii.gz", "moving.nii.gz", "truth.nii.gz", "exported/"} <= set(names), names
+    assert "leak.nii.gz" not in names and page.locator("#files-up").is_disabled()  # the top
+    page.click("#files-target-moving")
+    page.locator("#files-list .files-entry", has_text="fixed.nii.gz").click()
+    wait_until(
+        lambda: page.locator("#input-moving").input_value() == str(folder / "fixed.nii.gz"), 10, "the pick"
+    )
+    page.locator("#input-moving").fill(str(pair_files["moving"]))
+    for outside in (f"{folder}/../{elsewhere.name}/fixed.nii.gz", str(folder / "leak.nii.gz")):
+        page.locator("#input-fixed").fill(outside)
+        page.click("#btn-open")
+        error = wait_until(
+            lambda path=outside: path in text(page, "#error-line") and text(page, "#error-line"), 20, outside
+        )
+        assert "outside the folders this review may use" in error and "\n" not in error.strip()
+    page.locator("#input-fixed").fill(str(pair_files["fixed"]))
+    page.locator("#export-folder").fill(str(elsewhere / "export"))
+    page.click("#btn-files")
+    page.click("#btn-export")
+    error = wait_until(
+        lambda: "export folder" in text(page, "#error-line") and text(page, "#error-line"), 20, "export"
+    )
+    assert "outside the folders" in error
+    assert not (elsewhere / "export").exists() and page_value(page, "steps") == steps
+    rest_mouse(page)
+
+
 def test_the_page_is_served_on_loopback_only_and_fetches_nothing_from_outside(review):
     port = review["server"].port
     local = (f"http://127.0.0.1:{port}/", f"ws://127.0.0.1:{port}/", "blob:", "data:")
@@ -354,25 +403,14 @@ def test_the_page_is_served_on_loopback_only_and_fetches_nothing_from_outside(re
             socket.create_connection((address, port), timeout=3).close()
 
 
-def outward_address() -> str | None:
-    """The address this machine would use towards other machines (no packet is sent), if it has one."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("10.255.255.255", 1))
-        except OSError:
-            return None
-        address = probe.getsockname()[0]
-    return None if address.startswith("127.") else address
-
-
 def test_the_session_reopens_in_the_slicer_logic(review, tmp_path):
-    """The folder the page kept is the one the module (and the CLI) use: Slicer's logic reopens it as it stands,
-    once the page's engine has let it go (one writer per session folder)."""
+    """The folder the page kept is the one the module (and the CLI) use: Slicer's logic reopens it as it
+    stands, once the page's engine has let it go (one writer per session folder)."""
+    from rso.core.store import input_path
     from RSORegistrationLib.backends import InProcessBackend
     from RSORegistrationLib.headless import new_scene
     from RSORegistrationLib.logic import RegistrationLogic
     from RSORegistrationLib.volumes import read_volume
-    from rso.core.store import input_path
 
     page, folder = review["page"], review["server"].session
     shown_steps = page_value(page, "steps")

@@ -1,8 +1,12 @@
-"""``rso-registration review`` without a browser: bad input ends in one line before anything is served,
-and a session folder the command line wrote reopens in the review page's controller as it stands."""
+"""``rso-registration review`` without a browser: bad input ends in one line before anything is served;
+the served page refuses every request without the run's token, on TCP and on a Unix socket; and a
+session folder the command line wrote reopens in the review page's controller as it stands."""
 
 from __future__ import annotations
 
+import os
+import signal
+import stat
 import subprocess
 import sys
 
@@ -12,7 +16,13 @@ pytest.importorskip(
     "trame_slicer", reason="the review app needs the 'review' extra (pip install -e '.[review]')"
 )
 
-from review_browser import free_port  # noqa: E402
+from review_browser import (  # noqa: E402
+    WEBSOCKET_UPGRADE,
+    free_port,
+    http_status,
+    start_review_server,
+    unix_status,
+)
 
 CHANNELS, GRID = (4, 8, 16, 32, 64), (16, 32, 32)
 
@@ -26,7 +36,18 @@ def review_command(*arguments: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("case", ["missing", "not an image", "session and images", "one views file"])
+BAD_INPUTS = [
+    "missing",
+    "not an image",
+    "session and images",
+    "one views file",
+    "short token",
+    "allowed folder missing",
+    "socket path taken",
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_is_one_line_and_nothing_is_served(case, known_pair, tmp_path):
     from rso.core.imageio import write_image
 
@@ -48,8 +69,17 @@ def test_bad_input_is_one_line_and_nothing_is_served(case, known_pair, tmp_path)
             "holds a session",
         ),
         "one views file": (
-            ["--fixed", str(fixed), "--moving", str(fixed), "--fixed-views", str(views_file(tmp_path))],
+            ["--fixed", str(fixed), "--moving", str(fixed), "--fixed-geometry", str(views_file(tmp_path))],
             "of both images, or of neither",
+        ),
+        "short token": (["--fixed", str(fixed), "--moving", str(fixed), "--token", "abc"], "16 or more"),
+        "allowed folder missing": (
+            ["--fixed", str(fixed), "--moving", str(fixed), "--allow-dir", str(tmp_path / "absent")],
+            "is not a folder (--allow-dir)",
+        ),
+        "socket path taken": (
+            ["--fixed", str(fixed), "--moving", str(fixed), "--unix-socket", str(tmp_path / "text.nii.gz")],
+            "exists and is not a socket",
         ),
     }[case]
     done = review_command(*arguments)
@@ -59,26 +89,72 @@ def test_bad_input_is_one_line_and_nothing_is_served(case, known_pair, tmp_path)
     assert "Traceback" not in done.stderr and "Review page" not in done.stdout  # refused before serving
 
 
-def views_file(folder, offset_deg: float = 0.0):
-    """A phase bin's projection views (rso.core.reprojection): 25 directions over 180 degrees."""
-    import json
+def served_arguments(known_pair, folder) -> list[str]:
+    from rso.core.imageio import write_image
 
-    path = folder / f"views_{offset_deg:g}.json"
-    path.write_text(
-        json.dumps(
-            {"geometry": "parallel-axial", "directions_deg": [offset_deg + 7.2 * k for k in range(25)]}
-        )
+    fixed = write_image(known_pair[0], folder / "fixed.nii.gz")
+    moving = write_image(known_pair[1], folder / "moving.nii.gz")
+    grid = ["--grid", ",".join(map(str, GRID)), "--channels", ",".join(map(str, CHANNELS))]
+    return ["--fixed", str(fixed), "--moving", str(moving), *grid, "--device", "cpu"]
+
+
+def test_the_served_page_needs_the_printed_token(known_pair, tmp_path):
+    """The page, its files and the websocket upgrade without the token: 403; the printed address: 200."""
+    server = start_review_server(served_arguments(known_pair, tmp_path), tmp_path)
+    try:
+        assert len(server.token) >= 43  # a new one, secrets.token_urlsafe(32)
+        for path in ("", "index.html", "ws"):
+            assert http_status(server.base + path) == 403, path
+        assert http_status(server.base + "ws", WEBSOCKET_UPGRADE) == 403
+        assert http_status(f"{server.base}index.html?token={server.token[::-1]}") == 403
+        assert http_status(server.url) == 200
+    finally:
+        server.stop()
+
+
+def test_the_page_on_a_unix_socket_is_its_owners_only(known_pair, tmp_path):
+    """Served on a 0600 socket, announced with the tunnel to it; the token is still needed there."""
+    path, token = tmp_path / "review.sock", "a-token-of-the-right-length"
+    command = [sys.executable, "-m", "rso.cli", "review", *served_arguments(known_pair, tmp_path)]
+    server = subprocess.Popen(
+        [*command, "--unix-socket", str(path), "--port", "8090"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "RSO_REVIEW_TOKEN": token},  # out of sight of ps
     )
-    return path
+    try:
+        line = ""
+        while "Review page" not in line:
+            line = server.stdout.readline()  # the server prints its address once it is on the socket
+            assert line, "the server ended without printing its address"
+        assert f"ssh -N -L 8090:{path} <this host>, then open http://127.0.0.1:8090/?token={token}" in line
+        assert stat.S_ISSOCK(path.lstat().st_mode) and stat.S_IMODE(path.lstat().st_mode) == 0o600
+        assert unix_status(path, "index.html") == 403
+        assert unix_status(path, "index.html", WEBSOCKET_UPGRADE) == 403
+        assert unix_status(path, f"index.html?token={token}") == 200
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=60)
+    assert not path.exists()  # removed with the server
+
+
+def views_file(folder, offset_deg: float = 0.0):
+    """A phase bin's parallel-beam projection geometry (RTK XML): 25 directions over 180 degrees."""
+    from rso.core.projection.geometry import ProjectionGeometry, write_geometry
+
+    geometry = ProjectionGeometry.circular(1000.0, 0.0, [offset_deg + 7.2 * k for k in range(25)])
+    return write_geometry(geometry, folder / f"geometry_{offset_deg:g}.xml")
 
 
 def test_a_session_the_command_line_wrote_reopens_in_the_review_controller(known_pair, tmp_path):
+    from trame_slicer.core import SlicerApp
+
+    from rso.core.imageio import write_image
+    from rso.core.session import RSOSettings
+    from rso.core.workflow import EngineSettings, RegisterJob, run_register_job
     from RSORegistrationLib.backends import InProcessBackend
     from RSORegistrationReview.controller import ReviewController, ReviewOptions
-    from rso.core.imageio import write_image
-    from rso.core.workflow import EngineSettings, RegisterJob, run_register_job
-    from rso.core.session import RSOSettings
-    from trame_slicer.core import SlicerApp
 
     fixed, moving, truth = known_pair
     job = RegisterJob(

@@ -104,8 +104,8 @@ def test_the_pairs_projection_views_make_iso_compare_matched_images_and_a_page_p
     controller = started(
         known_pair,
         tmp_path,
-        fixed_views=str(views_file(tmp_path)),
-        moving_views=str(views_file(tmp_path, 2.16)),
+        fixed_geometry=str(views_file(tmp_path)),
+        moving_geometry=str(views_file(tmp_path, 2.16)),
     )
     try:
         controller.run_action(controller.register)
@@ -116,6 +116,8 @@ def test_the_pairs_projection_views_make_iso_compare_matched_images_and_a_page_p
         shown = controller.page_state()
         controller.run_action(controller.open_pair, shown["inputs"]["moving"], shown["inputs"]["fixed"])
         params = controller.logic.parameters()
-        assert params.fixedViewsFile == params.movingViewsFile == ""  # those views belong to the first pair
+        assert (
+            params.fixedGeometryFile == params.movingGeometryFile == ""
+        )  # those views belong to the first pair
     finally:
         controller.close()

@@ -95,6 +95,12 @@ def pairs_csv(chest_ct, tmp_path_factory):
                 "roi": box_ras_around_centre(fixed) if roi else "",
             }
         )
+    # lung1-a comes with both images' projection geometries (parallel beam, the fast projector): matched
+    from rso.core.projection.geometry import ProjectionGeometry, write_geometry
+
+    for role, offset in (("fixed_geometry", 0.0), ("moving_geometry", 3.6)):
+        geometry = ProjectionGeometry.circular(1000.0, 0.0, [offset + 7.2 * k for k in range(25)])
+        rows[0][role] = os.path.relpath(write_geometry(geometry, folder / f"{role}.xml"), folder)
     whole = Path(rows[0]["moving"]).read_bytes()
     (folder / "cut-moving.nii.gz").write_bytes(whole[: len(whole) // 2])  # an interrupted copy
     rows.append(
@@ -102,7 +108,8 @@ def pairs_csv(chest_ct, tmp_path_factory):
     )
     path = folder / "pairs.csv"
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["name", "fixed", "moving", "truth", "roi"])
+        columns = ["name", "fixed", "moving", "truth", "roi", "fixed_geometry", "moving_geometry"]
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(
             {
@@ -142,6 +149,12 @@ def test_batch_runs_every_pair_records_the_corrupt_one_and_resumes(pairs_csv, tm
         report = json.loads((out / name / "report.json").read_text())
         kinds = [step["kind"] for step in report["steps"]]
         assert kinds == (["general", "iso", "rso"] if name != "lung1-b" else ["general", "iso"])
+        matching = report["artefact_matching"]["status"]
+        assert matching == (
+            "artefact matching on: parallel beam, 25 and 25 views"
+            if name == "lung1-a"
+            else "artefact matching off: no projection geometry"
+        )
         warped = sitk.ReadImage(str(out / name / "warped.nii.gz"))
         assert (
             warped.GetSize() == sitk.ReadImage(read_pairs(pairs_csv)[list(rows).index(name)].fixed).GetSize()
@@ -185,6 +198,7 @@ def test_a_bad_pairs_file_is_one_clear_error_before_anything_runs(tmp_path):
         "fixed,moving,roi\na.nii,b.nii,1 2 3\n": "row 1: roi '1 2 3' is not 6 numbers",
         "fixed,moving\na.nii,\n": "row 1: moving is empty",
         "name,fixed,moving\nx,a,b\nx,c,d\n": "repeated: x",
+        "fixed,moving,fixed_geometry\na,b,g.xml\n": "give fixed_geometry and moving_geometry together",
     }
     for text, message in cases.items():
         path = tmp_path / "pairs.csv"

@@ -327,16 +327,19 @@ def test_worker_subcommand_registers():
     assert args.func is worker_command.run and args.threads == 1
 
 
-def test_open_with_projection_views_makes_iso_and_native_rso_compare_artefact_matched_images(pair, tmp_path):
-    """The views files travel through open (a worker of its own: the module's session stays as it was)."""
+def test_open_with_projection_geometry_makes_iso_and_native_rso_compare_artefact_matched_images(
+    pair, tmp_path
+):
+    """The geometry files travel through open (a worker of its own: the module's session stays as it was)."""
     import json
 
-    from rso.simulation.cbct import CBCTParams, phase_views
+    from rso.core.projection.geometry import write_geometry
+    from rso.simulation.cbct import CBCTParams, phase_geometry
 
     views = {}
-    for role, phase in (("fixed_views", 0), ("moving_views", 5)):
-        views[role] = tmp_path / f"{role}.json"
-        views[role].write_text(json.dumps(phase_views(phase, 10, CBCTParams(projections=250)).to_dict()))
+    for role, phase in (("fixed_geometry", 0), ("moving_geometry", 5)):
+        geometry = phase_geometry(phase, 10, CBCTParams(projections=250))
+        views[role] = write_geometry(geometry, tmp_path / f"{role}.xml")
     with WorkerClient(extra_args=["--threads", "2"]) as own:
         own.call(
             "open",
@@ -360,4 +363,4 @@ def test_open_with_projection_views_makes_iso_and_native_rso_compare_artefact_ma
         rso["record"]["params"]["artefacts_matched"] is True and rso["record"]["params"]["mode"] == "native"
     )
     manifest = json.loads((tmp_path / "session" / "session.json").read_text())
-    assert [len(v["directions_deg"]) for v in manifest["views"]] == [25, 25]
+    assert [len(g["gantry_deg"]) for g in manifest["geometry"]] == [25, 25]

@@ -197,13 +197,14 @@ def test_simulate_case_writes_a_complete_case(case, ct_file):
     expected = {f"{kind}_phase{k}.nii.gz" for kind in ("ct", "cbct") for k in range(3)}
     expected |= {"truth_0_1.nii.gz", "truth_0_2.nii.gz", "body_mask.nii.gz", "lung_mask.nii.gz", "case.json"}
     expected |= {f"labels_phase{k}.nii.gz" for k in range(3)} | {"labels_colors.txt"}
-    expected |= {f"cbct_phase{k}_views.json" for k in range(3)}
+    expected |= {f"cbct_phase{k}_geometry.xml" for k in range(3)}
     assert names == expected
-    from rso.core.reprojection import read_views
-    from rso.simulation.cbct import phase_views
+    from rso.core.projection.geometry import read_geometry
+    from rso.simulation.cbct import phase_geometry
 
     assert all(
-        read_views(case / f"cbct_phase{k}_views.json") == phase_views(k, 3, FAST.cbct) for k in range(3)
+        read_geometry(case / f"cbct_phase{k}_geometry.xml") == phase_geometry(k, 3, FAST.cbct)
+        for k in range(3)
     )
     info = json.loads((case / "case.json").read_text())
     assert info["seed"] == 5 and info["phases"] == 3 and len(info["source"]["sha256"]) == 64

@@ -22,16 +22,8 @@ MODULE_FILE = MODULE_DIR / "RSORegistration.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "RSORegistration.ui"
 LIB_DIR = MODULE_DIR / "RSORegistrationLib"
 # rso itself may be imported (rso.options is plain tuples); anything that pulls numpy or torch may not.
-HEAVY = {
-    "torch",
-    "monai",
-    "SimpleITK",
-    "numpy",
-    "scipy",
-    "nibabel",
-    "matplotlib",
-    "skimage",
-    "RSORegistrationLib",
+HEAVY = {"torch", "monai", "SimpleITK", "numpy", "scipy", "nibabel", "matplotlib", "skimage"} | {
+    "RSORegistrationLib"  # it imports SimpleITK and numpy
 }
 
 # Every widget the module uses, with the class it must have in the .ui file.
@@ -251,10 +243,10 @@ def test_ui_file_is_a_module_panel(ui_widgets):
 
 def test_ui_parameter_names_are_parameters_of_the_right_type(ui_widgets):
     sys.path.insert(0, str(MODULE_DIR))
-    from RSORegistrationLib.parameters import NODE_FIELDS, RunParameters
+    from RSORegistrationLib.parameters import NODE_FIELDS, PATH_FIELDS, RunParameters
 
     types = {f.name: ("node" if f.name in NODE_FIELDS else f.type) for f in fields(RunParameters)}
-    types["modelPath"] = "Path"  # str in the dataclass, a Path in the widget's wrapper
+    types.update(dict.fromkeys(PATH_FIELDS, "Path"))  # str in the dataclass, a Path in the widget's wrapper
     connected = {}
     for name, widget in ui_widgets.items():
         for prop in widget.findall("property"):
@@ -264,6 +256,21 @@ def test_ui_parameter_names_are_parameters_of_the_right_type(ui_widgets):
     for widget_name, parameter in connected.items():
         assert parameter in types, f"{widget_name} is bound to unknown parameter {parameter!r}"
         assert types[parameter] in CONNECTABLE[ui_widgets[widget_name].get("class")], (widget_name, parameter)
+
+
+def test_projection_geometry_and_placement_have_file_selectors(ui_widgets):
+    """Artefact matching's inputs, under Inputs: an RTK geometry file per volume, the optional placement."""
+    inputs = {w.get("name") for w in ui_widgets["inputsCollapsibleButton"].iter("widget")}
+    for name, parameter, name_filter in (
+        ("fixedGeometryPathLineEdit", "fixedGeometryFile", "RTK geometry (*.xml)"),
+        ("movingGeometryPathLineEdit", "movingGeometryFile", "RTK geometry (*.xml)"),
+        ("placementPathLineEdit", "placementFile", "ITK transform (*.tfm *.txt)"),
+    ):
+        props = {p.get("name"): p for p in ui_widgets[name].findall("property")}
+        assert ui_widgets[name].get("class") == "ctkPathLineEdit" and name in inputs, name
+        assert props["SlicerParameterName"].findtext("string") == parameter, name
+        assert [s.text for s in props["nameFilters"].iter("string")] == [name_filter], name
+        assert "artefact matching is off" in props["toolTip"].findtext("string"), name
 
 
 STUBS = textwrap.dedent("""
@@ -327,10 +334,12 @@ def test_importing_the_module_loads_nothing_heavy(imported_module):
 
 def test_parameter_node_wrapper_declares_the_lib_parameters(imported_module):
     sys.path.insert(0, str(MODULE_DIR))
-    from RSORegistrationLib.parameters import RunParameters
+    from RSORegistrationLib.parameters import PATH_FIELDS, RunParameters
 
     defaults = RunParameters()
     assert list(imported_module["annotations"]) == [f.name for f in fields(RunParameters)]
+    paths = {name for name, kind in imported_module["annotations"].items() if kind == "Path"}
+    assert paths == set(PATH_FIELDS)  # ctkPathLineEdit binds only a Path
     for name, text in imported_module["defaults"].items():
         assert text == str(getattr(defaults, name)), name
 

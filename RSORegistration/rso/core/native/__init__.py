@@ -14,7 +14,8 @@ optimised:
   the step returns the box to it, and does not refine it on the pair ISO fitted.
 * **Few unknowns**: ``c`` lives on a control grid (8 mm by default), interpolated trilinearly.
 * **A similarity streaks fool less**: MIND-SSC descriptors (radius 2, dilation 2) of the fixed
-  window and of the moving image around it, both pre-smoothed (``rso.core.mind``), compared in the box.
+  window and of the moving image around it, both pre-smoothed (``rso.core.mind``), compared in the box
+  (and only inside the session's fit mask, where it has one: ``limit_to_fit_mask``).
 * **Regularised as a correction**: the diffusion penalty acts on ``c``, not on the total field, so
   real breathing motion already in the field costs nothing; a barrier keeps det J away from folding.
 * **A guard**: the step is declined when the best correction does not explain the images clearly
@@ -41,6 +42,7 @@ from rso.core.native.problem import (
     correction_tensor,
     current_field_on,
     float_tensor,
+    limit_to_fit_mask,
     sample,
     sample_batch,
     window_grid,
@@ -75,6 +77,7 @@ __all__ = [
     "earlier_state_to_return_to",
     "float_tensor",
     "judge",
+    "limit_to_fit_mask",
     "refine_box",
     "sample",
     "sample_batch",

@@ -7,7 +7,7 @@ sends the window's voxels (docs/architecture.md §4).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import SimpleITK as sitk
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from rso.core.boxes import RegionBox, VoxelBox
 from rso.core.geometry import AIR_HU, ModelGrid, upsample_field
 from rso.core.patches import add_patches
+from rso.errors import InputError
 
 WINDOW_SPACING_RANGE_MM = (1.0, 2.0)  # finer than 1 mm costs much for little; coarser than 2 mm loses detail
 REACH_MARGIN_MM = 20.0  # the moving crop extends this far beyond where the current field points
@@ -31,7 +32,8 @@ class NativeProblem:
     images as given where the fitted pair is artefact-matched (``unfitted``); ``base_index`` (Z, Y, X, 3)
     holds where the current field sends each window voxel, as (z, y, x) continuous indices of the moving
     crop; ``mm_to_index`` (3, 3) turns an LPS-mm correction into (z, y, x) index steps; ``box`` is the box
-    on the window grid.
+    on the window grid; ``fit_mask`` (Z, Y, X) bool on the window, where the similarity is measured within
+    the box (None: the whole box; ``limit_to_fit_mask``).
     """
 
     window: ModelGrid
@@ -43,6 +45,7 @@ class NativeProblem:
     margin_voxels: np.ndarray  # (z, y, x)
     current_mm: np.ndarray  # (Z, Y, X, 3) the current field on the window, LPS mm
     earlier_mm: tuple[np.ndarray, ...] = ()  # earlier states' fields on the window, each (Z, Y, X, 3) LPS mm
+    fit_mask: np.ndarray | None = None
 
     def __post_init__(self):
         """Shapes checked up front, as MONAI's ``Warp.forward`` does: a mismatch would otherwise surface deep
@@ -58,6 +61,8 @@ class NativeProblem:
         _check_shape("margin_voxels", np.shape(self.margin_voxels), (3,), "(z, y, x)")
         for name, field in [("current_mm", self.current_mm), *[("earlier_mm", e) for e in self.earlier_mm]]:
             _check_shape(name, np.shape(field), (*shape, 3), "(Z, Y, X, 3) on the window")
+        if self.fit_mask is not None:
+            _check_shape("fit_mask", np.shape(self.fit_mask), shape, "(Z, Y, X) on the window")
         if not all(0 <= lo < hi <= n for lo, hi, n in zip(self.box.lo, self.box.hi, shape)):
             raise ValueError(
                 f"NativeProblem.box {self.box.lo}..{self.box.hi} must lie inside the window {shape}"
@@ -163,6 +168,21 @@ def build_problem(
     )
 
 
+def limit_to_fit_mask(problem: NativeProblem, fit_mask: sitk.Image | None) -> NativeProblem:
+    """The problem with its similarity limited to the box's voxels inside ``fit_mask`` (a binary image on
+    any grid, nonzero inside, resampled to the window); the regularisers stay on the whole window.
+
+    Raises InputError where the box holds no voxel of the mask: there is nothing there to fit.
+    """
+    if fit_mask is None:
+        return problem
+    binary = sitk.Cast(fit_mask != 0, sitk.sitkFloat32)
+    inside = sitk.GetArrayFromImage(_resample(binary, problem.window, default=0.0)) > 0.5
+    if not inside[problem.box.slices].any():
+        raise InputError("the box lies outside the fit mask (--fit-mask): RSO has nothing to fit there")
+    return replace(problem, fit_mask=inside)
+
+
 def correction_tensor(field_mm: np.ndarray, device: torch.device = torch.device("cpu")) -> torch.Tensor:
     """A (Z, Y, X, 3) LPS-mm correction on the window as the (1, 3, Z, Y, X) tensor ``Refinement`` takes."""
     return float_tensor(field_mm.transpose(3, 0, 1, 2)[None], device)
@@ -183,9 +203,9 @@ def _covering_grid(window: ModelGrid, points_lps: np.ndarray, reach_mm: float) -
     return ModelGrid(shape, window.spacing, tuple(origin.tolist()), window.direction)
 
 
-def _resample(image: sitk.Image, grid: ModelGrid) -> sitk.Image:
+def _resample(image: sitk.Image, grid: ModelGrid, default: float = AIR_HU) -> sitk.Image:
     return sitk.Resample(
-        image, grid.reference_image(), sitk.Transform(), sitk.sitkLinear, AIR_HU, sitk.sitkFloat32
+        image, grid.reference_image(), sitk.Transform(), sitk.sitkLinear, default, sitk.sitkFloat32
     )
 
 

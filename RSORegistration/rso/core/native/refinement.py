@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from monai.losses import DiffusionLoss, LocalNormalizedCrossCorrelationLoss
 from monai.networks.layers import GaussianFilter
 
-from rso.core.losses import MIND_RADIUS
+from rso.core.losses import MIND_RADIUS, masked_mean
 from rso.core.metrics import jacobian_determinant_torch
 from rso.core.mind import mind_ssc
 from rso.core.native.problem import NativeProblem, float_tensor, sample, sample_batch
@@ -58,6 +58,10 @@ class Refinement:
         # (choose_earlier_state).
         self.start = torch.zeros((1, 3, *window.shape), device=device)
         self.box = (slice(None), slice(None), *problem.box.slices)
+        # Where the similarity is measured in the box: (1, 1, Zb, Yb, Xb) 1 inside the fit mask, or None
+        # (the whole box); the regularisers act on the whole window all the same.
+        fit = problem.fit_mask
+        self.fit = None if fit is None else float_tensor(fit[problem.box.slices], device)[None, None]
         self.spacing = spacing
         # (moving, fixed) features per image pair: [0] the fitted pair, [-1] the unfitted one where there
         # is one.
@@ -71,7 +75,8 @@ class Refinement:
         # that the refinement is not spent on undoing compression (or folding) it did not make.
         current_det = jacobian_determinant_torch(self.current, self.lps_to_index)[region]
         self.fold_floor = torch.clamp(current_det, max=FOLD_MARGIN)
-        self.lncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=7)
+        reduction = "mean" if self.fit is None else "none"  # per voxel for a masked mean
+        self.lncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=7, reduction=reduction)
 
     def _features(self, hu: torch.Tensor) -> list[torch.Tensor]:
         """What the similarity compares, per image pair (one channel of ``hu`` each): (1, C, ...) MIND
@@ -99,8 +104,12 @@ class Refinement:
         warped = sample(moving, self.problem.base_index + steps)
         fixed, warped = fixed[self.box], warped[self.box]
         if self.settings.similarity == "lncc":
-            return 1.0 + self.lncc(warped, fixed)  # MONAI's LNCC loss is -NCC: 0 here means identical
-        return torch.mean((fixed - warped) ** 2)
+            return 1.0 + self._mean(self.lncc(warped, fixed))  # MONAI's LNCC is -NCC: 0 here means identical
+        return self._mean((fixed - warped) ** 2)
+
+    def _mean(self, terms: torch.Tensor) -> torch.Tensor:
+        """The box's mean of per-voxel terms (B, C, Zb, Yb, Xb), inside the fit mask where there is one."""
+        return torch.mean(terms) if self.fit is None else masked_mean(terms, self.fit)
 
     def loss(self) -> torch.Tensor:
         optimised = self._optimised_mm()
@@ -164,7 +173,11 @@ class Refinement:
                 points = base[None] + chunk[:, None, None, None, :]
                 volume = moving.expand(len(chunk), *moving.shape[1:])
                 warped = sample_batch(volume, points)
-                costs.append(((warped - fixed) ** 2).mean(dim=(1, 2, 3, 4)))
+                squared = (warped - fixed) ** 2
+                dims = (1, 2, 3, 4)
+                costs.append(
+                    squared.mean(dim=dims) if self.fit is None else masked_mean(squared, self.fit, dims)
+                )
         penalty = SHIFT_PENALTY * (np.linalg.norm(shifts_mm, axis=1) / SEARCH_REACH_MM) ** 2
         return torch.cat(costs).cpu().numpy() * (1.0 + penalty)
 

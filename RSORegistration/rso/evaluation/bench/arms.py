@@ -25,6 +25,8 @@ from rso.evaluation.bench.cases import Case
 from rso.evaluation.bench.contours import CaseLabels, contour_scores
 from rso.evaluation.bench.measure import Measured, merged_memory
 from rso.evaluation.bench.plan import (
+    NO_GEOMETRY_ISO_ARM,
+    NO_GEOMETRY_RSO_ARM,
     PAPER_ARM,
     PEER_ARMS,
     RECORD_FORMAT,
@@ -96,6 +98,8 @@ class CaseRun:
     timings: dict  # step name -> Measured
     labels: CaseLabels | None = None
     contours: dict = field(default_factory=dict)  # the box-independent arms' contour scores
+    # general -> ISO-short given no projection geometry (None where the case has none): a Slicer user's path
+    no_geometry: RegistrationSession | None = None
 
 
 def prepare_case(case: Case, model: Model, plan: BenchPlan, progress) -> CaseRun:
@@ -111,16 +115,23 @@ def prepare_case(case: Case, model: Model, plan: BenchPlan, progress) -> CaseRun
     short_arm.general()
     with Measured(short_arm.device) as timings["iso_short"]:
         short_arm.iso(plan.iso_short, progress=progress)
+    no_geometry = None
+    if inputs.get("fixed_geometry") is not None:
+        no_geometry = model.session({**inputs, "fixed_geometry": None, "moving_geometry": None})
+        no_geometry.general()
+        with Measured(no_geometry.device) as timings[NO_GEOMETRY_ISO_ARM]:
+            no_geometry.iso(plan.iso_short, progress=progress)
     labels = CaseLabels.of(case.folder, case.moving_phase) if plan.contours else None
     fields = {
         "general": native_field(short_arm, 1),
         "iso_long": native_field(long_arm),
         "iso_short": native_field(short_arm),
+        **({NO_GEOMETRY_ISO_ARM: native_field(no_geometry)} if no_geometry is not None else {}),
     }
     contours = {
         arm: contour_scores(labels, field_image, short_arm.fixed) for arm, field_image in fields.items()
     }
-    return CaseRun(case, inputs, long_arm, short_arm, timings, labels, contours)
+    return CaseRun(case, inputs, long_arm, short_arm, timings, labels, contours, no_geometry)
 
 
 def fixed_arms(run: CaseRun, box) -> list[ArmResult]:
@@ -141,6 +152,10 @@ def fixed_arms(run: CaseRun, box) -> list[ArmResult]:
         "iso_long": run.iso_long.history[1],
         "iso_short": session.history[1],
     }
+    if run.no_geometry is not None:
+        fields[NO_GEOMETRY_ISO_ARM] = run.no_geometry.field_voxels
+        cost[NO_GEOMETRY_ISO_ARM] = (t["general"], t[NO_GEOMETRY_ISO_ARM])
+        steps[NO_GEOMETRY_ISO_ARM] = run.no_geometry.history[1]
     return [
         ArmResult(
             arm,
@@ -162,12 +177,13 @@ def rso_arm(run: CaseRun, box, arm: str, plan: BenchPlan, progress, figure_path:
     A step the guard declines leaves ISO-short's field, which is what the arm is scored on; its
     latency is the step alone (the views do not change).
     """
-    session = run.iso_short
+    no_geometry = arm == NO_GEOMETRY_RSO_ARM
+    session = run.no_geometry if no_geometry else run.iso_short
     settings = rso_settings(arm, plan)
     with Measured(session.device) as step:
         record = session.rso(box, settings, progress=progress)
     export = Measured(session.device)
-    contours = run.contours["iso_short"]
+    contours = run.contours[NO_GEOMETRY_ISO_ARM if no_geometry else "iso_short"]
     if record.accepted:
         with export:
             rewarp(session)
@@ -175,7 +191,7 @@ def rso_arm(run: CaseRun, box, arm: str, plan: BenchPlan, progress, figure_path:
         if figure_path is not None:
             paper_figure(run, box, plan, figure_path, record)
         session.undo()
-    before = (run.timings["general"], run.timings["iso_short"])
+    before = (run.timings["general"], run.timings[NO_GEOMETRY_ISO_ARM if no_geometry else "iso_short"])
     return ArmResult(
         arm,
         record.metrics,
@@ -286,7 +302,7 @@ def run_case(case: Case, model: Model, plan: BenchPlan, out: Path, context: dict
         costly = kind in plan.costly_kinds
         results = fixed_arms(run, box)
         for arm in RSO_ARMS:
-            if arm == PAPER_ARM and not costly:
+            if (arm == PAPER_ARM and not costly) or (arm == NO_GEOMETRY_RSO_ARM and run.no_geometry is None):
                 continue
             figure = None
             if plan.figures and not figure_done and kind == "misaligned" and arm == default_arm():

@@ -13,7 +13,7 @@ from rso.errors import InputError
 from rso.evaluation.bench.plan import HELD_OUT_ANATOMY, TRAINING_ANATOMY, TRAINING_SEEDS, BenchPlan, CaseSpec
 from rso.evaluation.demo import EVALUATION_MASK
 from rso.simulation.fetch import DATA_FILES
-from rso.simulation.simulate import views_path
+from rso.simulation.simulate import geometry_path
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ class Case:
             folder / f"ct_phase{f}.nii.gz",
             folder / f"truth_{f}_{k}.nii.gz",
             folder / self.mask,
-            views_path(folder, f),
-            views_path(folder, k),
+            geometry_path(folder, f),
+            geometry_path(folder, k),
         )
 
     def to_dict(self) -> dict:
@@ -105,17 +105,17 @@ def _case_from_spec(spec: CaseSpec) -> Case:
 def case_folder(anatomy: str, seed: int, preset: str = "standard", phase: int | None = None) -> Path:
     """A case in the shared case cache, simulated on first use (only phase 0 and ``phase``, when given).
 
-    A standard-preset case reuses the demo case (lung2 seed 0) and the cases
-    scripts/build_demo_model.py made (named train-*, held-out ones included).
+    The demo case (lung2 seed 0, its preset) is reused, and so are, for the standard preset, the
+    cases scripts/build_demo_model.py made (named train-*, held-out ones included).
     """
-    from rso.evaluation.demo import DEMO_PATIENT, DEMO_SEED, demo_case
+    from rso.evaluation.demo import DEMO_PATIENT, DEMO_PRESET, DEMO_SEED, demo_case
     from rso.simulation.fetch import fetch_data
     from rso.simulation.simulate import SimulationParams, simulate_case
 
     cases = cases_dir()
+    if (anatomy, seed, preset) == (DEMO_PATIENT, DEMO_SEED, DEMO_PRESET):
+        return demo_case()
     if preset == "standard":
-        if (anatomy, seed) == (DEMO_PATIENT, DEMO_SEED):
-            return demo_case()
         for prefix in ("train", "heldout", "bench"):
             if ((folder := cases / f"{prefix}-{anatomy}-seed{seed}") / "case.json").is_file():
                 return folder

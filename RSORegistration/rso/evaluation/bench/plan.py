@@ -28,15 +28,19 @@ TRAINING_SEEDS = (1, 2, 3, 4)
 HELD_OUT_ANATOMY = "lung2"
 
 PAPER_ARM = "rso_full_global"
+NO_GEOMETRY_ISO_ARM, NO_GEOMETRY_RSO_ARM = "iso_short_no_geometry", "rso_native_no_geometry"
 # RSO arms: the RSOSettings each runs on top of ISO-short. The paper's (full/global, MSE, its 400
 # iterations), the previous default (direct/local) and native RSO at the fixed image's resolution.
 RSO_ARMS = {
     "rso_native": {"mode": "native"},
     "rso_direct_local": {"mode": "direct", "compose": "local", "iterations": PAPER_RSO_ITERATIONS},
     PAPER_ARM: {"mode": "full", "compose": "global", "iterations": PAPER_RSO_ITERATIONS},
+    # What a user without projections gets: ISO-short and native RSO on a session given no projection
+    # geometry, so nothing is artefact-matched (run where the case has geometry files).
+    NO_GEOMETRY_RSO_ARM: {"mode": "native"},
 }
 PEER_ARMS = ("elastix_bspline", "elastix_bspline_box_mask", "ants_syn")
-ARM_ORDER = ("general", "iso_long", "iso_short", *RSO_ARMS, *PEER_ARMS)
+ARM_ORDER = ("general", "iso_long", "iso_short", NO_GEOMETRY_ISO_ARM, *RSO_ARMS, *PEER_ARMS)
 # The box kinds and how many boxes of each per case (rso.evaluation.box_kinds).
 BOX_PLAN = (("misaligned", 2), ("residual", 1), ("control", 2))
 
@@ -60,7 +64,7 @@ class CaseSpec:
 # moving phases. Seeds 5 and 6 of cxr/lung1 are not among the training seeds; lung2 is held out. Its
 # seeds 0-7 were scored by earlier runs (and seeds 0-5 moved the guard, bench/README.md): seeds 8 and 9 had
 # never been simulated when the defaults of 2026-11-29 (night: returning to an earlier state) were frozen.
-BENCH_CASES = (
+PARALLEL_CASES = (
     CaseSpec("cxr", 5, 5, "local"),
     CaseSpec("cxr", 6, 3, "clinical"),
     CaseSpec("lung1", 5, 5, "local"),
@@ -68,6 +72,19 @@ BENCH_CASES = (
     CaseSpec("lung2", 8, 5, "local"),
     CaseSpec("lung2", 9, 3, "clinical"),
 )
+# Clinical cone-beam 4D CBCT (RTK; rso.simulation.clinical): both scanner presets on every patient, end
+# inhale and mid-inhale. The settings were chosen on cxr and lung1 seeds 11 and 12 (scripts/
+# conebeam_study.py, docs/decisions.md); seeds 13 and 14 had never been simulated, lung2 is held out.
+CONEBEAM_CASES = (
+    CaseSpec("cxr", 13, 5, "xvi"),
+    CaseSpec("cxr", 14, 3, "truebeam"),
+    CaseSpec("lung1", 13, 5, "truebeam"),
+    CaseSpec("lung1", 14, 3, "xvi"),
+    CaseSpec("lung2", 13, 5, "xvi"),
+    CaseSpec("lung2", 14, 3, "truebeam"),
+)
+BENCH_CASES = CONEBEAM_CASES  # last round's parallel-beam cases: PARALLEL_CASES, a secondary table
+CASE_SETS = {"conebeam": CONEBEAM_CASES, "parallel": PARALLEL_CASES}
 
 
 @dataclass(frozen=True)
@@ -144,10 +161,12 @@ def labels(plan: BenchPlan) -> dict[str, str]:
         settings = rso_settings(arm, plan)
         compose = "" if settings.mode == "native" else f"/{settings.compose}"
         rso[arm] = f"ISO-{plan.iso_short} + RSO-{settings.iterations} {settings.mode}{compose}"
+    rso[NO_GEOMETRY_RSO_ARM] += ", no geometry"
     return {
         "general": "general model",
         "iso_long": f"ISO-{plan.iso_long}",
         "iso_short": f"ISO-{plan.iso_short}",
+        NO_GEOMETRY_ISO_ARM: f"ISO-{plan.iso_short}, no geometry",
         **rso,
         "elastix_bspline": "elastix B-spline",
         "elastix_bspline_box_mask": "elastix B-spline, box mask",

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from rso.evaluation.bench.plan import ARM_ORDER, PAPER_ARM, RECORD_FORMAT, RSO_ARMS, default_arm
+from rso.evaluation.bench.plan import (
+    ARM_ORDER,
+    NO_GEOMETRY_ISO_ARM,
+    NO_GEOMETRY_RSO_ARM,
+    PAPER_ARM,
+    RECORD_FORMAT,
+    RSO_ARMS,
+    default_arm,
+)
 from rso.evaluation.box_kinds import BOX_KINDS
 
 PEERS_TO_BEAT = ("elastix_bspline", "elastix_bspline_box_mask", "ants_syn")
@@ -204,6 +212,7 @@ def targets(records: list[dict], scope: str = "all cases") -> list[dict]:
         rows.append(
             _target(f"{scope}, control: no box worse by more than 0.5 mm", v["worst_change_mm"], 0.5, "<=")
         )
+    rows += path_guard_targets(records, scope)
     local = [
         r["metrics"]["outside_change_mm"]
         for r in records
@@ -226,6 +235,22 @@ def targets(records: list[dict], scope: str = "all cases") -> list[dict]:
                 "<=",
             )
         )
+    return rows
+
+
+def path_guard_targets(records: list[dict], scope: str) -> list[dict]:
+    """On every path (with and without projection geometry): no control or residual box worse than the
+    same path's ISO-short by more than 0.5 mm."""
+    rows = []
+    paths = (
+        (default_arm(), "iso_short", "matched"),
+        (NO_GEOMETRY_RSO_ARM, NO_GEOMETRY_ISO_ARM, "no geometry"),
+    )
+    for arm, base, name in paths:
+        kept = [r for r in records if r["box"]["kind"] in ("control", "residual")]
+        if (v := versus(kept, arm, base)) is not None:
+            what = f"{scope}, {name}: no control or residual box worse than ISO-short by more than 0.5 mm"
+            rows.append(_target(what, v["worst_change_mm"], 0.5, "<="))
     return rows
 
 

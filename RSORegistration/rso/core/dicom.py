@@ -1,0 +1,142 @@
+"""DICOM folders: the series a folder holds, and reading one of them.
+
+A 4D CT export often puts every phase in one folder, one series per phase. Reading "the first
+series" would register the wrong phase without a word, so a folder with several series is refused
+with a list of them (``list_series``), and ``read_series`` reads the one asked for, by series
+instance UID or by its index in that list.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from rso.errors import InputError
+
+log = logging.getLogger(__name__)
+
+TAGS = {  # SeriesInfo field -> DICOM tag, as GDCM names it in SimpleITK's meta-data
+    "uid": "0020|000e",  # series instance UID
+    "number": "0020|0011",  # series number
+    "description": "0008|103e",  # series description
+    "phase_percent": "0020|9241",  # nominal percentage of cardiac phase (4D CT exports use it for breathing)
+    "trigger_time_ms": "0018|1060",
+    "acquisition_time": "0008|0032",  # hhmmss.frac
+}
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One series of a DICOM folder. The tag fields are the tags' text ("" where absent)."""
+
+    index: int  # its place in list_series' order: by series number, then UID
+    uid: str
+    slices: int  # files of the series (one slice each for classic CT)
+    number: str = ""
+    description: str = ""
+    phase_percent: str = ""
+    trigger_time_ms: str = ""
+    acquisition_time: str = ""
+
+    def when(self) -> str:
+        """The phase (or trigger or acquisition time), the first of them the series has, as text."""
+        if self.phase_percent:
+            return f"phase {self.phase_percent}%"
+        if self.trigger_time_ms:
+            return f"trigger {self.trigger_time_ms} ms"
+        return f"acquired {self.acquisition_time}" if self.acquisition_time else ""
+
+    def line(self) -> str:
+        """``0: 1.2.3 'Phase 0%' phase 0% 90 slices`` (what is absent is left out)."""
+        parts = [f"{self.index}: {self.uid}"]
+        if self.description:
+            parts.append(repr(self.description))
+        if self.when():
+            parts.append(self.when())
+        parts.append(f"{self.slices} slice{'s' if self.slices != 1 else ''}")
+        return " ".join(parts)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def list_series(folder: str | os.PathLike) -> list[SeriesInfo]:
+    """The DICOM series in ``folder`` (not its subfolders), ordered by series number, then UID.
+
+    Reads the header of one file per series (no pixels). An empty list when there is none.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder")
+    found = []
+    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+        tags = {**_header_tags(files[0]), "uid": uid} if files else {"uid": uid}
+        found.append((tags, len(files)))
+    found.sort(key=lambda item: (_as_number(item[0].get("number", "")), item[0]["uid"]))
+    return [SeriesInfo(index=index, slices=slices, **tags) for index, (tags, slices) in enumerate(found)]
+
+
+def read_series(folder: str | os.PathLike, what: str = "image", series: str | None = None) -> sitk.Image:
+    """Read one series of a DICOM folder: the only one, or ``series`` (a series UID or an index, as text).
+
+    A folder with several series and no ``series`` is refused with one line listing them.
+    """
+    folder = Path(folder)
+    uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not uids:
+        raise InputError(f"no DICOM series in folder {folder}")
+    if series is None and len(uids) == 1:
+        uid = uids[0]
+    else:
+        uid = _chosen(folder, what, series, list_series(folder))
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+    return reader.Execute()
+
+
+def _chosen(folder: Path, what: str, series: str | None, found: list[SeriesInfo]) -> str:
+    """The UID of the series asked for (by UID or index), or a one-line InputError listing them all."""
+    listing = "; ".join(info.line() for info in found)
+    if series is None:
+        raise InputError(
+            f"{what} folder {folder} holds {len(found)} DICOM series; pick one with "
+            f"--fixed-series/--moving-series (UID or index): {listing}"
+        )
+    series = str(series).strip()
+    for info in found:
+        if series == info.uid or series == str(info.index):
+            return info.uid
+    raise InputError(f"{what} folder {folder} has no DICOM series {series!r}; it holds: {listing}")
+
+
+def _header_tags(path: str) -> dict:
+    """The TAGS the file's header has (stripped text), without reading its pixels."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:  # an unreadable header leaves the series without its description, not unlisted
+        log.warning("could not read the DICOM header of %s", path)
+        return {}
+    keys = set(reader.GetMetaDataKeys())
+    found = {name: _text(reader, tag) for name, tag in TAGS.items() if name != "uid" and tag in keys}
+    return {name: text for name, text in found.items() if text}
+
+
+def _text(reader: sitk.ImageFileReader, tag: str) -> str:
+    try:
+        return reader.GetMetaData(tag).strip()
+    except UnicodeDecodeError:  # a description in a character set other than UTF-8: shown without it
+        return ""
+
+
+def _as_number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("inf")  # a series without a number comes after those with one

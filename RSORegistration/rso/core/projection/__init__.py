@@ -1,0 +1,28 @@
+"""Projection and reconstruction: the scanner's geometry, RTK's cone-beam projector, artefact matching.
+
+RTK (``itk-rtk``) is imported lazily inside the functions that need it: its first import costs ~20 s.
+"""
+
+from rso.core.projection.conebeam import Detector, fdk, forward_project
+from rso.core.projection.geometry import (
+    PANEL_MM,
+    Placement,
+    ProjectionGeometry,
+    read_geometry,
+    write_geometry,
+)
+from rso.core.projection.units import MU_WATER_PER_MM, hu_to_mu, mu_to_hu
+
+__all__ = [
+    "MU_WATER_PER_MM",
+    "PANEL_MM",
+    "Detector",
+    "Placement",
+    "ProjectionGeometry",
+    "fdk",
+    "forward_project",
+    "hu_to_mu",
+    "mu_to_hu",
+    "read_geometry",
+    "write_geometry",
+]

@@ -1,0 +1,91 @@
+"""Artefact matching: two phase images, each seen again through the other phase's projection geometry.
+
+Each phase of a 4D CBCT is reconstructed from its own subset of projections (clusters of views, one
+per breath), so each carries its own undersampling streaks; two phases' streaks differ, and inside a
+box of lung a rotated streak looks like motion of several millimetres (bench/README.md, "Streaks that
+look like motion"). Projecting the fixed image again through the moving image's geometry and the
+moving image through the fixed image's, and reconstructing each with the same FDK recipe, gives both
+the streaks of both geometries: a similarity then compares anatomy again. This is the idea of a
+patient-specific artefact model (Brehm et al., "Artifact-resistant motion estimation with a
+patient-specific artifact model for motion-compensated cone-beam CT", Med Phys 40:101913, 2013),
+made symmetric so that it needs no streak-free prior image.
+
+Geometry decides the projector: a cone beam goes through RTK (Joseph forward projection, then FDK
+with the weighting the geometry needs, ``rso.core.projection.conebeam``) in the scanner's frame
+(``Placement``); a parallel beam (source-detector distance 0) through the slice-by-slice
+scikit-image projector (``rso.core.projection.parallel``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import SimpleITK as sitk
+
+from rso.core.projection.conebeam import FDK_HANN_CUT, Detector, fdk, forward_project
+from rso.core.projection.geometry import Placement, ProjectionGeometry
+from rso.core.projection.parallel import reproject_parallel
+from rso.core.projection.units import hu_to_mu, mu_to_hu
+from rso.errors import InputError
+
+log = logging.getLogger(__name__)
+
+NO_GEOMETRY = "artefact matching off: no projection geometry"
+
+
+def geometry_pair(
+    fixed: ProjectionGeometry | None, moving: ProjectionGeometry | None
+) -> tuple[ProjectionGeometry, ProjectionGeometry] | None:
+    """Both images' projection geometries, or None: matching needs the two."""
+    if (fixed is None) != (moving is None):
+        raise InputError("projection geometry: give the geometry of both images, or of neither")
+    if fixed is not None and fixed.is_parallel != moving.is_parallel:
+        raise InputError("projection geometry: one image's is a parallel beam, the other's a cone beam")
+    return (fixed, moving) if fixed is not None else None
+
+
+def matching_status(geometries: tuple | None, wanted: bool) -> str:
+    """One line for the log, the report and the Slicer status line: is matching on, and if not, why."""
+    if geometries is None:
+        return NO_GEOMETRY
+    if not wanted:
+        return "artefact matching off: turned off"
+    beam = "parallel beam" if geometries[0].is_parallel else "cone beam"
+    views = " and ".join(str(g.count) for g in geometries)
+    return f"artefact matching on: {beam}, {views} views"
+
+
+def reproject(
+    image: sitk.Image,
+    geometry: ProjectionGeometry,
+    placement: Placement | None = None,
+    clip_below_air: bool = True,
+) -> sitk.Image:
+    """The image projected through ``geometry`` and reconstructed again: float32 HU on the image's grid.
+
+    Below-air values (streaks dip below -1000 HU) are clipped before projecting, as nothing attenuates
+    less than air (``clip_below_air``; the choice is recorded in docs/decisions.md).
+    """
+    if geometry.is_parallel:
+        return reproject_parallel(image, geometry.gantry_deg, clip_below_air)
+    placement = placement or Placement.default()
+    mu = hu_to_mu(placement.to_rtk(image), clip_below_air)
+    detector = Detector.covering(mu, geometry)
+    line_integrals = forward_project(mu, geometry, detector)
+    reconstructed = fdk(line_integrals, geometry, detector, mu, FDK_HANN_CUT)
+    return placement.from_rtk(mu_to_hu(reconstructed), image)
+
+
+def match_artefacts(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    geometries: tuple[ProjectionGeometry, ProjectionGeometry],
+    placement: Placement | None = None,
+) -> tuple[sitk.Image, sitk.Image]:
+    """The fixed image seen through the moving image's geometry, and the moving image through the fixed's.
+
+    Both then carry the streaks of both geometries: what a similarity compares between them is anatomy,
+    not the difference between the two phases' streaks.
+    """
+    fixed_geometry, moving_geometry = geometries
+    return reproject(fixed, moving_geometry, placement), reproject(moving, fixed_geometry, placement)

@@ -1,0 +1,125 @@
+"""A DICOM folder with several series (a 4D CT export: one per phase) is refused with a list of them,
+and ``read_image(series=...)`` reads the one named, by series UID or index."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from rso.core.dicom import list_series
+from rso.core.imageio import read_image
+from rso.errors import InputError
+
+STUDY_UID = "1.2.826.0.1.3680043.2.1125.1"
+# Two phases of one study. The second UID sorts after the first, but its series number comes first:
+# the listing follows the series numbers.
+PHASES = (
+    {"uid": "1.2.826.0.1.3680043.2.1125.7.1", "number": "2", "description": "Phase 0%", "phase": "0"},
+    {"uid": "1.2.826.0.1.3680043.2.1125.7.2", "number": "1", "description": "Phase 50%", "phase": "50"},
+)
+
+
+def phase_image(depth: int, offset: int) -> sitk.Image:
+    values = np.random.default_rng(depth).integers(-1000, 1000, size=(depth, 10, 12)).astype(np.int16)
+    image = sitk.GetImageFromArray(values + np.int16(offset))
+    image.SetSpacing((0.9, 0.8, 2.5))
+    image.SetOrigin((-5.0, 10.0, -200.0))
+    return image
+
+
+def write_series(image: sitk.Image, folder, phase: dict) -> None:
+    """One file per slice, as SimpleITK's "Dicom Series From Array" example writes them, in one series."""
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(image.GetDepth()):
+        slice_image = image[:, :, k]
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        for tag, value in {
+            "0008|0060": "CT",
+            "0020|000d": STUDY_UID,
+            "0020|000e": phase["uid"],
+            "0020|0011": phase["number"],
+            "0008|103e": phase["description"],
+            "0020|9241": phase["phase"],
+            "0008|0018": f"{phase['uid']}.{k}",
+            "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(str(v) for v in position),
+            "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0018|0050": str(image.GetSpacing()[2]),
+            "0028|1052": "0",
+            "0028|1053": "1",
+        }.items():
+            slice_image.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"series{phase['number']}_{k:03d}.dcm"))
+        writer.Execute(slice_image)
+
+
+def write_two_series(folder) -> dict:
+    """Two series in ``folder`` (4 and 5 slices); returns {UID: the image written}."""
+    images = {}
+    for depth, phase in zip((4, 5), PHASES):
+        images[phase["uid"]] = phase_image(depth, offset=100 * depth)
+        write_series(images[phase["uid"]], folder, phase)
+    return images
+
+
+def same_image(read: sitk.Image, written: sitk.Image) -> bool:
+    return read.GetSize() == written.GetSize() and np.array_equal(
+        sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(written).astype(np.float32)
+    )
+
+
+def test_list_series_gives_each_series_with_its_tags(tmp_path):
+    write_two_series(tmp_path)
+    found = list_series(tmp_path)
+    assert [info.uid for info in found] == [PHASES[1]["uid"], PHASES[0]["uid"]]  # by series number
+    assert [info.index for info in found] == [0, 1] and [info.slices for info in found] == [5, 4]
+    assert found[0].description == "Phase 50%" and found[0].phase_percent == "50"
+    assert found[1].line() == f"1: {PHASES[0]['uid']} 'Phase 0%' phase 0% 4 slices"
+    assert found[0].to_dict()["number"] == "1"
+
+
+def test_a_folder_with_two_series_is_refused_with_both_listed(tmp_path):
+    write_two_series(tmp_path)
+    with pytest.raises(InputError) as refused:
+        read_image(tmp_path, "fixed image")
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"fixed image folder {tmp_path} holds 2 DICOM series")
+    assert "--fixed-series/--moving-series" in message
+    for phase, slices in zip(PHASES, (4, 5)):
+        assert f"{phase['uid']} '{phase['description']}' phase {phase['phase']}% {slices} slices" in message
+
+
+@pytest.mark.parametrize("by", ["uid", "index"])
+def test_series_picks_the_one_named(tmp_path, by):
+    images = write_two_series(tmp_path)
+    for index, uid in enumerate((PHASES[1]["uid"], PHASES[0]["uid"])):
+        read = read_image(tmp_path, "moving image", series=uid if by == "uid" else str(index))
+        assert same_image(read, images[uid])
+
+
+def test_an_unknown_series_is_refused_with_the_list(tmp_path):
+    write_two_series(tmp_path)
+    with pytest.raises(InputError, match=r"has no DICOM series '7'; it holds: 0: .*; 1: "):
+        read_image(tmp_path, series="7")
+
+
+def test_one_series_needs_no_choice_and_a_file_takes_none(tmp_path):
+    image = phase_image(4, 0)
+    write_series(image, tmp_path, PHASES[0])
+    assert same_image(read_image(tmp_path), image)
+    assert same_image(read_image(tmp_path, series=PHASES[0]["uid"]), image)
+    assert same_image(read_image(tmp_path, series="0"), image)
+    with pytest.raises(InputError, match="no DICOM series '1'"):
+        read_image(tmp_path, series="1")
+    sitk.WriteImage(image, str(tmp_path / "image.nrrd"))
+    with pytest.raises(InputError, match="is a file"):
+        read_image(tmp_path / "image.nrrd", series="0")
+
+
+def test_a_folder_without_series_lists_none(tmp_path):
+    (tmp_path / "notes.txt").write_text("no DICOM here")
+    assert list_series(tmp_path) == []
+    with pytest.raises(InputError, match="not a folder"):
+        list_series(tmp_path / "notes.txt")

@@ -1,0 +1,209 @@
+"""Artefact matching (rso.core.projection.matching): phase-binned CBCTs seen through both phases'
+projection geometries, on real anatomy: the parallel-beam fast preset, and RTK's cone beam."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from conftest import TEST_GRID, write
+from test_native import _untrained, constant_field, lung_box
+
+from rso.core.native import NativeSettings, Refinement, build_problem
+from rso.core.projection.geometry import ProjectionGeometry, read_geometry, write_geometry
+from rso.core.projection.matching import NO_GEOMETRY, match_artefacts
+from rso.core.session import RegistrationSession, RSOSettings, open_inputs
+from rso.errors import InputError
+from rso.simulation.cbct import CBCTParams, phase_geometry, simulate_cbct
+
+# 25 views per phase bin of 10, as the simulator's clinical preset; the moving image from phase 5, whose views
+# fall half-way between the fixed image's: the two sets' streaks differ most.
+SPARSE = CBCTParams(projections=250, photons_per_mm2=0.0)
+MOVING_PHASE = 5
+SHIFT_MM = (2.0, -3.0, 4.0)  # LPS
+
+
+def cbct(ct: sitk.Image, phase: int) -> sitk.Image:
+    return simulate_cbct(ct, phase, 10, SPARSE)
+
+
+def test_the_parallel_geometries_of_two_phases_are_the_same_directions_rotated():
+    first, other = phase_geometry(0, 10, SPARSE), phase_geometry(MOVING_PHASE, 10, SPARSE)
+    assert first.count == other.count == 25 and first.is_parallel
+    np.testing.assert_allclose(np.subtract(other.gantry_deg, first.gantry_deg), MOVING_PHASE * 180 / 250)
+
+
+@pytest.fixture(scope="module")
+def shifted_sparse_pair(chest_ct):
+    """fixed(x) = moving(x + SHIFT): two phases' CBCTs (25 views each), the truth a constant field."""
+    from rso.simulation.phantom import pair_from_field
+
+    pair = pair_from_field(chest_ct, constant_field(chest_ct, SHIFT_MM))
+    return cbct(pair.fixed, 0), cbct(chest_ct, MOVING_PHASE), pair.truth
+
+
+def _session(pair, views: bool, **options) -> RegistrationSession:
+    fixed, moving, truth = pair
+    geometries = phase_geometry(0, 10, SPARSE), phase_geometry(MOVING_PHASE, 10, SPARSE)
+    extra = {"fixed_geometry": geometries[0], "moving_geometry": geometries[1]} if views else {}
+    return RegistrationSession(
+        fixed, moving, _untrained(), grid_shape=TEST_GRID, truth=truth, device="cpu", **extra, **options
+    )
+
+
+def test_on_matched_images_the_box_prefers_the_true_shift_and_a_search_finds_it(shifted_sparse_pair):
+    """The box's similarity explains far more at the true shift once both images carry both views' streaks."""
+    session = _session(shifted_sparse_pair, views=True)
+    box = lung_box(session)
+    gains, found = {}, {}
+    for matched in (False, True):
+        problem = build_problem(
+            *session.compared_images(matched),
+            box,
+            15.0,
+            session.grid,
+            session.grid.voxels_to_mm(session.state.field),
+            (),
+            torch.device("cpu"),
+        )
+        refinement = Refinement(problem, NativeSettings("mind", 8.0, 3.0, 0.3, 0.0, 2.0))
+        truth = torch.tensor(SHIFT_MM).view(1, 3, 1, 1, 1).expand(1, 3, *problem.window.shape)
+        with torch.no_grad():
+            gains[matched] = 1 - float(
+                refinement.similarity(truth) / refinement.similarity(torch.zeros_like(truth))
+            )
+        found[matched] = np.linalg.norm(refinement.search_translation() - SHIFT_MM)
+    assert gains[True] > gains[False] + 0.2, gains
+    assert found[True] < 0.5 < found[False], found
+
+
+def test_native_rso_on_matched_images_recovers_a_known_shift_and_says_so(shifted_sparse_pair, tmp_path):
+    session = _session(shifted_sparse_pair, views=True)
+    box = lung_box(session)
+    before = session.metrics(box=box)["tre_mm_box"]["mean"]
+    record = session.rso(box, RSOSettings(mode="native"))
+    assert record.accepted, record.declined
+    assert record.params["artefacts_matched"] is True
+    assert record.metrics["tre_mm_box"]["mean"] < 0.3 * before
+    session.attach_folder(tmp_path / "session")
+    reopened = RegistrationSession.open(tmp_path / "session", device="cpu")
+    assert reopened.geometry == session.geometry
+
+
+def test_matching_is_off_without_geometry_or_when_asked(shifted_sparse_pair):
+    without = _session(shifted_sparse_pair, views=False)
+    assert (
+        without.pair.matching_status(True) == NO_GEOMETRY == "artefact matching off: no projection geometry"
+    )
+    assert (
+        without.rso(lung_box(without), RSOSettings(mode="native", min_gain=0.0)).params["artefacts_matched"]
+        is False
+    )
+    declined = _session(shifted_sparse_pair, views=True)
+    record = declined.rso(lung_box(declined), RSOSettings(mode="native", min_gain=0.0, match_artefacts=False))
+    assert record.params["artefacts_matched"] is False
+
+
+def test_iso_fine_tunes_on_the_matched_pair_where_both_views_are_known(shifted_sparse_pair):
+    """ISO trains and predicts on what native RSO compares; without views, or when asked not to, on the
+    inputs."""
+    matched, raw, asked = (
+        _session(shifted_sparse_pair, views=v, precision="fp32") for v in (True, False, True)
+    )
+    records = matched.iso(2), raw.iso(2), asked.iso(2, match_artefacts=False)
+    assert [r.params["artefacts_matched"] for r in records] == [True, False, False]
+    np.testing.assert_allclose(asked.field_voxels, raw.field_voxels, atol=1e-5)
+    assert np.abs(matched.field_voxels - raw.field_voxels).max() > 1e-3  # trained on other images
+
+
+def test_geometry_files_are_read_and_bad_ones_refused_in_one_line(tmp_path, chest_ct):
+    good = write_geometry(phase_geometry(3, 10, SPARSE), tmp_path / "geometry.xml")
+    assert read_geometry(good) == phase_geometry(3, 10, SPARSE)
+    bad = {"not-xml.xml": "<RTKThreeD", "empty.xml": "", "other.xml": "<Something/>"}
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(InputError) as error:
+            read_geometry(tmp_path / name)
+        assert "\n" not in str(error.value) and name in str(error.value), name
+    image = write(chest_ct, tmp_path / "ct.nii.gz")
+    inputs = open_inputs(image, image, fixed_geometry_path=good)
+    with pytest.raises(InputError, match="both images"):
+        RegistrationSession(**inputs, net=_untrained(), grid_shape=TEST_GRID, device="cpu")
+    cone = ProjectionGeometry.circular(1000.0, 1536.0, np.linspace(0, 350, 36))
+    with pytest.raises(InputError, match="parallel beam"):
+        RegistrationSession(
+            fixed=chest_ct,
+            moving=chest_ct,
+            net=_untrained(),
+            grid_shape=TEST_GRID,
+            device="cpu",
+            fixed_geometry=phase_geometry(3, 10, SPARSE),
+            moving_geometry=cone,
+        )
+
+
+def test_an_older_case_gets_its_geometry_from_case_json(tmp_path):
+    from rso.simulation.simulate import geometry_path
+
+    (tmp_path / "case.json").write_text(json.dumps({"phases": 10, "cbct": {"projections": 250}}))
+    path = geometry_path(tmp_path, 3)
+    assert read_geometry(path) == phase_geometry(3, 10, CBCTParams(projections=250))
+    assert geometry_path(tmp_path / "not-a-case", 3) is None
+
+
+def _clustered(first_deg: float) -> ProjectionGeometry:
+    """A cone-beam phase bin: clusters of 4 views 1.5 degrees apart, one per breath, 30 degrees apart."""
+    angles = [first_deg + start + 1.5 * k for start in np.arange(0, 360, 30) for k in range(4)]
+    return ProjectionGeometry.circular(1000.0, 1536.0, angles)
+
+
+def _small(image: sitk.Image, shape=(48, 48, 32)) -> sitk.Image:
+    spacing = [s * n / m for s, n, m in zip(image.GetSpacing(), image.GetSize(), shape)]
+    return sitk.Resample(
+        image,
+        shape,
+        sitk.Transform(),
+        sitk.sitkLinear,
+        image.GetOrigin(),
+        spacing,
+        image.GetDirection(),
+        -1000.0,
+    )
+
+
+def test_cone_beam_matching_is_symmetric_and_cached(chest_ct):
+    """Each image through the other's cone-beam geometry (RTK): swapping the pair swaps the answer, the
+    matched images carry the other geometry's streaks, and a session computes them once."""
+    small = _small(chest_ct)
+    moved = sitk.Resample(
+        small, small, sitk.TranslationTransform(3, (3.0, 0.0, 2.0)), sitk.sitkLinear, -1000.0
+    )
+    geometries = _clustered(0.0), _clustered(11.0)
+    forward = match_artefacts(small, moved, geometries)
+    backward = match_artefacts(moved, small, geometries[::-1])
+    for a, b in zip(forward, backward[::-1]):
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+    inside = sitk.GetArrayFromImage(small) > -500
+    streaks = [
+        np.std(sitk.GetArrayFromImage(m)[inside] - sitk.GetArrayFromImage(i)[inside])
+        for m, i in zip(forward, (small, moved))
+    ]
+    assert all(10 < s < 500 for s in streaks), streaks  # the other geometry's streaks, neither none nor chaos
+    session = RegistrationSession(
+        small,
+        moved,
+        _untrained(),
+        grid_shape=TEST_GRID,
+        device="cpu",
+        fixed_geometry=geometries[0],
+        moving_geometry=geometries[1],
+    )
+    assert session.pair.matching_status(True).startswith("artefact matching on: cone beam, 48 and 48 views")
+    first = session.compared_images(True)
+    seconds = session.pair.matching_seconds
+    assert session.compared_images(True) is first and session.pair.matching_seconds == seconds
+    for a, b in zip(first, forward):
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
