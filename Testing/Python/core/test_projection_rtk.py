@@ -118,8 +118,8 @@ def test_geometry_files_that_are_missing_or_malformed(rtk, tmp_path):
         with pytest.raises(InputError, match=name) as caught:
             read_geometry(tmp_path / name)
         assert "\n" not in str(caught.value)
-    with pytest.raises(InputError, match="cannot write"):
-        write_geometry(read_geometry(tmp_path / "good.xml"), tmp_path / "good.xml" / "g.xml")  # a file's child
+    with pytest.raises(InputError, match="cannot write"):  # into a "folder" that is a file
+        write_geometry(read_geometry(tmp_path / "good.xml"), tmp_path / "good.xml" / "g.xml")
 
 
 def test_geometry_checks_and_properties():
