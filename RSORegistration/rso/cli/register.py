@@ -62,6 +62,7 @@ def add_subcommand(subparsers) -> None:
     add_mask_arguments(parser)
     add_label_arguments(parser)
     add_landmark_arguments(parser)
+    add_series_arguments(parser)
     add_alignment_arguments(parser)
     parser.add_argument("--no-figure", action="store_true", help="skip report.png")
     parser.set_defaults(func=run)
@@ -121,6 +122,16 @@ def add_alignment_arguments(parser) -> None:
         help="also write inverse_displacement.nii.gz: the moving -> fixed field on the moving image's grid "
         "(its round trip's residual in report.json)",
     )
+
+
+def add_series_arguments(parser) -> None:
+    parser.add_argument(
+        "--fixed-series",
+        metavar="UID|N",
+        help="the series of a DICOM folder holding several (its series instance UID or its index as "
+        "`rso-registration series DIR` lists them); such a folder without it is refused",
+    )
+    parser.add_argument("--moving-series", metavar="UID|N", help="the same for the moving image's folder")
 
 
 def add_landmark_arguments(parser) -> None:
@@ -300,6 +311,8 @@ def run(args) -> int:
         labels=args.labels,
         labels_colors=args.labels_colors,
         labels_reference=args.labels_reference,
+        fixed_series=args.fixed_series,
+        moving_series=args.moving_series,
         landmarks_fixed=args.landmarks_fixed,
         landmarks_moving=args.landmarks_moving,
         landmarks_pairing=args.landmarks_pairing,

@@ -365,14 +365,18 @@ def open_inputs(
     fixed_geometry_path=None,
     moving_geometry_path=None,
     placement_path=None,
+    *,
+    series: tuple[str | None, str | None] = (None, None),
 ) -> dict:
-    """Read a registration's input files, each checked, as keyword arguments for the session."""
+    """Read a registration's input files, each checked, as keyword arguments for the session.
+
+    ``series``: which DICOM series of a fixed / moving folder holding several (UID or listed index)."""
     return {
         "fixed_geometry": read_geometry(fixed_geometry_path) if fixed_geometry_path else None,
         "moving_geometry": read_geometry(moving_geometry_path) if moving_geometry_path else None,
         "placement": Placement.from_transform(placement_path) if placement_path else None,
-        "fixed": read_image(fixed_path, "fixed image"),
-        "moving": read_image(moving_path, "moving image"),
+        "fixed": read_image(fixed_path, "fixed image", series[0]),
+        "moving": read_image(moving_path, "moving image", series[1]),
         "reference": read_image(reference_path, "reference image") if reference_path else None,
         "truth": read_displacement_field(truth_path, "truth field") if truth_path else None,
         "mask": read_image(mask_path, "evaluation mask") if mask_path else None,

@@ -137,6 +137,9 @@ class RegisterJob:
     placement: str | None = None  # an ITK affine: RTK frame -> LPS (default: rso.core.projection.Placement)
     # Landmarks placed on the fixed and moving images (rso.core.landmarks' formats), paired by "order" or
     # "label": their TRE after each step goes into the report.
+    # DICOM folders holding several series: which one (series instance UID, or index as `series` lists)
+    fixed_series: str | None = None
+    moving_series: str | None = None
     landmarks_fixed: str | None = None
     landmarks_moving: str | None = None
     landmarks_pairing: str = "order"
@@ -165,6 +168,7 @@ class RegisterJob:
             self.fixed_geometry,
             self.moving_geometry,
             self.placement,
+            series=(self.fixed_series, self.moving_series),
         )
         inputs["fit_mask"] = read_fit_mask(self.fit_mask)
         inputs[INITIAL_TRANSFORM] = self._initial_transform(inputs)

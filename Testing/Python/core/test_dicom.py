@@ -123,3 +123,31 @@ def test_a_folder_without_series_lists_none(tmp_path):
     assert list_series(tmp_path) == []
     with pytest.raises(InputError, match="not a folder"):
         list_series(tmp_path / "notes.txt")
+
+
+def test_register_refuses_an_ambiguous_folder_and_its_series_flag_picks_one(tmp_path, capsys):
+    """`register` on a two-series folder: refused in one line naming the flags; --moving-series picks."""
+    from rso.cli import main
+    from rso.core.session import open_inputs
+
+    (tmp_path / "dicom").mkdir()
+    images = write_two_series(tmp_path / "dicom")
+    fixed = tmp_path / "fixed.nii.gz"
+    sitk.WriteImage(images[PHASES[0]["uid"]], str(fixed))
+    args = [
+        "register",
+        "--fixed",
+        str(fixed),
+        "--moving",
+        str(tmp_path / "dicom"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    with pytest.raises(SystemExit) as refused:
+        main(args)
+    assert refused.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "holds 2 DICOM series" in error and "--fixed-series/--moving-series" in error
+    assert not (tmp_path / "o").exists()
+    picked = open_inputs(fixed, tmp_path / "dicom", series=(None, PHASES[1]["uid"]))["moving"]
+    assert same_image(picked, images[PHASES[1]["uid"]])
