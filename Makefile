@@ -76,7 +76,7 @@ demo: data
 	$(BIN)/rso-registration demo --out out/demo $(DEMO_ARGS)
 
 # The review page on the demo case (CBCT phase 0 fixed, phase 5 moving, the simulator's truth for TRE);
-# open http://127.0.0.1:8080/ (from another machine: an SSH tunnel, docs/review-app.md).
+# open the address it prints, with its per-run token (from another machine: an SSH tunnel, docs/review-app.md).
 review: data
 	case=$$($(BIN)/python -c "from rso.evaluation.demo import demo_case; from rso.simulation.simulate import \
 	  geometry_path; case = demo_case(); geometry_path(case, 0); geometry_path(case, 5); print(case)") && \

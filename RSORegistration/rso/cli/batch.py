@@ -18,8 +18,8 @@ def add_subcommand(subparsers) -> None:
     parser = subparsers.add_parser(
         "batch",
         help="register many pairs (a CSV) on a Dask cluster: resumable, with a summary",
-        description="Each pair of PAIRS.csv (columns fixed, moving, and optionally truth, mask, roi, name, "
-        "fixed_geometry, moving_geometry, placement: docs/remote.md) "
+        description="Each pair of PAIRS.csv (columns fixed, moving, and optionally truth, mask, roi, name "
+        "and every other per-pair input register takes: docs/remote.md) "
         "runs the general model, ISO and RSO on each of its roi boxes, in a process of its own. Pairs whose "
         "report.json is complete are skipped; a failed pair is recorded and the others go on. Writes "
         "<out>/<name>/ per pair and <out>/summary.csv, summary.json.",

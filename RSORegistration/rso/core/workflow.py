@@ -135,11 +135,11 @@ class RegisterJob:
     fixed_geometry: str | None = None  # RTK geometry files of phase-binned CBCTs (rso.core.projection)
     moving_geometry: str | None = None
     placement: str | None = None  # an ITK affine: RTK frame -> LPS (default: rso.core.projection.Placement)
-    # Landmarks placed on the fixed and moving images (rso.core.landmarks' formats), paired by "order" or
-    # "label": their TRE after each step goes into the report.
     # DICOM folders holding several series: which one (series instance UID, or index as `series` lists)
     fixed_series: str | None = None
     moving_series: str | None = None
+    # Landmarks placed on the fixed and moving images (rso.core.landmarks' formats), paired by "order" or
+    # "label": their TRE after each step goes into the report.
     landmarks_fixed: str | None = None
     landmarks_moving: str | None = None
     landmarks_pairing: str = "order"

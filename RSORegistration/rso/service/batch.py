@@ -147,7 +147,7 @@ def run_pair(pair: Pair, out: Path, settings: BatchSettings) -> dict:
         truth=pair.truth,
         mask=pair.mask,
         figure=settings.figure,
-        **dict(pair.geometry),
+        **dict(pair.inputs),
     )
     try:
         run_register_job(job)
@@ -245,7 +245,7 @@ def _child(argument: str) -> int:
     silence_known_warnings()
     request = json.loads(argument)
     fields = request["pair"]
-    tuples = {name: tuple(map(tuple, fields[name])) for name in ("boxes_ras", "geometry")}
+    tuples = {name: tuple(map(tuple, fields[name])) for name in ("boxes_ras", "inputs")}
     pair = Pair(**{**fields, **tuples})
     try:
         reply, code = run_pair(pair, Path(request["out"]), BatchSettings.from_json(request["settings"])), 0

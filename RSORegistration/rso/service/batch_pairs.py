@@ -16,9 +16,22 @@ from pathlib import Path
 
 from rso.errors import InputError
 
-# A pair of phase-binned CBCTs may carry each image's RTK projection geometry (and a placement) for matching.
-GEOMETRY_COLUMNS = ("fixed_geometry", "moving_geometry", "placement")
-COLUMNS = ("fixed", "moving", "truth", "mask", "roi", "name", *GEOMETRY_COLUMNS)
+# Every other per-pair input `register` takes, by its RegisterJob field: files (relative to the CSV) and
+# plain values. A pair of phase-binned CBCTs carries each image's RTK projection geometry, for instance.
+FILE_COLUMNS = (
+    "fixed_geometry",
+    "moving_geometry",
+    "placement",
+    "fit_mask",
+    "labels",
+    "labels_colors",
+    "labels_reference",
+    "landmarks_fixed",
+    "landmarks_moving",
+    "initial_transform",
+)
+VALUE_COLUMNS = ("fixed_series", "moving_series", "landmarks_pairing")
+COLUMNS = ("fixed", "moving", "truth", "mask", "roi", "name", *FILE_COLUMNS, *VALUE_COLUMNS)
 RESULT_FILES = ("warped.nii.gz", "displacement.nii.gz", "difference.nii.gz", "report.json")
 SUMMARY_FIELDS = (
     "name",
@@ -46,7 +59,7 @@ class Pair:
     truth: str | None = None
     mask: str | None = None
     boxes_ras: tuple[tuple[float, ...], ...] = ()
-    geometry: tuple[tuple[str, str], ...] = ()  # (GEOMETRY_COLUMNS name, absolute path) of the columns given
+    inputs: tuple[tuple[str, str], ...] = ()  # (RegisterJob field, value) of the other columns given
 
 
 # ---------------------------------------------------------------------------------- the CSV
@@ -87,10 +100,12 @@ def _pair(index: int, row: dict, base: Path) -> Pair:
             f"{where}: name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder)"
         )
     boxes = _boxes(row.get("roi", ""), where)
-    geometry = tuple((column, path(column)) for column in GEOMETRY_COLUMNS if row.get(column))
-    if bool(row.get("fixed_geometry")) != bool(row.get("moving_geometry")):
-        raise InputError(f"{where}: give fixed_geometry and moving_geometry together, or neither")
-    return Pair(name, path("fixed"), path("moving"), path("truth"), path("mask"), boxes, geometry)
+    inputs = tuple((column, path(column)) for column in FILE_COLUMNS if row.get(column))
+    inputs += tuple((column, row[column]) for column in VALUE_COLUMNS if row.get(column))
+    for first, second in (("fixed_geometry", "moving_geometry"), ("landmarks_fixed", "landmarks_moving")):
+        if bool(row.get(first)) != bool(row.get(second)):
+            raise InputError(f"{where}: give {first} and {second} together, or neither")
+    return Pair(name, path("fixed"), path("moving"), path("truth"), path("mask"), boxes, inputs)
 
 
 def _boxes(text: str, where: str) -> tuple[tuple[float, ...], ...]:

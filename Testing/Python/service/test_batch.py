@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import resample_to_spacing, write
@@ -101,6 +102,14 @@ def pairs_csv(chest_ct, tmp_path_factory):
     for role, offset in (("fixed_geometry", 0.0), ("moving_geometry", 3.6)):
         geometry = ProjectionGeometry.circular(1000.0, 0.0, [offset + 7.2 * k for k in range(25)])
         rows[0][role] = os.path.relpath(write_geometry(geometry, folder / f"{role}.xml"), folder)
+    # ... and landmarks on both images (a Slicer markups file, LPS), carried to its report
+    from rso.core.landmarks import Landmarks, write_markups_json
+
+    fixed_lung1 = sitk.ReadImage(rows[0]["fixed"])
+    centre = fixed_lung1.TransformContinuousIndexToPhysicalPoint([n / 2 for n in fixed_lung1.GetSize()])
+    points = Landmarks(np.array(centre) + np.array([[0.0, 0.0, 0.0], [10.0, 5.0, -5.0], [-8.0, 4.0, 6.0]]))
+    for role in ("landmarks_fixed", "landmarks_moving"):
+        rows[0][role] = os.path.relpath(write_markups_json(points, folder / f"{role}.mrk.json"), folder)
     whole = Path(rows[0]["moving"]).read_bytes()
     (folder / "cut-moving.nii.gz").write_bytes(whole[: len(whole) // 2])  # an interrupted copy
     rows.append(
@@ -109,6 +118,7 @@ def pairs_csv(chest_ct, tmp_path_factory):
     path = folder / "pairs.csv"
     with open(path, "w", newline="") as handle:
         columns = ["name", "fixed", "moving", "truth", "roi", "fixed_geometry", "moving_geometry"]
+        columns += ["landmarks_fixed", "landmarks_moving"]
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(
@@ -155,6 +165,7 @@ def test_batch_runs_every_pair_records_the_corrupt_one_and_resumes(pairs_csv, tm
             if name == "lung1-a"
             else "artefact matching off: no projection geometry"
         )
+        assert ("landmark_tre_mm" in report) == (name == "lung1-a")  # the landmark columns reached it
         warped = sitk.ReadImage(str(out / name / "warped.nii.gz"))
         assert (
             warped.GetSize() == sitk.ReadImage(read_pairs(pairs_csv)[list(rows).index(name)].fixed).GetSize()
@@ -199,6 +210,7 @@ def test_a_bad_pairs_file_is_one_clear_error_before_anything_runs(tmp_path):
         "fixed,moving\na.nii,\n": "row 1: moving is empty",
         "name,fixed,moving\nx,a,b\nx,c,d\n": "repeated: x",
         "fixed,moving,fixed_geometry\na,b,g.xml\n": "give fixed_geometry and moving_geometry together",
+        "fixed,moving,landmarks_moving\na,b,m.fcsv\n": "give landmarks_fixed and landmarks_moving together",
     }
     for text, message in cases.items():
         path = tmp_path / "pairs.csv"
