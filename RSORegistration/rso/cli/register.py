@@ -57,6 +57,8 @@ def add_subcommand(subparsers) -> None:
     )
     add_box_arguments(parser)
     add_rso_arguments(parser)
+    # The pair's own files: demo and batch take them from their case or CSV, never as flags they would drop.
+    add_geometry_arguments(parser)
     parser.add_argument("--truth", help="ground-truth displacement field (ITK, fixed -> moving) for TRE")
     parser.add_argument("--reference", help="image to measure RMSE against (default: the fixed image)")
     add_mask_arguments(parser)
@@ -252,7 +254,6 @@ def add_rso_arguments(parser) -> None:
         help="the guard: decline a step that explains less than this fraction of the box's "
         "remaining difference (0: only a step that adds folding is declined)",
     )
-    add_geometry_arguments(native, "native RSO compares")
     native.add_argument(
         "--rso-match-artefacts",
         action=argparse.BooleanOptionalAction,

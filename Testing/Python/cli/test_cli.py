@@ -441,3 +441,15 @@ def test_landmark_tre_after_each_step_is_in_the_report_and_matches_a_hand_comput
     assert {"mean", "median", "p95", "max"} <= set(final)
     shown = json.loads((registered / "landmarks_tre.mrk.json").read_text())
     assert len(shown["markups"][0]["controlPoints"]) == 4
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["demo"], ["batch", "pairs.csv", "--out", "runs"]],
+)
+def test_a_flag_a_subcommand_cannot_use_is_an_error(command, capsys):
+    """demo takes each image's geometry from its case and batch from the CSV: the flags are refused."""
+    with pytest.raises(SystemExit) as refused:
+        main([*command, "--fixed-geometry", "g.xml", "--moving-geometry", "m.xml"])
+    assert refused.value.code == 2
+    assert "unrecognized arguments: --fixed-geometry" in capsys.readouterr().err
