@@ -15,7 +15,7 @@ from rso.errors import InputError
 
 from .charts import update_loss_chart, update_metrics_table
 from .display import show_difference_style, show_in_slice_views, show_quality_style
-from .parameters import RunParameters
+from .parameters import OUTPUT_NODES, RunParameters
 from .segmentations import SOURCE_ATTRIBUTE, segmentation_from_label_image, table_from_report
 from .transforms import OUTPUT_ATTRIBUTE, place_under, read_transform_file
 from .volumes import read_volume
@@ -46,15 +46,7 @@ def _tag(node, role: str, params: RunParameters):
 
 def forget_outputs(params: RunParameters) -> None:
     """Detach output nodes that belong to another input pair (they stay in the scene, untouched)."""
-    for name in (
-        "warpedVolume",
-        "differenceVolume",
-        "outputTransform",
-        "lossTable",
-        "lossChart",
-        "metricsTable",
-        *QUALITY_MAPS.values(),
-    ):
+    for name in OUTPUT_NODES:
         setattr(params, name, reusable(getattr(params, name), params))
 
 
