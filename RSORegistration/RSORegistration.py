@@ -30,6 +30,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from rso import options  # plain tuples and defaults: no torch
+from rso.settings import EngineSettings, ISOSettings, RSOSettings, choices_of, default_of  # no torch either
 
 
 class RSORegistration(ScriptedLoadableModule):
@@ -55,7 +56,8 @@ class RSORegistration(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class RSORegistrationParameterNode:
-    """The names are those of RSORegistrationLib.parameters.RunParameters (a test keeps them equal)."""
+    """The names are those of RSORegistrationLib.parameters.RunParameters (a test keeps them equal); the
+    settings' defaults and choices come from rso.settings, as RunParameters' SETTING_FIELDS says."""
 
     fixedVolume: vtkMRMLScalarVolumeNode
     movingVolume: vtkMRMLScalarVolumeNode
@@ -64,15 +66,22 @@ class RSORegistrationParameterNode:
     modelPath: Path
     modelChannels: str = ""
     gridShape: str = ""
-    device: Annotated[str, Choice(list(options.DEVICES))] = options.DEFAULT_DEVICE
-    isoIterations: Annotated[int, WithinRange(0, 100000)] = options.DEFAULT_ISO_ITERATIONS
-    rsoIterations: Annotated[int, WithinRange(0, 100000)] = options.DEFAULT_RSO_ITERATIONS
-    rsoMode: Annotated[str, Choice(list(options.RSO_MODES))] = options.DEFAULT_RSO_MODE
-    composition: Annotated[str, Choice(list(options.COMPOSITIONS))] = options.DEFAULT_COMPOSITION
-    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = options.DEFAULT_SEED
+    device: Annotated[str, Choice(list(choices_of(EngineSettings, "device")))] = default_of(
+        EngineSettings, "device"
+    )
+    isoIterations: Annotated[int, WithinRange(0, 100000)] = default_of(ISOSettings, "iterations")
+    rsoIterations: Annotated[int, WithinRange(0, 100000)] = default_of(RSOSettings, "iterations")
+    rsoMode: Annotated[str, Choice(list(choices_of(RSOSettings, "mode")))] = default_of(RSOSettings, "mode")
+    composition: Annotated[str, Choice(list(choices_of(RSOSettings, "compose")))] = default_of(
+        RSOSettings, "compose"
+    )
+    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = default_of(EngineSettings, "seed")
     autoRefine: bool = True
     engine: str = options.DEFAULT_ENGINE
-    allowNonCt: bool = options.ALLOW_NON_CT
+    allowNonCt: bool = default_of(EngineSettings, "allow_non_ct")
+    initialTransform: vtkMRMLTransformNode  # T0: the moving volume under it lines up with the fixed one
+    prealign: Annotated[str, Choice(["", *options.PREALIGNMENTS])] = ""  # "rigid": a checkbox (onPrealign)
+    fitMask: vtkMRMLScalarVolumeNode  # binary; a label map volume node is a scalar volume node too
     fixedGeometryFile: Path  # RTK geometry .xml of a phase-binned 4D CBCT pair (ctkPathLineEdit binds Path)
     movingGeometryFile: Path
     placementFile: Path  # optional ITK affine .tfm: RTK frame -> the volumes' LPS
@@ -114,6 +123,7 @@ class RSORegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             (self.ui.exportButton, self.onExport),
             (self.ui.reopenButton, self.onReopen),
             (self.ui.clearCacheButton, self.onClearCache),
+            (self.ui.prealignCheckBox, self.onPrealign),
             (self.ui.propagateLabelsButton, self.onPropagateLabels),
         ):
             button.connect("clicked(bool)", handler)
@@ -180,6 +190,7 @@ class RSORegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = core.status
             self.ui.metricsLabel.text = metrics_text(core.history, _)
         self.ui.metricsTableView.setMRMLTableNode(params.metricsTable)
+        self.ui.prealignCheckBox.checked = params.prealign == "rigid"
         if params.lossChart:
             self.ui.lossPlotWidget.setMRMLPlotViewNode(plot_view_node(slicer.mrmlScene, params.lossChart))
 
@@ -230,6 +241,9 @@ class RSORegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onUndo(self) -> None:
         self._start(_("Failed to undo."), lambda: self.logic.core.undo())
+
+    def onPrealign(self, checked: bool) -> None:  # a str parameter ("" or "rigid"): no checkbox binds one
+        self._parameterNode.prealign = "rigid" if checked else ""
 
     def onCancel(self) -> None:
         self.logic.core.cancel()

@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rso.core.inputs import read_inputs
 from rso.core.model import build_model, parameter_count
 from rso.core.paths import cases_dir, data_dir
-from rso.core.session import RegistrationSession, open_inputs
+from rso.core.session import RegistrationSession
 from rso.evaluation.demo import DEMO_PATIENT, EVALUATION_MASK
+from rso.settings import EngineSettings, PairInputs
 from rso.simulation.fetch import fetch_data
 from rso.simulation.simulate import simulate_case
 from rso.training.train import TrainConfig, train
@@ -54,15 +56,18 @@ def held_out_tre(model_path: Path, cases: list[Path], grid) -> list[dict]:
     rows = []
     for case in cases:
         for phase in range(1, 10):
-            inputs = open_inputs(
-                case / "cbct_phase0.nii.gz",
-                case / f"cbct_phase{phase}.nii.gz",
-                case / "ct_phase0.nii.gz",
-                case / f"truth_0_{phase}.nii.gz",
-                case / EVALUATION_MASK,
+            inputs = read_inputs(
+                PairInputs(
+                    fixed=str(case / "cbct_phase0.nii.gz"),
+                    moving=str(case / f"cbct_phase{phase}.nii.gz"),
+                    reference=str(case / "ct_phase0.nii.gz"),
+                    truth=str(case / f"truth_0_{phase}.nii.gz"),
+                    metrics_mask=str(case / EVALUATION_MASK),
+                )
             )
             net, _ = build_model(model_path)
-            session = RegistrationSession(**inputs, net=net, grid_shape=grid, device="cpu")
+            engine = EngineSettings(grid=tuple(grid), device="cpu")
+            session = RegistrationSession(inputs, net, engine=engine)
             identity = session.metrics(session.state_field(0))
             general = session.general().metrics
             rows.append(

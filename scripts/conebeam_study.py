@@ -21,25 +21,28 @@ from pathlib import Path
 
 import numpy as np
 
+from rso.core.inputs import read_inputs
 from rso.core.projection.geometry import ProjectionGeometry
-from rso.core.session import open_inputs
-from rso.core.steps import RSOSettings
-from rso.core.workflow import EngineSettings
+from rso.core.workflow import build_network, start_session
 from rso.evaluation.box_kinds import pick_boxes
+from rso.settings import EngineSettings, PairInputs, RSOSettings
 from rso.simulation.simulate import geometry_path
 
 log = logging.getLogger("conebeam_study")
 
 
 def case_inputs(folder: Path, moving: int) -> dict:
-    return open_inputs(
-        folder / "cbct_phase0.nii.gz",
-        folder / f"cbct_phase{moving}.nii.gz",
-        folder / "ct_phase0.nii.gz",
-        folder / f"truth_0_{moving}.nii.gz",
-        folder / "lung_mask.nii.gz",
-        geometry_path(folder, 0),
-        geometry_path(folder, moving),
+    fixed_geometry, moving_geometry = (geometry_path(folder, phase) for phase in (0, moving))
+    return read_inputs(
+        PairInputs(
+            fixed=str(folder / "cbct_phase0.nii.gz"),
+            moving=str(folder / f"cbct_phase{moving}.nii.gz"),
+            reference=str(folder / "ct_phase0.nii.gz"),
+            truth=str(folder / f"truth_0_{moving}.nii.gz"),
+            metrics_mask=str(folder / "lung_mask.nii.gz"),
+            fixed_geometry=str(fixed_geometry) if fixed_geometry else None,
+            moving_geometry=str(moving_geometry) if moving_geometry else None,
+        )
     )
 
 
@@ -65,7 +68,7 @@ def wrong_geometries(geometry: ProjectionGeometry) -> dict[str, ProjectionGeomet
 
 def iso_session(engine, inputs, network, iso: int):
     """general -> ISO-``iso``: the session and ISO's seconds."""
-    session = engine.session(inputs, network=network)
+    session = start_session(engine, inputs, network=network)
     session.general()
     started = time.perf_counter()
     session.iso(iso)
@@ -152,7 +155,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     engine = EngineSettings(precision=args.precision, device="cpu")
-    network = engine.network()
+    network = build_network(engine)
     args.out.mkdir(parents=True, exist_ok=True)
     for spec in args.case:
         folder, _, moving = spec.partition(":")

@@ -46,16 +46,20 @@ def register(case: Path, moving_phase: int, iso: int, results: Path) -> None:
     """general -> ISO on the case's CBCT pair, the moving phase's labels carried and scored, into
     ``results``."""
     from rso.core.workflow import RegisterJob, run_register_job
+    from rso.settings import ISOSettings, PairInputs
     from rso.simulation.case_labels import case_labels
 
-    job = RegisterJob(
+    inputs = PairInputs(
         fixed=str(case / "cbct_phase0.nii.gz"),
         moving=str(case / f"cbct_phase{moving_phase}.nii.gz"),
-        out=str(results),
-        iso=iso,
         truth=str(case / f"truth_0_{moving_phase}.nii.gz"),
         reference=str(case / "ct_phase0.nii.gz"),
-        mask=str(case / "lung_mask.nii.gz"),
+        metrics_mask=str(case / "lung_mask.nii.gz"),
+    )
+    job = RegisterJob(
+        inputs=inputs,
+        out=str(results),
+        iso=ISOSettings(iterations=iso),
         figure=False,
         labels=str(case_labels(case, moving_phase)),
         labels_colors=str(case / "labels_colors.txt"),

@@ -28,11 +28,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_rso import BOXES, CASES, MORE_CLINICAL_CASES, case_folder, iso_session, sessions_dir  # noqa: E402
 
 from rso.core.geometry import upsample_field  # noqa: E402
-from rso.core.native import NativeSettings, Refinement, build_problem, correction_tensor  # noqa: E402
+from rso.core.native import Refinement, build_problem, correction_tensor  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
 from rso.options import DEFAULT_BLEND_MARGIN_MM  # noqa: E402
+from rso.settings import RSOSettings  # noqa: E402
 
-SETTINGS = NativeSettings("mind", 8.0, 3.0, 0.3, 0.0, 2.0)  # the native defaults' similarity
+# the native defaults' similarity and knobs, without the guard or the return to an earlier state
+SETTINGS = RSOSettings(
+    similarity="mind",
+    control_spacing_mm=8.0,
+    smoothness=3.0,
+    step_mm=0.3,
+    min_gain=0.0,
+    presmooth_mm=2.0,
+    earlier_starts=False,
+)
 GENERAL = 1  # the session's state after its first step, the general model
 
 
@@ -47,12 +57,11 @@ def box_row(session, box) -> dict:
         ("as_given", (session.fixed, session.moving)),
     ):
         problem = build_problem(
-            *pair,
+            pair,
             box,
             DEFAULT_BLEND_MARGIN_MM,
             session.grid,
-            session.grid.voxels_to_mm(state.field),
-            state.patches,
+            (session.grid.voxels_to_mm(state.field), state.patches),
             torch.device("cpu"),
             earlier=((session.grid.voxels_to_mm(general.field), general.patches),),
         )

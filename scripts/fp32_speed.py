@@ -39,21 +39,24 @@ def measure(precision: str, channels_last: bool, iterations: int) -> dict:
     """In this process: ISO iterations on the demo case; the median seconds per iteration after a warm-up."""
     import torch
 
+    from rso.core.inputs import read_inputs
     from rso.core.model import native_bf16
-    from rso.core.session import open_inputs
-    from rso.core.workflow import EngineSettings
+    from rso.core.workflow import start_session
     from rso.evaluation.demo import EVALUATION_MASK, demo_case
+    from rso.settings import EngineSettings, PairInputs
 
     case = demo_case()
-    inputs = open_inputs(
-        case / "cbct_phase0.nii.gz",
-        case / "cbct_phase5.nii.gz",
-        truth_path=case / "truth_0_5.nii.gz",
-        mask_path=case / EVALUATION_MASK,
+    inputs = read_inputs(
+        PairInputs(
+            fixed=str(case / "cbct_phase0.nii.gz"),
+            moving=str(case / "cbct_phase5.nii.gz"),
+            truth=str(case / "truth_0_5.nii.gz"),
+            metrics_mask=str(case / EVALUATION_MASK),
+        )
     )
     if precision == "bf16" and not native_bf16(torch.device("cpu")):
         return {"skipped": "no native bf16 on this CPU"}
-    session = EngineSettings(device="cpu", precision=precision).session(inputs)
+    session = start_session(EngineSettings(device="cpu", precision=precision), inputs)
     session.net.channels_last = channels_last
     seconds = []
     session.iso(iterations, progress=lambda p: seconds.append(p.elapsed))

@@ -32,10 +32,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_rso import BOXES, CASES, MORE_CLINICAL_CASES, case_folder, iso_session, sessions_dir  # noqa: E402
 
-from rso.core.native import NativeSettings, Refinement, build_problem, correction_tensor, window_grid  # noqa: E402
-from rso.core.steps import RSOSettings  # noqa: E402
+from rso.core.native import Refinement, build_problem, correction_tensor, window_grid  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
-from rso.options import DEFAULT_RSO_CONTROL_SPACING_MM, DEFAULT_RSO_SMOOTHNESS, DEFAULT_RSO_STEP_MM  # noqa: E402
+from rso.options import (  # noqa: E402
+    DEFAULT_RSO_CONTROL_SPACING_MM,
+    DEFAULT_RSO_SMOOTHNESS,
+    DEFAULT_RSO_STEP_MM,
+)
+from rso.settings import RSOSettings  # noqa: E402
 
 VIEWS = {
     "mind2": ("mind", 2.0, True),
@@ -54,25 +58,25 @@ def view_gains(session, box, patch) -> dict[str, float]:
     correction = correction_tensor(patch.delta_mm)
     problems = {
         matched: build_problem(
-            *session.compared_images(matched),
+            session.compared_images(matched),
             box,
             RSOSettings().blend_margin_mm,
             session.grid,
-            session.grid.voxels_to_mm(state.field),
-            state.patches,
+            (session.grid.voxels_to_mm(state.field), state.patches),
             session.device,
         )
         for matched in (True, False)
     }  # one window per image pair; the views differ only in features
     gains = {}
     for name, (similarity, presmooth, matched) in VIEWS.items():
-        settings = NativeSettings(
-            similarity,
-            DEFAULT_RSO_CONTROL_SPACING_MM,
-            DEFAULT_RSO_SMOOTHNESS,
-            DEFAULT_RSO_STEP_MM,
-            0.0,
-            presmooth,
+        settings = RSOSettings(
+            similarity=similarity,
+            control_spacing_mm=DEFAULT_RSO_CONTROL_SPACING_MM,
+            smoothness=DEFAULT_RSO_SMOOTHNESS,
+            step_mm=DEFAULT_RSO_STEP_MM,
+            min_gain=0.0,
+            presmooth_mm=presmooth,
+            earlier_starts=False,
         )
         refinement = Refinement(problems[matched], settings)
         with torch.no_grad():

@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_rso import ISO_MATCHED_CASES, MORE_CLINICAL_CASES, case_folder  # noqa: E402
+from sweep_rso import ISO_MATCHED_CASES, MORE_CLINICAL_CASES, case_folder, case_inputs  # noqa: E402
 
-from rso.core.session import open_inputs  # noqa: E402
-from rso.core.workflow import EngineSettings  # noqa: E402
-from rso.simulation.simulate import geometry_path  # noqa: E402
+from rso.core.workflow import start_session
+from rso.settings import EngineSettings, ISOSettings  # noqa: E402
 
 ITERATIONS = (0, 10, 25, 50, 100, 200)  # 0: the general model alone
 
@@ -54,20 +53,11 @@ def study(out: Path) -> None:
             if all((tuple(key), n) in done for n in ITERATIONS):
                 continue
             folder = case_folder(anatomy, seed, preset, phase)
-            inputs = open_inputs(
-                folder / "cbct_phase0.nii.gz",
-                folder / f"cbct_phase{phase}.nii.gz",
-                folder / "ct_phase0.nii.gz",
-                folder / f"truth_0_{phase}.nii.gz",
-                folder / "lung_mask.nii.gz",
-                geometry_path(folder, 0),
-                geometry_path(folder, phase),
-            )
-            session = EngineSettings(device="cpu").session(inputs)
+            session = start_session(EngineSettings(device="cpu"), case_inputs(folder, phase))
             session.general()
             for iterations in ITERATIONS:
                 if iterations:
-                    session.iso(iterations, match_artefacts=True)
+                    session.iso(ISOSettings(iterations=iterations, match_artefacts=True))
                 row = {
                     "case": key,
                     "iterations": iterations,

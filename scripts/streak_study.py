@@ -34,15 +34,26 @@ import SimpleITK as sitk
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_rso import CASES, case_folder, iso_session, sessions_dir  # noqa: E402  (the sweep's cases and sessions)
+# the sweep's cases and sessions
+from sweep_rso import CASES, case_folder, iso_session, sessions_dir  # noqa: E402
 
 from rso.core.geometry import upsample_field  # noqa: E402
-from rso.core.native import NativeSettings, Refinement, build_problem, correction_tensor  # noqa: E402
-from rso.core.reprojection import match_artefacts, reproject  # noqa: E402
+from rso.core.native import Refinement, build_problem, correction_tensor  # noqa: E402
+from rso.core.projection.matching import match_artefacts, reproject  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
-from rso.simulation.cbct import CBCTParams, phase_views, simulate_cbct  # noqa: E402
+from rso.settings import RSOSettings  # noqa: E402
+from rso.simulation.cbct import CBCTParams, phase_angles, simulate_cbct  # noqa: E402
 
-SETTINGS = NativeSettings("mind", 8.0, 3.0, 0.3, 0.0, 2.0)  # the native defaults' similarity
+# the native defaults' similarity and knobs, without the guard or the return to an earlier state
+SETTINGS = RSOSettings(
+    similarity="mind",
+    control_spacing_mm=8.0,
+    smoothness=3.0,
+    step_mm=0.3,
+    min_gain=0.0,
+    presmooth_mm=2.0,
+    earlier_starts=False,
+)
 
 
 def pairs_of(session, folder: Path, phase: int, preset: str) -> dict[str, tuple[sitk.Image, sitk.Image]]:
@@ -50,6 +61,7 @@ def pairs_of(session, folder: Path, phase: int, preset: str) -> dict[str, tuple[
     ct_fixed, ct_moving = read("ct_phase0.nii.gz"), read(f"ct_phase{phase}.nii.gz")
     params = CBCTParams.clinical() if preset == "clinical" else CBCTParams()
     rng = lambda: np.random.default_rng(7)  # noqa: E731
+    placement = session.pair.placement
     variants = {
         "moving_resimulated": (params, phase),
         "moving_no_scatter": (dataclasses.replace(params, scatter_to_primary=0.0), phase),
@@ -61,10 +73,10 @@ def pairs_of(session, folder: Path, phase: int, preset: str) -> dict[str, tuple[
         "cbct": (session.fixed, session.moving),
         "ct_fixed": (ct_fixed, session.moving),
         "ct_moving": (session.fixed, ct_moving),
-        "matched": match_artefacts(session.fixed, session.moving, *session.views),
+        "matched": match_artefacts(session.fixed, session.moving, session.geometry, placement),
         "matched_linear": (
-            reproject(session.fixed, session.views[1], clip_below_air=False),
-            reproject(session.moving, session.views[0], clip_below_air=False),
+            reproject(session.fixed, session.geometry[1], placement, clip_below_air=False),
+            reproject(session.moving, session.geometry[0], placement, clip_below_air=False),
         ),
     }
     for name, (cbct_params, views_phase) in variants.items():
@@ -75,12 +87,11 @@ def pairs_of(session, folder: Path, phase: int, preset: str) -> dict[str, tuple[
 def box_row(session, pair, box) -> dict:
     state = session.state
     problem = build_problem(
-        *pair,
+        pair,
         box,
         15.0,
         session.grid,
-        session.grid.voxels_to_mm(state.field),
-        state.patches,
+        (session.grid.voxels_to_mm(state.field), state.patches),
         torch.device("cpu"),
     )
     truth = sitk.GetArrayFromImage(upsample_field(session.truth, problem.window.reference_image())).astype(
@@ -125,8 +136,8 @@ def study(out: Path) -> dict:
         "rows": rows,
         "summary": summary,
         "views": {
-            "clinical": len(phase_views(0, 10, CBCTParams.clinical()).directions_deg),
-            "local": len(phase_views(0, 10).directions_deg),
+            "clinical": len(phase_angles(0, 10, CBCTParams.clinical())),
+            "local": len(phase_angles(0, 10)),
         },
     }
     out.parent.mkdir(parents=True, exist_ok=True)

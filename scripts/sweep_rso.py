@@ -33,11 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
+from rso.core.inputs import read_inputs
 from rso.core.paths import cases_dir
-from rso.core.session import RegistrationSession, open_inputs
-from rso.core.steps import RSOSettings
-from rso.core.workflow import EngineSettings
+from rso.core.projection.matching import geometry_pair
+from rso.core.session import RegistrationSession
+from rso.core.workflow import start_session
 from rso.evaluation.box_kinds import pick_boxes
+from rso.settings import EngineSettings, ISOSettings, PairInputs, RSOSettings
 from rso.simulation.fetch import fetch_data
 from rso.simulation.simulate import SimulationParams, geometry_path, simulate_case
 
@@ -97,26 +99,35 @@ def sessions_dir(matched_iso: bool) -> Path:
     return cases_dir().parent / ("sweep-sessions-matched-iso" if matched_iso else "sweep-sessions")
 
 
+def case_inputs(folder: Path, phase: int) -> dict:
+    """The case's CBCT pair 0 <- ``phase`` with its CT reference, truth, lung mask and geometries, read."""
+    geometries = [geometry_path(folder, p) for p in (0, phase)]
+    return read_inputs(
+        PairInputs(
+            fixed=str(folder / "cbct_phase0.nii.gz"),
+            moving=str(folder / f"cbct_phase{phase}.nii.gz"),
+            reference=str(folder / "ct_phase0.nii.gz"),
+            truth=str(folder / f"truth_0_{phase}.nii.gz"),
+            metrics_mask=str(folder / "lung_mask.nii.gz"),
+            fixed_geometry=str(geometries[0]) if geometries[0] else None,
+            moving_geometry=str(geometries[1]) if geometries[1] else None,
+        )
+    )
+
+
 def iso_session(folder: Path, phase: int, work: Path, matched_iso: bool = True) -> RegistrationSession:
     """general -> ISO-100 (on the matched or the raw pair) on the case, saved once and reopened afterwards."""
     session_dir = work / f"{folder.name}-phase{phase}"
-    inputs = open_inputs(
-        folder / "cbct_phase0.nii.gz",
-        folder / f"cbct_phase{phase}.nii.gz",
-        folder / "ct_phase0.nii.gz",
-        folder / f"truth_0_{phase}.nii.gz",
-        folder / "lung_mask.nii.gz",
-        geometry_path(folder, 0),
-        geometry_path(folder, phase),
-    )
+    inputs = case_inputs(folder, phase)
     if (session_dir / "session.json").is_file():
         session = RegistrationSession.open(session_dir, device="cpu")
-        # A session saved before sessions kept the projection views: the same inputs' views, given again.
-        session.views = session.views or (inputs["fixed_geometry"], inputs["moving_geometry"])
+        # A session saved before sessions kept the projection geometries: the same inputs', given again.
+        if session.pair.geometry is None:
+            session.pair.geometry = geometry_pair(inputs["fixed_geometry"], inputs["moving_geometry"])
         return session
-    session = EngineSettings(device="cpu").session(inputs, folder=session_dir)
+    session = start_session(EngineSettings(device="cpu"), inputs, folder=session_dir)
     session.general()
-    session.iso(100, match_artefacts=matched_iso)
+    session.iso(ISOSettings(iterations=100, match_artefacts=matched_iso))
     return session
 
 
@@ -307,11 +318,9 @@ def iso_study(
     (resumable).
 
     The boxes are the sweep's misaligned boxes, placed after ISO-100 on the raw pair. Matched: both phases
-    seen through both phases' views before the network fine-tunes on them (``iso(match_artefacts=True)``).
+    seen through both phases' views before the network fine-tunes on them (``ISOSettings.match_artefacts``).
     ISO with MIND on the whole model grid costs about 20x ISO with MSE per iteration here.
     """
-    from rso.core.losses import LossConfig
-
     done = (
         {(tuple(r["case"]), r["variant"]) for r in map(json.loads, out.read_text().splitlines())}
         if out.is_file()
@@ -320,26 +329,20 @@ def iso_study(
     with out.open("a") as handle:
         for anatomy, seed, preset, phase in cases:
             folder = case_folder(anatomy, seed, preset, phase)
-            inputs = open_inputs(
-                folder / "cbct_phase0.nii.gz",
-                folder / f"cbct_phase{phase}.nii.gz",
-                folder / "ct_phase0.nii.gz",
-                folder / f"truth_0_{phase}.nii.gz",
-                folder / "lung_mask.nii.gz",
-                geometry_path(folder, 0),
-                geometry_path(folder, phase),
-            )
+            inputs = case_inputs(folder, phase)
             reference = iso_session(folder, phase, reference_work or sessions_dir(False), matched_iso=False)
             boxes = pick_boxes(reference, "misaligned", 2, 40.0, seed=seed)
             for name, (iterations, similarity, smoothness, matched) in variants.items():
                 if ((anatomy, seed, preset, phase), name) in done:
                     continue
-                loss = LossConfig(similarity=similarity, smoothness_weight=smoothness)
-                session = EngineSettings(device="cpu", loss=loss).session(inputs)
+                engine = EngineSettings(
+                    device="cpu", network_similarity=similarity, network_smoothness=smoothness
+                )
+                session = start_session(engine, inputs)
                 session.general()
                 session.compared_images(matched)  # the matching's few seconds are not ISO's
                 start = time.perf_counter()
-                session.iso(iterations, match_artefacts=matched)
+                session.iso(ISOSettings(iterations=iterations, match_artefacts=matched))
                 row = {
                     "case": [anatomy, seed, preset, phase],
                     "variant": name,

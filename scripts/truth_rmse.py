@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rso.core.workflow import EngineSettings
+from rso.core.workflow import start_session
 from rso.evaluation.bench.cases import Case
+from rso.settings import EngineSettings
 
 
 def truth_rows(arm_files: list[Path]) -> list[dict]:
@@ -38,7 +39,7 @@ def truth_rows(arm_files: list[Path]) -> list[dict]:
                 case["fixed_phase"],
                 case["evaluation_mask"],
             ).inputs()
-            sessions[case["name"]] = EngineSettings(device="cpu", precision="fp32").session(inputs)
+            sessions[case["name"]] = start_session(EngineSettings(device="cpu", precision="fp32"), inputs)
         session = sessions[case["name"]]
         box = session.box_from_ras(record["box"]["ras"])
         truth = session.metrics(field_voxels=session.grid.mm_to_voxels(session.truth_mm), box=box)

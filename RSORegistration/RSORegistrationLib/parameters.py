@@ -12,19 +12,8 @@ import logging
 from dataclasses import dataclass, fields
 
 from rso.errors import InputError
-from rso.options import (
-    ALLOW_NON_CT,
-    COMPOSITIONS,
-    DEFAULT_COMPOSITION,
-    DEFAULT_DEVICE,
-    DEFAULT_ENGINE,
-    DEFAULT_ISO_ITERATIONS,
-    DEFAULT_RSO_ITERATIONS,
-    DEFAULT_RSO_MODE,
-    DEFAULT_SEED,
-    DEVICES,
-    RSO_MODES,
-)
+from rso.options import DEFAULT_ENGINE, PREALIGNMENTS
+from rso.settings import EngineSettings, ISOSettings, RSOSettings, choices_of, default_of
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +22,8 @@ NODE_FIELDS = {  # field -> the node class it holds
     "fixedVolume": "vtkMRMLScalarVolumeNode",
     "movingVolume": "vtkMRMLScalarVolumeNode",
     "truthTransform": "vtkMRMLTransformNode",
+    "initialTransform": "vtkMRMLTransformNode",
+    "fitMask": "vtkMRMLScalarVolumeNode",  # a label map volume node is one too
     "region": "vtkMRMLMarkupsROINode",
     "warpedVolume": "vtkMRMLScalarVolumeNode",
     "differenceVolume": "vtkMRMLScalarVolumeNode",
@@ -44,6 +35,33 @@ NODE_FIELDS = {  # field -> the node class it holds
     "foldingVolume": "vtkMRMLScalarVolumeNode",
     "changeVolume": "vtkMRMLScalarVolumeNode",
 }
+
+
+# The node's settings fields, each one field of a settings dataclass (rso.settings): it takes that field's
+# default and choices, and reaches the engine under the field's name (``settings_arguments``).
+SETTING_FIELDS = {
+    "device": (EngineSettings, "device"),
+    "seed": (EngineSettings, "seed"),
+    "allowNonCt": (EngineSettings, "allow_non_ct"),
+    "isoIterations": (ISOSettings, "iterations"),
+    "rsoIterations": (RSOSettings, "iterations"),
+    "rsoMode": (RSOSettings, "mode"),
+    "composition": (RSOSettings, "compose"),
+}
+
+
+def setting_default(name: str):
+    """A settings field's default as its dataclass resolves it (RSO's iterations: the default mode's)."""
+    return default_of(*SETTING_FIELDS[name])
+
+
+def setting_choices(name: str) -> tuple[str, ...] | None:
+    return choices_of(*SETTING_FIELDS[name])
+
+
+def settings_arguments(params, settings: type) -> dict:
+    """The node's fields that belong to ``settings``, under the engine's names."""
+    return {key: getattr(params, name) for name, (owner, key) in SETTING_FIELDS.items() if owner is settings}
 
 
 # Files: str here, pathlib.Path in the widget's wrapper (a ctkPathLineEdit binds only a Path), where an
@@ -82,15 +100,24 @@ class RunParameters:
     modelPath: str = ""  # empty: the bundled general model
     modelChannels: str = ""  # e.g. "4,8,16,32,64": an untrained network of that width (tests, demos)
     gridShape: str = ""  # e.g. "32,64,64": the model grid (z, y, x); empty: the model's own
-    device: str = DEFAULT_DEVICE
-    isoIterations: int = DEFAULT_ISO_ITERATIONS
-    rsoIterations: int = DEFAULT_RSO_ITERATIONS
-    rsoMode: str = DEFAULT_RSO_MODE
-    composition: str = DEFAULT_COMPOSITION
-    seed: int = DEFAULT_SEED
+    device: str = setting_default("device")
+    isoIterations: int = setting_default("isoIterations")
+    rsoIterations: int = setting_default("rsoIterations")
+    rsoMode: str = setting_default("rsoMode")
+    composition: str = setting_default("composition")
+    seed: int = setting_default("seed")
     autoRefine: bool = True  # placing an ROI starts RSO on it
     engine: str = DEFAULT_ENGINE  # "local", or "ssh:me@gpu-host": the worker runs there (docs/remote.md)
-    allowNonCt: bool = ALLOW_NON_CT  # register volumes that do not look like CT in HU, on purpose
+    allowNonCt: bool = setting_default(
+        "allowNonCt"
+    )  # register volumes that do not look like CT in HU, on purpose
+    # T0, composed before the general model (rso.core.initial): a linear or grid transform node that, with
+    # the moving volume placed under it, shows it aligned with the fixed one (Slicer's "moving to fixed"
+    # registration output). Its from-parent transform maps fixed points to moving points, which is what
+    # Slicer writes to an ITK file and what the engine reads. The results include it.
+    initialTransform: object = None
+    prealign: str = ""  # "rigid": the engine finds T0 itself (rso.core.prealign); "" none
+    fitMask: object = None  # a binary volume (nonzero inside): ISO and native RSO compare only inside it
     # RTK projection geometry files (ThreeDCircularProjectionGeometry XML) of a phase-binned 4D CBCT
     # pair (rso.core.projection): ISO and native RSO then compare artefact-matched images. Both or neither.
     fixedGeometryFile: str = ""
@@ -113,16 +140,27 @@ class RunParameters:
             raise InputError("select a fixed and a moving volume")
         if self.fixedVolume is self.movingVolume:
             raise InputError("fixed and moving volume are the same node; select two volumes")
-        for name, allowed in (("device", DEVICES), ("rsoMode", RSO_MODES), ("composition", COMPOSITIONS)):
+        for name in ("device", "rsoMode", "composition"):
+            allowed = setting_choices(name)
             if getattr(self, name) not in allowed:
                 raise InputError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
         for name in ("isoIterations", "rsoIterations"):
             if int(getattr(self, name)) < 0:
                 raise InputError(f"{name} must be >= 0")
         self.check_projection_files()
+        self.check_alignment()
         from rso.service.remote import engine_command
 
         engine_command(self.engine)  # InputError for anything but local or ssh:DESTINATION
+
+    def check_alignment(self) -> None:
+        """T0 comes from a transform node or from the engine's pre-alignment, never both."""
+        if self.prealign and self.prealign not in PREALIGNMENTS:
+            raise InputError(f"prealign must be one of {('', *PREALIGNMENTS)}, not {self.prealign!r}")
+        if self.prealign and self.initialTransform is not None:
+            raise InputError(
+                f"give an initial transform or a {self.prealign} pre-alignment, not both: clear one of them"
+            )
 
     def check_projection_files(self) -> None:
         """Artefact matching needs the geometry of both images; a placement alone would do nothing."""

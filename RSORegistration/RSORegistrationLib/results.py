@@ -71,7 +71,7 @@ def show_step_result(
         "transform",
         params,
     )
-    place_under(params.movingVolume, params.outputTransform)
+    place_under(params.movingVolume, params.outputTransform, replaceable=params.initialTransform)
     show_quality_maps(scene, params, paths)
     update_charts(scene, params, history)
     if show:

@@ -6,6 +6,7 @@ The engine keeps the session itself (rso.core.store); this module only decides w
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -13,9 +14,10 @@ from pathlib import Path
 from rso.core.store import holds_session
 from rso.errors import InputError
 from rso.service.remote import REMOTE_RECORD
+from rso.settings import EngineSettings
 
-from .parameters import RunParameters, file_path
-from .transforms import OUTPUT_ATTRIBUTE, field_from_transform_node
+from .parameters import RunParameters, file_path, settings_arguments
+from .transforms import OUTPUT_ATTRIBUTE, field_from_transform_node, write_transform_file
 from .volumes import write_volume
 
 
@@ -26,8 +28,14 @@ def apply_changes(params: RunParameters, changes: dict) -> RunParameters:
             raise InputError(f"unknown parameter {name!r}")
         setattr(params, name, value)
     params.check()
-    for volume in (params.fixedVolume, params.movingVolume):
-        check_not_transformed(volume)
+    check_not_transformed(params.fixedVolume)
+    # A moving volume shown under the initial transform is registered through it once, not twice: the engine
+    # reads its own voxels and T0, and the output transform (which includes T0) takes its place.
+    check_not_transformed(params.movingVolume, allowed=params.initialTransform)
+    if params.fitMask is not None:
+        check_not_transformed(params.fitMask)
+    if params.initialTransform is not None and params.initialTransform is params.outputTransform:
+        params.outputTransform = None  # an earlier result as T0: the new result gets a node of its own
     return params
 
 
@@ -49,14 +57,18 @@ def open_arguments(params: RunParameters, cache_dir: Path, folder: str | Path | 
         "moving": str(write_volume(params.movingVolume, inputs / "moving.nrrd")),
         "folder": str(session_folder),
         "model": file_path(params.modelPath),
-        "device": params.device,
-        "seed": int(params.seed),
+        **settings_arguments(params, EngineSettings),  # device, seed, allow_non_ct
         "truth": write_truth(params.truthTransform, inputs) if params.truthTransform else None,
-        "allow_non_ct": True if params.allowNonCt else None,
         # RTK geometry XML files (both or neither: RunParameters.check) and the optional placement .tfm
         "fixed_geometry": file_path(params.fixedGeometryFile),
         "moving_geometry": file_path(params.movingGeometryFile),
         "placement": file_path(params.placementFile),
+        # T0 (fixed -> moving points, composed before the general model), or the engine's pre-alignment
+        "initial_transform": write_initial_transform(params.initialTransform, inputs)
+        if params.initialTransform
+        else None,
+        "prealign": params.prealign or None,
+        "fit_mask": str(write_volume(params.fitMask, inputs / "fit_mask.nrrd")) if params.fitMask else None,
     }
     args.update(advanced_model_args(params))
     return args
@@ -69,10 +81,40 @@ def write_truth(transform_node, folder: Path) -> str:
     return str(write_displacement_field(field_from_transform_node(transform_node), folder / "truth.nii.gz"))
 
 
-def check_not_transformed(volume) -> None:
-    """The engine sees a volume's own voxels: a transform the user put it under would be silently lost."""
+def write_initial_transform(node, folder: Path) -> str:
+    """T0 as the ITK transform file the engine reads (``folder``/initial_transform.h5), read back once so
+    that a transform the engine cannot use is refused here, in one line, before the worker starts.
+
+    The file holds the node's from-parent transform: fixed -> moving points (parameters.py explains why).
+    """
+    import SimpleITK as sitk
+
+    from rso.core.initial import check_initial_transform
+
+    name = node.GetName()
+    parent = node.GetParentTransformNode()
+    if parent is not None:
+        raise InputError(
+            f"initial transform {name!r} is under transform {parent.GetName()!r}; harden it first"
+        )
+    path = write_transform_file(node, folder / "initial_transform.h5")
+    try:
+        transform = sitk.ReadTransform(str(path))
+    except RuntimeError as exc:
+        kind = re.search(r'instance of "(\w+?)_', str(exc))
+        raise InputError(
+            f"initial transform {name!r} holds {kind.group(1) if kind else 'a transform'}, which only Slicer "
+            "reads: convert it to a linear or grid transform (Transforms module) first"
+        ) from None
+    check_initial_transform(transform, repr(name))
+    return str(path)
+
+
+def check_not_transformed(volume, allowed=None) -> None:
+    """The engine sees a volume's own voxels: a transform the user put it under would be silently lost.
+    ``allowed``: a parent transform the engine is given itself (the initial transform)."""
     transform = volume.GetParentTransformNode()
-    if transform is not None and not transform.GetAttribute(OUTPUT_ATTRIBUTE):
+    if transform is not None and transform is not allowed and not transform.GetAttribute(OUTPUT_ATTRIBUTE):
         raise InputError(
             f"volume {volume.GetName()!r} is under transform {transform.GetName()!r}; "
             "harden it first (the engine registers the volume's own voxels)"

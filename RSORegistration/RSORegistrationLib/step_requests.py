@@ -10,9 +10,10 @@ from pathlib import Path
 
 from rso.core.boxes import box_from_ras
 from rso.core.geometry import ModelGrid
+from rso.settings import RSOSettings
 
 from .engine_queue import StepRequest
-from .parameters import RunParameters
+from .parameters import RunParameters, settings_arguments
 from .roi import box_argument
 from .segmentations import write_label_input
 
@@ -32,12 +33,10 @@ def rso_request(
     box_ras = box_argument(region)
     if grid is not None:
         box_from_ras(grid, box_ras)  # an empty or outside box fails here, before the queue
-    args = {
-        "box_ras": box_ras,
-        "iterations": params.rsoIterations if iterations is None else int(iterations),
-        "mode": mode or params.rsoMode,
-        "compose": composition or params.composition,
-    }
+    args = {"box_ras": box_ras, **settings_arguments(params, RSOSettings)}
+    iterations = None if iterations is None else int(iterations)
+    given = {"iterations": iterations, "mode": mode, "compose": composition}
+    args.update({key: value for key, value in given.items() if value is not None})
     return StepRequest("rso", args, region=region if hasattr(region, "GetID") else None)
 
 

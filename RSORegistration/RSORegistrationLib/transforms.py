@@ -121,10 +121,35 @@ def read_transform_file(scene, path: str | Path, name: str, node=None):
     return node
 
 
-def place_under(volume, transform_node) -> None:
-    """Show ``volume`` through the transform; refuse to silently replace a transform the user set."""
+def write_transform_file(node, path: str | Path) -> Path:
+    """Write a transform node with Slicer's own transform storage node (the node's storage is untouched).
+
+    Slicer writes the node's from-parent transform, the one that resamples a volume placed under the
+    node: for a registration's "moving to fixed" output that maps fixed points to moving points, ITK's
+    convention (LPS on disk). ``.h5`` holds linear, grid and composite transforms alike.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    storage = slicer.vtkMRMLTransformStorageNode()
+    storage.SetFileName(str(path))
+    with VtkMessages() as messages:
+        ok = storage.WriteData(node)
+    if not ok:
+        reason = messages.messages[-1].splitlines()[-1] if messages.messages else "no reason given"
+        raise InputError(f"could not write transform {node.GetName()!r} to {path}: {reason}")
+    return path
+
+
+def place_under(volume, transform_node, replaceable=None) -> None:
+    """Show ``volume`` through the transform; refuse to silently replace a transform the user set, other than
+    ``replaceable`` (the initial transform the result includes)."""
     current = volume.GetParentTransformNode()
-    if current is not None and current is not transform_node and not current.GetAttribute(OUTPUT_ATTRIBUTE):
+    if (
+        current is not None
+        and current is not transform_node
+        and current is not replaceable
+        and not current.GetAttribute(OUTPUT_ATTRIBUTE)
+    ):
         raise InputError(
             f"volume {volume.GetName()!r} is already under transform {current.GetName()!r}; "
             "harden or remove that transform first"

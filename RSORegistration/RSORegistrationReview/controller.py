@@ -27,7 +27,7 @@ from RSORegistrationLib.charts import step_labels
 from RSORegistrationLib.forwarding import Forwarded
 from RSORegistrationLib.logic import RegistrationLogic
 
-from .inputs import InputNodes, PairLoader, ReviewOptions, checked_geometry
+from .inputs import InputNodes, PairLoader, ReviewOptions, checked_geometry, given_for_new_pair
 from .layers import LAYERS, SliceLayers
 from .page import LossPlot, PageStatus, metric_headers, metric_rows, regions_text
 
@@ -77,9 +77,10 @@ class ReviewController:
         if folder is not None and folder.exists() and not folder.is_dir():
             raise InputError(f"session folder {folder} is a file")
         if folder is not None and holds_session(folder):
-            if self.options.fixed or self.options.moving:
+            if given_for_new_pair(self.options):
                 raise InputError(
-                    f"{folder} holds a session: leave out --fixed/--moving to reopen it with its own inputs"
+                    f"{folder} holds a session: leave out {'/'.join(given_for_new_pair(self.options))} "
+                    "to reopen it with its own inputs"
                 )
             truth = input_path(folder, "truth")
             fixed, moving = input_path(folder, "fixed"), input_path(folder, "moving")
@@ -93,7 +94,8 @@ class ReviewController:
                 )
             geometry = checked_geometry(self.options)
             self._use_inputs(
-                self.loader.read(self.options.fixed, self.options.moving, self.options.truth), geometry
+                self.loader.read(self.options.fixed, self.options.moving, self.options.truth, self.options),
+                geometry,
             )
         self.logic.start_engine()  # torch loads while the user looks at the images
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import SimpleITK as sitk
+
 from rso.core.imageio import read_displacement_field, read_image
 from rso.errors import InputError
 from RSORegistrationLib.logic import RegistrationLogic
 from RSORegistrationLib.parameters import OUTPUT_NODES
 from RSORegistrationLib.results import reusable
-from RSORegistrationLib.transforms import transform_node_from_field
+from RSORegistrationLib.transforms import read_transform_file, transform_node_from_field
 from RSORegistrationLib.volumes import volume_from_image
 
 
@@ -28,11 +30,19 @@ class ReviewOptions:
     pair, and ``placement`` (an ITK affine: RTK frame -> LPS) (rso.core.projection), for the pair given
     here only: ISO and native RSO then compare the images artefact-matched, and RSO may return a box to
     an earlier answer.
+    ``fixed_series`` / ``moving_series``: which series of a DICOM folder holding several (UID or index, as
+    ``rso-registration series`` lists them). ``initial_transform`` (an ITK transform file, fixed -> moving
+    points) and ``fit_mask`` (a binary image) become the registration's initialTransform and fitMask
+    nodes, for the pair given here only; the rigid pre-alignment is ``parameters["prealign"]``.
     """
 
     fixed: str | None = None
     moving: str | None = None
     truth: str | None = None
+    fixed_series: str | None = None
+    moving_series: str | None = None
+    initial_transform: str | None = None
+    fit_mask: str | None = None
     fixed_geometry: str | None = None
     moving_geometry: str | None = None
     placement: str | None = None
@@ -52,13 +62,12 @@ class InputNodes:
     moving_as_acquired: object
     truth: object = None
     paths: dict = field(default_factory=dict)
+    initial_transform: object = None  # T0 as a transform node (fixed -> moving points once written)
+    fit_mask: object = None  # a label map volume node
 
     def nodes(self) -> list:
-        return [
-            node
-            for node in (self.fixed, self.moving, self.moving_as_acquired, self.truth)
-            if node is not None
-        ]
+        made = (self.fixed, self.moving, self.moving_as_acquired, self.truth, self.initial_transform)
+        return [node for node in (*made, self.fit_mask) if node is not None]
 
 
 class PairLoader:
@@ -70,12 +79,16 @@ class PairLoader:
     def __init__(self, scene, logic: RegistrationLogic, parameters: dict):
         self.scene, self.logic, self.parameters = scene, logic, parameters
 
-    def read(self, fixed, moving, truth) -> InputNodes:
-        """New nodes for the images; if any file is bad, the nodes made so far are removed again."""
+    def read(self, fixed, moving, truth, given: ReviewOptions | None = None) -> InputNodes:
+        """New nodes for the images; if any file is bad, the nodes made so far are removed again.
+
+        ``given``: the command line's DICOM series, initial transform and fit mask for this pair.
+        """
+        given = given or ReviewOptions()
         made = []
         try:
-            fixed_node = self._volume(fixed, "fixed image", made)
-            moving_node = self._volume(moving, "moving image", made)
+            fixed_node = self._volume(fixed, "fixed image", made, given.fixed_series)
+            moving_node = self._volume(moving, "moving image", made, given.moving_series)
             as_acquired = self.scene.AddNewNodeByClass(
                 "vtkMRMLScalarVolumeNode",
                 self.scene.GenerateUniqueName(f"{moving_node.GetName()} as acquired"),
@@ -89,20 +102,46 @@ class PairLoader:
                 field = read_displacement_field(truth, "truth field")
                 truth_node = transform_node_from_field(self.scene, field, f"{Path(truth).name} (truth)")
                 made.append(truth_node)
+            initial = self._initial_transform(given.initial_transform, made)
+            mask = self._fit_mask(given.fit_mask, made)
         except Exception:
             for node in made:
                 self.scene.RemoveNode(node)
             raise
-        return InputNodes(
-            fixed_node,
-            moving_node,
-            as_acquired,
-            truth_node,
-            {"fixed": str(fixed), "moving": str(moving), "truth": str(truth or "")},
-        )
+        paths = {"fixed": str(fixed), "moving": str(moving), "truth": str(truth or "")}
+        return InputNodes(fixed_node, moving_node, as_acquired, truth_node, paths, initial, mask)
 
-    def _volume(self, path, what: str, made: list):
-        node = volume_from_image(self.scene, read_image(path, what), volume_name(path))
+    def _volume(self, path, what: str, made: list, series: str | None = None):
+        """``series``: which series of a DICOM folder; a folder of several without it is refused in one
+        line that lists them (rso.core.dicom)."""
+        node = volume_from_image(self.scene, read_image(path, what, series=series), volume_name(path))
+        made.append(node)
+        return node
+
+    def _initial_transform(self, path, made: list):
+        """T0's file (checked by the engine's reader first, for its one-line errors) read by Slicer into a
+        transform node: Slicer keeps a file's fixed -> moving transform as the node's from-parent transform,
+        so it is written back as it was read (session_setup.write_initial_transform)."""
+        if not path:
+            return None
+        from rso.core.initial import read_initial_transform
+
+        read_initial_transform(path)
+        node = self.scene.AddNewNodeByClass(
+            "vtkMRMLTransformNode", self.scene.GenerateUniqueName(f"{volume_name(path)} (initial)")
+        )
+        made.append(node)
+        return read_transform_file(self.scene, path, node.GetName(), node)
+
+    def _fit_mask(self, path, made: list):
+        """The fit mask's file as a label map volume node (1 inside: wherever the file is nonzero)."""
+        if not path:
+            return None
+        from rso.core.pair import read_fit_mask
+
+        inside = sitk.Cast(read_fit_mask(path) != 0, sitk.sitkUInt8)
+        name = f"{volume_name(path)} (fit mask)"
+        node = volume_from_image(self.scene, inside, name, node_class="vtkMRMLLabelMapVolumeNode")
         made.append(node)
         return node
 
@@ -120,6 +159,7 @@ class PairLoader:
                 raise InputError(f"unknown registration parameter {name!r}")
             setattr(params, name, value)
         params.fixedGeometryFile, params.movingGeometryFile, params.placementFile = geometry
+        params.initialTransform, params.fitMask = inputs.initial_transform, inputs.fit_mask
         params.check()
         self.logic.set_parameters(params)
 
@@ -149,6 +189,13 @@ def checked_geometry(options: ReviewOptions) -> tuple[str, str, str]:
     if options.placement:
         Placement.from_transform(options.placement)
     return paths[0] or "", paths[1] or "", options.placement or ""
+
+
+def given_for_new_pair(options: ReviewOptions) -> list[str]:
+    """The command line's options that only a new pair can use ("--fixed", "--fit-mask", ...): a saved
+    session is reopened with its own inputs."""
+    names = ("fixed", "moving", "fixed_series", "moving_series", "initial_transform", "fit_mask")
+    return ["--" + name.replace("_", "-") for name in names if getattr(options, name)]
 
 
 def volume_name(path) -> str:

@@ -66,20 +66,32 @@ def tiny_net():
     return RegistrationNet(ModelConfig(channels=TINY_CHANNELS, grid=TEST_GRID))
 
 
+ENGINE_KEYWORDS = ("grid", "device", "precision", "seed", "network_similarity", "network_smoothness")
+
+
+def session_of(fixed, moving, net, folder=None, **keywords):
+    """A RegistrationSession on in-memory images: ``keywords`` name its other images (truth, mask,
+    fit_mask, initial_transform, the geometries, placement) and EngineSettings fields (grid, device, ...)."""
+    from rso.core.session import RegistrationSession
+    from rso.settings import EngineSettings
+
+    engine = EngineSettings(**{k: keywords.pop(k) for k in ENGINE_KEYWORDS if k in keywords})
+    normalisation = keywords.pop("normalisation", None)
+    images = {"fixed": fixed, "moving": moving, **keywords}
+    return RegistrationSession(images, net, engine=engine, folder=folder, normalisation=normalisation)
+
+
 @pytest.fixture
 def make_session(known_pair, tiny_net):
-    from rso.core.session import RegistrationSession
-
     fixed, moving, truth = known_pair
 
     def make(**kwargs):
-        kwargs.setdefault("net", tiny_net)
         kwargs.setdefault("truth", truth)
         kwargs.setdefault("device", "cpu")
         # The tiny test network's 2x4x4 bottleneck is where bf16 can overflow; the quality
         # thresholds here are about the method, so they run in fp32 (bf16 has its own tests).
         kwargs.setdefault("precision", "fp32")
-        return RegistrationSession(fixed, moving, **kwargs)
+        return session_of(fixed, moving, kwargs.pop("net", tiny_net), **kwargs)
 
     return make
 

@@ -7,9 +7,11 @@ import contextlib
 import logging
 import sys
 
-from rso.cli.common import add_engine_arguments, engine_from_args
-from rso.cli.register import add_rso_arguments, rso_settings_from_args
-from rso.options import DEFAULT_BATCH_WORKERS, DEFAULT_ISO_ITERATIONS
+from rso.cli.common import add_engine_arguments, add_settings, engine_from_args
+from rso.cli.common import settings_from_args as common_settings_from_args
+from rso.cli.register import ISO_PREFIX, add_rso_arguments, rso_settings_from_args
+from rso.options import DEFAULT_BATCH_WORKERS
+from rso.settings import ISOSettings
 
 EXIT_SOME_FAILED = 1
 
@@ -40,7 +42,7 @@ def add_subcommand(subparsers) -> None:
         metavar="ADDRESS",
         help="run on an existing Dask cluster (e.g. tcp://10.0.0.5:8786) instead of a local one",
     )
-    parser.add_argument("--iso", type=int, default=DEFAULT_ISO_ITERATIONS, metavar="N", help="ISO iterations")
+    add_settings(parser.add_argument_group("ISO (the whole image)"), ISOSettings, ISO_PREFIX)
     add_rso_arguments(parser)
     add_engine_arguments(parser)
     parser.add_argument(
@@ -63,7 +65,7 @@ def settings_from_args(args):
 
     return BatchSettings(
         engine=engine_from_args(args),
-        iso=args.iso,
+        iso=common_settings_from_args(ISOSettings, args, ISO_PREFIX),
         rso=rso_settings_from_args(args),
         figure=args.figures,
         keep_sessions=args.keep_sessions,

@@ -5,18 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import contextmanager
+from dataclasses import fields
 
 from rso.errors import Cancelled, InputError
-from rso.options import (
-    DEFAULT_DEVICE,
-    DEFAULT_PRECISION,
-    DEFAULT_SEED,
-    DEFAULT_SIMILARITY,
-    DEFAULT_SMOOTHNESS,
-    DEVICES,
-    PRECISIONS,
-    SIMILARITIES,
-)
+from rso.settings import EngineSettings, flag_of, kind_of
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
@@ -47,38 +39,36 @@ def whole_numbers(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated whole numbers") from None
 
 
+_PARSERS = {"int": int, "float": float, "str": str, "ints": whole_numbers, "ints3": number_list(3, int)}
+
+
+def add_settings(parser, settings: type, prefix: str = "") -> None:
+    """One option per field of a settings dataclass (rso.settings): its flag, help, choices and default come
+    from the field, and its dest is ``prefix`` + the field's name (``settings_from_args``; ISO's and RSO's
+    fields share names)."""
+    for f in fields(settings):
+        kind, meta = kind_of(f), f.metadata
+        options = {"dest": prefix + f.name, "default": f.default, "help": meta["help"]}
+        if kind == "bool":
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options["type"] = _PARSERS[kind]
+            options["metavar"] = meta["metavar"]
+            options["choices"] = meta["choices"]
+            if f.default is not None:
+                options["help"] += f" (default: {f.default})"
+        parser.add_argument(flag_of(f), **{k: v for k, v in options.items() if v is not None})
+
+
+def settings_from_args(settings: type, args, prefix: str = ""):
+    """The settings the options ``add_settings`` made (with the same ``prefix``) ask for."""
+    return settings.from_dict({f.name: getattr(args, prefix + f.name) for f in fields(settings)})
+
+
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --channels, --grid, --similarity, --smoothness, --device, --precision, --seed,
-    --allow-non-ct."""
-    parser.add_argument("--model", metavar="CKPT", help="general model checkpoint (default: the bundled one)")
-    parser.add_argument(
-        "--channels",
-        type=whole_numbers,
-        help="channels of an untrained network when no model is used (e.g. 8,16,32,64,128)",
-    )
-    parser.add_argument(
-        "--grid", type=number_list(3, int), metavar="Z,Y,X", help="model grid (multiples of 16)"
-    )
-    parser.add_argument("--similarity", choices=SIMILARITIES, default=DEFAULT_SIMILARITY)
-    parser.add_argument(
-        "--smoothness", type=float, default=DEFAULT_SMOOTHNESS, metavar="W", help="smoothness weight"
-    )
-    parser.add_argument("--device", choices=DEVICES, default=DEFAULT_DEVICE)
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=DEFAULT_PRECISION,
-        help="network arithmetic: auto (default) picks bf16 where the hardware has it natively, "
-        "2-3x faster than fp32 at the same accuracy; a step that diverges in bf16 is repeated in fp32",
-    )
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument(
-        "--allow-non-ct",
-        action="store_true",
-        help="register images that do not look like CT in Hounsfield units (the model expects HU): such an "
-        "image's network input is normalised from its own 0.5th-99.5th percentiles instead of the HU "
-        "formula, and the session keeps that choice",
-    )
+    """--model, --channels, --grid, --device, --precision, --seed, --similarity, --smoothness,
+    --allow-non-ct (rso.settings.EngineSettings)."""
+    add_settings(parser, EngineSettings)
 
 
 def add_geometry_arguments(parser, what: str = "ISO and native RSO compare") -> None:
@@ -100,21 +90,9 @@ def add_geometry_arguments(parser, what: str = "ISO and native RSO compare") -> 
     )
 
 
-def engine_from_args(args):
+def engine_from_args(args) -> EngineSettings:
     """The EngineSettings the engine options ask for."""
-    from rso.core.losses import LossConfig
-    from rso.core.workflow import EngineSettings
-
-    return EngineSettings(
-        model=args.model,
-        channels=args.channels,
-        grid=tuple(args.grid) if args.grid else None,
-        device=args.device,
-        precision=args.precision,
-        seed=args.seed,
-        loss=LossConfig(similarity=args.similarity, smoothness_weight=args.smoothness),
-        allow_non_ct=args.allow_non_ct,
-    )
+    return settings_from_args(EngineSettings, args)
 
 
 @contextmanager

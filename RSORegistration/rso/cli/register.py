@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
+from dataclasses import fields
 
-from rso.cli.common import add_engine_arguments, add_geometry_arguments, engine_from_args, number_list
-from rso.options import (
-    COMPOSITIONS,
-    DEFAULT_BLEND_MARGIN_MM,
-    DEFAULT_COMPOSITION,
-    DEFAULT_ISO_ITERATIONS,
-    DEFAULT_ISO_MATCH_ARTEFACTS,
-    DEFAULT_NATIVE_ITERATIONS,
-    DEFAULT_PREALIGN,
-    DEFAULT_RSO_CONTROL_SPACING_MM,
-    DEFAULT_RSO_EARLIER_STARTS,
-    DEFAULT_RSO_MATCH_ARTEFACTS,
-    DEFAULT_RSO_MIN_GAIN,
-    DEFAULT_RSO_MODE,
-    DEFAULT_RSO_SIMILARITY,
-    DEFAULT_RSO_SMOOTHNESS,
-    DEFAULT_WRITE_INVERSE,
-    NATIVE_SIMILARITIES,
-    PAPER_RSO_ITERATIONS,
-    PREALIGNMENTS,
-    RSO_MODES,
+from rso.cli.common import (
+    add_engine_arguments,
+    add_geometry_arguments,
+    add_settings,
+    engine_from_args,
+    number_list,
+    settings_from_args,
 )
+from rso.options import DEFAULT_PREALIGN, DEFAULT_WRITE_INVERSE, PREALIGNMENTS
+from rso.settings import ISOSettings, PairInputs, RSOSettings
+
+ISO_PREFIX, RSO_PREFIX = "iso_", "rso_"  # their options' dests: the two share field names
 
 
 def add_subcommand(subparsers) -> None:
@@ -42,19 +32,7 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("--moving", required=True, help="moving image")
     parser.add_argument("--out", required=True, help="output folder")
     add_engine_arguments(parser)
-    parser.add_argument(
-        "--iso",
-        type=int,
-        default=DEFAULT_ISO_ITERATIONS,
-        metavar="N",
-        help=f"ISO iterations (default {DEFAULT_ISO_ITERATIONS}, the paper's)",
-    )
-    parser.add_argument(
-        "--iso-match-artefacts",
-        action=argparse.BooleanOptionalAction,
-        default=DEFAULT_ISO_MATCH_ARTEFACTS,
-        help="fine-tune ISO on the artefact-matched pair where both images' geometries are given",
-    )
+    add_settings(parser.add_argument_group("ISO (the whole image)"), ISOSettings, ISO_PREFIX)
     add_box_arguments(parser)
     add_rso_arguments(parser)
     # The pair's own files: demo and batch take them from their case or CSV, never as flags they would drop.
@@ -193,97 +171,13 @@ def add_box_arguments(parser) -> None:
 
 
 def add_rso_arguments(parser) -> None:
-    parser.add_argument(
-        "--rso",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"RSO iterations per box (default: {DEFAULT_NATIVE_ITERATIONS} in the native mode, "
-        f"the paper's {PAPER_RSO_ITERATIONS} in the network modes)",
-    )
-    parser.add_argument(
-        "--rso-mode",
-        choices=RSO_MODES,
-        default=DEFAULT_RSO_MODE,
-        help="native: a smooth correction at the fixed image's resolution in the box (the default); "
-        "direct: the model-grid field in the box; crop: the network fine-tuned on a sub-volume around "
-        "the box; full: on the whole image (the paper). native and direct need --compose local",
-    )
-    parser.add_argument(
-        "--compose",
-        choices=COMPOSITIONS,
-        default=DEFAULT_COMPOSITION,
-        help="global: the fine-tuned field everywhere (the paper); local: the box only, blended",
-    )
-    parser.add_argument(
-        "--blend-margin",
-        type=float,
-        default=DEFAULT_BLEND_MARGIN_MM,
-        metavar="MM",
-        help="local blend margin (mm)",
-    )
-    native = parser.add_argument_group(
-        "native RSO (docs/architecture.md §4; the defaults were chosen on the "
-        "training anatomies, bench/README.md)"
-    )
-    native.add_argument(
-        "--rso-similarity",
-        choices=NATIVE_SIMILARITIES,
-        default=DEFAULT_RSO_SIMILARITY,
-        help="what is compared in the box: MIND-SSC descriptors, local NCC, or squared differences",
-    )
-    native.add_argument(
-        "--rso-control-spacing",
-        type=float,
-        default=DEFAULT_RSO_CONTROL_SPACING_MM,
-        metavar="MM",
-        help="the correction's control-point spacing",
-    )
-    native.add_argument(
-        "--rso-smoothness",
-        type=float,
-        default=DEFAULT_RSO_SMOOTHNESS,
-        metavar="W",
-        help="diffusion weight on the correction (not on the field)",
-    )
-    native.add_argument(
-        "--rso-min-gain",
-        type=float,
-        default=DEFAULT_RSO_MIN_GAIN,
-        metavar="F",
-        help="the guard: decline a step that explains less than this fraction of the box's "
-        "remaining difference (0: only a step that adds folding is declined)",
-    )
-    native.add_argument(
-        "--rso-match-artefacts",
-        action=argparse.BooleanOptionalAction,
-        default=DEFAULT_RSO_MATCH_ARTEFACTS,
-        help="compare artefact-matched images where both images' projection geometries are given",
-    )
-    native.add_argument(
-        "--rso-earlier-starts",
-        action=argparse.BooleanOptionalAction,
-        default=DEFAULT_RSO_EARLIER_STARTS,
-        help="return the box to an earlier state of the session (no registration, the general "
-        "model, ...) where the images the current field was not fitted to prefer it (bench/README.md)",
-    )
+    """Every RSOSettings field (rso.settings); the native mode's defaults were chosen on the training
+    anatomies (docs/decisions.md)."""
+    add_settings(parser.add_argument_group("RSO (each box; docs/method.md)"), RSOSettings, RSO_PREFIX)
 
 
-def rso_settings_from_args(args):
-    from rso.core.session import RSOSettings
-
-    return RSOSettings(
-        iterations=args.rso,
-        mode=args.rso_mode,
-        compose=args.compose,
-        blend_margin_mm=args.blend_margin,
-        similarity=args.rso_similarity,
-        control_spacing_mm=args.rso_control_spacing,
-        smoothness=args.rso_smoothness,
-        min_gain=args.rso_min_gain,
-        earlier_starts=args.rso_earlier_starts,
-        match_artefacts=args.rso_match_artefacts,
-    )
+def rso_settings_from_args(args) -> RSOSettings:
+    return settings_from_args(RSOSettings, args, RSO_PREFIX)
 
 
 def run(args) -> int:
@@ -292,33 +186,20 @@ def run(args) -> int:
     from rso.core.workflow import RegisterJob, run_register_job
 
     job = RegisterJob(
-        fixed=args.fixed,
-        moving=args.moving,
+        inputs=pair_inputs_from_args(args),
         out=args.out,
         engine=engine_from_args(args),
-        iso=args.iso,
-        iso_match_artefacts=args.iso_match_artefacts,
+        iso=settings_from_args(ISOSettings, args, ISO_PREFIX),
+        rso=rso_settings_from_args(args),
         boxes_ras=args.roi,
         boxes_ijk=args.roi_ijk,
-        rso=rso_settings_from_args(args),
-        truth=args.truth,
-        reference=args.reference,
-        mask=metrics_mask_from_args(args),
-        fit_mask=args.fit_mask,
         figure=not args.no_figure,
-        fixed_geometry=args.fixed_geometry,
-        moving_geometry=args.moving_geometry,
-        placement=args.placement,
         labels=args.labels,
         labels_colors=args.labels_colors,
         labels_reference=args.labels_reference,
-        fixed_series=args.fixed_series,
-        moving_series=args.moving_series,
         landmarks_fixed=args.landmarks_fixed,
         landmarks_moving=args.landmarks_moving,
         landmarks_pairing=args.landmarks_pairing,
-        initial_transform=args.initial_transform,
-        prealign=args.prealign,
         inverse=args.inverse,
     )
     with step_progress(not args.quiet) as progress:
@@ -331,6 +212,14 @@ def run(args) -> int:
     if "labels_report" in paths:
         print(labels_text(json.loads(paths["labels_report"].read_text())))
     return 0
+
+
+def pair_inputs_from_args(args) -> PairInputs:
+    """The pair's files as register's flags name them."""
+    names = [f.name for f in fields(PairInputs) if f.name != "metrics_mask"]
+    return PairInputs.from_dict(
+        {**{name: getattr(args, name) for name in names}, "metrics_mask": metrics_mask_from_args(args)}
+    )
 
 
 def labels_text(report: dict) -> str:

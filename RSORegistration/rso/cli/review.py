@@ -16,6 +16,7 @@ from rso.options import (
     DEFAULT_ISO_ITERATIONS,
     DEFAULT_RSO_ITERATIONS,
     DEFAULT_RSO_MODE,
+    PREALIGNMENTS,
     RSO_MODES,
 )
 
@@ -36,6 +37,7 @@ def add_subcommand(subparsers) -> None:
         "--truth", help="ground-truth displacement field (ITK, fixed -> moving): the table shows TRE"
     )
     add_geometry_arguments(parser)
+    add_pair_arguments(parser)
     parser.add_argument(
         "--session",
         metavar="DIR",
@@ -94,6 +96,36 @@ def add_subcommand(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def add_pair_arguments(parser) -> None:
+    """--fixed-series/--moving-series (DICOM folders of several series), --initial-transform or --prealign,
+    --fit-mask: the pair's own inputs, as register takes them."""
+    parser.add_argument(
+        "--fixed-series",
+        metavar="UID|N",
+        help="the series of a DICOM folder holding several (its series instance UID or its index as "
+        "`rso-registration series DIR` lists them); such a folder without it is refused",
+    )
+    parser.add_argument("--moving-series", metavar="UID|N", help="the same for the moving image's folder")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
+        "--initial-transform",
+        metavar="FILE",
+        help="an ITK transform mapping fixed points to moving points (.tfm, .txt, .h5: linear, a "
+        "displacement field or a composite; or a displacement field image): the registration starts from it "
+        "and its results include it",
+    )
+    start.add_argument(
+        "--prealign",
+        choices=PREALIGNMENTS,
+        help="compute the initial transform instead: rigid (mutual information), e.g. for a CT and a CBCT",
+    )
+    parser.add_argument(
+        "--fit-mask",
+        metavar="FILE",
+        help="a binary image (nonzero inside): ISO and RSO compare the images only inside it",
+    )
+
+
 def review_options(args):
     """The page's ReviewOptions from the command line (RunParameters names for what the logic keeps)."""
     from RSORegistrationReview.controller import ReviewOptions
@@ -112,8 +144,9 @@ def review_options(args):
         "modelPath": args.model or "",
         "modelChannels": ",".join(map(str, args.channels or ())),
         "gridShape": ",".join(map(str, args.grid or ())),
+        "prealign": args.prealign or "",
     }
-    engine = {"precision": args.precision, "similarity": args.similarity, "smoothness": args.smoothness}
+    engine = {name: getattr(args, name) for name in ("precision", "network_similarity", "network_smoothness")}
     return ReviewOptions(
         fixed=args.fixed,
         moving=args.moving,
@@ -121,6 +154,10 @@ def review_options(args):
         fixed_geometry=args.fixed_geometry,
         moving_geometry=args.moving_geometry,
         placement=args.placement,
+        fixed_series=args.fixed_series,
+        moving_series=args.moving_series,
+        initial_transform=args.initial_transform,
+        fit_mask=args.fit_mask,
         session=args.session,
         out=args.out,
         parameters=parameters,

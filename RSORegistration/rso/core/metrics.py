@@ -69,8 +69,7 @@ def measure(
     evaluation_mask: np.ndarray | None = None,
     box: np.ndarray | None = None,
     truth_mm: np.ndarray | None = None,
-    previous_mm: np.ndarray | None = None,
-    around_box: np.ndarray | None = None,
+    change: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """Every metric of one field on one grid, as the report, the bench and the viewers show them.
 
@@ -81,8 +80,8 @@ def measure(
         evaluation_mask: (z, y, x) bool, where whole-image metrics count (None: everywhere).
         box: (z, y, x) bool, the step's box, already restricted to the evaluation mask.
         truth_mm: (z, y, x, 3) LPS mm, for TRE.
-        previous_mm, around_box: the field before the step and the box + blend margin, for the
-            largest change a step made outside it.
+        change: (previous_mm, around_box): the field before the step ((z, y, x, 3) LPS mm) and the
+            box + blend margin ((z, y, x) bool), for the largest change a step made outside it.
 
     Returns:
         rmse_hu[_box|_outside] (HU), tre_mm[_box] (mean/median/p95 mm), folding_fraction,
@@ -106,6 +105,7 @@ def measure(
         metrics["tre_mm_box"] = (
             target_registration_error(field_mm, truth_mm, box) if box is not None else None
         )
-    if previous_mm is not None and around_box is not None:
+    if change is not None:
+        previous_mm, around_box = change
         metrics["outside_change_mm"] = largest_change_outside(previous_mm, field_mm, around_box)
     return metrics

@@ -24,6 +24,7 @@ from rso.options import PAPER_LEARNING_RATE
 log = logging.getLogger(__name__)
 
 DIRECT_LEARNING_RATE = 0.02  # voxels per iteration, roughly: Adam's steps are about this size
+DIRECT_COARSENING = 2  # the direct mode's update lives on a grid this many times coarser than the window
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,15 @@ class CancelToken:
             raise Cancelled("step cancelled; the session is unchanged")
 
 
+@dataclass(frozen=True)
+class Feedback:
+    """Where an optimisation reports: its step's name ("iso" or "rso"), progress and cancellation."""
+
+    step: str = "iso"
+    progress: ProgressCallback | None = None
+    cancel: CancelToken | None = None
+
+
 def fine_tune(
     net: torch.nn.Module,
     fixed: torch.Tensor,
@@ -71,9 +81,7 @@ def fine_tune(
     loss_fn: RegistrationLoss,
     region: tuple[slice, ...] | None = None,
     learning_rate: float = PAPER_LEARNING_RATE,
-    step: str = "iso",
-    progress: ProgressCallback | None = None,
-    cancel: CancelToken | None = None,
+    feedback: Feedback = Feedback(),
 ) -> list[float]:
     """Adam at a constant learning rate on ``net``'s weights (in place); returns the loss per iteration.
 
@@ -84,42 +92,38 @@ def fine_tune(
     return _optimise(
         optimizer,
         lambda: net(fixed, moving),
-        fixed,
-        moving,
-        net.warp,
+        (fixed, moving, net.warp),
         loss_fn,
         region,
         iterations,
-        step,
-        progress,
-        cancel,
+        feedback,
     )
 
 
-def _optimise(
-    optimizer, displacement_of, fixed, moving, warp, loss_fn, region, iterations, step, progress, cancel
-):
-    """ISO, RSO and direct-field steps: the registration loss of the warped moving image."""
+def _optimise(optimizer, displacement_of, images, loss_fn, region, iterations, feedback: Feedback):
+    """ISO, RSO and direct-field steps: the registration loss of the warped moving image.
+
+    ``images``: (fixed, moving, warp), the warp applied to the moving image by each displacement."""
+    fixed, moving, warp = images
 
     def loss() -> torch.Tensor:
         displacement = displacement_of()
         return loss_fn(fixed, warp(moving, displacement), displacement, region)
 
-    return run_iterations(optimizer, loss, iterations, step, progress, cancel)
+    return run_iterations(optimizer, loss, iterations, feedback)
 
 
 def run_iterations(
     optimizer: torch.optim.Optimizer,
     loss_of: Callable[[], torch.Tensor],
     iterations: int,
-    step: str,
-    progress: ProgressCallback | None = None,
-    cancel: CancelToken | None = None,
+    feedback: Feedback,
 ) -> list[float]:
     """The loop every optimisation shares: loss, step, progress with ETA, cancel between iterations.
 
     Returns the loss per iteration. Raises Diverged on a non-finite loss and Cancelled when asked.
     """
+    step, progress, cancel = feedback.step, feedback.progress, feedback.cancel
     losses: list[float] = []
     start = time.perf_counter()
     for iteration in range(1, iterations + 1):
@@ -146,24 +150,21 @@ def run_iterations(
 
 def optimise_field(
     field: torch.Tensor,
-    fixed: torch.Tensor,
-    moving: torch.Tensor,
-    warp,
+    images: tuple,
     *,
     iterations: int,
     loss_fn: RegistrationLoss,
     region: tuple[slice, ...],
     learning_rate: float = DIRECT_LEARNING_RATE,
-    coarsening: int = 2,
-    progress: ProgressCallback | None = None,
-    cancel: CancelToken | None = None,
+    feedback: Feedback = Feedback("rso"),
 ) -> tuple[torch.Tensor, list[float]]:
     """Direct-field RSO: Adam on a displacement update itself, no network (a third mode).
 
-    The update lives on a grid ``coarsening`` times coarser than the window and is upsampled
-    trilinearly, which keeps it smooth without a strong regulariser; it starts at zero.
+    ``field``: (1, 3, z, y, x) voxels, the start; ``images``: (fixed, moving, warp) as ``_optimise``
+    takes them. The update lives on a grid DIRECT_COARSENING times coarser than the window and is
+    upsampled trilinearly, which keeps it smooth without a strong regulariser; it starts at zero.
     """
-    coarse_shape = [max(2, n // coarsening) for n in field.shape[2:]]
+    coarse_shape = [max(2, n // DIRECT_COARSENING) for n in field.shape[2:]]
     update = torch.zeros((1, 3, *coarse_shape), device=field.device, requires_grad=True)
     optimizer = torch.optim.Adam([update], lr=learning_rate)
 
@@ -172,9 +173,7 @@ def optimise_field(
             update, size=field.shape[2:], mode="trilinear", align_corners=True
         )
 
-    losses = _optimise(
-        optimizer, current, fixed, moving, warp, loss_fn, region, iterations, "rso", progress, cancel
-    )
+    losses = _optimise(optimizer, current, images, loss_fn, region, iterations, feedback)
     with torch.no_grad():
         return current(), losses
 

@@ -16,8 +16,9 @@ from rso.core.boxes import RegionBox
 from rso.core.geometry import ModelGrid
 from rso.core.losses import RegistrationLoss
 from rso.core.model import RegistrationNet
-from rso.core.native import GuardVerdict, NativeSettings, build_problem, limit_to_fit_mask, refine_box
+from rso.core.native import GuardVerdict, build_problem, limit_to_fit_mask, refine_box
 from rso.core.optimize import (
+    Feedback,
     blend_weights,
     compose_local,
     crop_window,
@@ -28,8 +29,8 @@ from rso.core.optimize import (
 )
 from rso.core.pair import ImagePair
 from rso.core.patches import FieldPatch
-from rso.core.steps import RSOSettings
 from rso.core.store import SessionState
+from rso.settings import RSOSettings
 
 
 @dataclass
@@ -76,9 +77,7 @@ def iso(ctx: StepContext, params: dict) -> Candidate:
         iterations=params["iterations"],
         loss_fn=ctx.loss,
         learning_rate=params["learning_rate"],
-        step="iso",
-        progress=ctx.progress,
-        cancel=ctx.cancel,
+        feedback=Feedback("iso", ctx.progress, ctx.cancel),
     )
     return Candidate(predict(net, fixed_t, moving_t)[0].cpu().numpy(), net, losses)
 
@@ -99,17 +98,16 @@ def network_rso(ctx: StepContext, old: np.ndarray, box: RegionBox, settings: RSO
         iterations=settings.iterations,
         loss_fn=loss,
         region=region,
-        progress=ctx.progress,
-        cancel=ctx.cancel,
+        feedback=Feedback("rso", ctx.progress, ctx.cancel),
     )
     if settings.mode == "direct":  # the weights stay as they are; only the field in the window moves
         net = ctx.net
         start = torch.from_numpy(old[target]).to(pair.device)[None]
-        new_window, losses = optimise_field(start, fixed, moving, net.warp, **common)
+        new_window, losses = optimise_field(start, (fixed, moving, net.warp), **common)
     else:
         net = copy.deepcopy(ctx.net)
         rate = settings.learning_rate
-        losses = fine_tune(net, fixed, moving, learning_rate=rate, step="rso", **common)
+        losses = fine_tune(net, fixed, moving, learning_rate=rate, **common)
         if settings.compose == "global":
             return Candidate(predict(net, pair.fixed_t, pair.moving_t)[0].cpu().numpy(), net, losses)
         new_window = predict(net, fixed, moving)
@@ -140,28 +138,17 @@ def native_rso(
     matched = fixed is not pair.fixed
     unfitted = (pair.fixed, pair.moving) if earlier and matched else None
     problem = build_problem(
-        fixed,
-        moving,
+        (fixed, moving),
         box,
         settings.blend_margin_mm,
         grid,
-        grid.voxels_to_mm(state.field),
-        state.patches,
+        (grid.voxels_to_mm(state.field), state.patches),
         pair.device,
         tuple((grid.voxels_to_mm(e.field), e.patches) for e in earlier),
         unfitted,
     )
     problem = limit_to_fit_mask(problem, pair.fit_mask)  # the similarity inside box and fit mask only
-    native = NativeSettings(
-        similarity=settings.similarity,
-        control_spacing_mm=settings.control_spacing_mm,
-        smoothness=settings.smoothness,
-        learning_rate_mm=settings.step_mm,
-        min_gain=settings.min_gain,
-        presmooth_mm=settings.presmooth_mm,
-        earlier_starts=settings.earlier_starts,
-    )
-    patch, losses, verdict = refine_box(problem, native, settings.iterations, ctx.progress, ctx.cancel)
+    patch, losses, verdict = refine_box(problem, settings, ctx.progress, ctx.cancel)
     if patch is None:
         return NativeOutcome(None, verdict, matched, losses)
     return NativeOutcome(

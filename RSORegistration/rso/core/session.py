@@ -17,7 +17,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 
 from rso import __version__
@@ -25,26 +24,21 @@ from rso.core import runners
 from rso.core.boxes import RegionBox
 from rso.core.geometry import ModelGrid
 from rso.core.history import History
-from rso.core.imageio import read_displacement_field, read_image
-from rso.core.initial import INITIAL_TRANSFORM
 from rso.core.losses import LossConfig, RegistrationLoss
 from rso.core.metrics import measure
 from rso.core.model import ModelConfig, RegistrationNet, resolve_device
-from rso.core.optimize import PAPER_LEARNING_RATE, CancelToken, ProgressCallback
+from rso.core.optimize import CancelToken, ProgressCallback
 from rso.core.pair import ImagePair, Normalisation
-from rso.core.projection.geometry import Placement, ProjectionGeometry, read_geometry
-from rso.core.steps import RSOSettings, StepRecord, check_iterations
+from rso.core.projection.geometry import Placement, ProjectionGeometry
+from rso.core.steps import StepRecord
 from rso.core.store import SessionState, SessionStore
 from rso.core.summary import summary_text
 from rso.errors import Diverged
 from rso.options import (
     DEFAULT_BLEND_MARGIN_MM,
     DEFAULT_DEVICE,
-    DEFAULT_ISO_ITERATIONS,
-    DEFAULT_ISO_MATCH_ARTEFACTS,
-    DEFAULT_PRECISION,
-    DEFAULT_SEED,
 )
+from rso.settings import EngineSettings, ISOSettings, RSOSettings
 
 log = logging.getLogger(__name__)
 
@@ -65,37 +59,28 @@ class RegistrationSession:
 
     def __init__(
         self,
-        fixed: sitk.Image,
-        moving: sitk.Image,
+        images: dict,
         net: RegistrationNet,
         *,
-        grid_shape=None,
+        engine: EngineSettings = EngineSettings(),
         folder: str | Path | None = None,
-        reference: sitk.Image | None = None,
-        truth: sitk.Image | None = None,
-        mask: sitk.Image | None = None,
-        fit_mask: sitk.Image | None = None,
-        seed: int = DEFAULT_SEED,
-        device: str = DEFAULT_DEVICE,
-        loss: LossConfig = LossConfig(),
         model_source: str = "",
-        precision: str = DEFAULT_PRECISION,
-        fixed_geometry: ProjectionGeometry | None = None,
-        moving_geometry: ProjectionGeometry | None = None,
-        placement: Placement | None = None,
         normalisation: Normalisation | None = None,
-        initial_transform: sitk.Transform | None = None,
     ):
-        images = dict(
-            fixed=fixed, moving=moving, reference=reference, truth=truth, mask=mask, fit_mask=fit_mask
+        """``images``: the read inputs by name (``rso.core.inputs.read_inputs``: ``fixed`` and ``moving``,
+        optional ``reference``, ``truth``, ``mask``, ``fit_mask``, ``initial_transform``, the projection
+        geometries and ``placement``); ``engine``: the grid, device, precision, loss and seed."""
+        images = dict(images)
+        geometries = (images.pop("fixed_geometry", None), images.pop("moving_geometry", None))
+        placement = images.pop("placement", None)
+        grid = ModelGrid.covering(images["fixed"], engine.grid or net.config.grid)
+        self.device = resolve_device(engine.device)
+        self.seed, self.model_source = int(engine.seed), model_source
+        self.loss_config = LossConfig(
+            similarity=engine.network_similarity, smoothness_weight=engine.network_smoothness
         )
-        images[INITIAL_TRANSFORM] = initial_transform  # fixed -> moving; the steps register through it
-        grid = ModelGrid.covering(fixed, grid_shape or net.config.grid)
-        self.device = resolve_device(device)
-        self.seed, self.loss_config, self.model_source = int(seed), loss, model_source
         self.net = net.to(self.device)
-        self.precision = self.net.set_precision(precision, self.device)
-        geometries = (fixed_geometry, moving_geometry)
+        self.precision = self.net.set_precision(engine.precision, self.device)
         self.pair = ImagePair.with_geometry(images, grid, self.device, geometries, placement, normalisation)
         initial = SessionState(np.zeros((3, *grid.shape), np.float32), _weights_copy(self.net))
         self._history = History(initial, lambda: _manifest_head(self))
@@ -155,19 +140,22 @@ class RegistrationSession:
 
     def iso(
         self,
-        iterations: int = DEFAULT_ISO_ITERATIONS,
+        settings: ISOSettings | int = ISOSettings(),
         *,
-        learning_rate: float = PAPER_LEARNING_RATE,
-        match_artefacts: bool = DEFAULT_ISO_MATCH_ARTEFACTS,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> StepRecord:
         """Image-specific optimisation: fine-tune the weights on the whole pair (paper eq. 3),
         artefact-matched where both images' projection geometries are known (``compared_images``):
-        on the raw pair ISO fits the streaks."""
-        check_iterations(iterations)
-        matched = bool(match_artefacts and self.geometry)
-        params = {"iterations": iterations, "learning_rate": learning_rate, "artefacts_matched": matched}
+        on the raw pair ISO fits the streaks. A whole number is ``ISOSettings(iterations=n)``."""
+        if not isinstance(settings, ISOSettings):
+            settings = ISOSettings(iterations=settings)
+        matched = bool(settings.match_artefacts and self.geometry)
+        params = {
+            "iterations": settings.iterations,
+            "learning_rate": settings.learning_rate,
+            "artefacts_matched": matched,
+        }
         return self._run("iso", params, None, lambda: runners.iso(self._context(progress, cancel), params))
 
     def rso(
@@ -275,8 +263,7 @@ class RegistrationSession:
             evaluation_mask=self.evaluation_mask,
             box=self.pair.evaluated(box.voxels.mask(shape)) if box else None,
             truth_mm=self.truth_mm,
-            previous_mm=grid.voxels_to_mm(previous) if previous is not None else None,
-            around_box=around,
+            change=(grid.voxels_to_mm(previous), around) if previous is not None and box else None,
         )
 
     # ---------------------------------------------------------------------------------- undo
@@ -354,30 +341,3 @@ def _finite(kind: str, propose):
 
 def _weights_copy(net: torch.nn.Module) -> dict:
     return {key: value.detach().cpu().clone() for key, value in net.state_dict().items()}
-
-
-def open_inputs(
-    fixed_path,
-    moving_path,
-    reference_path=None,
-    truth_path=None,
-    mask_path=None,
-    fixed_geometry_path=None,
-    moving_geometry_path=None,
-    placement_path=None,
-    *,
-    series: tuple[str | None, str | None] = (None, None),
-) -> dict:
-    """Read a registration's input files, each checked, as keyword arguments for the session.
-
-    ``series``: which DICOM series of a fixed / moving folder holding several (UID or listed index)."""
-    return {
-        "fixed_geometry": read_geometry(fixed_geometry_path) if fixed_geometry_path else None,
-        "moving_geometry": read_geometry(moving_geometry_path) if moving_geometry_path else None,
-        "placement": Placement.from_transform(placement_path) if placement_path else None,
-        "fixed": read_image(fixed_path, "fixed image", series[0]),
-        "moving": read_image(moving_path, "moving image", series[1]),
-        "reference": read_image(reference_path, "reference image") if reference_path else None,
-        "truth": read_displacement_field(truth_path, "truth field") if truth_path else None,
-        "mask": read_image(mask_path, "evaluation mask") if mask_path else None,
-    }

@@ -14,13 +14,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from rso.core.imageio import write_bytes_atomically
+from rso.core.inputs import read_inputs
 from rso.core.paths import cases_dir
 from rso.core.results import check_output_folder, write_results
-from rso.core.session import RSOSettings, open_inputs
 from rso.core.summary import format_table
-from rso.core.workflow import EngineSettings
+from rso.core.workflow import build_network, start_session
 from rso.evaluation.box_kinds import pick_boxes
 from rso.options import PAPER_RSO_ITERATIONS
+from rso.settings import EngineSettings, PairInputs, RSOSettings
 from rso.simulation.fetch import fetch_data
 
 log = logging.getLogger(__name__)
@@ -87,22 +88,24 @@ def run_demo(
 
     check_output_folder(out)
     case = demo_case()
-    inputs = open_inputs(
-        case / f"cbct_phase{FIXED_PHASE}.nii.gz",
-        case / f"cbct_phase{MOVING_PHASE}.nii.gz",
-        case / f"ct_phase{FIXED_PHASE}.nii.gz",
-        case / f"truth_{FIXED_PHASE}_{MOVING_PHASE}.nii.gz",
-        case / EVALUATION_MASK,
-        geometry_path(case, FIXED_PHASE),
-        geometry_path(case, MOVING_PHASE),
+    inputs = read_inputs(
+        PairInputs(
+            fixed=str(case / f"cbct_phase{FIXED_PHASE}.nii.gz"),
+            moving=str(case / f"cbct_phase{MOVING_PHASE}.nii.gz"),
+            reference=str(case / f"ct_phase{FIXED_PHASE}.nii.gz"),
+            truth=str(case / f"truth_{FIXED_PHASE}_{MOVING_PHASE}.nii.gz"),
+            metrics_mask=str(case / EVALUATION_MASK),
+            fixed_geometry=str(geometry_path(case, FIXED_PHASE)),
+            moving_geometry=str(geometry_path(case, MOVING_PHASE)),
+        )
     )
     if rso.mode != "native":
         rso = replace(rso, iterations=plan.rso)
-    network = engine.network()
-    iso_arm = engine.session(inputs, network=network)
+    network = build_network(engine)
+    iso_arm = start_session(engine, inputs, network=network)
     iso_arm.general()
     iso_arm.iso(plan.iso_long, progress=progress)
-    rso_arm = engine.session(inputs, network=network)
+    rso_arm = start_session(engine, inputs, network=network)
     rso_arm.general()
     rso_arm.iso(plan.iso_short, progress=progress)
     box = rso_arm.box_from_ras(roi) if roi else pick_boxes(rso_arm, plan.box_kind, 1, plan.box_size_mm)[0]

@@ -7,7 +7,8 @@ or, from Python (Slicer's console included; dask.distributed must be installed t
     from rso.service.batch import BatchSettings, run_batch
     summary = run_batch("pairs.csv", "runs", BatchSettings(iso=100), workers=2, on_result=print)
 
-``BatchSettings`` holds the register command's EngineSettings and RSOSettings, and the batch's own choices.
+``BatchSettings`` holds the register command's EngineSettings, ISOSettings and RSOSettings, and the
+batch's own choices.
 
 ``pairs.csv`` has a header; columns ``fixed`` and ``moving`` (files), and optionally ``truth`` (a
 displacement field, for TRE), ``mask`` (where metrics are measured), ``roi`` (RSO boxes in RAS mm,
@@ -39,12 +40,11 @@ import shutil
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rso.errors import InputError
-from rso.options import DEFAULT_BATCH_WORKERS, DEFAULT_ISO_ITERATIONS
+from rso.options import DEFAULT_BATCH_WORKERS
 from rso.service.batch_dask import ENGINE_ROOT, run_on_dask, run_pair_process
 from rso.service.batch_pairs import (
     COLUMNS,
@@ -58,10 +58,7 @@ from rso.service.batch_pairs import (
     read_pairs,
     result_row,
 )
-
-if TYPE_CHECKING:  # imported where used: a Dask worker that runs only run_pair_process never loads torch
-    from rso.core.session import RSOSettings
-    from rso.core.workflow import EngineSettings
+from rso.settings import EngineSettings, ISOSettings, PairInputs, RSOSettings
 
 # The batch's API, batch_pairs' and batch_dask's names included (importers use rso.service.batch).
 __all__ = [
@@ -87,25 +84,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _default_engine():
-    from rso.core.workflow import EngineSettings
-
-    return EngineSettings()
-
-
-def _default_rso():
-    from rso.core.session import RSOSettings
-
-    return RSOSettings()
-
-
 @dataclass(frozen=True)
 class BatchSettings:
     """What every pair runs with: the register command's choices, and the batch's own."""
 
-    engine: EngineSettings = field(default_factory=_default_engine)
-    iso: int = DEFAULT_ISO_ITERATIONS
-    rso: RSOSettings = field(default_factory=_default_rso)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    iso: ISOSettings = field(default_factory=ISOSettings)
+    rso: RSOSettings = field(default_factory=RSOSettings)
     figure: bool = False  # report.png per pair (matplotlib, about a second each)
     keep_sessions: bool = False  # keep <pair>/session/ (a state per step) for reopening
     threads: int | None = None  # torch threads per pair; None: cores / workers on a local cluster
@@ -117,13 +102,9 @@ class BatchSettings:
 
     @classmethod
     def from_json(cls, text: str) -> BatchSettings:
-        from rso.core.session import RSOSettings
-        from rso.core.workflow import EngineSettings
-
         data = json.loads(text)
-        return cls(
-            **{**data, "engine": EngineSettings.from_dict(data["engine"]), "rso": RSOSettings(**data["rso"])}
-        )
+        steps = {"engine": EngineSettings, "iso": ISOSettings, "rso": RSOSettings}
+        return cls(**{**data, **{name: kind.from_dict(data[name]) for name, kind in steps.items()}})
 
 
 # ---------------------------------------------------------------------------------- one pair
@@ -136,18 +117,17 @@ def run_pair(pair: Pair, out: Path, settings: BatchSettings) -> dict:
 
         torch.set_num_threads(settings.threads)
     folder = out / pair.name
+    own = {"fixed": pair.fixed, "moving": pair.moving, "truth": pair.truth, "metrics_mask": pair.mask}
+    columns, names = dict(pair.inputs), {f.name for f in fields(PairInputs)}
     job = RegisterJob(
-        fixed=pair.fixed,
-        moving=pair.moving,
+        inputs=PairInputs.from_dict({**own, **{k: v for k, v in columns.items() if k in names}}),
         out=str(folder),
         engine=settings.engine,
         iso=settings.iso,
-        boxes_ras=[list(box) for box in pair.boxes_ras],
         rso=settings.rso,
-        truth=pair.truth,
-        mask=pair.mask,
+        boxes_ras=[list(box) for box in pair.boxes_ras],
         figure=settings.figure,
-        **dict(pair.inputs),
+        **{k: v for k, v in columns.items() if k not in names},
     )
     try:
         run_register_job(job)

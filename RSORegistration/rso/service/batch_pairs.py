@@ -15,22 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rso.errors import InputError
+from rso.settings import PairInputs
 
-# Every other per-pair input `register` takes, by its RegisterJob field: files (relative to the CSV) and
-# plain values. A pair of phase-binned CBCTs carries each image's RTK projection geometry, for instance.
+# Every other per-pair input `register` takes: PairInputs' fields (rso.settings) and RegisterJob's own, files
+# (relative to the CSV) and plain values. A pair of phase-binned CBCTs carries each image's RTK projection
+# geometry, for instance.
+_OWN_COLUMNS = ("fixed", "moving", "truth", "metrics_mask")
 FILE_COLUMNS = (
-    "fixed_geometry",
-    "moving_geometry",
-    "placement",
-    "fit_mask",
+    *(name for name in PairInputs.FILES if name not in _OWN_COLUMNS),
     "labels",
     "labels_colors",
     "labels_reference",
     "landmarks_fixed",
     "landmarks_moving",
-    "initial_transform",
 )
-VALUE_COLUMNS = ("fixed_series", "moving_series", "landmarks_pairing")
+VALUE_COLUMNS = ("fixed_series", "moving_series", "prealign", "landmarks_pairing")
 COLUMNS = ("fixed", "moving", "truth", "mask", "roi", "name", *FILE_COLUMNS, *VALUE_COLUMNS)
 RESULT_FILES = ("warped.nii.gz", "displacement.nii.gz", "difference.nii.gz", "report.json")
 SUMMARY_FIELDS = (
@@ -59,7 +58,8 @@ class Pair:
     truth: str | None = None
     mask: str | None = None
     boxes_ras: tuple[tuple[float, ...], ...] = ()
-    inputs: tuple[tuple[str, str], ...] = ()  # (RegisterJob field, value) of the other columns given
+    # (PairInputs or RegisterJob field, value) of the other columns given
+    inputs: tuple[tuple[str, str], ...] = ()
 
 
 # ---------------------------------------------------------------------------------- the CSV

@@ -21,15 +21,19 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import PurePath
 from typing import Any, BinaryIO
 
 from rso.errors import InputError
+from rso.settings import EngineSettings, ISOSettings, PairInputs, RSOSettings, kind_of
 
 # 2: upload/download, open by upload or by session_id, the per-session lock ("busy"), bounded lines.
-PROTOCOL_VERSION = 5  # 3: open takes the images' projection views; rso takes match_artefacts, earlier_starts;
-# 4: iso takes match_artefacts; 5: open takes RTK projection geometries (and a placement) instead of views,
-# and a fit mask
+# 3: open takes the images' projection views; rso takes match_artefacts, earlier_starts; 4: iso takes
+# match_artefacts; 5: open takes RTK projection geometries (and a placement) instead of views, and a fit mask;
+# 6: open, iso and rso take exactly the fields of rso.settings (open's similarity and smoothness are now
+# network_similarity and network_smoothness; series, initial transform, pre-alignment, metrics mask).
+PROTOCOL_VERSION = 6
 
 # Events the worker sends (``died`` comes from the client, not the worker).
 EVENTS = ("ready", "progress", "done", "error", "died")
@@ -47,17 +51,7 @@ CHUNK_BYTES = 256 * 1024  # file bytes per upload/download line: ~350 KB of base
 # What download may read: the viewer's files after each step, and an export without "out".
 DOWNLOAD_FOLDERS = ("current", "export")
 # open's file arguments: paths on the worker's machine when a folder is given, else uploaded files.
-FILE_ARGUMENTS = (
-    "fixed",
-    "moving",
-    "truth",
-    "reference",
-    "model",
-    "fixed_geometry",
-    "moving_geometry",
-    "placement",
-    "fit_mask",
-)
+FILE_ARGUMENTS = ("model", *PairInputs.FILES)
 
 
 class ProtocolError(InputError):
@@ -156,54 +150,39 @@ class Arg:
 
 
 _BOX = _list_of(_number, 6, "a list of 6 numbers")
+_KIND_CHECKS = {
+    "int": _integer,
+    "float": _number,
+    "bool": _boolean,
+    "str": _string,
+    "ints": _list_of(_integer, None, "a list of whole numbers"),
+    "ints3": _list_of(_integer, 3, "a list of 3 whole numbers"),
+}
+
+
+def settings_arguments(settings: type) -> dict[str, Arg]:
+    """A settings dataclass's fields (rso.settings) as a command's arguments: the protocol passes them
+    whole, under their own names."""
+    return {f.name: Arg(_KIND_CHECKS[kind_of(f)]) for f in dataclass_fields(settings)}
+
 
 # Every command and its arguments. A null value is the same as leaving the argument out.
 COMMANDS: dict[str, dict[str, Arg]] = {
     "open": {
-        # folder: a session folder on the worker's machine (local route; the images are paths);
+        # folder: a session folder on the worker's machine (local route; the files are paths);
         # session_id: a session in the worker's sessions folder, reopened (remote route);
-        # neither: a new session from uploaded files (remote route; the images name uploads).
+        # neither: a new session from uploaded files (remote route; the files name uploads).
         "folder": Arg(_string),
         "session_id": Arg(_session_id),
-        "fixed": Arg(_string),
-        "moving": Arg(_string),  # needed unless the session exists
-        "model": Arg(_string),
-        "channels": Arg(_list_of(_integer, None, "a list of whole numbers")),
-        "grid": Arg(_list_of(_integer, 3, "a list of 3 whole numbers")),
-        "device": Arg(_string),
-        "precision": Arg(_string),
-        "seed": Arg(_integer),
-        "truth": Arg(_string),
-        "reference": Arg(_string),
-        "similarity": Arg(_string),
-        "smoothness": Arg(_number),
-        "allow_non_ct": Arg(_boolean),  # non-CT images, normalised from their own percentiles
-        "fit_mask": Arg(_string),  # a binary image: ISO and native RSO compare the images only inside it
-        # RTK geometry files of phase-binned CBCTs (rso.core.projection): ISO and native RSO then compare
-        # artefact-matched images
-        "fixed_geometry": Arg(_string),
-        "moving_geometry": Arg(_string),
-        "placement": Arg(_string),  # an ITK affine transform file: RTK frame -> the images' LPS
+        **settings_arguments(EngineSettings),
+        **settings_arguments(PairInputs),  # fixed and moving are needed unless the session exists
     },
     "general": {},
-    "iso": {"iterations": Arg(_integer), "learning_rate": Arg(_number), "match_artefacts": Arg(_boolean)},
+    "iso": settings_arguments(ISOSettings),
     "rso": {
         "box_ras": Arg(_BOX),
         "box_lps": Arg(_BOX),  # exactly one of the two
-        "iterations": Arg(_integer),
-        "mode": Arg(_string),
-        "compose": Arg(_string),
-        "blend_margin_mm": Arg(_number),
-        "learning_rate": Arg(_number),
-        # native mode (rso.core.native): its similarity, control grid, smoothness, step, guard, pre-smoothing
-        "similarity": Arg(_string),
-        "control_spacing_mm": Arg(_number),
-        "smoothness": Arg(_number),
-        "step_mm": Arg(_number),
-        "min_gain": Arg(_number),
-        "presmooth_mm": Arg(_number),
-        "earlier_starts": Arg(_boolean),
-        "match_artefacts": Arg(_boolean),
+        **settings_arguments(RSOSettings),
     },
     "undo": {},
     "export": {

@@ -19,17 +19,11 @@ import secrets
 import shutil
 import socket
 import time
+from dataclasses import fields
 from pathlib import Path
 
 from rso.errors import InputError
-from rso.options import (
-    ALLOW_NON_CT,
-    DEFAULT_DEVICE,
-    DEFAULT_PRECISION,
-    DEFAULT_SEED,
-    DEFAULT_SIMILARITY,
-    DEFAULT_SMOOTHNESS,
-)
+from rso.options import DEFAULT_DEVICE
 from rso.service.protocol import FILE_ARGUMENTS
 
 log = logging.getLogger(__name__)
@@ -221,7 +215,7 @@ class SessionKeeper:
             return self._open_uploaded(args), False
         folder = self.root.folder(session_id) if session_id is not None else Path(folder)
         reopened = (folder / MANIFEST).is_file()
-        session = None if reopened else new_session(**args)  # every input read and checked first
+        session = None if reopened else new_session(args)  # every input read and checked first
         lock = self._lock_for(folder)
         try:
             if reopened:
@@ -242,7 +236,7 @@ class SessionKeeper:
         for role in FILE_ARGUMENTS:
             if args.get(role):
                 args[role] = str(pending.path_of(args[role], role))
-        session = new_session(**args)
+        session = new_session(args)
         session.attach_folder(pending.folder)
         pending.finish()
         self._pending = None
@@ -294,53 +288,19 @@ class SessionKeeper:
             self._lock.release()
 
 
-def new_session(
-    fixed: str | None = None,
-    moving: str | None = None,
-    model: str | None = None,
-    channels: list[int] | None = None,
-    grid: list[int] | None = None,
-    device: str = DEFAULT_DEVICE,
-    precision: str = DEFAULT_PRECISION,
-    seed: int = DEFAULT_SEED,
-    truth: str | None = None,
-    reference: str | None = None,
-    similarity: str = DEFAULT_SIMILARITY,
-    smoothness: float = DEFAULT_SMOOTHNESS,
-    allow_non_ct: bool = ALLOW_NON_CT,
-    fixed_geometry: str | None = None,
-    moving_geometry: str | None = None,
-    placement: str | None = None,
-    fit_mask: str | None = None,
-):
-    """A new session from image files, every input checked; in memory until it is given a folder."""
-    from rso.core.losses import LossConfig
-    from rso.core.pair import read_fit_mask
-    from rso.core.session import open_inputs
-    from rso.core.workflow import EngineSettings
+def new_session(args: dict):
+    """A new session from ``open``'s arguments (EngineSettings' and PairInputs' fields), every input read
+    and checked; in memory until it is given a folder."""
+    from rso.core.inputs import read_inputs
+    from rso.core.workflow import start_session
+    from rso.settings import EngineSettings, PairInputs
 
-    if not fixed or not moving:
+    if not args.get("fixed") or not args.get("moving"):
         raise InputError("open needs fixed and moving images to start a new session")
-    engine = EngineSettings(
-        model=model,
-        channels=tuple(channels) if channels else None,
-        grid=tuple(grid) if grid else None,
-        device=device,
-        precision=precision,
-        seed=seed,
-        loss=LossConfig(similarity=similarity, smoothness_weight=smoothness),
-        allow_non_ct=allow_non_ct,
-    )
-    inputs = open_inputs(
-        fixed,
-        moving,
-        reference,
-        truth,
-        fixed_geometry_path=fixed_geometry,
-        moving_geometry_path=moving_geometry,
-        placement_path=placement,
-    )
-    return engine.session({**inputs, "fit_mask": read_fit_mask(fit_mask)})
+    engine_names = {f.name for f in fields(EngineSettings)}
+    engine = EngineSettings.from_dict({k: v for k, v in args.items() if k in engine_names})
+    inputs = PairInputs.from_dict({k: v for k, v in args.items() if k not in engine_names})
+    return start_session(engine, read_inputs(inputs))
 
 
 def reopen_session(folder: Path, args: dict):

@@ -26,14 +26,13 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import rso.service.protocol as protocol
 from rso import __version__, silence_known_warnings
 from rso.errors import Cancelled, InputError
-from rso.options import DEFAULT_ISO_ITERATIONS, DEFAULT_ISO_MATCH_ARTEFACTS
 from rso.service.sessions import SessionBusy, SessionKeeper
 
 if TYPE_CHECKING:
@@ -207,28 +206,23 @@ class Worker:
         return step_result(session, session.general())
 
     def _cmd_iso(self, job: RunningRequest) -> dict:
-        from rso.core.optimize import PAPER_LEARNING_RATE
+        from rso.settings import ISOSettings
 
-        session, args = self._need_session(), job.request.args
-        record = session.iso(
-            args.get("iterations", DEFAULT_ISO_ITERATIONS),
-            learning_rate=args.get("learning_rate", PAPER_LEARNING_RATE),
-            match_artefacts=args.get("match_artefacts", DEFAULT_ISO_MATCH_ARTEFACTS),
-            progress=self._progress(job),
-            cancel=job.cancel,
-        )
+        session = self._need_session()
+        settings = ISOSettings.from_dict(job.request.args)  # the protocol's iso arguments are its fields
+        record = session.iso(settings, progress=self._progress(job), cancel=job.cancel)
         return step_result(session, record)
 
     def _cmd_rso(self, job: RunningRequest) -> dict:
-        from rso.core.session import RSOSettings
+        from rso.settings import RSOSettings
 
-        session, args = self._need_session(), job.request.args
-        if "box_ras" in args:
-            box = session.box_from_ras(args["box_ras"])
+        session, args = self._need_session(), dict(job.request.args)
+        box_ras, box_lps = args.pop("box_ras", None), args.pop("box_lps", None)
+        if box_ras is not None:
+            box = session.box_from_ras(box_ras)
         else:
-            box = session.box_from_lps(args["box_lps"][:3], args["box_lps"][3:])
-        names = [f.name for f in fields(RSOSettings)]  # the protocol's rso arguments are RSOSettings' fields
-        settings = RSOSettings(**{name: args[name] for name in names if name in args})
+            box = session.box_from_lps(box_lps[:3], box_lps[3:])
+        settings = RSOSettings.from_dict(args)  # the protocol's other rso arguments are its fields
         record = session.rso(box, settings, progress=self._progress(job), cancel=job.cancel)
         return step_result(session, record)
 

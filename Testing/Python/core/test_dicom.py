@@ -9,6 +9,7 @@ import SimpleITK as sitk
 
 from rso.core.dicom import list_series
 from rso.core.imageio import read_image
+from rso.core.inputs import read_inputs
 from rso.errors import InputError
 
 STUDY_UID = "1.2.826.0.1.3680043.2.1125.1"
@@ -128,7 +129,7 @@ def test_a_folder_without_series_lists_none(tmp_path):
 def test_register_refuses_an_ambiguous_folder_and_its_series_flag_picks_one(tmp_path, capsys):
     """`register` on a two-series folder: refused in one line naming the flags; --moving-series picks."""
     from rso.cli import main
-    from rso.core.session import open_inputs
+    from rso.settings import PairInputs
 
     (tmp_path / "dicom").mkdir()
     images = write_two_series(tmp_path / "dicom")
@@ -149,5 +150,7 @@ def test_register_refuses_an_ambiguous_folder_and_its_series_flag_picks_one(tmp_
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "holds 2 DICOM series" in error and "--fixed-series/--moving-series" in error
     assert not (tmp_path / "o").exists()
-    picked = open_inputs(fixed, tmp_path / "dicom", series=(None, PHASES[1]["uid"]))["moving"]
+    picked = read_inputs(
+        PairInputs(fixed=str(fixed), moving=str(tmp_path / "dicom"), moving_series=PHASES[1]["uid"])
+    )["moving"]
     assert same_image(picked, images[PHASES[1]["uid"]])

@@ -14,16 +14,17 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import TEST_GRID, TINY_CHANNELS, write
+from conftest import TEST_GRID, TINY_CHANNELS, session_of, write
 
 from rso.core.geometry import ModelGrid
 from rso.core.losses import LossConfig, RegistrationLoss
 from rso.core.model import ModelConfig, RegistrationNet, normalise
-from rso.core.native import NativeSettings, Refinement, build_problem, limit_to_fit_mask
+from rso.core.native import Refinement, build_problem, limit_to_fit_mask
 from rso.core.pair import NON_CT_PERCENTILES, Normalisation
-from rso.core.session import RegistrationSession, RSOSettings
-from rso.core.workflow import EngineSettings, RegisterJob
+from rso.core.session import RegistrationSession
+from rso.core.workflow import RegisterJob, start_session
 from rso.errors import InputError
+from rso.settings import EngineSettings, PairInputs, RSOSettings
 
 SMALL_GRID = (16, 32, 32)
 ISO_ITERATIONS = 25
@@ -64,8 +65,8 @@ def one_sided_pair(chest_ct):
 
 def session_on(pair, **kwargs) -> RegistrationSession:
     fixed, moving, truth, _ = pair
-    kwargs = {"grid_shape": SMALL_GRID, "device": "cpu", "precision": "fp32", **kwargs}
-    return RegistrationSession(fixed, moving, tiny_net(), truth=truth, **kwargs)
+    kwargs = {"grid": SMALL_GRID, "device": "cpu", "precision": "fp32", **kwargs}
+    return session_of(fixed, moving, tiny_net(), truth=truth, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -137,11 +138,11 @@ def test_the_masked_loss_is_blind_outside_the_mask(similarity):
 def test_native_rso_compares_the_box_only_inside_the_fit_mask(known_pair):
     fixed, moving, truth = known_pair
     grid = ModelGrid.covering(fixed, TEST_GRID)
-    session = RegistrationSession(fixed, moving, tiny_net(), grid_shape=TEST_GRID, device="cpu")
+    session = session_of(fixed, moving, tiny_net(), grid=TEST_GRID, device="cpu")
     centre = np.array(fixed.TransformContinuousIndexToPhysicalPoint([30.0, 28.0, 12.0]))
     box = session.box_from_lps(centre - 20.0, centre + 20.0)
     problem = build_problem(
-        fixed, moving, box, 10.0, grid, grid.resample_field(truth), (), torch.device("cpu")
+        (fixed, moving), box, 10.0, grid, (grid.resample_field(truth), ()), torch.device("cpu")
     )
     # The fit mask: the half of the fixed image below the box's centre (LPS x).
     index_x = np.arange(fixed.GetSize()[0])[None, None, :]
@@ -151,7 +152,7 @@ def test_native_rso_compares_the_box_only_inside_the_fit_mask(known_pair):
     limited = limit_to_fit_mask(problem, fit_mask)
     inside = limited.fit_mask[problem.box.slices]
     assert inside.any() and not inside.all()
-    settings = NativeSettings("mse", 8.0, 0.0, 0.5, 0.0)
+    settings = RSOSettings(similarity="mse", smoothness=0.0, step_mm=0.5, min_gain=0.0, presmooth_mm=0.0)
     # Change the fixed window inside the box but outside the fit mask: only the unmasked similarity sees it.
     outside = np.zeros(problem.window.shape, bool)
     outside[problem.box.slices] = ~inside
@@ -167,7 +168,7 @@ def test_native_rso_compares_the_box_only_inside_the_fit_mask(known_pair):
     with pytest.raises(InputError, match="outside the fit mask") as error:
         limit_to_fit_mask(problem, far)
     assert "\n" not in str(error.value)
-    masked = RegistrationSession(fixed, moving, tiny_net(), grid_shape=SMALL_GRID, device="cpu", fit_mask=far)
+    masked = session_of(fixed, moving, tiny_net(), grid=SMALL_GRID, device="cpu", fit_mask=far)
     with pytest.raises(InputError, match="outside the fit mask"):
         masked.rso(masked.box_from_lps(centre - 20.0, centre + 20.0), RSOSettings())
     assert masked.history == []
@@ -178,16 +179,17 @@ def test_a_fit_mask_off_the_fixed_image_is_a_one_line_error(known_pair, tmp_path
     elsewhere = image_like(np.ones(fixed.GetSize()[::-1], np.uint8), fixed)
     elsewhere.SetOrigin((np.array(fixed.GetOrigin()) + 2000.0).tolist())
     with pytest.raises(InputError, match="fit mask does not overlap the fixed image") as error:
-        RegistrationSession(
-            fixed, moving, tiny_net(), grid_shape=SMALL_GRID, device="cpu", fit_mask=elsewhere
-        )
+        session_of(fixed, moving, tiny_net(), grid=SMALL_GRID, device="cpu", fit_mask=elsewhere)
     assert "\n" not in str(error.value)
+    inputs = PairInputs(
+        fixed=write(fixed, tmp_path / "f.nii.gz"),
+        moving=write(moving, tmp_path / "m.nii.gz"),
+        fit_mask=write(elsewhere, tmp_path / "mask.nii.gz"),
+    )
     job = RegisterJob(
-        write(fixed, tmp_path / "f.nii.gz"),
-        write(moving, tmp_path / "m.nii.gz"),
+        inputs,
         str(tmp_path / "out"),
         engine=EngineSettings(channels=TINY_CHANNELS, grid=SMALL_GRID, device="cpu"),
-        fit_mask=write(elsewhere, tmp_path / "mask.nii.gz"),
     )
     with pytest.raises(InputError, match="fit mask does not overlap"):
         job.prepare()
@@ -223,7 +225,9 @@ def test_the_worker_opens_a_session_with_a_fit_mask(one_sided_pair, tmp_path):
         name: write(image, tmp_path / f"{name}.nii.gz")
         for name, image in (("fixed", fixed), ("moving", moving), ("fit_mask", fit_mask))
     }
-    session = new_session(**paths, channels=list(TINY_CHANNELS), grid=list(SMALL_GRID), device="cpu")
+    session = new_session(
+        {**paths, "channels": list(TINY_CHANNELS), "grid": list(SMALL_GRID), "device": "cpu"}
+    )
     assert session.pair.fit_grid is not None and not session.pair.fit_grid.all()
 
 
@@ -247,11 +251,11 @@ def test_a_non_ct_image_spans_the_networks_input_range(chest_ct):
     assert normalise(np.float32(high), normalisation.fixed) == 1.0
     # The HU formula would have used an eighth of the range.
     assert np.ptp(normalise(values)) < 0.14
-    session = RegistrationSession(
+    session = session_of(
         image,
         image,
         tiny_net(),
-        grid_shape=SMALL_GRID,
+        grid=SMALL_GRID,
         device="cpu",
         normalisation=Normalisation.choose(image, image, allow_non_ct=True),
     )
@@ -263,7 +267,7 @@ def test_a_non_ct_image_spans_the_networks_input_range(chest_ct):
 
 def test_a_ct_is_normalised_exactly_as_before(chest_ct, tmp_path):
     engine = EngineSettings(channels=TINY_CHANNELS, grid=SMALL_GRID, device="cpu")
-    session = engine.session({"fixed": chest_ct, "moving": chest_ct})
+    session = start_session(engine, {"fixed": chest_ct, "moving": chest_ct})
     assert session.pair.normalisation == Normalisation()
     expected = torch.from_numpy((session.fixed_hu + 1000.0) / 2000.0)[None, None]  # the paper's formula
     assert torch.equal(session.pair.fixed_t, expected)
@@ -277,7 +281,9 @@ def test_a_ct_is_normalised_exactly_as_before(chest_ct, tmp_path):
 def test_a_reopened_non_ct_session_normalises_the_same_way(chest_ct, one_sided_pair, tmp_path):
     image = eight_bit(chest_ct)
     engine = EngineSettings(channels=TINY_CHANNELS, grid=SMALL_GRID, device="cpu", allow_non_ct=True)
-    session = engine.session({"fixed": image, "moving": image, "fit_mask": one_sided_pair[3]}, tmp_path / "s")
+    session = start_session(
+        engine, {"fixed": image, "moving": image, "fit_mask": one_sided_pair[3]}, tmp_path / "s"
+    )
     session.general()
     manifest = json.loads((tmp_path / "s" / "session.json").read_text())
     assert manifest["normalisation"]["fixed"] == list(session.pair.normalisation.fixed)

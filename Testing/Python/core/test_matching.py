@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import TEST_GRID, write
+from conftest import TEST_GRID, session_of, write
 from test_native import _untrained, constant_field, lung_box
 
-from rso.core.native import NativeSettings, Refinement, build_problem
+from rso.core.inputs import read_inputs
+from rso.core.native import Refinement, build_problem
 from rso.core.projection.geometry import ProjectionGeometry, read_geometry, write_geometry
 from rso.core.projection.matching import NO_GEOMETRY, match_artefacts
-from rso.core.session import RegistrationSession, RSOSettings, open_inputs
+from rso.core.session import RegistrationSession
 from rso.errors import InputError
+from rso.settings import ISOSettings, PairInputs, RSOSettings
 from rso.simulation.cbct import CBCTParams, phase_geometry, simulate_cbct
 
 # 25 views per phase bin of 10, as the simulator's clinical preset; the moving image from phase 5, whose views
@@ -49,8 +51,8 @@ def _session(pair, views: bool, **options) -> RegistrationSession:
     fixed, moving, truth = pair
     geometries = phase_geometry(0, 10, SPARSE), phase_geometry(MOVING_PHASE, 10, SPARSE)
     extra = {"fixed_geometry": geometries[0], "moving_geometry": geometries[1]} if views else {}
-    return RegistrationSession(
-        fixed, moving, _untrained(), grid_shape=TEST_GRID, truth=truth, device="cpu", **extra, **options
+    return session_of(
+        fixed, moving, _untrained(), grid=TEST_GRID, truth=truth, device="cpu", **extra, **options
     )
 
 
@@ -61,15 +63,14 @@ def test_on_matched_images_the_box_prefers_the_true_shift_and_a_search_finds_it(
     gains, found = {}, {}
     for matched in (False, True):
         problem = build_problem(
-            *session.compared_images(matched),
+            session.compared_images(matched),
             box,
             15.0,
             session.grid,
-            session.grid.voxels_to_mm(session.state.field),
-            (),
+            (session.grid.voxels_to_mm(session.state.field), ()),
             torch.device("cpu"),
         )
-        refinement = Refinement(problem, NativeSettings("mind", 8.0, 3.0, 0.3, 0.0, 2.0))
+        refinement = Refinement(problem, RSOSettings(min_gain=0.0))
         truth = torch.tensor(SHIFT_MM).view(1, 3, 1, 1, 1).expand(1, 3, *problem.window.shape)
         with torch.no_grad():
             gains[matched] = 1 - float(
@@ -113,7 +114,7 @@ def test_iso_fine_tunes_on_the_matched_pair_where_both_views_are_known(shifted_s
     matched, raw, asked = (
         _session(shifted_sparse_pair, views=v, precision="fp32") for v in (True, False, True)
     )
-    records = matched.iso(2), raw.iso(2), asked.iso(2, match_artefacts=False)
+    records = matched.iso(2), raw.iso(2), asked.iso(ISOSettings(iterations=2, match_artefacts=False))
     assert [r.params["artefacts_matched"] for r in records] == [True, False, False]
     np.testing.assert_allclose(asked.field_voxels, raw.field_voxels, atol=1e-5)
     assert np.abs(matched.field_voxels - raw.field_voxels).max() > 1e-3  # trained on other images
@@ -129,16 +130,16 @@ def test_geometry_files_are_read_and_bad_ones_refused_in_one_line(tmp_path, ches
             read_geometry(tmp_path / name)
         assert "\n" not in str(error.value) and name in str(error.value), name
     image = write(chest_ct, tmp_path / "ct.nii.gz")
-    inputs = open_inputs(image, image, fixed_geometry_path=good)
+    inputs = read_inputs(PairInputs(fixed=image, moving=image, fixed_geometry=str(good)))
     with pytest.raises(InputError, match="both images"):
-        RegistrationSession(**inputs, net=_untrained(), grid_shape=TEST_GRID, device="cpu")
+        session_of(net=_untrained(), **inputs, grid=TEST_GRID, device="cpu")
     cone = ProjectionGeometry.circular(1000.0, 1536.0, np.linspace(0, 350, 36))
     with pytest.raises(InputError, match="parallel beam"):
-        RegistrationSession(
+        session_of(
             fixed=chest_ct,
             moving=chest_ct,
             net=_untrained(),
-            grid_shape=TEST_GRID,
+            grid=TEST_GRID,
             device="cpu",
             fixed_geometry=phase_geometry(3, 10, SPARSE),
             moving_geometry=cone,
@@ -192,11 +193,11 @@ def test_cone_beam_matching_is_symmetric_and_cached(chest_ct):
         for m, i in zip(forward, (small, moved))
     ]
     assert all(10 < s < 500 for s in streaks), streaks  # the other geometry's streaks, neither none nor chaos
-    session = RegistrationSession(
+    session = session_of(
         small,
         moved,
         _untrained(),
-        grid_shape=TEST_GRID,
+        grid=TEST_GRID,
         device="cpu",
         fixed_geometry=geometries[0],
         moving_geometry=geometries[1],

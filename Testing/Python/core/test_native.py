@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import TEST_GRID
+from conftest import TEST_GRID, session_of
 
 from rso.core.boxes import box_from_lps
 from rso.core.geometry import ModelGrid
-from rso.core.native import NativeSettings, Refinement, build_problem, judge, refine_box, sample
+from rso.core.native import Refinement, build_problem, judge, refine_box, sample
 from rso.core.optimize import blend_weights
 from rso.core.session import RegistrationSession
-from rso.core.steps import RSOSettings
+from rso.settings import RSOSettings
 
 SHIFT_MM = np.array([3.0, -3.0, 4.0])  # LPS: a lesion-sized offset the box must recover
 
@@ -69,9 +69,9 @@ def test_window_grid_and_moving_crop_match_simpleitk_resampling(known_pair):
                 image.SetDirection(rotation)
         grid = ModelGrid.covering(fixed, TEST_GRID)
         current = grid.resample_field(truth)
-        session = RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, device="cpu")
+        session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
         box = lung_box(session)
-        problem = build_problem(fixed, moving, box, 10.0, grid, current, (), torch.device("cpu"))
+        problem = build_problem((fixed, moving), box, 10.0, grid, (current, ()), torch.device("cpu"))
         window = problem.window
         assert window.direction == fixed.GetDirection() and len(set(window.spacing)) == 1
         assert 1.0 <= window.spacing[0] <= 2.0
@@ -108,9 +108,7 @@ def test_window_grid_and_moving_crop_match_simpleitk_resampling(known_pair):
 
 def test_native_rso_recovers_a_known_shift_between_streaky_images(shifted_cbct):
     fixed, moving, truth = shifted_cbct
-    session = RegistrationSession(
-        fixed, moving, _untrained(), grid_shape=TEST_GRID, truth=truth, device="cpu"
-    )
+    session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, truth=truth, device="cpu")
     box = lung_box(session)
     before = session.metrics(box=box)["tre_mm_box"]["mean"]
     record = session.rso(box, RSOSettings(mode="native"))
@@ -125,11 +123,11 @@ def test_the_fine_patch_reaches_the_native_field_and_undo_drops_it(shifted_cbct,
     from rso.core.results import native_field
 
     fixed, moving, truth = shifted_cbct
-    session = RegistrationSession(
+    session = session_of(
         fixed,
         moving,
         _untrained(),
-        grid_shape=TEST_GRID,
+        grid=TEST_GRID,
         truth=truth,
         device="cpu",
         folder=tmp_path / "session",
@@ -158,11 +156,11 @@ def test_the_fine_patch_reaches_the_native_field_and_undo_drops_it(shifted_cbct,
 
 def test_the_guard_declines_when_the_box_already_agrees_and_nothing_changes(unshifted_cbct, tmp_path):
     fixed, moving, truth = unshifted_cbct
-    session = RegistrationSession(
+    session = session_of(
         fixed,
         moving,
         _untrained(),
-        grid_shape=TEST_GRID,
+        grid=TEST_GRID,
         truth=truth,
         device="cpu",
         folder=tmp_path / "session",
@@ -180,18 +178,26 @@ def test_the_guard_declines_when_the_box_already_agrees_and_nothing_changes(unsh
 def test_the_guard_declines_a_correction_that_would_fold(shifted_cbct):
     fixed, moving, _ = shifted_cbct
     grid = ModelGrid.covering(fixed, TEST_GRID)
-    session = RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, device="cpu")
+    session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
     problem = build_problem(
-        fixed,
-        moving,
+        (fixed, moving),
         lung_box(session),
         10.0,
         grid,
-        np.zeros((*grid.shape, 3), np.float32),
-        (),
+        (np.zeros((*grid.shape, 3), np.float32), ()),
         torch.device("cpu"),
     )
-    refinement = Refinement(problem, NativeSettings("mind", 10.0, 1.0, 0.3, 0.0))
+    refinement = Refinement(
+        problem,
+        RSOSettings(
+            similarity="mind",
+            control_spacing_mm=10.0,
+            smoothness=1.0,
+            step_mm=0.3,
+            min_gain=0.0,
+            presmooth_mm=0.0,
+        ),
+    )
     weights = blend_weights(problem.box, problem.margin_voxels, problem.window.shape)
     z = np.arange(problem.window.shape[0]) * problem.window.spacing[0]
     folding = np.zeros((*problem.window.shape, 3), np.float32)
@@ -206,19 +212,19 @@ def test_an_earlier_state_the_images_prefer_clearly_becomes_the_box_answer(unshi
     alone, and so is a better one that does not clear the guard's margin."""
     fixed, moving, _ = unshifted_cbct  # the truth is the identity
     grid = ModelGrid.covering(fixed, TEST_GRID)
-    session = RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, device="cpu")
+    session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
     box = lung_box(session)
     identity, wrong = _identity_and_wrong(grid)
-    settings = NativeSettings("mind", 8.0, 3.0, 0.3, 0.2, 2.0, earlier_starts=True)
+    settings = RSOSettings(min_gain=0.2, iterations=5)
 
     cpu = torch.device("cpu")
-    went_wrong = build_problem(fixed, moving, box, 10.0, grid, wrong, (), cpu, earlier=((identity, ()),))
-    patch, losses, verdict = refine_box(went_wrong, settings, iterations=5)
+    went_wrong = build_problem((fixed, moving), box, 10.0, grid, (wrong, ()), cpu, earlier=((identity, ()),))
+    patch, losses, verdict = refine_box(went_wrong, settings)
     assert verdict.returned_to == 0 and verdict.gain >= 0.2 and verdict.declined is None and losses == []
     weights = blend_weights(went_wrong.box, went_wrong.margin_voxels, went_wrong.window.shape)
     np.testing.assert_allclose(patch.delta_mm, weights[..., None] * -went_wrong.current_mm, atol=1e-5)
 
-    was_right = build_problem(fixed, moving, box, 10.0, grid, identity, (), cpu, earlier=((wrong, ()),))
+    was_right = build_problem((fixed, moving), box, 10.0, grid, (identity, ()), cpu, earlier=((wrong, ()),))
     refinement = Refinement(was_right, settings)
     assert refinement.choose_earlier_state() is None and not refinement.correction_mm().any()
     _, gain = Refinement(went_wrong, replace(settings, min_gain=0.0)).choose_earlier_state()
@@ -230,20 +236,20 @@ def test_the_return_is_judged_on_the_images_the_current_field_was_not_fitted_to(
     (``unfitted``) decide whether the box returns to an earlier state, whatever the fitted pair says."""
     fixed, moving, _ = unshifted_cbct
     grid = ModelGrid.covering(fixed, TEST_GRID)
-    session = RegistrationSession(fixed, moving, _untrained(), grid_shape=TEST_GRID, device="cpu")
+    session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
     box = lung_box(session)
     identity, wrong = _identity_and_wrong(grid)
-    settings = NativeSettings("mind", 8.0, 3.0, 0.3, 0.2, 2.0, earlier_starts=True)
+    settings = RSOSettings(min_gain=0.2, iterations=5)
     # A fitted pair that says nothing about the box: a uniform moving image.
     blank = sitk.GetImageFromArray(np.full(sitk.GetArrayFromImage(fixed).shape, -700.0, np.float32))
     blank.CopyInformation(fixed)
     cpu = torch.device("cpu")
-    fitted_only = build_problem(fixed, blank, box, 10.0, grid, wrong, (), cpu, earlier=((identity, ()),))
+    fitted_only = build_problem((fixed, blank), box, 10.0, grid, (wrong, ()), cpu, earlier=((identity, ()),))
     assert (
         fitted_only.fixed.shape[1] == 1 and Refinement(fitted_only, settings).choose_earlier_state() is None
     )
     with_unfitted = build_problem(
-        fixed, blank, box, 10.0, grid, wrong, (), cpu, earlier=((identity, ()),), unfitted=(fixed, moving)
+        (fixed, blank), box, 10.0, grid, (wrong, ()), cpu, earlier=((identity, ()),), unfitted=(fixed, moving)
     )
     assert with_unfitted.fixed.shape[1] == with_unfitted.moving.shape[1] == 2
     assert Refinement(with_unfitted, settings).choose_earlier_state()[0] == 0

@@ -12,8 +12,8 @@ from rso.core.boxes import box_from_lps
 from rso.core.geometry import ModelGrid
 from rso.core.metrics import jacobian_determinant
 from rso.core.results import write_results
-from rso.core.session import RSOSettings
 from rso.options import DEFAULT_BLEND_MARGIN_MM
+from rso.settings import RSOSettings
 
 BUMP_BOX_IJK = [36, 21, 19, 54, 39, 33]  # around the known field's local bump (as in test_session)
 
@@ -101,7 +101,7 @@ def test_jacobian_in_slabs_is_the_metrics_jacobian_bit_for_bit(analytic, monkeyp
 
 
 def test_a_registration_writes_the_maps_and_the_change_is_where_the_last_step_worked(make_session, tmp_path):
-    session = make_session(grid_shape=TEST_GRID)
+    session = make_session(grid=TEST_GRID)
     session.general()
     session.iso(2)
     box = session.box_from_fixed_index(BUMP_BOX_IJK)

@@ -5,12 +5,13 @@ import threading
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import TEST_GRID
+from conftest import TEST_GRID, session_of
 
 from rso.core.model import PAPER_CHANNELS, ModelConfig, RegistrationNet, parameter_count
 from rso.core.optimize import CancelToken
-from rso.core.session import RegistrationSession, RSOSettings
+from rso.core.session import RegistrationSession
 from rso.errors import Cancelled, InputError
+from rso.settings import RSOSettings
 
 # Around the local bump of the known field (rso.simulation.phantom.breathing_like_field): fixed-image voxels.
 BUMP_BOX_IJK = [36, 21, 19, 54, 39, 33]
@@ -30,7 +31,7 @@ def test_paper_architecture_shapes_and_parameter_count():
 
 
 def test_iso_lowers_tre_against_truth(make_session):
-    session = make_session(grid_shape=TEST_GRID)
+    session = make_session(grid=TEST_GRID)
     general = session.general()
     iso = session.iso(40)
     assert len(iso.loss) == 40 and iso.loss[-1] < iso.loss[0]
@@ -39,7 +40,7 @@ def test_iso_lowers_tre_against_truth(make_session):
 
 
 def test_rso_improves_the_box_more_than_the_same_extra_iso(make_session):
-    session = make_session(grid_shape=TEST_GRID)
+    session = make_session(grid=TEST_GRID)
     session.general()
     session.iso(30)
     box = session.box_from_fixed_index(BUMP_BOX_IJK)
@@ -54,7 +55,7 @@ def test_rso_improves_the_box_more_than_the_same_extra_iso(make_session):
 
 @pytest.mark.parametrize("mode", ["full", "crop", "direct"])
 def test_local_composition_leaves_the_outside_exactly_unchanged(make_session, mode):
-    session = make_session(grid_shape=TEST_GRID)
+    session = make_session(grid=TEST_GRID)
     session.general()
     session.iso(5)
     before = session.field_voxels.copy()
@@ -71,7 +72,7 @@ def test_local_composition_leaves_the_outside_exactly_unchanged(make_session, mo
 
 
 def test_global_composition_changes_the_outside(make_session):
-    session = make_session(grid_shape=TEST_GRID)
+    session = make_session(grid=TEST_GRID)
     session.general()
     box = session.box_from_fixed_index(BUMP_BOX_IJK)
     record = session.rso(box, RSOSettings(iterations=10, mode="full", compose="global"))
@@ -79,7 +80,7 @@ def test_global_composition_changes_the_outside(make_session):
 
 
 def test_undo_restores_field_and_weights_bit_for_bit(make_session, tmp_path):
-    session = make_session(grid_shape=TEST_GRID, folder=tmp_path / "s")
+    session = make_session(grid=TEST_GRID, folder=tmp_path / "s")
     session.general()
     session.iso(5)
     field, weights = session.field_voxels.copy(), {k: v.clone() for k, v in session.net.state_dict().items()}
@@ -97,7 +98,7 @@ def test_undo_restores_field_and_weights_bit_for_bit(make_session, tmp_path):
 
 
 def test_cancel_mid_rso_changes_nothing(make_session, tmp_path):
-    session = make_session(grid_shape=TEST_GRID, folder=tmp_path / "s")
+    session = make_session(grid=TEST_GRID, folder=tmp_path / "s")
     session.general()
     field = session.field_voxels.copy()
     manifest = (tmp_path / "s" / "session.json").read_bytes()
@@ -123,7 +124,7 @@ def test_cancel_mid_rso_changes_nothing(make_session, tmp_path):
 
 
 def test_reopened_session_equals_the_saved_one(make_session, tmp_path):
-    session = make_session(grid_shape=TEST_GRID, folder=tmp_path / "s")
+    session = make_session(grid=TEST_GRID, folder=tmp_path / "s")
     session.general()
     session.iso(4)
     session.rso(
@@ -150,9 +151,7 @@ def test_same_seed_repeats_on_cpu(known_pair, precision, tolerance_voxels):
     for _ in range(2):
         torch.manual_seed(7)  # the untrained network's weights
         net = RegistrationNet(ModelConfig(channels=(4, 8, 16, 32, 64)))
-        session = RegistrationSession(
-            fixed, moving, net, grid_shape=TEST_GRID, seed=3, device="cpu", precision=precision
-        )
+        session = session_of(fixed, moving, net, grid=TEST_GRID, seed=3, device="cpu", precision=precision)
         session.iso(3)
         fields.append(session.field_voxels)
     np.testing.assert_allclose(*fields, rtol=0, atol=tolerance_voxels)
@@ -163,7 +162,7 @@ def test_images_without_physical_overlap_are_refused(known_pair, tiny_net):
     far = sitk.Image(moving)
     far.SetOrigin([o + 5000 for o in moving.GetOrigin()])
     with pytest.raises(InputError, match="do not overlap"):
-        RegistrationSession(fixed, far, tiny_net, grid_shape=TEST_GRID)
+        session_of(fixed, far, tiny_net, grid=TEST_GRID)
 
 
 def test_evaluation_mask_restricts_the_metrics(known_pair, tiny_net):
@@ -171,9 +170,7 @@ def test_evaluation_mask_restricts_the_metrics(known_pair, tiny_net):
 
     fixed, moving, truth = known_pair
     body = sitk.Cast(sitk.BinaryThreshold(fixed, -500, 5000), sitk.sitkUInt8)
-    session = RegistrationSession(
-        fixed, moving, tiny_net, grid_shape=TEST_GRID, truth=truth, mask=body, device="cpu"
-    )
+    session = session_of(fixed, moving, tiny_net, grid=TEST_GRID, truth=truth, mask=body, device="cpu")
     metrics = session.general().metrics
     mask = session.evaluation_mask
     assert 0.05 < mask.mean() < 0.95
@@ -184,7 +181,7 @@ def test_evaluation_mask_restricts_the_metrics(known_pair, tiny_net):
 
 
 def test_direct_field_rso_improves_the_box_and_keeps_the_weights(make_session):
-    session = make_session(grid_shape=TEST_GRID)
+    session = make_session(grid=TEST_GRID)
     session.general()
     box = session.box_from_fixed_index(BUMP_BOX_IJK)
     before = session.metrics(box=box)["tre_mm_box"]["mean"]
@@ -200,7 +197,7 @@ def test_direct_field_rso_improves_the_box_and_keeps_the_weights(make_session):
 def test_a_step_that_diverges_in_bf16_is_repeated_in_fp32(make_session, monkeypatch):
     import torch
 
-    session = make_session(grid_shape=TEST_GRID, precision="bf16")
+    session = make_session(grid=TEST_GRID, precision="bf16")
     assert session.precision == "bf16"
     forward = type(session.net).forward
 
@@ -219,7 +216,7 @@ def test_a_step_that_diverges_in_bf16_is_repeated_in_fp32(make_session, monkeypa
 def test_auto_precision_is_bf16_only_where_the_hardware_has_it(make_session):
     from rso.core.model import native_bf16
 
-    session = make_session(grid_shape=TEST_GRID, precision="auto")
+    session = make_session(grid=TEST_GRID, precision="auto")
     assert session.precision == ("bf16" if native_bf16(session.device) else "fp32")
 
 
@@ -231,7 +228,7 @@ def test_automatic_boxes_lie_in_the_evaluation_region(known_pair, tiny_net):
     region.CopyInformation(fixed)
     size = fixed.GetSize()
     region[:, :, : size[2] // 3] = 1  # only the lowest third of the slices counts
-    session = RegistrationSession(fixed, moving, tiny_net, grid_shape=TEST_GRID, mask=region, device="cpu")
+    session = session_of(fixed, moving, tiny_net, grid=TEST_GRID, mask=region, device="cpu")
     session.general()
     boxes = worst_residual_boxes(session, 2, size_mm=30.0)
     assert len(boxes) == 2

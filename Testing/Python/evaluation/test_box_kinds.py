@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TEST_GRID
+from conftest import TEST_GRID, session_of
 
-from rso.core.session import RegistrationSession
 from rso.errors import InputError
 from rso.evaluation.box_kinds import box_tre_map, pick_boxes
 
@@ -15,9 +14,7 @@ from rso.evaluation.box_kinds import box_tre_map, pick_boxes
 def session(known_pair, tiny_net):
     """No step yet: the field is zero, so the error is the truth itself (largest at its local bump)."""
     fixed, moving, truth = known_pair
-    return RegistrationSession(
-        fixed, moving, tiny_net, grid_shape=TEST_GRID, truth=truth, device="cpu", precision="fp32"
-    )
+    return session_of(fixed, moving, tiny_net, grid=TEST_GRID, truth=truth, device="cpu", precision="fp32")
 
 
 def box_tre(session, box) -> float:
@@ -46,7 +43,7 @@ def test_boxes_whose_true_targets_leave_the_moving_image_are_never_chosen(known_
     fixed, moving, truth = known_pair
     size = moving.GetSize()
     cut = moving[:, :, size[2] // 2 :]  # the moving image lost its lower half: no anatomy there to find
-    session = RegistrationSession(fixed, cut, tiny_net, grid_shape=TEST_GRID, truth=truth, device="cpu")
+    session = session_of(fixed, cut, tiny_net, grid=TEST_GRID, truth=truth, device="cpu")
     lowest_in_view = cut.TransformContinuousIndexToPhysicalPoint((0, 0, -0.5))[2]  # its lowest voxel's edge
     for kind in ("misaligned", "control", "residual"):
         for box in pick_boxes(session, kind, 2, 30.0):
@@ -61,7 +58,7 @@ def test_boxes_whose_true_targets_leave_the_moving_image_are_never_chosen(known_
 
 def test_truth_based_kinds_need_a_truth(known_pair, tiny_net):
     fixed, moving, _ = known_pair
-    session = RegistrationSession(fixed, moving, tiny_net, grid_shape=TEST_GRID, device="cpu")
+    session = session_of(fixed, moving, tiny_net, grid=TEST_GRID, device="cpu")
     with pytest.raises(InputError, match="ground-truth"):
         pick_boxes(session, "misaligned")
     with pytest.raises(InputError, match="box kind"):

@@ -7,11 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import session_of
 from conftest_slicer import TINY_CHANNELS, app, demo, oblique_image  # noqa: F401  (fixtures)
 
 from rso.core.imageio import write_displacement_field
 from rso.core.results import warp_native, write_results
 from rso.errors import InputError
+from rso.settings import ISOSettings
 from RSORegistrationLib.transforms import (
     VtkMessages,
     field_from_transform_node,
@@ -123,12 +125,13 @@ def test_session_export_is_what_slicer_shows(app, demo, tmp_path):
     import torch
 
     from rso.core.model import ModelConfig, RegistrationNet
-    from rso.core.session import RegistrationSession
 
     torch.manual_seed(0)
     net = RegistrationNet(ModelConfig(channels=tuple(int(c) for c in TINY_CHANNELS.split(","))))
-    session = RegistrationSession(demo.fixed, demo.moving, net, grid_shape=(16, 32, 32), device="cpu")
-    session.iso(3, learning_rate=0.02)  # a large step size: a visibly non-identity field in 3 steps
+    session = session_of(demo.fixed, demo.moving, net, grid=(16, 32, 32), device="cpu")
+    session.iso(
+        ISOSettings(iterations=3, learning_rate=0.02)
+    )  # a large step size: a visibly non-identity field in 3 steps
     assert np.abs(session.field_mm).max() > 0.3
     paths = write_results(session, tmp_path, figure=False)
     with VtkMessages() as messages:

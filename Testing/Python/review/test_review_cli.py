@@ -151,18 +151,20 @@ def test_a_session_the_command_line_wrote_reopens_in_the_review_controller(known
     from trame_slicer.core import SlicerApp
 
     from rso.core.imageio import write_image
-    from rso.core.session import RSOSettings
-    from rso.core.workflow import EngineSettings, RegisterJob, run_register_job
+    from rso.core.workflow import RegisterJob, run_register_job
+    from rso.settings import EngineSettings, ISOSettings, PairInputs, RSOSettings
     from RSORegistrationLib.backends import InProcessBackend
     from RSORegistrationReview.controller import ReviewController, ReviewOptions
 
     fixed, moving, truth = known_pair
     job = RegisterJob(
-        fixed=write_image(fixed, tmp_path / "fixed.nii.gz"),
-        moving=write_image(moving, tmp_path / "m.nii.gz"),
+        inputs=PairInputs(
+            fixed=str(write_image(fixed, tmp_path / "fixed.nii.gz")),
+            moving=str(write_image(moving, tmp_path / "m.nii.gz")),
+        ),
         out=str(tmp_path / "out"),
         engine=EngineSettings(channels=CHANNELS, grid=GRID, device="cpu"),
-        iso=2,
+        iso=ISOSettings(iterations=2),
         boxes_ras=[[-40.0, 150.0, -680.0, 20.0, 210.0, -630.0]],
         rso=RSOSettings(iterations=2),
         figure=False,

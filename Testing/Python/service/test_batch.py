@@ -29,11 +29,10 @@ pytest.importorskip(
 
 
 def fast_settings() -> BatchSettings:
-    from rso.core.session import RSOSettings
-    from rso.core.workflow import EngineSettings
+    from rso.settings import EngineSettings, ISOSettings, RSOSettings
 
     engine = EngineSettings(channels=(4, 8, 16, 32, 64), grid=(16, 32, 32), device="cpu", precision="fp32")
-    return BatchSettings(engine=engine, iso=2, rso=RSOSettings(iterations=2))
+    return BatchSettings(engine=engine, iso=ISOSettings(iterations=2), rso=RSOSettings(iterations=2))
 
 
 FAST_ARGS = [

@@ -21,6 +21,7 @@ RANKS = {
     "rso": 0,
     "rso.errors": 0,
     "rso.options": 0,
+    "rso.settings": 0,
     "rso.core": 0,
     "rso.service": 1,
     "rso.simulation": 2,
@@ -30,7 +31,7 @@ RANKS = {
     "rso.cli": 4,
 }
 # What RSORegistration/CMakeLists.txt installs into Slicer: these modules and these packages.
-IN_SLICER = {"rso", "rso.errors", "rso.options", "rso.simulation", "rso.simulation.phantom"}
+IN_SLICER = {"rso", "rso.errors", "rso.options", "rso.settings", "rso.simulation", "rso.simulation.phantom"}
 IN_SLICER_PACKAGES = ("rso.core", "rso.service")
 MAX_LINES = 450
 

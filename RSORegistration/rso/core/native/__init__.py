@@ -54,7 +54,6 @@ from rso.core.native.refinement import (
     FOLD_WEIGHT,
     SEARCH_REACH_MM,
     SHIFT_PENALTY,
-    NativeSettings,
     Refinement,
 )
 from rso.core.native.returns import EarlierState, earlier_state_to_return_to
@@ -69,7 +68,6 @@ __all__ = [
     "EarlierState",
     "GuardVerdict",
     "NativeProblem",
-    "NativeSettings",
     "Refinement",
     "build_problem",
     "correction_tensor",

@@ -120,26 +120,27 @@ def current_field_on(grid: ModelGrid, model_grid: ModelGrid, coarse_mm: np.ndarr
 
 
 def build_problem(
-    fixed: sitk.Image,
-    moving: sitk.Image,
+    images: tuple[sitk.Image, sitk.Image],
     box: RegionBox,
     margin_mm: float,
     model_grid: ModelGrid,
-    coarse_mm: np.ndarray,
-    patches,
+    current: tuple,
     device: torch.device,
     earlier: tuple = (),
     unfitted: tuple[sitk.Image, sitk.Image] | None = None,
 ) -> NativeProblem:
     """Resample the fixed window, the current field and a moving crop that holds every target.
 
+    ``images``: the (fixed, moving) images compared. ``current``: the session state's (coarse_mm,
+    patches): its model-grid field (z, y, x, 3) in LPS mm and its fine patches.
     ``earlier``: (coarse_mm, patches) of earlier session states, candidate starts for the refinement.
     ``unfitted``: the same images seen another way, on the same grids (the images as given, where ``fixed``
     and ``moving`` are artefact-matched): evidence the current field was not fitted to, which judges a
     return to an earlier state (``Refinement.choose_earlier_state``).
     """
+    fixed, moving = images
     window, box_voxels, margin = window_grid(fixed, model_grid, box, margin_mm)
-    current = current_field_on(window, model_grid, coarse_mm, patches)
+    current = current_field_on(window, model_grid, *current)
     earlier_mm = tuple(
         current_field_on(window, model_grid, field, its_patches) for field, its_patches in earlier
     )

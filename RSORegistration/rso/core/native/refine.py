@@ -7,15 +7,15 @@ import torch
 
 from rso.core.native.guard import judge
 from rso.core.native.problem import NativeProblem
-from rso.core.native.refinement import NativeSettings, Refinement
+from rso.core.native.refinement import Refinement
 from rso.core.optimize import CancelToken, ProgressCallback, blend_weights
 from rso.core.patches import FieldPatch
+from rso.settings import RSOSettings
 
 
 def refine_box(
     problem: NativeProblem,
-    settings: NativeSettings,
-    iterations: int,
+    settings: RSOSettings,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ):
@@ -29,7 +29,7 @@ def refine_box(
     losses = []
     if returned is None:
         refinement.start_at(refinement.search_translation())
-        losses = refinement.run(iterations, progress, cancel)
+        losses = refinement.run(settings.iterations, progress, cancel)
     with torch.no_grad():
         correction = refinement.correction_mm()[0].permute(1, 2, 3, 0).cpu().numpy()
     weights = blend_weights(problem.box, problem.margin_voxels, problem.window.shape)

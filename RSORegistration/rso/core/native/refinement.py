@@ -8,8 +8,6 @@ puts a barrier on det J; a translation search (block matching) gives Adam its st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -21,7 +19,8 @@ from rso.core.metrics import jacobian_determinant_torch
 from rso.core.mind import mind_ssc
 from rso.core.native.problem import NativeProblem, float_tensor, sample, sample_batch
 from rso.core.native.returns import earlier_state_to_return_to
-from rso.core.optimize import CancelToken, ProgressCallback, blend_weights, run_iterations
+from rso.core.optimize import CancelToken, Feedback, ProgressCallback, blend_weights, run_iterations
+from rso.settings import RSOSettings
 
 FOLD_MARGIN = 0.3  # det J below this costs: the refinement keeps the field well away from folding
 FOLD_WEIGHT = 1000.0  # a few folded voxels among ~40 000 must outweigh the similarity they buy
@@ -29,24 +28,10 @@ SEARCH_REACH_MM = 12.0  # the translation search looks this far from the current
 SHIFT_PENALTY = 0.05  # a shift as long as the reach costs 5 % more than no shift
 
 
-@dataclass(frozen=True)
-class NativeSettings:
-    """How a native-resolution RSO step refines (frozen defaults in ``rso.options``)."""
-
-    similarity: str
-    control_spacing_mm: float
-    smoothness: float
-    learning_rate_mm: float
-    min_gain: float  # the guard: the similarity in the box must improve by at least this fraction
-    presmooth_mm: float = 0.0  # Gaussian sigma applied to both images first: CBCT noise and streaks are fine
-    # May return the box to an earlier state the evidence prefers (problem.earlier_mm; ``returns``).
-    earlier_starts: bool = False
-
-
 class Refinement:
     """The correction's parameters, the loss and the optimisation for one problem."""
 
-    def __init__(self, problem: NativeProblem, settings: NativeSettings):
+    def __init__(self, problem: NativeProblem, settings: RSOSettings):
         self.problem, self.settings = problem, settings
         window = problem.window
         spacing = window.spacing[0]
@@ -188,5 +173,5 @@ class Refinement:
     def run(
         self, iterations: int, progress: ProgressCallback | None, cancel: CancelToken | None
     ) -> list[float]:
-        optimizer = torch.optim.Adam([self.control], lr=self.settings.learning_rate_mm)
-        return run_iterations(optimizer, self.loss, iterations, "rso", progress, cancel)
+        optimizer = torch.optim.Adam([self.control], lr=self.settings.step_mm)
+        return run_iterations(optimizer, self.loss, iterations, Feedback("rso", progress, cancel))

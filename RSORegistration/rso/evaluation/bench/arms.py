@@ -16,10 +16,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from rso.core.imageio import write_bytes_atomically
-from rso.core.losses import LossConfig
 from rso.core.results import native_field, rewarp
 from rso.core.session import RegistrationSession
-from rso.core.workflow import EngineSettings
+from rso.core.workflow import build_network, start_session
 from rso.errors import InputError
 from rso.evaluation.bench.cases import Case
 from rso.evaluation.bench.contours import CaseLabels, contour_scores
@@ -36,6 +35,7 @@ from rso.evaluation.bench.plan import (
     labels,
     rso_settings,
 )
+from rso.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,10 @@ class Model:
             device=plan.device,
             precision=plan.precision,
             seed=plan.seed,
-            loss=LossConfig(similarity=plan.similarity, smoothness_weight=plan.smoothness),
+            network_similarity=plan.similarity,
+            network_smoothness=plan.smoothness,
         )
-        self.network = self.engine.network()
+        self.network = build_network(self.engine)
         self.net, self.source = self.network
 
     def session(self, inputs: dict, grid=None, precision: str | None = None) -> RegistrationSession:
@@ -63,7 +64,7 @@ class Model:
             grid=grid or self.engine.grid or self.net.config.grid,
             precision=precision or self.engine.precision,
         )
-        return engine.session(inputs, network=self.network)
+        return start_session(engine, inputs, network=self.network)
 
     def to_dict(self) -> dict:
         return {"source": self.source, "config": self.net.config.to_dict()}

@@ -7,11 +7,12 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from rso.core.inputs import read_inputs
 from rso.core.paths import cases_dir
-from rso.core.session import open_inputs
 from rso.errors import InputError
 from rso.evaluation.bench.plan import HELD_OUT_ANATOMY, TRAINING_ANATOMY, TRAINING_SEEDS, BenchPlan, CaseSpec
 from rso.evaluation.demo import EVALUATION_MASK
+from rso.settings import PairInputs
 from rso.simulation.fetch import DATA_FILES
 from rso.simulation.simulate import geometry_path
 
@@ -33,14 +34,17 @@ class Case:
 
     def inputs(self) -> dict:
         folder, f, k = self.folder, self.fixed_phase, self.moving_phase
-        return open_inputs(
-            folder / f"cbct_phase{f}.nii.gz",
-            folder / f"cbct_phase{k}.nii.gz",
-            folder / f"ct_phase{f}.nii.gz",
-            folder / f"truth_{f}_{k}.nii.gz",
-            folder / self.mask,
-            geometry_path(folder, f),
-            geometry_path(folder, k),
+        geometries = (geometry_path(folder, f), geometry_path(folder, k))
+        return read_inputs(
+            PairInputs(
+                fixed=str(folder / f"cbct_phase{f}.nii.gz"),
+                moving=str(folder / f"cbct_phase{k}.nii.gz"),
+                reference=str(folder / f"ct_phase{f}.nii.gz"),
+                truth=str(folder / f"truth_{f}_{k}.nii.gz"),
+                metrics_mask=str(folder / self.mask),
+                fixed_geometry=str(geometries[0]) if geometries[0] else None,
+                moving_geometry=str(geometries[1]) if geometries[1] else None,
+            )
         )
 
     def to_dict(self) -> dict:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from rso.core.steps import RSOSettings
 from rso.evaluation.demo import EVALUATION_MASK
 from rso.evaluation.peers import AntsSettings, ElastixSettings
 from rso.options import (
@@ -18,6 +17,7 @@ from rso.options import (
     DEFAULT_SMOOTHNESS,
     PAPER_RSO_ITERATIONS,
 )
+from rso.settings import RSOSettings
 
 RECORD_FORMAT = "rso-bench/2"
 # The bundled general model is trained on these patients (other breathing seeds) by

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from rso.core.results import rewarp
-from rso.core.session import RegistrationSession, RSOSettings
+from rso.core.session import RegistrationSession
 from rso.errors import InputError
 from rso.evaluation.bench.arms import Model, write_json
 from rso.evaluation.bench.cases import Case
 from rso.evaluation.bench.measure import Measured, merged_memory
 from rso.evaluation.bench.plan import RECORD_FORMAT, BenchPlan
+from rso.settings import RSOSettings
 
 log = logging.getLogger(__name__)
 
