@@ -19,12 +19,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from rso import __version__
+from rso.core.composite import CoarseField, session_transform
 from rso.core.geometry import AIR_HU, ModelGrid, upsample_field
 from rso.core.imageio import write_bytes_atomically, write_displacement_field, write_image
 from rso.core.initial import (
     composed_field,
     describe,
-    export_transform,
     inverse_field,
     round_trip_residual,
     write_transform,
@@ -77,6 +77,14 @@ def _on_fixed_grid(session, field_voxels: np.ndarray, patches=(), removed_patche
     field = sitk.GetImageFromArray(total.astype(np.float64), isVector=True)
     field.CopyInformation(coarse)
     return field
+
+
+def session_transform_of(session, index: int | None = None) -> sitk.Transform:
+    """The field after step ``index`` (None: the current one) with T0, as one ITK transform in the form it
+    has (rso.core.composite): the model-grid field and the native windows, never a dense field."""
+    state = session.state if index is None else session.state_at(index)
+    coarse = CoarseField(session.grid, session.grid.voxels_to_mm(state.field))
+    return session_transform(coarse, state.patches, session.pair.initial_transform)
 
 
 def warp_native(moving: sitk.Image, field: sitk.Image, reference: sitk.Image) -> sitk.Image:
@@ -193,15 +201,16 @@ def write_results(
 def write_transforms(
     session, field: sitk.Image, out_dir: Path, inverse: bool
 ) -> tuple[dict[str, Path], dict]:
-    """transform.h5: ``field`` (the exported one) as one ITK transform, the field u alone or a composite of
-    T0's parts and u. With ``inverse`` also inverse_displacement.nii.gz, the moving -> fixed field on the
-    moving image's grid, and its round trip's residual in the body (mm; else None)."""
+    """transform.h5: the session's transform as ITK composes it (rso.core.composite: T0's parts, the
+    model-grid field and each native window's correction), equal to ``field`` (the exported one). With
+    ``inverse`` also inverse_displacement.nii.gz, the moving -> fixed field on the moving image's grid,
+    and its round trip's residual in the body (mm; else None)."""
     initial = session.pair.initial_transform
-    deformable = field if initial is None else native_field(session, initial=False)
-    paths = {"transform": write_transform(export_transform(deformable, initial), out_dir / "transform.h5")}
+    paths = {"transform": write_transform(session_transform_of(session), out_dir / "transform.h5")}
     if not inverse:  # an inverse left by an earlier run in this folder would describe another field
         (out_dir / INVERSE_FILE).unlink(missing_ok=True)
         return paths, None
+    deformable = field if initial is None else native_field(session, initial=False)
     backward = inverse_field(deformable, initial, session.pair.original_moving)
     paths["inverse_displacement"] = write_displacement_field(backward, out_dir / INVERSE_FILE)
     return paths, round_trip_residual(field, backward, session.fixed)

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import TINY_CHANNELS, write
+from conftest import TINY_CHANNELS, session_of, write
 
 from rso.cli import EXIT_BAD_INPUT, main
 from rso.core.initial import composed_field, export_transform, inverse_transform, read_initial_transform
@@ -170,15 +170,22 @@ def test_transform_h5_resamples_like_the_displacement_field(rigid_case, with_ini
     field = field_transform(with_initial / "displacement.nii.gz")
     points = fixed_points(rigid_case, count=300, seed=2)
     gaps = [np.linalg.norm(np.subtract(h5.TransformPoint(p), field.TransformPoint(p))) for p in points]
-    assert max(gaps) < 0.01, max(gaps)
+    # transform.h5 holds the model-grid field itself (rso.core.composite); displacement.nii.gz samples it at
+    # this test's 4.5 mm voxels and interpolates between them, a few hundredths of a mm off. At 1 mm the
+    # two agree within 0.01 mm (test_composite.py).
+    assert max(gaps) < 0.05, max(gaps)
     moving = sitk.ReadImage(rigid_case["moving"], sitk.sitkFloat32)
     values = [
         [moving.EvaluateAtPhysicalPoint(t.TransformPoint(p), sitk.sitkLinear) for t in (h5, field)]
         for p in points
         if _inside(moving, field.TransformPoint(p))
     ]
-    values = np.array(values)
-    assert len(values) > 200 and np.abs(values[:, 0] - values[:, 1]).max() < 0.5
+    gaps_hu = np.abs(np.subtract(*np.array(values).T))
+    # Those hundredths of a mm on CT edges of several hundred HU per mm (the same at 1 mm: test_composite.py)
+    assert len(gaps_hu) > 200 and gaps_hu.mean() < 0.5 and gaps_hu.max() < 2.5, (
+        gaps_hu.mean(),
+        gaps_hu.max(),
+    )
 
 
 def _inside(image, point) -> bool:
@@ -259,7 +266,7 @@ def test_a_transform_that_misses_the_moving_image_is_refused(rigid_case, tmp_pat
 
     net = RegistrationNet(ModelConfig(channels=TINY_CHANNELS, grid=(32, 64, 64)))
     with pytest.raises(InputError, match="does not overlap the fixed image"):
-        RegistrationSession(fixed, moving, net, device="cpu", initial_transform=read_initial_transform(path))
+        session_of(fixed, moving, net, device="cpu", initial_transform=read_initial_transform(path))
 
 
 def test_inverse_of_a_breathing_field_after_a_rigid_transform(known_pair, rigid_case):
