@@ -52,4 +52,7 @@ DEFAULT_BATCH_WORKERS = 2  # batch: pairs registered at once on a local Dask clu
 # Mattes mutual information) brings a CT and a CBCT of other days within the general model's reach.
 PREALIGNMENTS = ("rigid",)
 DEFAULT_PREALIGN = None  # none: the images' own frames, as for the phases of one 4D CT or CBCT
+# What a run writes besides report.json and transform.h5 (rso.core.results.OUTPUTS): sized for a batch of
+# pairs; the dense displacement field at the fixed image's resolution and the det J maps only on request.
+DEFAULT_OUTPUTS = ("warped", "difference")
 DEFAULT_WRITE_INVERSE = False  # the moving -> fixed field costs an iterative inversion: only when asked

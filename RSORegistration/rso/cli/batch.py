@@ -9,8 +9,8 @@ import sys
 
 from rso.cli.common import add_engine_arguments, add_settings, engine_from_args
 from rso.cli.common import settings_from_args as common_settings_from_args
-from rso.cli.register import ISO_PREFIX, add_rso_arguments, rso_settings_from_args
-from rso.options import DEFAULT_BATCH_WORKERS
+from rso.cli.register import ISO_PREFIX, add_rso_arguments, output_list, rso_settings_from_args
+from rso.options import DEFAULT_BATCH_WORKERS, DEFAULT_OUTPUTS
 from rso.settings import ISOSettings
 
 EXIT_SOME_FAILED = 1
@@ -53,6 +53,14 @@ def add_subcommand(subparsers) -> None:
     )
     parser.add_argument("--figures", action="store_true", help="also write report.png for each pair")
     parser.add_argument(
+        "--outputs",
+        type=output_list,
+        default=DEFAULT_OUTPUTS,
+        metavar="LIST",
+        help="each pair's files besides report.json and transform.h5, as register --outputs takes them "
+        f"(default: {','.join(DEFAULT_OUTPUTS)})",
+    )
+    parser.add_argument(
         "--keep-sessions",
         action="store_true",
         help="keep each pair's session folder (a state per step, to reopen it); default: results only",
@@ -69,6 +77,7 @@ def settings_from_args(args):
         rso=rso_settings_from_args(args),
         figure=args.figures,
         keep_sessions=args.keep_sessions,
+        outputs=args.outputs,
         threads=args.threads,
         timeout_s=args.timeout,
     )

@@ -79,6 +79,8 @@ def run_bench_command(args) -> int:
 
     if args.model and args.channels:
         raise InputError("--channels describes an untrained network; it cannot be combined with --model")
+    if args.scale:
+        return run_scale_command(args)
     plan = plan_from_args(args)
     with step_progress(not args.quiet) as progress:
         summary = run_bench(plan, Path(args.out), args.model, args.channels, progress)
@@ -88,6 +90,74 @@ def run_bench_command(args) -> int:
         print(format_table([{c: row[c] for c in columns} for row in part["arms"]]))
     print(f"\nwrote {Path(args.out) / 'summary.md'}")
     return 0
+
+
+def run_scale_command(args) -> int:
+    """--scale: only the scale benchmark, on the demo case (rso.evaluation.bench.scale)."""
+    from rso.cli.common import settings_from_args
+    from rso.evaluation.bench.scale import ScalePlan, demo_scale_case, run_scale, scale_markdown
+    from rso.settings import EngineSettings
+
+    plan = ScalePlan(
+        spacings=tuple(args.scale_spacings),
+        iso=args.scale_iso,
+        precisions=tuple(args.scale_precisions),
+        engine=settings_from_args(EngineSettings, args),
+        threads=args.threads,
+    )
+    record = run_scale(demo_scale_case(), Path(args.out), plan)
+    print(scale_markdown(record))
+    print(f"\nwrote {Path(args.out) / 'scale.json'} and {Path(args.out) / 'scale.md'}")
+    return 0
+
+
+def comma_list(kind, choices=None):
+    """An argparse type: comma-separated values of ``kind`` (each one of ``choices`` when given)."""
+
+    def parse(text: str):
+        try:
+            values = tuple(kind(v) for v in text.replace(" ", "").split(",") if v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from None
+        if not values or (choices and any(v not in choices for v in values)):
+            raise argparse.ArgumentTypeError(f"{text!r}: values must be {', '.join(choices or ('given',))}")
+        return values
+
+    return parse
+
+
+def add_scale_arguments(parser) -> None:
+    """--scale and its options: one case at several isotropic resolutions (rso.evaluation.bench.scale)."""
+    from rso.evaluation.bench.scale import DEFAULT_SCALE_ISO, DEFAULT_SPACINGS, SCALE_PRECISIONS
+
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="only the scale benchmark: the demo case at several isotropic resolutions, per stage seconds, "
+        "peak memory and bytes written, each resolution and precision in a fresh process; writes "
+        "scale.json and scale.md",
+    )
+    parser.add_argument(
+        "--scale-spacings",
+        type=comma_list(float),
+        default=DEFAULT_SPACINGS,
+        metavar="MM,...",
+        help=f"--scale's isotropic spacings (default {','.join(map(str, DEFAULT_SPACINGS))})",
+    )
+    parser.add_argument(
+        "--scale-iso",
+        type=int,
+        default=DEFAULT_SCALE_ISO,
+        metavar="N",
+        help=f"--scale's ISO iterations (default {DEFAULT_SCALE_ISO})",
+    )
+    parser.add_argument(
+        "--scale-precisions",
+        type=comma_list(str, SCALE_PRECISIONS),
+        default=SCALE_PRECISIONS,
+        metavar="P,...",
+        help="--scale's network precisions (default fp32,bf16; bf16 only where the CPU has it natively)",
+    )
 
 
 def add_subcommand(subparsers) -> None:
@@ -183,5 +253,6 @@ def add_subcommand(subparsers) -> None:
         metavar="N",
         help="torch CPU threads (default: torch's, one per core); use fewer when other jobs share the cores",
     )
+    add_scale_arguments(parser)
     add_engine_arguments(parser)
     parser.set_defaults(func=run_bench_command)

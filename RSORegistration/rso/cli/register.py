@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from dataclasses import fields
@@ -14,7 +15,7 @@ from rso.cli.common import (
     number_list,
     settings_from_args,
 )
-from rso.options import DEFAULT_PREALIGN, DEFAULT_WRITE_INVERSE, PREALIGNMENTS
+from rso.options import DEFAULT_OUTPUTS, DEFAULT_PREALIGN, DEFAULT_WRITE_INVERSE, PREALIGNMENTS
 from rso.settings import ISOSettings, PairInputs, RSOSettings
 
 ISO_PREFIX, RSO_PREFIX = "iso_", "rso_"  # their options' dests: the two share field names
@@ -94,6 +95,17 @@ def add_alignment_arguments(parser) -> None:
         default=DEFAULT_PREALIGN,
         help="compute the initial transform instead: rigid (Euler, Mattes mutual information, three "
         "resolutions), e.g. for a CT and a CBCT of different days; written as prealign.tfm",
+    )
+    group.add_argument(
+        "--outputs",
+        type=output_list,
+        default=DEFAULT_OUTPUTS,
+        metavar="LIST",
+        help="what to write besides report.json and transform.h5 (the transform as ITK composes it: the "
+        "model-grid field and each box's native correction): comma-separated from warped, difference "
+        "(CT as whole HU, int16), displacement (the dense field at the fixed image's resolution), "
+        "quality_maps (det J, folding, the last step's change), or all "
+        f"(default: {','.join(DEFAULT_OUTPUTS)})",
     )
     group.add_argument(
         "--inverse",
@@ -201,6 +213,7 @@ def run(args) -> int:
         landmarks_moving=args.landmarks_moving,
         landmarks_pairing=args.landmarks_pairing,
         inverse=args.inverse,
+        outputs=args.outputs,
     )
     with step_progress(not args.quiet) as progress:
         session, paths = run_register_job(job, progress=progress)
@@ -212,6 +225,21 @@ def run(args) -> int:
     if "labels_report" in paths:
         print(labels_text(json.loads(paths["labels_report"].read_text())))
     return 0
+
+
+def output_list(text: str) -> tuple[str, ...]:
+    """``--outputs``: comma-separated output names, or ``all``."""
+    from rso.core.results import ALL_OUTPUTS
+
+    names = tuple(name for name in text.replace(" ", "").split(",") if name)
+    if names == ("all",):
+        return ALL_OUTPUTS
+    unknown = sorted(set(names) - set(ALL_OUTPUTS))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown output(s) {', '.join(unknown)}; choose from {', '.join(ALL_OUTPUTS)}"
+        )
+    return names
 
 
 def pair_inputs_from_args(args) -> PairInputs:

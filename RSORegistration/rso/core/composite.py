@@ -45,12 +45,25 @@ class CoarseField:
     def transform(self) -> sitk.DisplacementFieldTransform:
         return sitk.DisplacementFieldTransform(self.grid.field_image(self.field_mm))
 
+    def padded(self) -> CoarseField:
+        """One voxel more on every side, holding the edge's values: beyond the outermost voxel centres the
+        field keeps its edge value (as ``geometry.upsample_field`` extrapolates), where an ITK displacement
+        field transform would fall to zero."""
+        grid = self.grid
+        origin = grid.index_to_lps_points(np.array([-1.0, -1.0, -1.0]))
+        shape = tuple(n + 2 for n in grid.shape)
+        padded = np.pad(self.field_mm, ((1, 1), (1, 1), (1, 1), (0, 0)), mode="edge")
+        return CoarseField(
+            ModelGrid(shape, grid.spacing, tuple(float(v) for v in origin), grid.direction), padded
+        )
+
 
 def session_transform(coarse: CoarseField, patches, initial: sitk.Transform | None = None) -> sitk.Transform:
     """T0 o C o Q_1 o ... o Q_n: one ITK transform equal to the session's field (fixed -> moving).
 
     ``patches``: the state's FieldPatch list; ``initial``: T0 or None. A field without patches and
     T0 is a plain displacement field transform."""
+    coarse = coarse.padded()
     corrections = [_correction_transform(coarse, group) for group in overlapping_groups(patches)]
     pieces = [*(parts(initial) if initial is not None else []), coarse.transform(), *corrections]
     return pieces[0] if len(pieces) == 1 else sitk.CompositeTransform(pieces)

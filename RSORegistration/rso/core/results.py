@@ -39,6 +39,34 @@ log = logging.getLogger(__name__)
 
 CHANGED_MM = 0.1  # the last step "changed" a voxel when it moved it by more than this
 INVERSE_FILE = "inverse_displacement.nii.gz"
+# The files images are written to, by the names the returned paths give them (the worker's viewer files in
+# <session>/current/ too).
+FILES = {
+    "warped": "warped.nii.gz",
+    "difference": "difference.nii.gz",
+    "displacement": "displacement.nii.gz",
+    "jacobian": "jacobian.nii.gz",
+    "folding": "folding.nii.gz",
+    "change": "change.nii.gz",
+    "quality": "quality.json",
+}
+# What a run may write besides report.json and transform.h5, and the files each is (options.DEFAULT_OUTPUTS).
+OUTPUTS = {
+    "warped": ("warped",),
+    "difference": ("difference",),
+    "displacement": ("displacement",),
+    "quality_maps": ("jacobian", "folding", "change"),
+}
+ALL_OUTPUTS = tuple(OUTPUTS)
+HU_RANGE = (-32768, 32767)  # CT images are written as whole HU (int16): a quarter of float64's bytes
+
+
+def check_outputs(outputs) -> tuple[str, ...]:
+    """The outputs asked for, each known; InputError names an unknown one."""
+    unknown = sorted(set(outputs) - set(OUTPUTS))
+    if unknown:
+        raise InputError(f"unknown output(s) {', '.join(unknown)}; outputs: {', '.join(OUTPUTS)} (or all)")
+    return tuple(outputs)
 
 
 def native_field(session, index: int | None = None, initial: bool = True) -> sitk.Image:
@@ -61,7 +89,21 @@ def last_step_change(session) -> sitk.Image:
     the state after are added and those of the state before subtracted.
     """
     before, after = session.state_at(len(session.history) - 1), session.state
+    kept = len(before.patches)
+    same_patches = (
+        all(a is b for a, b in zip(after.patches[:kept], before.patches)) and len(after.patches) >= kept
+    )
+    if same_patches and np.array_equal(after.field, before.field):
+        return _patches_on_fixed_grid(session, after.patches[kept:])  # a native step: no resampling
     return _on_fixed_grid(session, after.field - before.field, after.patches, before.patches)
+
+
+def _patches_on_fixed_grid(session, patches) -> sitk.Image:
+    """Only ``patches`` on the fixed grid (zero elsewhere), LPS mm: each is added on its own slices."""
+    grid = ModelGrid.of_image(session.fixed)
+    field = sitk.GetImageFromArray(add_patches(np.zeros((*grid.shape, 3), np.float32), grid, patches), True)
+    field.CopyInformation(session.fixed)
+    return field
 
 
 def _on_fixed_grid(session, field_voxels: np.ndarray, patches=(), removed_patches=()) -> sitk.Image:
@@ -101,26 +143,48 @@ def rewarp(session) -> tuple[sitk.Image, sitk.Image, sitk.Image]:
     return field, warped, sitk.Subtract(warped, sitk.Cast(session.fixed, sitk.sitkFloat32))
 
 
-def write_images(session, out_dir: Path) -> dict[str, Path]:
+def write_images(session, out_dir: Path, outputs=ALL_OUTPUTS) -> dict[str, Path]:
     """warped, displacement and difference, and the quality maps, at the fixed image's resolution."""
-    return _write_images(session, out_dir)[0]
+    return _write_images(session, out_dir, outputs)[0]
 
 
-def _write_images(session, out_dir: Path) -> tuple[dict[str, Path], dict, sitk.Image, sitk.Image]:
-    """The images of ``write_images``; also the quality summary, the field and its det J (for labels)."""
-    field, warped, difference = rewarp(session)
-    paths = {
-        "warped": write_image(warped, out_dir / "warped.nii.gz"),
-        "displacement": write_displacement_field(field, out_dir / "displacement.nii.gz"),
-        "difference": write_image(difference, out_dir / "difference.nii.gz"),
-    }
-    quality_paths, quality, jacobian = write_quality_maps(session, field, out_dir)
+def _write_images(session, out_dir: Path, outputs) -> tuple[dict[str, Path], dict, sitk.Image, sitk.Image]:
+    """The images of ``write_images`` that ``outputs`` names (a file of an output not asked for, left by
+    an earlier run, is removed); also the quality summary, the field and its det J (for labels)."""
+    outputs = check_outputs(outputs)
+    for name in set(OUTPUTS) - set(outputs):
+        for file in OUTPUTS[name]:
+            (out_dir / FILES[file]).unlink(missing_ok=True)
+    field, paths = native_field(session), {}
+    if "warped" in outputs or "difference" in outputs:
+        warped = warp_native(session.pair.original_moving, field, session.fixed)
+        ct = session.pair.normalisation.moving is None and session.pair.normalisation.fixed is None
+        if "warped" in outputs:
+            paths["warped"] = write_image(_stored(warped, ct), out_dir / FILES["warped"])
+        if "difference" in outputs:
+            difference = sitk.Subtract(warped, sitk.Cast(session.fixed, sitk.sitkFloat32))
+            paths["difference"] = write_image(_stored(difference, ct), out_dir / FILES["difference"])
+    if "displacement" in outputs:
+        paths["displacement"] = write_displacement_field(field, out_dir / FILES["displacement"])
+    quality_paths, quality, jacobian = write_quality_maps(session, field, out_dir, "quality_maps" in outputs)
     return {**paths, **quality_paths}, quality, field, jacobian
 
 
-def write_quality_maps(session, field: sitk.Image, out_dir: Path) -> tuple[dict[str, Path], dict, sitk.Image]:
-    """jacobian.nii.gz (det J), folding.nii.gz (det J <= 0), change.nii.gz (the last step's |change|, mm)
-    and quality.json (det J statistics, folding, and a summary per RSO box)."""
+def _stored(image: sitk.Image, ct: bool) -> sitk.Image:
+    """A CT image as whole HU (int16); any other image as it is (float32)."""
+    if not ct:
+        return image
+    values = np.clip(np.rint(sitk.GetArrayViewFromImage(image)), *HU_RANGE).astype(np.int16)
+    stored = sitk.GetImageFromArray(values)
+    stored.CopyInformation(image)
+    return stored
+
+
+def write_quality_maps(
+    session, field: sitk.Image, out_dir: Path, maps: bool = True
+) -> tuple[dict[str, Path], dict, sitk.Image]:
+    """quality.json (det J statistics, folding, and a summary per RSO box); with ``maps`` also
+    jacobian.nii.gz (det J), folding.nii.gz (det J <= 0) and change.nii.gz (the last step's |change|, mm)."""
     jacobian = jacobian_map(field)
     change = change_map(last_step_change(session)) if session.history else None
     quality = {
@@ -128,16 +192,16 @@ def write_quality_maps(session, field: sitk.Image, out_dir: Path) -> tuple[dict[
         "boxes": box_summaries(session.history, jacobian, change),
         "last_step": _last_step(session, change),
     }
-    paths = {
-        "jacobian": write_image(jacobian, out_dir / "jacobian.nii.gz"),
-        "folding": write_image(folding_map(jacobian), out_dir / "folding.nii.gz"),
-    }
-    if change is not None:
-        paths["change"] = write_image(change, out_dir / "change.nii.gz")
+    paths = {}
+    if maps:
+        paths["jacobian"] = write_image(jacobian, out_dir / FILES["jacobian"])
+        paths["folding"] = write_image(folding_map(jacobian), out_dir / FILES["folding"])
+    if maps and change is not None:
+        paths["change"] = write_image(change, out_dir / FILES["change"])
     else:  # no step (all undone): a change map left from before would describe a step that is gone
-        (out_dir / "change.nii.gz").unlink(missing_ok=True)
+        (out_dir / FILES["change"]).unlink(missing_ok=True)
     paths["quality"] = write_bytes_atomically(
-        json.dumps(quality, indent=1).encode(), out_dir / "quality.json"
+        json.dumps(quality, indent=1).encode(), out_dir / FILES["quality"]
     )
     return paths, quality, jacobian
 
@@ -169,9 +233,11 @@ def write_results(
     labels: LabelInput | None = None,
     landmarks: tuple | None = None,
     inverse: bool = False,
+    outputs=ALL_OUTPUTS,
 ) -> dict[str, Path]:
     """Write warped, displacement, transform.h5, difference, the quality maps, report.json and report.png into
-    ``out_dir``; with ``inverse`` also inverse_displacement.nii.gz (``write_transforms``).
+    ``out_dir``, as ``outputs`` (OUTPUTS' names) asks; with ``inverse`` also inverse_displacement.nii.gz
+    (``write_transforms``).
 
     With ``labels`` (drawn on the moving image) also labels_warped.nii.gz, labels_colors.txt and
     labels_report.json: the labels carried onto the fixed image. With ``landmarks`` (the paired fixed
@@ -179,7 +245,7 @@ def write_results(
     (``landmark_tre_mm``) and the fixed points with their final errors into landmarks_tre.mrk.json.
     """
     out_dir = check_output_folder(out_dir)
-    paths, quality, field, jacobian = _write_images(session, out_dir)
+    paths, quality, field, jacobian = _write_images(session, out_dir, outputs)
     report = {**build_report(session), "quality": quality}
     transform_paths, residual = write_transforms(session, field, out_dir, inverse)
     paths.update(transform_paths)
@@ -190,6 +256,7 @@ def write_results(
         paths.update(label_paths)
     if landmarks is not None:
         paths["landmarks"] = add_landmark_report(report, session, landmarks, out_dir)
+    report["files"] = sorted(path.name for path in paths.values())  # what this run wrote beside the report
     paths["report"] = write_bytes_atomically(json.dumps(report, indent=1).encode(), out_dir / "report.json")
     if figure:
         from rso.core.report_figure import report_figure  # matplotlib only when a figure is wanted

@@ -23,10 +23,10 @@ from rso.core.landmarks import pair_landmarks, read_landmarks
 from rso.core.model import ModelConfig, RegistrationNet, build_model
 from rso.core.optimize import CancelToken, ProgressCallback
 from rso.core.pair import Normalisation
-from rso.core.results import check_output_folder, write_results
+from rso.core.results import check_output_folder, check_outputs, write_results
 from rso.core.session import RegistrationSession
 from rso.errors import InputError
-from rso.options import DEFAULT_WRITE_INVERSE
+from rso.options import DEFAULT_OUTPUTS, DEFAULT_WRITE_INVERSE
 from rso.settings import EngineSettings, ISOSettings, PairInputs, RSOSettings
 
 log = logging.getLogger(__name__)
@@ -83,11 +83,13 @@ class RegisterJob:
     landmarks_moving: str | None = None
     landmarks_pairing: str = "order"
     inverse: bool = DEFAULT_WRITE_INVERSE  # also the moving -> fixed field
+    outputs: tuple[str, ...] = DEFAULT_OUTPUTS  # besides report.json and transform.h5 (results.OUTPUTS)
 
     def prepare(self) -> tuple[RegistrationSession, list, LabelInput | None, tuple | None]:
         """Read and check every input, box, label map and landmark; build the session (nothing written
         yet). Returns the session, the boxes, the labels and the paired landmarks (or None)."""
         check_output_folder(self.out)
+        check_outputs(self.outputs)
         if (self.labels_colors or self.labels_reference) and not self.labels:
             raise InputError("label colours and a reference label map need a label map (--labels)")
         inputs = read_inputs(self.inputs)
@@ -135,7 +137,13 @@ def run_register_job(
                 record.declined,
             )
     paths = write_results(
-        session, out, figure=job.figure, labels=labels, landmarks=landmarks, inverse=job.inverse
+        session,
+        out,
+        figure=job.figure,
+        labels=labels,
+        landmarks=landmarks,
+        inverse=job.inverse,
+        outputs=job.outputs,
     )
     if job.inputs.prealign is not None:  # what the pre-alignment found, for other tools (fixed -> moving)
         paths["prealign"] = write_transform(session.pair.initial_transform, out / "prealign.tfm")

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from rso.errors import InputError
-from rso.options import DEFAULT_BATCH_WORKERS
+from rso.options import DEFAULT_BATCH_WORKERS, DEFAULT_OUTPUTS
 from rso.service.batch_dask import ENGINE_ROOT, run_on_dask, run_pair_process
 from rso.service.batch_pairs import (
     COLUMNS,
@@ -93,6 +93,7 @@ class BatchSettings:
     rso: RSOSettings = field(default_factory=RSOSettings)
     figure: bool = False  # report.png per pair (matplotlib, about a second each)
     keep_sessions: bool = False  # keep <pair>/session/ (a state per step) for reopening
+    outputs: tuple[str, ...] = DEFAULT_OUTPUTS  # besides report.json and transform.h5 (results.OUTPUTS)
     threads: int | None = None  # torch threads per pair; None: cores / workers on a local cluster
     timeout_s: float | None = None  # a pair that runs longer is stopped and recorded as failed
 
@@ -104,7 +105,8 @@ class BatchSettings:
     def from_json(cls, text: str) -> BatchSettings:
         data = json.loads(text)
         steps = {"engine": EngineSettings, "iso": ISOSettings, "rso": RSOSettings}
-        return cls(**{**data, **{name: kind.from_dict(data[name]) for name, kind in steps.items()}})
+        steps = {name: kind.from_dict(data[name]) for name, kind in steps.items()}
+        return cls(**{**data, **steps, "outputs": tuple(data["outputs"])})
 
 
 # ---------------------------------------------------------------------------------- one pair
@@ -127,6 +129,7 @@ def run_pair(pair: Pair, out: Path, settings: BatchSettings) -> dict:
         rso=settings.rso,
         boxes_ras=[list(box) for box in pair.boxes_ras],
         figure=settings.figure,
+        outputs=tuple(settings.outputs),
         **{k: v for k, v in columns.items() if k not in names},
     )
     try:

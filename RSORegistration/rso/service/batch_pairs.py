@@ -31,7 +31,7 @@ FILE_COLUMNS = (
 )
 VALUE_COLUMNS = ("fixed_series", "moving_series", "prealign", "landmarks_pairing")
 COLUMNS = ("fixed", "moving", "truth", "mask", "roi", "name", *FILE_COLUMNS, *VALUE_COLUMNS)
-RESULT_FILES = ("warped.nii.gz", "displacement.nii.gz", "difference.nii.gz", "report.json")
+RESULT_FILES = ("report.json", "transform.h5")  # and the files the report lists (its "files")
 SUMMARY_FIELDS = (
     "name",
     "status",
@@ -123,12 +123,13 @@ def _boxes(text: str, where: str) -> tuple[tuple[float, ...], ...]:
 
 # ---------------------------------------------------------------------------------- the rows
 def pair_complete(folder: Path) -> bool:
-    """Whether a pair's results are all there: the images, and a report with its final metrics."""
+    """Whether a pair's results are all there: a report with its final metrics, and every file it lists."""
     try:
         report = json.loads((folder / "report.json").read_text())
     except (OSError, ValueError):
         return False
-    return report.get("final") is not None and all((folder / name).is_file() for name in RESULT_FILES)
+    files = (*RESULT_FILES, *report.get("files", ()))
+    return report.get("final") is not None and all((folder / name).is_file() for name in files)
 
 
 def result_row(pair: Pair, folder: Path, status: str, wall: float | None, session_bytes: int | None) -> dict:

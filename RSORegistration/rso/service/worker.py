@@ -285,7 +285,9 @@ def session_summary(session) -> dict:
 def step_result(session, record) -> dict:
     """What a step's "done" carries: its record and metrics, the viewer's files, the history."""
     data = record.to_dict() if record is not None else None
-    paths = write_current(session)
+    # A step the guard declined changed nothing: the viewer's files stay as they are (seconds at 1 mm).
+    declined = record is not None and record.kind == "rso" and not record.accepted
+    paths = current_paths(session) if declined else write_current(session)
     return {
         "record": data,
         "metrics": data["metrics"] if data else None,
@@ -316,6 +318,14 @@ def write_current(session) -> dict[str, str]:
 
     paths = write_images(session, Path(session.folder) / CURRENT_FOLDER)
     return {name: str(path) for name, path in paths.items()}
+
+
+def current_paths(session) -> dict[str, str]:
+    """The viewer's files already in <folder>/current/, by the names ``write_current`` gives them."""
+    from rso.core.results import FILES
+
+    folder = Path(session.folder) / CURRENT_FOLDER
+    return {name: str(folder / file) for name, file in FILES.items() if (folder / file).is_file()}
 
 
 # ---------------------------------------------------------------------------------- process

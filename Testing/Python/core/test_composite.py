@@ -47,10 +47,12 @@ def _dense(fixed, coarse: CoarseField, patches) -> sitk.Transform:
 
 
 def _random_points(fixed, count: int, seed: int) -> np.ndarray:
-    """Half in the patch's window, half anywhere two voxels inside the image (LPS mm)."""
+    """Half in the patch's window, half anywhere inside the image (LPS mm)."""
     rng, grid = np.random.default_rng(seed), ModelGrid.of_image(fixed)
     inside = WINDOW_LO + rng.uniform(0, 1, (count // 2, 3)) * (np.array(WINDOW_SHAPE) - 1)
-    anywhere = rng.uniform(2, np.array(grid.shape) - 3, (count - count // 2, 3))
+    # Anywhere but the outermost cell of voxels, where the dense file interpolates across the model grid's
+    # edge (both keep the edge value beyond it: exact at the edge voxels themselves).
+    anywhere = rng.uniform(1, np.array(grid.shape) - 2, (count - count // 2, 3))
     return grid.index_to_lps_points(np.concatenate([inside, anywhere]))
 
 

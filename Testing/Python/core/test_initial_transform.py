@@ -58,7 +58,7 @@ def rigid_case(chest_ct, tmp_path_factory):
 
 def register(case, out, *extra) -> None:
     args = ["register", "--fixed", case["fixed"], "--moving", case["moving"], "--out", str(out)]
-    assert main([*args, "--truth", case["truth"], *extra, *FAST]) == 0
+    assert main([*args, "--truth", case["truth"], "--outputs", "all", *extra, *FAST]) == 0
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_initial_transform_is_in_every_exported_result(rigid_case, with_initial)
     again = sitk.Resample(
         moving, fixed, field_transform(with_initial / "displacement.nii.gz"), sitk.sitkLinear, -1000.0
     )
-    np.testing.assert_allclose(sitk.GetArrayFromImage(again), warped, atol=0.05)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(again), warped, atol=0.51)  # warped: whole HU
     # and it is (nearly) the moving image pulled through the truth itself
     truth = sitk.Resample(moving, fixed, rigid_case["transform"], sitk.sitkLinear, -1000.0)
     gap = np.abs(sitk.GetArrayFromImage(truth) - warped)[rigid_case["body"]]

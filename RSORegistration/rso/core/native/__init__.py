@@ -36,7 +36,7 @@ from __future__ import annotations
 from rso.core.native.guard import GuardVerdict, judge
 from rso.core.native.problem import (
     REACH_MARGIN_MM,
-    WINDOW_SPACING_RANGE_MM,
+    WINDOW_SPACING_MM,
     NativeProblem,
     build_problem,
     correction_tensor,
@@ -46,7 +46,6 @@ from rso.core.native.problem import (
     sample,
     sample_batch,
     window_grid,
-    window_spacing,
 )
 from rso.core.native.refine import refine_box
 from rso.core.native.refinement import (
@@ -64,7 +63,7 @@ __all__ = [
     "REACH_MARGIN_MM",
     "SEARCH_REACH_MM",
     "SHIFT_PENALTY",
-    "WINDOW_SPACING_RANGE_MM",
+    "WINDOW_SPACING_MM",
     "EarlierState",
     "GuardVerdict",
     "NativeProblem",
@@ -80,5 +79,4 @@ __all__ = [
     "sample",
     "sample_batch",
     "window_grid",
-    "window_spacing",
 ]

@@ -19,7 +19,10 @@ from rso.core.geometry import AIR_HU, ModelGrid, upsample_field
 from rso.core.patches import add_patches
 from rso.errors import InputError
 
-WINDOW_SPACING_RANGE_MM = (1.0, 2.0)  # finer than 1 mm costs much for little; coarser than 2 mm loses detail
+# The window's spacing whatever the image's: the correction lives on an 8 mm control grid and both images are
+# smoothed (presmooth_mm) before comparing, so a finer window costs the cube of the ratio (8x at 1 mm) for
+# nothing the step can use; a box step then costs what its box costs (docs/decisions.md).
+WINDOW_SPACING_MM = 2.0
 REACH_MARGIN_MM = 20.0  # the moving crop extends this far beyond where the current field points
 
 
@@ -77,12 +80,6 @@ def _check_shape(name: str, shape, expected: tuple, what: str) -> None:
         raise ValueError(f"NativeProblem.{name} must be {what}: {wanted}, got {shape}")
 
 
-def window_spacing(fixed: sitk.Image) -> float:
-    """The window's isotropic spacing (mm): the fixed image's finest, clipped to WINDOW_SPACING_RANGE_MM."""
-    low, high = WINDOW_SPACING_RANGE_MM
-    return float(np.clip(min(fixed.GetSpacing()), low, high))
-
-
 def window_grid(
     fixed: sitk.Image, model_grid: ModelGrid, box: RegionBox, margin_mm: float
 ) -> tuple[ModelGrid, VoxelBox, np.ndarray]:
@@ -93,7 +90,7 @@ def window_grid(
     zero at every model voxel beyond box + margin (docs/architecture.md §4). Returns the grid, the
     box in its voxels and the margin in its voxels per axis (z, y, x).
     """
-    spacing = window_spacing(fixed)
+    spacing = WINDOW_SPACING_MM
     model_spacing = model_grid.voxel_size_mm()  # (z, y, x)
     reach_mm = np.ceil(margin_mm / model_spacing) * model_spacing + model_spacing / 2 - spacing
     margin = np.maximum(np.floor(reach_mm / spacing), 0).astype(int)
