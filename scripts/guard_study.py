@@ -76,7 +76,7 @@ def view_gains(session, box, patch) -> dict[str, float]:
             step_mm=DEFAULT_RSO_STEP_MM,
             min_gain=0.0,
             presmooth_mm=presmooth,
-            earlier_starts=False,
+            returns=False,
         )
         refinement = Refinement(problems[matched], settings)
         with torch.no_grad():

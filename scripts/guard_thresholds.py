@@ -1,6 +1,6 @@
 """A benchmark run's native-RSO arm re-scored at other guard thresholds, exactly and without re-running.
 
-The guard only decides whether a finished refinement is kept (rso.core.native.judge): a step whose
+The guard only decides whether a finished refinement is kept (rso.core.native.guard_verdict): a step whose
 gain is below the threshold (or that adds folding) leaves ISO-100's field. Each arm record holds the
 step's gain and the box TRE of its outcome, so every threshold at or above the run's own follows from
 one run exactly (a step the run declined holds no refined TRE: lower thresholds are not scored). A step

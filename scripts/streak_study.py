@@ -52,7 +52,7 @@ SETTINGS = RSOSettings(
     step_mm=0.3,
     min_gain=0.0,
     presmooth_mm=2.0,
-    earlier_starts=False,
+    returns=False,
 )
 
 

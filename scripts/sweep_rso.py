@@ -9,12 +9,12 @@ the guard's numbers, seconds. The guard's threshold is chosen afterwards from th
     python scripts/sweep_rso.py --raw-iso --out bench/sweep/runs.jsonl    # the first sweep (resumable)
     python scripts/sweep_rso.py --out bench/sweep/runs.jsonl --summarise
     python scripts/sweep_rso.py --raw-iso --out bench/sweep/earlier-starts/runs.jsonl \
-        --setting '{..., "earlier_starts": true}'
+        --setting '{..., "returns": true}'
     python scripts/sweep_rso.py --iso-matched --out bench/sweep/iso_matched.jsonl   # ISO on matched images
     python scripts/sweep_rso.py --more-clinical --out bench/sweep/matched-iso/runs.jsonl --setting '{...}'
         # the guard after ISO on matched images (the default since 2026-11-29 evening)
     python scripts/sweep_rso.py --more-clinical --out bench/sweep/return-unfitted/runs.jsonl \
-        --setting '{..., "earlier_starts": true}'
+        --setting '{..., "returns": true}'
         # returning to an earlier state (the default since that night)
 
 The sweeps before ISO fine-tuned on matched images (``runs.jsonl``, ``matched/``, ``earlier-starts/``)
@@ -159,7 +159,7 @@ def sweep(
 
 
 def run_one(session: RegistrationSession, box, setting: dict, key: list, before: float) -> dict:
-    """One native RSO step with the guard off (undone). With ``earlier_starts`` a box that returns to an
+    """One native RSO step with the guard off (undone). With ``returns`` a box that returns to an
     earlier state at any gain is refined again without, so that --summarise can apply each threshold to
     both paths."""
     row = _step_row(session, box, RSOSettings(mode="native", min_gain=0.0, **setting), key, before)
@@ -167,7 +167,7 @@ def run_one(session: RegistrationSession, box, setting: dict, key: list, before:
         refined = _step_row(
             session,
             box,
-            RSOSettings(mode="native", min_gain=0.0, **{**setting, "earlier_starts": False}),
+            RSOSettings(mode="native", min_gain=0.0, **{**setting, "returns": False}),
             key,
             before,
         )
@@ -379,7 +379,7 @@ def main() -> None:
         action="append",
         metavar="JSON",
         help='run only this setting (repeatable), e.g. \'{"similarity": "mind", "presmooth_mm": 2.0, '
-        '"control_spacing_mm": 8.0, "smoothness": 3.0, "iterations": 60, "earlier_starts": true}\'',
+        '"control_spacing_mm": 8.0, "smoothness": 3.0, "iterations": 60, "returns": true}\'',
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")

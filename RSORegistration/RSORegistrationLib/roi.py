@@ -15,7 +15,7 @@ import numpy as np
 import slicer
 import vtk
 
-from rso.core.boxes import RegionBox, box_from_ras
+from rso.core.boxes import Box, box_from_ras
 from rso.core.geometry import ModelGrid
 from rso.errors import InputError
 
@@ -48,7 +48,7 @@ def roi_ras_box(roi) -> list[float]:
     return np.concatenate([corners.min(axis=0), corners.max(axis=0)]).tolist()
 
 
-def box_from_roi(grid: ModelGrid, roi) -> RegionBox:
+def box_from_roi(grid: ModelGrid, roi) -> Box:
     """The model-grid voxels whose centres lie in the ROI's RAS box (the engine's voxel-centre rule)."""
     return box_from_ras(grid, roi_ras_box(roi))
 

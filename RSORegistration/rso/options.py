@@ -34,8 +34,8 @@ DEFAULT_RSO_STEP_MM = 0.3
 DEFAULT_RSO_MIN_GAIN = 0.20  # the guard: the lowest threshold that harmed no control or residual box
 DEFAULT_RSO_PRESMOOTH_MM = 2.0
 # Return the box to an earlier state (no registration, the general model, ...) where the images the current
-# field was not fitted to prefer it by the guard's margin (Refinement.choose_earlier_state).
-DEFAULT_RSO_EARLIER_STARTS = True
+# field was not fitted to prefer it by the guard's margin (Refinement.choose_return).
+DEFAULT_RSO_RETURNS = True
 # Compare phase-binned CBCTs artefact-matched where both projection geometries are known
 # (rso.core.projection.matching): otherwise the rotation between two phases' streaks looks like motion.
 DEFAULT_RSO_MATCH_ARTEFACTS = True

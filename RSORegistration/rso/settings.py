@@ -29,11 +29,11 @@ from rso.options import (
     DEFAULT_PREALIGN,
     DEFAULT_PRECISION,
     DEFAULT_RSO_CONTROL_SPACING_MM,
-    DEFAULT_RSO_EARLIER_STARTS,
     DEFAULT_RSO_MATCH_ARTEFACTS,
     DEFAULT_RSO_MIN_GAIN,
     DEFAULT_RSO_MODE,
     DEFAULT_RSO_PRESMOOTH_MM,
+    DEFAULT_RSO_RETURNS,
     DEFAULT_RSO_SIMILARITY,
     DEFAULT_RSO_SMOOTHNESS,
     DEFAULT_RSO_STEP_MM,
@@ -293,11 +293,11 @@ class RSOSettings(Settings):
         flag="--rso-presmooth",
         metavar="MM",
     )
-    earlier_starts: bool = setting(
-        DEFAULT_RSO_EARLIER_STARTS,
+    returns: bool = setting(
+        DEFAULT_RSO_RETURNS,
         "native: return the box to an earlier state of the session (no registration, the general model, "
         "...) where the images the current field was not fitted to prefer it",
-        flag="--rso-earlier-starts",
+        flag="--rso-returns",
     )
     match_artefacts: bool = setting(
         DEFAULT_RSO_MATCH_ARTEFACTS,

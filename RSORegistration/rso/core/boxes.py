@@ -51,7 +51,7 @@ class VoxelBox:
 
 
 @dataclass(frozen=True)
-class RegionBox:
+class Box:
     """A region the user asked for, in LPS millimetres, with its voxels on the model grid."""
 
     lps_min: tuple[float, float, float]
@@ -68,11 +68,11 @@ class RegionBox:
         return {"lps_min": list(self.lps_min), "lps_max": list(self.lps_max), "voxels": self.voxels.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> RegionBox:
+    def from_dict(cls, data: dict) -> Box:
         return cls(tuple(data["lps_min"]), tuple(data["lps_max"]), VoxelBox.from_dict(data["voxels"]))
 
 
-def box_from_lps(grid: ModelGrid, corner_a, corner_b) -> RegionBox:
+def box_from_lps(grid: ModelGrid, corner_a, corner_b) -> Box:
     """The model-grid voxels whose centres lie in the axis-aligned LPS box with these corners."""
     a, b = np.asarray(corner_a, float), np.asarray(corner_b, float)
     if a.shape != (3,) or b.shape != (3,) or not np.isfinite([a, b]).all():
@@ -85,7 +85,7 @@ def box_from_lps(grid: ModelGrid, corner_a, corner_b) -> RegionBox:
     return _box_around(grid, np.array(list(itertools.product(*zip(a, b)))))
 
 
-def _box_around(grid: ModelGrid, corners_lps: np.ndarray) -> RegionBox:
+def _box_around(grid: ModelGrid, corners_lps: np.ndarray) -> Box:
     """Voxels whose centres lie inside the corners' box in model-index space, clipped to the grid.
 
     Exact when the box is axis-aligned on the grid; for an oblique grid and an LPS-aligned box it
@@ -103,17 +103,17 @@ def _box_around(grid: ModelGrid, corners_lps: np.ndarray) -> RegionBox:
             raise InputError(f"box {ras_a}..{ras_b} (RAS mm) lies outside the image")
         raise InputError("box is smaller than one model-grid voxel; draw a larger box")
     voxels = VoxelBox(tuple(lo_clipped.tolist()), tuple(hi_clipped.tolist()))
-    return RegionBox(tuple(lps_min.tolist()), tuple(lps_max.tolist()), voxels)
+    return Box(tuple(lps_min.tolist()), tuple(lps_max.tolist()), voxels)
 
 
-def box_from_ras(grid: ModelGrid, ras: list[float]) -> RegionBox:
+def box_from_ras(grid: ModelGrid, ras: list[float]) -> Box:
     """A box given as [R1, A1, S1, R2, A2, S2] in millimetres (Slicer's view)."""
     if len(ras) != 6:
         raise InputError(f"a RAS box needs 6 numbers R1,A1,S1,R2,A2,S2; got {len(ras)}")
     return box_from_lps(grid, ras_to_lps(ras[:3]), ras_to_lps(ras[3:]))
 
 
-def box_from_fixed_index(grid: ModelGrid, fixed: sitk.Image, ijk: list[float]) -> RegionBox:
+def box_from_fixed_index(grid: ModelGrid, fixed: sitk.Image, ijk: list[float]) -> Box:
     """A box given as fixed-image voxel indices [I1, J1, K1, I2, J2, K2], both ends included."""
     if len(ijk) != 6:
         raise InputError(f"an index box needs 6 numbers I1,J1,K1,I2,J2,K2; got {len(ijk)}")

@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from rso.core.boxes import RegionBox, box_from_fixed_index, box_from_lps, box_from_ras
+from rso.core.boxes import Box, box_from_fixed_index, box_from_lps, box_from_ras
 from rso.core.geometry import ModelGrid, overlap_fraction
 from rso.core.imageio import check_ct_intensities, check_scalar_volume, read_file
 from rso.core.initial import INITIAL_TRANSFORM, aligned_moving, truth_after_initial
@@ -234,18 +234,18 @@ class ImagePair:
         return torch.from_numpy(normalise(hu, window)).to(self.device)[None, None]
 
     # ------------------------------------------------------------------------------- boxes
-    def box_from_ras(self, ras) -> RegionBox:
+    def box_from_ras(self, ras) -> Box:
         return box_from_ras(self.grid, ras)
 
-    def box_from_lps(self, corner_a, corner_b) -> RegionBox:
+    def box_from_lps(self, corner_a, corner_b) -> Box:
         return box_from_lps(self.grid, corner_a, corner_b)
 
-    def box_from_fixed_index(self, ijk) -> RegionBox:
+    def box_from_fixed_index(self, ijk) -> Box:
         return box_from_fixed_index(self.grid, self.fixed, ijk)
 
-    def check_box(self, box: RegionBox) -> None:
-        if not isinstance(box, RegionBox):
-            raise InputError("RSO needs a RegionBox (use session.box_from_ras / box_from_lps)")
+    def check_box(self, box: Box) -> None:
+        if not isinstance(box, Box):
+            raise InputError("RSO needs a Box (use session.box_from_ras / box_from_lps)")
         shape = self.grid.shape
         if any(b > n or a < 0 or b <= a for a, b, n in zip(box.voxels.lo, box.voxels.hi, shape)):
             raise InputError(f"box voxels {box.voxels} do not fit the model grid {shape}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rso.core.boxes import RegionBox
+from rso.core.boxes import Box
 from rso.core.geometry import ModelGrid
 from rso.core.losses import RegistrationLoss
 from rso.core.model import RegistrationNet
@@ -82,7 +82,7 @@ def iso(ctx: StepContext, params: dict) -> Candidate:
     return Candidate(predict(net, fixed_t, moving_t)[0].cpu().numpy(), net, losses)
 
 
-def network_rso(ctx: StepContext, old: np.ndarray, box: RegionBox, settings: RSOSettings) -> Candidate:
+def network_rso(ctx: StepContext, old: np.ndarray, box: Box, settings: RSOSettings) -> Candidate:
     """RSO in the network modes (full, crop) or on the model-grid field (direct), from field ``old``."""
     pair = ctx.pair
     margin = margin_voxels(ctx.grid, settings.blend_margin_mm)
@@ -129,11 +129,11 @@ class NativeOutcome:
 
 
 def native_rso(
-    ctx: StepContext, states: list[SessionState], box: RegionBox, settings: RSOSettings
+    ctx: StepContext, states: list[SessionState], box: Box, settings: RSOSettings
 ) -> NativeOutcome:
     """Native-resolution RSO from the last of ``states`` (the earlier ones: where the box may return)."""
     pair, grid, state = ctx.pair, ctx.grid, states[-1]
-    earlier = states[:-1] if settings.earlier_starts else []
+    earlier = states[:-1] if settings.returns else []
     fixed, moving = pair.compared_images(settings.match_artefacts)
     matched = fixed is not pair.fixed
     unfitted = (pair.fixed, pair.moving) if earlier and matched else None

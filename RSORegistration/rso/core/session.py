@@ -21,7 +21,7 @@ import torch
 
 from rso import __version__
 from rso.core import runners
-from rso.core.boxes import RegionBox
+from rso.core.boxes import Box
 from rso.core.geometry import ModelGrid
 from rso.core.history import History
 from rso.core.losses import LossConfig, RegistrationLoss
@@ -160,7 +160,7 @@ class RegistrationSession:
 
     def rso(
         self,
-        box: RegionBox,
+        box: Box,
         settings: RSOSettings = RSOSettings(),
         *,
         progress: ProgressCallback | None = None,
@@ -175,7 +175,7 @@ class RegistrationSession:
         old = self.field_voxels
         return self._run("rso", params, box, lambda: runners.network_rso(ctx, old, box, settings))
 
-    def _run_native(self, ctx, box: RegionBox, settings: RSOSettings, params: dict) -> StepRecord:
+    def _run_native(self, ctx, box: Box, settings: RSOSettings, params: dict) -> StepRecord:
         """Native-resolution RSO: a new fine patch, or a declined step that leaves the session as it was."""
         start = time.perf_counter()
         states = [self.state_at(index) for index in range(len(self.history) + 1)]
@@ -245,7 +245,7 @@ class RegistrationSession:
     def metrics(
         self,
         field_voxels: np.ndarray | None = None,
-        box: RegionBox | None = None,
+        box: Box | None = None,
         previous: np.ndarray | None = None,
         margin_mm: float = DEFAULT_BLEND_MARGIN_MM,
     ) -> dict:

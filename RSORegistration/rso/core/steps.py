@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from rso.core.boxes import RegionBox
+from rso.core.boxes import Box
 
 
 @dataclass
@@ -21,7 +21,7 @@ class StepRecord:
     loss: list[float]
     seconds: float
     metrics: dict
-    box: RegionBox | None = None
+    box: Box | None = None
     finished: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     declined: str | None = None
     guard: dict | None = None
@@ -39,7 +39,7 @@ class StepRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> StepRecord:
-        box = RegionBox.from_dict(data["box"]) if data.get("box") else None
+        box = Box.from_dict(data["box"]) if data.get("box") else None
         return cls(
             data["kind"],
             data["params"],

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import binary_erosion, uniform_filter
 
-from rso.core.boxes import RegionBox, box_from_lps
+from rso.core.boxes import Box, box_from_lps
 from rso.core.geometry import physical_bounds
 from rso.errors import InputError
 
@@ -29,7 +29,7 @@ MIN_REGION_FRACTION = (
 BOX_KINDS = ("misaligned", "residual", "control")
 
 
-def pick_boxes(session, kind: str, count: int = 1, size_mm: float = 40.0, seed: int = 0) -> list[RegionBox]:
+def pick_boxes(session, kind: str, count: int = 1, size_mm: float = 40.0, seed: int = 0) -> list[Box]:
     """Up to ``count`` non-overlapping cubes of ``size_mm`` of one kind, for the session's current field."""
     if kind not in BOX_KINDS:
         raise InputError(f"box kind must be one of {BOX_KINDS}, not {kind!r}")
@@ -45,7 +45,7 @@ def pick_boxes(session, kind: str, count: int = 1, size_mm: float = 40.0, seed: 
     return _best(session.grid, score, allowed, size, count)
 
 
-def worst_residual_boxes(session, count: int = 1, size_mm: float = 40.0) -> list[RegionBox]:
+def worst_residual_boxes(session, count: int = 1, size_mm: float = 40.0) -> list[Box]:
     """The ``residual`` kind: the boxes with the largest mean squared image residual."""
     return pick_boxes(session, "residual", count, size_mm)
 
@@ -108,7 +108,7 @@ def _centres_inside(fixed_hu: np.ndarray, region: np.ndarray | None, size: np.nd
     return body & fits
 
 
-def _best(grid, score: np.ndarray, allowed: np.ndarray, size: np.ndarray, count: int) -> list[RegionBox]:
+def _best(grid, score: np.ndarray, allowed: np.ndarray, size: np.ndarray, count: int) -> list[Box]:
     """The highest-scoring centres, each at least one box away from the ones before."""
     allowed = allowed.copy()
     boxes = []
@@ -122,7 +122,7 @@ def _best(grid, score: np.ndarray, allowed: np.ndarray, size: np.ndarray, count:
     return boxes
 
 
-def _control(session, size: np.ndarray, allowed: np.ndarray, count: int, rng) -> list[RegionBox]:
+def _control(session, size: np.ndarray, allowed: np.ndarray, count: int, rng) -> list[Box]:
     """Random centres (seeded) among those whose box TRE is below the median of all allowed boxes."""
     score = _box_mean(_tre_map(session), session, size)
     if not allowed.any():
@@ -145,7 +145,7 @@ def _exclude_overlap(allowed: np.ndarray, centre: np.ndarray, size: np.ndarray) 
     allowed[tuple(slice(a, b) for a, b in zip(lo, hi))] = False
 
 
-def _cube(grid, centre: np.ndarray, size: np.ndarray) -> RegionBox:
+def _cube(grid, centre: np.ndarray, size: np.ndarray) -> Box:
     """The box of ``size`` voxels around ``centre``, as LPS corners on voxel edges."""
     lo = centre - size // 2
     corner_a = grid.index_to_lps_points(lo - 0.5)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from rso.core.boxes import RegionBox, VoxelBox
+from rso.core.boxes import Box, VoxelBox
 from rso.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def warm_up(peer: str) -> None:
     if peer == "elastix":
         image = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32))
         image.SetSpacing((4.0, 4.0, 4.0))
-        everywhere = RegionBox((-1.0, -1.0, -1.0), (61.0, 61.0, 61.0), VoxelBox((0, 0, 0), (16, 16, 16)))
+        everywhere = Box((-1.0, -1.0, -1.0), (61.0, 61.0, 61.0), VoxelBox((0, 0, 0), (16, 16, 16)))
         tiny = ElastixSettings(resolutions=1, final_grid_spacing_mm=32.0, iterations=2, spatial_samples=256)
         elastix_bspline(image, image, tiny, box=everywhere)  # the masked path loads every class both use
     else:
@@ -144,7 +144,7 @@ def elastix_bspline(
     fixed: sitk.Image,
     moving: sitk.Image,
     settings: ElastixSettings = ElastixSettings(),
-    box: RegionBox | None = None,
+    box: Box | None = None,
 ) -> PeerResult:
     """elastix multi-resolution B-spline; with ``box``, restricted to it by a fixed-image mask.
 
@@ -189,7 +189,7 @@ def _elastix(itk, fixed, moving, mask, settings: ElastixSettings):
     return transform
 
 
-def box_mask(reference: sitk.Image, box: RegionBox) -> sitk.Image:
+def box_mask(reference: sitk.Image, box: Box) -> sitk.Image:
     """1 on the reference's voxels whose centres lie in the box's LPS bounds, 0 elsewhere."""
     size = reference.GetSize()
     index = np.stack(

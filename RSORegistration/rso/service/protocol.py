@@ -29,7 +29,7 @@ from rso.errors import InputError
 from rso.settings import EngineSettings, ISOSettings, PairInputs, RSOSettings, kind_of
 
 # 2: upload/download, open by upload or by session_id, the per-session lock ("busy"), bounded lines.
-# 3: open takes the images' projection views; rso takes match_artefacts, earlier_starts; 4: iso takes
+# 3: open takes the images' projection views; rso takes match_artefacts, returns; 4: iso takes
 # match_artefacts; 5: open takes RTK projection geometries (and a placement) instead of views, and a fit mask;
 # 6: open, iso and rso take exactly the fields of rso.settings (open's similarity and smoothness are now
 # network_similarity and network_smoothness; series, initial transform, pre-alignment, metrics mask).

@@ -13,7 +13,7 @@ from conftest import TEST_GRID, session_of
 
 from rso.core.boxes import box_from_lps
 from rso.core.geometry import ModelGrid
-from rso.core.native import Refinement, build_problem, judge, refine_box, sample
+from rso.core.native import Refinement, build_problem, guard_verdict, refine_box, sample
 from rso.core.optimize import blend_weights
 from rso.core.session import RegistrationSession
 from rso.settings import RSOSettings
@@ -202,7 +202,7 @@ def test_the_guard_declines_a_correction_that_would_fold(shifted_cbct):
     z = np.arange(problem.window.shape[0]) * problem.window.spacing[0]
     folding = np.zeros((*problem.window.shape, 3), np.float32)
     folding[..., 2] = 8.0 * np.sin(z / 2.0)[:, None, None]  # du/dz down to -4: the field turns back on itself
-    verdict = judge(refinement, weights, folding)
+    verdict = guard_verdict(refinement, weights, folding)
     assert verdict.folded_after > verdict.folded_before == 0 and "fold" in verdict.declined
 
 
@@ -226,9 +226,9 @@ def test_an_earlier_state_the_images_prefer_clearly_becomes_the_box_answer(unshi
 
     was_right = build_problem((fixed, moving), box, 10.0, grid, (identity, ()), cpu, earlier=((wrong, ()),))
     refinement = Refinement(was_right, settings)
-    assert refinement.choose_earlier_state() is None and not refinement.correction_mm().any()
-    _, gain = Refinement(went_wrong, replace(settings, min_gain=0.0)).choose_earlier_state()
-    assert Refinement(went_wrong, replace(settings, min_gain=gain + 0.01)).choose_earlier_state() is None
+    assert refinement.choose_return() is None and not refinement.correction_mm().any()
+    _, gain = Refinement(went_wrong, replace(settings, min_gain=0.0)).choose_return()
+    assert Refinement(went_wrong, replace(settings, min_gain=gain + 0.01)).choose_return() is None
 
 
 def test_the_return_is_judged_on_the_images_the_current_field_was_not_fitted_to(unshifted_cbct, chest_ct):
@@ -245,14 +245,12 @@ def test_the_return_is_judged_on_the_images_the_current_field_was_not_fitted_to(
     blank.CopyInformation(fixed)
     cpu = torch.device("cpu")
     fitted_only = build_problem((fixed, blank), box, 10.0, grid, (wrong, ()), cpu, earlier=((identity, ()),))
-    assert (
-        fitted_only.fixed.shape[1] == 1 and Refinement(fitted_only, settings).choose_earlier_state() is None
-    )
+    assert fitted_only.fixed.shape[1] == 1 and Refinement(fitted_only, settings).choose_return() is None
     with_unfitted = build_problem(
         (fixed, blank), box, 10.0, grid, (wrong, ()), cpu, earlier=((identity, ()),), unfitted=(fixed, moving)
     )
     assert with_unfitted.fixed.shape[1] == with_unfitted.moving.shape[1] == 2
-    assert Refinement(with_unfitted, settings).choose_earlier_state()[0] == 0
+    assert Refinement(with_unfitted, settings).choose_return()[0] == 0
 
 
 def _identity_and_wrong(grid: ModelGrid) -> tuple[np.ndarray, np.ndarray]:

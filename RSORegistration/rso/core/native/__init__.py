@@ -7,7 +7,7 @@ optimised:
 
 * **Capture first**: a translation search (block matching over +-12 mm) finds the box's offset, which
   a gradient step from zero misses beyond a few millimetres; Adam then refines from there.
-* **Return to an earlier answer** (``earlier_starts``): a whole-image step can move a region away from
+* **Return to an earlier answer** (``returns``): a whole-image step can move a region away from
   an answer that was better there. ISO fits the artefact-matched pair, so that pair is biased towards
   ISO's answer; the images as given carry other streaks and were not fitted. Where they prefer an
   earlier state's field (no registration, the general model, ...) in the box by the guard's margin,
@@ -28,12 +28,12 @@ across the margin), exactly zero beyond box + margin (docs/architecture.md §4).
 
 The modules, by job: ``problem`` (the window grid and the resampled images, ``build_problem``),
 ``refinement`` (the correction, its loss, the translation search and Adam), ``returns`` (the return to
-an earlier state), ``guard`` (``judge``: keep or decline) and ``refine`` (``refine_box``, one step).
+an earlier state), ``guard`` (``guard_verdict``: keep or decline) and ``refine`` (``refine_box``, one step).
 """
 
 from __future__ import annotations
 
-from rso.core.native.guard import GuardVerdict, judge
+from rso.core.native.guard import GuardVerdict, guard_verdict
 from rso.core.native.problem import (
     REACH_MARGIN_MM,
     WINDOW_SPACING_MM,
@@ -73,7 +73,7 @@ __all__ = [
     "current_field_on",
     "earlier_state_to_return_to",
     "float_tensor",
-    "judge",
+    "guard_verdict",
     "limit_to_fit_mask",
     "refine_box",
     "sample",

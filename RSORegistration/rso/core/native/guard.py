@@ -43,7 +43,7 @@ class GuardVerdict:
         }
 
 
-def judge(
+def guard_verdict(
     refinement: Refinement,
     weights: np.ndarray,
     correction: np.ndarray,
@@ -53,7 +53,7 @@ def judge(
 
     ``weights``: (Z, Y, X) the blend weights on the window; ``correction``: (Z, Y, X, 3) LPS mm on the
     window. ``returned``: (state, gain) where the correction returns the box to an earlier state: its gain was
-    measured on the unfitted pair (``Refinement.choose_earlier_state``), not on the pair the current field
+    measured on the unfitted pair (``Refinement.choose_return``), not on the pair the current field
     fitted.
     """
     problem = refinement.problem

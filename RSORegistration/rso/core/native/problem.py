@@ -14,7 +14,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from rso.core.boxes import RegionBox, VoxelBox
+from rso.core.boxes import Box, VoxelBox
 from rso.core.geometry import AIR_HU, ModelGrid, upsample_field
 from rso.core.patches import add_patches
 from rso.errors import InputError
@@ -81,7 +81,7 @@ def _check_shape(name: str, shape, expected: tuple, what: str) -> None:
 
 
 def window_grid(
-    fixed: sitk.Image, model_grid: ModelGrid, box: RegionBox, margin_mm: float
+    fixed: sitk.Image, model_grid: ModelGrid, box: Box, margin_mm: float
 ) -> tuple[ModelGrid, VoxelBox, np.ndarray]:
     """An isotropic grid in the fixed image's direction covering the box, its margin and a border of zeros.
 
@@ -118,7 +118,7 @@ def current_field_on(grid: ModelGrid, model_grid: ModelGrid, coarse_mm: np.ndarr
 
 def build_problem(
     images: tuple[sitk.Image, sitk.Image],
-    box: RegionBox,
+    box: Box,
     margin_mm: float,
     model_grid: ModelGrid,
     current: tuple,
@@ -133,7 +133,7 @@ def build_problem(
     ``earlier``: (coarse_mm, patches) of earlier session states, candidate starts for the refinement.
     ``unfitted``: the same images seen another way, on the same grids (the images as given, where ``fixed``
     and ``moving`` are artefact-matched): evidence the current field was not fitted to, which judges a
-    return to an earlier state (``Refinement.choose_earlier_state``).
+    return to an earlier state (``Refinement.choose_return``).
     """
     fixed, moving = images
     window, box_voxels, margin = window_grid(fixed, model_grid, box, margin_mm)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rso.core.native.guard import judge
+from rso.core.native.guard import guard_verdict
 from rso.core.native.problem import NativeProblem
 from rso.core.native.refinement import Refinement
 from rso.core.optimize import CancelToken, ProgressCallback, blend_weights
@@ -21,11 +21,11 @@ def refine_box(
 ):
     """Optimise the correction; returns (patch, losses, verdict). The patch is None when declined.
 
-    Where the box returns to an earlier state (``earlier_starts``) there is nothing to optimise: refining
+    Where the box returns to an earlier state (``returns``) there is nothing to optimise: refining
     it on the fitted pair would pull it back towards the answer that pair had misled (``returns``).
     """
     refinement = Refinement(problem, settings)
-    returned = refinement.choose_earlier_state() if settings.earlier_starts else None
+    returned = refinement.choose_return() if settings.returns else None
     losses = []
     if returned is None:
         refinement.start_at(refinement.search_translation())
@@ -33,7 +33,7 @@ def refine_box(
     with torch.no_grad():
         correction = refinement.correction_mm()[0].permute(1, 2, 3, 0).cpu().numpy()
     weights = blend_weights(problem.box, problem.margin_voxels, problem.window.shape)
-    verdict = judge(refinement, weights, correction, returned)
+    verdict = guard_verdict(refinement, weights, correction, returned)
     patch = (
         None
         if verdict.declined

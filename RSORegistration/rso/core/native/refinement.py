@@ -40,7 +40,7 @@ class Refinement:
         device = problem.fixed.device
         self.control = torch.zeros((1, 3, *control), device=device, requires_grad=True)
         # A fixed part of the correction: zero, or an earlier state's field minus the current one
-        # (choose_earlier_state).
+        # (choose_return).
         self.start = torch.zeros((1, 3, *window.shape), device=device)
         self.box = (slice(None), slice(None), *problem.box.slices)
         # Where the similarity is measured in the box: (1, 1, Zb, Yb, Xb) 1 inside the fit mask, or None
@@ -107,7 +107,7 @@ class Refinement:
             + FOLD_WEIGHT * self.folding(correction)
         )
 
-    def choose_earlier_state(self) -> tuple[int, float] | None:
+    def choose_return(self) -> tuple[int, float] | None:
         """Return to the earlier state whose field the evidence prefers, where it explains at least
         ``min_gain`` of the box's remaining difference under the current field (``returns``).
 

@@ -4,7 +4,7 @@ A whole-image step can move a region away from an answer that was better there. 
 artefact-matched pair, so that pair is biased towards ISO's answer; the images as given carry other
 streaks and were not fitted. Where that evidence prefers an earlier state's field (no registration,
 the general model, ...) in the box by the guard's margin (``min_gain``), the step returns the box to
-it and refines nothing (``RSOSettings.earlier_starts``).
+it and refines nothing (``RSOSettings.returns``).
 """
 
 from __future__ import annotations
