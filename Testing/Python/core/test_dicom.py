@@ -154,3 +154,21 @@ def test_register_refuses_an_ambiguous_folder_and_its_series_flag_picks_one(tmp_
         PairInputs(fixed=str(fixed), moving=str(tmp_path / "dicom"), moving_series=PHASES[1]["uid"])
     )["moving"]
     assert same_image(picked, images[PHASES[1]["uid"]])
+
+
+def test_the_worker_opens_the_series_named_and_refuses_an_ambiguous_folder(tmp_path):
+    """The worker's open (rso.service.sessions.new_session) takes fixed_series and moving_series as
+    register does."""
+    from rso.service.protocol import check_args
+    from rso.service.sessions import new_session
+
+    images = write_two_series(tmp_path)
+    engine = {"channels": [4, 8, 16, 32, 64], "grid": [16, 32, 32], "device": "cpu"}
+    args = check_args("open", {"fixed": str(tmp_path), "moving": str(tmp_path), **engine})
+    with pytest.raises(InputError, match="holds 2 DICOM series") as error:
+        new_session(args)
+    assert PHASES[0]["uid"] in str(error.value) and PHASES[1]["uid"] in str(error.value)
+    chosen = {"fixed_series": PHASES[0]["uid"], "moving_series": "0"}  # by UID, and by the listed index
+    session = new_session(check_args("open", {**args, **chosen}))
+    assert same_image(session.fixed, images[PHASES[0]["uid"]])
+    assert same_image(session.pair.original_moving, images[PHASES[1]["uid"]])
