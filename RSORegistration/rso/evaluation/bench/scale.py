@@ -32,13 +32,14 @@ import SimpleITK as sitk
 
 from rso.core.imageio import write_bytes_atomically, write_image
 from rso.errors import InputError
+from rso.options import DEFAULT_ISO_ITERATIONS
 from rso.settings import EngineSettings, PairInputs
 
 log = logging.getLogger(__name__)
 
 SCALE_FORMAT = 1
 DEFAULT_SPACINGS = (2.5, 1.5, 1.0, 0.8)  # mm, isotropic
-DEFAULT_SCALE_ISO = 100  # the paper's ISO before RSO
+DEFAULT_SCALE_ISO = DEFAULT_ISO_ITERATIONS  # the paper's ISO before RSO
 SCALE_PRECISIONS = ("fp32", "bf16")
 BOX_SIZE_MM = 40.0
 DEMO_BOX_RAS = (51.0, 63.0, -317.0, 91.0, 104.0, -279.0)  # the demo's box (docs, screenshots)
