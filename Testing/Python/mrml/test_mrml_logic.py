@@ -88,10 +88,10 @@ def test_results_are_new_nodes_and_inputs_are_untouched(registered):
     assert field.GetSize() == tuple(fixed.GetImageData().GetDimensions())
     # Warped and difference volumes live on the fixed grid, difference = warped - fixed.
     np.testing.assert_allclose(ijk_to_ras(params.warpedVolume), ijk_to_ras(fixed), atol=1e-6)
-    np.testing.assert_allclose(
+    np.testing.assert_allclose(  # each rounded to whole HU on its own (int16 CT): within one HU
         array_from_volume(params.differenceVolume),
         array_from_volume(params.warpedVolume) - array_from_volume(fixed),
-        atol=1e-2,
+        atol=1.0,
     )
 
 

@@ -141,7 +141,7 @@ def test_session_export_is_what_slicer_shows(app, demo, tmp_path):
     resampled = slicer_resample(
         app, fixed_node, volume_from_image(app.scene, demo.moving, "moving"), transform
     )
-    assert_matches_engine(resampled, sitk.ReadImage(str(paths["warped"])), atol=0.5)
+    assert_matches_engine(resampled, sitk.ReadImage(str(paths["warped"])), atol=0.51)  # warped: whole HU
 
 
 def test_moving_volume_under_another_transform_is_refused(app, oblique_case):
