@@ -352,3 +352,23 @@ def test_explicit_placement_from_a_transform_file(tmp_path):
     (tmp_path / "bad.tfm").write_text("#Insight Transform File V1.0\nnot a transform\n")
     with pytest.raises(InputError, match="bad.tfm"):
         Placement.from_transform(tmp_path / "bad.tfm")
+
+
+def test_a_fine_image_is_matched_on_a_copy_no_finer_than_2_mm_with_the_same_isocentre():
+    from rso.core.projection.matching import MATCHING_SPACING_MM, matching_copy
+
+    fine = sitk.Image([90, 80, 70], sitk.sitkFloat32)
+    fine.SetSpacing((1.0, 0.9, 2.5))
+    fine.SetOrigin((-40.0, 10.0, -300.0))
+    copy = matching_copy(fine)
+    assert min(copy.GetSpacing()) >= MATCHING_SPACING_MM - 0.1 and copy.GetSpacing()[2] == 2.5
+
+    def centre(image):
+        return np.array(image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()]))
+
+    np.testing.assert_allclose(centre(copy), centre(fine), atol=1e-6)  # the default isocentre
+    extent = lambda image: np.array(image.GetSpacing()) * image.GetSize()  # noqa: E731
+    np.testing.assert_allclose(extent(copy), extent(fine), atol=1e-6)
+    coarse = sitk.Image([10, 10, 10], sitk.sitkFloat32)
+    coarse.SetSpacing((2.5, 2.5, 2.5))
+    assert matching_copy(coarse) is coarse  # nothing to gain: matched as it is, bit for bit

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import SimpleITK as sitk
 
+from rso.core.geometry import AIR_HU
 from rso.core.projection.conebeam import FDK_HANN_CUT, Detector, fdk, forward_project
 from rso.core.projection.geometry import Placement, ProjectionGeometry
 from rso.core.projection.parallel import reproject_parallel
@@ -31,6 +33,10 @@ from rso.errors import InputError
 log = logging.getLogger(__name__)
 
 NO_GEOMETRY = "artefact matching off: no projection geometry"
+# Images finer than this are matched on a copy at this spacing (same outer box, so the same isocentre):
+# ISO compares them on the model grid and native RSO on its 2 mm window, so a finer reprojection costs
+# the cube of the ratio for nothing either step sees (docs/decisions.md).
+MATCHING_SPACING_MM = 2.0
 
 
 def geometry_pair(
@@ -88,4 +94,23 @@ def match_artefacts(
     not the difference between the two phases' streaks.
     """
     fixed_geometry, moving_geometry = geometries
+    fixed, moving = matching_copy(fixed), matching_copy(moving)
     return reproject(fixed, moving_geometry, placement), reproject(moving, fixed_geometry, placement)
+
+
+def matching_copy(image: sitk.Image) -> sitk.Image:
+    """The image itself, or where it is finer than MATCHING_SPACING_MM a float32 copy no finer, covering the
+    same outer box (its centre, the default isocentre, stays where it was)."""
+    spacing = np.array(image.GetSpacing())
+    if np.all(spacing >= MATCHING_SPACING_MM):
+        return image
+    extent = spacing * np.array(image.GetSize())
+    size = np.maximum(np.round(extent / np.maximum(spacing, MATCHING_SPACING_MM)), 1).astype(int)
+    new_spacing = extent / size
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    origin = np.array(image.GetOrigin()) + direction @ ((new_spacing - spacing) / 2)
+    reference = sitk.Image([int(n) for n in size], sitk.sitkFloat32)
+    reference.SetSpacing([float(v) for v in new_spacing])
+    reference.SetOrigin([float(v) for v in origin])
+    reference.SetDirection(image.GetDirection())
+    return sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, AIR_HU, sitk.sitkFloat32)
