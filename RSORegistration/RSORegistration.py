@@ -306,13 +306,8 @@ class RSORegistrationLogic(ScriptedLoadableModuleLogic):
             self._core = RegistrationLogic(
                 slicer.mrmlScene, cache_dir=Path(slicer.app.cachePath) / "RSORegistration"
             )
-            listener = self.listener
-            if listener is not None:
-                self._core.on_progress = listener.onProgress
-                self._core.on_step = listener.onStepDone
-                self._core.on_error = listener.onEngineError
-                self._core.on_region_moved = listener.onRegionMoved
-                self._core.on_change = listener.updateGUI
+            if self.listener is not None:
+                self._core.listen(self.listener)
         return self._core
 
     def startPolling(self) -> None:
@@ -333,16 +328,10 @@ class RSORegistrationLogic(ScriptedLoadableModuleLogic):
 
     def ensureDependencies(self, confirm: bool = True) -> bool:
         """torch (through the PyTorch extension) and the engine's packages, installed once the user agrees."""
-        from RSORegistrationLib.dependencies import ensure_dependencies
+        from RSORegistrationLib.dependencies import ensure_dependencies, pytorch_utils_logic
 
-        try:
-            import PyTorchUtils
-        except ModuleNotFoundError:
-            raise RuntimeError(
-                _("RSO Registration needs the PyTorch extension: install it in the Extensions Manager.")
-            ) from None
         ask = slicer.util.confirmOkCancelDisplay if confirm else None
-        return ensure_dependencies(PyTorchUtils.PyTorchUtilsLogic(), ask, slicer.util.pip_install, _)
+        return ensure_dependencies(pytorch_utils_logic(_), ask, slicer.util.pip_install, _)
 
     def run(self, fixed, moving, regions=(), blocking: bool = True, **settings) -> list:
         """general -> ISO -> RSO on each region (ROI nodes or [R1, A1, S1, R2, A2, S2] in RAS mm); settings as

@@ -65,3 +65,14 @@ def ensure_dependencies(
     if missing:
         pip_install(missing)
     return True
+
+
+def pytorch_utils_logic(tr: Callable[[str], str]):
+    """The PyTorch extension's logic (it installs torch for Slicer's Python); a one-line error without it."""
+    try:
+        import PyTorchUtils
+    except ModuleNotFoundError:
+        raise RuntimeError(
+            tr("RSO Registration needs the PyTorch extension: install it in the Extensions Manager.")
+        ) from None
+    return PyTorchUtils.PyTorchUtilsLogic()

@@ -290,5 +290,11 @@ class RegistrationLogic:
         self.watcher.close()
         self.engine.close()
 
+    def listen(self, listener) -> None:
+        """The module widget's callbacks: onProgress, onStepDone, onEngineError, onRegionMoved, updateGUI."""
+        self.on_progress, self.on_step = listener.onProgress, listener.onStepDone
+        self.on_error, self.on_region_moved = listener.onEngineError, listener.onRegionMoved
+        self.on_change = listener.updateGUI
+
     def _changed(self) -> None:
         self.feedback.changed()

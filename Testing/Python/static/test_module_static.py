@@ -123,7 +123,7 @@ def top_level_imports(tree: ast.Module) -> set[str]:
 
 def test_module_file_parses_and_stays_thin(module_tree):
     lines = MODULE_FILE.read_text().splitlines()
-    assert len(lines) <= 450, f"RSORegistration.py has {len(lines)} lines; move logic to RSORegistrationLib"
+    assert len(lines) <= 400, f"RSORegistration.py has {len(lines)} lines; move logic to RSORegistrationLib"
     classes = {node.name for node in module_tree.body if isinstance(node, ast.ClassDef)}
     assert {
         "RSORegistration",
