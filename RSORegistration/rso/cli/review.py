@@ -99,13 +99,9 @@ def add_subcommand(subparsers) -> None:
 def add_pair_arguments(parser) -> None:
     """--fixed-series/--moving-series (DICOM folders of several series), --initial-transform or --prealign,
     --fit-mask: the pair's own inputs, as register takes them."""
-    parser.add_argument(
-        "--fixed-series",
-        metavar="UID|N",
-        help="the series of a DICOM folder holding several (its series instance UID or its index as "
-        "`rso-registration series DIR` lists them); such a folder without it is refused",
-    )
-    parser.add_argument("--moving-series", metavar="UID|N", help="the same for the moving image's folder")
+    from rso.cli.register import add_series_arguments
+
+    add_series_arguments(parser)
     start = parser.add_mutually_exclusive_group()
     start.add_argument(
         "--initial-transform",
