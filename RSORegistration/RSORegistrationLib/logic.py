@@ -85,7 +85,11 @@ class RegistrationLogic:
         self.steps = StepHistory(scene)
         self.view = ResultView(scene)
         self.outcomes = StepOutcomes(
-            self.feedback, self.steps, self.view, lambda roi: self.regions.ready(roi)
+            self.feedback,
+            self.steps,
+            self.view,
+            lambda roi: self.regions.ready(roi),
+            lambda: self._enqueue(StepRequest("viewer")),
         )
         self.engine = EngineQueue(self.backend_factory, lambda: self.parameters().engine, self.outcomes)
         self.regions = RegionTrigger(

@@ -2,7 +2,9 @@
 the listeners a front end set (the Slicer module's widget, the review page's controller).
 
 ``EngineQueue`` reports every answer here (``EngineEvents``); nothing here sends requests, except
-that a region moved while it was being refined is handed back to the logic to refine again.
+that a region moved while it was being refined is handed back to the logic to refine again, and
+that a native step's window that cannot be pasted (an output node was deleted) asks for the whole
+images (``need_whole``).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class StepOutcomes:
     """Turns the engine's answers into the history, the scene and the status line (an EngineEvents).
 
     ``region_ready(roi)``: the logic's trigger for a region placed or moved, called again when the
-    user moved a box while it was being refined.
+    user moved a box while it was being refined. ``need_whole()``: the logic's request for the whole
+    viewer images.
     """
 
     def __init__(
@@ -63,8 +66,10 @@ class StepOutcomes:
         steps: StepHistory,
         view: ResultView,
         region_ready: Callable[[object], None],
+        need_whole: Callable[[], None] = lambda: None,
     ):
         self.feedback, self.steps, self.view, self.region_ready = feedback, steps, view, region_ready
+        self.need_whole = need_whole
 
     def started(self, job: StepRequest) -> None:
         self.feedback.set_status(f"{job.cmd.upper() if job.cmd in ('iso', 'rso') else job.cmd}: started")
@@ -79,6 +84,8 @@ class StepOutcomes:
             self._opened(result)
         elif job.cmd in STEP_COMMANDS or job.cmd == "undo":
             self._step_done(job, result)
+        elif job.cmd == "viewer":
+            self.view.show(result.get("paths"), self.steps.history)
         elif job.cmd == "labels":
             self.view.show_labels(job.region, result)
             self.feedback.set_status(labels_summary(self.view.labels_report))
@@ -100,7 +107,10 @@ class StepOutcomes:
 
     def _step_done(self, job: StepRequest, result: dict) -> None:
         self.steps.record(job, result)
-        self.view.show(result.get("paths"), self.steps.history)
+        if result.get("patch") and not self.view.paste(result["patch"], self.steps.history):
+            self.need_whole()
+        else:
+            self.view.show(result.get("paths"), self.steps.history)
         self.steps.mark_regions(job)
         self.feedback.set_status(step_summary(job.cmd, result.get("record"), self.steps.history))
         region = job.region

@@ -8,7 +8,7 @@ must outlive one step: the overlay the clinician chose stays on after every late
 from __future__ import annotations
 
 from .parameters import RunParameters, parameter_node, read_parameters, write_parameters
-from .results import show_carried_labels, show_overlay, show_step_result, update_charts
+from .results import paste_step_patch, show_carried_labels, show_overlay, show_step_result, update_charts
 
 
 class ResultView:
@@ -44,6 +44,14 @@ class ResultView:
         else:
             update_charts(self.scene, params, history)
         self.set_parameters(params)
+
+    def paste(self, patch: dict, history: list[dict]) -> bool:
+        """A native step's window pasted into the output nodes shown; False when they are not all there
+        (the whole images are needed then)."""
+        params = self.parameters()
+        if params.fixedVolume is None or params.movingVolume is None:
+            return True  # the inputs left the scene meanwhile: nothing to show
+        return paste_step_patch(self.scene, params, patch, history)
 
     def show_overlay(self, name: str) -> None:
         """Show the difference ("difference") or a quality map ("jacobian", "folding", "change") over the

@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+import SimpleITK as sitk
+
 from rso.errors import InputError
 
 from .charts import update_loss_chart, update_metrics_table
 from .display import show_difference_style, show_in_slice_views, show_quality_style
 from .parameters import OUTPUT_NODES, RunParameters
 from .segmentations import SOURCE_ATTRIBUTE, segmentation_from_label_image, table_from_report
-from .transforms import OUTPUT_ATTRIBUTE, place_under, read_transform_file
-from .volumes import read_volume
+from .transforms import OUTPUT_ATTRIBUTE, paste_into_grid_transform, place_under, read_transform_file
+from .volumes import paste_into_volume, read_volume
 
 log = logging.getLogger(__name__)
 
 INPUTS_ATTRIBUTE = "RSORegistration.inputs"
 QUALITY_MAPS = {"jacobian": "jacobianVolume", "folding": "foldingVolume", "change": "changeVolume"}
+# The volumes a native step's patch is pasted into, by the engine's image names.
+PATCHED_VOLUMES = {"warped": "warpedVolume", "difference": "differenceVolume", **QUALITY_MAPS}
 QUALITY_TITLES = {"jacobian": "det J", "folding": "folding", "change": "last step change (mm)"}
 
 
@@ -79,6 +84,32 @@ def show_step_result(
     return params
 
 
+def paste_step_patch(scene, params: RunParameters, patch: dict, history: list[dict]) -> bool:
+    """A native step's window of each image (rso.service.viewer_files) pasted into the output nodes
+    already shown, and the charts updated; False when a node is missing or does not fit (the caller
+    then loads the whole images)."""
+    nodes = {name: reusable(getattr(params, field), params) for name, field in PATCHED_VOLUMES.items()}
+    transform = reusable(params.outputTransform, params)
+    if transform is None or any(node is None for node in nodes.values()):
+        return False
+    slices = tuple(slice(start, stop) for start, stop in patch["window"])
+    for name in patch.get("clear", ()):  # the last step's change: zero beyond this step's window
+        if not paste_into_volume(nodes[name], (slice(None),) * 3, 0.0):
+            return False
+    for name, node in nodes.items():
+        if not paste_into_volume(node, slices, _voxels(patch["paths"][name])):
+            return False
+    if not paste_into_grid_transform(transform, slices, _voxels(patch["paths"]["displacement"])):
+        return False
+    update_charts(scene, params, history)
+    return True
+
+
+def _voxels(path: str) -> np.ndarray:
+    """A patch file's voxels in numpy's (k, j, i[, c]) order."""
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
 def show_quality_maps(scene, params: RunParameters, paths: dict) -> RunParameters:
     """The quality maps the engine wrote (det J, folding, last change) as styled volumes, ready as
     foreground."""
@@ -95,8 +126,6 @@ def show_quality_maps(scene, params: RunParameters, paths: dict) -> RunParameter
 
 def show_carried_labels(scene, params: RunParameters, source, result: dict):
     """The engine's carried labels as a segmentation on the fixed volume (refilled when carried again)."""
-    import SimpleITK as sitk
-
     nodes = scene.GetNodesByClass("vtkMRMLSegmentationNode")
     existing = next(
         (

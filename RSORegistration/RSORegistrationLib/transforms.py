@@ -19,7 +19,7 @@ from vtk.util import numpy_support
 from rso.core.geometry import lps_to_ras, ras_to_lps
 from rso.errors import InputError
 
-from .volumes import matrix_from_geometry, vtk_matrix
+from .volumes import fits, matrix_from_geometry, voxels_view, vtk_matrix
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,25 @@ def field_from_transform_node(node) -> sitk.Image:
     field.SetOrigin(ras_to_lps(grid.GetOrigin()).tolist())
     field.SetDirection(ras_to_lps(direction_ras.T).T.ravel().tolist())
     return field
+
+
+def paste_into_grid_transform(node, slices: tuple[slice, ...], field_lps: np.ndarray) -> bool:
+    """Write a (k, j, i, 3) block of an ITK displacement field (LPS mm) into the node's grid transform at
+    ``slices``; False (and nothing written) when the node holds no grid or the block does not fit."""
+    transform = node.GetTransformFromParent() if node is not None else None
+    if transform is None or not transform.IsA("vtkOrientedGridTransform"):
+        return False
+    grid = transform.GetDisplacementGrid()
+    vectors = voxels_view(grid)
+    if vectors is None or vectors.ndim != 4 or not fits(slices, vectors.shape):
+        return False
+    vectors[slices] = lps_to_ras(field_lps)  # the grid holds RAS vectors (Slicer's convention)
+    grid.GetPointData().GetScalars().Modified()
+    grid.Modified()
+    transform.Modified()
+    node.Modified()
+    node.InvokeEvent(slicer.vtkMRMLTransformableNode.TransformModifiedEvent, node)
+    return True
 
 
 class VtkMessages:

@@ -121,6 +121,36 @@ def volume_from_image(
     return node
 
 
+def voxels_view(image_data) -> np.ndarray | None:
+    """The vtkImageData's voxels as a writable (k, j, i[, c]) view (not a copy), or None if it has none."""
+    scalars = image_data.GetPointData().GetScalars() if image_data is not None else None
+    if scalars is None:
+        return None
+    dims, components = image_data.GetDimensions(), image_data.GetNumberOfScalarComponents()
+    shape = (dims[2], dims[1], dims[0]) + ((components,) if components > 1 else ())
+    return numpy_support.vtk_to_numpy(scalars).reshape(shape)
+
+
+def fits(slices: tuple[slice, ...], shape) -> bool:
+    """Every slice lies inside ``shape`` (an open end is the whole axis)."""
+    return all(s.stop is None or s.stop <= n for s, n in zip(slices, shape))
+
+
+def paste_into_volume(node, slices: tuple[slice, ...], values: np.ndarray | float) -> bool:
+    """Write ``values`` into the (k, j, i) ``slices`` of the node's voxels and tell the views; False
+    (and nothing written) when the node has no voxels or the block does not fit in them."""
+    image = node.GetImageData() if node is not None else None
+    voxels = voxels_view(image)
+    if voxels is None or not fits(slices, voxels.shape):
+        return False
+    voxels[slices] = values
+    image.GetPointData().GetScalars().Modified()
+    image.Modified()
+    node.Modified()
+    node.InvokeEvent(slicer.vtkMRMLVolumeNode.ImageDataModifiedEvent, node)
+    return True
+
+
 def write_volume(node, path: str | Path) -> Path:
     """Write the volume through Slicer's own archetype storage node (the node's storage is untouched)."""
     path = Path(path)

@@ -104,6 +104,7 @@ def run_scale_command(args) -> int:
         precisions=tuple(args.scale_precisions),
         engine=settings_from_args(EngineSettings, args),
         threads=args.threads,
+        extent_mm=args.scale_extent,
     )
     record = run_scale(demo_scale_case(), Path(args.out), plan)
     print(scale_markdown(record))
@@ -157,6 +158,14 @@ def add_scale_arguments(parser) -> None:
         default=SCALE_PRECISIONS,
         metavar="P,...",
         help="--scale's network precisions (default fp32,bf16; bf16 only where the CPU has it natively)",
+    )
+    parser.add_argument(
+        "--scale-extent",
+        type=comma_list(float),
+        default=None,
+        metavar="X,Y,Z",
+        help="--scale: every spacing covers this box (mm) around the case's centre, air beyond the scan "
+        "(485,360,282: a clinical CBCT's 49 M voxels at 1 mm; default: the case's own extent)",
     )
 
 

@@ -133,15 +133,16 @@ def read_displacement_field(path: str | os.PathLike, what: str = "displacement f
     return sitk.Cast(field, sitk.sitkVectorFloat64)
 
 
-def write_image(image: sitk.Image, path: str | os.PathLike) -> Path:
-    """Write atomically: a reader never sees a half-written file, a failure leaves none."""
+def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
+    """Write atomically: a reader never sees a half-written file, a failure leaves none. ``compress``:
+    gzip where the format has it (a small window written for a viewer is faster without)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".nii.gz"
     fd, tmp = _new_file(path.parent, f".{path.stem.split('.')[0]}-", suffix)
     os.close(fd)
     try:
-        sitk.WriteImage(image, tmp, useCompression=True)
+        sitk.WriteImage(image, tmp, useCompression=compress)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -159,25 +160,36 @@ def write_displacement_field(field: sitk.Image, path: str | os.PathLike) -> Path
     path = Path(path)
     if not path.name.endswith((".nii", ".nii.gz")):
         return write_image(sitk.Cast(field, sitk.sitkVectorFloat32), path)
+    # One float32 copy of the field (12 bytes a voxel); the sign flip is written into it.
+    return write_displacement_array(np.array(sitk.GetArrayViewFromImage(field), np.float32), field, path)
+
+
+def write_displacement_array(vectors: np.ndarray, reference: sitk.Image, path: str | os.PathLike) -> Path:
+    """``write_displacement_field`` for NIfTI from a (z, y, x, 3) float32 array of LPS mm on ``reference``'s
+    grid, with no copy of it: the array itself is turned to RAS (its first two components negated) and
+    nibabel streams a transposed view of it to the file."""
     import nibabel  # only needed for this one header field
 
-    vectors_lps = sitk.GetArrayFromImage(field).astype(np.float32)  # (z, y, x, 3)
-    vectors_ras = vectors_lps.transpose(2, 1, 0, 3) * np.array([-1, -1, 1], np.float32)
-    affine = LPS_TO_RAS_4x4 @ index_to_physical_matrix(field)
+    path = Path(path)
+    vectors[..., :2] *= -1
+    vectors_ras = vectors.transpose(2, 1, 0, 3)
+    affine = LPS_TO_RAS_4x4 @ index_to_physical_matrix(reference)
     nifti = nibabel.Nifti1Image(vectors_ras[:, :, :, None, :], affine)
     nifti.header.set_intent(NIFTI_INTENT_DISPLACEMENT_VECTOR)
     nifti.header.set_xyzt_units("mm")
     nifti.header.set_qform(affine, code=1)
     nifti.header.set_sform(affine, code=1)
     suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    return write_bytes_atomically(_nifti_bytes(nifti, suffix), path)
-
-
-def _nifti_bytes(nifti, suffix: str) -> bytes:
-    with tempfile.TemporaryDirectory() as folder:
-        tmp = Path(folder) / f"field{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _new_file(path.parent, f".{path.stem.split('.')[0]}-", suffix)
+    os.close(fd)
+    try:
         nifti.to_filename(tmp)
-        return tmp.read_bytes()
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 LPS_TO_RAS_4x4 = np.diag([-1.0, -1.0, 1.0, 1.0])

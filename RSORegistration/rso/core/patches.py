@@ -46,16 +46,20 @@ class FieldPatch:
         Returns the slices of ``grid`` that cover the window and the (z, y, x, 3) LPS-mm values
         there; everywhere else on ``grid`` the correction is zero.
         """
+        slices = self.window_on(grid)
+        block = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in slices], indexing="ij"), axis=-1)
+        values = self.sample(grid.index_to_lps_points(block.reshape(-1, 3)))
+        return slices, values.reshape(*block.shape[:3], 3)
+
+    def window_on(self, grid: ModelGrid) -> tuple[slice, slice, slice]:
+        """The (z, y, x) slices of ``grid`` outside which the correction is zero (clipped to ``grid``)."""
         corners = self.grid.index_to_lps_points(
             np.array(np.meshgrid(*[(-1, n) for n in self.grid.shape], indexing="ij")).reshape(3, -1).T
         )
         index = grid.lps_to_index(corners)
         lo = np.clip(np.floor(index.min(axis=0)).astype(int), 0, grid.shape)
         hi = np.clip(np.ceil(index.max(axis=0)).astype(int) + 1, 0, grid.shape)
-        slices = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-        block = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in slices], indexing="ij"), axis=-1)
-        values = self.sample(grid.index_to_lps_points(block.reshape(-1, 3)))
-        return slices, values.reshape(*block.shape[:3], 3)
+        return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         g = self.grid
@@ -78,9 +82,10 @@ class FieldPatch:
         return cls(grid, arrays["delta_mm"].astype(np.float32))
 
 
-def add_patches(field_mm: np.ndarray, grid: ModelGrid, patches) -> np.ndarray:
-    """A (z, y, x, 3) LPS-mm field on ``grid`` with every patch added (a new array)."""
-    total = np.array(field_mm, np.float32, copy=True)
+def add_patches(field_mm: np.ndarray, grid: ModelGrid, patches, copy: bool = True) -> np.ndarray:
+    """A (z, y, x, 3) LPS-mm field on ``grid`` with every patch added: a new float32 array, or with
+    ``copy`` False ``field_mm`` itself (a writable float32 array: no second field's worth of memory)."""
+    total = np.array(field_mm, np.float32, copy=True) if copy else field_mm
     for patch in patches:
         slices, values = patch.on_grid(grid)
         total[slices] += values

@@ -20,7 +20,8 @@ from rso.core.boxes import box_from_lps
 from rso.core.geometry import ModelGrid
 from rso.core.metrics import jacobian_determinant
 
-SLAB_VOXELS = 2_000_000  # voxels per slab of the Jacobian (x 72 bytes of float64 gradients)
+# Voxels per slab of det J: its float64 gradients, products and determinant take ~400 bytes a voxel.
+JACOBIAN_SLAB_VOXELS = 500_000
 
 
 def _image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
@@ -40,7 +41,7 @@ def jacobian_map(field: sitk.Image) -> sitk.Image:
     vectors = sitk.GetArrayViewFromImage(field)  # (z, y, x, 3)
     index_to_lps = ModelGrid.of_image(field).index_to_lps
     depth = vectors.shape[0]
-    rows = max(1, SLAB_VOXELS // max(1, vectors.shape[1] * vectors.shape[2]))
+    rows = max(1, JACOBIAN_SLAB_VOXELS // max(1, vectors.shape[1] * vectors.shape[2]))
     det = np.empty(vectors.shape[:3], np.float32)
     for start in range(0, depth, rows):
         stop = min(start + rows, depth)

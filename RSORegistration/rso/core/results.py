@@ -20,10 +20,13 @@ import SimpleITK as sitk
 
 from rso import __version__
 from rso.core.composite import CoarseField, session_transform
-from rso.core.geometry import AIR_HU, ModelGrid, upsample_field
-from rso.core.imageio import write_bytes_atomically, write_displacement_field, write_image
+from rso.core.imageio import (
+    write_bytes_atomically,
+    write_displacement_array,
+    write_displacement_field,
+    write_image,
+)
 from rso.core.initial import (
-    composed_field,
     describe,
     inverse_field,
     round_trip_residual,
@@ -31,8 +34,9 @@ from rso.core.initial import (
 )
 from rso.core.labels import LabelInput, check_labels_on, write_propagated
 from rso.core.landmarks import landmark_tre, write_markups_json
-from rso.core.patches import add_patches
-from rso.core.quality import box_summaries, change_map, folding_map, jacobian_map, jacobian_summary
+from rso.core.native_grid import last_step_change_mm, native_field
+from rso.core.overlay import whole_products
+from rso.core.quality import box_summaries, folding_map, jacobian_summary
 from rso.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -58,7 +62,6 @@ OUTPUTS = {
     "quality_maps": ("jacobian", "folding", "change"),
 }
 ALL_OUTPUTS = tuple(OUTPUTS)
-HU_RANGE = (-32768, 32767)  # CT images are written as whole HU (int16): a quarter of float64's bytes
 
 
 def check_outputs(outputs) -> tuple[str, ...]:
@@ -69,59 +72,6 @@ def check_outputs(outputs) -> tuple[str, ...]:
     return tuple(outputs)
 
 
-def native_field(session, index: int | None = None, initial: bool = True) -> sitk.Image:
-    """The session's field on the fixed image's own grid (LPS mm, fixed -> moving).
-
-    The coarse field is interpolated from the model grid; fine patches (native RSO) are added at
-    the native voxels themselves, so their detail is not lost to the model grid. ``index``: the
-    field after that step (0: before any step); None: the current one. With an initial transform
-    T0 the field is composed with it, x -> T0(x + u(x)), unless ``initial`` is False (u alone).
-    """
-    state = session.state if index is None else session.state_at(index)
-    field = _on_fixed_grid(session, state.field, state.patches)
-    return composed_field(field, session.pair.initial_transform) if initial else field
-
-
-def last_step_change(session) -> sitk.Image:
-    """What the last step changed: u_after - u_before on the fixed image's grid (LPS mm).
-
-    Upsampling is linear, so the coarse fields' difference is upsampled once; the fine patches of
-    the state after are added and those of the state before subtracted.
-    """
-    before, after = session.state_at(len(session.history) - 1), session.state
-    kept = len(before.patches)
-    same_patches = (
-        all(a is b for a, b in zip(after.patches[:kept], before.patches)) and len(after.patches) >= kept
-    )
-    if same_patches and np.array_equal(after.field, before.field):
-        return _patches_on_fixed_grid(session, after.patches[kept:])  # a native step: no resampling
-    return _on_fixed_grid(session, after.field - before.field, after.patches, before.patches)
-
-
-def _patches_on_fixed_grid(session, patches) -> sitk.Image:
-    """Only ``patches`` on the fixed grid (zero elsewhere), LPS mm: each is added on its own slices."""
-    grid = ModelGrid.of_image(session.fixed)
-    field = sitk.GetImageFromArray(add_patches(np.zeros((*grid.shape, 3), np.float32), grid, patches), True)
-    field.CopyInformation(session.fixed)
-    return field
-
-
-def _on_fixed_grid(session, field_voxels: np.ndarray, patches=(), removed_patches=()) -> sitk.Image:
-    """A (3, z, y, x) model-grid field upsampled to the fixed grid, plus ``patches``, minus
-    ``removed_patches``."""
-    model_field = session.grid.field_image(session.grid.voxels_to_mm(field_voxels))
-    coarse = upsample_field(model_field, session.fixed, sitk.sitkVectorFloat32)  # 12 bytes a voxel, not 24
-    if not patches and not removed_patches:
-        return coarse
-    grid = ModelGrid.of_image(session.fixed)
-    total = add_patches(sitk.GetArrayViewFromImage(coarse), grid, patches)
-    if removed_patches:
-        total = -add_patches(-total, grid, removed_patches)
-    field = sitk.GetImageFromArray(total, isVector=True)
-    field.CopyInformation(coarse)
-    return field
-
-
 def session_transform_of(session, index: int | None = None) -> sitk.Transform:
     """The field after step ``index`` (None: the current one) with T0, as one ITK transform in the form it
     has (rso.core.composite): the model-grid field and the native windows, never a dense field."""
@@ -130,73 +80,44 @@ def session_transform_of(session, index: int | None = None) -> sitk.Transform:
     return session_transform(coarse, state.patches, session.pair.initial_transform)
 
 
-def warp_native(moving: sitk.Image, field: sitk.Image, reference: sitk.Image) -> sitk.Image:
-    """The moving image resampled on ``reference``'s grid through a displacement field on that grid, as
-    float32 (ITK's WarpImageFilter: the field as it is, float32 or float64, with no float64 copy)."""
-    return sitk.Warp(
-        sitk.Cast(moving, sitk.sitkFloat32),
-        field,
-        sitk.sitkLinear,
-        reference.GetSize(),
-        reference.GetOrigin(),
-        reference.GetSpacing(),
-        reference.GetDirection(),
-        AIR_HU,
-    )
-
-
-def rewarp(session) -> tuple[sitk.Image, sitk.Image, sitk.Image]:
-    """What the clinician waits for after a step: the native-resolution field, warped and difference
-    images."""
-    field = native_field(session)
-    warped = warp_native(session.pair.original_moving, field, session.fixed)
-    return field, warped, sitk.Subtract(warped, sitk.Cast(session.fixed, sitk.sitkFloat32))
-
-
 def write_images(session, out_dir: Path, outputs=ALL_OUTPUTS) -> dict[str, Path]:
     """warped, displacement and difference, and the quality maps, at the fixed image's resolution."""
     return _write_images(session, out_dir, outputs)[0]
 
 
-def _write_images(session, out_dir: Path, outputs) -> tuple[dict[str, Path], dict, sitk.Image, sitk.Image]:
+def _write_images(session, out_dir: Path, outputs) -> tuple[dict[str, Path], dict, sitk.Image]:
     """The images of ``write_images`` that ``outputs`` names (a file of an output not asked for, left by
-    an earlier run, is removed); also the quality summary, the field and its det J (for labels)."""
+    an earlier run, is removed); also the quality summary and det J (for labels).
+
+    The images are built a slab of the fixed grid at a time (rso.core.overlay.whole_products): at 1 mm
+    the whole native field alone is 12 bytes a voxel, and it is held only when it is written."""
     outputs = check_outputs(outputs)
     for name in set(OUTPUTS) - set(outputs):
         for file in OUTPUTS[name]:
             (out_dir / FILES[file]).unlink(missing_ok=True)
-    field, paths = native_field(session), {}
-    if "warped" in outputs or "difference" in outputs:
-        warped = warp_native(session.pair.original_moving, field, session.fixed)
-        ct = session.pair.normalisation.moving is None and session.pair.normalisation.fixed is None
-        if "warped" in outputs:
-            paths["warped"] = write_image(_stored(warped, ct), out_dir / FILES["warped"])
-        if "difference" in outputs:
-            difference = sitk.Subtract(warped, sitk.Cast(session.fixed, sitk.sitkFloat32))
-            paths["difference"] = write_image(_stored(difference, ct), out_dir / FILES["difference"])
-    if "displacement" in outputs:
-        paths["displacement"] = write_displacement_field(field, out_dir / FILES["displacement"])
-    quality_paths, quality, jacobian = write_quality_maps(session, field, out_dir, "quality_maps" in outputs)
-    return {**paths, **quality_paths}, quality, field, jacobian
-
-
-def _stored(image: sitk.Image, ct: bool) -> sitk.Image:
-    """A CT image as whole HU (int16); any other image as it is (float32)."""
-    if not ct:
-        return image
-    values = np.clip(np.rint(sitk.GetArrayViewFromImage(image)), *HU_RANGE).astype(np.int16)
-    stored = sitk.GetImageFromArray(values)
-    stored.CopyInformation(image)
-    return stored
+    wanted = [name for name in ("warped", "difference", "displacement") if name in outputs]
+    images = whole_products(session, (*wanted, "jacobian"), as_arrays=("displacement",))
+    paths = {}
+    for name in ("warped", "difference"):
+        if name in images:
+            paths[name] = write_image(images.pop(name), out_dir / FILES[name])
+    if "displacement" in images:
+        displacement = out_dir / FILES["displacement"]
+        paths["displacement"] = write_displacement_array(
+            images.pop("displacement"), session.fixed, displacement
+        )
+    jacobian = images.pop("jacobian")
+    quality_paths, quality = write_quality_maps(session, jacobian, out_dir, "quality_maps" in outputs)
+    return {**paths, **quality_paths}, quality, jacobian
 
 
 def write_quality_maps(
-    session, field: sitk.Image, out_dir: Path, maps: bool = True
-) -> tuple[dict[str, Path], dict, sitk.Image]:
-    """quality.json (det J statistics, folding, and a summary per RSO box); with ``maps`` also
-    jacobian.nii.gz (det J), folding.nii.gz (det J <= 0) and change.nii.gz (the last step's |change|, mm)."""
-    jacobian = jacobian_map(field)
-    change = change_map(last_step_change(session)) if session.history else None
+    session, jacobian: sitk.Image, out_dir: Path, maps: bool = True
+) -> tuple[dict[str, Path], dict]:
+    """quality.json (det J statistics, folding, and a summary per RSO box) from the field's det J; with
+    ``maps`` also jacobian.nii.gz (det J), folding.nii.gz (det J <= 0) and change.nii.gz (the last step's
+    |change|, mm)."""
+    change = last_step_change_mm(session) if session.history else None
     quality = {
         "field": jacobian_summary(jacobian),
         "boxes": box_summaries(session.history, jacobian, change),
@@ -213,7 +134,7 @@ def write_quality_maps(
     paths["quality"] = write_bytes_atomically(
         json.dumps(quality, indent=1).encode(), out_dir / FILES["quality"]
     )
-    return paths, quality, jacobian
+    return paths, quality
 
 
 def _last_step(session, change: sitk.Image | None) -> dict | None:
@@ -255,13 +176,14 @@ def write_results(
     (``landmark_tre_mm``) and the fixed points with their final errors into landmarks_tre.mrk.json.
     """
     out_dir = check_output_folder(out_dir)
-    paths, quality, field, jacobian = _write_images(session, out_dir, outputs)
+    paths, quality, jacobian = _write_images(session, out_dir, outputs)
     report = {**build_report(session), "quality": quality}
-    transform_paths, residual = write_transforms(session, field, out_dir, inverse)
+    transform_paths, residual = write_transforms(session, out_dir, inverse)
     paths.update(transform_paths)
     if residual is not None:
         report["inverse"] = {"file": INVERSE_FILE, "round_trip_residual": residual}
     if labels is not None:
+        field = native_field(session)
         label_paths, report["labels"] = write_propagated(labels, field, session.fixed, out_dir, jacobian)
         paths.update(label_paths)
     if landmarks is not None:
@@ -275,11 +197,9 @@ def write_results(
     return paths
 
 
-def write_transforms(
-    session, field: sitk.Image, out_dir: Path, inverse: bool
-) -> tuple[dict[str, Path], dict]:
+def write_transforms(session, out_dir: Path, inverse: bool) -> tuple[dict[str, Path], dict]:
     """transform.h5: the session's transform as ITK composes it (rso.core.composite: T0's parts, the
-    model-grid field and each native window's correction), equal to ``field`` (the exported one). With
+    model-grid field and each native window's correction), equal to ``native_field``. With
     ``inverse`` also inverse_displacement.nii.gz, the moving -> fixed field on the moving image's grid,
     and its round trip's residual in the body (mm; else None)."""
     initial = session.pair.initial_transform
@@ -287,6 +207,7 @@ def write_transforms(
     if not inverse:  # an inverse left by an earlier run in this folder would describe another field
         (out_dir / INVERSE_FILE).unlink(missing_ok=True)
         return paths, None
+    field = native_field(session)
     deformable = field if initial is None else native_field(session, initial=False)
     backward = inverse_field(deformable, initial, session.pair.original_moving)
     paths["inverse_displacement"] = write_displacement_field(backward, out_dir / INVERSE_FILE)

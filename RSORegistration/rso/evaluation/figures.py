@@ -8,8 +8,8 @@ import numpy as np
 import SimpleITK as sitk
 from matplotlib.patches import Rectangle
 
+from rso.core.native_grid import native_field, warp_native
 from rso.core.report_figure import DIFFERENCE_WINDOW, IMAGE_WINDOW, plt, save_figure
-from rso.core.results import native_field, warp_native
 
 
 def comparison_figure(iso_arm, rso_arm, box, rows: list[dict], path: str | Path) -> Path:

@@ -33,7 +33,7 @@ from rso.settings import EngineSettings, ISOSettings, PairInputs, RSOSettings, k
 # match_artefacts; 5: open takes RTK projection geometries (and a placement) instead of views, and a fit mask;
 # 6: open, iso and rso take exactly the fields of rso.settings (open's similarity and smoothness are now
 # network_similarity and network_smoothness; series, initial transform, pre-alignment, metrics mask).
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 
 # Events the worker sends (``died`` comes from the client, not the worker).
 EVENTS = ("ready", "progress", "done", "error", "died")
@@ -185,6 +185,8 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         **settings_arguments(RSOSettings),
     },
     "undo": {},
+    # The whole viewer images in current/ (after native steps, whose replies carry only their window).
+    "viewer": {},
     "export": {
         "out": Arg(_string),
         "figure": Arg(_boolean),

@@ -236,4 +236,8 @@ class RemoteWorker:
         """The reply with its files downloaded into the local mirror and ``paths`` pointing at them."""
         files = result.get("files") or {}
         local = download_results(self.client, files, folder / "current") if files else {}
+        if result.get("patch"):  # a native step's window of each viewer image
+            patch = result["patch"]
+            patch = {**patch, "paths": download_results(self.client, patch["files"], folder / "current")}
+            result = {**result, "patch": patch}
         return {**result, "paths": local, "folder": str(folder)}

@@ -6,7 +6,8 @@ protocol lines go to stdout: the real stdout is kept for them and file descripto
 at stderr, so that a print or a C library's output cannot corrupt the stream.
 
 After every accepted step (and undo) the viewer's results (images and quality maps) are in
-``<session folder>/current/``; ``labels`` writes the carried labels there too.
+``<session folder>/current/``: whole, or after a native RSO step only the window it changed
+(rso.service.viewer_files); ``labels`` writes the carried labels there too.
 A client on another machine (docs/remote.md) uploads its inputs, opens a session by id in the
 worker's sessions folder (rso.service.sessions) and downloads the results (rso.service.transfer).
 Each session folder has one writer: the worker holds its lock until it opens another or exits.
@@ -34,6 +35,7 @@ import rso.service.protocol as protocol
 from rso import __version__, silence_known_warnings
 from rso.errors import Cancelled, InputError
 from rso.service.sessions import SessionBusy, SessionKeeper
+from rso.service.viewer_files import ViewerFiles, download_names
 
 if TYPE_CHECKING:
     from rso.core.optimize import CancelToken
@@ -63,6 +65,7 @@ class Worker:
         self._job_lock = threading.Lock()
         self._out_lock = threading.Lock()
         self._client_gone = False
+        self.viewer = ViewerFiles()  # which of the open session's current/ files are up to date
 
     @property
     def session(self):
@@ -189,21 +192,28 @@ class Worker:
             raise InputError("no session is open: send open first")
         return self.session
 
+    def _step_result(self, session, record, native_step: bool = False) -> dict:
+        return step_result(session, record, self.viewer.after_step(session, record, native_step))
+
     # ------------------------------------------------------------------------------ commands
     def _cmd_open(self, job: RunningRequest) -> dict:
         session, reopened = self.keeper.open(dict(job.request.args))
-        paths = write_current(session) if session.history else {}
+        self.viewer = ViewerFiles()
+        files = self.viewer.whole(session, rewrite=True) if session.history else {"paths": {}, "files": {}}
         return {
             **session_summary(session),
             "session_id": self.keeper.session_id,
             "reopened": reopened,
-            "paths": paths,
-            "files": session_files(session, paths),
+            **files,
         }
+
+    def _cmd_viewer(self, job: RunningRequest) -> dict:
+        """The whole viewer images (rewritten if a native step left only its window up to date)."""
+        return self.viewer.whole(self._need_session())
 
     def _cmd_general(self, job: RunningRequest) -> dict:
         session = self._need_session()
-        return step_result(session, session.general())
+        return self._step_result(session, session.general())
 
     def _cmd_iso(self, job: RunningRequest) -> dict:
         from rso.settings import ISOSettings
@@ -211,7 +221,7 @@ class Worker:
         session = self._need_session()
         settings = ISOSettings.from_dict(job.request.args)  # the protocol's iso arguments are its fields
         record = session.iso(settings, progress=self._progress(job), cancel=job.cancel)
-        return step_result(session, record)
+        return self._step_result(session, record)
 
     def _cmd_rso(self, job: RunningRequest) -> dict:
         from rso.settings import RSOSettings
@@ -224,12 +234,12 @@ class Worker:
             box = session.box_from_lps(box_lps[:3], box_lps[3:])
         settings = RSOSettings.from_dict(args)  # the protocol's other rso arguments are its fields
         record = session.rso(box, settings, progress=self._progress(job), cancel=job.cancel)
-        return step_result(session, record)
+        return self._step_result(session, record, native_step=settings.mode == "native")
 
     def _cmd_undo(self, job: RunningRequest) -> dict:
         session = self._need_session()
         record = session.undo()
-        result = step_result(session, record)
+        result = self._step_result(session, record)
         result["undone"] = record is not None
         return result
 
@@ -242,7 +252,7 @@ class Worker:
             name: str(path)
             for name, path in write_results(session, out, figure=args.get("figure", True)).items()
         }
-        return {"paths": paths, "files": session_files(session, paths)}
+        return {"paths": paths, "files": download_names(session, paths)}
 
     def _cmd_upload(self, job: RunningRequest) -> dict:
         return self.keeper.upload(job.request.args)
@@ -282,50 +292,17 @@ def session_summary(session) -> dict:
     }
 
 
-def step_result(session, record) -> dict:
-    """What a step's "done" carries: its record and metrics, the viewer's files, the history."""
+def step_result(session, record, viewer: dict) -> dict:
+    """What a step's "done" carries: its record and metrics, the viewer's files (``ViewerFiles``: whole
+    images, a patch, or none after a declined step), the history."""
     data = record.to_dict() if record is not None else None
-    # A step the guard declined changed nothing: the viewer's files stay as they are (seconds at 1 mm).
-    declined = record is not None and record.kind == "rso" and not record.accepted
-    paths = current_paths(session) if declined else write_current(session)
     return {
         "record": data,
         "metrics": data["metrics"] if data else None,
-        "paths": paths,
-        "files": session_files(session, paths),
+        **viewer,
         "steps": len(session.history),
         "history": [r.to_dict() for r in session.history],
     }
-
-
-def session_files(session, paths: dict[str, str]) -> dict[str, str]:
-    """The paths inside the session folder as ``download`` names them ("current/warped.nii.gz")."""
-    folder = Path(session.folder).resolve()
-    files = {}
-    for name, path in paths.items():
-        relative = (
-            Path(path).resolve().relative_to(folder) if folder in Path(path).resolve().parents else None
-        )
-        if relative is not None and relative.parts[0] in protocol.DOWNLOAD_FOLDERS:
-            files[name] = relative.as_posix()
-    return files
-
-
-def write_current(session) -> dict[str, str]:
-    """Warped, displacement, difference and the quality maps for the viewer, at native resolution, in
-    <folder>/current/."""
-    from rso.core.results import write_images
-
-    paths = write_images(session, Path(session.folder) / CURRENT_FOLDER)
-    return {name: str(path) for name, path in paths.items()}
-
-
-def current_paths(session) -> dict[str, str]:
-    """The viewer's files already in <folder>/current/, by the names ``write_current`` gives them."""
-    from rso.core.results import FILES
-
-    folder = Path(session.folder) / CURRENT_FOLDER
-    return {name: str(folder / file) for name, file in FILES.items() if (folder / file).is_file()}
 
 
 # ---------------------------------------------------------------------------------- process

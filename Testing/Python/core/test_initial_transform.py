@@ -123,7 +123,7 @@ def test_initial_transform_is_in_every_exported_result(rigid_case, with_initial)
 
 
 def test_session_keeps_the_original_moving_image_and_reopens_with_the_transform(rigid_case, with_initial):
-    from rso.core.results import native_field
+    from rso.core.native_grid import native_field
 
     folder = with_initial / "session"
     assert (folder / "initial_transform.h5").is_file()

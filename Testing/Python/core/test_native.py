@@ -120,7 +120,7 @@ def test_native_rso_recovers_a_known_shift_between_streaky_images(shifted_cbct):
 
 
 def test_the_fine_patch_reaches_the_native_field_and_undo_drops_it(shifted_cbct, tmp_path):
-    from rso.core.results import native_field
+    from rso.core.native_grid import native_field
 
     fixed, moving, truth = shifted_cbct
     session = session_of(

@@ -94,7 +94,7 @@ def test_folding_map_marks_exactly_where_det_j_is_not_positive(analytic):
 def test_jacobian_in_slabs_is_the_metrics_jacobian_bit_for_bit(analytic, monkeypatch):
     field, _ = analytic
     whole = jacobian_determinant(sitk.GetArrayFromImage(field), ModelGrid.of_image(field).index_to_lps)
-    monkeypatch.setattr(quality, "SLAB_VOXELS", 3 * 36 * 40)  # 3 slices a slab: 10 slabs
+    monkeypatch.setattr(quality, "JACOBIAN_SLAB_VOXELS", 3 * 36 * 40)  # 3 slices a slab: 10 slabs
     np.testing.assert_array_equal(
         sitk.GetArrayFromImage(quality.jacobian_map(field)), whole.astype(np.float32)
     )

@@ -42,7 +42,6 @@ def shifted_case(tmp_path_factory) -> ScaleCase:
     return ScaleCase(
         fixed=str(paths["fixed"]),
         moving=str(paths["moving"]),
-        truth=str(paths["truth"]),
         box_centre_ras=centre,
         box_size_mm=32.0,
         name="shifted-phantom",
@@ -77,6 +76,11 @@ def test_scale_record(shifted_case, tmp_path: Path):
         peaks = [run["stages"][name]["peak_rss_bytes"] for name in STAGES]
         assert peaks == sorted(peaks)  # the process's peak so far never falls
         assert run["rso"]["declined"] is None  # a 6 mm shift in the box: the step is kept
+        window = run["overlay_window"]  # the viewer's window after it: a block of the fixed grid
+        assert window and np.prod([b - a for a, b in window]) < run["voxels"]
+        assert run["box_to_overlay_seconds"] == pytest.approx(
+            run["stages"]["rso"]["seconds"] + run["stages"]["overlay"]["seconds"]
+        )
         assert run["results_bytes"] == sum(run["results_files"].values()) > 0
         assert any(name.startswith("warped") for name in run["results_files"])
         assert run["session_bytes"] == sum(run["session_files"].values()) > 0
@@ -91,3 +95,19 @@ def test_scale_record(shifted_case, tmp_path: Path):
     assert not (tmp_path / "scale_runs").exists()
     table = (tmp_path / "scale.md").read_text()
     assert record["machine"]["cpu"] in table and table.count("| fp32 |") == 2
+
+
+def test_an_extent_pads_the_case_around_its_centre_with_air(shifted_case):
+    from rso.evaluation.bench.scale import resample_isotropic
+
+    moving = sitk.ReadImage(shifted_case.moving)
+    padded = resample_isotropic(moving, 2.0, "linear", extent_mm=(200.0, 180.0, 160.0))
+    assert padded.GetSize() == (100, 90, 80)
+    centre = [(n - 1) / 2 for n in moving.GetSize()]
+    np.testing.assert_allclose(
+        padded.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in padded.GetSize()]),
+        moving.TransformContinuousIndexToPhysicalPoint(centre),
+        atol=1e-6,
+    )
+    values = sitk.GetArrayFromImage(padded)
+    assert values[0, 0, 0] == -1000.0 and values.max() > 0  # air beyond the scan, anatomy inside

@@ -663,3 +663,51 @@ def test_run_keywords_split_into_the_plan_and_the_parameters():
         "movingVolume": "m",
         "isoIterations": 3,
     }
+
+
+def test_a_native_step_is_pasted_into_the_shown_nodes_and_a_deleted_node_brings_the_whole_images(
+    tmp_path, demo
+):
+    """The nodes after a native step's window is pasted hold what the whole images hold; with an output
+    node deleted the logic asks the engine for the whole images instead."""
+    from RSORegistrationLib.engine_queue import StepRequest
+    from RSORegistrationLib.step_requests import rso_request
+
+    app, logic = phantom_logic(tmp_path, demo)
+    logic.open_session(engine={"precision": "fp32"})
+    logic.general()
+    logic.wait(timeout=120)
+    steps = []
+    logic.feedback.on_step = lambda cmd, result: steps.append((cmd, result))
+
+    def native_step():
+        job = rso_request(logic.parameters(), logic.grid, demo.region_ras(), iterations=3, mode="native")
+        job.args["min_gain"] = 0.0  # accepted whatever the guard would say: the viewer is under test
+        logic._step(job)
+        logic.wait(timeout=120)
+
+    def shown() -> dict[str, np.ndarray]:
+        params = logic.parameters()
+        nodes = {
+            name: getattr(params, f"{name}Volume") for name in ("warped", "difference", "jacobian", "change")
+        }
+        arrays = {name: array_from_volume(node) for name, node in nodes.items()}
+        arrays["transform"] = sitk.GetArrayFromImage(field_from_transform_node(params.outputTransform))
+        return arrays
+
+    native_step()
+    assert steps[-1][0] == "rso" and steps[-1][1]["patch"] and not steps[-1][1]["paths"]
+    pasted = shown()
+    assert pasted["change"].max() > 0
+    logic._enqueue(StepRequest("viewer"))
+    logic.wait(timeout=120)
+    whole = shown()
+    for name in pasted:
+        np.testing.assert_allclose(pasted[name], whole[name], atol=1e-4, err_msg=name)
+
+    params = logic.parameters()
+    app.scene.RemoveNode(params.warpedVolume)
+    native_step()
+    assert [cmd for cmd, _ in steps[-2:]] == ["rso", "viewer"]
+    assert logic.parameters().warpedVolume is not None and logic.parameters().warpedVolume.GetScene()
+    logic.close()

@@ -11,7 +11,8 @@ from conftest import session_of
 from conftest_slicer import TINY_CHANNELS, app, demo, oblique_image  # noqa: F401  (fixtures)
 
 from rso.core.imageio import write_displacement_field
-from rso.core.results import warp_native, write_results
+from rso.core.native_grid import warp_native
+from rso.core.results import write_results
 from rso.errors import InputError
 from rso.settings import ISOSettings
 from RSORegistrationLib.transforms import (

@@ -91,8 +91,10 @@ def test_the_remote_route_carries_files_and_no_path(remote, client_files, far_si
     assert not (folder / "uploads").exists()  # the session keeps its own copy of each input
     client.call("general", timeout=60)
     rso = client.call("rso", box_ras=central_box_ras(client_files["fixed"]), iterations=2, timeout=120)
+    assert rso["files"] == {}  # a native step: its window at most (the whole images on request)
+    whole = client.call("viewer", timeout=60)
     images = ("warped", "displacement", "difference", "jacobian", "folding", "change")
-    assert rso["files"] == {
+    assert whole["files"] == {
         **{name: f"current/{name}.nii.gz" for name in images},
         "quality": "current/quality.json",
     }
@@ -101,8 +103,8 @@ def test_the_remote_route_carries_files_and_no_path(remote, client_files, far_si
     assert exported["files"]["report"] == "export/report.json"
 
     out = client_files["folder"] / "results"
-    local = download_results(client, {**rso["files"], "report": exported["files"]["report"]}, out)
-    for name, file in {**rso["files"], "report": exported["files"]["report"]}.items():
+    local = download_results(client, {**whole["files"], "report": exported["files"]["report"]}, out)
+    for name, file in {**whole["files"], "report": exported["files"]["report"]}.items():
         assert file_sha256(local[name]) == file_sha256(folder / file), name  # byte for byte
     assert json.loads(Path(local["report"]).read_text())["steps"][-1]["kind"] == "rso"
     assert sitk.ReadImage(local["warped"]).GetSize() == sitk.ReadImage(client_files["fixed"]).GetSize()

@@ -72,7 +72,7 @@ def local_run(pair_files, tmp_path_factory) -> dict:
         local.call("general", timeout=60)
         iso = local.call("iso", iterations=ISO, timeout=120)
         rso = local.call("rso", box_ras=box_around_centre(pair_files["fixed"]), iterations=RSO, timeout=120)
-        after_rso = warped(rso["paths"]["warped"])
+        after_rso = warped(local.call("viewer", timeout=60)["paths"]["warped"])  # a native step: its window
         undo = local.call("undo", timeout=60)
         return {
             "iso": iso,
@@ -102,7 +102,11 @@ def test_full_loop_over_ssh_reproduces_a_local_run(remote, local_run, pair_files
     rso = client.call("rso", box_ras=box_around_centre(pair_files["fixed"]), iterations=RSO, timeout=120)
     assert rso["record"]["loss"] == local_run["rso"]["record"]["loss"]
     assert rso["metrics"] == local_run["rso"]["metrics"]
-    after_rso = download_results(client, rso["files"], tmp_path / "after-rso")
+    assert rso["files"] == {} and rso["patch"]["files"]["warped"] == "current/patch-warped.nrrd"
+    window = download_results(client, rso["patch"]["files"], tmp_path / "window")
+    assert set(window) == set(rso["patch"]["files"]) and os.path.getsize(window["warped"]) > 0
+    whole = client.call("viewer", timeout=60)
+    after_rso = download_results(client, whole["files"], tmp_path / "after-rso")
     np.testing.assert_array_equal(warped(after_rso["warped"]), local_run["after_rso"])  # bit for bit, fp32
     undo = client.call("undo", timeout=60)
     assert undo["undone"] and [r["kind"] for r in undo["history"]] == ["general", "iso"]

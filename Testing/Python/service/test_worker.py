@@ -364,3 +364,32 @@ def test_open_with_projection_geometry_makes_iso_and_native_rso_compare_artefact
     )
     manifest = json.loads((tmp_path / "session" / "session.json").read_text())
     assert [len(g["gantry_deg"]) for g in manifest["geometry"]] == [25, 25]
+
+
+def test_a_native_step_writes_only_its_window_and_the_whole_images_follow_when_asked(client, registered):
+    """After a native step the reply names one window of each viewer image; pasted into the images
+    before the step it gives exactly the whole images the ``viewer`` command then writes."""
+    from rso.core.results import FILES
+
+    current = registered["folder"] / "current"
+    names = ("warped", "difference", "displacement", "jacobian", "folding", "change")
+    before = {n: sitk.GetArrayFromImage(sitk.ReadImage(str(current / FILES[n]))) for n in names}
+    rso = client.call("rso", box_ras=NODULE_BOX_RAS, iterations=3, min_gain=0.0, timeout=120)
+    assert rso["record"]["declined"] is None and rso["paths"] == {} and rso["files"] == {}
+    patch = rso["patch"]
+    assert patch["clear"] == ["change"] and set(patch["paths"]) == set(names)
+    assert patch["files"]["warped"] == "current/patch-warped.nrrd"
+    window = tuple(slice(a, b) for a, b in patch["window"])
+    assert 0 < np.prod([b - a for a, b in patch["window"]]) < 0.5 * before["warped"].size
+    whole = client.call("viewer", timeout=120)
+    for name in names:
+        pasted = np.zeros_like(before[name]) if name in patch["clear"] else before[name].copy()
+        pasted[window] = sitk.GetArrayFromImage(sitk.ReadImage(patch["paths"][name]))
+        after = sitk.GetArrayFromImage(sitk.ReadImage(whole["paths"][name]))
+        np.testing.assert_allclose(pasted, after, atol=1e-4, err_msg=name)
+    assert np.abs(pasted).max() > 0  # the change map: the step moved the box
+    assert whole["files"]["warped"] == "current/warped.nii.gz"
+
+    undo = client.call("undo", timeout=60)  # leave the session as ``registered`` made it
+    assert undo["undone"] and "patch" not in undo
+    np.testing.assert_array_equal(displacement_file(registered["folder"]), registered["displacement"])

@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from rso.core.imageio import write_bytes_atomically
-from rso.core.results import native_field, rewarp
+from rso.core.native_grid import native_field, rewarp
 from rso.core.session import RegistrationSession
 from rso.core.workflow import build_network, start_session
 from rso.errors import InputError

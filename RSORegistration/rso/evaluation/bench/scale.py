@@ -1,14 +1,19 @@
 """Scale: one case at several isotropic resolutions, each resolution x arithmetic in a fresh process.
 
 What a clinician's session costs as the images get finer: per stage (read the inputs and start the
-session, general, ISO, one native RSO step on a box, the viewer's update after it, the default
-results) the wall seconds, the process's peak resident memory after the stage and the bytes the
-stage wrote. Peak RSS (``ru_maxrss``) only ever grows, so every (spacing, precision) runs in a process
-of its own (``python -m rso.evaluation.bench.scale``: a job as JSON on stdin, one JSON line back on
-stdout); the peak after a stage is then the session's own. The case is resampled to each spacing once
-(images and truth linear, the evaluation mask nearest) into a cache under the output folder; the
-projection geometries are physical and carry over unchanged. Each run's session and result folders
-are measured and then removed: at 0.8 mm they take gigabytes, and every file's size is in the JSON.
+session, general, ISO, the viewer's whole images after it, one native RSO step on a box, the viewer's
+window after that step (rso.service.viewer_files), the default results) the wall seconds, the process's
+peak resident memory after the stage and the bytes the stage wrote. Peak RSS (``ru_maxrss``) only ever
+grows, so every (spacing, precision) runs in a process of its own (``python -m
+rso.evaluation.bench.scale``: a job as JSON on stdin, one JSON line back on stdout); the peak after a
+stage is then the session's own. The case is resampled to each spacing once (images linear, the
+evaluation mask nearest) into a cache under the output folder; the projection geometries are physical and
+carry over unchanged. With ``extent_mm`` every spacing covers that box around the case's centre (air
+beyond the scan), so that the voxel count at 1 mm is that of a clinical reconstruction (485 x 360 x 282
+mm: 49 M voxels). Like a clinician's session, a run has no truth: only the metrics mask. Its RSO step
+refines the box (no return to an earlier state) and is kept whatever the guard's verdict (``min_gain`` 0,
+the verdict recorded), so that a refinement and the viewer's window after it are measured. Each run's
+session and result folders are measured and then removed, and every file's size is in the JSON.
 """
 
 from __future__ import annotations
@@ -44,9 +49,10 @@ SCALE_PRECISIONS = ("fp32", "bf16")
 BOX_SIZE_MM = 40.0
 DEMO_BOX_RAS = (51.0, 63.0, -317.0, 91.0, 104.0, -279.0)  # the demo's box (docs, screenshots)
 # The stages in the order they run; "whole run" is general + ISO + one box.
-STAGES = ("start", "folder", "general", "iso", "rso", "viewer", "results")
+STAGES = ("start", "folder", "general", "iso", "viewer", "rso", "overlay", "results")
 WHOLE_RUN = ("general", "iso", "rso")
-_INTERPOLATION = {"fixed": "linear", "moving": "linear", "truth": "linear", "mask": "nearest"}
+BOX_TO_OVERLAY = ("rso", "overlay")  # a drawn box to its re-warped native overlay (the engine's part)
+_INTERPOLATION = {"fixed": "linear", "moving": "linear", "mask": "nearest"}
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,6 @@ class ScaleCase:
     fixed: str
     moving: str
     box_centre_ras: tuple[float, float, float]
-    truth: str | None = None
     mask: str | None = None  # where the metrics are measured
     fixed_geometry: str | None = None
     moving_geometry: str | None = None
@@ -72,7 +77,6 @@ class ScaleCase:
         return PairInputs(
             fixed=self.fixed,
             moving=self.moving,
-            truth=self.truth,
             metrics_mask=self.mask,
             fixed_geometry=self.fixed_geometry,
             moving_geometry=self.moving_geometry,
@@ -91,7 +95,6 @@ def demo_scale_case() -> ScaleCase:
         fixed=str(case / f"cbct_phase{FIXED_PHASE}.nii.gz"),
         moving=str(case / f"cbct_phase{MOVING_PHASE}.nii.gz"),
         box_centre_ras=tuple(float(v) for v in (corners[:3] + corners[3:]) / 2),
-        truth=str(case / f"truth_{FIXED_PHASE}_{MOVING_PHASE}.nii.gz"),
         mask=str(case / EVALUATION_MASK),
         fixed_geometry=str(geometries[0]) if geometries[0] else None,
         moving_geometry=str(geometries[1]) if geometries[1] else None,
@@ -106,10 +109,13 @@ class ScalePlan:
     precisions: tuple[str, ...] = SCALE_PRECISIONS
     engine: EngineSettings = field(default_factory=EngineSettings)  # its precision is each run's
     threads: int | None = None  # torch CPU threads in each run (None: torch's default)
+    extent_mm: tuple[float, float, float] | None = None  # (x, y, z) box around the centre; None: the case's
 
     def check(self) -> None:
         if not self.spacings or any(s <= 0 for s in self.spacings):
             raise InputError(f"scale spacings must be > 0 mm; got {list(self.spacings)}")
+        if self.extent_mm is not None and (len(self.extent_mm) != 3 or min(self.extent_mm) <= 0):
+            raise InputError(f"scale extent must be three lengths > 0 mm (x, y, z); got {self.extent_mm}")
         if self.iso < 0:
             raise InputError("scale ISO iterations must be >= 0")
         unknown = [p for p in self.precisions if p not in SCALE_PRECISIONS]
@@ -138,7 +144,7 @@ def run_scale(case: ScaleCase, out: Path, plan: ScalePlan = ScalePlan()) -> dict
         log.warning("scale: bf16 skipped: %s", skipped["bf16"])
     runs = []
     for spacing in sorted(plan.spacings, reverse=True):
-        resampled = resampled_case(case, spacing, out / "scale_cache")
+        resampled = resampled_case(case, spacing, out / "scale_cache", plan.extent_mm)
         for precision in [p for p in plan.precisions if p not in skipped]:
             log.info("scale: %g mm, %s", spacing, precision)
             runs.append(_run_process(resampled, spacing, precision, plan, out / "scale_runs"))
@@ -193,38 +199,42 @@ def _run_process(case: ScaleCase, spacing: float, precision: str, plan: ScalePla
 
 
 # ------------------------------------------------------------------------------ resampling
-def resampled_case(case: ScaleCase, spacing: float, cache: Path) -> ScaleCase:
-    """The case's images at ``spacing`` mm (isotropic, the same physical extent), made once in ``cache``.
+def resampled_case(case: ScaleCase, spacing: float, cache: Path, extent_mm=None) -> ScaleCase:
+    """The case's images at ``spacing`` mm (isotropic; the same physical extent, or ``extent_mm`` around
+    its centre), made once in ``cache``.
 
-    The cache folder is named by the sources (paths, sizes, times), so a changed case is made anew.
+    The cache folder is named by the sources (paths, sizes, times) and the extent, so a changed case is
+    made anew.
     """
     sources = {name: getattr(case, name) for name in _INTERPOLATION if getattr(case, name)}
-    stamp = [(name, path, *_file_stamp(path)) for name, path in sorted(sources.items())]
+    stats = {name: Path(path).stat() for name, path in sources.items()}
+    stamp = [(n, sources[n], stats[n].st_size, stats[n].st_mtime) for n in sorted(sources)] + [extent_mm]
     key = hashlib.sha1(json.dumps(stamp).encode()).hexdigest()[:10]
     folder = cache / f"{case.name or 'case'}-{key}" / f"{spacing:g}mm"
     changes = {}
     for name, source in sources.items():
         target = folder / f"{name}.nii.gz"
         if not target.is_file():
-            image = sitk.ReadImage(source)
-            write_image(resample_isotropic(image, spacing, _INTERPOLATION[name]), target)
+            resampled = resample_isotropic(sitk.ReadImage(source), spacing, _INTERPOLATION[name], extent_mm)
+            write_image(resampled, target)
         changes[name] = str(target)
     return replace(case, **changes)
 
 
-def _file_stamp(path: str) -> tuple[int, float]:
-    stat = Path(path).stat()
-    return stat.st_size, stat.st_mtime
-
-
-def resample_isotropic(image: sitk.Image, spacing: float, interpolation: str) -> sitk.Image:
-    """``image`` on ``spacing`` mm voxels covering the same physical box (voxel edges), same direction
-    and pixel type; scalars pad with -1000 (air), fields and masks with 0."""
+def resample_isotropic(image: sitk.Image, spacing: float, interpolation: str, extent_mm=None) -> sitk.Image:
+    """``image`` on ``spacing`` mm voxels covering the same physical box (voxel edges), or ``extent_mm``
+    (x, y, z) around the same centre; same direction and pixel type; scalars pad with -1000 (air), fields
+    and masks with 0."""
     old = np.asarray(image.GetSpacing(), float)
-    size = np.maximum(np.round(old * np.asarray(image.GetSize()) / spacing).astype(int), 1)
+    old_extent = old * np.asarray(image.GetSize())
+    extent = old_extent if extent_mm is None else np.asarray(extent_mm, float)
+    size = np.maximum(np.round(extent / spacing).astype(int), 1)
     direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
-    # The first voxel's centre moves by half the change of voxel size, so the edges stay where they were.
-    origin = np.asarray(image.GetOrigin(), float) + direction @ ((spacing - old) / 2)
+    # The first voxel's centre moves by half the change of voxel size (and of extent), so the box stays
+    # centred where it was.
+    origin = np.asarray(image.GetOrigin(), float) + direction @ (
+        (spacing - old) / 2 - (size * spacing - old_extent) / 2
+    )
     scalar = image.GetNumberOfComponentsPerPixel() == 1 and interpolation == "linear"
     interpolator = sitk.sitkLinear if interpolation == "linear" else sitk.sitkNearestNeighbor
     return sitk.Resample(
@@ -294,7 +304,7 @@ def measure_run(job: dict) -> dict:
     from rso.core.results import write_results
     from rso.core.workflow import start_session
     from rso.options import DEFAULT_OUTPUTS
-    from rso.service.worker import write_current
+    from rso.service.viewer_files import ViewerFiles
     from rso.settings import ISOSettings, RSOSettings
 
     if job.get("threads"):
@@ -316,11 +326,14 @@ def measure_run(job: dict) -> dict:
         session.general()
     with meter.stage("iso"):
         session.iso(ISOSettings(iterations=int(job["iso"])))
+    viewer = ViewerFiles()
+    with meter.stage("viewer"):  # what every general or ISO step costs the viewer: the whole images
+        viewer.after_step(session, session.history[-1], native_step=False)
     box = session.box_from_ras(case.box_ras())
     with meter.stage("rso"):
-        record = session.rso(box, RSOSettings())
-    with meter.stage("viewer"):
-        write_current(session)
+        record = session.rso(box, RSOSettings(min_gain=0.0, returns=False))
+    with meter.stage("overlay"):  # the step's window of each viewer image
+        overlay = viewer.after_step(session, record, native_step=True)
     with meter.stage("results"):
         write_results(session, folder / "results", figure=False, outputs=DEFAULT_OUTPUTS)
     return {
@@ -334,6 +347,8 @@ def measure_run(job: dict) -> dict:
         "warm_up_seconds": warm_up,
         "stages": meter.stages,
         "whole_run_seconds": sum(meter.stages[name]["seconds"] for name in WHOLE_RUN),
+        "box_to_overlay_seconds": sum(meter.stages[name]["seconds"] for name in BOX_TO_OVERLAY),
+        "overlay_window": (overlay.get("patch") or {}).get("window"),
         "rso": _rso_outcome(session, record),
         "results_files": file_sizes(folder / "results"),
         "results_bytes": tree_bytes(folder / "results"),
@@ -343,9 +358,11 @@ def measure_run(job: dict) -> dict:
 
 
 def _rso_outcome(session, record) -> dict:
-    """Whether the step was kept, where it returned to, and its native window (z, y, x voxels)."""
+    """What the guard said (the step is kept whatever it says), where it returned to, and its native
+    window (z, y, x voxels)."""
     outcome = {
         "declined": record.declined,
+        "guard_gain": (record.guard or {}).get("gain"),
         "returned_to": (record.guard or {}).get("returned_to"),
         "seconds": record.seconds,
         "window": None,
@@ -381,17 +398,20 @@ def scale_markdown(record: dict) -> str:
         f"{machine['torch_threads']}; GPU: {machine.get('gpu') or 'none'}; "
         f"device {plan['engine']['device']}.",
         f"Stages: start (read inputs + start session), folder (inputs into the session folder), general, "
-        f"ISO-{plan['iso']}, one native RSO step on a {record['case']['box_size_mm']:g} mm box, viewer "
-        "(write_current), results (default outputs); run = general + ISO + RSO. RSS: the process's peak "
-        "after each stage; warm-up (itk's lazy import) excluded.",
+        f"ISO-{plan['iso']}, viewer (the whole images after ISO), one native RSO step on a "
+        f"{record['case']['box_size_mm']:g} mm box (kept), overlay (the viewer's window after it), results "
+        "(default outputs); run = general + ISO + RSO; box = RSO + overlay. RSS: the process's peak after "
+        "each stage; warm-up (itk's lazy import) excluded. No truth (as in a clinician's session).",
     ]
+    if plan.get("extent_mm"):
+        lines.append(f"Every spacing covers {' x '.join(f'{v:g}' for v in plan['extent_mm'])} mm (x, y, z).")
     if record["skipped_precisions"]:
         lines.append(f"Skipped: {record['skipped_precisions']}.")
     return "\n".join([*lines, "", *_table(record["runs"])])
 
 
 def _table(runs: list[dict]) -> list[str]:
-    header = ["mm", "precision", "voxels", *(f"s {s}" for s in STAGES), "s run"]
+    header = ["mm", "precision", "voxels", *(f"s {s}" for s in STAGES), "s run", "s box"]
     header += [*(f"GB {s}" for s in STAGES), "MB results", "MB session", "RSO x", "run x", "RSO"]
     rows = [header, ["---"] * len(header)]
     for run in runs:
@@ -404,7 +424,7 @@ def _table(runs: list[dict]) -> list[str]:
         rows.append(
             [f"{run['spacing_mm']:g}", run["arithmetic"], f"{run['voxels']:,}"]
             + [f"{stages[s]['seconds']:.2f}" for s in STAGES]
-            + [f"{run['whole_run_seconds']:.2f}"]
+            + [f"{run['whole_run_seconds']:.2f}", f"{run['box_to_overlay_seconds']:.2f}"]
             + [f"{stages[s]['peak_rss_bytes'] / 1e9:.2f}" for s in STAGES]
             + [f"{run['results_bytes'] / 1e6:.1f}", f"{run['session_bytes'] / 1e6:.1f}"]
             + [f"{rso_ratio:.2f}", f"{run_ratio:.2f}", _rso_word(run["rso"])]
@@ -419,9 +439,10 @@ def _reference(runs: list[dict], run: dict) -> dict:
 
 
 def _rso_word(outcome: dict) -> str:
-    if outcome["declined"]:
-        return "declined"
-    return "returned" if outcome["returned_to"] is not None else "kept"
+    """How the step ended, and the guard's gain (the step is kept at any gain here)."""
+    word = "declined" if outcome["declined"] else "returned" if outcome["returned_to"] is not None else "kept"
+    gain = outcome.get("guard_gain")
+    return word if gain is None else f"{word} (guard gain {gain:.0%})"
 
 
 if __name__ == "__main__":

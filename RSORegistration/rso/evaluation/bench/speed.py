@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rso.core.results import rewarp
+from rso.core.native_grid import rewarp
 from rso.core.session import RegistrationSession
 from rso.errors import InputError
 from rso.evaluation.bench.arms import Model, write_json

@@ -1,0 +1,153 @@
+"""The viewer's images after a native step, computed on the window the step changed and nowhere else.
+
+A native RSO step adds a patch that is exactly zero beyond its box + margin and leaves the coarse
+field as it was (local composition, docs/architecture.md §4). Outside the patch's window the field,
+the warped and difference images and det J are therefore what they were before the step, and
+``window_products`` computes them on that window alone: the step's cost in the viewer follows the
+box, not the image. A viewer pastes the window into the volumes it already shows
+(RSORegistrationLib.results); whole-volume files are rewritten only when something asks for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from rso.core.geometry import ModelGrid
+from rso.core.imageio import write_image
+from rso.core.initial import composed_field
+from rso.core.native_grid import (
+    is_ct,
+    on_fixed_grid,
+    patches_on_fixed_grid,
+    stored_image,
+    warp_native,
+)
+from rso.core.quality import change_map, folding_map, jacobian_map
+
+# det J's central differences reach one voxel beyond the window, so it is computed on the window
+# grown by this many voxels and cropped: inside the window it equals the whole image's det J.
+HALO_VOXELS = 1
+PATCH_SUFFIX = ".nrrd"  # uncompressed: a window is a few MB, and gzip would cost more than the step
+
+
+@dataclass(frozen=True)
+class Window:
+    """A block of the fixed image's grid: ``start`` and ``stop`` voxel indices in (z, y, x) order."""
+
+    start: tuple[int, int, int]
+    stop: tuple[int, int, int]
+
+    @property
+    def slices(self) -> tuple[slice, slice, slice]:
+        return tuple(slice(a, b) for a, b in zip(self.start, self.stop))
+
+    def grown(self, voxels: int, shape) -> Window:
+        """Grown by ``voxels`` on every side, clipped to an image of ``shape`` (z, y, x)."""
+        start = tuple(max(a - voxels, 0) for a in self.start)
+        return Window(start, tuple(min(b + voxels, n) for b, n in zip(self.stop, shape)))
+
+    def within(self, outer: Window) -> tuple[slice, slice, slice]:
+        """This window's slices in an array that holds ``outer``."""
+        return tuple(slice(a - o, b - o) for a, b, o in zip(self.start, self.stop, outer.start))
+
+    def of(self, image: sitk.Image) -> sitk.Image:
+        """The window of an image on the fixed grid, with its geometry (SimpleITK slices x, y, z)."""
+        return image[tuple(slice(a, b) for a, b in zip(self.start[::-1], self.stop[::-1]))]
+
+    def to_list(self) -> list[list[int]]:
+        """[[z0, z1], [y0, y1], [x0, x1]]: the protocol's form (numpy's k, j, i order)."""
+        return [[a, b] for a, b in zip(self.start, self.stop)]
+
+
+def changed_window(session) -> Window | None:
+    """The window of the fixed grid that the last step changed, when it only added fine patches to an
+    unchanged coarse field (a native step); None when the step changed the field anywhere else."""
+    if not session.history:
+        return None
+    before, after = session.state_at(len(session.history) - 1), session.state
+    kept = len(before.patches)
+    added = after.patches[kept:]
+    same = len(after.patches) > kept and all(a is b for a, b in zip(after.patches, before.patches))
+    if not same or not np.array_equal(after.field, before.field):
+        return None
+    shape = ModelGrid.of_image(session.fixed).shape
+    windows = [patch.window_on(ModelGrid.of_image(session.fixed)) for patch in added]
+    start = tuple(min(s[axis].start for s in windows) for axis in range(3))
+    stop = tuple(max(s[axis].stop for s in windows) for axis in range(3))
+    return Window(start, stop).grown(HALO_VOXELS, shape)
+
+
+PRODUCTS = ("warped", "difference", "displacement", "jacobian", "folding", "change")
+# The whole images are built a slab of the fixed grid at a time; a slab's field, warped image, det J and
+# their temporaries take about 64 bytes a voxel, so a slab of this many voxels costs ~0.4 GB at most.
+WHOLE_SLAB_VOXELS = 6_000_000
+
+
+def window_products(session, window: Window, names=PRODUCTS) -> dict[str, sitk.Image]:
+    """The viewer's images of the current field on ``window`` of the fixed grid, those in ``names`` (of
+    ``PRODUCTS``, named as rso.core.results.FILES names them): warped and difference (int16 HU for CT),
+    displacement ((z, y, x, 3) LPS mm, float32, with T0), jacobian (float32), folding (uint8) and change
+    (|the last step's patches|, mm: the last step's change when it was a native step). Each equals the
+    whole image's at the same voxels."""
+    shape = ModelGrid.of_image(session.fixed).shape
+    outer = window.grown(HALO_VOXELS, shape)  # det J's halo
+    inner = window.within(outer)
+    state = session.state
+    field = on_fixed_grid(session, state.field, state.patches, reference=outer.of(session.fixed))
+    field = composed_field(field, session.pair.initial_transform)
+    products = {}
+    if "jacobian" in names or "folding" in names:
+        products["jacobian"] = _crop(jacobian_map(field), inner)
+        products["folding"] = folding_map(products["jacobian"])
+    field = _crop(field, inner)
+    fixed = window.of(session.fixed)
+    if "warped" in names or "difference" in names:
+        warped = warp_native(session.pair.original_moving, field, fixed)
+        ct = is_ct(session)
+        products["warped"] = stored_image(warped, ct)
+        products["difference"] = stored_image(sitk.Subtract(warped, sitk.Cast(fixed, sitk.sitkFloat32)), ct)
+    if "change" in names:
+        kept = len(session.state_at(len(session.history) - 1).patches)
+        products["change"] = change_map(patches_on_fixed_grid(session, state.patches[kept:], reference=fixed))
+    products["displacement"] = field
+    return {name: image for name, image in products.items() if name in names}
+
+
+def whole_products(session, names, as_arrays=()) -> dict[str, sitk.Image | np.ndarray]:
+    """``window_products`` of the whole fixed grid (not ``change``), built a slab of slices at a time: the
+    whole field at native resolution (12 bytes a voxel) is never held, unless ``displacement`` is asked
+    for. Each image equals the one computed on the whole grid at once. Those in ``as_arrays`` come as
+    (z, y, x[, 3]) numpy arrays on the fixed grid (no image copy of them is made)."""
+    shape = ModelGrid.of_image(session.fixed).shape
+    rows = max(1, WHOLE_SLAB_VOXELS // (shape[1] * shape[2]))
+    arrays: dict[str, np.ndarray] = {}
+    for start in range(0, shape[0], rows):
+        window = Window((start, 0, 0), (min(start + rows, shape[0]), shape[1], shape[2]))
+        for name, image in window_products(session, window, names).items():
+            values = sitk.GetArrayViewFromImage(image)
+            if name not in arrays:
+                arrays[name] = np.empty(shape + values.shape[3:], values.dtype)
+            arrays[name][window.slices] = values
+    images = {name: arrays.pop(name) for name in as_arrays if name in arrays}
+    for name in list(arrays):
+        values = arrays.pop(name)  # each array goes as its image is made: one extra copy at a time
+        images[name] = sitk.GetImageFromArray(values, isVector=values.ndim == 4)
+        images[name].CopyInformation(session.fixed)
+        del values
+    return images
+
+
+def _crop(image: sitk.Image, slices: tuple[slice, slice, slice]) -> sitk.Image:
+    return image[tuple(slices[::-1])]
+
+
+def write_patch(images: dict[str, sitk.Image], folder: Path, prefix: str = "") -> dict[str, Path]:
+    """Each window image as ``<folder>/<prefix><name>.nrrd`` (atomically); returns name -> path."""
+    return {
+        name: write_image(image, folder / f"{prefix}{name}{PATCH_SUFFIX}", compress=False)
+        for name, image in images.items()
+    }
