@@ -6,6 +6,8 @@ the warped and difference images and det J are therefore what they were before t
 ``window_products`` computes them on that window alone: the step's cost in the viewer follows the
 box, not the image. A viewer pastes the window into the volumes it already shows
 (RSORegistrationLib.results); whole-volume files are rewritten only when something asks for them.
+``whole_products`` builds the whole images from slabs of the same windows, so that the whole native
+field (12 bytes a voxel) is never held unless it is written.
 """
 
 from __future__ import annotations
@@ -74,11 +76,11 @@ def changed_window(session) -> Window | None:
     same = len(after.patches) > kept and all(a is b for a, b in zip(after.patches, before.patches))
     if not same or not np.array_equal(after.field, before.field):
         return None
-    shape = ModelGrid.of_image(session.fixed).shape
-    windows = [patch.window_on(ModelGrid.of_image(session.fixed)) for patch in added]
+    grid = ModelGrid.of_image(session.fixed)
+    windows = [patch.window_on(grid) for patch in added]
     start = tuple(min(s[axis].start for s in windows) for axis in range(3))
     stop = tuple(max(s[axis].stop for s in windows) for axis in range(3))
-    return Window(start, stop).grown(HALO_VOXELS, shape)
+    return Window(start, stop).grown(HALO_VOXELS, grid.shape)
 
 
 PRODUCTS = ("warped", "difference", "displacement", "jacobian", "folding", "change")
