@@ -59,10 +59,10 @@ class ViewerFiles:
     def _patch(self, session, window) -> dict:
         from rso.core.overlay import window_products, write_patch
 
+        self.whole_out_of_date = True  # from now on, even if writing the window fails
         images = window_products(session, window)
         folder = Path(session.folder) / CURRENT_FOLDER
         written = write_patch(images, folder, prefix=PATCH_PREFIX)
-        self.whole_out_of_date = True
         paths = {name: str(path) for name, path in written.items()}
         return {
             "window": window.to_list(),
