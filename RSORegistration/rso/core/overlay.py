@@ -12,12 +12,12 @@ field (12 bytes a voxel) is never held unless it is written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from rso.core.boxes import VoxelBox
 from rso.core.geometry import ModelGrid
 from rso.core.imageio import write_image
 from rso.core.initial import composed_field
@@ -28,6 +28,7 @@ from rso.core.native_grid import (
     stored_image,
     warp_native,
 )
+from rso.core.optimize import relative_to
 from rso.core.quality import change_map, folding_map, jacobian_map
 
 # det J's central differences reach one voxel beyond the window, so it is computed on the window
@@ -36,36 +37,7 @@ HALO_VOXELS = 1
 PATCH_SUFFIX = ".nrrd"  # uncompressed: a window is a few MB, and gzip would cost more than the step
 
 
-@dataclass(frozen=True)
-class Window:
-    """A block of the fixed image's grid: ``start`` and ``stop`` voxel indices in (z, y, x) order."""
-
-    start: tuple[int, int, int]
-    stop: tuple[int, int, int]
-
-    @property
-    def slices(self) -> tuple[slice, slice, slice]:
-        return tuple(slice(a, b) for a, b in zip(self.start, self.stop))
-
-    def grown(self, voxels: int, shape) -> Window:
-        """Grown by ``voxels`` on every side, clipped to an image of ``shape`` (z, y, x)."""
-        start = tuple(max(a - voxels, 0) for a in self.start)
-        return Window(start, tuple(min(b + voxels, n) for b, n in zip(self.stop, shape)))
-
-    def within(self, outer: Window) -> tuple[slice, slice, slice]:
-        """This window's slices in an array that holds ``outer``."""
-        return tuple(slice(a - o, b - o) for a, b, o in zip(self.start, self.stop, outer.start))
-
-    def of(self, image: sitk.Image) -> sitk.Image:
-        """The window of an image on the fixed grid, with its geometry (SimpleITK slices x, y, z)."""
-        return image[tuple(slice(a, b) for a, b in zip(self.start[::-1], self.stop[::-1]))]
-
-    def to_list(self) -> list[list[int]]:
-        """[[z0, z1], [y0, y1], [x0, x1]]: the protocol's form (numpy's k, j, i order)."""
-        return [[a, b] for a, b in zip(self.start, self.stop)]
-
-
-def changed_window(session) -> Window | None:
+def changed_window(session) -> VoxelBox | None:
     """The window of the fixed grid that the last step changed, when it only added fine patches to an
     unchanged coarse field (a native step); None when the step changed the field anywhere else."""
     if not session.history:
@@ -80,7 +52,7 @@ def changed_window(session) -> Window | None:
     windows = [patch.window_on(grid) for patch in added]
     start = tuple(min(s[axis].start for s in windows) for axis in range(3))
     stop = tuple(max(s[axis].stop for s in windows) for axis in range(3))
-    return Window(start, stop).grown(HALO_VOXELS, grid.shape)
+    return VoxelBox(start, stop).expanded(HALO_VOXELS, grid.shape)
 
 
 PRODUCTS = ("warped", "difference", "displacement", "jacobian", "folding", "change")
@@ -89,24 +61,24 @@ PRODUCTS = ("warped", "difference", "displacement", "jacobian", "folding", "chan
 WHOLE_SLAB_VOXELS = 6_000_000
 
 
-def window_products(session, window: Window, names=PRODUCTS) -> dict[str, sitk.Image]:
+def window_products(session, window: VoxelBox, names=PRODUCTS) -> dict[str, sitk.Image]:
     """The viewer's images of the current field on ``window`` of the fixed grid, those in ``names`` (of
     ``PRODUCTS``, named as rso.core.results.FILES names them): warped and difference (int16 HU for CT),
     displacement ((z, y, x, 3) LPS mm, float32, with T0), jacobian (float32), folding (uint8) and change
     (|the last step's patches|, mm: the last step's change when it was a native step). Each equals the
     whole image's at the same voxels."""
     shape = ModelGrid.of_image(session.fixed).shape
-    outer = window.grown(HALO_VOXELS, shape)  # det J's halo
-    inner = window.within(outer)
+    outer = window.expanded(HALO_VOXELS, shape)  # det J's halo
+    inner = relative_to(window, outer)
     state = session.state
-    field = on_fixed_grid(session, state.field, state.patches, reference=outer.of(session.fixed))
+    field = on_fixed_grid(session, state.field, state.patches, reference=_crop(session.fixed, outer.slices))
     field = composed_field(field, session.pair.initial_transform)
     products = {}
     if "jacobian" in names or "folding" in names:
         products["jacobian"] = _crop(jacobian_map(field), inner)
         products["folding"] = folding_map(products["jacobian"])
     field = _crop(field, inner)
-    fixed = window.of(session.fixed)
+    fixed = _crop(session.fixed, window.slices)
     if "warped" in names or "difference" in names:
         warped = warp_native(session.pair.original_moving, field, fixed)
         ct = is_ct(session)
@@ -128,7 +100,7 @@ def whole_products(session, names, as_arrays=()) -> dict[str, sitk.Image | np.nd
     rows = max(1, WHOLE_SLAB_VOXELS // (shape[1] * shape[2]))
     arrays: dict[str, np.ndarray] = {}
     for start in range(0, shape[0], rows):
-        window = Window((start, 0, 0), (min(start + rows, shape[0]), shape[1], shape[2]))
+        window = VoxelBox((start, 0, 0), (min(start + rows, shape[0]), shape[1], shape[2]))
         for name, image in window_products(session, window, names).items():
             values = sitk.GetArrayViewFromImage(image)
             if name not in arrays:
@@ -144,6 +116,7 @@ def whole_products(session, names, as_arrays=()) -> dict[str, sitk.Image | np.nd
 
 
 def _crop(image: sitk.Image, slices: tuple[slice, slice, slice]) -> sitk.Image:
+    """The (z, y, x) ``slices`` of an image, with their geometry (SimpleITK slices x, y, z)."""
     return image[tuple(slices[::-1])]
 
 

@@ -65,7 +65,7 @@ class ViewerFiles:
         written = write_patch(images, folder, prefix=PATCH_PREFIX)
         paths = {name: str(path) for name, path in written.items()}
         return {
-            "window": window.to_list(),
+            "window": [[a, b] for a, b in zip(window.lo, window.hi)],  # numpy k, j, i order
             "paths": paths,
             "files": download_names(session, paths),
             "clear": ["change"],
