@@ -33,7 +33,9 @@ from rso.settings import EngineSettings, ISOSettings, PairInputs, RSOSettings, k
 # match_artefacts; 5: open takes RTK projection geometries (and a placement) instead of views, and a fit mask;
 # 6: open, iso and rso take exactly the fields of rso.settings (open's similarity and smoothness are now
 # network_similarity and network_smoothness; series, initial transform, pre-alignment, metrics mask).
-PROTOCOL_VERSION = 7
+# 7: a native step replies with its window (patch) and the viewer command rewrites the whole images;
+# 8: the viewer's whole images in current/ are uncompressed NIfTI (.nii).
+PROTOCOL_VERSION = 8
 
 # Events the worker sends (``died`` comes from the client, not the worker).
 EVENTS = ("ready", "progress", "done", "error", "died")

@@ -100,7 +100,7 @@ def check_protocol(client: WorkerClient) -> None:
 
 
 def download_results(client: WorkerClient, files: dict[str, str], out: str | Path) -> dict[str, str]:
-    """Download a reply's ``files`` ({name: "current/warped.nii.gz", ...}) into ``out``;
+    """Download a reply's ``files`` ({name: "current/warped.nii", ...}) into ``out``;
     returns {name: local path}."""
     return {name: str(client.download(file, Path(out) / Path(file).name)) for name, file in files.items()}
 

@@ -124,7 +124,7 @@ def upload_file(
 
 
 def download_file(call: Callable[..., dict], file: str, dest: str | os.PathLike) -> Path:
-    """Fetch a session file (e.g. "current/warped.nii.gz") through ``call("download", ...)`` into ``dest``."""
+    """Fetch a session file (e.g. "current/warped.nii") through ``call("download", ...)`` into ``dest``."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")  # open(): the usual permissions

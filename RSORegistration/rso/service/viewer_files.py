@@ -42,16 +42,16 @@ class ViewerFiles:
         reopened session's files may be an earlier worker's, left out of date by its native steps)."""
         if rewrite or self.whole_out_of_date or not self._has_whole(session):
             return self._whole_reply(session)
-        from rso.core.results import FILES
-
         folder = Path(session.folder) / CURRENT_FOLDER
-        paths = {name: str(folder / file) for name, file in FILES.items() if (folder / file).is_file()}
+        paths = {
+            name: str(folder / file) for name, file in viewer_files().items() if (folder / file).is_file()
+        }
         return {"paths": paths, "files": download_names(session, paths)}
 
     def _whole_reply(self, session) -> dict:
         from rso.core.results import write_images
 
-        written = write_images(session, Path(session.folder) / CURRENT_FOLDER)
+        written = write_images(session, Path(session.folder) / CURRENT_FOLDER, compress=False)
         self.whole_out_of_date = False
         paths = {name: str(path) for name, path in written.items()}
         return {"paths": paths, "files": download_names(session, paths)}
@@ -73,13 +73,18 @@ class ViewerFiles:
 
     @staticmethod
     def _has_whole(session) -> bool:
-        from rso.core.results import FILES
+        return (Path(session.folder) / CURRENT_FOLDER / viewer_files()["warped"]).is_file()
 
-        return (Path(session.folder) / CURRENT_FOLDER / FILES["warped"]).is_file()
+
+def viewer_files() -> dict[str, str]:
+    """The whole images' file names in ``current/``: uncompressed (a viewer rewrites them often)."""
+    from rso.core.results import image_files
+
+    return image_files(compress=False)
 
 
 def download_names(session, paths: dict[str, str]) -> dict[str, str]:
-    """The paths inside the session folder as ``download`` names them ("current/warped.nii.gz")."""
+    """The paths inside the session folder as ``download`` names them ("current/warped.nii")."""
     folder = Path(session.folder).resolve()
     files = {}
     for name, path in paths.items():

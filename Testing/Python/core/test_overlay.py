@@ -93,7 +93,7 @@ def test_the_viewer_files_after_whole_declined_and_native_steps(shifted_cbct, un
     reply = viewer.after_step(session, record, native_step=True)
     assert reply["paths"] == {} and viewer.whole_out_of_date
     assert all(path.endswith(".nrrd") for path in reply["patch"]["paths"].values())
-    warped = tmp_path / "b" / "current" / "warped.nii.gz"
+    warped = tmp_path / "b" / "current" / "warped.nii"
     stale = warped.stat().st_mtime_ns
     assert viewer.whole(session)["paths"]["warped"] == str(warped) and warped.stat().st_mtime_ns != stale
     assert not viewer.whole_out_of_date

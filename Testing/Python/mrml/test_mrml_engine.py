@@ -54,9 +54,9 @@ def test_the_logic_runs_on_a_worker_that_shares_no_files_and_reopens_it(tmp_path
     assert not (mirror / "session.json").exists()  # nothing was computed here
     remote_folder = far / "sessions" / session_id
     assert (remote_folder / "session.json").is_file()
-    downloaded = sitk.GetArrayFromImage(sitk.ReadImage(str(mirror / "current" / "warped.nii.gz")))
+    downloaded = sitk.GetArrayFromImage(sitk.ReadImage(str(mirror / "current" / "warped.nii")))
     np.testing.assert_array_equal(
-        downloaded, sitk.GetArrayFromImage(sitk.ReadImage(str(remote_folder / "current" / "warped.nii.gz")))
+        downloaded, sitk.GetArrayFromImage(sitk.ReadImage(str(remote_folder / "current" / "warped.nii")))
     )
 
     again = RegistrationLogic(app.scene, remote, cache_dir=tmp_path / "cache")  # e.g. the next day

@@ -95,7 +95,7 @@ def test_the_remote_route_carries_files_and_no_path(remote, client_files, far_si
     whole = client.call("viewer", timeout=60)
     images = ("warped", "displacement", "difference", "jacobian", "folding", "change")
     assert whole["files"] == {
-        **{name: f"current/{name}.nii.gz" for name in images},
+        **{name: f"current/{name}.nii" for name in images},
         "quality": "current/quality.json",
     }
     assert rso["metrics"]["tre_mm"]["mean"] > 0  # the uploaded truth arrived

@@ -388,7 +388,7 @@ def test_a_native_step_writes_only_its_window_and_the_whole_images_follow_when_a
         after = sitk.GetArrayFromImage(sitk.ReadImage(whole["paths"][name]))
         np.testing.assert_allclose(pasted, after, atol=1e-4, err_msg=name)
     assert np.abs(pasted).max() > 0  # the change map: the step moved the box
-    assert whole["files"]["warped"] == "current/warped.nii.gz"
+    assert whole["files"]["warped"] == "current/warped.nii"
 
     undo = client.call("undo", timeout=60)  # leave the session as ``registered`` made it
     assert undo["undone"] and "patch" not in undo

@@ -33,6 +33,7 @@ from rso.core.results import check_output_folder
 from rso.evaluation.bench.arms import Model, run_case, write_json
 from rso.evaluation.bench.cases import resolve_cases
 from rso.evaluation.bench.measure import library_versions, machine_info
+from rso.evaluation.bench.peer_process import PeerProcess
 from rso.evaluation.bench.plan import BenchPlan
 from rso.evaluation.bench.report import summary_markdown, summary_plot
 from rso.evaluation.bench.speed import speed_section
@@ -75,8 +76,9 @@ def _run_bench(plan: BenchPlan, out: Path, checkpoint: str | None, channels, pro
     cases = resolve_cases(plan if plan.experiment else first_only)
     arm_records = []
     if plan.experiment:
-        for case in cases:
-            arm_records += run_case(case, model, plan, out, context, progress)
+        with PeerProcess() as process:
+            for case in cases:
+                arm_records += run_case(case, model, plan, out, context, progress, process)
     speed_records = speed_section(cases[0], model, plan, out, context) if plan.speed else []
     summary = summarise(arm_records, speed_records, context | {"wall_seconds": time.perf_counter() - started})
     write_json(out / "summary.json", summary)

@@ -23,6 +23,7 @@ from rso.errors import InputError
 from rso.evaluation.bench.cases import Case
 from rso.evaluation.bench.contours import CaseLabels, contour_scores
 from rso.evaluation.bench.measure import Measured, merged_memory
+from rso.evaluation.bench.peer_process import PeerProcess
 from rso.evaluation.bench.plan import (
     NO_GEOMETRY_ISO_ARM,
     NO_GEOMETRY_RSO_ARM,
@@ -226,40 +227,37 @@ def peer_field_voxels(session: RegistrationSession, field_image: sitk.Image) -> 
     return session.grid.mm_to_voxels(session.grid.resample_field(field_image))
 
 
-def whole_image_peers(run: CaseRun, plan: BenchPlan) -> dict[str, tuple]:
-    """elastix B-spline and ANTs SyN on the whole pair, once per case: arm -> (voxels, Measured,
-    PeerResult)."""
+def whole_image_peers(run: CaseRun, plan: BenchPlan, process: PeerProcess) -> dict[str, tuple]:
+    """elastix B-spline and ANTs SyN on the whole pair, once per case, in the peer process: arm ->
+    (voxels, PeerCost, PeerResult, contours)."""
     import rso.evaluation.peers as peers
 
     results = {}
-    for arm, package, method in (
-        ("elastix_bspline", "elastix", lambda f, m: peers.elastix_bspline(f, m, plan.elastix)),
-        ("ants_syn", "ants", lambda f, m: peers.ants_syn(f, m, plan.ants)),
+    for arm, package, settings in (
+        ("elastix_bspline", "elastix", plan.elastix),
+        ("ants_syn", "ants", plan.ants),
     ):
         if not peers.available(package):
             log.warning(
                 "%s skipped: %s is not installed (%s)", arm, peers.PACKAGES[package], peers.INSTALL_HINT
             )
             continue
-        peers.warm_up(package)
-        results[arm] = _run_peer(run, method)
+        results[arm] = _run_peer(run, process, package, settings)
     return results
 
 
-def _run_peer(run: CaseRun, method) -> tuple:
-    with Measured() as cost:
-        result = method(run.inputs["fixed"], run.inputs["moving"])
+def _run_peer(run: CaseRun, process: PeerProcess, package: str, settings, box=None) -> tuple:
+    result, cost = process.run(package, run.inputs["fixed"], run.inputs["moving"], settings, box)
     contours = contour_scores(run.labels, result.field, run.inputs["fixed"])
     return peer_field_voxels(run.iso_short, result.field), cost, result, contours
 
 
-def masked_peer(run: CaseRun, box, plan: BenchPlan) -> tuple | None:
+def masked_peer(run: CaseRun, box, plan: BenchPlan, process: PeerProcess) -> tuple | None:
     import rso.evaluation.peers as peers
 
     if not peers.available("elastix"):
         return None
-    peers.warm_up("elastix")
-    return _run_peer(run, lambda f, m: peers.elastix_bspline(f, m, plan.elastix, box=box))
+    return _run_peer(run, process, "elastix", plan.elastix, box)
 
 
 def peer_arm(run: CaseRun, box, arm: str, outcome: tuple) -> ArmResult:
@@ -290,14 +288,17 @@ def case_boxes(session: RegistrationSession, plan: BenchPlan, seed: int) -> list
     return boxes
 
 
-def run_case(case: Case, model: Model, plan: BenchPlan, out: Path, context: dict, progress) -> list[dict]:
-    """Every arm on every box of one case; returns the records (also written as JSON)."""
+def run_case(
+    case: Case, model: Model, plan: BenchPlan, out: Path, context: dict, progress, process: PeerProcess
+) -> list[dict]:
+    """Every arm on every box of one case (the peers in ``process``); returns the records (also written as
+    JSON)."""
     log.info(
         "case %s: %s <- %s", case.name, f"cbct_phase{case.fixed_phase}", f"cbct_phase{case.moving_phase}"
     )
     run = prepare_case(case, model, plan, progress)
     boxes = case_boxes(run.iso_short, plan, case.seed or 0)
-    whole_peers = whole_image_peers(run, plan) if plan.peers else {}
+    whole_peers = whole_image_peers(run, plan, process) if plan.peers else {}
     records, figure_done = [], False
     for kind, index, box in boxes:
         costly = kind in plan.costly_kinds
@@ -310,7 +311,7 @@ def run_case(case: Case, model: Model, plan: BenchPlan, out: Path, context: dict
                 figure, figure_done = out / "figures" / f"case_{case.name}.png", True
             results.append(rso_arm(run, box, arm, plan, progress, figure))
         if plan.peers:
-            masked = masked_peer(run, box, plan) if costly else None
+            masked = masked_peer(run, box, plan, process) if costly else None
             outcomes = {**whole_peers, **({"elastix_bspline_box_mask": masked} if masked else {})}
             results += [peer_arm(run, box, arm, outcomes[arm]) for arm in PEER_ARMS if arm in outcomes]
         box_info = {

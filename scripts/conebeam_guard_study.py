@@ -1,0 +1,172 @@
+"""What the guard could use on cone-beam streaks: each box's refinement scored without the guard (#20).
+
+For every cone-beam case of the training anatomies (``--case``, folders made by ``rso-registration
+simulate --preset xvi|truebeam``), two chains from the same general model: ISO-100 on the
+artefact-matched pair (both projection geometries) and ISO-100 without geometry. On two misaligned,
+one residual and two control boxes (40 mm, picked on the matched ISO-100 field), native RSO runs with
+the guard off and no return (``min_gain=0``, ``returns=False``); its correction is then scored by the
+gains of ``scripts/guard_study.py``'s views (the step's own MIND on the fitted pair, MIND after 4 mm
+pre-smoothing, MIND on the pair the current field was not fitted to). The return to an earlier state
+is scored on its own (the default setting), so that any rule ``return, else refine if ...`` can be
+replayed offline (``--summary``). One JSON line per (case, chain, box).
+
+    python scripts/conebeam_guard_study.py --case DIR ... --out bench/sweep/conebeam-guard/runs.jsonl
+    python scripts/conebeam_guard_study.py --summary bench/sweep/conebeam-guard/runs.jsonl
+
+lung2, the held-out patient, is never used here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conebeam_study import case_inputs  # noqa: E402
+from guard_study import correction_shape, view_gains  # noqa: E402
+
+from rso.core.native import window_grid  # noqa: E402
+from rso.core.workflow import build_network, start_session  # noqa: E402
+from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
+from rso.settings import EngineSettings, ISOSettings, RSOSettings  # noqa: E402
+
+BOXES = (("misaligned", 2), ("residual", 1), ("control", 2))
+log = logging.getLogger("conebeam_guard_study")
+
+
+def iso_chain(engine, inputs, network, matched: bool):
+    session = start_session(engine, inputs if matched else {**inputs, **NO_GEOMETRY}, network=network)
+    session.general()
+    session.iso(ISOSettings(iterations=100))
+    return session
+
+
+NO_GEOMETRY = {"fixed_geometry": None, "moving_geometry": None}
+
+
+def score_box(session, kind: str, box) -> dict:
+    """The box's TRE after ISO, after the unguarded refinement (with its view gains) and after the
+    default step's return (where it returns)."""
+    before = session.metrics(box=box)["tre_mm_box"]["mean"]
+    row = {"kind": kind, "ras": box.ras_corners, "tre_before": before}
+    record = session.rso(box, RSOSettings(min_gain=0.0, returns=False))
+    row["tre_refined"] = record.metrics["tre_mm_box"]["mean"] if record.accepted else before
+    row["guard"] = record.guard
+    if record.accepted:
+        patch = session.state.patches[-1]
+        _, box_voxels, _ = window_grid(session.fixed, session.grid, box, RSOSettings().blend_margin_mm)
+        row["gains"] = view_gains(session, box, patch)
+        row["shape"] = correction_shape(patch, box_voxels)
+        session.undo()
+    default = session.rso(box, RSOSettings())
+    returned = (default.guard or {}).get("returned_to")
+    row["returned_to"] = returned
+    row["return_gain"] = (default.guard or {}).get("gain") if returned is not None else None
+    row["tre_default"] = default.metrics["tre_mm_box"]["mean"] if default.accepted else before
+    if default.accepted:
+        session.undo()
+    return row
+
+
+def study(cases: list[str], out: Path) -> None:
+    engine = EngineSettings(device="cpu", precision="fp32")
+    network = build_network(engine)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as handle:
+        for spec in cases:
+            folder, _, moving = spec.partition(":")
+            folder = Path(folder)
+            made = json.loads((folder / "case.json").read_text())["phases_made"]
+            phase = int(moving) if moving else made[-1]
+            inputs = case_inputs(folder, phase)
+            matched = iso_chain(engine, inputs, network, matched=True)
+            boxes = [(k, b) for k, n in BOXES for b in pick_boxes(matched, k, n, 40.0)]
+            chains = {"matched": matched, "no_geometry": iso_chain(engine, inputs, network, matched=False)}
+            for chain, session in chains.items():
+                for index, (kind, box) in enumerate(boxes):
+                    row = {"case": folder.name, "chain": chain, "box": index, **score_box(session, kind, box)}
+                    handle.write(json.dumps(row) + "\n")
+                    handle.flush()
+                    log.info(
+                        "%s %s %s %.2f -> %.2f (default %.2f) %s",
+                        folder.name,
+                        chain,
+                        kind,
+                        row["tre_before"],
+                        row["tre_refined"],
+                        row["tre_default"],
+                        row.get("gains"),
+                    )
+
+
+def replay(rows: list[dict], rule) -> dict:
+    """Each box's TRE under ``return, else refine if rule(row)``: changes against ISO-100 per kind."""
+    changes = {}
+    for row in rows:
+        if row["returned_to"] is not None:
+            after = row["tre_default"]
+        elif "gains" in row and rule(row):
+            after = row["tre_refined"]
+        else:
+            after = row["tre_before"]
+        changes.setdefault(row["kind"], []).append(after - row["tre_before"])
+    return {
+        kind: {
+            "median": float(np.median(c)),
+            "worst": float(np.max(c)),
+            "improved": int(sum(x < -0.5 for x in c)),
+            "n": len(c),
+        }
+        for kind, c in sorted(changes.items())
+    }
+
+
+def summary(path: Path) -> None:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for chain in ("matched", "no_geometry"):
+        mine = [r for r in rows if r["chain"] == chain]
+        print(f"\n{chain}: {len(mine)} boxes")
+        for r in mine:
+            g = r.get("gains", {})
+            print(
+                f"  {r['case'][:22]:22s} {r['kind'][:4]} {r['tre_before']:6.2f} -> {r['tre_refined']:6.2f}"
+                f" (default {r['tre_default']:6.2f}{' R' if r['returned_to'] is not None else '  '})"
+                + "".join(f" {k} {v:+.2f}" for k, v in g.items())
+            )
+        for fitted in (0.15, 0.2, 0.25, 0.3, 0.4):
+            for unfitted in (None, 0.0, 0.05, 0.1, 0.2):
+                rule = (
+                    (lambda r, a=fitted: r["gains"]["mind2"] >= a)
+                    if unfitted is None
+                    else (lambda r, a=fitted, b=unfitted: r["gains"]["mind2"] >= a and r["gains"]["raw"] >= b)
+                )
+                scored = replay(mine, rule)
+                print(
+                    f"  fitted >= {fitted:.2f}, unfitted >= {unfitted}: "
+                    + "; ".join(
+                        f"{k[:4]} {s['median']:+.2f}/{s['worst']:+.2f} ({s['improved']}/{s['n']})"
+                        for k, s in scored.items()
+                    )
+                )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", action="append", default=[], metavar="DIR[:K]")
+    parser.add_argument("--out", type=Path, default=Path("bench/sweep/conebeam-guard/runs.jsonl"))
+    parser.add_argument("--summary", type=Path, help="replay the guard rules on a runs file and stop")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.summary:
+        summary(args.summary)
+    else:
+        study(args.case, args.out)
+
+
+if __name__ == "__main__":
+    main()
