@@ -32,6 +32,9 @@ DEFAULT_RSO_CONTROL_SPACING_MM = 8.0
 DEFAULT_RSO_SMOOTHNESS = 3.0
 DEFAULT_RSO_STEP_MM = 0.3
 DEFAULT_RSO_MIN_GAIN = 0.20  # the guard: the lowest threshold that harmed no control or residual box
+# The guard on the images as given, where the step compares artefact-matched ones: twice the most that a
+# harmful cone-beam step of the training anatomies explained there (docs/decisions.md).
+DEFAULT_RSO_MIN_UNFITTED_GAIN = 0.10
 DEFAULT_RSO_PRESMOOTH_MM = 2.0
 # Return the box to an earlier state (no registration, the general model, ...) where the images the current
 # field was not fitted to prefer it by the guard's margin (Refinement.choose_return).

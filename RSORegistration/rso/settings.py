@@ -31,6 +31,7 @@ from rso.options import (
     DEFAULT_RSO_CONTROL_SPACING_MM,
     DEFAULT_RSO_MATCH_ARTEFACTS,
     DEFAULT_RSO_MIN_GAIN,
+    DEFAULT_RSO_MIN_UNFITTED_GAIN,
     DEFAULT_RSO_MODE,
     DEFAULT_RSO_PRESMOOTH_MM,
     DEFAULT_RSO_RETURNS,
@@ -287,6 +288,13 @@ class RSOSettings(Settings):
         flag="--rso-min-gain",
         metavar="F",
     )
+    min_unfitted_gain: float = setting(
+        DEFAULT_RSO_MIN_UNFITTED_GAIN,
+        "native: the guard on the images as given, where the step compares artefact-matched ones; decline "
+        "a step that explains less than this fraction of their difference in the box",
+        flag="--rso-min-unfitted-gain",
+        metavar="F",
+    )
     presmooth_mm: float = setting(
         DEFAULT_RSO_PRESMOOTH_MM,
         "native: Gaussian sigma on both images before comparing (CBCT noise and streaks are fine)",
@@ -317,6 +325,8 @@ class RSOSettings(Settings):
             self.iterations = DEFAULT_NATIVE_ITERATIONS if self.mode == "native" else PAPER_RSO_ITERATIONS
         check_iterations(self.iterations)
         _check_signs(self, ("blend_margin_mm", "smoothness", "min_gain", "presmooth_mm"))
+        if self.min_unfitted_gain >= 1:
+            raise InputError(f"min_unfitted_gain must be below 1, not {self.min_unfitted_gain}")
         _check_signs(self, positive=("control_spacing_mm", "step_mm", "learning_rate"))
 
 

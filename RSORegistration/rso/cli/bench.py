@@ -60,6 +60,7 @@ def plan_from_args(args):
         "experiment": not args.speed_only,
         "speed": not args.no_speed,
         "peers": not args.no_peers,
+        "paper_arm": not args.no_paper_arm,
         "figures": not args.no_figures,
         "grid": tuple(args.grid) if args.grid else None,
         "similarity": args.network_similarity,
@@ -186,9 +187,10 @@ def add_subcommand(subparsers) -> None:
     )
     parser.add_argument(
         "--case-set",
-        choices=("conebeam", "parallel"),
+        choices=("conebeam", "conebeam-first", "parallel"),
         default="conebeam",
-        help="conebeam: clinical cone-beam 4D CBCT (RTK, both scanner presets; the default); parallel: last "
+        help="conebeam: clinical cone-beam 4D CBCT (RTK, both scanner presets, seeds 15 and 16; the "
+        "default); conebeam-first: the first cone-beam run's cases (seeds 13 and 14); parallel: last "
         "round's parallel-beam cases (the secondary table)",
     )
     parser.add_argument("--cases", type=int, metavar="N", help="only the first N cases of the plan")
@@ -222,6 +224,11 @@ def add_subcommand(subparsers) -> None:
         help="the network RSO modes' iterations per box (default 400; native RSO keeps its own)",
     )
     parser.add_argument("--no-peers", action="store_true", help="skip elastix and ANTs")
+    parser.add_argument(
+        "--no-paper-arm",
+        action="store_true",
+        help="skip the paper's RSO-400 full/global arm (about half of a cone-beam run's time)",
+    )
     parser.add_argument(
         "--elastix-iterations", type=int, metavar="N", help="elastix iterations per resolution"
     )

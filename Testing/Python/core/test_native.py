@@ -206,6 +206,26 @@ def test_the_guard_declines_a_correction_that_would_fold(shifted_cbct):
     assert verdict.folded_after > verdict.folded_before == 0 and "fold" in verdict.declined
 
 
+def test_the_guard_declines_a_correction_the_images_as_given_do_not_support(shifted_cbct, unshifted_cbct):
+    """A correction that aligns the fitted (artefact-matched) pair but not the images as given is declined,
+    and says why; without images as given there is no such check (the verdict has no unfitted gain)."""
+    fixed, moving, _ = shifted_cbct  # the fitted pair asks for SHIFT_MM
+    as_given = unshifted_cbct[:2]  # the same anatomy, no shift: the correction makes these worse
+    grid = ModelGrid.covering(fixed, TEST_GRID)
+    session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
+    box = lung_box(session)
+    settings = RSOSettings(min_gain=0.2, min_unfitted_gain=0.05, returns=False)
+    current = (np.zeros((*grid.shape, 3), np.float32), ())
+    cpu = torch.device("cpu")
+    patch, _, verdict = refine_box(build_problem((fixed, moving), box, 10.0, grid, current, cpu), settings)
+    assert patch is not None and verdict.gain >= 0.2 and verdict.unfitted_gain is None
+    both = build_problem((fixed, moving), box, 10.0, grid, current, cpu, unfitted=as_given)
+    patch, _, verdict = refine_box(both, settings)
+    assert patch is None and verdict.gain >= 0.2 and verdict.unfitted_gain < 0.05
+    assert "does not hold on the images as given" in verdict.declined
+    assert verdict.to_dict()["unfitted_gain"] == verdict.unfitted_gain
+
+
 def test_an_earlier_state_the_images_prefer_clearly_becomes_the_box_answer(unshifted_cbct):
     """A whole-image step moved the box away from an earlier, better field: the step returns the box there
     (no translation could), without refining it; an earlier field that explains the box worse is left

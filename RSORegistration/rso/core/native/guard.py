@@ -1,8 +1,11 @@
 """The guard: whether a box's refinement is kept, and why not when it is declined.
 
-A correction is declined when it would add folded voxels (det J <= 0) in box + margin, or when it
+A correction is declined when it would add folded voxels (det J <= 0) in box + margin, when it
 explains less than ``min_gain`` of the box's remaining dissimilarity under the current field (the
-gain). A declined step leaves the session as it was (docs/architecture.md §4).
+gain), or, where the step compares artefact-matched images, when it explains less than
+``min_unfitted_gain`` of the dissimilarity of the images as given (the pair the current field was not
+fitted to: a correction that only aligns what matching left of the streaks does not hold there). A
+declined step leaves the session as it was (docs/architecture.md §4).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class GuardVerdict:
     declined: str | None
     # The earlier state the box returned to (its index in the session's history).
     returned_to: int | None = None
+    # The gain on the images as given, where the step compared artefact-matched ones (else None).
+    unfitted_gain: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -39,8 +44,18 @@ class GuardVerdict:
                 "folded_after",
                 "largest_correction_mm",
                 "returned_to",
+                "unfitted_gain",
             )
         }
+
+
+def correction_gain(refinement: Refinement, correction: torch.Tensor, pair: int = 0) -> float:
+    """1 - dissimilarity(correction) / dissimilarity(none) in the box, on one image pair (0: the fitted
+    pair, -1: the images as given where the step compares artefact-matched ones)."""
+    with torch.no_grad():
+        before = float(refinement.similarity(torch.zeros_like(correction), pair))
+        after = float(refinement.similarity(correction, pair))
+    return 1.0 - after / before if before > 0 else 0.0
 
 
 def guard_verdict(
@@ -57,11 +72,11 @@ def guard_verdict(
     fitted.
     """
     problem = refinement.problem
+    unfitted = None
     if returned is None:
-        with torch.no_grad():
-            before = float(refinement.similarity(torch.zeros_like(refinement.correction_mm())))
-            after = float(refinement.similarity(refinement.correction_mm()))
-        gain = 1.0 - after / before if before > 0 else 0.0
+        gain = correction_gain(refinement, refinement.correction_mm())
+        if refinement.has_unfitted_pair:
+            unfitted = correction_gain(refinement, refinement.correction_mm(), pair=-1)
     else:
         gain = returned[1]
     region = weights > 0
@@ -72,17 +87,24 @@ def guard_verdict(
     ]
     folded_before, folded_after = int((det_before <= 0).sum()), int((det_after <= 0).sum())
     largest = float(np.linalg.norm(correction[region], axis=-1).max())
+    settings = refinement.settings
     declined = None
     if folded_after > folded_before:
         declined = (
             f"the refinement would fold the field in the box ({folded_after} folded voxels instead of "
             f"{folded_before}; min det J {det_after.min():.2f})"
         )
-    elif gain < refinement.settings.min_gain:
+    elif gain < settings.min_gain:
         declined = (
             f"the images in the box already agree: the best correction ({largest:.1f} mm) explains only "
             f"{100 * gain:.1f} % of the remaining difference "
-            f"(at least {100 * refinement.settings.min_gain:.0f} % is needed)"
+            f"(at least {100 * settings.min_gain:.0f} % is needed)"
+        )
+    elif unfitted is not None and unfitted < settings.min_unfitted_gain:
+        declined = (
+            f"the best correction ({largest:.1f} mm) does not hold on the images as given: it explains "
+            f"{100 * unfitted:.1f} % of their difference in the box, against {100 * gain:.1f} % of the "
+            f"artefact-matched images' (at least {100 * settings.min_unfitted_gain:.0f} % is needed)"
         )
     return GuardVerdict(
         gain,
@@ -92,4 +114,5 @@ def guard_verdict(
         largest,
         declined,
         None if returned is None else returned[0],
+        unfitted,
     )

@@ -63,6 +63,11 @@ class Refinement:
         reduction = "mean" if self.fit is None else "none"  # per voxel for a masked mean
         self.lncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=7, reduction=reduction)
 
+    @property
+    def has_unfitted_pair(self) -> bool:
+        """Whether the step compares artefact-matched images and also has the images as given."""
+        return len(self.pair_features) > 1
+
     def _features(self, hu: torch.Tensor) -> list[torch.Tensor]:
         """What the similarity compares, per image pair (one channel of ``hu`` each): (1, C, ...) MIND
         descriptors (C = 12), or the network's normalised intensities (C = 1)."""

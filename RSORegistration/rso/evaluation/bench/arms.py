@@ -304,7 +304,9 @@ def run_case(
         costly = kind in plan.costly_kinds
         results = fixed_arms(run, box)
         for arm in RSO_ARMS:
-            if (arm == PAPER_ARM and not costly) or (arm == NO_GEOMETRY_RSO_ARM and run.no_geometry is None):
+            if (arm == PAPER_ARM and not (costly and plan.paper_arm)) or (
+                arm == NO_GEOMETRY_RSO_ARM and run.no_geometry is None
+            ):
                 continue
             figure = None
             if plan.figures and not figure_done and kind == "misaligned" and arm == default_arm():
