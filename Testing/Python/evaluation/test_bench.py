@@ -314,3 +314,29 @@ def test_ants_syn_field_maps_fixed_points_to_moving_points(shifted_pair):
     fixed, moving = shifted_pair
     result = peers.ants_syn(fixed, moving, peers.AntsSettings(reg_iterations=(20, 10, 0)))
     assert_recovers_shift(central_displacement(result.field, fixed))
+
+
+@pytest.mark.skipif(not HAVE_ELASTIX, reason="itk-elastix is not installed (requirements-bench.txt)")
+def test_a_peer_runs_in_a_process_of_its_own(shifted_pair):
+    """The benchmark's peer process: the same field as a call in this process, its seconds and peak
+    memory measured there, and the process stopped on leaving."""
+    from rso.evaluation.bench.peer_process import PeerProcess
+
+    fixed, moving = shifted_pair
+    settings = peers.ElastixSettings(resolutions=2, final_grid_spacing_mm=20.0, iterations=150)
+    with PeerProcess() as process:
+        result, cost = process.run("elastix", fixed, moving, settings)
+        pool = process._pool
+    assert_recovers_shift(central_displacement(result.field, fixed))
+    assert cost.seconds > 0 and cost.memory["peak_rss_mb"] > 0
+    with pytest.raises(RuntimeError, match="shutdown"):
+        pool.submit(print)  # the process was stopped on leaving
+
+
+@pytest.mark.skipif(HAVE_ELASTIX, reason="checks the error of a missing peer package")
+def test_a_missing_peer_package_is_the_same_clear_error_from_the_peer_process(shifted_pair):
+    from rso.evaluation.bench.peer_process import PeerProcess
+
+    fixed, moving = shifted_pair
+    with PeerProcess() as process, pytest.raises(InputError, match="install the bench extra"):
+        process.run("elastix", fixed, moving, peers.ElastixSettings())

@@ -9,6 +9,7 @@ user running it would see it, and its peak memory is that process's own (``Measu
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +25,13 @@ class PeerCost:
 
     seconds: float
     memory: dict
+
+
+def _log_like(level: int) -> None:
+    """In the peer process: log as the benchmark does (a spawned process starts with no handlers)."""
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
 
 
 def _measured_call(peer: str, fixed: sitk.Image, moving: sitk.Image, settings, box: Box | None):
@@ -58,5 +66,6 @@ class PeerProcess:
         """``peer`` ("elastix" or "ants") on the pair, in the peer process: (PeerResult, PeerCost)."""
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+            level = logging.getLogger().getEffectiveLevel()
+            self._pool = ProcessPoolExecutor(1, context, initializer=_log_like, initargs=(level,))
         return self._pool.submit(_measured_call, peer, fixed, moving, settings, box).result()
