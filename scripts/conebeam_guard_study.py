@@ -36,6 +36,7 @@ from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
 from rso.settings import EngineSettings, ISOSettings, RSOSettings  # noqa: E402
 
 BOXES = (("misaligned", 2), ("residual", 1), ("control", 2))
+NO_GEOMETRY = {"fixed_geometry": None, "moving_geometry": None}
 log = logging.getLogger("conebeam_guard_study")
 
 
@@ -44,9 +45,6 @@ def iso_chain(engine, inputs, network, matched: bool):
     session.general()
     session.iso(ISOSettings(iterations=100))
     return session
-
-
-NO_GEOMETRY = {"fixed_geometry": None, "moving_geometry": None}
 
 
 def score_box(session, kind: str, box) -> dict:

@@ -74,9 +74,10 @@ def guard_verdict(
     problem = refinement.problem
     unfitted = None
     if returned is None:
-        gain = correction_gain(refinement, refinement.correction_mm())
+        optimised = refinement.correction_mm()
+        gain = correction_gain(refinement, optimised)
         if refinement.has_unfitted_pair:
-            unfitted = correction_gain(refinement, refinement.correction_mm(), pair=-1)
+            unfitted = correction_gain(refinement, optimised, pair=-1)
     else:
         gain = returned[1]
     region = weights > 0
