@@ -20,7 +20,7 @@ from .charts import update_loss_chart, update_metrics_table
 from .display import show_difference_style, show_in_slice_views, show_quality_style
 from .parameters import OUTPUT_NODES, RunParameters
 from .segmentations import SOURCE_ATTRIBUTE, segmentation_from_label_image, table_from_report
-from .transforms import OUTPUT_ATTRIBUTE, paste_into_grid_transform, place_under, read_transform_file
+from .transforms import OUTPUT_ATTRIBUTE, paste_into_grid_transform, place_under, reload_transform_file
 from .volumes import paste_into_volume, read_volume
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,9 @@ def show_step_result(
     )
     show_difference_style(params.differenceVolume)
     params.outputTransform = _tag(
-        read_transform_file(scene, paths["displacement"], f"{moving_name} to fixed", params.outputTransform),
+        reload_transform_file(
+            scene, paths["displacement"], f"{moving_name} to fixed", params.outputTransform
+        ),
         "transform",
         params,
     )

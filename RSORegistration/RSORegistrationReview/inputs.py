@@ -9,7 +9,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from rso.core.imageio import read_displacement_field, read_image
+from rso.core.imageio import read_displacement_field, read_scalar_image
 from rso.errors import InputError
 from RSORegistrationLib.logic import RegistrationLogic
 from RSORegistrationLib.parameters import OUTPUT_NODES
@@ -113,8 +113,10 @@ class PairLoader:
 
     def _volume(self, path, what: str, made: list, series: str | None = None):
         """``series``: which series of a DICOM folder; a folder of several without it is refused in one
-        line that lists them (rso.core.dicom)."""
-        node = volume_from_image(self.scene, read_image(path, what, series=series), volume_name(path))
+        line that lists them (rso.core.dicom). The node keeps the file's pixel type, as the Slicer module's
+        volumes do (an int16 CT: 2 bytes a voxel, not float32's 4)."""
+        image = read_scalar_image(path, what, series=series)
+        node = volume_from_image(self.scene, image, volume_name(path))
         made.append(node)
         return node
 

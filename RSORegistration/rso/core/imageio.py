@@ -35,6 +35,12 @@ def read_image(path: str | os.PathLike, what: str = "image", series: str | None 
     ``series``: which series of a DICOM folder (its series instance UID, or its index in
     ``rso.core.dicom.list_series`` as text); needed when the folder holds several.
     """
+    return sitk.Cast(read_scalar_image(path, what, series), sitk.sitkFloat32)
+
+
+def read_scalar_image(path: str | os.PathLike, what: str = "image", series: str | None = None) -> sitk.Image:
+    """``read_image``, checked alike, in the file's own pixel type (an int16 CT stays int16: half the
+    memory of float32), for a viewer that shows it as it is."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{what} not found: {path}")
@@ -47,7 +53,7 @@ def read_image(path: str | os.PathLike, what: str = "image", series: str | None 
     except RuntimeError as exc:
         raise InputError(f"{what} could not be read ({path}): {_first_line(exc)}") from None
     check_scalar_volume(image, f"{what} {path.name}")
-    return sitk.Cast(image, sitk.sitkFloat32)
+    return image
 
 
 def _check_complete_gzip(path: Path, what: str) -> None:

@@ -1,6 +1,7 @@
 """The geometry proof (docs/architecture.md §3): Slicer's own resampling through the exported
 transform equals the engine's warped image, for the in-memory grid transform and for the
-displacement.nii.gz file read by Slicer's transform storage node."""
+displacement.nii.gz file read by Slicer's transform storage node; a step's field on the grid already
+shown is written into that grid in place."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from RSORegistrationLib.transforms import (
     field_from_transform_node,
     place_under,
     read_transform_file,
+    reload_transform_file,
     transform_node_from_field,
 )
-from RSORegistrationLib.volumes import array_from_volume, volume_from_image
+from RSORegistrationLib.volumes import array_from_volume, volume_from_image, voxels_view
 
 
 def analytic_field(reference: sitk.Image) -> sitk.Image:
@@ -151,3 +153,92 @@ def test_moving_volume_under_another_transform_is_refused(app, oblique_case):
     moving_node.SetAndObserveTransformNodeID(other.GetID())
     with pytest.raises(InputError, match="harden"):
         place_under(moving_node, transform_node_from_field(app.scene, oblique_case[2], "field"))
+
+
+def another_field(field: sitk.Image, scale: float, shift_mm: float) -> sitk.Image:
+    """The field scaled and shifted: other values on the same grid."""
+    changed = sitk.GetImageFromArray(sitk.GetArrayFromImage(field) * scale + shift_mm, isVector=True)
+    changed.CopyInformation(field)
+    return changed
+
+
+def assert_same_transform(node, fresh, points):
+    """The node's grid holds what Slicer reads from the file, and maps points alike."""
+    held, read = (n.GetTransformFromParent() for n in (node, fresh))
+    np.testing.assert_allclose(
+        voxels_view(held.GetDisplacementGrid()), voxels_view(read.GetDisplacementGrid()), rtol=0, atol=1e-5
+    )
+    for getter in ("GetDimensions", "GetSpacing", "GetOrigin"):
+        held_value, read_value = (getattr(t.GetDisplacementGrid(), getter)() for t in (held, read))
+        np.testing.assert_allclose(held_value, read_value, atol=1e-9)
+    for point in points:
+        np.testing.assert_allclose(held.TransformPoint(point), read.TransformPoint(point), atol=1e-4)
+
+
+def test_a_whole_refresh_on_the_grid_shown_writes_into_it_in_place(app, oblique_case, tmp_path):
+    """Each whole step's field on the grid the output transform already holds goes into that grid: the
+    same vtkImageData (a clinical grid is 1.2 GB of doubles, never held twice), equal to Slicer's own
+    reading of the file, and the views are told."""
+    field = oblique_case[2]
+    fields = [field, another_field(field, -0.6, 1.5), another_field(field, 0.3, -2.0)]
+    paths = [write_displacement_field(f, tmp_path / f"step{n}.nii") for n, f in enumerate(fields)]
+    node = reload_transform_file(app.scene, paths[0], "output")  # no grid yet: Slicer reads the file
+    grid = node.GetTransformFromParent().GetDisplacementGrid()
+    told = []
+    node.AddObserver(node.TransformModifiedEvent, lambda *_: told.append(1))
+    centre = np.array(grid.GetCenter())
+    points = [centre.tolist(), (centre + (7.0, -5.0, 3.0)).tolist(), (centre - (4.0, 6.0, -8.0)).tolist()]
+    for n, path in enumerate(paths[1:], start=1):
+        stamp = node.GetTransformFromParent().GetMTime()
+        assert reload_transform_file(app.scene, path, "output", node) is node
+        assert node.GetTransformFromParent().GetDisplacementGrid() is grid  # in place
+        assert_same_transform(node, read_transform_file(app.scene, path, "fresh"), points)
+        # The views are told: the event, and a newer transform for VTK's pipelines (reslicing) to see.
+        assert len(told) >= n and node.GetTransformFromParent().GetMTime() > stamp
+    # The test has teeth: the refreshed values are not the first step's.
+    first = voxels_view(
+        read_transform_file(app.scene, paths[0], "first").GetTransformFromParent().GetDisplacementGrid()
+    )
+    assert np.abs(voxels_view(grid) - first).max() > 1.0
+
+
+def test_the_in_place_refresh_makes_no_copy_of_the_grid(app, tmp_path):
+    """Python's side of a refresh (numpy's temporaries, traced) stays far below one copy of the grid: the
+    file's float32 voxels go into the grid's doubles without a whole-volume float64 array on the way."""
+    import tracemalloc
+
+    vectors = np.random.default_rng(0).normal(size=(48, 80, 96, 3)).astype(np.float32)
+    field = sitk.GetImageFromArray(vectors, isVector=True)
+    field.SetSpacing((1.5, 1.5, 2.0))
+    node = reload_transform_file(app.scene, write_displacement_field(field, tmp_path / "a.nii"), "output")
+    grid = node.GetTransformFromParent().GetDisplacementGrid()
+    path = write_displacement_field(another_field(field, -1.0, 0.5), tmp_path / "b.nii")
+    tracemalloc.start()
+    try:
+        reload_transform_file(app.scene, path, "output", node)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert node.GetTransformFromParent().GetDisplacementGrid() is grid
+    assert peak < voxels_view(grid).nbytes / 20  # the grid: 8.8 MB of doubles
+
+
+@pytest.mark.parametrize("change", ["size", "origin", "spacing", "direction"])
+def test_a_field_on_another_grid_is_read_anew(app, oblique_case, tmp_path, change):
+    field = oblique_case[2]
+    node = reload_transform_file(app.scene, write_displacement_field(field, tmp_path / "a.nii"), "output")
+    grid = node.GetTransformFromParent().GetDisplacementGrid()
+    other = another_field(field, 0.5, 1.0)
+    if change == "size":
+        other = other[:, :, 1:]
+    elif change == "origin":
+        other.SetOrigin((np.array(field.GetOrigin()) + (0.0, 2.0, 0.0)).tolist())
+    elif change == "spacing":
+        other.SetSpacing((np.array(field.GetSpacing()) * 1.1).tolist())
+    else:
+        other.SetDirection(sitk.VersorTransform((0.0, 0.0, 1.0), 0.3).GetMatrix())
+    path = write_displacement_field(other, tmp_path / "b.nii")
+    assert reload_transform_file(app.scene, path, "output", node) is node
+    assert node.GetTransformFromParent().GetDisplacementGrid() is not grid  # Slicer read it afresh
+    centre = np.array(node.GetTransformFromParent().GetDisplacementGrid().GetCenter())
+    assert_same_transform(node, read_transform_file(app.scene, path, "fresh"), [centre.tolist()])

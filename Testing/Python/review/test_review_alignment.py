@@ -1,6 +1,7 @@
 """The review command's pair inputs: a DICOM folder with several series is refused in one line that lists
-them, ``--fixed-series``/``--moving-series`` pick one, and ``--initial-transform``/``--fit-mask`` become
-the registration's nodes, written for the worker as they were given."""
+them, ``--fixed-series``/``--moving-series`` pick one, ``--initial-transform``/``--fit-mask`` become
+the registration's nodes, written for the worker as they were given, and the images keep their own pixel
+type."""
 
 from __future__ import annotations
 
@@ -136,3 +137,34 @@ def test_a_missing_initial_transform_is_one_line_and_adds_no_nodes(two_series, t
         assert controller.scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode") == 0  # the volumes read are gone
     finally:
         controller.close()
+
+
+def test_the_pair_keeps_its_own_pixel_type_and_is_still_checked(tmp_path):
+    """An int16 CT becomes an int16 node, as in the Slicer module (a float32 copy doubles its memory); a
+    constant image is still refused in one line, and leaves no node."""
+    import vtk
+
+    from rso.errors import InputError
+    from RSORegistrationLib.headless import new_scene
+    from RSORegistrationLib.volumes import array_from_volume
+    from RSORegistrationReview.inputs import PairLoader
+
+    rng = np.random.default_rng(0)
+    hu = sitk.GetImageFromArray(rng.integers(-1000, 1500, size=(12, 16, 20), dtype=np.int16))
+    hu.SetSpacing((1.5, 1.5, 2.5))
+    sitk.WriteImage(hu, str(tmp_path / "fixed.nrrd"))
+    sitk.WriteImage(sitk.Cast(hu, sitk.sitkFloat32), str(tmp_path / "moving.nii.gz"))
+    scene = new_scene().scene
+    loader = PairLoader(scene, None, {})  # reading a pair needs no logic
+    inputs = loader.read(tmp_path / "fixed.nrrd", tmp_path / "moving.nii.gz", None)
+    assert inputs.fixed.GetImageData().GetScalarType() == vtk.VTK_SHORT
+    assert inputs.moving.GetImageData().GetScalarType() == vtk.VTK_FLOAT  # each its own type
+    np.testing.assert_array_equal(array_from_volume(inputs.fixed), sitk.GetArrayFromImage(hu))
+    assert inputs.moving_as_acquired.GetImageData() is inputs.moving.GetImageData()
+    flat = sitk.Image(hu.GetSize(), sitk.sitkInt16) - 1000
+    sitk.WriteImage(flat, str(tmp_path / "flat.nrrd"))
+    volumes = scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode")
+    with pytest.raises(InputError, match="is constant") as refused:
+        loader.read(tmp_path / "fixed.nrrd", tmp_path / "flat.nrrd", None)
+    assert "\n" not in str(refused.value)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode") == volumes

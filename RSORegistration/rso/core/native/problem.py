@@ -174,7 +174,8 @@ def limit_to_fit_mask(problem: NativeProblem, fit_mask: sitk.Image | None) -> Na
     """
     if fit_mask is None:
         return problem
-    binary = sitk.Cast(fit_mask != 0, sitk.sitkFloat32)
+    # Cut the mask to the window first: no float32 copy of the whole mask at each step.
+    binary = sitk.Cast(_cut_to(fit_mask, problem.window) != 0, sitk.sitkFloat32)
     inside = sitk.GetArrayFromImage(_resample(binary, problem.window, default=0.0)) > 0.5
     if not inside[problem.box.slices].any():
         raise InputError("the box lies outside the fit mask (--fit-mask): RSO has nothing to fit there")
@@ -199,6 +200,18 @@ def _covering_grid(window: ModelGrid, points_lps: np.ndarray, reach_mm: float) -
     origin = window.index_to_lps_points(lo)
     shape = tuple(int(n) for n in (hi - lo + 1))
     return ModelGrid(shape, window.spacing, tuple(origin.tolist()), window.direction)
+
+
+def _cut_to(image: sitk.Image, grid: ModelGrid) -> sitk.Image:
+    """The part of ``image`` that linear interpolation onto ``grid`` reads: its voxels around the grid's
+    corners' bounding box, one more on each side (the same samples as from the whole image)."""
+    corners = np.stack(np.meshgrid(*[(0, n - 1) for n in grid.shape], indexing="ij"), -1).reshape(-1, 3)
+    points = grid.index_to_lps_points(corners)
+    index = np.array([image.TransformPhysicalPointToContinuousIndex(p.tolist()) for p in points])
+    size = np.array(image.GetSize())
+    low = np.clip(np.floor(index.min(0)).astype(int) - 1, 0, size - 1)
+    high = np.clip(np.ceil(index.max(0)).astype(int) + 1, low, size - 1)
+    return sitk.RegionOfInterest(image, (high - low + 1).tolist(), low.tolist())
 
 
 def _resample(image: sitk.Image, grid: ModelGrid, default: float = AIR_HU) -> sitk.Image:
