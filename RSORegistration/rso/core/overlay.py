@@ -7,7 +7,8 @@ the warped and difference images and det J are therefore what they were before t
 box, not the image. A viewer pastes the window into the volumes it already shows
 (RSORegistrationLib.results); whole-volume files are rewritten only when something asks for them.
 ``whole_products`` builds the whole images from slabs of the same windows, so that the whole native
-field (12 bytes a voxel) is never held unless it is written.
+field (12 bytes a voxel) is never held unless it is written; ``write_whole_products`` writes each slab
+straight into its uncompressed file (rso.core.nifti_slabs), so that no whole image is held at all.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from rso.core.native_grid import (
     stored_image,
     warp_native,
 )
+from rso.core.nifti_slabs import SlabFile
 from rso.core.optimize import relative_to
 from rso.core.quality import change_map, folding_map, jacobian_map
 
@@ -97,10 +99,8 @@ def whole_products(session, names, as_arrays=()) -> dict[str, sitk.Image | np.nd
     for. Each image equals the one computed on the whole grid at once. Those in ``as_arrays`` come as
     (z, y, x[, 3]) numpy arrays on the fixed grid (no image copy of them is made)."""
     shape = ModelGrid.of_image(session.fixed).shape
-    rows = max(1, WHOLE_SLAB_VOXELS // (shape[1] * shape[2]))
     arrays: dict[str, np.ndarray] = {}
-    for start in range(0, shape[0], rows):
-        window = VoxelBox((start, 0, 0), (min(start + rows, shape[0]), shape[1], shape[2]))
+    for window in _slabs(shape):
         for name, image in window_products(session, window, names).items():
             values = sitk.GetArrayViewFromImage(image)
             if name not in arrays:
@@ -113,6 +113,50 @@ def whole_products(session, names, as_arrays=()) -> dict[str, sitk.Image | np.nd
         images[name].CopyInformation(session.fixed)
         del values
     return images
+
+
+def write_whole_products(session, files: dict[str, Path]) -> tuple[dict[str, Path], sitk.Image]:
+    """``whole_products`` written a slab at a time into uncompressed NIfTI files: ``files`` names the
+    ``.nii`` path of each product to write (warped, difference, displacement, jacobian, folding), and
+    each slab goes into its file as it is computed, so that one slab of each is held, never a whole
+    image. Each file is byte for byte the one ``write_image`` (``write_displacement_array`` for the
+    displacement) makes of the whole image, and is put in place atomically once every file is complete:
+    if computing or writing a slab fails, every file stays the one before. Returns the paths and det J
+    (float32, on the fixed grid: read back from its file when it is one of them, else gathered slab by
+    slab)."""
+    shape = ModelGrid.of_image(session.fixed).shape
+    names = (*files, *(() if "jacobian" in files else ("jacobian",)))
+    jacobian = None if "jacobian" in files else np.empty(shape, np.float32)
+    slabs: dict[str, SlabFile] = {}
+    try:
+        for window in _slabs(shape):
+            products = window_products(session, window, names)
+            for name, path in files.items():
+                if name not in slabs:
+                    slabs[name] = SlabFile(path, session.fixed, products[name])
+                slabs[name].write(window.lo[0], sitk.GetArrayViewFromImage(products[name]))
+            if jacobian is not None:
+                jacobian[window.slices] = sitk.GetArrayViewFromImage(products["jacobian"])
+            del products
+        paths = {name: slab.commit() for name, slab in slabs.items()}
+    except BaseException:
+        for slab in slabs.values():  # those not yet committed: their previous file stays
+            slab.discard()
+        raise
+    if jacobian is None:
+        image = sitk.ReadImage(str(paths["jacobian"]))
+    else:
+        image = sitk.GetImageFromArray(jacobian)
+        del jacobian
+    image.CopyInformation(session.fixed)  # the fixed image's exact geometry, not the header's float32 one
+    return paths, image
+
+
+def _slabs(shape: tuple[int, int, int]):
+    """The fixed grid's slabs of whole z slices, ~WHOLE_SLAB_VOXELS each, in order."""
+    rows = max(1, WHOLE_SLAB_VOXELS // (shape[1] * shape[2]))
+    for start in range(0, shape[0], rows):
+        yield VoxelBox((start, 0, 0), (min(start + rows, shape[0]), shape[1], shape[2]))
 
 
 def _crop(image: sitk.Image, slices: tuple[slice, slice, slice]) -> sitk.Image:

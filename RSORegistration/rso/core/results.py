@@ -35,7 +35,8 @@ from rso.core.initial import (
 from rso.core.labels import LabelInput, check_labels_on, write_propagated
 from rso.core.landmarks import landmark_tre, write_markups_json
 from rso.core.native_grid import last_step_change_mm, native_field
-from rso.core.overlay import whole_products
+from rso.core.nifti_slabs import streamable
+from rso.core.overlay import whole_products, write_whole_products
 from rso.core.quality import box_summaries, folding_map, jacobian_summary
 from rso.errors import InputError
 
@@ -100,13 +101,21 @@ def _write_images(
     an earlier run, is removed); also the quality summary and det J (for labels).
 
     The images are built a slab of the fixed grid at a time (rso.core.overlay.whole_products): at 1 mm
-    the whole native field alone is 12 bytes a voxel, and it is held only when it is written."""
+    the whole native field alone is 12 bytes a voxel, and it is held only when it is written. Uncompressed
+    (the viewer's files, rewritten after every whole-image step) each slab goes straight into its file
+    (rso.core.overlay.write_whole_products) and no whole image but det J is held."""
     outputs = check_outputs(outputs)
     files = image_files(compress)
     for name in set(OUTPUTS) - set(outputs):
         for file in OUTPUTS[name]:
             (out_dir / files[file]).unlink(missing_ok=True)
     wanted = [name for name in ("warped", "difference", "displacement") if name in outputs]
+    maps = "quality_maps" in outputs
+    if not compress and streamable(session.fixed):
+        streamed = (*wanted, *(("jacobian", "folding") if maps else ()))
+        paths, jacobian = write_whole_products(session, {name: out_dir / files[name] for name in streamed})
+        quality_paths, quality = write_quality_maps(session, jacobian, out_dir, maps, compress, paths)
+        return {**paths, **quality_paths}, quality, jacobian
     images = whole_products(session, (*wanted, "jacobian"), as_arrays=("displacement",))
     paths = {}
     for name in ("warped", "difference"):
@@ -118,18 +127,19 @@ def _write_images(
             images.pop("displacement"), session.fixed, displacement
         )
     jacobian = images.pop("jacobian")
-    maps = "quality_maps" in outputs
     quality_paths, quality = write_quality_maps(session, jacobian, out_dir, maps, compress)
     return {**paths, **quality_paths}, quality, jacobian
 
 
 def write_quality_maps(
-    session, jacobian: sitk.Image, out_dir: Path, maps: bool = True, compress: bool = True
+    session, jacobian: sitk.Image, out_dir: Path, maps: bool = True, compress: bool = True, written=None
 ) -> tuple[dict[str, Path], dict]:
     """quality.json (det J statistics, folding, and a summary per RSO box) from the field's det J; with
     ``maps`` also jacobian.nii.gz (det J), folding.nii.gz (det J <= 0) and change.nii.gz (the last step's
-    |change|, mm), named as ``image_files(compress)`` names them."""
+    |change|, mm), named as ``image_files(compress)`` names them. ``written``: maps already written (name
+    -> path, rso.core.overlay.write_whole_products), not written again."""
     files = image_files(compress)
+    written = written or {}
     change = last_step_change_mm(session) if session.history else None
     quality = {
         "field": jacobian_summary(jacobian),
@@ -138,8 +148,11 @@ def write_quality_maps(
     }
     paths = {}
     if maps:
-        paths["jacobian"] = write_image(jacobian, out_dir / files["jacobian"], compress)
-        paths["folding"] = write_image(folding_map(jacobian), out_dir / files["folding"], compress)
+        jacobian_file, folding_file = out_dir / files["jacobian"], out_dir / files["folding"]
+        paths["jacobian"] = written.get("jacobian") or write_image(jacobian, jacobian_file, compress)
+        paths["folding"] = written.get("folding") or write_image(
+            folding_map(jacobian), folding_file, compress
+        )
     if maps and change is not None:
         paths["change"] = write_image(change, out_dir / files["change"], compress)
     else:  # no step (all undone): a change map left from before would describe a step that is gone
