@@ -163,4 +163,8 @@ def step_summary(cmd: str, record: dict | None, history: list[dict]) -> str:
             if returned
             else " (the box returned to no registration)"
         )
+    params = (record or {}).get("params") or {}
+    if params.get("kept") == "start":  # ISO's guard: the images as given agreed less under its field
+        gain = params["given_gain"]
+        done += f" (its field was not kept: the images as given agreed less under it, {gain:+.1%})"
     return f"{done}, {summary_text(metrics)}" if metrics.get("rmse_hu") is not None else done

@@ -43,6 +43,10 @@ DEFAULT_RSO_RETURNS = True
 # (rso.core.projection.matching): otherwise the rotation between two phases' streaks looks like motion.
 DEFAULT_RSO_MATCH_ARTEFACTS = True
 DEFAULT_ISO_MATCH_ARTEFACTS = True  # ISO too: on the raw pair it fits the streaks
+# ISO on the matched pair keeps its field only where the images as given (never fitted) agree better under
+# it than under the field it started from, by MIND (rso.core.iso_guard; docs/decisions.md).
+DEFAULT_ISO_GUARD = True
+ISO_MIN_GIVEN_GAIN = 0.0
 DEFAULT_RSO_ITERATIONS = DEFAULT_NATIVE_ITERATIONS  # the default mode's (Slicer's and the review app's field)
 DEFAULT_DEVICE = "auto"
 DEFAULT_SEED = 0

@@ -23,6 +23,7 @@ from rso.options import (
     DEFAULT_BLEND_MARGIN_MM,
     DEFAULT_COMPOSITION,
     DEFAULT_DEVICE,
+    DEFAULT_ISO_GUARD,
     DEFAULT_ISO_ITERATIONS,
     DEFAULT_ISO_MATCH_ARTEFACTS,
     DEFAULT_NATIVE_ITERATIONS,
@@ -223,6 +224,12 @@ class ISOSettings(Settings):
         DEFAULT_ISO_MATCH_ARTEFACTS,
         "fit artefact-matched images where both images' projection geometries are given",
         flag="--iso-match-artefacts",
+    )
+    guard: bool = setting(
+        DEFAULT_ISO_GUARD,
+        "on artefact-matched images, keep ISO's field only where the images as given agree better under it "
+        "than under the field it started from",
+        flag="--iso-guard",
     )
 
     def __post_init__(self):

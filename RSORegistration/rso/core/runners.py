@@ -7,6 +7,8 @@ returns a ``Candidate``. Native RSO may instead decline the box (its guard, ``rs
 from __future__ import annotations
 
 import copy
+import dataclasses
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +16,7 @@ import torch
 
 from rso.core.boxes import Box
 from rso.core.geometry import ModelGrid
+from rso.core.iso_guard import given_gain
 from rso.core.losses import RegistrationLoss
 from rso.core.model import RegistrationNet
 from rso.core.native import GuardVerdict, build_problem, limit_to_fit_mask, refine_box
@@ -30,19 +33,23 @@ from rso.core.optimize import (
 from rso.core.pair import ImagePair
 from rso.core.patches import FieldPatch
 from rso.core.store import SessionState
+from rso.options import ISO_MIN_GIVEN_GAIN
 from rso.settings import RSOSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Candidate:
     """A proposed state: the coarse field (3, z, y, x) in model-grid voxels, the fine patches on top of
-    it, the network whose weights come with it (the session's own when a step leaves them), and the
-    loss curve."""
+    it, the network whose weights come with it (the session's own when a step leaves them), the loss
+    curve and what the step reports besides (``notes``: ISO's kept iteration)."""
 
     field: np.ndarray
     net: torch.nn.Module
     losses: list
     patches: tuple[FieldPatch, ...] = ()
+    notes: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclass
@@ -66,8 +73,12 @@ def general(ctx: StepContext) -> Candidate:
     return Candidate(field, ctx.net, [])
 
 
-def iso(ctx: StepContext, params: dict) -> Candidate:
-    """Fine-tune a copy of the weights on the whole pair (paper eq. 3), matched where ``params`` says so."""
+def iso(ctx: StepContext, params: dict, state: SessionState) -> Candidate:
+    """Fine-tune a copy of the weights on the whole pair (paper eq. 3), matched where ``params`` says so.
+
+    On the matched pair with ``params["guard"]``, ISO's field is kept only where the images as given
+    agree better under it than under ``state``'s (``rso.core.iso_guard``); elsewhere the candidate is
+    ``state`` itself, and ``notes`` say so."""
     net = copy.deepcopy(ctx.net)
     fixed_t, moving_t = ctx.pair.network_inputs(params["artefacts_matched"])
     losses = fine_tune(
@@ -79,7 +90,18 @@ def iso(ctx: StepContext, params: dict) -> Candidate:
         learning_rate=params["learning_rate"],
         feedback=Feedback("iso", ctx.progress, ctx.cancel),
     )
-    return Candidate(predict(net, fixed_t, moving_t)[0].cpu().numpy(), net, losses)
+    field = predict(net, fixed_t, moving_t)
+    if not (params["artefacts_matched"] and params["guard"]):
+        return Candidate(field[0].cpu().numpy(), net, losses)
+    start = torch.from_numpy(ctx.pair.effective_voxels(state.field, state.patches)).to(field)[None]
+    gain = given_gain(net.warp, ctx.pair.network_inputs(False), start, field, ctx.pair.fit_t)
+    notes = {"given_gain": round(gain, 4)}
+    if gain > ISO_MIN_GIVEN_GAIN:
+        return Candidate(field[0].cpu().numpy(), net, losses, notes=notes)
+    log.info(
+        "iso: the images as given agree less under its field (gain %.1f %%): the field stays", 100 * gain
+    )
+    return Candidate(state.field, ctx.net, losses, state.patches, {**notes, "kept": "start"})
 
 
 def network_rso(ctx: StepContext, old: np.ndarray, box: Box, settings: RSOSettings) -> Candidate:

@@ -155,8 +155,10 @@ class RegistrationSession:
             "iterations": settings.iterations,
             "learning_rate": settings.learning_rate,
             "artefacts_matched": matched,
+            "guard": settings.guard,
         }
-        return self._run("iso", params, None, lambda: runners.iso(self._context(progress, cancel), params))
+        ctx, state = self._context(progress, cancel), self.state
+        return self._run("iso", params, None, lambda: runners.iso(ctx, params, state))
 
     def rso(
         self,
@@ -212,6 +214,7 @@ class RegistrationSession:
             candidate = self._repeat_in_fp32(kind, propose)
             params = {**params, "precision": "fp32 (bf16 diverged)"}
         seconds = time.perf_counter() - start
+        params = {**params, **candidate.notes}
         state = self._new_state(candidate)
         metrics = self.metrics(self.pair.effective_voxels(state.field, state.patches), box, self.field_voxels)
         record = StepRecord(kind, params, candidate.losses, round(seconds, 3), metrics, box, guard=guard)

@@ -12,7 +12,9 @@ import torch
 from conftest import TEST_GRID, session_of, write
 from test_native import _untrained, constant_field, lung_box
 
+from rso.core import runners
 from rso.core.inputs import read_inputs
+from rso.core.iso_guard import given_gain
 from rso.core.native import Refinement, build_problem
 from rso.core.projection.geometry import ProjectionGeometry, read_geometry, write_geometry
 from rso.core.projection.matching import NO_GEOMETRY, match_artefacts
@@ -114,10 +116,40 @@ def test_iso_fine_tunes_on_the_matched_pair_where_both_views_are_known(shifted_s
     matched, raw, asked = (
         _session(shifted_sparse_pair, views=v, precision="fp32") for v in (True, False, True)
     )
-    records = matched.iso(2), raw.iso(2), asked.iso(ISOSettings(iterations=2, match_artefacts=False))
+    unguarded = ISOSettings(iterations=2, guard=False)
+    records = matched.iso(unguarded), raw.iso(2), asked.iso(ISOSettings(iterations=2, match_artefacts=False))
     assert [r.params["artefacts_matched"] for r in records] == [True, False, False]
     np.testing.assert_allclose(asked.field_voxels, raw.field_voxels, atol=1e-5)
     assert np.abs(matched.field_voxels - raw.field_voxels).max() > 1e-3  # trained on other images
+
+
+def test_the_images_as_given_prefer_the_true_field_to_none_and_to_its_opposite(shifted_sparse_pair):
+    session = _session(shifted_sparse_pair, views=True)
+    given, warp = session.pair.network_inputs(False), session.net.warp
+    true = torch.from_numpy(session.grid.mm_to_voxels(session.truth_mm)).float()[None]
+    zero = torch.zeros_like(true)
+    assert given_gain(warp, given, zero, true) > 0.1
+    assert given_gain(warp, given, zero, -true) < 0.0
+    assert given_gain(warp, given, zero, zero) == 0.0
+
+
+def test_iso_keeps_its_field_only_where_the_images_as_given_agree_better(shifted_sparse_pair, monkeypatch):
+    """ISO's guard (rso.core.iso_guard): a field the images as given do not prefer leaves the state as it
+    was, with the gain in the record; one they prefer is ISO's own field, as without the guard."""
+    first, second, free = (_session(shifted_sparse_pair, views=True, precision="fp32") for _ in range(3))
+    first.general()
+    before, weights = first.field_voxels.copy(), {k: v.clone() for k, v in first.net.state_dict().items()}
+    monkeypatch.setattr(runners, "ISO_MIN_GIVEN_GAIN", 1.0)  # no field removes all dissimilarity
+    record = first.iso(2)
+    assert record.params["kept"] == "start" and record.params["given_gain"] < 1.0
+    np.testing.assert_array_equal(first.field_voxels, before)
+    assert all(torch.equal(v, weights[k]) for k, v in first.net.state_dict().items())
+    monkeypatch.setattr(runners, "ISO_MIN_GIVEN_GAIN", -np.inf)
+    second.general(), free.general()
+    kept, unguarded = second.iso(2), free.iso(ISOSettings(iterations=2, guard=False))
+    assert "kept" not in kept.params and "given_gain" in kept.params and "given_gain" not in unguarded.params
+    np.testing.assert_allclose(second.field_voxels, free.field_voxels, atol=1e-6)
+    assert np.abs(second.field_voxels - before).max() > 1e-3
 
 
 def test_geometry_files_are_read_and_bad_ones_refused_in_one_line(tmp_path, chest_ct):

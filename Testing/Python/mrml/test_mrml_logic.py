@@ -642,6 +642,8 @@ def test_the_status_line_says_when_a_box_returned_to_an_earlier_state():
     assert step_summary("rso", {"declined": "the images agree"}, []).startswith(
         "RSO declined, nothing changed"
     )
+    kept = step_summary("iso", {"metrics": metrics, "params": {"kept": "start", "given_gain": -0.021}}, [])
+    assert kept.startswith("ISO done (its field was not kept") and "-2.1%" in kept
 
 
 def test_run_keywords_split_into_the_plan_and_the_parameters():
