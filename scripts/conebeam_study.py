@@ -16,15 +16,12 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from rso.core.inputs import read_inputs
-from rso.core.projection.geometry import ProjectionGeometry
 from rso.core.workflow import build_network, start_session
 from rso.evaluation.box_kinds import pick_boxes
+from rso.evaluation.wrong_geometry import wrong_geometries
 from rso.settings import EngineSettings, PairInputs, RSOSettings
 from rso.simulation.simulate import geometry_path
 
@@ -44,26 +41,6 @@ def case_inputs(folder: Path, moving: int) -> dict:
             moving_geometry=str(moving_geometry) if moving_geometry else None,
         )
     )
-
-
-def wrong_geometries(geometry: ProjectionGeometry) -> dict[str, ProjectionGeometry]:
-    """The geometry with every angle 0.5 degrees off, its distances 1 % off, or its largest cluster gone."""
-    shifted = replace(geometry, gantry_deg=tuple(g + 0.5 for g in geometry.gantry_deg))
-    scaled = replace(
-        geometry,
-        source_to_isocenter_mm=tuple(d * 1.01 for d in geometry.source_to_isocenter_mm),
-        source_to_detector_mm=tuple(d * 1.01 for d in geometry.source_to_detector_mm),
-    )
-    angles = np.asarray(geometry.gantry_deg)
-    breaks = np.flatnonzero(np.abs(np.diff(angles)) > 2.0 * np.median(np.abs(np.diff(angles))) + 1e-6) + 1
-    clusters = np.split(np.arange(angles.size), breaks)
-    largest = max(range(len(clusters)), key=lambda c: clusters[c].size)
-    kept = np.concatenate([c for i, c in enumerate(clusters) if i != largest])
-    return {
-        "angles +0.5 deg": shifted,
-        "distances +1 %": scaled,
-        "one cluster missing": geometry.subset(kept),
-    }
 
 
 def iso_session(engine, inputs, network, iso: int):

@@ -61,6 +61,7 @@ def plan_from_args(args):
         "speed": not args.no_speed,
         "peers": not args.no_peers,
         "paper_arm": not args.no_paper_arm,
+        "wrong_geometry": not args.no_wrong_geometry,
         "figures": not args.no_figures,
         "grid": tuple(args.grid) if args.grid else None,
         "similarity": args.network_similarity,
@@ -187,11 +188,16 @@ def add_subcommand(subparsers) -> None:
     )
     parser.add_argument(
         "--case-set",
-        choices=("conebeam", "conebeam-first", "parallel"),
+        choices=(
+            "conebeam",
+            "conebeam-second",
+            "conebeam-first",
+            "parallel",
+        ),  # plan.CASE_SETS (torch-free here)
         default="conebeam",
-        help="conebeam: clinical cone-beam 4D CBCT (RTK, both scanner presets, seeds 15 and 16; the "
-        "default); conebeam-first: the first cone-beam run's cases (seeds 13 and 14); parallel: last "
-        "round's parallel-beam cases (the secondary table)",
+        help="conebeam: clinical cone-beam 4D CBCT (RTK, both scanner presets, seeds 17 and 18; the "
+        "default); conebeam-second, conebeam-first: the earlier cone-beam runs' cases (seeds 15 and 16, "
+        "13 and 14); parallel: last round's parallel-beam cases (the secondary table)",
     )
     parser.add_argument("--cases", type=int, metavar="N", help="only the first N cases of the plan")
     parser.add_argument(
@@ -228,6 +234,12 @@ def add_subcommand(subparsers) -> None:
         "--no-paper-arm",
         action="store_true",
         help="skip the paper's RSO-400 full/global arm (about half of a cone-beam run's time)",
+    )
+    parser.add_argument(
+        "--no-wrong-geometry",
+        action="store_true",
+        help="skip ISO-short and native RSO with the moving image's projection geometry slightly wrong "
+        "(angles +0.5 deg, distances +1 %% or one cluster of views missing, in turn per case)",
     )
     parser.add_argument(
         "--elastix-iterations", type=int, metavar="N", help="elastix iterations per resolution"

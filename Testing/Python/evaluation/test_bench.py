@@ -32,14 +32,16 @@ pytestmark = pytest.mark.filterwarnings(
 
 HAVE_ELASTIX, HAVE_ANTS = peers.available("elastix"), peers.available("ants")
 # The quick case has projection geometry files, so the no-geometry path (what a user without
-# projections gets) runs beside the matched one.
-FIXED_ARMS = ("general", "iso_long", "iso_short", "iso_short_no_geometry")
+# projections gets) and the wrong-geometry path (its moving geometry slightly off) run beside the matched one.
+FIXED_ARMS = ("general", "iso_long", "iso_short", "iso_short_no_geometry", "iso_short_wrong_geometry")
 RSO_ARMS = (
     "rso_native",
     "rso_native_no_geometry",
+    "rso_native_wrong_geometry",
     "rso_direct_local",
     "rso_full_global",
 )  # paper: misaligned
+WRONG_ARMS = ("iso_short_wrong_geometry", "rso_native_wrong_geometry")
 TINY = [
     "--channels",
     "4,8,16,32,64",
@@ -84,16 +86,34 @@ def tiny_case(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def quick_run(tiny_case, tmp_path_factory) -> Path:
+def quick_bench(tiny_case, tmp_path_factory) -> tuple[Path, list[dict]]:
+    """The quick run's folder, and per case the moving geometry of its matched and wrong-geometry sessions."""
+    from rso.evaluation.bench import arms
+
     out = tmp_path_factory.mktemp("bench") / "results"
     (out / "figures").mkdir(parents=True)
     (out / "arm_stale_misaligned0_general.json").write_text("{}")  # a previous run's file must not survive
-    assert main(["bench", "--quick", "--out", str(out), "--case-dir", str(tiny_case), *TINY]) == 0
-    return out
+    seen, prepare_case = [], arms.prepare_case
+
+    def watched(*args, **kwargs):
+        run = prepare_case(*args, **kwargs)
+        moving = {"case": run.inputs["moving_geometry"], "perturbation": run.perturbation}
+        seen.append(moving | {"matched": run.iso_short.geometry[1], "wrong": run.wrong_geometry.geometry[1]})
+        return run
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(arms, "prepare_case", watched)
+        assert main(["bench", "--quick", "--out", str(out), "--case-dir", str(tiny_case), *TINY]) == 0
+    return out, seen
+
+
+@pytest.fixture(scope="module")
+def quick_run(quick_bench) -> Path:
+    return quick_bench[0]
 
 
 def expected_arms(kind: str) -> set[str]:
-    arms = {*FIXED_ARMS, *RSO_ARMS} if kind == "misaligned" else {*FIXED_ARMS, *RSO_ARMS[:3]}
+    arms = {*FIXED_ARMS, *RSO_ARMS} if kind == "misaligned" else {*FIXED_ARMS, *RSO_ARMS[:4]}
     if HAVE_ELASTIX:
         arms |= (
             {"elastix_bspline", "elastix_bspline_box_mask"} if kind == "misaligned" else {"elastix_bspline"}
@@ -147,6 +167,32 @@ def test_quick_bench_writes_every_record_with_its_fields(quick_run):
     assert not (quick_run / "arm_stale_misaligned0_general.json").exists()
 
 
+def test_quick_bench_runs_the_wrong_geometry_path_with_its_perturbation_named(quick_bench):
+    """The first case of a plan gets the first perturbation (angles +0.5 deg) on its moving geometry only;
+    both wrong-geometry arms name it, and native RSO starts from that path's own ISO-short."""
+    out, seen = quick_bench
+    (moving,) = seen
+    assert moving["perturbation"] == "angles +0.5 deg"
+    assert moving["matched"] == moving["case"] and moving["wrong"] != moving["case"]
+    turned = np.subtract(moving["wrong"].gantry_deg, moving["case"].gantry_deg) % 360.0
+    np.testing.assert_allclose(turned, 0.5, atol=1e-6)
+    assert moving["wrong"].source_to_isocenter_mm == moving["case"].source_to_isocenter_mm
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("arm_*.json"))]
+    for kind in ("misaligned", "control"):
+        by_arm = {r["arm"]: r for r in records if r["box"]["kind"] == kind}
+        iso, rso = (by_arm[arm] for arm in WRONG_ARMS)
+        assert iso["label"] == "ISO-2, wrong geometry (angles +0.5 deg)"
+        assert rso["label"].endswith(", wrong geometry (angles +0.5 deg)") and "native" in rso["label"]
+        assert iso["settings"]["wrong_geometry"] == rso["settings"]["wrong_geometry"] == "angles +0.5 deg"
+        assert rso["settings"]["mode"] == "native" and iso["settings"]["iterations"] == 2
+        assert "wrong_geometry" not in by_arm["iso_short"]["settings"]
+        assert "wrong_geometry" not in by_arm["rso_native_no_geometry"]["settings"]
+        # the path's own ISO-short: its field differs from the matched and the no-geometry one's
+        assert iso["metrics"]["tre_mm"] != by_arm["iso_short"]["metrics"]["tre_mm"]
+        assert rso["seconds"] > iso["seconds"]
+    assert all(r["plan"]["wrong_geometry"] is True for r in records)
+
+
 def test_quick_bench_measures_speed_side_by_side(quick_run):
     speed = [json.loads(p.read_text()) for p in sorted(quick_run.glob("speed_*.json"))]
     assert sorted(r["mode"] for r in speed) == ["crop", "direct", "full", "native"]
@@ -171,6 +217,13 @@ def test_quick_bench_summary_tables_and_figures(quick_run):
     assert any("80 %" in t for t in targets) and any("unchanged" in t for t in targets)
     assert any("control" in t for t in targets) and any("re-warped" in t for t in targets)
     assert all(row["met"] in (True, False) for row in targets.values())
+    for path in ("no geometry", "wrong geometry"):  # each path's own guard row
+        assert any(f", {path}: no control or residual box worse" in t for t in targets), path
+    for kind, part in summary["by_kind"].items():
+        rows = {row["arm"]: row for row in part["arms"]}
+        assert rows["iso_short_wrong_geometry"]["label"] == "ISO-2, wrong geometry (angles +0.5 deg)", kind
+        assert rows["rso_native_wrong_geometry"]["n"] == part["boxes"], kind
+        assert "rso_native_wrong_geometry vs iso_short" in part["versus"], kind
     markdown = (quick_run / "summary.md").read_text(encoding="utf-8")
     for heading in (
         "## misaligned boxes",

@@ -4,8 +4,9 @@ One command regenerates every JSON, table and figure (see bench/README.md):
 
 * **The paper's experiment** on simulated CBCT cases (fixed = CBCT phase 0, moving = CBCT phase
   K) with boxes per case. Per (case, box) the arms are: the general model; ISO-long; ISO-short;
-  ISO-short + RSO in each mode; and the peers (elastix B-spline, elastix restricted to the box by a
-  fixed-image mask, ANTs SyN) (``arms``).
+  ISO-short + RSO in each mode; ISO-short and native RSO without projection geometry and with the moving
+  image's geometry slightly wrong (where the case has geometry); and the peers (elastix B-spline, elastix
+  restricted to the box by a fixed-image mask, ANTs SyN) (``arms``).
 * Every arm is scored by the same function, ``RegistrationSession.metrics``, on the same model
   grid: box TRE against the simulator's truth, box RMSE against the *clean* fixed CT, whole-image
   TRE, the largest change outside box + margin, folding; plus wall seconds and peak memory.
@@ -77,8 +78,8 @@ def _run_bench(plan: BenchPlan, out: Path, checkpoint: str | None, channels, pro
     arm_records = []
     if plan.experiment:
         with PeerProcess() as process:
-            for case in cases:
-                arm_records += run_case(case, model, plan, out, context, progress, process)
+            for position, case in enumerate(cases):  # the position picks the case's wrong geometry
+                arm_records += run_case(case, model, plan, out, context, progress, process, position)
     speed_records = speed_section(cases[0], model, plan, out, context) if plan.speed else []
     summary = summarise(arm_records, speed_records, context | {"wall_seconds": time.perf_counter() - started})
     write_json(out / "summary.json", summary)

@@ -26,15 +26,19 @@ from rso.evaluation.bench.measure import Measured, merged_memory
 from rso.evaluation.bench.peer_process import PeerProcess
 from rso.evaluation.bench.plan import (
     NO_GEOMETRY_ISO_ARM,
-    NO_GEOMETRY_RSO_ARM,
     PAPER_ARM,
     PEER_ARMS,
     RECORD_FORMAT,
     RSO_ARMS,
+    START_OF,
+    WRONG_GEOMETRY_ISO_ARM,
+    WRONG_GEOMETRY_RSO_ARM,
     BenchPlan,
     default_arm,
     labels,
     rso_settings,
+    wrong_geometry_for,
+    wrong_geometry_label,
 )
 from rso.settings import EngineSettings
 
@@ -102,10 +106,48 @@ class CaseRun:
     contours: dict = field(default_factory=dict)  # the box-independent arms' contour scores
     # general -> ISO-short given no projection geometry (None where the case has none): a Slicer user's path
     no_geometry: RegistrationSession | None = None
+    # general -> ISO-short with the moving image's geometry slightly wrong, and which perturbation it got
+    # (plan.wrong_geometry; None where the case has no geometry): a user whose geometry file is a little off
+    wrong_geometry: RegistrationSession | None = None
+    perturbation: str | None = None
+
+    def paths(self) -> dict[str, RegistrationSession]:
+        """The ISO-short arm of each other path the case has (no geometry, wrong geometry): its session."""
+        sessions = {NO_GEOMETRY_ISO_ARM: self.no_geometry, WRONG_GEOMETRY_ISO_ARM: self.wrong_geometry}
+        return {arm: session for arm, session in sessions.items() if session is not None}
+
+    def start(self, rso_arm: str) -> tuple[str, RegistrationSession | None]:
+        """The ISO-short arm an RSO arm starts from and its session (None: the case lacks that path)."""
+        iso_arm = START_OF.get(rso_arm, "iso_short")
+        return iso_arm, self.iso_short if iso_arm == "iso_short" else self.paths().get(iso_arm)
+
+    def path_settings(self, iso_arm: str) -> dict:
+        """What the records of a path add to their settings: the wrong geometry's perturbation."""
+        return {"wrong_geometry": self.perturbation} if iso_arm == WRONG_GEOMETRY_ISO_ARM else {}
 
 
-def prepare_case(case: Case, model: Model, plan: BenchPlan, progress) -> CaseRun:
-    """general -> ISO-long in one session; general -> ISO-short (the RSO arms' start) in another."""
+def other_path_inputs(inputs: dict, plan: BenchPlan, position: int) -> tuple[dict, str | None]:
+    """ISO-short arm -> the inputs of each other path the case has, and the wrong geometry's perturbation.
+
+    Where the case has projection geometry: none (no geometry) and, with ``plan.wrong_geometry``, the moving
+    geometry slightly wrong (the perturbation of the case's ``position`` in the plan, ``wrong_geometry_for``).
+    """
+    if inputs.get("fixed_geometry") is None:
+        return {}, None
+    paths = {NO_GEOMETRY_ISO_ARM: {**inputs, "fixed_geometry": None, "moving_geometry": None}}
+    if not plan.wrong_geometry or inputs.get("moving_geometry") is None:
+        return paths, None
+    wrong = wrong_geometry_for(position, inputs["moving_geometry"])
+    if wrong is None:
+        log.info("no wrong-geometry arms: case %d's perturbation does not apply to its geometry", position)
+        return paths, None
+    paths[WRONG_GEOMETRY_ISO_ARM] = {**inputs, "moving_geometry": wrong[1]}
+    return paths, wrong[0]
+
+
+def prepare_case(case: Case, model: Model, plan: BenchPlan, progress, position: int = 0) -> CaseRun:
+    """general -> ISO-long in one session; general -> ISO-short (the RSO arms' start) in another; the same
+    ISO-short without geometry and with a wrong one (``position``: the case's place in the plan's list)."""
     inputs = case.inputs()
     timings = {}
     long_arm = model.session(inputs)
@@ -117,23 +159,35 @@ def prepare_case(case: Case, model: Model, plan: BenchPlan, progress) -> CaseRun
     short_arm.general()
     with Measured(short_arm.device) as timings["iso_short"]:
         short_arm.iso(plan.iso_short, progress=progress)
-    no_geometry = None
-    if inputs.get("fixed_geometry") is not None:
-        no_geometry = model.session({**inputs, "fixed_geometry": None, "moving_geometry": None})
-        no_geometry.general()
-        with Measured(no_geometry.device) as timings[NO_GEOMETRY_ISO_ARM]:
-            no_geometry.iso(plan.iso_short, progress=progress)
+    path_inputs, perturbation = other_path_inputs(inputs, plan, position)
+    paths = {}
+    for arm, other_inputs in path_inputs.items():
+        paths[arm] = model.session(other_inputs)
+        paths[arm].general()
+        with Measured(paths[arm].device) as timings[arm]:
+            paths[arm].iso(plan.iso_short, progress=progress)
     labels = CaseLabels.of(case.folder, case.moving_phase) if plan.contours else None
     fields = {
         "general": native_field(short_arm, 1),
         "iso_long": native_field(long_arm),
         "iso_short": native_field(short_arm),
-        **({NO_GEOMETRY_ISO_ARM: native_field(no_geometry)} if no_geometry is not None else {}),
+        **{arm: native_field(session) for arm, session in paths.items()},
     }
     contours = {
         arm: contour_scores(labels, field_image, short_arm.fixed) for arm, field_image in fields.items()
     }
-    return CaseRun(case, inputs, long_arm, short_arm, timings, labels, contours, no_geometry)
+    return CaseRun(
+        case,
+        inputs,
+        long_arm,
+        short_arm,
+        timings,
+        labels,
+        contours,
+        paths.get(NO_GEOMETRY_ISO_ARM),
+        paths.get(WRONG_GEOMETRY_ISO_ARM),
+        perturbation if WRONG_GEOMETRY_ISO_ARM in paths else None,
+    )
 
 
 def fixed_arms(run: CaseRun, box) -> list[ArmResult]:
@@ -154,10 +208,10 @@ def fixed_arms(run: CaseRun, box) -> list[ArmResult]:
         "iso_long": run.iso_long.history[1],
         "iso_short": session.history[1],
     }
-    if run.no_geometry is not None:
-        fields[NO_GEOMETRY_ISO_ARM] = run.no_geometry.field_voxels
-        cost[NO_GEOMETRY_ISO_ARM] = (t["general"], t[NO_GEOMETRY_ISO_ARM])
-        steps[NO_GEOMETRY_ISO_ARM] = run.no_geometry.history[1]
+    for arm, other in run.paths().items():
+        fields[arm] = other.field_voxels
+        cost[arm] = (t["general"], t[arm])
+        steps[arm] = other.history[1]
     return [
         ArmResult(
             arm,
@@ -166,7 +220,7 @@ def fixed_arms(run: CaseRun, box) -> list[ArmResult]:
             merged_memory(*cost[arm]),
             step_seconds=cost[arm][-1].seconds,
             loss=steps[arm].loss,
-            settings=steps[arm].params,
+            settings={**steps[arm].params, **run.path_settings(arm)},
             contours=run.contours[arm],
         )
         for arm in fields
@@ -179,13 +233,12 @@ def rso_arm(run: CaseRun, box, arm: str, plan: BenchPlan, progress, figure_path:
     A step the guard declines leaves ISO-short's field, which is what the arm is scored on; its
     latency is the step alone (the views do not change).
     """
-    no_geometry = arm == NO_GEOMETRY_RSO_ARM
-    session = run.no_geometry if no_geometry else run.iso_short
+    iso_arm, session = run.start(arm)
     settings = rso_settings(arm, plan)
     with Measured(session.device) as step:
         record = session.rso(box, settings, progress=progress)
     export = Measured(session.device)
-    contours = run.contours[NO_GEOMETRY_ISO_ARM if no_geometry else "iso_short"]
+    contours = run.contours[iso_arm]
     if record.accepted:
         with export:
             rewarp(session)
@@ -193,7 +246,7 @@ def rso_arm(run: CaseRun, box, arm: str, plan: BenchPlan, progress, figure_path:
         if figure_path is not None:
             paper_figure(run, box, plan, figure_path, record)
         session.undo()
-    before = (run.timings["general"], run.timings[NO_GEOMETRY_ISO_ARM if no_geometry else "iso_short"])
+    before = (run.timings["general"], run.timings[iso_arm])
     return ArmResult(
         arm,
         record.metrics,
@@ -203,7 +256,7 @@ def rso_arm(run: CaseRun, box, arm: str, plan: BenchPlan, progress, figure_path:
         latency_seconds=step.seconds + export.seconds,
         export_seconds=export.seconds,
         loss=record.loss,
-        settings=asdict(settings),
+        settings=asdict(settings) | run.path_settings(iso_arm),
         declined=record.declined,
         guard=record.guard,
         contours=contours,
@@ -289,14 +342,21 @@ def case_boxes(session: RegistrationSession, plan: BenchPlan, seed: int) -> list
 
 
 def run_case(
-    case: Case, model: Model, plan: BenchPlan, out: Path, context: dict, progress, process: PeerProcess
+    case: Case,
+    model: Model,
+    plan: BenchPlan,
+    out: Path,
+    context: dict,
+    progress,
+    process: PeerProcess,
+    position: int = 0,
 ) -> list[dict]:
-    """Every arm on every box of one case (the peers in ``process``); returns the records (also written as
-    JSON)."""
+    """Every arm on every box of one case (the peers in ``process``; ``position``: the case's place in the
+    plan's list, which picks its wrong geometry); returns the records (also written as JSON)."""
     log.info(
         "case %s: %s <- %s", case.name, f"cbct_phase{case.fixed_phase}", f"cbct_phase{case.moving_phase}"
     )
-    run = prepare_case(case, model, plan, progress)
+    run = prepare_case(case, model, plan, progress, position)
     boxes = case_boxes(run.iso_short, plan, case.seed or 0)
     whole_peers = whole_image_peers(run, plan, process) if plan.peers else {}
     records, figure_done = [], False
@@ -304,9 +364,7 @@ def run_case(
         costly = kind in plan.costly_kinds
         results = fixed_arms(run, box)
         for arm in RSO_ARMS:
-            if (arm == PAPER_ARM and not (costly and plan.paper_arm)) or (
-                arm == NO_GEOMETRY_RSO_ARM and run.no_geometry is None
-            ):
+            if (arm == PAPER_ARM and not (costly and plan.paper_arm)) or run.start(arm)[1] is None:
                 continue
             figure = None
             if plan.figures and not figure_done and kind == "misaligned" and arm == default_arm():
@@ -337,12 +395,20 @@ def write_arm_record(
         "case": case.to_dict(),
         "box": box_info,
         "arm": result.arm,
-        "label": labels(plan)[result.arm],
+        "label": record_label(result, plan),
         **asdict(result),
         **context,
     }
     write_json(out / f"arm_{case.name}_{box_info['kind']}{box_info['index']}_{result.arm}.json", record)
     return record
+
+
+def record_label(result: ArmResult, plan: BenchPlan) -> str:
+    """The arm's label; a wrong-geometry arm's names its case's perturbation."""
+    label = labels(plan)[result.arm]
+    if result.arm in (WRONG_GEOMETRY_ISO_ARM, WRONG_GEOMETRY_RSO_ARM):
+        return wrong_geometry_label(label, result.settings["wrong_geometry"])
+    return label
 
 
 def write_json(path: Path, data: dict) -> Path:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from rso.core.projection.geometry import ProjectionGeometry
 from rso.evaluation.demo import EVALUATION_MASK
 from rso.evaluation.peers import AntsSettings, ElastixSettings
+from rso.evaluation.wrong_geometry import WRONG_GEOMETRIES, wrong_geometries
 from rso.options import (
     DEFAULT_PRECISION,
     DEFAULT_RSO_MODE,
@@ -29,6 +31,7 @@ HELD_OUT_ANATOMY = "lung2"
 
 PAPER_ARM = "rso_full_global"
 NO_GEOMETRY_ISO_ARM, NO_GEOMETRY_RSO_ARM = "iso_short_no_geometry", "rso_native_no_geometry"
+WRONG_GEOMETRY_ISO_ARM, WRONG_GEOMETRY_RSO_ARM = "iso_short_wrong_geometry", "rso_native_wrong_geometry"
 # RSO arms: the RSOSettings each runs on top of ISO-short. The paper's (full/global, MSE, its 400
 # iterations), the previous default (direct/local) and native RSO at the fixed image's resolution.
 RSO_ARMS = {
@@ -38,9 +41,22 @@ RSO_ARMS = {
     # What a user without projections gets: ISO-short and native RSO on a session given no projection
     # geometry, so nothing is artefact-matched (run where the case has geometry files).
     NO_GEOMETRY_RSO_ARM: {"mode": "native"},
+    # What a user whose moving geometry file is slightly off gets: the same on a session whose moving image
+    # has a wrong geometry, one perturbation per case in turn (wrong_geometry_for; the record names it).
+    WRONG_GEOMETRY_RSO_ARM: {"mode": "native"},
 }
+# The ISO-short arm each RSO arm of another path starts from (the rest start from "iso_short").
+START_OF = {NO_GEOMETRY_RSO_ARM: NO_GEOMETRY_ISO_ARM, WRONG_GEOMETRY_RSO_ARM: WRONG_GEOMETRY_ISO_ARM}
 PEER_ARMS = ("elastix_bspline", "elastix_bspline_box_mask", "ants_syn")
-ARM_ORDER = ("general", "iso_long", "iso_short", NO_GEOMETRY_ISO_ARM, *RSO_ARMS, *PEER_ARMS)
+ARM_ORDER = (
+    "general",
+    "iso_long",
+    "iso_short",
+    NO_GEOMETRY_ISO_ARM,
+    WRONG_GEOMETRY_ISO_ARM,
+    *RSO_ARMS,
+    *PEER_ARMS,
+)
 # The box kinds and how many boxes of each per case (rso.evaluation.box_kinds).
 BOX_PLAN = (("misaligned", 2), ("residual", 1), ("control", 2))
 
@@ -86,7 +102,7 @@ CONEBEAM_FIRST_CASES = (
 )
 # Since the guard on the images as given (docs/decisions.md, chosen on ten cone-beam cases of the training
 # anatomies, scripts/conebeam_guard_study.py): seeds 15 and 16 had never been simulated when it was frozen.
-CONEBEAM_CASES = (
+CONEBEAM_SECOND_CASES = (
     CaseSpec("cxr", 15, 3, "truebeam"),
     CaseSpec("cxr", 16, 5, "xvi"),
     CaseSpec("lung1", 15, 3, "xvi"),
@@ -94,8 +110,23 @@ CONEBEAM_CASES = (
     CaseSpec("lung2", 15, 3, "truebeam"),
     CaseSpec("lung2", 16, 5, "xvi"),
 )
+# Since ISO's guard on the images as given (docs/decisions.md, chosen on ten cone-beam cases of the training
+# anatomies, scripts/conebeam_iso_study.py): seeds 17 and 18 had never been simulated when it was frozen.
+CONEBEAM_CASES = (
+    CaseSpec("cxr", 17, 5, "xvi"),
+    CaseSpec("cxr", 18, 3, "truebeam"),
+    CaseSpec("lung1", 17, 3, "truebeam"),
+    CaseSpec("lung1", 18, 5, "xvi"),
+    CaseSpec("lung2", 17, 3, "truebeam"),
+    CaseSpec("lung2", 18, 5, "xvi"),
+)
 BENCH_CASES = CONEBEAM_CASES  # last round's parallel-beam cases: PARALLEL_CASES, a secondary table
-CASE_SETS = {"conebeam": CONEBEAM_CASES, "conebeam-first": CONEBEAM_FIRST_CASES, "parallel": PARALLEL_CASES}
+CASE_SETS = {
+    "conebeam": CONEBEAM_CASES,
+    "conebeam-second": CONEBEAM_SECOND_CASES,
+    "conebeam-first": CONEBEAM_FIRST_CASES,
+    "parallel": PARALLEL_CASES,
+}
 
 
 @dataclass(frozen=True)
@@ -116,6 +147,8 @@ class BenchPlan:
     grid: tuple[int, int, int] | None = None  # None: the model's own grid (the demo grid for the bundled one)
     experiment: bool = True
     paper_arm: bool = True  # the paper's RSO-400 full/global: half a cone-beam run's time
+    # ISO-short and native RSO with the moving image's geometry slightly wrong (where the case has geometry)
+    wrong_geometry: bool = True
     peers: bool = True
     elastix: ElastixSettings = ElastixSettings()
     ants: AntsSettings = AntsSettings()
@@ -174,13 +207,29 @@ def labels(plan: BenchPlan) -> dict[str, str]:
         compose = "" if settings.mode == "native" else f"/{settings.compose}"
         rso[arm] = f"ISO-{plan.iso_short} + RSO-{settings.iterations} {settings.mode}{compose}"
     rso[NO_GEOMETRY_RSO_ARM] += ", no geometry"
+    rso[WRONG_GEOMETRY_RSO_ARM] += ", wrong geometry"
     return {
         "general": "general model",
         "iso_long": f"ISO-{plan.iso_long}",
         "iso_short": f"ISO-{plan.iso_short}",
         NO_GEOMETRY_ISO_ARM: f"ISO-{plan.iso_short}, no geometry",
+        WRONG_GEOMETRY_ISO_ARM: f"ISO-{plan.iso_short}, wrong geometry",
         **rso,
         "elastix_bspline": "elastix B-spline",
         "elastix_bspline_box_mask": "elastix B-spline, box mask",
         "ants_syn": "ANTs SyN",
     }
+
+
+def wrong_geometry_for(position: int, geometry: ProjectionGeometry) -> tuple[str, ProjectionGeometry] | None:
+    """The wrong moving geometry of the case at ``position`` in the plan's case list: the perturbations of
+    rso.evaluation.wrong_geometry in turn (position modulo 3), so that six cases get each twice. None where
+    the perturbation does not apply (no cluster to remove from evenly spread views)."""
+    name = WRONG_GEOMETRIES[position % len(WRONG_GEOMETRIES)]
+    wrong = wrong_geometries(geometry).get(name)
+    return (name, wrong) if wrong is not None else None
+
+
+def wrong_geometry_label(label: str, perturbation: str) -> str:
+    """An arm's label with the perturbation its case got: "ISO-100, wrong geometry (angles +0.5 deg)"."""
+    return f"{label} ({perturbation})"

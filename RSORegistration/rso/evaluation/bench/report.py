@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from rso.evaluation.bench.plan import ARM_ORDER
-from rso.evaluation.bench.summary import _box_tre, _median
+from rso.evaluation.bench.summary import _box_tre, _median, arm_label
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
@@ -76,6 +76,7 @@ def summary_markdown(summary: dict) -> str:
     cases = ", ".join(summary["cases"]) or "–"
     boxes = ", ".join(f"{count} {kind}" for kind, count in plan["boxes"])
     gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ", no GPU"
+    wrong_off = "" if plan.get("wrong_geometry", True) else " (off in this run: `--no-wrong-geometry`)"
     return f"""# Benchmark summary
 
 Run {summary["started"]}, {summary["wall_seconds"]:.0f} s, on {machine["cpu"]} ({cores} cores,
@@ -94,6 +95,10 @@ the step alone). `declined`: RSO steps the guard declined (the field stays ISO-{
 `returned`: RSO steps that returned the box to an earlier state's field (the general model's, ...), which
 the images ISO did not fit prefer there.
 `outside_change_max_mm`: the largest field change outside box + blend margin, over all boxes.
+`no geometry`: ISO-{plan["iso_short"]} and native RSO on a session given no projection geometry (nothing is
+artefact-matched); `wrong geometry`{wrong_off}: the same with the moving image's geometry slightly wrong,
+one perturbation per case in turn, named in the label (rso.evaluation.wrong_geometry). Both run only where
+the case has projection geometry.
 `dice_*`, `hd95_lesion_mm`: the simulator's labels of the moving phase carried onto the fixed image by the
 arm's field, against phase 0's labels (lungs: the mean of both; the inserted lesion;
 rso.evaluation.bench.contours).
@@ -155,7 +160,7 @@ def summary_plot(records: list[dict], path: Path, title: str = "") -> Path | Non
         label="median",
     )
     ax.set_xticks(range(len(arms)))
-    names = [next(r["label"] for r in records if r["arm"] == arm) for arm in arms]
+    names = [arm_label([r for r in records if r["arm"] == arm]) for arm in arms]
     ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
     ax.set_yscale("log")  # a diverged peer (100 mm) would flatten every other arm on a linear axis
     ax.set_ylabel("box TRE, mean (mm; log scale)")

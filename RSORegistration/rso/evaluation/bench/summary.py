@@ -12,7 +12,10 @@ from rso.evaluation.bench.plan import (
     PAPER_ARM,
     RECORD_FORMAT,
     RSO_ARMS,
+    WRONG_GEOMETRY_ISO_ARM,
+    WRONG_GEOMETRY_RSO_ARM,
     default_arm,
+    wrong_geometry_label,
 )
 from rso.evaluation.box_kinds import BOX_KINDS
 
@@ -40,6 +43,15 @@ def _contour(record: dict, names: tuple[str, ...], measure: str) -> float | None
     return float(np.mean(values)) if values else None
 
 
+def arm_label(mine: list[dict]) -> str:
+    """The label of an arm's row: a wrong-geometry arm's names every perturbation its cases got."""
+    label = mine[0]["label"]
+    perturbations = list(dict.fromkeys((r.get("settings") or {}).get("wrong_geometry") for r in mine))
+    if len(perturbations) > 1 and None not in perturbations:
+        return wrong_geometry_label(label.rsplit(" (", 1)[0], ", ".join(perturbations))
+    return label
+
+
 def _key(record: dict) -> tuple:
     return record["case"]["name"], record["box"]["kind"], record["box"]["index"]
 
@@ -56,7 +68,7 @@ def per_arm_table(records: list[dict]) -> list[dict]:
         rows.append(
             {
                 "arm": arm,
-                "label": mine[0]["label"],
+                "label": arm_label(mine),
                 "n": len(mine),
                 "box_tre_mean_mm": _median(get("tre_mm_box", "mean")),
                 "box_tre_p95_mm": _median(get("tre_mm_box", "p95")),
@@ -239,12 +251,13 @@ def targets(records: list[dict], scope: str = "all cases") -> list[dict]:
 
 
 def path_guard_targets(records: list[dict], scope: str) -> list[dict]:
-    """On every path (with and without projection geometry): no control or residual box worse than the
-    same path's ISO-short by more than 0.5 mm."""
+    """On every path (with projection geometry, without it, with the moving image's slightly wrong): no
+    control or residual box worse than the same path's ISO-short by more than 0.5 mm."""
     rows = []
     paths = (
         (default_arm(), "iso_short", "matched"),
         (NO_GEOMETRY_RSO_ARM, NO_GEOMETRY_ISO_ARM, "no geometry"),
+        (WRONG_GEOMETRY_RSO_ARM, WRONG_GEOMETRY_ISO_ARM, "wrong geometry"),
     )
     for arm, base, name in paths:
         kept = [r for r in records if r["box"]["kind"] in ("control", "residual")]
