@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 class Candidate:
     """A proposed state: the coarse field (3, z, y, x) in model-grid voxels, the fine patches on top of
     it, the network whose weights come with it (the session's own when a step leaves them), the loss
-    curve and what the step reports besides (``notes``: ISO's kept iteration)."""
+    curve and what the step reports besides (``notes``: ISO's guard, its gain and a kept start)."""
 
     field: np.ndarray
     net: torch.nn.Module
