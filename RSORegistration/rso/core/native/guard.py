@@ -97,9 +97,9 @@ def guard_verdict(
         )
     elif gain < settings.min_gain:
         declined = (
-            f"the images in the box already agree: the best correction ({largest:.1f} mm) explains only "
-            f"{100 * gain:.1f} % of the remaining difference "
-            f"(at least {100 * settings.min_gain:.0f} % is needed)"
+            f"no correction clearly improves the box: the best ({largest:.1f} mm) explains only "
+            f"{100 * gain:.1f} % of the remaining difference (at least {100 * settings.min_gain:.0f} % is "
+            "needed); the images there already agree, or their artefacts hide the motion"
         )
     elif unfitted is not None and unfitted < settings.min_unfitted_gain:
         declined = (
