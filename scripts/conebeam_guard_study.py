@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conebeam_study import case_inputs  # noqa: E402
+from conebeam_study import case_inputs, case_spec  # noqa: E402
 from guard_study import correction_shape, view_gains  # noqa: E402
 
 from rso.core.native import window_grid  # noqa: E402
@@ -77,10 +77,7 @@ def study(cases: list[str], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as handle:
         for spec in cases:
-            folder, _, moving = spec.partition(":")
-            folder = Path(folder)
-            made = json.loads((folder / "case.json").read_text())["phases_made"]
-            phase = int(moving) if moving else made[-1]
+            folder, phase = case_spec(spec)
             inputs = case_inputs(folder, phase)
             matched = iso_chain(engine, inputs, network, matched=True)
             boxes = [(k, b) for k, n in BOXES for b in pick_boxes(matched, k, n, 40.0)]

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conebeam_study import case_inputs  # noqa: E402
+from conebeam_study import case_inputs, case_spec  # noqa: E402
 
 from rso.core.mind import mind_ssc  # noqa: E402
 from rso.core.optimize import Feedback, predict, run_iterations  # noqa: E402
@@ -104,10 +104,7 @@ def study(cases: list[str], out: Path, starts_only: bool = False, last: int = CH
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as handle:
         for spec in cases:
-            folder, _, moving = spec.partition(":")
-            folder = Path(folder)
-            made = json.loads((folder / "case.json").read_text())["phases_made"]
-            phase = int(moving) if moving else made[-1]
+            folder, phase = case_spec(spec)
             handle.write(json.dumps(start_row(engine, network, folder, phase)) + "\n")
             if not starts_only:
                 run_case(engine, network, folder, phase, handle, last)

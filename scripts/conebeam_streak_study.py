@@ -1,7 +1,7 @@
 """What a box of cone-beam 4D CBCT shows of its motion: the native similarity at the true field (#20).
 
 The cone-beam counterpart of ``scripts/streak_study.py`` (same measure, same settings): for each
-cone-beam case of the training anatomies (``--case``, folders made by ``rso-registration simulate
+cone-beam case of the training anatomies (``--case DIR[:K]``, folders made by ``rso-registration simulate
 --preset xvi|truebeam``), the general model's field, and two misaligned and two control boxes (40 mm),
 the native similarity (MIND-SSC, 2 mm pre-smoothing) is evaluated in the box at the true correction and
 at none: ``gain_at_truth`` = 1 - cost(truth) / cost(0), negative where the images agree better at the
@@ -36,7 +36,7 @@ import SimpleITK as sitk
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conebeam_study import case_inputs  # noqa: E402
+from conebeam_study import case_inputs, case_spec  # noqa: E402
 from streak_study import SETTINGS, box_row, summarise  # noqa: E402
 
 from rso.core.projection.matching import match_artefacts, reproject  # noqa: E402
@@ -89,13 +89,14 @@ def streak_level(session, folder: Path) -> dict:
     return level
 
 
-def study(cases: list[Path], out: Path) -> dict:
+def study(cases: list[str], out: Path) -> dict:
     engine = EngineSettings(device="cpu", precision="fp32")
     network = build_network(engine)
     rows, levels = [], {}
-    for folder in cases:
+    for spec in cases:
+        folder, phase = case_spec(spec)
         case = json.loads((folder / "case.json").read_text())
-        phase, preset = case["phases_made"][-1], case["scanner"]
+        preset = case["scanner"]
         session = start_session(engine, case_inputs(folder, phase), network=network)
         session.general()
         pairs = pairs_of(session, folder, phase)
@@ -117,7 +118,7 @@ def study(cases: list[Path], out: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", type=Path, action="append", required=True, help="a cone-beam case folder")
+    parser.add_argument("--case", action="append", required=True, metavar="DIR[:K]", help="a cone-beam case")
     parser.add_argument("--out", type=Path, default=Path("bench/sweep/conebeam-streaks/study.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)

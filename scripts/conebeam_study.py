@@ -28,6 +28,14 @@ from rso.simulation.simulate import geometry_path
 log = logging.getLogger("conebeam_study")
 
 
+def case_spec(spec: str) -> tuple[Path, int]:
+    """``DIR[:K]`` -> (the case folder, the moving phase: K, or the last phase the case made)."""
+    folder, _, moving = spec.partition(":")
+    folder = Path(folder)
+    made = json.loads((folder / "case.json").read_text())["phases_made"]
+    return folder, int(moving) if moving else made[-1]
+
+
 def case_inputs(folder: Path, moving: int) -> dict:
     fixed_geometry, moving_geometry = (geometry_path(folder, phase) for phase in (0, moving))
     return read_inputs(
@@ -135,9 +143,7 @@ def main() -> None:
     network = build_network(engine)
     args.out.mkdir(parents=True, exist_ok=True)
     for spec in args.case:
-        folder, _, moving = spec.partition(":")
-        folder = Path(folder)
-        phase = int(moving) if moving else json.loads((folder / "case.json").read_text())["phases_made"][-1]
+        folder, phase = case_spec(spec)
         record = study_case(folder, phase, args, engine, network)
         (args.out / f"{folder.name}.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
         print_record(record)

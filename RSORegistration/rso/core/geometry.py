@@ -147,7 +147,10 @@ def _resample_vectors(field: sitk.Image, reference: sitk.Image, pixel=sitk.sitkV
     # Beyond the field's outermost voxel centres keep the edge value, not zero displacement.
     resampler.SetUseNearestNeighborExtrapolator(True)
     resampler.SetOutputPixelType(pixel)
-    return resampler.Execute(sitk.Cast(field, sitk.sitkVectorFloat64))
+    # ITK interpolates either float type in double: casting a float32 field first would only add a whole
+    # float64 copy (1.2 GB for a truth at 1 mm).
+    floating = field.GetPixelID() in (sitk.sitkVectorFloat32, sitk.sitkVectorFloat64)
+    return resampler.Execute(field if floating else sitk.Cast(field, sitk.sitkVectorFloat64))
 
 
 def upsample_field(field: sitk.Image, reference: sitk.Image, pixel=sitk.sitkVectorFloat64) -> sitk.Image:

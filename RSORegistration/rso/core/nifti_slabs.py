@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from rso.core.imageio import _new_file, write_displacement_array
+from rso.core.imageio import new_file, write_displacement_array
 
 NIFTI1_HEADER_BYTES = 348
 NIFTI1_MAX_SIZE = 32767  # dim[] is int16: a larger image needs NIfTI-2, written whole by its writer
@@ -52,7 +52,7 @@ class SlabFile:
         self.shape = tuple(reference.GetSize()[::-1])  # (z, y, x)
         self._rows = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = _new_file(self.path.parent, f".{self.path.stem.split('.')[0]}-", ".nii")
+        fd, self._tmp = new_file(self.path.parent, f".{self.path.stem.split('.')[0]}-", ".nii")
         os.close(fd)
         self._file = None
         try:

@@ -152,7 +152,9 @@ class SessionStore:
         path = input_path(self.folder, name)
         if name == INITIAL_TRANSFORM:
             return read_initial_transform(path)
-        return read_displacement_field(path, name) if name == "truth" else read_image(path, name)
+        if name == "truth":
+            return read_displacement_field(path, name, sitk.sitkVectorFloat32)
+        return read_image(path, name)
 
     # ------------------------------------------------------------------------------ manifest
     def write_manifest(self, manifest: dict) -> None:
