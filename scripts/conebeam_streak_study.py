@@ -55,17 +55,12 @@ def pairs_of(session, folder: Path, phase: int) -> dict[str, tuple[sitk.Image, s
     ct_fixed, ct_moving = read(folder, "ct_phase0.nii.gz"), read(folder, f"ct_phase{phase}.nii.gz")
     fixed_geometry, moving_geometry = session.pair.geometry
     placement = session.pair.placement
+    fixed_ideal = reproject(ct_fixed, fixed_geometry, placement)
     return {
         "cbct": (session.fixed, session.moving),
         "matched": session.pair.compared_images(True),
-        "ideal": (
-            reproject(ct_fixed, fixed_geometry, placement),
-            reproject(ct_moving, moving_geometry, placement),
-        ),
-        "ideal_one_geometry": (
-            reproject(ct_fixed, fixed_geometry, placement),
-            reproject(ct_moving, fixed_geometry, placement),
-        ),
+        "ideal": (fixed_ideal, reproject(ct_moving, moving_geometry, placement)),
+        "ideal_one_geometry": (fixed_ideal, reproject(ct_moving, fixed_geometry, placement)),
         "ct": (ct_fixed, ct_moving),
     }
 
