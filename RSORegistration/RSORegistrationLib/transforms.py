@@ -33,12 +33,15 @@ def grid_transform_from_field(field: sitk.Image) -> slicer.vtkOrientedGridTransf
     spacing, origin, direction_ras = ras_geometry(field)
     direction = np.eye(4)
     direction[:3, :3] = direction_ras
-    vectors_ras = lps_to_ras(sitk.GetArrayFromImage(field).astype(np.float64))  # (k, j, i, 3)
+    # One float64 copy (k, j, i, 3), turned to RAS in place and lent to VTK (numpy_support keeps it alive):
+    # a truth at 1 mm is 1.2 GB a copy, and each extra one is another.
+    vectors_ras = np.array(sitk.GetArrayViewFromImage(field), dtype=np.float64)
+    vectors_ras[..., :2] *= -1
     grid = vtk.vtkImageData()
     grid.SetDimensions(*field.GetSize())
     grid.SetSpacing(*spacing)
     grid.SetOrigin(*origin)
-    grid.GetPointData().SetScalars(numpy_support.numpy_to_vtk(vectors_ras.reshape(-1, 3), deep=True))
+    grid.GetPointData().SetScalars(numpy_support.numpy_to_vtk(vectors_ras.reshape(-1, 3), deep=False))
     transform = slicer.vtkOrientedGridTransform()  # vtkAddon, not plain VTK
     transform.SetInterpolationModeToLinear()
     transform.SetDisplacementGridData(grid)
@@ -85,7 +88,9 @@ def field_from_transform_node(node) -> sitk.Image:
     vectors = numpy_support.vtk_to_numpy(grid.GetPointData().GetScalars()).reshape(
         dims[2], dims[1], dims[0], 3
     )
-    field = sitk.GetImageFromArray(ras_to_lps(vectors.astype(np.float64)), isVector=True)
+    vectors = np.array(vectors, dtype=np.float64)  # the one copy besides SimpleITK's own, turned to LPS in it
+    vectors[..., :2] *= -1
+    field = sitk.GetImageFromArray(vectors, isVector=True)
     direction_ras = grid_direction(transform)
     field.SetSpacing(grid.GetSpacing())
     field.SetOrigin(ras_to_lps(grid.GetOrigin()).tolist())

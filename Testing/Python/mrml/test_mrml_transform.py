@@ -242,3 +242,25 @@ def test_a_field_on_another_grid_is_read_anew(app, oblique_case, tmp_path, chang
     assert node.GetTransformFromParent().GetDisplacementGrid() is not grid  # Slicer read it afresh
     centre = np.array(node.GetTransformFromParent().GetDisplacementGrid().GetCenter())
     assert_same_transform(node, read_transform_file(app.scene, path, "fresh"), [centre.tolist()])
+
+
+def test_a_grid_made_from_a_field_outlives_it_and_holds_one_copy(app, oblique_case):
+    """The grid borrows its one RAS copy of the field (numpy_support keeps it alive): after the field and
+    every Python name of the array are gone and the collector has run, the node still holds the field."""
+    import gc
+    import tracemalloc
+
+    field = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(48, 80, 96, 3)), isVector=True)
+    field.CopyInformation(sitk.Resample(oblique_case[2], field.GetSize()))  # its oblique direction
+    expected = sitk.GetArrayFromImage(field)
+    tracemalloc.start()
+    try:
+        node = transform_node_from_field(app.scene, field, "borrowed")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.2 * expected.size * 8  # one float64 copy (it was three: two temporaries and VTK's own)
+    del field
+    gc.collect()
+    back = field_from_transform_node(node)
+    np.testing.assert_allclose(sitk.GetArrayViewFromImage(back), expected, atol=1e-12)
