@@ -9,7 +9,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from rso.core.imageio import read_displacement_field, read_scalar_image
+from rso.core.imageio import read_scalar_image, read_truth_field
 from rso.errors import InputError
 from RSORegistrationLib.logic import RegistrationLogic
 from RSORegistrationLib.parameters import OUTPUT_NODES
@@ -99,7 +99,7 @@ class PairLoader:
             as_acquired.CreateDefaultDisplayNodes()
             truth_node = None
             if truth:
-                field = read_displacement_field(truth, "truth field")
+                field = read_truth_field(truth)
                 truth_node = transform_node_from_field(self.scene, field, f"{Path(truth).name} (truth)")
                 made.append(truth_node)
             initial = self._initial_transform(given.initial_transform, made)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import SimpleITK as sitk
 
-from rso.core.imageio import read_displacement_field, read_image
+from rso.core.imageio import read_image, read_truth_field
 from rso.core.initial import INITIAL_TRANSFORM, read_initial_transform
 from rso.core.pair import read_fit_mask
 from rso.core.projection.geometry import Placement, read_geometry
@@ -33,7 +33,7 @@ def read_inputs(inputs: PairInputs) -> dict:
         "fixed": read_image(inputs.fixed, "fixed image", inputs.fixed_series),
         "moving": read_image(inputs.moving, "moving image", inputs.moving_series),
         "reference": _optional(inputs.reference, "reference image"),
-        "truth": _truth(inputs.truth),
+        "truth": read_truth_field(inputs.truth) if inputs.truth else None,
         "mask": _optional(inputs.metrics_mask, "evaluation mask"),
         "fit_mask": read_fit_mask(inputs.fit_mask),
     }
@@ -43,12 +43,6 @@ def read_inputs(inputs: PairInputs) -> dict:
 
 def _optional(path: str | None, what: str) -> sitk.Image | None:
     return read_image(path, what) if path else None
-
-
-def _truth(path: str | None) -> sitk.Image | None:
-    """The truth field in float32: it is only compared and resampled, never a transform (at 1 mm a float64
-    copy held for the whole session would take 1.2 GB)."""
-    return read_displacement_field(path, "truth field", sitk.sitkVectorFloat32) if path else None
 
 
 def initial_transform(inputs: PairInputs, fixed: sitk.Image, moving: sitk.Image) -> sitk.Transform | None:

@@ -25,8 +25,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from rso.core.imageio import (
-    read_displacement_field,
     read_image,
+    read_truth_field,
     write_bytes_atomically,
     write_displacement_field,
     write_image,
@@ -152,9 +152,7 @@ class SessionStore:
         path = input_path(self.folder, name)
         if name == INITIAL_TRANSFORM:
             return read_initial_transform(path)
-        if name == "truth":
-            return read_displacement_field(path, name, sitk.sitkVectorFloat32)
-        return read_image(path, name)
+        return read_truth_field(path, name) if name == "truth" else read_image(path, name)
 
     # ------------------------------------------------------------------------------ manifest
     def write_manifest(self, manifest: dict) -> None:
