@@ -25,24 +25,15 @@ import SimpleITK as sitk
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the native defaults, without the guard: the settings of the streak study
+from streak_study import SETTINGS  # noqa: E402
 from sweep_rso import BOXES, CASES, MORE_CLINICAL_CASES, case_folder, iso_session, sessions_dir  # noqa: E402
 
 from rso.core.geometry import upsample_field  # noqa: E402
 from rso.core.native import Refinement, build_problem, correction_tensor  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
 from rso.options import DEFAULT_BLEND_MARGIN_MM  # noqa: E402
-from rso.settings import RSOSettings  # noqa: E402
 
-# the native defaults' similarity and knobs, without the guard or the return to an earlier state
-SETTINGS = RSOSettings(
-    similarity="mind",
-    control_spacing_mm=8.0,
-    smoothness=3.0,
-    step_mm=0.3,
-    min_gain=0.0,
-    presmooth_mm=2.0,
-    returns=False,
-)
 GENERAL = 1  # the session's state after its first step, the general model
 
 

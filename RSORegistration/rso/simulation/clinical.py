@@ -162,6 +162,65 @@ class PhaseScan:
     trace: BreathingTrace
 
 
+class Acquisition:
+    """One whole 4D scan as the scanner takes it: the trace, the phase bins, and each bin's projections.
+
+    Only the projections asked for are made (``lines``): a benchmark needs two phases of ten.
+    """
+
+    def __init__(
+        self,
+        ct0: sitk.Image,
+        motion: ClinicalMotion,
+        phases: int,
+        preset: ScannerPreset,
+        physics: Physics,
+        seed: int,
+        placement: Placement,
+    ):
+        self.ct0 = sitk.Cast(ct0, sitk.sitkFloat32)
+        self.phases, self.physics, self.seed, self.placement = phases, physics, seed, placement
+        self.trace = BreathingTrace.draw(preset.times_s(), seed, motion.breathing)
+        self.bins = phase_bins(self.trace.t, phases)  # (P,) each projection's phase bin
+        self.geometry = preset.geometry()
+        self.grid = placement.rtk_grid(self.ct0)
+        self.detector = Detector.covering(self.grid, self.geometry, preset.panel_mm)
+        self.states = _States(self.ct0, motion.model, motion.sampling)
+        self.summary = {
+            "preset": asdict(preset),
+            "projections": preset.count,
+            "phases": phases,
+            "physics": asdict(physics),
+            "sampling": asdict(motion.sampling),
+            "trace": self.trace.summary(),
+            "geometry": self.geometry.summary(),
+            "detector": asdict(self.detector),
+            "placement": "default" if placement.is_default else asdict(placement),
+        }
+
+    def selected(self, k: int) -> np.ndarray:
+        """(P_k,) the indices of the projections binned to phase k, in time order."""
+        selected = np.flatnonzero(self.bins == k)
+        if selected.size < 2:
+            raise InputError(f"phase {k} of {self.phases} gets {selected.size} projections; use fewer phases")
+        return selected
+
+    def lines(self, k: int) -> tuple[np.ndarray, dict]:
+        """Phase k's line integrals (P_k, V, U), each through its instant's CT, with scatter and noise;
+        and how the motion was sampled for them."""
+        selected = self.selected(k)
+        lines, info = _project(
+            self.states, self.trace, selected, k / self.phases, self.geometry, self.detector, self.placement
+        )
+        rng = np.random.default_rng([self.seed, 3, k])
+        return add_noise(add_scatter(lines, self.physics, self.detector), self.physics, rng), info
+
+    def reconstruct(self, k: int, lines: np.ndarray) -> sitk.Image:
+        """FDK of phase k's line integrals onto ct0's grid, float32 HU."""
+        mu = fdk(lines, self.geometry.subset(self.selected(k)), self.detector, self.grid)
+        return mu_to_hu(self.placement.from_rtk(mu, self.ct0))
+
+
 def simulate_phases(
     ct0: sitk.Image,
     motion: BreathingMotion | ClinicalMotion,
@@ -182,38 +241,17 @@ def simulate_phases(
     motion = motion if isinstance(motion, ClinicalMotion) else ClinicalMotion(motion)
     placement = Placement.default() if placement is None else placement
     _check_input(ct0, motion.model, phases, indices)
-    ct0 = sitk.Cast(ct0, sitk.sitkFloat32)
-    trace = BreathingTrace.draw(preset.times_s(), seed, motion.breathing)
-    bins = phase_bins(trace.t, phases)
-    geometry = preset.geometry()
-    grid = placement.rtk_grid(ct0)
-    detector = Detector.covering(grid, geometry, preset.panel_mm)
-    states = _States(ct0, motion.model, motion.sampling)
-    acquisition = {
-        "preset": asdict(preset),
-        "projections": preset.count,
-        "phases": phases,
-        "physics": asdict(physics),
-        "sampling": asdict(motion.sampling),
-        "trace": trace.summary(),
-        "geometry": geometry.summary(),
-        "detector": asdict(detector),
-        "placement": "default" if placement.is_default else asdict(placement),
-    }
+    scan = Acquisition(ct0, motion, phases, preset, physics, seed, placement)
     scans = []
     for k in indices:
         started = time.perf_counter()
-        selected = np.flatnonzero(bins == k)
-        if selected.size < 2:
-            raise InputError(f"phase {k} of {phases} gets {selected.size} projections; use fewer phases")
-        lines, motion_info = _project(states, trace, selected, k / phases, geometry, detector, placement)
-        lines = add_noise(add_scatter(lines, physics, detector), physics, np.random.default_rng([seed, 3, k]))
-        subset = geometry.subset(selected)
-        cbct = mu_to_hu(placement.from_rtk(fdk(lines, subset, detector, grid), ct0))
-        info = {"phase": k, **cluster_summary(bins, k, preset.gantry_deg()), **motion_info}
+        lines, motion_info = scan.lines(k)
+        cbct = scan.reconstruct(k, lines)
+        subset = scan.geometry.subset(scan.selected(k))
+        info = {"phase": k, **cluster_summary(scan.bins, k, preset.gantry_deg()), **motion_info}
         info |= {"geometry": subset.summary(), "seconds": round(time.perf_counter() - started, 1)}
         log.info("CBCT phase %d: %s", k, info)
-        scans.append(PhaseScan(k, cbct, subset, selected, info, acquisition, trace))
+        scans.append(PhaseScan(k, cbct, subset, scan.selected(k), info, scan.summary, scan.trace))
     return scans
 
 

@@ -34,6 +34,8 @@ from rso.simulation.breathing import (
 )
 from rso.simulation.clinical import (
     PRESETS,
+    Acquisition,
+    ClinicalMotion,
     Physics,
     ScannerPreset,
     add_noise,
@@ -181,6 +183,20 @@ def test_phases_end_to_end_on_the_phantom(phantom):
     assert scans[1].info["motion_states"] > 1 and scans[1].info["signal_range"][1] > 0.5
     assert _rms_in(scans[0].cbct, scans[1].cbct, body) > 20.0
     assert scans[0].acquisition["projections"] == SMALL.count
+
+
+def test_acquisition_bins_every_projection_once_and_repeats_the_phases(phantom):
+    """The whole scan, phase by phase (what a prior from all projections needs): each projection in one
+    bin, and a phase made in the same order is the phase ``simulate_phases`` made, to the bit."""
+    ct, _, motion = phantom
+    scan = Acquisition(ct, ClinicalMotion(motion), 4, SMALL, Physics(), 1, Placement.default())
+    picked = np.concatenate([scan.selected(k) for k in range(4)])
+    assert np.array_equal(np.sort(picked), np.arange(SMALL.count))
+    lines, info = scan.lines(2)
+    assert lines.shape == (scan.selected(2).size, *scan.detector.shape) and info["motion_states"] >= 1
+    given = simulate_phases(ct, motion, 4, [2], SMALL, Physics(), seed=1)[0].cbct
+    again = scan.reconstruct(2, lines)
+    assert np.array_equal(sitk.GetArrayFromImage(again), sitk.GetArrayFromImage(given))
 
 
 def test_clustered_views_leave_more_streaks_than_even_views(phantom):
