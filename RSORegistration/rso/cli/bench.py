@@ -181,6 +181,23 @@ def add_subcommand(subparsers) -> None:
         "(see bench/README.md).",
     )
     parser.add_argument("--out", default="bench/results", help="output folder (default bench/results)")
+    _add_case_arguments(parser)
+    _add_arm_arguments(parser)
+    _add_speed_arguments(parser)
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads (default: torch's, one per core); use fewer when other jobs share the cores",
+    )
+    add_scale_arguments(parser)
+    add_engine_arguments(parser)
+    parser.set_defaults(func=run_bench_command)
+
+
+def _add_case_arguments(parser) -> None:
+    """Which cases and boxes: the plan's case set, or folders of your own."""
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -219,6 +236,10 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument(
         "--box-size", dest="box_size_mm", type=float, metavar="MM", help="box side (default 40 mm)"
     )
+
+
+def _add_arm_arguments(parser) -> None:
+    """The arms' iterations, and which arms to skip."""
     parser.add_argument(
         "--iso-long", type=int, metavar="N", help="the ISO-only arm's iterations (default 500)"
     )
@@ -250,6 +271,10 @@ def add_subcommand(subparsers) -> None:
         metavar="A,B,C",
         help="ANTs SyN iterations per level (default 40,20,0)",
     )
+
+
+def _add_speed_arguments(parser) -> None:
+    """The speed section: its grids, precisions, boxes and iterations."""
     speed = parser.add_mutually_exclusive_group()
     speed.add_argument("--speed-only", action="store_true", help="only the speed section")
     speed.add_argument("--no-speed", action="store_true", help="skip the speed section")
@@ -274,13 +299,3 @@ def add_subcommand(subparsers) -> None:
         help="speed box side (repeatable; default 32 and 64)",
     )
     parser.add_argument("--speed-iterations", type=int, metavar="N", help="iterations per speed measurement")
-    parser.add_argument("--no-figures", action="store_true", help="skip the figures")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        metavar="N",
-        help="torch CPU threads (default: torch's, one per core); use fewer when other jobs share the cores",
-    )
-    add_scale_arguments(parser)
-    add_engine_arguments(parser)
-    parser.set_defaults(func=run_bench_command)
