@@ -120,6 +120,27 @@ def write_mkb_case(folder: Path, moving: int, phases, out: Path) -> Path:
     return target
 
 
+def image_pairs(session, folder: Path, phase: int, mkb_out: Path | None) -> dict:
+    """The study's image pairs for one case (see the module docstring), each (fixed, moving) in HU."""
+    geometries, placement = session.pair.geometry, session.pair.placement
+    started = time.perf_counter()
+    mkb = mckinnon_bates(folder, phase)
+    print(f"{folder.name}: McKinnon-Bates phases in {time.perf_counter() - started:.0f} s", flush=True)
+    if mkb_out is not None:
+        write_mkb_case(folder, phase, mkb, mkb_out)
+    given = (session.fixed, session.moving)
+    cts = read(folder, "ct_phase0.nii.gz"), read(folder, f"ct_phase{phase}.nii.gz")
+    return {
+        "cbct": given,
+        "matched": session.pair.compared_images(True),
+        "mkb": mkb,
+        "mkb_matched": match_artefacts(*mkb, geometries, placement),
+        "tissue": tuple(tissue_destreaked(i, g, placement) for i, g in zip(given, geometries)),
+        "ideal_one_geometry": tuple(reproject(ct, geometries[0], placement) for ct in cts),
+        "ct": cts,
+    }
+
+
 def study(cases: list[str], out: Path, mkb_out: Path | None) -> dict:
     engine = EngineSettings(device="cpu", precision="fp32")
     network = build_network(engine)
@@ -129,47 +150,22 @@ def study(cases: list[str], out: Path, mkb_out: Path | None) -> dict:
         case = json.loads((folder / "case.json").read_text())
         session = start_session(engine, case_inputs(folder, phase), network=network)
         session.general()
-        geometries, placement = session.pair.geometry, session.pair.placement
-        started = time.perf_counter()
-        mkb = mckinnon_bates(folder, phase)
-        print(f"{folder.name}: McKinnon-Bates phases in {time.perf_counter() - started:.0f} s", flush=True)
-        if mkb_out is not None:
-            write_mkb_case(folder, phase, mkb, mkb_out)
-        tissue = tuple(
-            tissue_destreaked(i, g, placement) for i, g in zip((session.fixed, session.moving), geometries)
-        )
-        ct_fixed, ct_moving = read(folder, "ct_phase0.nii.gz"), read(folder, f"ct_phase{phase}.nii.gz")
-        pairs = {
-            "cbct": (session.fixed, session.moving),
-            "matched": session.pair.compared_images(True),
-            "mkb": mkb,
-            "mkb_matched": match_artefacts(*mkb, geometries, placement),
-            "tissue": tissue,
-            "ideal_one_geometry": tuple(
-                reproject(ct, geometries[0], placement) for ct in (ct_fixed, ct_moving)
-            ),
-        }
+        pairs = image_pairs(session, folder, phase, mkb_out)
         lungs = sitk.GetArrayFromImage(read(folder, "lung_mask.nii.gz")) > 0.5
+        cts = pairs.pop("ct")
         errors[folder.name] = {
-            name: lung_error(pairs[name], (ct_fixed, ct_moving), lungs) for name in ("cbct", "mkb", "tissue")
+            name: lung_error(pairs[name], cts, lungs) for name in ("cbct", "mkb", "tissue")
         }
         print(f"{folder.name}: lung error from the CT phases (HU) {errors[folder.name]}", flush=True)
+        described = {"case": [folder.name, case["seed"], case["scanner"], phase]}
         for kind in ("misaligned", "control"):
             for index, box in enumerate(pick_boxes(session, kind, 2, 40.0, seed=case["seed"])):
                 for name, pair in pairs.items():
-                    row = {
-                        "case": [folder.name, case["seed"], case["scanner"], phase],
-                        "kind": kind,
-                        "box": index,
-                    }
-                    rows.append({**row, "pair": name, **box_row(session, pair, box)})
+                    row = {**described, "kind": kind, "box": index, "pair": name}
+                    rows.append({**row, **box_row(session, pair, box)})
                 print(f"{folder.name} {kind} {index} done", flush=True)
-    report = {
-        "settings": SETTINGS.to_dict(),
-        "lung_error_hu": errors,
-        "rows": rows,
-        "summary": summarise(rows),
-    }
+    report = {"settings": SETTINGS.to_dict(), "lung_error_hu": errors, "rows": rows}
+    report["summary"] = summarise(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")
