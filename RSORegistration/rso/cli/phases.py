@@ -32,7 +32,14 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         "Amsterdam shroud of the projections) and write one FDK image per phase with its RTK geometry "
         "(see docs/scanner-import.md).",
     )
-    scan = parser.add_argument_group("scan")
+    _add_scan_arguments(parser.add_argument_group("scan"))
+    _add_signal_arguments(parser.add_argument_group("breathing signal"))
+    _add_output_arguments(parser.add_argument_group("output"))
+    parser.set_defaults(func=_run)
+    return parser
+
+
+def _add_scan_arguments(scan) -> None:
     scan.add_argument(
         "--projections", required=True, type=Path, help="a folder of projection files, or one file (a stack)"
     )
@@ -47,7 +54,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     scan.add_argument(
         "--binning", type=int, default=1, metavar="N", help="shrink projections N x N (default 1)"
     )
-    signal = parser.add_argument_group("breathing signal")
+
+
+def _add_signal_arguments(signal) -> None:
     signal.add_argument(
         "--signal", type=Path, metavar="TXT", help="one value per projection (default: from the projections)"
     )
@@ -65,7 +74,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         help="amplitude -> phase: 0 at minima (default)",
     )
     signal.add_argument("--invert-signal", action="store_true", help="negate the amplitude (falls on inhale)")
-    output = parser.add_argument_group("output")
+
+
+def _add_output_arguments(output) -> None:
     output.add_argument("--out", required=True, type=Path, help="folder to write (made whole, atomically)")
     output.add_argument("--phases", type=int, default=10, help="breathing phases (default 10)")
     output.add_argument(
@@ -86,8 +97,6 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         help=f"ramp filter's Hann cut-off in [0, 1] (default {FDK_HANN_CUT}, as artefact matching)",
     )
     output.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    parser.set_defaults(func=_run)
-    return parser
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -49,26 +49,34 @@ def add_subcommand(subparsers) -> None:
         metavar="DIR",
         help="where Export writes (default: beside the session folder, its name + '-export')",
     )
-    parser.add_argument(
+    _add_access_arguments(parser.add_argument_group("access"))
+    _add_refinement_arguments(parser.add_argument_group("refinement"))
+    add_engine_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _add_access_arguments(group) -> None:
+    """Where the page listens, its token and the folders its Files menu may use."""
+    group.add_argument(
         "--port",
         type=int,
         default=DEFAULT_PORT,
         help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; 0 picks a free one); with --unix-socket, the "
         "PC's end of the SSH tunnel the printed command suggests",
     )
-    parser.add_argument(
+    group.add_argument(
         "--token",
         help="the page's access token (16+ characters from A-Z a-z 0-9 _ . ~ -; default: $RSO_REVIEW_TOKEN, "
         "else a new random one, printed in the page's address). Every user of the host can read a "
         "command line: prefer the environment variable",
     )
-    parser.add_argument(
+    group.add_argument(
         "--unix-socket",
         metavar="PATH",
         help="serve on this Unix socket (mode 0600: only you can connect) instead of a TCP port; "
         "forward it with ssh -L PORT:PATH",
     )
-    parser.add_argument(
+    group.add_argument(
         "--allow-dir",
         metavar="DIR",
         action="append",
@@ -76,24 +84,26 @@ def add_subcommand(subparsers) -> None:
         help="a folder the page's Files menu may open images in and export to (repeatable; default: the "
         "folders of the images given, or the session folder); any path outside is refused",
     )
-    parser.add_argument(
+
+
+def _add_refinement_arguments(group) -> None:
+    """Iterations and mode of the page's ISO and RSO steps."""
+    group.add_argument(
         "--iso",
         type=int,
         default=DEFAULT_ISO_ITERATIONS,
         metavar="N",
         help=f"iterations of 'Refine whole image' (default {DEFAULT_ISO_ITERATIONS})",
     )
-    parser.add_argument(
+    group.add_argument(
         "--rso",
         type=int,
         default=DEFAULT_RSO_ITERATIONS,
         metavar="N",
         help=f"RSO iterations per box (default {DEFAULT_RSO_ITERATIONS})",
     )
-    parser.add_argument("--rso-mode", choices=RSO_MODES, default=DEFAULT_RSO_MODE)
-    parser.add_argument("--compose", choices=COMPOSITIONS, default=DEFAULT_COMPOSITION)
-    add_engine_arguments(parser)
-    parser.set_defaults(func=run)
+    group.add_argument("--rso-mode", choices=RSO_MODES, default=DEFAULT_RSO_MODE)
+    group.add_argument("--compose", choices=COMPOSITIONS, default=DEFAULT_COMPOSITION)
 
 
 def add_pair_arguments(parser) -> None:
