@@ -81,30 +81,9 @@ def run_on_dask(
     ``settings_json``: BatchSettings.to_json(); ``timeout_s``: per pair (None: no limit); ``workers``:
     processes of a local cluster, unless ``scheduler`` names an existing one.
     """
-    try:
-        from dask.distributed import Client, LocalCluster, as_completed
-    except ImportError:
-        raise InputError(
-            "batch runs need dask.distributed: pip install 'rso-registration[batch]' "
-            "(in Slicer: slicer.util.pip_install('dask[distributed]'))"
-        ) from None
-    if scheduler is not None:
-        try:
-            client, cluster = Client(scheduler, timeout="20s"), None
-        except (OSError, TimeoutError) as exc:
-            raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-    else:
-        # Everything on 127.0.0.1 and free ports; the scheduler's HTTP server (its dashboard) included.
-        cluster = LocalCluster(
-            n_workers=min(workers, len(pairs)),
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            scheduler_port=0,
-            dashboard_address="127.0.0.1:0",
-            silence_logs=logging.WARNING,
-        )
-        client = Client(cluster)
+    client, cluster = _dask_client(scheduler, min(workers, len(pairs)))
+    from dask.distributed import as_completed
+
     rows = []
     try:
         futures = {
@@ -133,3 +112,31 @@ def run_on_dask(
         if cluster is not None:
             cluster.close()
     return rows
+
+
+def _dask_client(scheduler: str | None, workers: int):
+    """(client, cluster): a client of the scheduler at ``scheduler`` (cluster None), else of a new local
+    cluster of ``workers`` processes, which the caller closes."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError(
+            "batch runs need dask.distributed: pip install 'rso-registration[batch]' "
+            "(in Slicer: slicer.util.pip_install('dask[distributed]'))"
+        ) from None
+    if scheduler is not None:
+        try:
+            return Client(scheduler, timeout="20s"), None
+        except (OSError, TimeoutError) as exc:
+            raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    # Everything on 127.0.0.1 and free ports; the scheduler's HTTP server (its dashboard) included.
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        scheduler_port=0,
+        dashboard_address="127.0.0.1:0",
+        silence_logs=logging.WARNING,
+    )
+    return Client(cluster), cluster

@@ -182,72 +182,94 @@ def speed_table(records: list[dict]) -> list[dict]:
 
 def targets(records: list[dict], scope: str = "all cases") -> list[dict]:
     """The issue's targets for the default RSO, each with the measured value and whether it is met."""
-    arm, rows = default_arm(), []
+    arm = default_arm()
     misaligned = [r for r in records if r["box"]["kind"] == "misaligned"]
     control = [r for r in records if r["box"]["kind"] == "control"]
-    if (v := versus(misaligned, arm, "iso_long")) is not None:
-        rows.append(
-            _target(
-                f"{scope}, misaligned: RSO beats ISO-long in box TRE on >= 80 % of (case, box)",
-                v["win_fraction"],
-                0.8,
-                ">=",
-            )
-        )
-        rows.append(
-            _target(
-                f"{scope}, misaligned: median box TRE reduction vs ISO-long >= 30 %",
-                v["median_box_tre_reduction"],
-                0.3,
-                ">=",
-            )
-        )
-        for peer in PEERS_TO_BEAT:
-            if (p := versus(misaligned, arm, peer)) is not None:
-                rows.append(
-                    _target(
-                        f"{scope}, misaligned (aim): RSO below {peer} in box TRE (fraction of boxes)",
-                        p["win_fraction"],
-                        0.5,
-                        ">=",
-                    )
+    return [
+        *_misaligned_targets(misaligned, arm, scope),
+        *_control_targets(control, arm, scope),
+        *path_guard_targets(records, scope),
+        *_locality_targets(records, arm, scope),
+        *_latency_targets(records, arm, scope),
+    ]
+
+
+def _misaligned_targets(misaligned: list[dict], arm: str, scope: str) -> list[dict]:
+    """RSO against ISO-long (the issue's targets) and against the peers (an aim) in the misaligned boxes."""
+    if (v := versus(misaligned, arm, "iso_long")) is None:
+        return []
+    rows = [
+        _target(
+            f"{scope}, misaligned: RSO beats ISO-long in box TRE on >= 80 % of (case, box)",
+            v["win_fraction"],
+            0.8,
+            ">=",
+        ),
+        _target(
+            f"{scope}, misaligned: median box TRE reduction vs ISO-long >= 30 %",
+            v["median_box_tre_reduction"],
+            0.3,
+            ">=",
+        ),
+    ]
+    for peer in PEERS_TO_BEAT:
+        if (p := versus(misaligned, arm, peer)) is not None:
+            rows.append(
+                _target(
+                    f"{scope}, misaligned (aim): RSO below {peer} in box TRE (fraction of boxes)",
+                    p["win_fraction"],
+                    0.5,
+                    ">=",
                 )
-    if (v := versus(control, arm, "iso_short")) is not None:
-        rows.append(
-            _target(
-                f"{scope}, control: median box TRE change from ISO-short <= +0.1 mm",
-                v["median_change_mm"],
-                0.1,
-                "<=",
             )
-        )
-        rows.append(
-            _target(f"{scope}, control: no box worse by more than 0.5 mm", v["worst_change_mm"], 0.5, "<=")
-        )
-    rows += path_guard_targets(records, scope)
+    return rows
+
+
+def _control_targets(control: list[dict], arm: str, scope: str) -> list[dict]:
+    """The control boxes' change from ISO-short: median and worst."""
+    if (v := versus(control, arm, "iso_short")) is None:
+        return []
+    return [
+        _target(
+            f"{scope}, control: median box TRE change from ISO-short <= +0.1 mm",
+            v["median_change_mm"],
+            0.1,
+            "<=",
+        ),
+        _target(f"{scope}, control: no box worse by more than 0.5 mm", v["worst_change_mm"], 0.5, "<="),
+    ]
+
+
+def _locality_targets(records: list[dict], arm: str, scope: str) -> list[dict]:
+    """The field outside box + margin unchanged, and no folding introduced by RSO."""
     local = [
         r["metrics"]["outside_change_mm"]
         for r in records
         if r["arm"] == arm and r["metrics"]["outside_change_mm"] is not None
     ]
-    if local:
-        rows.append(_target(f"{scope}: field outside box + margin unchanged (mm)", max(local), 0.0005, "<"))
-        rows.append(
-            _target(f"{scope}: boxes where RSO introduced folding", folding_introduced(records, arm), 0, "<=")
-        )
+    if not local:
+        return []
+    return [
+        _target(f"{scope}: field outside box + margin unchanged (mm)", max(local), 0.0005, "<"),
+        _target(f"{scope}: boxes where RSO introduced folding", folding_introduced(records, arm), 0, "<="),
+    ]
+
+
+def _latency_targets(records: list[dict], arm: str, scope: str) -> list[dict]:
+    """The worst box-to-overlay latency of the default RSO (fp32)."""
     latency = [
         r["latency_seconds"] for r in records if r["arm"] == arm and r.get("latency_seconds") is not None
     ]
-    if latency:
-        rows.append(
-            _target(
-                f"{scope}: box to re-warped native overlay, worst (s; native RSO is fp32)",
-                max(latency),
-                10,
-                "<=",
-            )
+    if not latency:
+        return []
+    return [
+        _target(
+            f"{scope}: box to re-warped native overlay, worst (s; native RSO is fp32)",
+            max(latency),
+            10,
+            "<=",
         )
-    return rows
+    ]
 
 
 def path_guard_targets(records: list[dict], scope: str) -> list[dict]:
