@@ -138,8 +138,11 @@ def make_phases(
     phases: int = 10,
     hann_cut: float = FDK_HANN_CUT,
     overwrite: bool = False,
+    reconstruction: str = "fdk",
 ) -> dict:
     """Read the scan, sort it into ``phases`` breathing phases, reconstruct each and write ``out``.
+
+    ``reconstruction``: one of rso.core.projection.RECONSTRUCTIONS; ``hann_cut`` is FDK's alone.
 
     Returns the summary written to ``out/phases.json``. Bad input raises a one-line ``InputError``
     before anything is written; ``out`` appears whole (or, with ``overwrite``, is replaced whole).
@@ -147,6 +150,7 @@ def make_phases(
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError(f"output folder {out} already exists: pass --overwrite to replace it")
+    _check_reconstruction(reconstruction, hann_cut)
     files = projection_files(scan.projections, scan.regexp)
     geometry_file = find_geometry(scan.projections, scan.geometry)
     projections = read_projections(files, scan.binning)
@@ -166,13 +170,16 @@ def make_phases(
             "placement": str(grid.placement) if grid.placement else "default",
         },
         "units": "HU",
-        "hann_cut": hann_cut,
+        "reconstruction": reconstruction,
+        "hann_cut": hann_cut if reconstruction == "fdk" else None,
         "phases": sorting.summary(geometry),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _write_phases(building, projections, geometry, sorting, (like, placement, hann_cut), summary)
+        _write_phases(
+            building, projections, geometry, sorting, (like, placement, reconstruction, hann_cut), summary
+        )
         _move_into_place(building, out, overwrite)
     finally:
         shutil.rmtree(building, ignore_errors=True)
@@ -182,22 +189,37 @@ def make_phases(
 
 def _write_phases(folder: Path, projections, geometry, sorting: PhaseSorting, recon, summary: dict) -> None:
     from rso.core.imageio import write_image
-    from rso.core.projection import fdk, mu_to_hu, write_geometry
+    from rso.core.projection import fdk, mu_to_hu, tv_reconstruct, write_geometry
 
-    like, placement, hann_cut = recon
+    like, placement, reconstruction, hann_cut = recon
     like_rtk = placement.rtk_grid(like)
     detector = projections.detector()
     for k, row in enumerate(summary["phases"]):
         picked = sorting.indices(k)
         views = geometry.subset(picked)
-        log.info("phase %d: FDK of %d views in %d clusters", k, picked.size, row["clusters"])
-        mu = fdk(projections.line_integrals[picked], views, detector, like_rtk, hann_cut)
+        log.info("phase %d: %s of %d views in %d clusters", k, reconstruction, picked.size, row["clusters"])
+        lines = projections.line_integrals[picked]
+        if reconstruction == "tv":
+            mu = tv_reconstruct(lines, views, detector, like_rtk)
+        else:
+            mu = fdk(lines, views, detector, like_rtk, hann_cut)
         image = mu_to_hu(placement.from_rtk(mu, like))
         row["image"], row["geometry"] = f"cbct_phase{k}.nii.gz", f"cbct_phase{k}_geometry.xml"
         write_image(image, folder / row["image"])
         write_geometry(views, folder / row["geometry"])
     np.savetxt(folder / "phase_signal.txt", sorting.phase, fmt="%.6f")
     (folder / "phases.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
+def _check_reconstruction(reconstruction: str, hann_cut: float) -> None:
+    from rso.core.projection import RECONSTRUCTIONS
+
+    if reconstruction not in RECONSTRUCTIONS:
+        raise InputError(
+            f"--reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, not {reconstruction!r}"
+        )
+    if reconstruction != "fdk" and hann_cut != FDK_HANN_CUT:
+        raise InputError(f"--hann is FDK's ramp filter: --reconstruction {reconstruction} does not use it")
 
 
 def _move_into_place(building: Path, out: Path, overwrite: bool) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rso.acquisition.signal import PHASE_MODELS, SIGNAL_KINDS
 from rso.cli.common import number_list
-from rso.core.projection.conebeam import FDK_HANN_CUT
+from rso.core.projection.conebeam import FDK_HANN_CUT, RECONSTRUCTIONS
 
 
 def spacing_mm(text: str) -> tuple[float, float, float]:
@@ -96,6 +96,13 @@ def _add_output_arguments(output) -> None:
         metavar="CUT",
         help=f"ramp filter's Hann cut-off in [0, 1] (default {FDK_HANN_CUT}, as artefact matching)",
     )
+    output.add_argument(
+        "--reconstruction",
+        choices=RECONSTRUCTIONS,
+        default="fdk",
+        help="fdk: as the vendors reconstruct (default); tv: RTK's ADMM total variation from FDK, "
+        "~20 times slower, far fewer streaks on a half fan (docs/scanner-import.md)",
+    )
     output.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
@@ -110,6 +117,7 @@ def _run(args: argparse.Namespace) -> int:
         phases=args.phases,
         hann_cut=args.hann,
         overwrite=args.overwrite,
+        reconstruction=args.reconstruction,
     )
     for row in summary["phases"]:
         print(

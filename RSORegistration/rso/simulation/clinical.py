@@ -36,10 +36,10 @@ from rso.core.projection import (
     Detector,
     Placement,
     ProjectionGeometry,
-    fdk,
     forward_project,
     hu_to_mu,
     mu_to_hu,
+    reconstruct,
 )
 from rso.errors import InputError
 from rso.simulation.breathing import (
@@ -59,7 +59,8 @@ _WARM_STARTS = 6  # inverse fields kept (6.5 MB each at the 2.5 mm working grid)
 
 @dataclass(frozen=True)
 class ScannerPreset:
-    """A cone-beam scanner and its 4D protocol: distances and panel in mm at the detector, arc in degrees."""
+    """A cone-beam scanner and its 4D protocol: distances and panel in mm at the detector, arc in degrees,
+    and how each phase is reconstructed (rso.core.projection.RECONSTRUCTIONS; FDK as the vendors do)."""
 
     name: str
     source_to_isocenter_mm: float
@@ -70,6 +71,7 @@ class ScannerPreset:
     frame_rate_hz: float
     duration_s: float
     start_deg: float = 0.0
+    reconstruction: str = "fdk"
 
     @property
     def count(self) -> int:
@@ -182,7 +184,7 @@ class Acquisition:
         self.phases, self.physics, self.seed, self.placement = phases, physics, seed, placement
         self.trace = BreathingTrace.draw(preset.times_s(), seed, motion.breathing)
         self.bins = phase_bins(self.trace.t, phases)  # (P,) each projection's phase bin
-        self.geometry = preset.geometry()
+        self.geometry, self.reconstruction = preset.geometry(), preset.reconstruction
         self.grid = placement.rtk_grid(self.ct0)
         self.detector = Detector.covering(self.grid, self.geometry, preset.panel_mm)
         self.states = _States(self.ct0, motion.model, motion.sampling)
@@ -216,8 +218,10 @@ class Acquisition:
         return add_noise(add_scatter(lines, self.physics, self.detector), self.physics, rng), info
 
     def reconstruct(self, k: int, lines: np.ndarray) -> sitk.Image:
-        """FDK of phase k's line integrals onto ct0's grid, float32 HU."""
-        mu = fdk(lines, self.geometry.subset(self.selected(k)), self.detector, self.grid)
+        """Phase k's line integrals reconstructed onto ct0's grid as the preset says, float32 HU."""
+        mu = reconstruct(
+            self.reconstruction, lines, self.geometry.subset(self.selected(k)), self.detector, self.grid
+        )
         return mu_to_hu(self.placement.from_rtk(mu, self.ct0))
 
 

@@ -25,7 +25,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +39,7 @@ from rso.core.imageio import (
     write_displacement_field,
     write_image,
 )
+from rso.core.projection.conebeam import RECONSTRUCTIONS
 from rso.core.projection.geometry import ProjectionGeometry, write_geometry
 from rso.errors import InputError
 from rso.simulation.anatomy import MaskParams, body_mask, lung_mask
@@ -74,7 +75,20 @@ class SimulationParams:
     # A cone-beam scanner (rso.simulation.clinical.PRESETS: "xvi", "truebeam"): clinical 4D CBCT with RTK,
     # clustered views from an irregular breathing trace, noise and scatter. None: the parallel-beam projector.
     scanner: str | None = None
+    # How a cone-beam phase is reconstructed from its projections (rso.core.projection.RECONSTRUCTIONS):
+    # "fdk" as the vendors do, or "tv" as ``rso-registration phases --reconstruction tv`` does.
+    reconstruction: str = "fdk"
     masks: MaskParams = field(default_factory=MaskParams)
+
+    def __post_init__(self):
+        if self.reconstruction not in RECONSTRUCTIONS:
+            raise InputError(
+                f"reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, not {self.reconstruction!r}"
+            )
+        if self.reconstruction != "fdk" and self.scanner is None:
+            raise InputError(
+                f"reconstruction {self.reconstruction!r} needs a cone-beam preset (xvi, truebeam)"
+            )
 
     @classmethod
     def preset(cls, name: str) -> SimulationParams:
@@ -314,7 +328,7 @@ def _image_phases(made: list[Phase], model, phases: int, seed: int, params: Simu
         return cbcts, geometries, {"cbct": asdict(cbct_params)}
     from rso.simulation.clinical import scanner_preset, simulate_phases
 
-    preset = scanner_preset(params.scanner)
+    preset = replace(scanner_preset(params.scanner), reconstruction=params.reconstruction)
     scans = simulate_phases(made[0].ct, model, phases, [p.index for p in made], preset, seed=seed)
     acquisition = {"cbct": None, "scanner": params.scanner, "acquisition": scans[0].acquisition}
     acquisition["phase_scans"] = [scan.info for scan in scans]

@@ -13,6 +13,7 @@ import SimpleITK as sitk
 
 from rso.core.projection import (
     PANEL_MM,
+    RECONSTRUCTIONS,
     Detector,
     Placement,
     ProjectionGeometry,
@@ -21,8 +22,10 @@ from rso.core.projection import (
     hu_to_mu,
     mu_to_hu,
     read_geometry,
+    tv_reconstruct,
     write_geometry,
 )
+from rso.core.projection import reconstruct as reconstruct_by
 from rso.core.projection.units import MU_WATER_PER_MM
 from rso.errors import InputError
 
@@ -372,3 +375,43 @@ def test_a_fine_image_is_matched_on_a_copy_no_finer_than_2_mm_with_the_same_isoc
     coarse = sitk.Image([10, 10, 10], sitk.sitkFloat32)
     coarse.SetSpacing((2.5, 2.5, 2.5))
     assert matching_copy(coarse) is coarse  # nothing to gain: matched as it is, bit for bit
+
+
+# ---------------------------------------------------------------------------------------------- TV
+
+
+def clustered_half_fan() -> ProjectionGeometry:
+    """A 4D phase's views on a half fan: 12 clusters of 3 views 1 degree apart, a cluster every 30 degrees."""
+    angles = (np.arange(12)[:, None] * 30.0 + np.arange(3)[None, :]).ravel()
+    return ProjectionGeometry.circular(SID, SDD, angles, offset_x=90.0)
+
+
+def test_tv_reconstruction_fits_a_clustered_phase_with_fewer_streaks_than_fdk(rtk, phantom):
+    """36 views in 12 clusters (a phase of a half-fan 4D CBCT): FDK's streaks cross the water (RMS error
+    106 HU); the TV reconstruction lowers it to under half (measured: 26 HU) and keeps each region's mean
+    no further off than FDK's, give or take 10 HU (both lose ~75 HU of the small inserts' contrast)."""
+    mu, regions = phantom
+    geometry = clustered_half_fan()
+    detector = Detector.covering(mu, geometry, panel_mm=(240.0, 320.0))
+    lines = forward_project(mu, geometry, detector)
+    errors = {}
+    for kind in RECONSTRUCTIONS:
+        hu = sitk.GetArrayFromImage(mu_to_hu(reconstruct_by(kind, lines, geometry, detector, mu)))
+        errors[kind] = {
+            name: (hu[mask].mean() - truth, np.sqrt(np.mean((hu[mask] - truth) ** 2)))
+            for name, (mask, truth) in regions.items()
+        }
+    for name, (mean, _) in errors["tv"].items():
+        assert abs(mean) < abs(errors["fdk"][name][0]) + 10.0, f"TV: {name} off by {mean:+.1f} HU"
+    assert errors["tv"]["water"][1] < 0.5 * errors["fdk"]["water"][1]
+
+
+def test_reconstruct_refuses_an_unknown_kind_and_tv_a_parallel_geometry(phantom):
+    mu, _ = phantom
+    geometry, panel_mm = SCANS["parallel"]
+    detector = Detector.covering(mu, geometry, panel_mm=panel_mm)
+    lines = np.zeros((geometry.count, *detector.shape), np.float32)
+    with pytest.raises(InputError, match="reconstruction must be one of fdk, tv"):
+        reconstruct_by("sart", lines, geometry, detector, mu)
+    with pytest.raises(InputError, match="cone-beam"):
+        tv_reconstruct(lines, geometry, detector, mu)

@@ -9,6 +9,7 @@ and a phase's clustered views leave more streaks than as many evenly spread view
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -197,6 +198,19 @@ def test_acquisition_bins_every_projection_once_and_repeats_the_phases(phantom):
     given = simulate_phases(ct, motion, 4, [2], SMALL, Physics(), seed=1)[0].cbct
     again = scan.reconstruct(2, lines)
     assert np.array_equal(sitk.GetArrayFromImage(again), sitk.GetArrayFromImage(given))
+
+
+def test_a_tv_preset_reconstructs_the_same_projections_closer_to_the_ct(phantom):
+    """The preset's reconstruction applies to the phase's projections as they were taken: a TV phase
+    is its FDK phase's acquisition (same geometry and views), nearer the motionless CT."""
+    ct, body, motion = phantom
+    fdk_scan, tv_scan = (
+        simulate_phases(ct, motion, 4, [0], replace(SMALL, reconstruction=kind), Physics.off(), seed=1)[0]
+        for kind in ("fdk", "tv")
+    )
+    assert tv_scan.acquisition["preset"]["reconstruction"] == "tv"
+    assert np.array_equal(tv_scan.projections, fdk_scan.projections)
+    assert _rms_in(tv_scan.cbct, ct, body) < 0.8 * _rms_in(fdk_scan.cbct, ct, body)
 
 
 def test_clustered_views_leave_more_streaks_than_even_views(phantom):

@@ -3,10 +3,13 @@ lobes, and the clinical CBCT (fewer views, more noise, scatter), on real CT anat
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from rso.errors import InputError
 from rso.simulation.anatomy import body_mask, lung_mask
 from rso.simulation.cbct import CBCTParams, simulate_cbct
 from rso.simulation.fetch import fetch_data
@@ -28,6 +31,15 @@ def test_presets_name_their_motion_and_cbct():
     assert local.motion.lesion is not None and local.motion.lower_lobe_lag > 0
     assert local.motion.si_amplitude_mm == (20.0, 25.0) and clinical.motion == local.motion
     assert clinical.cbct.projections < CBCTParams().projections and clinical.cbct.scatter_to_primary > 0
+
+
+def test_a_reconstruction_other_than_fdk_needs_a_cone_beam_preset():
+    assert SimulationParams.preset("truebeam").reconstruction == "fdk"  # as the vendors reconstruct
+    assert replace(SimulationParams.preset("xvi"), reconstruction="tv").reconstruction == "tv"
+    with pytest.raises(InputError, match="needs a cone-beam preset"):
+        replace(SimulationParams.preset("clinical"), reconstruction="tv")
+    with pytest.raises(InputError, match="one of fdk, tv"):
+        replace(SimulationParams.preset("truebeam"), reconstruction="sart")
 
 
 def test_the_lesion_is_painted_in_and_moves_on_its_own(ct):

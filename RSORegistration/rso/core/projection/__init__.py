@@ -3,7 +3,15 @@
 RTK (``itk-rtk``) is imported lazily inside the functions that need it: its first import costs ~20 s.
 """
 
-from rso.core.projection.conebeam import Detector, fdk, forward_project
+from rso.core.projection.conebeam import (
+    RECONSTRUCTIONS,
+    Detector,
+    TVRecipe,
+    fdk,
+    forward_project,
+    reconstruct,
+    tv_reconstruct,
+)
 from rso.core.projection.geometry import (
     PANEL_MM,
     Placement,
@@ -16,13 +24,17 @@ from rso.core.projection.units import MU_WATER_PER_MM, hu_to_mu, mu_to_hu
 __all__ = [
     "MU_WATER_PER_MM",
     "PANEL_MM",
+    "RECONSTRUCTIONS",
     "Detector",
     "Placement",
     "ProjectionGeometry",
+    "TVRecipe",
     "fdk",
     "forward_project",
     "hu_to_mu",
     "mu_to_hu",
     "read_geometry",
+    "reconstruct",
+    "tv_reconstruct",
     "write_geometry",
 ]
