@@ -207,13 +207,15 @@ def _add_case_arguments(parser) -> None:
         "--case-set",
         choices=(
             "conebeam",
+            "conebeam-tv",
             "conebeam-second",
             "conebeam-first",
             "parallel",
         ),  # plan.CASE_SETS (torch-free here)
         default="conebeam",
         help="conebeam: clinical cone-beam 4D CBCT (RTK, both scanner presets, seeds 17 and 18; the "
-        "default); conebeam-second, conebeam-first: the earlier cone-beam runs' cases (seeds 15 and 16, "
+        "default); conebeam-tv: the same scanners, each phase by the TV reconstruction (seeds 19 and 20); "
+        "conebeam-second, conebeam-first: the earlier cone-beam runs' cases (seeds 15 and 16, "
         "13 and 14); parallel: last round's parallel-beam cases (the secondary table)",
     )
     parser.add_argument("--cases", type=int, metavar="N", help="only the first N cases of the plan")

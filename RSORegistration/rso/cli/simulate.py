@@ -7,7 +7,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from rso.cli.common import whole_numbers
-from rso.core.projection.conebeam import RECONSTRUCTIONS
 from rso.simulation.simulate import SIMULATION_PRESETS, SimulationParams
 
 
@@ -42,14 +41,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         help="standard: the breathing model; local: 20-25 mm breathing, lagging lower lobes and an "
         "inserted lesion with its own trajectory; clinical: local with the parallel projector's clinical "
         "preset; xvi, truebeam: local as clinical cone-beam 4D CBCT (RTK) like Elekta XVI or Varian "
-        "TrueBeam, each phase with its RTK geometry file (docs/simulator.md)",
-    )
-    parser.add_argument(
-        "--reconstruction",
-        choices=RECONSTRUCTIONS,
-        default=SimulationParams.reconstruction,
-        help="how a cone-beam preset (xvi, truebeam) reconstructs each phase: fdk as the vendors do "
-        "(default), or tv (RTK's ADMM total variation, as `phases --reconstruction tv`; ~20 times slower)",
+        "TrueBeam, each phase by FDK with its RTK geometry file; xvi-tv, truebeam-tv: the same, each "
+        "phase by the TV reconstruction of `phases --reconstruction tv` (~20 times slower; "
+        "docs/simulator.md)",
     )
     parser.add_argument(
         "--only",
@@ -66,8 +60,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
 def _run(args: argparse.Namespace) -> int:
     from rso.simulation.simulate import plot_case, simulate_case
 
-    preset = SimulationParams.preset(args.preset)
-    params = replace(preset, spacing_mm=args.spacing or None, reconstruction=args.reconstruction)
+    params = replace(SimulationParams.preset(args.preset), spacing_mm=args.spacing or None)
     case = simulate_case(
         args.ct,
         args.out,

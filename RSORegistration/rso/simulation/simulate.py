@@ -76,7 +76,7 @@ class SimulationParams:
     # clustered views from an irregular breathing trace, noise and scatter. None: the parallel-beam projector.
     scanner: str | None = None
     # How a cone-beam phase is reconstructed from its projections (rso.core.projection.RECONSTRUCTIONS):
-    # "fdk" as the vendors do, or "tv" as ``rso-registration phases --reconstruction tv`` does.
+    # "fdk" as the vendors do, or "tv" as ``rso-registration phases --reconstruction tv`` does (-tv presets).
     reconstruction: str = "fdk"
     masks: MaskParams = field(default_factory=MaskParams)
 
@@ -96,7 +96,9 @@ class SimulationParams:
         lower lobes lagging 8 % of a cycle and an inserted lesion with its own trajectory, the local
         errors a whole-image fit leaves; ``clinical``: ``local`` imaged with the parallel projector's
         clinical preset; ``xvi`` and ``truebeam``: ``local`` imaged as clinical 4D CBCT by a cone-beam
-        scanner like Elekta's XVI (full fan) or Varian's TrueBeam (half fan) (rso.simulation.clinical)."""
+        scanner like Elekta's XVI (full fan) or Varian's TrueBeam (half fan) (rso.simulation.clinical), each
+        phase reconstructed by FDK; ``xvi-tv`` and ``truebeam-tv``: the same scans, each phase by the TV
+        reconstruction (``rso-registration phases --reconstruction tv``)."""
         from rso.simulation.cbct import CBCTParams
 
         local = MotionParams(si_amplitude_mm=(20.0, 25.0), lower_lobe_lag=0.08, lesion=LesionParams())
@@ -106,13 +108,15 @@ class SimulationParams:
             "clinical": cls(motion=local, cbct=CBCTParams.clinical()),
             "xvi": cls(motion=local, scanner="xvi"),
             "truebeam": cls(motion=local, scanner="truebeam"),
+            "xvi-tv": cls(motion=local, scanner="xvi", reconstruction="tv"),
+            "truebeam-tv": cls(motion=local, scanner="truebeam", reconstruction="tv"),
         }
         if name not in presets:
             raise InputError(f"simulation preset must be one of {sorted(presets)}, not {name!r}")
         return presets[name]
 
 
-SIMULATION_PRESETS = ("standard", "local", "clinical", "xvi", "truebeam")
+SIMULATION_PRESETS = ("standard", "local", "clinical", "xvi", "truebeam", "xvi-tv", "truebeam-tv")
 
 
 @dataclass

@@ -35,7 +35,9 @@ def test_presets_name_their_motion_and_cbct():
 
 def test_a_reconstruction_other_than_fdk_needs_a_cone_beam_preset():
     assert SimulationParams.preset("truebeam").reconstruction == "fdk"  # as the vendors reconstruct
-    assert replace(SimulationParams.preset("xvi"), reconstruction="tv").reconstruction == "tv"
+    for scanner in ("xvi", "truebeam"):
+        tv, fdk = SimulationParams.preset(f"{scanner}-tv"), SimulationParams.preset(scanner)
+        assert tv.reconstruction == "tv" and replace(tv, reconstruction="fdk") == fdk
     with pytest.raises(InputError, match="needs a cone-beam preset"):
         replace(SimulationParams.preset("clinical"), reconstruction="tv")
     with pytest.raises(InputError, match="one of fdk, tv"):

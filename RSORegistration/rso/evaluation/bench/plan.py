@@ -120,9 +120,21 @@ CONEBEAM_CASES = (
     CaseSpec("lung2", 17, 3, "truebeam"),
     CaseSpec("lung2", 18, 5, "xvi"),
 )
+# The same scans with each phase by the TV reconstruction (``phases --reconstruction tv``: the -tv presets),
+# what a clinic with the projections can register. The recipe (rso.core.projection.TVRecipe) was chosen on
+# training cases (scripts/conebeam_prior_study.py); seeds 19 and 20 had never been simulated when it was.
+CONEBEAM_TV_CASES = (
+    CaseSpec("cxr", 19, 5, "xvi-tv"),
+    CaseSpec("cxr", 20, 3, "truebeam-tv"),
+    CaseSpec("lung1", 19, 3, "truebeam-tv"),
+    CaseSpec("lung1", 20, 5, "xvi-tv"),
+    CaseSpec("lung2", 19, 3, "truebeam-tv"),
+    CaseSpec("lung2", 20, 5, "xvi-tv"),
+)
 BENCH_CASES = CONEBEAM_CASES  # last round's parallel-beam cases: PARALLEL_CASES, a secondary table
 CASE_SETS = {
     "conebeam": CONEBEAM_CASES,
+    "conebeam-tv": CONEBEAM_TV_CASES,
     "conebeam-second": CONEBEAM_SECOND_CASES,
     "conebeam-first": CONEBEAM_FIRST_CASES,
     "parallel": PARALLEL_CASES,
