@@ -17,6 +17,7 @@ from rso.core.projection import (
     Detector,
     Placement,
     ProjectionGeometry,
+    TVRecipe,
     fdk,
     forward_project,
     hu_to_mu,
@@ -415,3 +416,23 @@ def test_reconstruct_refuses_an_unknown_kind_and_tv_a_parallel_geometry(phantom)
         reconstruct_by("sart", lines, geometry, detector, mu)
     with pytest.raises(InputError, match="cone-beam"):
         tv_reconstruct(lines, geometry, detector, mu)
+
+
+def test_tv_reconstruction_of_a_full_fan_at_the_working_grid(rtk):
+    """A full fan of 134 views onto a 72 x 98 x 76 grid at 2.5 mm (an XVI-like phase of a cropped chest):
+    RTK's ADMM once took over the buffer of a projection stack made from an array and failed on the next
+    pass ("outside of buffered region"); one iteration is enough to show it does not."""
+    size = (72, 98, 76)
+    grid = sitk.Image(list(size), sitk.sitkFloat32)
+    grid.SetSpacing([2.5] * 3)
+    grid.SetOrigin([-(n - 1) / 2 * 2.5 for n in size])
+    values = np.zeros(size[::-1], np.float32)
+    values[10:-10, 10:-10, 10:-10] = MU_WATER_PER_MM
+    mu = sitk.GetImageFromArray(values)
+    mu.CopyInformation(grid)
+    geometry = ProjectionGeometry.circular(SID, 1536.0, np.linspace(0.0, 360.0, 134, endpoint=False))
+    detector = Detector.covering(mu, geometry, panel_mm=(409.6, 409.6))
+    lines = forward_project(mu, geometry, detector)
+    result = tv_reconstruct(lines, geometry, detector, mu, TVRecipe(iterations=1, cg_iterations=2))
+    hu = sitk.GetArrayFromImage(mu_to_hu(result))
+    assert abs(float(np.median(hu[20:-20, 20:-20, 20:-20]))) < 30.0  # water inside

@@ -272,12 +272,13 @@ def tv_reconstruct(
 
     if geometry.is_parallel:
         raise InputError("total-variation reconstruction needs a cone-beam geometry (SDD > 0)")
-    start = fdk(line_integrals, geometry, detector, like_rtk)
     scale = 1.0 / MU_WATER_PER_MM  # the recipe's weights are for images of order 1
+    start = _scaled(_volume_to_itk(fdk(line_integrals, geometry, detector, like_rtk)), scale)
+    stack = _scaled(_projections_to_itk(line_integrals, detector), scale)
     rtk = rtk_module()
     admm = rtk.ADMMTotalVariationConeBeamReconstructionFilter[_image_type()].New()
-    admm.SetInput(0, _volume_to_itk(start * scale))
-    admm.SetInput(1, _projections_to_itk(np.asarray(line_integrals, np.float32) * scale, detector))
+    admm.SetInput(0, start.GetOutput())
+    admm.SetInput(1, stack.GetOutput())
     rtk_geometry = geometry.to_rtk()  # kept alive until the filter has run
     admm.SetGeometry(rtk_geometry)
     admm.SetForwardProjectionFilter(admm.ForwardProjectionType_FP_JOSEPH)
@@ -292,6 +293,23 @@ def tv_reconstruct(
     result.CopyInformation(like_rtk)
     log.debug("TV reconstruction of %d views onto %s voxels (%s)", geometry.count, like_rtk.GetSize(), recipe)
     return result
+
+
+def _scaled(image, factor: float):
+    """A filter whose output is ``image`` x ``factor``, not in place.
+
+    ADMM's in-place filters take over their input's buffer. An image made from an array cannot be made
+    again, so it would be left empty for the next iteration (RTK then fails with a region outside an
+    empty buffer, as seen on a full fan); a filter's output is simply recomputed.
+    """
+    import itk
+
+    image_type = _image_type()
+    multiply = itk.MultiplyImageFilter[image_type, image_type, image_type].New()
+    multiply.SetInput(image)
+    multiply.SetConstant(float(factor))
+    multiply.InPlaceOff()
+    return multiply
 
 
 def reconstruct(
