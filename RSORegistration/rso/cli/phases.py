@@ -124,4 +124,11 @@ def _run(args: argparse.Namespace) -> int:
             f"{args.out / row['image']}\t{row['views']} views\t{row['clusters']} clusters\t"
             f"{row['arc_deg']:.0f} deg"
         )
+    if args.reconstruction == "tv":
+        # Matching reconstructs by FDK: it would give TV phases back the streaks TV took out (the benchmark's
+        # ISO guard then keeps the general model; docs/scanner-import.md).
+        print(
+            "TV phases: register them without --fixed-geometry/--moving-geometry (artefact matching "
+            "reconstructs by FDK and would bring their streaks back)"
+        )
     return 0

@@ -157,13 +157,14 @@ def test_phases_from_the_projections_amsterdam_shroud(scan, tmp_path):
     assert summary["grid"]["spacing_mm"] == [8.0] * 3 and summary["grid"]["size"] == [24, 24, 12]
 
 
-def test_tv_reconstruction_keeps_the_diaphragm_with_fewer_streaks(scan, tmp_path):
+def test_tv_reconstruction_keeps_the_diaphragm_with_fewer_streaks(scan, tmp_path, capsys):
     """--reconstruction tv: the phases of the same sorting, the diaphragm where FDK puts it, and nearer
     the phantom at end exhale (its 30 views in 10 clusters streak under FDK)."""
     args = ("--projections", scan / "stack.mha", "--signal", scan / "signal.txt", "--phases", PHASES)
     grid = ("--spacing", SPACING, "--size", f"{N},{N},{N}")
     assert run(*args, *grid, "--out", tmp_path / "fdk") == 0
     assert run(*args, *grid, "--reconstruction", "tv", "--out", tmp_path / "tv") == 0
+    assert "without --fixed-geometry/--moving-geometry" in capsys.readouterr().out
     summaries = {kind: json.loads((tmp_path / kind / "phases.json").read_text()) for kind in ("fdk", "tv")}
     assert summaries["tv"]["reconstruction"] == "tv" and summaries["tv"]["hann_cut"] is None
     assert summaries["tv"]["phases"] == summaries["fdk"]["phases"]
