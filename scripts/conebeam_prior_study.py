@@ -1,4 +1,4 @@
-"""Would a prior image remove the streaks that hide a cone-beam box's motion? Two priors, measured (#20).
+"""Would a prior or a TV reconstruction remove the streaks that hide a cone-beam box's motion? (#20)
 
 For each cone-beam case of the training anatomies (``--case DIR[:K]``, made by ``rso-registration
 simulate --preset xvi|truebeam``), the native similarity's gain at the true correction (as in
@@ -14,13 +14,18 @@ model's field) for these image pairs:
 * ``tissue``: each phase as given minus the streaks its own geometry casts from a tissue-class image
   of it (air, lung and soft tissue at their median HU, bone as it is; classes from the image after 2 mm
   smoothing), the idea of normalised metal artefact reduction applied to undersampling streaks;
+* ``tv`` and ``tv_matched``: each phase reconstructed from its own projections (the whole acquisition
+  simulated again, as for ``mkb``) by the product's total-variation reconstruction
+  (``rso.core.projection.tv_reconstruct``, what ``rso-registration phases --reconstruction tv`` does),
+  as given and artefact-matched;
 * ``ideal_one_geometry``: both CT phases through the fixed phase's geometry (the bound).
 
-Per case also how far the fixed and moving images of ``cbct``, ``mkb`` and ``tissue`` are from their CT
-phases in the lungs (RMS, HU, both smoothed by 2 mm): how much of the streaks each prior removes.
+Per case also how far the fixed and moving images of ``cbct``, ``mkb``, ``tissue`` and ``tv`` are from
+their CT phases in the lungs (RMS, HU, both smoothed by 2 mm): how much of the streaks each removes.
 
-With ``--mkb-out DIR`` each case's McKinnon-Bates phases are written as a case folder (the rest of the
-case linked), for ``scripts/conebeam_study.py`` to run ISO and native RSO on.
+With ``--phases-out DIR`` each case's McKinnon-Bates and TV phases are written as case folders under
+``DIR/mkb`` and ``DIR/tv`` (the rest of the case linked), for ``scripts/conebeam_study.py`` to run ISO
+and native RSO on.
 
     python scripts/conebeam_prior_study.py --case DIR ... --out bench/sweep/conebeam-priors/study.json
 
@@ -45,7 +50,7 @@ from conebeam_study import case_inputs, case_spec  # noqa: E402
 from streak_study import SETTINGS, box_row, summarise  # noqa: E402
 
 from rso.core.imageio import read_image, write_image  # noqa: E402
-from rso.core.projection import Placement, fdk, forward_project, mu_to_hu  # noqa: E402
+from rso.core.projection import Placement, fdk, forward_project, mu_to_hu, tv_reconstruct  # noqa: E402
 from rso.core.projection.matching import match_artefacts, reproject  # noqa: E402
 from rso.core.workflow import build_network, start_session  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
@@ -57,8 +62,8 @@ from rso.simulation.simulate import SimulationParams, make_phases  # noqa: E402
 TISSUE_THRESHOLDS_HU = (-500.0, 250.0)  # air and lung | soft tissue | bone, after 2 mm smoothing
 
 
-def mckinnon_bates(folder: Path, moving: int) -> tuple[sitk.Image, sitk.Image]:
-    """The case's fixed and moving phases reconstructed with a prior from the whole acquisition (HU)."""
+def whole_scan(folder: Path, moving: int) -> tuple[Acquisition, np.ndarray]:
+    """The case's acquisition simulated again with its seed, and every projection's line integrals."""
     case = json.loads((folder / "case.json").read_text())
     params = SimulationParams.preset(case["scanner"])
     source = read_image(case["source"]["path"], "CT")
@@ -77,12 +82,27 @@ def mckinnon_bates(folder: Path, moving: int) -> tuple[sitk.Image, sitk.Image]:
     lines = np.empty((scan.geometry.count, *scan.detector.shape), np.float32)
     for k in order:
         lines[scan.selected(k)] = scan.lines(k)[0]
+    return scan, lines
+
+
+def mckinnon_bates(scan: Acquisition, lines: np.ndarray, moving: int) -> tuple[sitk.Image, sitk.Image]:
+    """The case's fixed and moving phases reconstructed with a prior from the whole acquisition (HU)."""
     prior = fdk(lines, scan.geometry, scan.detector, scan.grid)  # mu on the RTK-frame grid
     phases = []
     for k in (0, moving):
         views = scan.geometry.subset(scan.selected(k))
         residual = lines[scan.selected(k)] - forward_project(prior, views, scan.detector)
         mu = prior + fdk(residual, views, scan.detector, scan.grid)
+        phases.append(mu_to_hu(scan.placement.from_rtk(mu, scan.ct0)))
+    return phases[0], phases[1]
+
+
+def total_variation(scan: Acquisition, lines: np.ndarray, moving: int) -> tuple[sitk.Image, sitk.Image]:
+    """The case's fixed and moving phases by the product's TV reconstruction of their own projections (HU)."""
+    phases = []
+    for k in (0, moving):
+        views = scan.geometry.subset(scan.selected(k))
+        mu = tv_reconstruct(lines[scan.selected(k)], views, scan.detector, scan.grid)
         phases.append(mu_to_hu(scan.placement.from_rtk(mu, scan.ct0)))
     return phases[0], phases[1]
 
@@ -107,8 +127,8 @@ def lung_error(pair, cts, lungs: np.ndarray) -> list[float]:
     return [round(float(np.sqrt(np.mean((smooth(i) - smooth(c))[lungs] ** 2))), 1) for i, c in zip(pair, cts)]
 
 
-def write_mkb_case(folder: Path, moving: int, phases, out: Path) -> Path:
-    """A case folder with the McKinnon-Bates phases in place of the case's, everything else linked."""
+def write_case(folder: Path, moving: int, phases, out: Path) -> Path:
+    """A case folder with ``phases`` (fixed, moving) in place of the case's, everything else linked."""
     target = out / folder.name
     target.mkdir(parents=True, exist_ok=True)
     written = {f"cbct_phase{k}.nii.gz" for k in (0, moving)}
@@ -120,14 +140,19 @@ def write_mkb_case(folder: Path, moving: int, phases, out: Path) -> Path:
     return target
 
 
-def image_pairs(session, folder: Path, phase: int, mkb_out: Path | None) -> dict:
+def image_pairs(session, folder: Path, phase: int, phases_out: Path | None) -> dict:
     """The study's image pairs for one case (see the module docstring), each (fixed, moving) in HU."""
     geometries, placement = session.pair.geometry, session.pair.placement
+    scan, lines = whole_scan(folder, phase)
     started = time.perf_counter()
-    mkb = mckinnon_bates(folder, phase)
+    mkb = mckinnon_bates(scan, lines, phase)
     print(f"{folder.name}: McKinnon-Bates phases in {time.perf_counter() - started:.0f} s", flush=True)
-    if mkb_out is not None:
-        write_mkb_case(folder, phase, mkb, mkb_out)
+    started = time.perf_counter()
+    tv = total_variation(scan, lines, phase)
+    print(f"{folder.name}: TV phases in {time.perf_counter() - started:.0f} s", flush=True)
+    if phases_out is not None:
+        write_case(folder, phase, mkb, phases_out / "mkb")
+        write_case(folder, phase, tv, phases_out / "tv")
     given = (session.fixed, session.moving)
     cts = read(folder, "ct_phase0.nii.gz"), read(folder, f"ct_phase{phase}.nii.gz")
     return {
@@ -136,12 +161,14 @@ def image_pairs(session, folder: Path, phase: int, mkb_out: Path | None) -> dict
         "mkb": mkb,
         "mkb_matched": match_artefacts(*mkb, geometries, placement),
         "tissue": tuple(tissue_destreaked(i, g, placement) for i, g in zip(given, geometries)),
+        "tv": tv,
+        "tv_matched": match_artefacts(*tv, geometries, placement),
         "ideal_one_geometry": tuple(reproject(ct, geometries[0], placement) for ct in cts),
         "ct": cts,
     }
 
 
-def study(cases: list[str], out: Path, mkb_out: Path | None) -> dict:
+def study(cases: list[str], out: Path, phases_out: Path | None) -> dict:
     engine = EngineSettings(device="cpu", precision="fp32")
     network = build_network(engine)
     rows, errors = [], {}
@@ -150,11 +177,11 @@ def study(cases: list[str], out: Path, mkb_out: Path | None) -> dict:
         case = json.loads((folder / "case.json").read_text())
         session = start_session(engine, case_inputs(folder, phase), network=network)
         session.general()
-        pairs = image_pairs(session, folder, phase, mkb_out)
+        pairs = image_pairs(session, folder, phase, phases_out)
         lungs = sitk.GetArrayFromImage(read(folder, "lung_mask.nii.gz")) > 0.5
         cts = pairs.pop("ct")
         errors[folder.name] = {
-            name: lung_error(pairs[name], cts, lungs) for name in ("cbct", "mkb", "tissue")
+            name: lung_error(pairs[name], cts, lungs) for name in ("cbct", "mkb", "tissue", "tv")
         }
         print(f"{folder.name}: lung error from the CT phases (HU) {errors[folder.name]}", flush=True)
         described = {"case": [folder.name, case["seed"], case["scanner"], phase]}
@@ -177,11 +204,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", action="append", required=True, metavar="DIR[:K]", help="a cone-beam case")
     parser.add_argument("--out", type=Path, default=Path("bench/sweep/conebeam-priors/study.json"))
-    parser.add_argument("--mkb-out", type=Path, default=None, help="write the McKinnon-Bates cases here")
+    parser.add_argument("--phases-out", type=Path, help="write the McKinnon-Bates and TV cases here")
     args = parser.parse_args()
     torch.set_num_threads(2)
     started = time.perf_counter()
-    report = study(args.case, args.out, args.mkb_out)
+    report = study(args.case, args.out, args.phases_out)
     for row in report["summary"]:
         print(row)
     print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s")

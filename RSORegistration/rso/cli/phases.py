@@ -29,8 +29,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         help="reconstruct breathing phases from a scanner's projections (Elekta, Varian, MHA) with RTK",
         description="Read the projections (Elekta .his, Varian .hnd/.xim, MHA stacks) and the scanner "
         "geometry through RTK, sort the projections into breathing phases (a signal file, or the "
-        "Amsterdam shroud of the projections) and write one FDK image per phase with its RTK geometry "
-        "(see docs/scanner-import.md).",
+        "Amsterdam shroud of the projections) and write one image per phase (FDK, or --reconstruction tv) "
+        "with its RTK geometry (see docs/scanner-import.md).",
     )
     _add_scan_arguments(parser.add_argument_group("scan"))
     _add_signal_arguments(parser.add_argument_group("breathing signal"))
