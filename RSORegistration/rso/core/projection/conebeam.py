@@ -32,9 +32,9 @@ RECONSTRUCTIONS = ("fdk", "tv")
 class TVRecipe:
     """RTK's ADMM total-variation reconstruction (``rtkadmmtotalvariation``), images in units of water's mu.
 
-    Chosen on the cone-beam training cases (docs/decisions.md): a weaker TV weight leaves the streaks, a
-    stronger one flattens the lung's vessels; more iterations still lower the streaks, at ~3 s each at
-    the 2.5 mm working grid on 2 cores.
+    Chosen on the cone-beam training cases (docs/decisions.md): a weaker or a much stronger TV weight
+    leaves the lungs further from the CT; more iterations still lower the streaks, at ~3 s each at the
+    2.5 mm working grid on 2 cores.
     """
 
     alpha: float = 100.0  # the TV term's weight
