@@ -189,7 +189,7 @@ def make_phases(
 
 def _write_phases(folder: Path, projections, geometry, sorting: PhaseSorting, recon, summary: dict) -> None:
     from rso.core.imageio import write_image
-    from rso.core.projection import fdk, mu_to_hu, tv_reconstruct, write_geometry
+    from rso.core.projection import mu_to_hu, reconstruct, write_geometry
 
     like, placement, reconstruction, hann_cut = recon
     like_rtk = placement.rtk_grid(like)
@@ -199,10 +199,7 @@ def _write_phases(folder: Path, projections, geometry, sorting: PhaseSorting, re
         views = geometry.subset(picked)
         log.info("phase %d: %s of %d views in %d clusters", k, reconstruction, picked.size, row["clusters"])
         lines = projections.line_integrals[picked]
-        if reconstruction == "tv":
-            mu = tv_reconstruct(lines, views, detector, like_rtk)
-        else:
-            mu = fdk(lines, views, detector, like_rtk, hann_cut)
+        mu = reconstruct(reconstruction, lines, views, detector, like_rtk, hann_cut)
         image = mu_to_hu(placement.from_rtk(mu, like))
         row["image"], row["geometry"] = f"cbct_phase{k}.nii.gz", f"cbct_phase{k}_geometry.xml"
         write_image(image, folder / row["image"])

@@ -318,10 +318,11 @@ def reconstruct(
     geometry: ProjectionGeometry,
     detector: Detector,
     like_rtk: sitk.Image,
+    hann_cut: float = FDK_HANN_CUT,
 ) -> sitk.Image:
-    """mu (1/mm) on ``like_rtk``'s grid by one of ``RECONSTRUCTIONS`` (FDK with ``FDK_HANN_CUT``)."""
+    """mu (1/mm) on ``like_rtk``'s grid by one of ``RECONSTRUCTIONS`` (``hann_cut``: FDK's alone)."""
     if kind not in RECONSTRUCTIONS:
         raise InputError(f"reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, not {kind!r}")
     if kind == "tv":
         return tv_reconstruct(line_integrals, geometry, detector, like_rtk)
-    return fdk(line_integrals, geometry, detector, like_rtk, FDK_HANN_CUT)
+    return fdk(line_integrals, geometry, detector, like_rtk, hann_cut)
