@@ -26,38 +26,11 @@ def comparison_figure(iso_arm, rso_arm, box, rows: list[dict], path: str | Path)
         (rows[-1]["result"], _coronal(_warped(rso_arm), plane)),
     ]
     reference = _coronal(rso_arm.reference if rso_arm.reference is not None else rso_arm.fixed, plane)
-    rmse_box = {
-        "moving": rows[0]["rmse_hu_box"],
-        rows[2]["result"]: rows[2]["rmse_hu_box"],
-        rows[-1]["result"]: rows[-1]["rmse_hu_box"],
-    }
+    shown = (rows[0] | {"result": "moving"}, rows[2], rows[-1])
+    rmse_box = {row["result"]: row["rmse_hu_box"] for row in shown}
     spacing = rso_arm.fixed.GetSpacing()
-    show = dict(
-        cmap="gray",
-        vmin=IMAGE_WINDOW[0],
-        vmax=IMAGE_WINDOW[1],
-        origin="lower",
-        aspect=spacing[2] / spacing[0],
-    )
-    pad = max(2, (x1 - x0) // 3)
-    zoom = (slice(max(z0 - pad, 0), z1 + pad), slice(max(x0 - pad, 0), x1 + pad))
-    outline = dict(xy=(x0 - 0.5, z0 - 0.5), width=x1 - x0, height=z1 - z0, fill=False, edgecolor="red")
     figure, axes = plt.subplots(3, 5, figsize=(20, 11), gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.2]})
-    for column, (title, image) in enumerate(images):
-        axes[0, column].imshow(image, **show)
-        axes[0, column].add_patch(Rectangle(**outline))
-        axes[0, column].set_title(title, fontsize=10)
-        axes[1, column].imshow(image[zoom], extent=_extent(zoom), **show)
-        axes[1, column].add_patch(Rectangle(**outline))
-        if title != "fixed":
-            axes[2, column].imshow(
-                (image - reference)[zoom],
-                extent=_extent(zoom),
-                **{**show, "vmin": DIFFERENCE_WINDOW[0], "vmax": DIFFERENCE_WINDOW[1]},
-            )
-            axes[2, column].set_title(f"{title} - clean fixed: box RMSE {rmse_box[title]:.0f} HU", fontsize=9)
-    for ax in axes[:, :4].ravel():
-        ax.axis("off")
+    _image_panels(axes, images, reference, rmse_box, ((x0, x1), (z0, z1)), spacing[2] / spacing[0])
     _loss_dynamics(axes[0, 4], iso_arm.history, rso_arm.history)
     _rows_panel(axes[1, 4], rows)
     axes[2, 4].axis("off")
@@ -73,6 +46,31 @@ def comparison_figure(iso_arm, rso_arm, box, rows: list[dict], path: str | Path)
     )
     figure.tight_layout()
     return save_figure(figure, Path(path))
+
+
+def _image_panels(axes, images, reference: np.ndarray, rmse_box: dict, box_range, aspect: float) -> None:
+    """Columns 0-3: each (title, coronal image) whole, zoomed on the box (``box_range``: its (i, k)
+    index ranges in the plane) and, but for the fixed image, its difference to ``reference``."""
+    (x0, x1), (z0, z1) = box_range
+    show = dict(cmap="gray", vmin=IMAGE_WINDOW[0], vmax=IMAGE_WINDOW[1], origin="lower", aspect=aspect)
+    pad = max(2, (x1 - x0) // 3)
+    zoom = (slice(max(z0 - pad, 0), z1 + pad), slice(max(x0 - pad, 0), x1 + pad))
+    outline = dict(xy=(x0 - 0.5, z0 - 0.5), width=x1 - x0, height=z1 - z0, fill=False, edgecolor="red")
+    for column, (title, image) in enumerate(images):
+        axes[0, column].imshow(image, **show)
+        axes[0, column].add_patch(Rectangle(**outline))
+        axes[0, column].set_title(title, fontsize=10)
+        axes[1, column].imshow(image[zoom], extent=_extent(zoom), **show)
+        axes[1, column].add_patch(Rectangle(**outline))
+        if title != "fixed":
+            axes[2, column].imshow(
+                (image - reference)[zoom],
+                extent=_extent(zoom),
+                **{**show, "vmin": DIFFERENCE_WINDOW[0], "vmax": DIFFERENCE_WINDOW[1]},
+            )
+            axes[2, column].set_title(f"{title} - clean fixed: box RMSE {rmse_box[title]:.0f} HU", fontsize=9)
+    for ax in axes[:, :4].ravel():
+        ax.axis("off")
 
 
 def _native_plane(fixed: sitk.Image, box) -> tuple[int, tuple[int, int], tuple[int, int]]:

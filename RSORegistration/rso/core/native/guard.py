@@ -71,49 +71,64 @@ def guard_verdict(
     measured on the unfitted pair (``Refinement.choose_return``), not on the pair the current field
     fitted.
     """
-    problem = refinement.problem
-    unfitted = None
-    if returned is None:
-        optimised = refinement.correction_mm()
-        gain = correction_gain(refinement, optimised)
-        if refinement.has_unfitted_pair:
-            unfitted = correction_gain(refinement, optimised, pair=-1)
-    else:
-        gain = returned[1]
+    gain, unfitted = _gains(refinement, returned)
     region = weights > 0
-    index_to_lps = problem.window.index_to_lps
-    det_before = jacobian_determinant(problem.current_mm, index_to_lps)[region]
-    det_after = jacobian_determinant(problem.current_mm + weights[..., None] * correction, index_to_lps)[
-        region
-    ]
-    folded_before, folded_after = int((det_before <= 0).sum()), int((det_after <= 0).sum())
+    det_before, det_after = _jacobians(refinement.problem, weights, correction, region)
+    folded = (int((det_before <= 0).sum()), int((det_after <= 0).sum()))
     largest = float(np.linalg.norm(correction[region], axis=-1).max())
-    settings = refinement.settings
-    declined = None
-    if folded_after > folded_before:
-        declined = (
-            f"the refinement would fold the field in the box ({folded_after} folded voxels instead of "
-            f"{folded_before}; min det J {det_after.min():.2f})"
-        )
-    elif gain < settings.min_gain:
-        declined = (
-            f"no correction clearly improves the box: the best ({largest:.1f} mm) explains only "
-            f"{100 * gain:.1f} % of the remaining difference (at least {100 * settings.min_gain:.0f} % is "
-            "needed); the images there already agree, or their artefacts hide the motion"
-        )
-    elif unfitted is not None and unfitted < settings.min_unfitted_gain:
-        declined = (
-            f"the best correction ({largest:.1f} mm) does not hold on the images as given: it explains "
-            f"{100 * unfitted:.1f} % of their difference in the box, against {100 * gain:.1f} % of the "
-            f"artefact-matched images' (at least {100 * settings.min_unfitted_gain:.0f} % is needed)"
-        )
+    declined = _declined(refinement.settings, gain, unfitted, folded, float(det_after.min()), largest)
     return GuardVerdict(
         gain,
         float(det_after.min()),
-        folded_before,
-        folded_after,
+        *folded,
         largest,
         declined,
         None if returned is None else returned[0],
         unfitted,
     )
+
+
+def _gains(refinement: Refinement, returned: tuple[int, float] | None) -> tuple[float, float | None]:
+    """The correction's gain on the fitted pair, and on the images as given where the step compared
+    artefact-matched ones (else None); a return to an earlier state brings its own gain."""
+    if returned is not None:
+        return returned[1], None
+    optimised = refinement.correction_mm()
+    gain = correction_gain(refinement, optimised)
+    unfitted = correction_gain(refinement, optimised, pair=-1) if refinement.has_unfitted_pair else None
+    return gain, unfitted
+
+
+def _jacobians(problem, weights: np.ndarray, correction: np.ndarray, region: np.ndarray):
+    """det J of the field in box + margin (``region``, (Z, Y, X) bool), before and after the correction."""
+    index_to_lps = problem.window.index_to_lps
+    before = jacobian_determinant(problem.current_mm, index_to_lps)[region]
+    after = jacobian_determinant(problem.current_mm + weights[..., None] * correction, index_to_lps)
+    return before, after[region]
+
+
+def _declined(
+    settings, gain: float, unfitted: float | None, folded: tuple[int, int], det_min: float, largest: float
+) -> str | None:
+    """Why the correction is declined (one sentence for the status line), or None where it is kept.
+
+    ``settings``: the step's RSOSettings; ``folded``: voxels with det J <= 0 before and after;
+    ``largest``: the largest correction (mm)."""
+    if folded[1] > folded[0]:
+        return (
+            f"the refinement would fold the field in the box ({folded[1]} folded voxels instead of "
+            f"{folded[0]}; min det J {det_min:.2f})"
+        )
+    if gain < settings.min_gain:
+        return (
+            f"no correction clearly improves the box: the best ({largest:.1f} mm) explains only "
+            f"{100 * gain:.1f} % of the remaining difference (at least {100 * settings.min_gain:.0f} % is "
+            "needed); the images there already agree, or their artefacts hide the motion"
+        )
+    if unfitted is not None and unfitted < settings.min_unfitted_gain:
+        return (
+            f"the best correction ({largest:.1f} mm) does not hold on the images as given: it explains "
+            f"{100 * unfitted:.1f} % of their difference in the box, against {100 * gain:.1f} % of the "
+            f"artefact-matched images' (at least {100 * settings.min_unfitted_gain:.0f} % is needed)"
+        )
+    return None

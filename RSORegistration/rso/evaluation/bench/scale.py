@@ -299,43 +299,14 @@ def measure_run(job: dict) -> dict:
     """The stages on one case at one spacing and precision, in this process (see the module doc)."""
     import torch
 
-    from rso.core.inputs import read_inputs
-    from rso.core.projection.geometry import read_geometry
-    from rso.core.results import write_results
-    from rso.core.workflow import start_session
-    from rso.options import DEFAULT_OUTPUTS
-    from rso.service.viewer_files import ViewerFiles
-    from rso.settings import ISOSettings, RSOSettings
-
     if job.get("threads"):
         torch.set_num_threads(int(job["threads"]))
     case = ScaleCase(**{**job["case"], "box_centre_ras": tuple(job["case"]["box_centre_ras"])})
-    engine = EngineSettings.from_dict(job["engine"])
     folder = Path(job["folder"])
-    warm_up = time.perf_counter()
-    if case.fixed_geometry:  # itk loads RTK lazily, ~15 s once per process: no part of reading a case
-        read_geometry(case.fixed_geometry)
-    warm_up = time.perf_counter() - warm_up
+    warm_up = _warm_up(case)
     rss_at_start = peak_rss_bytes()  # the interpreter, torch, itk and the engine's modules
     meter = StageMeter(folder)
-    with meter.stage("start"):
-        session = start_session(engine, read_inputs(case.pair_inputs()))
-    with meter.stage("folder"):  # the inputs copied into the session folder
-        session.attach_folder(folder / "session")
-    with meter.stage("general"):
-        session.general()
-    with meter.stage("iso"):
-        session.iso(ISOSettings(iterations=int(job["iso"])))
-    viewer = ViewerFiles()
-    with meter.stage("viewer"):  # what every general or ISO step costs the viewer: the whole images
-        viewer.after_step(session, session.history[-1], native_step=False)
-    box = session.box_from_ras(case.box_ras())
-    with meter.stage("rso"):
-        record = session.rso(box, RSOSettings(min_gain=0.0, returns=False))
-    with meter.stage("overlay"):  # the step's window of each viewer image
-        overlay = viewer.after_step(session, record, native_step=True)
-    with meter.stage("results"):
-        write_results(session, folder / "results", figure=False, outputs=DEFAULT_OUTPUTS)
+    session, record, overlay = _run_stages(meter, case, EngineSettings.from_dict(job["engine"]), job)
     return {
         "arithmetic": session.precision,
         "voxels": int(session.fixed.GetNumberOfPixels()),
@@ -355,6 +326,48 @@ def measure_run(job: dict) -> dict:
         "session_files": file_sizes(folder / "session"),
         "session_bytes": tree_bytes(folder / "session"),
     }
+
+
+def _warm_up(case: ScaleCase) -> float:
+    """Seconds to load RTK (lazily, ~15 s once per process): no part of reading a case."""
+    from rso.core.projection.geometry import read_geometry
+
+    start = time.perf_counter()
+    if case.fixed_geometry:
+        read_geometry(case.fixed_geometry)
+    return time.perf_counter() - start
+
+
+def _run_stages(meter: StageMeter, case: ScaleCase, engine: EngineSettings, job: dict):
+    """Start, general, ISO, one native RSO step (kept whatever the guard says) and the results, each
+    stage measured by ``meter``. Returns the session, the RSO step's record and its overlay files."""
+    from rso.core.inputs import read_inputs
+    from rso.core.results import write_results
+    from rso.core.workflow import start_session
+    from rso.options import DEFAULT_OUTPUTS
+    from rso.service.viewer_files import ViewerFiles
+    from rso.settings import ISOSettings, RSOSettings
+
+    folder = meter.folder
+    with meter.stage("start"):
+        session = start_session(engine, read_inputs(case.pair_inputs()))
+    with meter.stage("folder"):  # the inputs copied into the session folder
+        session.attach_folder(folder / "session")
+    with meter.stage("general"):
+        session.general()
+    with meter.stage("iso"):
+        session.iso(ISOSettings(iterations=int(job["iso"])))
+    viewer = ViewerFiles()
+    with meter.stage("viewer"):  # what every general or ISO step costs the viewer: the whole images
+        viewer.after_step(session, session.history[-1], native_step=False)
+    box = session.box_from_ras(case.box_ras())
+    with meter.stage("rso"):
+        record = session.rso(box, RSOSettings(min_gain=0.0, returns=False))
+    with meter.stage("overlay"):  # the step's window of each viewer image
+        overlay = viewer.after_step(session, record, native_step=True)
+    with meter.stage("results"):
+        write_results(session, folder / "results", figure=False, outputs=DEFAULT_OUTPUTS)
+    return session, record, overlay
 
 
 def _rso_outcome(session, record) -> dict:
