@@ -179,12 +179,12 @@ class PairLoader:
 def checked_geometry(options: ReviewOptions) -> tuple[str, str, str]:
     """The pair's (fixed, moving) geometry files and placement, each read once to fail early with a
     one-line error; "" where none. Both geometries or neither; a placement needs them."""
-    from rso.core.projection.geometry import Placement, read_geometry
-    from rso.core.projection.matching import geometry_pair
+    from rso.core.projection.geometry import Placement
+    from rso.core.projection.matching import geometry_pair, read_matching_geometry
 
     paths = (options.fixed_geometry, options.moving_geometry)
     if (
-        geometry_pair(*(read_geometry(path) if path else None for path in paths)) is None
+        geometry_pair(*(read_matching_geometry(path) if path else None for path in paths)) is None
         and options.placement
     ):
         raise InputError("a placement needs the projection geometries of both images")

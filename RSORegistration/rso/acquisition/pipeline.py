@@ -203,7 +203,7 @@ def _write_phases(folder: Path, projections, geometry, sorting: PhaseSorting, re
         image = mu_to_hu(placement.from_rtk(mu, like))
         row["image"], row["geometry"] = f"cbct_phase{k}.nii.gz", f"cbct_phase{k}_geometry.xml"
         write_image(image, folder / row["image"])
-        write_geometry(views, folder / row["geometry"])
+        write_geometry(views, folder / row["geometry"], reconstruction)
     np.savetxt(folder / "phase_signal.txt", sorting.phase, fmt="%.6f")
     (folder / "phases.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 

@@ -125,8 +125,7 @@ def _run(args: argparse.Namespace) -> int:
             f"{row['arc_deg']:.0f} deg"
         )
     if args.reconstruction == "tv":
-        # Matching reconstructs by FDK: it would give TV phases back the streaks TV took out (the benchmark's
-        # ISO guard then keeps the general model; docs/scanner-import.md).
+        # Each geometry file says so (rso.core.projection.geometry.phase_reconstruction): register refuses it.
         print(
             "TV phases: register them without --fixed-geometry/--moving-geometry (artefact matching "
             "reconstructs by FDK and would bring their streaks back)"

@@ -11,7 +11,8 @@ import SimpleITK as sitk
 from rso.core.imageio import read_image, read_truth_field
 from rso.core.initial import INITIAL_TRANSFORM, read_initial_transform
 from rso.core.pair import read_fit_mask
-from rso.core.projection.geometry import Placement, read_geometry
+from rso.core.projection.geometry import Placement
+from rso.core.projection.matching import read_matching_geometry
 from rso.errors import InputError
 from rso.settings import PairInputs
 
@@ -27,8 +28,8 @@ def read_inputs(inputs: PairInputs) -> dict:
     if not inputs.fixed or not inputs.moving:
         raise InputError("a registration needs a fixed and a moving image")
     images = {
-        "fixed_geometry": read_geometry(inputs.fixed_geometry) if inputs.fixed_geometry else None,
-        "moving_geometry": read_geometry(inputs.moving_geometry) if inputs.moving_geometry else None,
+        "fixed_geometry": _geometry(inputs.fixed_geometry),
+        "moving_geometry": _geometry(inputs.moving_geometry),
         "placement": Placement.from_transform(inputs.placement) if inputs.placement else None,
         "fixed": read_image(inputs.fixed, "fixed image", inputs.fixed_series),
         "moving": read_image(inputs.moving, "moving image", inputs.moving_series),
@@ -39,6 +40,10 @@ def read_inputs(inputs: PairInputs) -> dict:
     }
     images[INITIAL_TRANSFORM] = initial_transform(inputs, images["fixed"], images["moving"])
     return images
+
+
+def _geometry(path: str | None):
+    return read_matching_geometry(path) if path else None
 
 
 def _optional(path: str | None, what: str) -> sitk.Image | None:

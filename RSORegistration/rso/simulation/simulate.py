@@ -263,7 +263,7 @@ def simulate_case(
         if fov is not None:
             write_image(fov, building / "fov_mask.nii.gz")
         for phase, geometry in zip(made, geometries):
-            write_geometry(geometry, building / geometry_name(phase.index))
+            write_geometry(geometry, building / geometry_name(phase.index), params.reconstruction)
         description = _describe(ct_path, seed, phases, params, acquisition, model, made, ct)
         (building / "case.json").write_text(json.dumps(description, indent=2) + "\n")
         _make_readable(building)

@@ -19,6 +19,7 @@ import pytest
 import SimpleITK as sitk
 
 from rso.cli import EXIT_BAD_INPUT, main
+from rso.core.projection.geometry import phase_reconstruction
 from rso.errors import InputError
 
 pytestmark = pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute")
@@ -168,7 +169,16 @@ def test_tv_reconstruction_keeps_the_diaphragm_with_fewer_streaks(scan, tmp_path
     summaries = {kind: json.loads((tmp_path / kind / "phases.json").read_text()) for kind in ("fdk", "tv")}
     assert summaries["tv"]["reconstruction"] == "tv" and summaries["tv"]["hann_cut"] is None
     assert summaries["tv"]["phases"] == summaries["fdk"]["phases"]
+    geometry = {kind: tmp_path / kind / "cbct_phase0_geometry.xml" for kind in ("fdk", "tv")}
+    assert {kind: phase_reconstruction(path) for kind, path in geometry.items()} == {"fdk": "fdk", "tv": "tv"}
     fdk, tv = (tmp_path / kind / "cbct_phase0.nii.gz" for kind in ("fdk", "tv"))
+    # register refuses a TV phase's geometry (matching would reconstruct it by FDK), writing nothing
+    pair = ["--fixed", tv, "--moving", tv.with_name("cbct_phase1.nii.gz"), "--out", tmp_path / "result"]
+    views = ["--fixed-geometry", geometry["tv"], "--moving-geometry", geometry["tv"]]
+    with pytest.raises(SystemExit) as refused:
+        main(["register", "--quiet", *map(str, pair + views)])
+    assert refused.value.code == EXIT_BAD_INPUT
+    assert "TV reconstruction" in capsys.readouterr().err and not (tmp_path / "result").exists()
     assert diaphragm_mm(tv) == pytest.approx(diaphragm_mm(fdk), abs=1.0)
     truth = sitk.GetArrayFromImage(phantom(0.0))
     inside = truth > -900

@@ -27,6 +27,8 @@ from rso.core.projection import (
     write_geometry,
 )
 from rso.core.projection import reconstruct as reconstruct_by
+from rso.core.projection.geometry import phase_reconstruction
+from rso.core.projection.matching import read_matching_geometry
 from rso.core.projection.units import MU_WATER_PER_MM
 from rso.errors import InputError
 
@@ -109,6 +111,24 @@ def test_geometry_xml_round_trip(rtk, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["half_fan.xml", "short.xml"]  # no temporary left
     assert read_geometry(tmp_path / "half_fan.xml").projection_offset_x_mm == half_fan.projection_offset_x_mm
     assert short.gantry_deg[0] == 340.0  # wrapped to [0, 360) as RTK stores angles
+
+
+def test_geometry_file_says_how_its_phase_was_reconstructed(rtk, tmp_path):
+    """A TV phase's geometry file carries <PhaseReconstruction>: RTK's reader reads the same projections,
+    and matching refuses the file in one line (it would reconstruct the TV phase by FDK)."""
+    geometry = half_fan_geometry()
+    fdk_file = write_geometry(geometry, tmp_path / "fdk.xml")
+    tv_file = write_geometry(geometry, tmp_path / "tv.xml", reconstruction="tv")
+    assert "<PhaseReconstruction>" not in fdk_file.read_text()
+    assert read_geometry(tv_file) == read_geometry(fdk_file) == geometry
+    assert [phase_reconstruction(path) for path in (fdk_file, tv_file)] == ["fdk", "tv"]
+    assert read_matching_geometry(fdk_file) == geometry
+    with pytest.raises(InputError, match="TV reconstruction.*without geometry") as caught:
+        read_matching_geometry(tv_file)
+    assert "\n" not in str(caught.value)
+    (tmp_path / "odd.xml").write_text(tv_file.read_text().replace(">tv<", ">art<"))
+    with pytest.raises(InputError, match="unknown <PhaseReconstruction> 'art'"):
+        phase_reconstruction(tmp_path / "odd.xml")
 
 
 def test_geometry_files_that_are_missing_or_malformed(rtk, tmp_path):

@@ -259,6 +259,23 @@ def test_plans_match_the_issue():
     assert max(np.prod(g) for g in quick.speed_grids) < max(np.prod(g) for g in paper.speed_grids)
 
 
+def test_a_tv_case_is_benchmarked_without_geometry(tmp_path):
+    """TV phases are registered without geometry (matching would reconstruct them by FDK): a case whose
+    phases are TV reconstructions has only the no-geometry path; an FDK case keeps its geometry files."""
+    from rso.core.projection import ProjectionGeometry, write_geometry
+    from rso.evaluation.bench.cases import _matching_geometries
+    from rso.simulation.simulate import geometry_name
+
+    geometry = ProjectionGeometry.circular(1000.0, 1500.0, np.linspace(0.0, 350.0, 8))
+    for kind in ("fdk", "tv"):
+        for phase in (0, 3):
+            write_geometry(geometry, tmp_path / kind / geometry_name(phase), reconstruction=kind)
+    assert _matching_geometries(tmp_path / "fdk", (0, 3)) == tuple(
+        tmp_path / "fdk" / geometry_name(k) for k in (0, 3)
+    )
+    assert _matching_geometries(tmp_path / "tv", (0, 3)) == (None, None)
+
+
 @pytest.mark.parametrize("reset", [True, False])
 def test_peak_memory_is_measured_per_block(monkeypatch, reset):
     if not reset:  # where the kernel's peak cannot be reset, a thread samples the RSS instead

@@ -28,6 +28,9 @@ SHORT_SCAN_GAP_DEG = 20.0  # rtkfdk's default: a largest angular gap below this 
 _DECIMALS = 9  # RTK's XML keeps 15 significant digits: values are rounded to 1e-9 on the way back
 _ANGLES = ("gantry_deg", "out_of_plane_deg", "in_plane_deg")
 RTK_GEOMETRY_ROOT = "RTKThreeDCircularGeometry"  # the root element RTK's XML writer gives the file
+# Our element in a phase's geometry file: how that phase image was reconstructed from these projections
+# (RTK's reader skips elements it does not know). Absent: FDK, the vendors' recipe.
+PHASE_RECONSTRUCTION = "PhaseReconstruction"
 
 
 def rtk_module():
@@ -232,8 +235,28 @@ def read_geometry(path: str | Path) -> ProjectionGeometry:
     return geometry
 
 
-def write_geometry(geometry: ProjectionGeometry, path: str | Path) -> Path:
-    """Write RTK's geometry XML atomically (a temporary file in the same folder, then ``os.replace``)."""
+def phase_reconstruction(path: str | Path) -> str:
+    """How the phase image of the geometry file ``path`` was reconstructed: "fdk" unless the file says
+    otherwise (``write_geometry``'s ``reconstruction``). The file must already read as a geometry."""
+    from xml.etree import ElementTree
+
+    from rso.core.projection.conebeam import RECONSTRUCTIONS  # that module imports this one
+
+    element = ElementTree.parse(path).getroot().find(PHASE_RECONSTRUCTION)
+    kind = (element.text or "").strip() if element is not None else "fdk"
+    if kind not in RECONSTRUCTIONS:
+        raise InputError(
+            f"RTK geometry file {path}: unknown <{PHASE_RECONSTRUCTION}> {kind!r} "
+            f"(one of {', '.join(RECONSTRUCTIONS)})"
+        )
+    return kind
+
+
+def write_geometry(geometry: ProjectionGeometry, path: str | Path, reconstruction: str = "fdk") -> Path:
+    """Write RTK's geometry XML atomically (a temporary file in the same folder, then ``os.replace``).
+
+    ``reconstruction``: how the phase image these projections made was reconstructed; other than "fdk"
+    it is written as a <PhaseReconstruction> element (``phase_reconstruction`` reads it back)."""
     path = Path(path)
     writer = rtk_module().ThreeDCircularProjectionGeometryXMLFileWriter.New()
     try:
@@ -243,11 +266,22 @@ def write_geometry(geometry: ProjectionGeometry, path: str | Path) -> Path:
             rtk_geometry = geometry.to_rtk()  # the writer holds a raw pointer: keep the object alive
             writer.SetObject(rtk_geometry)
             writer.WriteFile()
-            write_bytes_atomically(written.read_bytes(), path)  # the usual file mode, never a partial file
+            text = _with_reconstruction(written.read_bytes(), reconstruction)
+            write_bytes_atomically(text, path)  # the usual file mode, never a partial file
     except (OSError, RuntimeError) as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise InputError(f"cannot write the RTK geometry file {path}: {reason}") from None
     return path
+
+
+def _with_reconstruction(text: bytes, reconstruction: str) -> bytes:
+    """RTK's XML with the <PhaseReconstruction> element as the root's first child (none for FDK)."""
+    if reconstruction == "fdk":
+        return text
+    root = f"<{RTK_GEOMETRY_ROOT}".encode()
+    end = text.index(b">", text.index(root)) + 1
+    element = f"\n  <{PHASE_RECONSTRUCTION}>{reconstruction}</{PHASE_RECONSTRUCTION}>".encode()
+    return text[:end] + element + text[end:]
 
 
 def _index_axes(image: sitk.Image) -> np.ndarray:

@@ -25,7 +25,7 @@ import SimpleITK as sitk
 
 from rso.core.geometry import AIR_HU
 from rso.core.projection.conebeam import FDK_HANN_CUT, Detector, fdk, forward_project
-from rso.core.projection.geometry import Placement, ProjectionGeometry
+from rso.core.projection.geometry import Placement, ProjectionGeometry, phase_reconstruction, read_geometry
 from rso.core.projection.parallel import reproject_parallel
 from rso.core.projection.units import hu_to_mu, mu_to_hu
 from rso.errors import InputError
@@ -37,6 +37,20 @@ NO_GEOMETRY = "artefact matching off: no projection geometry"
 # ISO compares them on the model grid and native RSO on its 2 mm window, so a finer reprojection costs
 # the cube of the ratio for nothing either step sees (docs/decisions.md).
 MATCHING_SPACING_MM = 2.0
+
+
+def read_matching_geometry(path) -> ProjectionGeometry:
+    """A phase image's RTK geometry file, read for matching: InputError where the file says its phase was
+    not reconstructed by FDK (matching reconstructs both images by FDK: a TV phase would get back the
+    streaks TV took out, and the steps would then compare streaks again; docs/decisions.md)."""
+    geometry = read_geometry(path)
+    kind = phase_reconstruction(path)
+    if kind != "fdk":
+        raise InputError(
+            f"RTK geometry file {path}: its phase is a {kind.upper()} reconstruction, and artefact matching "
+            "reconstructs by FDK (it would bring the streaks back): register such phases without geometry"
+        )
+    return geometry
 
 
 def geometry_pair(

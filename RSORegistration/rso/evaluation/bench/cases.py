@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rso.core.inputs import read_inputs
 from rso.core.paths import cases_dir
+from rso.core.projection.geometry import phase_reconstruction
 from rso.errors import InputError
 from rso.evaluation.bench.plan import HELD_OUT_ANATOMY, TRAINING_ANATOMY, TRAINING_SEEDS, BenchPlan, CaseSpec
 from rso.evaluation.demo import EVALUATION_MASK
@@ -34,7 +35,7 @@ class Case:
 
     def inputs(self) -> dict:
         folder, f, k = self.folder, self.fixed_phase, self.moving_phase
-        geometries = (geometry_path(folder, f), geometry_path(folder, k))
+        geometries = _matching_geometries(folder, (f, k))
         return read_inputs(
             PairInputs(
                 fixed=str(folder / f"cbct_phase{f}.nii.gz"),
@@ -65,6 +66,15 @@ class Case:
             "training_anatomy": self.anatomy in TRAINING_ANATOMY,
             "training_case": self.anatomy in TRAINING_ANATOMY and self.seed in TRAINING_SEEDS,
         }
+
+
+def _matching_geometries(folder: Path, phases: tuple[int, int]) -> tuple[Path | None, Path | None]:
+    """The pair's geometry files, or none where a phase is not an FDK reconstruction: a TV case is
+    registered as a user registers TV phases, without geometry (its arms are the no-geometry path)."""
+    paths = tuple(geometry_path(folder, phase) for phase in phases)
+    if any(path is None or phase_reconstruction(path) != "fdk" for path in paths):
+        return None, None
+    return paths
 
 
 def resolve_cases(plan: BenchPlan) -> list[Case]:
