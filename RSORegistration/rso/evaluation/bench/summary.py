@@ -277,7 +277,7 @@ def path_guard_targets(records: list[dict], scope: str) -> list[dict]:
     control or residual box worse than the same path's ISO-short by more than 0.5 mm."""
     rows = []
     paths = (
-        (default_arm(), "iso_short", "matched"),
+        (default_arm(), "iso_short", "default path (matched where the case has FDK geometry)"),
         (NO_GEOMETRY_RSO_ARM, NO_GEOMETRY_ISO_ARM, "no geometry"),
         (WRONG_GEOMETRY_RSO_ARM, WRONG_GEOMETRY_ISO_ARM, "wrong geometry"),
     )
