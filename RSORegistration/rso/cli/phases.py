@@ -7,7 +7,8 @@ from pathlib import Path
 
 from rso.acquisition.signal import PHASE_MODELS, SIGNAL_KINDS
 from rso.cli.common import number_list
-from rso.core.projection.conebeam import FDK_HANN_CUT, RECONSTRUCTIONS
+from rso.core.projection.conebeam import FDK_HANN_CUT
+from rso.core.projection.geometry import RECONSTRUCTIONS
 
 
 def spacing_mm(text: str) -> tuple[float, float, float]:

@@ -39,8 +39,7 @@ from rso.core.imageio import (
     write_displacement_field,
     write_image,
 )
-from rso.core.projection.conebeam import RECONSTRUCTIONS
-from rso.core.projection.geometry import ProjectionGeometry, write_geometry
+from rso.core.projection.geometry import RECONSTRUCTIONS, ProjectionGeometry, write_geometry
 from rso.errors import InputError
 from rso.simulation.anatomy import MaskParams, body_mask, lung_mask
 from rso.simulation.case_labels import phase_labels, reference_labels, write_labels

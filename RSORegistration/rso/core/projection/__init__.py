@@ -4,7 +4,6 @@ RTK (``itk-rtk``) is imported lazily inside the functions that need it: its firs
 """
 
 from rso.core.projection.conebeam import (
-    RECONSTRUCTIONS,
     Detector,
     TVRecipe,
     fdk,
@@ -14,6 +13,7 @@ from rso.core.projection.conebeam import (
 )
 from rso.core.projection.geometry import (
     PANEL_MM,
+    RECONSTRUCTIONS,
     Placement,
     ProjectionGeometry,
     read_geometry,

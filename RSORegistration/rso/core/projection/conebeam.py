@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from rso.core.projection.geometry import PANEL_MM, ProjectionGeometry, rtk_module
+from rso.core.projection.geometry import PANEL_MM, RECONSTRUCTIONS, ProjectionGeometry, rtk_module
 from rso.core.projection.units import MU_WATER_PER_MM
 from rso.errors import InputError
 
@@ -23,9 +23,6 @@ log = logging.getLogger(__name__)
 # The ramp filter's Hann cut-off (0: the bare ramp, rtkfdk's default). One recipe for the simulator, the
 # scanner import and artefact matching: matching must reconstruct as the phase images were.
 FDK_HANN_CUT = 0.0
-# How a phase is reconstructed from its projections: "fdk" (the vendors' recipe), or "tv" (``tv_reconstruct``:
-# RTK's ADMM total-variation reconstruction, ~20 times FDK's time; docs/decisions.md says why).
-RECONSTRUCTIONS = ("fdk", "tv")
 
 
 @dataclass(frozen=True)

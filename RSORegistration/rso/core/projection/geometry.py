@@ -28,6 +28,9 @@ SHORT_SCAN_GAP_DEG = 20.0  # rtkfdk's default: a largest angular gap below this 
 _DECIMALS = 9  # RTK's XML keeps 15 significant digits: values are rounded to 1e-9 on the way back
 _ANGLES = ("gantry_deg", "out_of_plane_deg", "in_plane_deg")
 RTK_GEOMETRY_ROOT = "RTKThreeDCircularGeometry"  # the root element RTK's XML writer gives the file
+# How a phase is reconstructed from its projections: "fdk" (the vendors' recipe), or "tv" (``tv_reconstruct``:
+# RTK's ADMM total-variation reconstruction, ~20 times FDK's time; docs/decisions.md says why).
+RECONSTRUCTIONS = ("fdk", "tv")
 # Our element in a phase's geometry file: how that phase image was reconstructed from these projections
 # (RTK's reader skips elements it does not know). Absent: FDK, the vendors' recipe.
 PHASE_RECONSTRUCTION = "PhaseReconstruction"
@@ -239,8 +242,6 @@ def phase_reconstruction(path: str | Path) -> str:
     """How the phase image of the geometry file ``path`` was reconstructed: "fdk" unless the file says
     otherwise (``write_geometry``'s ``reconstruction``). The file must already read as a geometry."""
     from xml.etree import ElementTree
-
-    from rso.core.projection.conebeam import RECONSTRUCTIONS  # that module imports this one
 
     element = ElementTree.parse(path).getroot().find(PHASE_RECONSTRUCTION)
     kind = (element.text or "").strip() if element is not None else "fdk"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
+import resource
+import sys
 import threading
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -13,6 +16,8 @@ from pathlib import Path
 import torch
 
 from rso import __version__
+
+log = logging.getLogger(__name__)
 
 
 def machine_info() -> dict:
@@ -156,3 +161,46 @@ def merged_memory(*blocks: Measured) -> dict:
     if cuda:
         merged["cuda_peak_allocated_mb"] = max(cuda)
     return merged
+
+
+# Per stage of one process (rso.evaluation.bench.scale runs each spacing and precision in its own)
+class StageMeter:
+    """Seconds, peak RSS after the stage (ru_maxrss: the process's peak so far) and the bytes that
+    appeared under ``folder`` during the stage, per stage."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.stages: dict[str, dict] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        before, start = tree_bytes(self.folder), time.perf_counter()
+        yield
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # CUDA work is asynchronous: the stage ends when the device is done
+        seconds = time.perf_counter() - start
+        self.stages[name] = {
+            "seconds": seconds,
+            "peak_rss_bytes": peak_rss_bytes(),
+            "bytes_written": tree_bytes(self.folder) - before,
+        }
+        log.info(
+            "scale: %s %.2f s, peak RSS %.2f GB", name, seconds, self.stages[name]["peak_rss_bytes"] / 1e9
+        )
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) * (1 if sys.platform == "darwin" else 1024)
+
+
+def file_sizes(folder: Path) -> dict[str, int]:
+    """Every file under ``folder`` (its path relative to the folder) and its bytes."""
+    if not folder.is_dir():
+        return {}
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def tree_bytes(folder: Path) -> int:
+    return sum(file_sizes(folder).values())

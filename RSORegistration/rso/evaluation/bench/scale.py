@@ -22,12 +22,10 @@ import hashlib
 import json
 import logging
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +35,7 @@ import SimpleITK as sitk
 
 from rso.core.imageio import write_bytes_atomically, write_image
 from rso.errors import InputError
+from rso.evaluation.bench.measure import StageMeter, file_sizes, peak_rss_bytes, tree_bytes
 from rso.options import DEFAULT_ISO_ITERATIONS
 from rso.settings import EngineSettings, PairInputs
 
@@ -251,50 +250,6 @@ def resample_isotropic(image: sitk.Image, spacing: float, interpolation: str, ex
 
 
 # ------------------------------------------------------------------------------ the child
-class StageMeter:
-    """Seconds, peak RSS after the stage (ru_maxrss: the process's peak so far) and the bytes that
-    appeared under ``folder`` during the stage, per stage."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.stages: dict[str, dict] = {}
-
-    @contextmanager
-    def stage(self, name: str):
-        import torch
-
-        before, start = tree_bytes(self.folder), time.perf_counter()
-        yield
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()  # CUDA work is asynchronous: the stage ends when the device is done
-        seconds = time.perf_counter() - start
-        self.stages[name] = {
-            "seconds": seconds,
-            "peak_rss_bytes": peak_rss_bytes(),
-            "bytes_written": tree_bytes(self.folder) - before,
-        }
-        log.info(
-            "scale: %s %.2f s, peak RSS %.2f GB", name, seconds, self.stages[name]["peak_rss_bytes"] / 1e9
-        )
-
-
-def peak_rss_bytes() -> int:
-    """The process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak) * (1 if sys.platform == "darwin" else 1024)
-
-
-def file_sizes(folder: Path) -> dict[str, int]:
-    """Every file under ``folder`` (its path relative to the folder) and its bytes."""
-    if not folder.is_dir():
-        return {}
-    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def tree_bytes(folder: Path) -> int:
-    return sum(file_sizes(folder).values())
-
-
 def measure_run(job: dict) -> dict:
     """The stages on one case at one spacing and precision, in this process (see the module doc)."""
     import torch
