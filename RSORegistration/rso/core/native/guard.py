@@ -75,11 +75,11 @@ def guard_verdict(
     region = weights > 0
     det_before, det_after = _jacobians(refinement.problem, weights, correction, region)
     folded = (int((det_before <= 0).sum()), int((det_after <= 0).sum()))
-    largest = float(np.linalg.norm(correction[region], axis=-1).max())
-    declined = _declined(refinement.settings, gain, unfitted, folded, float(det_after.min()), largest)
+    largest, det_min = float(np.linalg.norm(correction[region], axis=-1).max()), float(det_after.min())
+    declined = _declined(refinement.settings, gain, unfitted, folded, det_min, largest)
     return GuardVerdict(
         gain,
-        float(det_after.min()),
+        det_min,
         *folded,
         largest,
         declined,

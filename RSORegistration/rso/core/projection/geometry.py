@@ -206,19 +206,20 @@ class ProjectionGeometry:
         )
 
 
-def _check_root(path: Path) -> None:
-    """RTK's reader takes any XML without complaint (an Elekta _Frames.xml reads as no projections):
-    the root element must be RTK's."""
+def _checked_root(path: Path):
+    """The file's root element (ElementTree), which must be RTK's: RTK's reader takes any XML without
+    complaint (an Elekta _Frames.xml reads as no projections)."""
     from xml.etree import ElementTree
 
     try:
-        root = ElementTree.parse(path).getroot().tag
+        root = ElementTree.parse(path).getroot()
     except (ElementTree.ParseError, OSError) as error:
         raise InputError(f"RTK geometry file {path}: not a valid geometry ({error})") from None
-    if root != RTK_GEOMETRY_ROOT:
+    if root.tag != RTK_GEOMETRY_ROOT:
         raise InputError(
-            f"RTK geometry file {path}: not a valid geometry (root <{root}>, not <{RTK_GEOMETRY_ROOT}>)"
+            f"RTK geometry file {path}: not a valid geometry (root <{root.tag}>, not <{RTK_GEOMETRY_ROOT}>)"
         )
+    return root
 
 
 def read_geometry(path: str | Path) -> ProjectionGeometry:
@@ -226,7 +227,7 @@ def read_geometry(path: str | Path) -> ProjectionGeometry:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"RTK geometry file {path}: not found")
-    _check_root(path)
+    _checked_root(path)
     reader = rtk_module().ThreeDCircularProjectionGeometryXMLFileReader.New()
     reader.SetFilename(str(path))
     try:
@@ -240,10 +241,8 @@ def read_geometry(path: str | Path) -> ProjectionGeometry:
 
 def phase_reconstruction(path: str | Path) -> str:
     """How the phase image of the geometry file ``path`` was reconstructed: "fdk" unless the file says
-    otherwise (``write_geometry``'s ``reconstruction``). The file must already read as a geometry."""
-    from xml.etree import ElementTree
-
-    element = ElementTree.parse(path).getroot().find(PHASE_RECONSTRUCTION)
+    otherwise (``write_geometry``'s ``reconstruction``)."""
+    element = _checked_root(Path(path)).find(PHASE_RECONSTRUCTION)
     kind = (element.text or "").strip() if element is not None else "fdk"
     if kind not in RECONSTRUCTIONS:
         raise InputError(
