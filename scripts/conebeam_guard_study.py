@@ -52,7 +52,7 @@ def score_box(session, kind: str, box) -> dict:
     default step's return (where it returns)."""
     before = session.metrics(box=box)["tre_mm_box"]["mean"]
     row = {"kind": kind, "ras": box.ras_corners, "tre_before": before}
-    record = session.rso(box, RSOSettings(min_gain=0.0, returns=False))
+    record = session.rso(box, RSOSettings(min_gain=0.0, max_disagreement_mm=0.0, returns=False))
     row["tre_refined"] = record.metrics["tre_mm_box"]["mean"] if record.accepted else before
     row["guard"] = record.guard
     if record.accepted:

@@ -109,7 +109,9 @@ def study(out: Path, work: Path) -> None:
                     if json.dumps(key) in done:
                         continue
                     before = session.metrics(box=box)["tre_mm_box"]["mean"]
-                    record = session.rso(box, RSOSettings(mode="native", min_gain=0.0))
+                    record = session.rso(
+                        box, RSOSettings(mode="native", min_gain=0.0, max_disagreement_mm=0.0)
+                    )
                     row = {
                         "key": key,
                         "tre_box_before": before,

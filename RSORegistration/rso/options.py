@@ -35,6 +35,9 @@ DEFAULT_RSO_MIN_GAIN = 0.20  # the guard: the lowest threshold that harmed no co
 # The guard on the images as given, where the step compares artefact-matched ones: twice the most that a
 # harmful cone-beam step of the training anatomies explained there (docs/decisions.md).
 DEFAULT_RSO_MIN_UNFITTED_GAIN = 0.10
+# The second opinion, where the step compares the images as given: the box's mean correction under LNCC may
+# differ from MIND's by at most this (mm); chosen on TV phases of the training anatomies (docs/decisions.md).
+DEFAULT_RSO_MAX_DISAGREEMENT_MM = 1.0
 DEFAULT_RSO_PRESMOOTH_MM = 2.0
 # Return the box to an earlier state (no registration, the general model, ...) where the images the current
 # field was not fitted to prefer it by the guard's margin (Refinement.choose_return).

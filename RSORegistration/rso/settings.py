@@ -31,6 +31,7 @@ from rso.options import (
     DEFAULT_PRECISION,
     DEFAULT_RSO_CONTROL_SPACING_MM,
     DEFAULT_RSO_MATCH_ARTEFACTS,
+    DEFAULT_RSO_MAX_DISAGREEMENT_MM,
     DEFAULT_RSO_MIN_GAIN,
     DEFAULT_RSO_MIN_UNFITTED_GAIN,
     DEFAULT_RSO_MODE,
@@ -291,7 +292,7 @@ class RSOSettings(Settings):
     min_gain: float = setting(
         DEFAULT_RSO_MIN_GAIN,
         "native: the guard; decline a step that explains less than this fraction of the box's remaining "
-        "difference (0: only a step that adds folding is declined)",
+        "difference (0: no gain is needed)",
         flag="--rso-min-gain",
         metavar="F",
     )
@@ -301,6 +302,14 @@ class RSOSettings(Settings):
         "a step that explains less than this fraction of their difference in the box",
         flag="--rso-min-unfitted-gain",
         metavar="F",
+    )
+    max_disagreement_mm: float = setting(
+        DEFAULT_RSO_MAX_DISAGREEMENT_MM,
+        "native: the second opinion, where the step compares the images as given; decline a correction "
+        "whose mean in the box differs by more than this from the one local NCC finds (0: no second "
+        "opinion)",
+        flag="--rso-max-disagreement",
+        metavar="MM",
     )
     presmooth_mm: float = setting(
         DEFAULT_RSO_PRESMOOTH_MM,
@@ -331,7 +340,9 @@ class RSOSettings(Settings):
         if self.iterations is None:
             self.iterations = DEFAULT_NATIVE_ITERATIONS if self.mode == "native" else PAPER_RSO_ITERATIONS
         check_iterations(self.iterations)
-        _check_signs(self, ("blend_margin_mm", "smoothness", "min_gain", "presmooth_mm"))
+        _check_signs(
+            self, ("blend_margin_mm", "smoothness", "min_gain", "max_disagreement_mm", "presmooth_mm")
+        )
         if self.min_unfitted_gain >= 1:
             raise InputError(f"min_unfitted_gain must be below 1, not {self.min_unfitted_gain}")
         _check_signs(self, positive=("control_spacing_mm", "step_mm", "learning_rate"))

@@ -208,15 +208,17 @@ def _add_case_arguments(parser) -> None:
         choices=(
             "conebeam",
             "conebeam-tv",
+            "conebeam-tv-first",
             "conebeam-second",
             "conebeam-first",
             "parallel",
         ),  # plan.CASE_SETS (torch-free here)
         default="conebeam",
         help="conebeam: clinical cone-beam 4D CBCT (RTK, both scanner presets, seeds 17 and 18; the "
-        "default); conebeam-tv: the same scanners, each phase by the TV reconstruction (seeds 19 and 20); "
-        "conebeam-second, conebeam-first: the earlier cone-beam runs' cases (seeds 15 and 16, "
-        "13 and 14); parallel: last round's parallel-beam cases (the secondary table)",
+        "default); conebeam-tv: the same scanners, each phase by the TV reconstruction (seeds 23 and 24; "
+        "conebeam-tv-first: seeds 19 and 20); conebeam-second, conebeam-first: the earlier cone-beam "
+        "runs' cases (seeds 15 and 16, 13 and 14); parallel: last round's parallel-beam cases (the "
+        "secondary table)",
     )
     parser.add_argument("--cases", type=int, metavar="N", help="only the first N cases of the plan")
     parser.add_argument(

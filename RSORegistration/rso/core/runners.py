@@ -170,6 +170,7 @@ def native_rso(
         unfitted,
     )
     problem = limit_to_fit_mask(problem, pair.fit_mask)  # the similarity inside box and fit mask only
+    problem = dataclasses.replace(problem, matched=matched)
     patch, losses, verdict = refine_box(problem, settings, ctx.progress, ctx.cancel)
     if patch is None:
         return NativeOutcome(None, verdict, matched, losses)

@@ -13,7 +13,14 @@ from conftest import TEST_GRID, session_of
 
 from rso.core.boxes import box_from_lps
 from rso.core.geometry import ModelGrid
-from rso.core.native import Refinement, build_problem, guard_verdict, refine_box, sample
+from rso.core.native import (
+    Refinement,
+    build_problem,
+    guard_verdict,
+    refine_box,
+    sample,
+    with_second_opinion,
+)
 from rso.core.optimize import blend_weights
 from rso.core.session import RegistrationSession
 from rso.settings import RSOSettings
@@ -222,8 +229,34 @@ def test_the_guard_declines_a_correction_the_images_as_given_do_not_support(shif
     both = build_problem((fixed, moving), box, 10.0, grid, current, cpu, unfitted=as_given)
     patch, _, verdict = refine_box(both, settings)
     assert patch is None and verdict.gain >= 0.2 and verdict.unfitted_gain < 0.05
-    assert "does not hold on the images as given" in verdict.declined
+    assert "does not hold on the images as given" in verdict.declined and verdict.disagreement_mm is None
     assert verdict.to_dict()["unfitted_gain"] == verdict.unfitted_gain
+
+
+def test_a_second_similarity_confirms_a_real_shift_and_its_disagreement_declines(shifted_cbct):
+    """On the images as given the kept correction is refined again under local NCC, which finds the same
+    shift (its progress shows as its own step); a second opinion further away than
+    ``max_disagreement_mm`` declines the step and says why. Matched pairs have the unfitted gain instead."""
+    fixed, moving, _ = shifted_cbct
+    grid = ModelGrid.covering(fixed, TEST_GRID)
+    session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
+    settings = RSOSettings(returns=False)
+    current = (np.zeros((*grid.shape, 3), np.float32), ())
+    problem = build_problem((fixed, moving), lung_box(session), 10.0, grid, current, torch.device("cpu"))
+    steps = []
+    patch, _, verdict = refine_box(problem, settings, progress=lambda update: steps.append(update.step))
+    assert patch is not None and verdict.declined is None
+    assert verdict.disagreement_mm < settings.max_disagreement_mm
+    assert verdict.to_dict()["disagreement_mm"] == verdict.disagreement_mm
+    assert steps.count("rso") == steps.count("rso check") == settings.iterations
+    declined = with_second_opinion(verdict, 2.5, settings)
+    assert declined.disagreement_mm == 2.5 and "second similarity does not confirm" in declined.declined
+    assert with_second_opinion(verdict, 0.5, settings).declined is None
+    steps.clear()
+    patch, _, verdict = refine_box(problem, replace(settings, max_disagreement_mm=0.0), progress=steps.append)
+    assert patch is not None and verdict.disagreement_mm is None and len(steps) == settings.iterations
+    _, _, verdict = refine_box(replace(problem, matched=True), settings)  # matched: no second opinion
+    assert verdict.disagreement_mm is None
 
 
 def test_an_earlier_state_the_images_prefer_clearly_becomes_the_box_answer(unshifted_cbct):

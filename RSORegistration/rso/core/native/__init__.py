@@ -19,7 +19,8 @@ optimised:
 * **Regularised as a correction**: the diffusion penalty acts on ``c``, not on the total field, so
   real breathing motion already in the field costs nothing; a barrier keeps det J away from folding.
 * **A guard**: the step is declined when the best correction does not explain the images clearly
-  better than no correction, or when it would add folded voxels (``GuardVerdict``).
+  better than no correction, when it would add folded voxels (``GuardVerdict``), or, on the images as
+  given, when the box refined under local NCC lands elsewhere (``second_opinion``).
 
 The defaults in ``rso.options`` were chosen on the training anatomies (scripts/sweep_rso.py).
 
@@ -28,12 +29,13 @@ across the margin), exactly zero beyond box + margin (docs/architecture.md §4).
 
 The modules, by job: ``problem`` (the window grid and the resampled images, ``build_problem``),
 ``refinement`` (the correction, its loss, the translation search and Adam), ``returns`` (the return to
-an earlier state), ``guard`` (``guard_verdict``: keep or decline) and ``refine`` (``refine_box``, one step).
+an earlier state), ``guard`` (``guard_verdict``: keep or decline), ``second_opinion`` (the box refined
+again under local NCC) and ``refine`` (``refine_box``, one step).
 """
 
 from __future__ import annotations
 
-from rso.core.native.guard import GuardVerdict, guard_verdict
+from rso.core.native.guard import GuardVerdict, guard_verdict, with_second_opinion
 from rso.core.native.problem import (
     REACH_MARGIN_MM,
     WINDOW_SPACING_MM,
@@ -79,4 +81,5 @@ __all__ = [
     "sample",
     "sample_batch",
     "window_grid",
+    "with_second_opinion",
 ]

@@ -4,13 +4,15 @@ A correction is declined when it would add folded voxels (det J <= 0) in box + m
 explains less than ``min_gain`` of the box's remaining dissimilarity under the current field (the
 gain), or, where the step compares artefact-matched images, when it explains less than
 ``min_unfitted_gain`` of the dissimilarity of the images as given (the pair the current field was not
-fitted to: a correction that only aligns what matching left of the streaks does not hold there). A
-declined step leaves the session as it was (docs/architecture.md §4).
+fitted to: a correction that only aligns what matching left of the streaks does not hold there), and,
+where it compares the images as given, when a second similarity does not find it again
+(``rso.core.native.second_opinion``). A declined step leaves the session as it was
+(docs/architecture.md §4).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -33,6 +35,8 @@ class GuardVerdict:
     returned_to: int | None = None
     # The gain on the images as given, where the step compared artefact-matched ones (else None).
     unfitted_gain: float | None = None
+    # How far (mm) the second opinion's box mean lies from the correction's, where it ran (else None).
+    disagreement_mm: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -45,6 +49,7 @@ class GuardVerdict:
                 "largest_correction_mm",
                 "returned_to",
                 "unfitted_gain",
+                "disagreement_mm",
             )
         }
 
@@ -86,6 +91,19 @@ def guard_verdict(
         None if returned is None else returned[0],
         unfitted,
     )
+
+
+def with_second_opinion(verdict: GuardVerdict, disagreement: float, settings) -> GuardVerdict:
+    """The verdict once the second opinion is in: declined where it lies more than
+    ``max_disagreement_mm`` from the correction (``disagreement``, mm between the box means)."""
+    declined = None
+    if disagreement > settings.max_disagreement_mm:
+        declined = (
+            f"a second similarity does not confirm the correction ({verdict.largest_correction_mm:.1f} mm): "
+            f"local NCC finds one whose mean in the box lies {disagreement:.1f} mm from it (at most "
+            f"{settings.max_disagreement_mm:.1f} mm is allowed); the images there do not pin the motion down"
+        )
+    return replace(verdict, disagreement_mm=disagreement, declined=declined)
 
 
 def _gains(refinement: Refinement, returned: tuple[int, float] | None) -> tuple[float, float | None]:

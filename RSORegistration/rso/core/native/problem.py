@@ -49,6 +49,7 @@ class NativeProblem:
     current_mm: np.ndarray  # (Z, Y, X, 3) the current field on the window, LPS mm
     earlier_mm: tuple[np.ndarray, ...] = ()  # earlier states' fields on the window, each (Z, Y, X, 3) LPS mm
     fit_mask: np.ndarray | None = None
+    matched: bool = False  # channel 0 is artefact-matched (else the images as given)
 
     def __post_init__(self):
         """Shapes checked up front, as MONAI's ``Warp.forward`` does: a mismatch would otherwise surface deep

@@ -11,9 +11,10 @@ evaluation mask nearest) into a cache under the output folder; the projection ge
 carry over unchanged. With ``extent_mm`` every spacing covers that box around the case's centre (air
 beyond the scan), so that the voxel count at 1 mm is that of a clinical reconstruction (485 x 360 x 282
 mm: 49 M voxels). Like a clinician's session, a run has no truth: only the metrics mask. Its RSO step
-refines the box (no return to an earlier state) and is kept whatever the guard's verdict (``min_gain`` 0,
-the verdict recorded), so that a refinement and the viewer's window after it are measured. Each run's
-session and result folders are measured and then removed, and every file's size is in the JSON.
+refines the box (no return to an earlier state) and is kept whatever the guard's verdict (``min_gain`` 0
+and no second opinion, the verdict recorded), so that a refinement and the viewer's window after it are
+measured. Each run's session and result folders are measured and then removed, and every file's size is in
+the JSON.
 """
 
 from __future__ import annotations
@@ -317,7 +318,7 @@ def _run_stages(meter: StageMeter, case: ScaleCase, engine: EngineSettings, job:
         viewer.after_step(session, session.history[-1], native_step=False)
     box = session.box_from_ras(case.box_ras())
     with meter.stage("rso"):
-        record = session.rso(box, RSOSettings(min_gain=0.0, returns=False))
+        record = session.rso(box, RSOSettings(min_gain=0.0, max_disagreement_mm=0.0, returns=False))
     with meter.stage("overlay"):  # the step's window of each viewer image
         overlay = viewer.after_step(session, record, native_step=True)
     with meter.stage("results"):
