@@ -158,7 +158,9 @@ def native_rso(
     earlier = states[:-1] if settings.returns else []
     fixed, moving = pair.compared_images(settings.match_artefacts)
     matched = fixed is not pair.fixed
-    unfitted = (pair.fixed, pair.moving) if earlier and matched else None
+    # The images as given: the guard's check on a matched step (min_unfitted_gain), and the evidence for a
+    # return; loaded whether or not the step may return.
+    unfitted = (pair.fixed, pair.moving) if matched else None
     problem = build_problem(
         (fixed, moving),
         box,

@@ -91,6 +91,11 @@ def test_native_rso_on_matched_images_recovers_a_known_shift_and_says_so(shifted
     assert record.accepted, record.declined
     assert record.params["artefacts_matched"] is True
     assert record.metrics["tre_mm_box"]["mean"] < 0.3 * before
+    # Checked on the images as given (not a second opinion), whether or not the step may return.
+    assert record.guard["unfitted_gain"] is not None and record.guard["disagreement_mm"] is None
+    session.undo()
+    no_return = session.rso(box, RSOSettings(mode="native", returns=False)).guard
+    assert no_return["unfitted_gain"] is not None and no_return["disagreement_mm"] is None
     session.attach_folder(tmp_path / "session")
     reopened = RegistrationSession.open(tmp_path / "session", device="cpu")
     assert reopened.geometry == session.geometry
