@@ -20,10 +20,10 @@ from pathlib import Path
 
 from rso.core.inputs import read_inputs
 from rso.core.workflow import build_network, start_session
+from rso.evaluation.bench.cases import _matching_geometries
 from rso.evaluation.box_kinds import pick_boxes
 from rso.evaluation.wrong_geometry import wrong_geometries
 from rso.settings import EngineSettings, PairInputs, RSOSettings
-from rso.simulation.simulate import geometry_path
 
 log = logging.getLogger("conebeam_study")
 
@@ -37,7 +37,8 @@ def case_spec(spec: str) -> tuple[Path, int]:
 
 
 def case_inputs(folder: Path, moving: int) -> dict:
-    fixed_geometry, moving_geometry = (geometry_path(folder, phase) for phase in (0, moving))
+    """The pair as the benchmark registers it: with geometry for FDK phases, without for TV ones."""
+    fixed_geometry, moving_geometry = _matching_geometries(folder, (0, moving))
     return read_inputs(
         PairInputs(
             fixed=str(folder / "cbct_phase0.nii.gz"),

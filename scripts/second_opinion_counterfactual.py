@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tv_guard_study import case_inputs  # noqa: E402
+from conebeam_study import case_inputs  # noqa: E402
 
 from rso.core.workflow import build_network, start_session  # noqa: E402
 from rso.settings import EngineSettings, ISOSettings, RSOSettings  # noqa: E402

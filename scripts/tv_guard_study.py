@@ -32,15 +32,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conebeam_study import case_spec  # noqa: E402
+from conebeam_study import case_inputs, case_spec  # noqa: E402
 from guard_study import view_gains  # noqa: E402
 
-from rso.core.inputs import read_inputs  # noqa: E402
 from rso.core.native import window_grid  # noqa: E402
 from rso.core.workflow import build_network, start_session  # noqa: E402
-from rso.evaluation.bench.cases import _matching_geometries  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
-from rso.settings import EngineSettings, ISOSettings, PairInputs, RSOSettings  # noqa: E402
+from rso.settings import EngineSettings, ISOSettings, RSOSettings  # noqa: E402
 
 BOXES = (("misaligned", 3), ("residual", 2), ("control", 3))
 SECOND_OPINIONS = {
@@ -49,22 +47,6 @@ SECOND_OPINIONS = {
 }
 UNGUARDED = {"min_gain": 0.0, "max_disagreement_mm": 0.0, "returns": False}
 log = logging.getLogger("tv_guard_study")
-
-
-def case_inputs(folder: Path, moving: int) -> dict:
-    """The pair as the benchmark registers it: with geometry for FDK phases, without for TV ones."""
-    fixed_geometry, moving_geometry = _matching_geometries(folder, (0, moving))
-    return read_inputs(
-        PairInputs(
-            fixed=str(folder / "cbct_phase0.nii.gz"),
-            moving=str(folder / f"cbct_phase{moving}.nii.gz"),
-            reference=str(folder / "ct_phase0.nii.gz"),
-            truth=str(folder / f"truth_0_{moving}.nii.gz"),
-            metrics_mask=str(folder / "lung_mask.nii.gz"),
-            fixed_geometry=str(fixed_geometry) if fixed_geometry else None,
-            moving_geometry=str(moving_geometry) if moving_geometry else None,
-        )
-    )
 
 
 def box_correction(session, box) -> np.ndarray:
