@@ -13,7 +13,7 @@ from conftest import write
 
 from rso.cli import EXIT_BAD_INPUT, main
 from rso.core.model import ModelConfig, RegistrationNet, save_checkpoint
-from rso.core.projection.geometry import write_geometry
+from rso.core.projection.geometry import ProjectionGeometry, write_geometry
 from rso.simulation.cbct import CBCTParams, phase_geometry
 
 COMMON = ["--grid", "32,64,64", "--device", "cpu", "--no-figure", "--quiet"]
@@ -137,6 +137,28 @@ def test_register_writes_every_output(registered):
     assert manifest["geometry"][1]["gantry_deg"][0] == pytest.approx(5 * 180 / 250)
     assert report["artefact_matching"]["status"] == "artefact matching on: parallel beam, 25 and 25 views"
     assert report["steps"][1]["metrics"]["rmse_hu_box"] is None  # cannot be computed: null
+
+
+def test_the_same_run_twice_gives_the_same_bits(pair_files, tmp_path):
+    """Same inputs, seed and fp32: the same field to the bit, through cone-beam matching (RTK) and native
+    RSO (docs/cli.md, "Reproducibility")."""
+    geometries = []
+    for phase, start in (("fixed", 0.0), ("moving", 11.0)):  # clustered half-fan views, as a TrueBeam phase
+        angles = (start + np.arange(12)[:, None] * 30.0 + np.arange(3)[None, :]).ravel()
+        geometry = ProjectionGeometry.circular(1000.0, 1500.0, angles, offset_x=90.0)
+        geometries += [f"--{phase}-geometry", str(write_geometry(geometry, tmp_path / f"{phase}.xml"))]
+    fields, reports = [], []
+    for run in ("first", "second"):
+        out = tmp_path / run
+        pair = ["--fixed", pair_files["fixed"], "--moving", pair_files["moving"], *geometries]
+        steps = ["--iso", "3", "--rso", "3", "--roi", roi_ras_around_bump(pair_files), "--precision", "fp32"]
+        assert main(["register", *pair, *steps, "--out", str(out), "--outputs", "all", *FAST]) == 0
+        fields.append(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "displacement.nii.gz"))))
+        reports.append(json.loads((out / "report.json").read_text()))
+    np.testing.assert_array_equal(fields[0], fields[1])
+    assert reports[0]["artefact_matching"]["status"].startswith("artefact matching on: cone beam")
+    for first, second in zip(reports[0]["steps"], reports[1]["steps"]):
+        assert first["loss"] == second["loss"] and first.get("guard") == second.get("guard")
 
 
 def test_outputs_are_on_the_fixed_grid_and_consistent(registered, pair_files):

@@ -212,6 +212,9 @@ def fdk(
     feldkamp.SetInput(1, weighting[-1].GetOutput())
     feldkamp.SetGeometry(rtk_geometry)
     feldkamp.GetRampFilter().SetHannCutFrequency(float(hann_cut))
+    # Split across threads, RTK's FDK backprojection differs run to run in the last bit, and a
+    # registration on matched images then differs too (docs/decisions.md); one thread costs ~0.4 s.
+    feldkamp.GetBackProjectionFilter().SetNumberOfWorkUnits(1)
     feldkamp.Update()
     result = sitk.GetImageFromArray(np.array(itk.GetArrayFromImage(feldkamp.GetOutput()), dtype=np.float32))
     result.CopyInformation(like_rtk)
