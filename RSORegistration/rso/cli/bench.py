@@ -209,6 +209,7 @@ def _add_case_arguments(parser) -> None:
             "conebeam",
             "conebeam-tv",
             "conebeam-tv-first",
+            "conebeam-tv-third",
             "conebeam-second",
             "conebeam-first",
             "parallel",
@@ -216,9 +217,9 @@ def _add_case_arguments(parser) -> None:
         default="conebeam",
         help="conebeam: clinical cone-beam 4D CBCT (RTK, both scanner presets, seeds 17 and 18; the "
         "default); conebeam-tv: the same scanners, each phase by the TV reconstruction (seeds 23 and 24; "
-        "conebeam-tv-first: seeds 19 and 20); conebeam-second, conebeam-first: the earlier cone-beam "
-        "runs' cases (seeds 15 and 16, 13 and 14); parallel: last round's parallel-beam cases (the "
-        "secondary table)",
+        "conebeam-tv-first: seeds 19 and 20, conebeam-tv-third: 25 and 26); conebeam-second, "
+        "conebeam-first: the earlier cone-beam runs' cases (seeds 15 and 16, 13 and 14); parallel: last "
+        "round's parallel-beam cases (the secondary table)",
     )
     parser.add_argument("--cases", type=int, metavar="N", help="only the first N cases of the plan")
     parser.add_argument(

@@ -126,9 +126,20 @@ def _run(args: argparse.Namespace) -> int:
             f"{row['arc_deg']:.0f} deg"
         )
     if args.reconstruction == "tv":
-        # Each geometry file says so (rso.core.projection.geometry.phase_reconstruction): register refuses it.
-        print(
-            "TV phases: register them without --fixed-geometry/--moving-geometry (artefact matching "
-            "reconstructs by FDK and would bring their streaks back)"
-        )
+        print(tv_advice(summary["geometry"]["half_fan"]))
     return 0
+
+
+def tv_advice(half_fan: bool) -> str:
+    """What to do with TV phases: register them without geometry (each geometry file says it is a TV
+    phase, and register refuses it for matching); on a half fan, check every box step."""
+    advice = (
+        "TV phases: register them without --fixed-geometry/--moving-geometry (artefact matching "
+        "reconstructs by FDK and would bring their streaks back)"
+    )
+    if half_fan:
+        advice += (
+            "\nhalf fan: on such phases native RSO's box corrections were wrong as often as right in the "
+            "benchmark, and its guard let some through (docs/results.md): check each step on the images"
+        )
+    return advice

@@ -19,6 +19,7 @@ import pytest
 import SimpleITK as sitk
 
 from rso.cli import EXIT_BAD_INPUT, main
+from rso.cli.phases import tv_advice
 from rso.core.projection.geometry import phase_reconstruction
 from rso.errors import InputError
 
@@ -165,7 +166,8 @@ def test_tv_reconstruction_keeps_the_diaphragm_with_fewer_streaks(scan, tmp_path
     grid = ("--spacing", SPACING, "--size", f"{N},{N},{N}")
     assert run(*args, *grid, "--out", tmp_path / "fdk") == 0
     assert run(*args, *grid, "--reconstruction", "tv", "--out", tmp_path / "tv") == 0
-    assert "without --fixed-geometry/--moving-geometry" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "without --fixed-geometry/--moving-geometry" in printed and "half fan" not in printed
     summaries = {kind: json.loads((tmp_path / kind / "phases.json").read_text()) for kind in ("fdk", "tv")}
     assert summaries["tv"]["reconstruction"] == "tv" and summaries["tv"]["hann_cut"] is None
     assert summaries["tv"]["phases"] == summaries["fdk"]["phases"]
@@ -267,3 +269,8 @@ def test_amplitude_signal_to_phase_as_rtk_does():
     assert np.median(error) < 0.05 and error.max() < 0.2  # phase 0 at the minima: end exhale
     with pytest.raises(InputError, match="too short or flat"):
         phase_of(np.ones(50))
+
+
+def test_tv_advice_warns_about_box_steps_on_a_half_fan():
+    assert "check each step" in tv_advice(True).splitlines()[1]
+    assert len(tv_advice(False).splitlines()) == 1

@@ -141,11 +141,22 @@ CONEBEAM_TV_CASES = (
     CaseSpec("lung2", 23, 3, "truebeam-tv"),
     CaseSpec("lung2", 24, 5, "xvi-tv"),
 )
+# The same guard again on seeds 25 and 26, never simulated before its second opinion was frozen: a second
+# held-out look, after the first (seeds 23 and 24) missed the control-box target once.
+CONEBEAM_TV_THIRD_CASES = (
+    CaseSpec("cxr", 25, 3, "truebeam-tv"),
+    CaseSpec("cxr", 26, 5, "xvi-tv"),
+    CaseSpec("lung1", 25, 5, "xvi-tv"),
+    CaseSpec("lung1", 26, 3, "truebeam-tv"),
+    CaseSpec("lung2", 25, 3, "truebeam-tv"),
+    CaseSpec("lung2", 26, 5, "xvi-tv"),
+)
 BENCH_CASES = CONEBEAM_CASES  # last round's parallel-beam cases: PARALLEL_CASES, a secondary table
 CASE_SETS = {
     "conebeam": CONEBEAM_CASES,
     "conebeam-tv": CONEBEAM_TV_CASES,
     "conebeam-tv-first": CONEBEAM_TV_FIRST_CASES,
+    "conebeam-tv-third": CONEBEAM_TV_THIRD_CASES,
     "conebeam-second": CONEBEAM_SECOND_CASES,
     "conebeam-first": CONEBEAM_FIRST_CASES,
     "parallel": PARALLEL_CASES,
