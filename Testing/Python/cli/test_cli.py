@@ -142,7 +142,7 @@ def test_register_writes_every_output(registered):
 
 def test_the_same_run_twice_gives_the_same_bits(pair_files, tmp_path):
     """Same inputs, seed and fp32: the same field to the bit, through cone-beam matching (RTK) and native
-    RSO (docs/cli.md, "Reproducibility")."""
+    RSO (docs/cli.md, ``--precision``)."""
     geometries = []
     for phase, start in (("fixed", 0.0), ("moving", 11.0)):  # clustered half-fan views, as a TrueBeam phase
         angles = (start + np.arange(12)[:, None] * 30.0 + np.arange(3)[None, :]).ravel()
