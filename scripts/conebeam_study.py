@@ -16,11 +16,13 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rso.core.inputs import read_inputs
+from rso.core.projection.geometry import phase_reconstruction
 from rso.core.workflow import build_network, start_session
-from rso.evaluation.bench.cases import _matching_geometries
+from rso.evaluation.bench.cases import _geometries
 from rso.evaluation.box_kinds import pick_boxes
 from rso.evaluation.wrong_geometry import wrong_geometries
 from rso.settings import EngineSettings, PairInputs, RSOSettings
@@ -37,8 +39,11 @@ def case_spec(spec: str) -> tuple[Path, int]:
 
 
 def case_inputs(folder: Path, moving: int) -> dict:
-    """The pair as the benchmark registers it: with geometry for FDK phases, without for TV ones."""
-    fixed_geometry, moving_geometry = _matching_geometries(folder, (0, moving))
+    """The pair as the studies register it: with geometry for FDK phases, without for TV ones (they were
+    run before TV phases' geometry files were accepted: the path of a user without the files)."""
+    fixed_geometry, moving_geometry = _geometries(folder, (0, moving))
+    if fixed_geometry and phase_reconstruction(fixed_geometry) != "fdk":
+        fixed_geometry = moving_geometry = None
     return read_inputs(
         PairInputs(
             fixed=str(folder / "cbct_phase0.nii.gz"),
@@ -98,8 +103,9 @@ def study_case(folder: Path, moving: int, args, engine, network) -> dict:
         }
     if args.wrong:
         record["wrong"] = {}
-        for name, geometry in wrong_geometries(inputs["moving_geometry"]).items():
-            wrong = {**inputs, "moving_geometry": geometry}
+        moving = inputs["moving_geometry"]  # a PhaseScan
+        for name, geometry in wrong_geometries(moving.geometry).items():
+            wrong = {**inputs, "moving_geometry": replace(moving, geometry=geometry)}
             record["wrong"][name] = chain(*iso_session(engine, wrong, network, args.iso), picked, rso)
     return record
 

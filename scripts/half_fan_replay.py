@@ -1,11 +1,16 @@
-"""The half-fan rule proposed in docs/decisions.md, replayed on benchmark runs of TV phases (#20).
+"""The half-fan rule (docs/decisions.md), scored on benchmark runs of TV phases (#20): replayed or built.
 
 The rule: on a half-fan pair of TV phases native RSO declines (every box keeps ISO-100's field); on a
-full-fan pair the guard has no second opinion. For each ``--results`` folder (a ``bench`` run of TV
-cases; where the second opinion ran, ``scripts/second_opinion_counterfactual.py`` must have written
-``old_guard_counterfactual.jsonl`` beside it), each (case, box) is scored as the product scored it and as
-the rule would have: box TRE against ISO-100 and ISO-500, #20's targets per scanner. Whether a case is a
-half fan comes from its fixed phase's geometry file, as the rule would read it.
+full-fan pair the guard has no second opinion. Each (case, box) of each ``--results`` folder (a ``bench``
+run of TV cases) is scored as the product without the rule and with it: box TRE against ISO-100 and
+ISO-500, #20's targets per scanner.
+
+* A run from before the rule was built (TV cases registered without geometry): the rule is replayed.
+  Where the second opinion ran, ``scripts/second_opinion_counterfactual.py`` must have written
+  ``old_guard_counterfactual.jsonl`` beside it. Whether a case is a half fan comes from its fixed phase's
+  geometry file, as the rule reads it.
+* A run since (TV cases registered with their geometry files): ``rso_native`` is the rule as built, and
+  ``rso_native_no_geometry`` the product for a user without the files.
 
     python scripts/half_fan_replay.py --results bench/results-conebeam-tv-5/truebeam \\
         --results bench/results-conebeam-tv-5/xvi --out bench/results-conebeam-tv-5/half_fan_replay.json
@@ -22,7 +27,9 @@ import numpy as np
 
 from rso.core.projection.geometry import read_geometry
 
-ARM_FILE = re.compile(r"arm_(.+)_(misaligned|residual|control)(\d+)_(iso_short|iso_long|rso_native)\.json")
+ARM_FILE = re.compile(
+    r"arm_(.+)_(misaligned|residual|control)(\d+)_(iso_short|iso_long|rso_native|rso_native_no_geometry)\.json"
+)
 
 
 def boxes(results: Path) -> list[dict]:
@@ -44,12 +51,15 @@ def boxes(results: Path) -> list[dict]:
         tre = {name: record["metrics"]["tre_mm_box"]["mean"] for name, record in arm.items()}
         folder = Path(arm["rso_native"]["case"]["folder"])
         half_fan = read_geometry(folder / "cbct_phase0_geometry.xml").is_half_fan
-        if half_fan:
-            rule = tre["iso_short"]
+        if "rso_native_no_geometry" in tre:  # built: the arm with the files is the rule
+            product, rule = tre["rso_native_no_geometry"], tre["rso_native"]
+        elif half_fan:
+            product, rule = tre["rso_native"], tre["iso_short"]
         else:
-            rule = without.get((case, f"{kind}{index}"), tre["rso_native"])
+            product = tre["rso_native"]
+            rule = without.get((case, f"{kind}{index}"), product)
         row = {"case": case, "kind": kind, "half_fan": half_fan, "iso100": tre["iso_short"]}
-        rows.append({**row, "iso500": tre["iso_long"], "product": tre["rso_native"], "rule": rule})
+        rows.append({**row, "iso500": tre["iso_long"], "product": product, "rule": rule})
     return rows
 
 

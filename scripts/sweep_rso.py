@@ -35,7 +35,7 @@ import numpy as np
 
 from rso.core.inputs import read_inputs
 from rso.core.paths import cases_dir
-from rso.core.projection.matching import geometry_pair
+from rso.core.projection.scan import ScanPair
 from rso.core.session import RegistrationSession
 from rso.core.workflow import start_session
 from rso.evaluation.box_kinds import pick_boxes
@@ -122,8 +122,8 @@ def iso_session(folder: Path, phase: int, work: Path, matched_iso: bool = True) 
     if (session_dir / "session.json").is_file():
         session = RegistrationSession.open(session_dir, device="cpu")
         # A session saved before sessions kept the projection geometries: the same inputs', given again.
-        if session.pair.geometry is None:
-            session.pair.geometry = geometry_pair(inputs["fixed_geometry"], inputs["moving_geometry"])
+        if session.pair.scans is None:
+            session.pair.scans = ScanPair.of(inputs["fixed_geometry"], inputs["moving_geometry"])
         return session
     session = start_session(EngineSettings(device="cpu"), inputs, folder=session_dir)
     session.general()

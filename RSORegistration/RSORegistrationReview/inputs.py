@@ -180,13 +180,10 @@ def checked_geometry(options: ReviewOptions) -> tuple[str, str, str]:
     """The pair's (fixed, moving) geometry files and placement, each read once to fail early with a
     one-line error; "" where none. Both geometries or neither; a placement needs them."""
     from rso.core.projection.geometry import Placement
-    from rso.core.projection.matching import geometry_pair, read_matching_geometry
+    from rso.core.projection.scan import PhaseScan, ScanPair
 
     paths = (options.fixed_geometry, options.moving_geometry)
-    if (
-        geometry_pair(*(read_matching_geometry(path) if path else None for path in paths)) is None
-        and options.placement
-    ):
+    if ScanPair.of(*(PhaseScan.read(path) if path else None for path in paths)) is None and options.placement:
         raise InputError("a placement needs the projection geometries of both images")
     if options.placement:
         Placement.from_transform(options.placement)

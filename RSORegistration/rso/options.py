@@ -45,6 +45,10 @@ DEFAULT_RSO_RETURNS = True
 # Compare phase-binned CBCTs artefact-matched where both projection geometries are known
 # (rso.core.projection.matching): otherwise the rotation between two phases' streaks looks like motion.
 DEFAULT_RSO_MATCH_ARTEFACTS = True
+# Where the geometry files say both phases are TV reconstructions: decline native RSO on a half-fan scan, no
+# second opinion on a full-fan one (rso.core.projection.scan; docs/decisions.md, "Native RSO on half-fan TV
+# phases": chosen on the training boxes, scored on seeds simulated after it was written down).
+DEFAULT_RSO_SCAN_RULE = True
 DEFAULT_ISO_MATCH_ARTEFACTS = True  # ISO too: on the raw pair it fits the streaks
 # ISO on the matched pair keeps its field only where the images as given (never fitted) agree better under
 # it than under the field it started from, by MIND (rso.core.iso_guard; docs/decisions.md).

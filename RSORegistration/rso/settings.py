@@ -37,6 +37,7 @@ from rso.options import (
     DEFAULT_RSO_MODE,
     DEFAULT_RSO_PRESMOOTH_MM,
     DEFAULT_RSO_RETURNS,
+    DEFAULT_RSO_SCAN_RULE,
     DEFAULT_RSO_SIMILARITY,
     DEFAULT_RSO_SMOOTHNESS,
     DEFAULT_RSO_STEP_MM,
@@ -327,6 +328,12 @@ class RSOSettings(Settings):
         DEFAULT_RSO_MATCH_ARTEFACTS,
         "native: compare artefact-matched images where both images' projection geometries are given",
         flag="--rso-match-artefacts",
+    )
+    scan_rule: bool = setting(
+        DEFAULT_RSO_SCAN_RULE,
+        "native: where the geometry files say both phases are TV reconstructions, decline box steps on a "
+        "half-fan scan (they were as often wrong as right) and skip the second opinion on a full-fan one",
+        flag="--rso-scan-rule",
     )
 
     def __post_init__(self):

@@ -131,15 +131,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def tv_advice(half_fan: bool) -> str:
-    """What to do with TV phases: register them without geometry (each geometry file says it is a TV
-    phase, and register refuses it for matching); on a half fan, check every box step."""
+    """What to do with TV phases: register them with their geometry files (each says it is a TV phase, so
+    matching stays off and native RSO follows the scan's rule, rso.core.projection.scan)."""
     advice = (
-        "TV phases: register them without --fixed-geometry/--moving-geometry (artefact matching "
-        "reconstructs by FDK and would bring their streaks back)"
+        "TV phases: register them with their geometry files (--fixed-geometry/--moving-geometry): "
+        "artefact matching stays off (it reconstructs by FDK and would bring their streaks back), and the "
+        "files tell native RSO what the scan was"
     )
     if half_fan:
         advice += (
-            "\nhalf fan: on such phases native RSO's box corrections were wrong as often as right in the "
-            "benchmark, and its guard let some through (docs/results.md): check each step on the images"
+            "\nhalf fan: native RSO declines box steps on such phases (its corrections were wrong as often "
+            "as right in the benchmark; docs/results.md); without the geometry files it cannot tell"
         )
     return advice

@@ -12,7 +12,7 @@ from rso.core.imageio import read_image, read_truth_field
 from rso.core.initial import INITIAL_TRANSFORM, read_initial_transform
 from rso.core.pair import read_fit_mask
 from rso.core.projection.geometry import Placement
-from rso.core.projection.matching import read_matching_geometry
+from rso.core.projection.scan import PhaseScan
 from rso.errors import InputError
 from rso.settings import PairInputs
 
@@ -22,8 +22,8 @@ def read_inputs(inputs: PairInputs) -> dict:
 
     Returns ``fixed``, ``moving`` (sitk.Image), ``reference``, ``truth`` (a displacement field, LPS
     mm), ``mask`` (where metrics are measured), ``fit_mask``, ``initial_transform`` (sitk.Transform,
-    fixed -> moving points), ``fixed_geometry``, ``moving_geometry`` (ProjectionGeometry) and
-    ``placement``; each None where not given.
+    fixed -> moving points), ``fixed_geometry``, ``moving_geometry`` (PhaseScan: the geometry file's
+    projections and how the phase was reconstructed) and ``placement``; each None where not given.
     """
     if not inputs.fixed or not inputs.moving:
         raise InputError("a registration needs a fixed and a moving image")
@@ -43,7 +43,7 @@ def read_inputs(inputs: PairInputs) -> dict:
 
 
 def _geometry(path: str | None):
-    return read_matching_geometry(path) if path else None
+    return PhaseScan.read(path) if path else None
 
 
 def _optional(path: str | None, what: str) -> sitk.Image | None:

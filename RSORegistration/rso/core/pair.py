@@ -29,6 +29,7 @@ from rso.core.model import normalise
 from rso.core.patches import add_patches
 from rso.core.projection import matching
 from rso.core.projection.geometry import Placement, ProjectionGeometry
+from rso.core.projection.scan import ScanPair
 from rso.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -121,13 +122,14 @@ class ImagePair:
         images: dict[str, sitk.Image | None],
         grid: ModelGrid,
         device: torch.device,
-        geometry: tuple[ProjectionGeometry, ProjectionGeometry] | None = None,
+        scans: ScanPair | None = None,
         placement: Placement | None = None,
         normalisation: Normalisation | None = None,
     ):
         self.original_moving, self.initial_transform = images["moving"], images.get(INITIAL_TRANSFORM)
+        self.scans = scans  # what the geometry files say about the scan (None: no geometry given)
         if self.initial_transform is not None:
-            check_without_geometry(geometry)
+            check_without_geometry(self.geometry)
             aligned = aligned_moving(images["fixed"], images["moving"], self.initial_transform)
             images = {**images, "moving": aligned}
         check_inputs(**{name: images.get(name) for name in INPUT_NAMES})
@@ -139,7 +141,7 @@ class ImagePair:
             images.get("mask"),
         )
         self.grid, self.device = grid, device
-        self.geometry, self.placement = geometry, placement or Placement.default()
+        self.placement = placement or Placement.default()
         self._resample()
 
     @classmethod
@@ -152,8 +154,16 @@ class ImagePair:
         placement=None,
         normalisation=None,
     ):
-        """``geometries``: the (fixed, moving) projection geometries, both or neither (None)."""
-        return cls(images, grid, device, matching.geometry_pair(*geometries), placement, normalisation)
+        """``geometries``: the (fixed, moving) scans (``PhaseScan``, or ``ProjectionGeometry`` for an FDK
+        phase), both or neither (None)."""
+        return cls(images, grid, device, ScanPair.of(*geometries), placement, normalisation)
+
+    @property
+    def geometry(self) -> tuple[ProjectionGeometry, ProjectionGeometry] | None:
+        """The (fixed, moving) projection geometries artefact matching uses: None unless both phases' are
+        given and both are FDK reconstructions."""
+        scans = self.scans
+        return scans.geometries if scans is not None and scans.matchable else None
 
     def _resample(self) -> None:
         grid = self.grid
@@ -215,7 +225,7 @@ class ImagePair:
 
     def matching_status(self, match_artefacts: bool) -> str:
         """One line: whether the steps compare artefact-matched images, and if not, why."""
-        return matching.matching_status(self.geometry, match_artefacts)
+        return matching.matching_status(self.scans, match_artefacts)
 
     def network_inputs(self, matched: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(1, 1, z, y, x) normalised fixed and moving on the model grid: the inputs, or the matched pair."""

@@ -191,6 +191,7 @@ def write_results(
     landmarks: tuple | None = None,
     inverse: bool = False,
     outputs=ALL_OUTPUTS,
+    declined=(),
 ) -> dict[str, Path]:
     """Write warped, displacement, transform.h5, difference, the quality maps, report.json and report.png into
     ``out_dir``, as ``outputs`` (OUTPUTS' names) asks; with ``inverse`` also inverse_displacement.nii.gz
@@ -200,10 +201,12 @@ def write_results(
     labels_report.json: the labels carried onto the fixed image. With ``landmarks`` (the paired fixed
     and moving rso.core.landmarks.Landmarks) each step's landmark TRE goes into the report
     (``landmark_tre_mm``) and the fixed points with their final errors into landmarks_tre.mrk.json.
+    ``declined``: the run's declined steps (StepRecord), listed in the report with why (``declined_steps``).
     """
     out_dir = check_output_folder(out_dir)
     paths, quality, jacobian = _write_images(session, out_dir, outputs)
     report = {**build_report(session), "quality": quality}
+    report["declined_steps"] = [_step_entry(record) for record in declined]
     transform_paths, residual = write_transforms(session, out_dir, inverse)
     paths.update(transform_paths)
     if residual is not None:
@@ -266,16 +269,21 @@ def matching_report(session) -> dict:
     """Whether the steps could compare artefact-matched images, each phase's geometry, and the one-off
     cost of matching (None where no step matched)."""
     pair = session.pair
-    geometry = [g.summary() for g in pair.geometry] if pair.geometry else None
-    return {"status": pair.matching_status(True), "geometry": geometry, "seconds": pair.matching_seconds}
+    scans = pair.scans
+    geometry = [g.summary() for g in scans.geometries] if scans else None
+    report = {"status": pair.matching_status(True), "geometry": geometry, "seconds": pair.matching_seconds}
+    return report | ({"reconstruction": scans.reconstruction} if scans else {})
+
+
+def _step_entry(record) -> dict:
+    """A step's record as the report lists it (its box in RAS only)."""
+    step = record.to_dict()
+    step.pop("box", None)
+    return step
 
 
 def build_report(session) -> dict:
-    steps = []
-    for record in session.history:
-        step = record.to_dict()
-        step.pop("box", None)
-        steps.append(step)
+    steps = [_step_entry(record) for record in session.history]
     return {
         "tool": "rso-registration",
         "version": __version__,

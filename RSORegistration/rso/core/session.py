@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,8 @@ from rso.core.metrics import measure
 from rso.core.model import ModelConfig, RegistrationNet, resolve_device
 from rso.core.optimize import CancelToken, ProgressCallback
 from rso.core.pair import ImagePair, Normalisation
-from rso.core.projection.geometry import Placement, ProjectionGeometry
+from rso.core.projection.geometry import Placement
+from rso.core.projection.scan import ScanPair
 from rso.core.steps import StepRecord
 from rso.core.store import SessionState, SessionStore
 from rso.core.summary import summary_text
@@ -178,8 +179,19 @@ class RegistrationSession:
         return self._run("rso", params, box, lambda: runners.network_rso(ctx, old, box, settings))
 
     def _run_native(self, ctx, box: Box, settings: RSOSettings, params: dict) -> StepRecord:
-        """Native-resolution RSO: a new fine patch, or a declined step that leaves the session as it was."""
+        """Native-resolution RSO: a new fine patch, or a declined step that leaves the session as it was.
+
+        Where the geometry files say the phases are TV reconstructions, the scan's rule applies first
+        (``ScanPair``: a half-fan pair declines, a full-fan one has no second opinion)."""
         start = time.perf_counter()
+        scans = self.pair.scans if settings.scan_rule else None
+        if scans is not None and scans.reconstruction == "tv":
+            params["scan"] = scans.status()
+            if scans.native_rso_decline():
+                return self._declined(box, params, [], scans.native_rso_decline(), None, start)
+            if not scans.wants_second_opinion():
+                settings = replace(settings, max_disagreement_mm=0.0)
+                params["max_disagreement_mm"] = 0.0
         states = [self.state_at(index) for index in range(len(self.history) + 1)]
         torch.manual_seed(self.seed + len(self.history))
         outcome = runners.native_rso(ctx, states, box, settings)
@@ -189,14 +201,15 @@ class RegistrationSession:
             step = verdict.returned_to
             log.info("rso: the images prefer the box as it was after step %d: it returns there", step)
         if candidate is None:
-            seconds = round(time.perf_counter() - start, 3)
-            metrics = self.metrics(self.field_voxels, box, self.field_voxels)
-            log.info("rso declined: %s", verdict.declined)
-            declined = verdict.declined
-            return StepRecord(
-                "rso", params, outcome.losses, seconds, metrics, box, declined=declined, guard=guard
-            )
+            return self._declined(box, params, outcome.losses, verdict.declined, guard, start)
         return self._run("rso", params, box, lambda: candidate, guard=guard, started=start)
+
+    def _declined(self, box: Box, params: dict, losses, why: str, guard, start: float) -> StepRecord:
+        """The record of a declined RSO step: the session stays as it was (nothing is accepted)."""
+        seconds = round(time.perf_counter() - start, 3)
+        metrics = self.metrics(self.field_voxels, box, self.field_voxels)
+        log.info("rso declined: %s", why)
+        return StepRecord("rso", params, losses, seconds, metrics, box, declined=why, guard=guard)
 
     def _context(self, progress=None, cancel=None) -> runners.StepContext:
         loss = RegistrationLoss(self.loss_config, self.pair.fit_t).to(self.device)  # fits inside the fit mask
@@ -303,7 +316,7 @@ def _manifest_head(session: RegistrationSession) -> dict:
         "seed": session.seed,
         "precision": session.precision,
         "inputs": sorted(session.pair.input_images()),
-        "geometry": [g.to_dict() for g in session.geometry] if session.geometry else None,
+        **(session.pair.scans.to_dict() if session.pair.scans else {"geometry": None}),
         "placement": session.pair.placement.to_dict(),
         "normalisation": session.pair.normalisation.to_dict(),  # the network's inputs: HU or own percentiles
     }
@@ -312,8 +325,7 @@ def _manifest_head(session: RegistrationSession) -> dict:
 def _restore(session: RegistrationSession, store: SessionStore, manifest: dict, device: str) -> None:
     """Fill a bare session from its folder's manifest (``RegistrationSession.open``)."""
     images = {name: store.read_input(name) for name in manifest["inputs"]}
-    geometry = manifest.get("geometry")
-    geometry = tuple(ProjectionGeometry.from_dict(g) for g in geometry) if geometry else None
+    scans = ScanPair.from_manifest(manifest.get("geometry"), manifest.get("reconstruction"))
     placement = Placement.from_dict(manifest["placement"]) if manifest.get("placement") else None
     session.device = resolve_device(device)
     session.seed, session.loss_config = manifest["seed"], LossConfig(**manifest["loss"])
@@ -325,7 +337,7 @@ def _restore(session: RegistrationSession, store: SessionStore, manifest: dict, 
     session.net.load_state_dict(session.state.weights)
     grid = ModelGrid.from_dict(manifest["grid"])
     normalisation = Normalisation.from_dict(manifest.get("normalisation"))
-    session.pair = ImagePair(images, grid, session.device, geometry, placement, normalisation)
+    session.pair = ImagePair(images, grid, session.device, scans, placement, normalisation)
 
 
 def _finite(kind: str, propose):

@@ -127,9 +127,11 @@ def run_register_job(
     session.general()
     if job.iso.iterations:
         session.iso(job.iso, progress=progress, cancel=cancel)
+    declined = []
     for number, box in enumerate(boxes, 1):
         record = session.rso(box, job.rso, progress=progress, cancel=cancel)
         if record.declined:
+            declined.append(record)
             log.warning(
                 "RSO on box %d (%s RAS mm) declined, the field is unchanged: %s",
                 number,
@@ -144,6 +146,7 @@ def run_register_job(
         landmarks=landmarks,
         inverse=job.inverse,
         outputs=job.outputs,
+        declined=declined,
     )
     if job.inputs.prealign is not None:  # what the pre-alignment found, for other tools (fixed -> moving)
         paths["prealign"] = write_transform(session.pair.initial_transform, out / "prealign.tfm")

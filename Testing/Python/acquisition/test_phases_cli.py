@@ -167,20 +167,22 @@ def test_tv_reconstruction_keeps_the_diaphragm_with_fewer_streaks(scan, tmp_path
     assert run(*args, *grid, "--out", tmp_path / "fdk") == 0
     assert run(*args, *grid, "--reconstruction", "tv", "--out", tmp_path / "tv") == 0
     printed = capsys.readouterr().out
-    assert "without --fixed-geometry/--moving-geometry" in printed and "half fan" not in printed
+    assert "with their geometry files" in printed and "half fan" not in printed
     summaries = {kind: json.loads((tmp_path / kind / "phases.json").read_text()) for kind in ("fdk", "tv")}
     assert summaries["tv"]["reconstruction"] == "tv" and summaries["tv"]["hann_cut"] is None
     assert summaries["tv"]["phases"] == summaries["fdk"]["phases"]
     geometry = {kind: tmp_path / kind / "cbct_phase0_geometry.xml" for kind in ("fdk", "tv")}
     assert {kind: phase_reconstruction(path) for kind, path in geometry.items()} == {"fdk": "fdk", "tv": "tv"}
     fdk, tv = (tmp_path / kind / "cbct_phase0.nii.gz" for kind in ("fdk", "tv"))
-    # register refuses a TV phase's geometry (matching would reconstruct it by FDK), writing nothing
+    # register refuses an FDK phase's geometry with a TV phase's (reconstructed unlike), writing nothing
     pair = ["--fixed", tv, "--moving", tv.with_name("cbct_phase1.nii.gz"), "--out", tmp_path / "result"]
-    views = ["--fixed-geometry", geometry["tv"], "--moving-geometry", geometry["tv"]]
+    views = ["--fixed-geometry", geometry["fdk"], "--moving-geometry", geometry["tv"]]
     with pytest.raises(SystemExit) as refused:
         main(["register", "--quiet", *map(str, pair + views)])
     assert refused.value.code == EXIT_BAD_INPUT
-    assert "TV reconstruction" in capsys.readouterr().err and not (tmp_path / "result").exists()
+    error = capsys.readouterr().err.strip()
+    assert "reconstructed by FDK and the moving one by TV" in error and "\n" not in error
+    assert not (tmp_path / "result").exists()
     assert diaphragm_mm(tv) == pytest.approx(diaphragm_mm(fdk), abs=1.0)
     truth = sitk.GetArrayFromImage(phantom(0.0))
     inside = truth > -900
@@ -271,6 +273,6 @@ def test_amplitude_signal_to_phase_as_rtk_does():
         phase_of(np.ones(50))
 
 
-def test_tv_advice_warns_about_box_steps_on_a_half_fan():
-    assert "check each step" in tv_advice(True).splitlines()[1]
+def test_tv_advice_says_what_native_rso_does_on_a_half_fan():
+    assert "native RSO declines box steps" in tv_advice(True).splitlines()[1]
     assert len(tv_advice(False).splitlines()) == 1

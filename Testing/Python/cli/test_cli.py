@@ -162,6 +162,30 @@ def test_the_same_run_twice_gives_the_same_bits(pair_files, tmp_path):
         assert first["loss"] == second["loss"] and first.get("guard") == second.get("guard")
 
 
+def test_tv_phases_of_a_half_fan_register_with_their_geometry_and_decline_box_steps(pair_files, tmp_path):
+    """TV phases' geometry files describe the scan (matching off); on a half fan the box step is declined
+    with the scan's reason, which the report carries (rso.core.projection.scan)."""
+    angles = (np.arange(12)[:, None] * 30.0 + np.arange(3)[None, :]).ravel()
+    geometry = ProjectionGeometry.circular(1000.0, 1500.0, angles, offset_x=90.0)
+    files = [write_geometry(geometry, tmp_path / f"{phase}.xml", reconstruction="tv") for phase in "fm"]
+    out = tmp_path / "out"
+    pair = ["--fixed", pair_files["fixed"], "--moving", pair_files["moving"]]
+    views = ["--fixed-geometry", str(files[0]), "--moving-geometry", str(files[1])]
+    steps = ["--iso", "2", "--rso", "3", "--roi", roi_ras_around_bump(pair_files), "--precision", "fp32"]
+    assert main(["register", *pair, *views, *steps, "--out", str(out), *FAST]) == 0
+    report = json.loads((out / "report.json").read_text())
+    matching = report["artefact_matching"]
+    assert matching["status"] == (
+        "artefact matching off: the phases are TV reconstructions of a half-fan scan "
+        "(native RSO declines box steps)"
+    )
+    assert matching["reconstruction"] == "tv" and matching["geometry"][0]["half_fan"] is True
+    assert [step["kind"] for step in report["steps"]] == ["general", "iso"]  # the field is ISO's
+    (declined,) = report["declined_steps"]
+    assert declined["kind"] == "rso" and declined["box_ras"] is not None
+    assert declined["declined"].startswith("the phases are TV reconstructions of a half-fan scan")
+
+
 def test_outputs_are_on_the_fixed_grid_and_consistent(registered, pair_files):
     fixed = sitk.ReadImage(pair_files["fixed"])
     warped = sitk.ReadImage(str(registered / "warped.nii.gz"))

@@ -28,7 +28,7 @@ from rso.core.projection import (
 )
 from rso.core.projection import reconstruct as reconstruct_by
 from rso.core.projection.geometry import phase_reconstruction
-from rso.core.projection.matching import read_matching_geometry
+from rso.core.projection.scan import PhaseScan
 from rso.core.projection.units import MU_WATER_PER_MM
 from rso.errors import InputError
 from rso.simulation.cbct import CBCTParams, phase_geometry
@@ -116,17 +116,15 @@ def test_geometry_xml_round_trip(rtk, tmp_path):
 
 def test_geometry_file_says_how_its_phase_was_reconstructed(rtk, tmp_path):
     """A TV phase's geometry file carries <PhaseReconstruction>: RTK's reader reads the same projections,
-    and matching refuses the file in one line (it would reconstruct the TV phase by FDK)."""
+    and the phase's scan says so (rso.core.projection.scan: matching stays off for it)."""
     geometry = half_fan_geometry()
     fdk_file = write_geometry(geometry, tmp_path / "fdk.xml")
     tv_file = write_geometry(geometry, tmp_path / "tv.xml", reconstruction="tv")
     assert "<PhaseReconstruction>" not in fdk_file.read_text()
     assert read_geometry(tv_file) == read_geometry(fdk_file) == geometry
     assert [phase_reconstruction(path) for path in (fdk_file, tv_file)] == ["fdk", "tv"]
-    assert read_matching_geometry(fdk_file) == geometry
-    with pytest.raises(InputError, match="TV reconstruction.*without geometry") as caught:
-        read_matching_geometry(tv_file)
-    assert "\n" not in str(caught.value)
+    assert PhaseScan.read(fdk_file) == PhaseScan(geometry, "fdk")
+    assert PhaseScan.read(tv_file) == PhaseScan(geometry, "tv")
     (tmp_path / "odd.xml").write_text(tv_file.read_text().replace(">tv<", ">art<"))
     with pytest.raises(InputError, match="unknown <PhaseReconstruction> 'art'"):
         phase_reconstruction(tmp_path / "odd.xml")

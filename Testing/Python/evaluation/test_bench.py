@@ -97,7 +97,7 @@ def quick_bench(tiny_case, tmp_path_factory) -> tuple[Path, list[dict]]:
 
     def watched(*args, **kwargs):
         run = prepare_case(*args, **kwargs)
-        moving = {"case": run.inputs["moving_geometry"], "perturbation": run.perturbation}
+        moving = {"case": run.inputs["moving_geometry"].geometry, "perturbation": run.perturbation}
         seen.append(moving | {"matched": run.iso_short.geometry[1], "wrong": run.wrong_geometry.geometry[1]})
         return run
 
@@ -259,21 +259,20 @@ def test_plans_match_the_issue():
     assert max(np.prod(g) for g in quick.speed_grids) < max(np.prod(g) for g in paper.speed_grids)
 
 
-def test_a_tv_case_is_benchmarked_without_geometry(tmp_path):
-    """TV phases are registered without geometry (matching would reconstruct them by FDK): a case whose
-    phases are TV reconstructions has only the no-geometry path; an FDK case keeps its geometry files."""
+def test_a_case_is_benchmarked_with_its_geometry_files_fdk_or_tv(tmp_path):
+    """A user with the scan gives the geometry files whichever the reconstruction: an FDK case's are
+    matched, a TV case's describe the scan (rso.core.projection.scan); a case without files has none."""
     from rso.core.projection import ProjectionGeometry, write_geometry
-    from rso.evaluation.bench.cases import _matching_geometries
+    from rso.evaluation.bench.cases import _geometries
     from rso.simulation.simulate import geometry_name
 
     geometry = ProjectionGeometry.circular(1000.0, 1500.0, np.linspace(0.0, 350.0, 8))
     for kind in ("fdk", "tv"):
         for phase in (0, 3):
             write_geometry(geometry, tmp_path / kind / geometry_name(phase), reconstruction=kind)
-    assert _matching_geometries(tmp_path / "fdk", (0, 3)) == tuple(
-        tmp_path / "fdk" / geometry_name(k) for k in (0, 3)
-    )
-    assert _matching_geometries(tmp_path / "tv", (0, 3)) == (None, None)
+        expected = tuple(tmp_path / kind / geometry_name(k) for k in (0, 3))
+        assert _geometries(tmp_path / kind, (0, 3)) == expected
+    assert _geometries(tmp_path / "fdk", (0, 5)) == (None, None)
 
 
 @pytest.mark.parametrize("reset", [True, False])

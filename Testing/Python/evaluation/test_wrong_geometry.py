@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from rso.core.projection.geometry import ProjectionGeometry
+from rso.core.projection.scan import PhaseScan
 from rso.evaluation.bench import plan as bench
 from rso.evaluation.wrong_geometry import WRONG_GEOMETRIES, wrong_geometries
 
@@ -82,15 +83,19 @@ def test_a_case_gets_the_wrong_geometry_path_only_with_geometry_and_the_flag_on(
     from rso.evaluation.bench.arms import other_path_inputs
 
     geometry = clustered_geometry()
-    inputs = {"fixed": "F", "moving": "M", "fixed_geometry": geometry, "moving_geometry": geometry}
+    scan = PhaseScan(geometry)  # as read_inputs reads an FDK phase's geometry file
+    inputs = {"fixed": "F", "moving": "M", "fixed_geometry": scan, "moving_geometry": scan}
     plan = bench.BenchPlan()
     paths, perturbation = other_path_inputs(inputs, plan, position=4)
     assert set(paths) == {bench.NO_GEOMETRY_ISO_ARM, bench.WRONG_GEOMETRY_ISO_ARM}
     assert perturbation == "distances +1 %"
     wrong = paths[bench.WRONG_GEOMETRY_ISO_ARM]
-    assert wrong["fixed_geometry"] is geometry and wrong["moving"] == "M"  # the moving geometry only
-    assert wrong["moving_geometry"] == wrong_geometries(geometry)["distances +1 %"]
+    assert wrong["fixed_geometry"] is scan and wrong["moving"] == "M"  # the moving geometry only
+    assert wrong["moving_geometry"] == PhaseScan(wrong_geometries(geometry)["distances +1 %"])
     assert paths[bench.NO_GEOMETRY_ISO_ARM]["moving_geometry"] is None
+    tv = {**inputs, "fixed_geometry": PhaseScan(geometry, "tv"), "moving_geometry": PhaseScan(geometry, "tv")}
+    tv_paths, tv_perturbation = other_path_inputs(tv, plan, position=4)  # never matched: no wrong geometry
+    assert set(tv_paths) == {bench.NO_GEOMETRY_ISO_ARM} and tv_perturbation is None
     off, none = other_path_inputs(inputs, replace(plan, wrong_geometry=False), position=4)
     assert set(off) == {bench.NO_GEOMETRY_ISO_ARM} and none is None
     bare = {**inputs, "fixed_geometry": None, "moving_geometry": None}

@@ -25,6 +25,7 @@ from rso.simulation.phantom import phantom_pair
 
 CHANNELS = [4, 8, 16, 32, 64]
 GRID = [32, 64, 64]
+GEOMETRY_ROLES = ("fixed_geometry", "moving_geometry")
 ISO_ITERATIONS = 6
 # RAS mm around the nodule of the synthetic pair, where its motion is largest.
 NODULE_BOX_RAS = phantom_pair().region_ras()
@@ -337,7 +338,7 @@ def test_open_with_projection_geometry_makes_iso_and_native_rso_compare_artefact
     from rso.simulation.cbct import CBCTParams, phase_geometry
 
     views = {}
-    for role, phase in (("fixed_geometry", 0), ("moving_geometry", 5)):
+    for role, phase in zip(GEOMETRY_ROLES, (0, 5)):
         geometry = phase_geometry(phase, 10, CBCTParams(projections=250))
         views[role] = write_geometry(geometry, tmp_path / f"{role}.xml")
     with WorkerClient(extra_args=["--threads", "2"]) as own:
@@ -364,6 +365,39 @@ def test_open_with_projection_geometry_makes_iso_and_native_rso_compare_artefact
     )
     manifest = json.loads((tmp_path / "session" / "session.json").read_text())
     assert [len(g["gantry_deg"]) for g in manifest["geometry"]] == [25, 25]
+
+
+def test_open_with_tv_phases_geometry_says_so_and_native_rso_follows_the_scan_rule(pair, tmp_path):
+    """TV phases' geometry files through open: the status line names the scan, and on a half fan the box
+    step is declined with its reason unless the rule is turned off (rso.core.projection.scan)."""
+    import numpy as np
+
+    from rso.core.projection.geometry import ProjectionGeometry, write_geometry
+    from rso.core.projection.scan import HALF_FAN_TV_DECLINE
+
+    angles = (np.arange(12)[:, None] * 30.0 + np.arange(3)[None, :]).ravel()
+    geometry = ProjectionGeometry.circular(1000.0, 1500.0, angles, offset_x=90.0)
+    views = {role: write_geometry(geometry, tmp_path / f"{role}.xml", "tv") for role in GEOMETRY_ROLES}
+    with WorkerClient(extra_args=["--threads", "2"]) as own:
+        opened = own.call(
+            "open",
+            **pair,
+            **{k: str(v) for k, v in views.items()},
+            folder=str(tmp_path / "session"),
+            channels=CHANNELS,
+            grid=GRID,
+            device="cpu",
+            precision="fp32",
+            timeout=120,
+        )
+        declined = own.call("rso", box_ras=NODULE_BOX_RAS, iterations=3, timeout=120)
+        ruled_out = own.call("rso", box_ras=NODULE_BOX_RAS, iterations=3, scan_rule=False, timeout=120)
+    assert opened["artefact_matching"] == (
+        "artefact matching off: the phases are TV reconstructions of a half-fan scan "
+        "(native RSO declines box steps)"
+    )
+    assert declined["record"]["declined"] == HALF_FAN_TV_DECLINE and declined["history"] == opened["history"]
+    assert "scan" not in ruled_out["record"]["params"] and ruled_out["record"]["loss"]
 
 
 def test_a_native_step_writes_only_its_window_and_the_whole_images_follow_when_asked(client, registered):

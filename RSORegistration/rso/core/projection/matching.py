@@ -25,10 +25,10 @@ import SimpleITK as sitk
 
 from rso.core.geometry import AIR_HU
 from rso.core.projection.conebeam import FDK_HANN_CUT, Detector, fdk, forward_project
-from rso.core.projection.geometry import Placement, ProjectionGeometry, phase_reconstruction, read_geometry
+from rso.core.projection.geometry import Placement, ProjectionGeometry
 from rso.core.projection.parallel import reproject_parallel
+from rso.core.projection.scan import ScanPair
 from rso.core.projection.units import hu_to_mu, mu_to_hu
-from rso.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -39,39 +39,16 @@ NO_GEOMETRY = "artefact matching off: no projection geometry"
 MATCHING_SPACING_MM = 2.0
 
 
-def read_matching_geometry(path) -> ProjectionGeometry:
-    """A phase image's RTK geometry file, read for matching: InputError where the file says its phase was
-    not reconstructed by FDK (matching reconstructs both images by FDK: a TV phase would get back the
-    streaks TV took out, and the steps would then compare streaks again; docs/decisions.md)."""
-    geometry = read_geometry(path)
-    kind = phase_reconstruction(path)
-    if kind != "fdk":
-        raise InputError(
-            f"RTK geometry file {path}: its phase is a {kind.upper()} reconstruction, and artefact matching "
-            "reconstructs by FDK (it would bring the streaks back): register such phases without geometry"
-        )
-    return geometry
-
-
-def geometry_pair(
-    fixed: ProjectionGeometry | None, moving: ProjectionGeometry | None
-) -> tuple[ProjectionGeometry, ProjectionGeometry] | None:
-    """Both images' projection geometries, or None: matching needs the two."""
-    if (fixed is None) != (moving is None):
-        raise InputError("projection geometry: give the geometry of both images, or of neither")
-    if fixed is not None and fixed.is_parallel != moving.is_parallel:
-        raise InputError("projection geometry: one image's is a parallel beam, the other's a cone beam")
-    return (fixed, moving) if fixed is not None else None
-
-
-def matching_status(geometries: tuple | None, wanted: bool) -> str:
+def matching_status(scans: ScanPair | None, wanted: bool) -> str:
     """One line for the log, the report and the Slicer status line: is matching on, and if not, why."""
-    if geometries is None:
+    if scans is None:
         return NO_GEOMETRY
+    if not scans.matchable:
+        return f"artefact matching off: {scans.status()}"
     if not wanted:
         return "artefact matching off: turned off"
-    beam = "parallel beam" if geometries[0].is_parallel else "cone beam"
-    views = " and ".join(str(g.count) for g in geometries)
+    beam = "parallel beam" if scans.fixed.geometry.is_parallel else "cone beam"
+    views = " and ".join(str(g.count) for g in scans.geometries)
     return f"artefact matching on: {beam}, {views} views"
 
 

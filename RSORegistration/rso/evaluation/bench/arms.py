@@ -135,13 +135,14 @@ def other_path_inputs(inputs: dict, plan: BenchPlan, position: int) -> tuple[dic
     if inputs.get("fixed_geometry") is None:
         return {}, None
     paths = {NO_GEOMETRY_ISO_ARM: {**inputs, "fixed_geometry": None, "moving_geometry": None}}
-    if not plan.wrong_geometry or inputs.get("moving_geometry") is None:
-        return paths, None
-    wrong = wrong_geometry_for(position, inputs["moving_geometry"])
+    moving = inputs.get("moving_geometry")  # a PhaseScan
+    if not plan.wrong_geometry or moving is None or moving.reconstruction != "fdk":
+        return paths, None  # a TV case's geometry is never matched: a wrong one would change nothing
+    wrong = wrong_geometry_for(position, moving.geometry)
     if wrong is None:
         log.info("no wrong-geometry arms: case %d's perturbation does not apply to its geometry", position)
         return paths, None
-    paths[WRONG_GEOMETRY_ISO_ARM] = {**inputs, "moving_geometry": wrong[1]}
+    paths[WRONG_GEOMETRY_ISO_ARM] = {**inputs, "moving_geometry": replace(moving, geometry=wrong[1])}
     return paths, wrong[0]
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from rso.core.inputs import read_inputs
 from rso.core.paths import cases_dir
-from rso.core.projection.geometry import phase_reconstruction
 from rso.errors import InputError
 from rso.evaluation.bench.plan import HELD_OUT_ANATOMY, TRAINING_ANATOMY, TRAINING_SEEDS, BenchPlan, CaseSpec
 from rso.evaluation.demo import EVALUATION_MASK
@@ -35,7 +34,7 @@ class Case:
 
     def inputs(self) -> dict:
         folder, f, k = self.folder, self.fixed_phase, self.moving_phase
-        geometries = _matching_geometries(folder, (f, k))
+        geometries = _geometries(folder, (f, k))
         return read_inputs(
             PairInputs(
                 fixed=str(folder / f"cbct_phase{f}.nii.gz"),
@@ -68,13 +67,11 @@ class Case:
         }
 
 
-def _matching_geometries(folder: Path, phases: tuple[int, int]) -> tuple[Path | None, Path | None]:
-    """The pair's geometry files, or none where a phase is not an FDK reconstruction: a TV case is
-    registered as a user registers TV phases, without geometry (its arms are the no-geometry path)."""
+def _geometries(folder: Path, phases: tuple[int, int]) -> tuple[Path | None, Path | None]:
+    """The pair's geometry files, as a user with the scan gives them: an FDK case's are matched, a TV
+    case's describe the scan (matching off, the scan's rule on native RSO; rso.core.projection.scan)."""
     paths = tuple(geometry_path(folder, phase) for phase in phases)
-    if any(path is None or phase_reconstruction(path) != "fdk" for path in paths):
-        return None, None
-    return paths
+    return (None, None) if any(path is None for path in paths) else paths
 
 
 def resolve_cases(plan: BenchPlan) -> list[Case]:

@@ -1,0 +1,123 @@
+"""The scan's rule (rso.core.projection.scan): what a pair's RTK geometry files say about the scan decides
+artefact matching and, for TV phases, native RSO: declined on a half fan, no second opinion on a full fan
+(docs/decisions.md, "Native RSO on half-fan TV phases")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TEST_GRID, session_of
+from test_native import _untrained, lung_box, shifted_cbct  # noqa: F401 (shifted_cbct: a fixture)
+
+from rso.core.projection.geometry import ProjectionGeometry, write_geometry
+from rso.core.projection.matching import matching_status
+from rso.core.projection.scan import HALF_FAN_TV_DECLINE, PhaseScan, ScanPair
+from rso.core.session import RegistrationSession
+from rso.errors import InputError
+from rso.settings import RSOSettings
+
+HALF_FAN_TV = "the phases are TV reconstructions of a half-fan scan (native RSO declines box steps)"
+FULL_FAN_TV = "the phases are TV reconstructions of a full-fan scan (no second opinion)"
+
+
+def clustered(half_fan: bool) -> ProjectionGeometry:
+    """12 clusters of 3 views, one per breath; a TrueBeam-like half fan or an XVI-like full fan."""
+    angles = (np.arange(12)[:, None] * 30.0 + np.arange(3)[None, :]).ravel()
+    if half_fan:
+        return ProjectionGeometry.circular(1000.0, 1500.0, angles, offset_x=160.0)
+    return ProjectionGeometry.circular(1000.0, 1536.0, angles)
+
+
+@pytest.fixture(scope="module")
+def scan_files(tmp_path_factory) -> dict[tuple[str, str], str]:
+    """(fan, reconstruction) -> an RTK geometry file, as `phases` and `simulate` write them."""
+    folder = tmp_path_factory.mktemp("scans")
+    return {
+        (fan, kind): str(write_geometry(clustered(fan == "half"), folder / f"{fan}_{kind}.xml", kind))
+        for fan in ("half", "full")
+        for kind in ("fdk", "tv")
+    }
+
+
+def pair_of(scan_files, fan: str, kind: str) -> ScanPair:
+    scan = PhaseScan.read(scan_files[fan, kind])
+    return ScanPair.of(scan, scan)
+
+
+def test_the_geometry_files_say_what_the_steps_may_do(scan_files):
+    half_tv, full_tv = pair_of(scan_files, "half", "tv"), pair_of(scan_files, "full", "tv")
+    half_fdk = pair_of(scan_files, "half", "fdk")
+    assert half_fdk.matchable and not half_tv.matchable and not full_tv.matchable
+    assert half_tv.is_half_fan and not full_tv.is_half_fan
+    assert (half_tv.native_rso_decline(), half_tv.wants_second_opinion()) == (HALF_FAN_TV_DECLINE, True)
+    assert (full_tv.native_rso_decline(), full_tv.wants_second_opinion()) == (None, False)
+    assert (half_fdk.native_rso_decline(), half_fdk.wants_second_opinion()) == (None, True)
+    assert matching_status(half_tv, True) == f"artefact matching off: {HALF_FAN_TV}"
+    assert matching_status(full_tv, False) == f"artefact matching off: {FULL_FAN_TV}"
+    assert matching_status(half_fdk, True) == "artefact matching on: cone beam, 36 and 36 views"
+    assert ScanPair.of(None, None) is None
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        (("half", "fdk", "half", "tv"), "the fixed phase was reconstructed by FDK and the moving one by TV"),
+        (("half", "tv", None, None), "give the geometry of both images, or of neither"),
+    ],
+)
+def test_a_pair_the_rule_cannot_read_is_refused_in_one_line(scan_files, given, message):
+    fixed = PhaseScan.read(scan_files[given[0], given[1]])
+    moving = PhaseScan.read(scan_files[given[2], given[3]]) if given[2] else None
+    with pytest.raises(InputError, match=message) as caught:
+        ScanPair.of(fixed, moving)
+    assert "\n" not in str(caught.value)
+
+
+def tv_session(shifted_cbct, scan_files, fan: str, **keywords) -> RegistrationSession:  # noqa: F811
+    """The shifted CBCT pair (native RSO without geometry keeps the shift) with TV phases' geometry files."""
+    fixed, moving, truth = shifted_cbct
+    scan = PhaseScan.read(scan_files[fan, "tv"])
+    return session_of(
+        fixed,
+        moving,
+        _untrained(),
+        grid=TEST_GRID,
+        truth=truth,
+        device="cpu",
+        fixed_geometry=scan,
+        moving_geometry=scan,
+        **keywords,
+    )
+
+
+def test_native_rso_declines_on_half_fan_tv_phases_unless_the_rule_is_off(
+    shifted_cbct,  # noqa: F811
+    scan_files,
+    tmp_path,
+):
+    """The step is declined at once, with the rule's line, and the session stays as it was; with the rule
+    off it runs as it would without the files. A reopened session keeps the scan and its rule."""
+    session = tv_session(shifted_cbct, scan_files, "half", folder=tmp_path / "session")
+    assert session.pair.matching_status(True) == f"artefact matching off: {HALF_FAN_TV}"
+    assert session.geometry is None  # nothing to match
+    box = lung_box(session)
+    before = session.metrics(box=box)["tre_mm_box"]["mean"]
+    record = session.rso(box, RSOSettings(returns=False))
+    assert record.declined == HALF_FAN_TV_DECLINE and record.loss == [] and record.guard is None
+    assert record.params["scan"] == HALF_FAN_TV and not session.history
+    reopened = RegistrationSession.open(tmp_path / "session", device="cpu")
+    assert reopened.pair.scans == session.pair.scans
+    assert reopened.rso(box, RSOSettings(returns=False)).declined == HALF_FAN_TV_DECLINE
+    kept = session.rso(box, RSOSettings(returns=False, scan_rule=False))
+    assert kept.accepted and kept.guard["disagreement_mm"] is not None and "scan" not in kept.params
+    assert kept.metrics["tre_mm_box"]["mean"] < 0.5 * before
+
+
+def test_full_fan_tv_phases_are_refined_without_a_second_opinion(shifted_cbct, scan_files):  # noqa: F811
+    session = tv_session(shifted_cbct, scan_files, "full")
+    steps = []
+    record = session.rso(
+        lung_box(session), RSOSettings(returns=False), progress=lambda update: steps.append(update.step)
+    )
+    assert record.accepted and record.guard["disagreement_mm"] is None and "rso check" not in steps
+    assert record.params["max_disagreement_mm"] == 0.0 and record.params["scan"] == FULL_FAN_TV
