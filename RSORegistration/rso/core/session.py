@@ -179,19 +179,12 @@ class RegistrationSession:
         return self._run("rso", params, box, lambda: runners.network_rso(ctx, old, box, settings))
 
     def _run_native(self, ctx, box: Box, settings: RSOSettings, params: dict) -> StepRecord:
-        """Native-resolution RSO: a new fine patch, or a declined step that leaves the session as it was.
-
-        Where the geometry files say the phases are TV reconstructions, the scan's rule applies first
-        (``ScanPair``: a half-fan pair declines, a full-fan one has no second opinion)."""
+        """Native-resolution RSO: a new fine patch, or a declined step that leaves the session as it was
+        (the scan's rule first, ``_scan_rule``)."""
         start = time.perf_counter()
-        scans = self.pair.scans if settings.scan_rule else None
-        if scans is not None and scans.reconstruction == "tv":
-            params["scan"] = scans.status()
-            if scans.native_rso_decline():
-                return self._declined(box, params, [], scans.native_rso_decline(), None, start)
-            if not scans.wants_second_opinion():
-                settings = replace(settings, max_disagreement_mm=0.0)
-                params["max_disagreement_mm"] = 0.0
+        settings, ruled_out = _scan_rule(self.pair, settings, params)
+        if ruled_out:
+            return self._declined(box, params, [], ruled_out, None, start)
         states = [self.state_at(index) for index in range(len(self.history) + 1)]
         torch.manual_seed(self.seed + len(self.history))
         outcome = runners.native_rso(ctx, states, box, settings)
@@ -338,6 +331,19 @@ def _restore(session: RegistrationSession, store: SessionStore, manifest: dict, 
     grid = ModelGrid.from_dict(manifest["grid"])
     normalisation = Normalisation.from_dict(manifest.get("normalisation"))
     session.pair = ImagePair(images, grid, session.device, scans, placement, normalisation)
+
+
+def _scan_rule(pair: ImagePair, settings: RSOSettings, params: dict) -> tuple[RSOSettings, str | None]:
+    """Where the geometry files say both phases are TV reconstructions (``ScanPair``): the step's settings
+    (no second opinion on a full fan) and why it is declined (a half fan), noted in ``params``."""
+    scans = pair.scans if settings.scan_rule else None
+    if scans is None or scans.reconstruction != "tv":
+        return settings, None
+    params["scan"] = scans.status()
+    if not scans.wants_second_opinion():
+        params["max_disagreement_mm"] = 0.0
+        settings = replace(settings, max_disagreement_mm=0.0)
+    return settings, scans.native_rso_decline()
 
 
 def _finite(kind: str, propose):

@@ -328,6 +328,21 @@ def test_worker_subcommand_registers():
     assert args.func is worker_command.run and args.threads == 1
 
 
+def open_with_geometry(own: WorkerClient, pair: dict, views: dict, tmp_path) -> dict:
+    """``open`` on the pair with the geometry files ``views`` (role -> path), in fp32 on the CPU."""
+    return own.call(
+        "open",
+        **pair,
+        **{k: str(v) for k, v in views.items()},
+        folder=str(tmp_path / "session"),
+        channels=CHANNELS,
+        grid=GRID,
+        device="cpu",
+        precision="fp32",
+        timeout=120,
+    )
+
+
 def test_open_with_projection_geometry_makes_iso_and_native_rso_compare_artefact_matched_images(
     pair, tmp_path
 ):
@@ -342,17 +357,7 @@ def test_open_with_projection_geometry_makes_iso_and_native_rso_compare_artefact
         geometry = phase_geometry(phase, 10, CBCTParams(projections=250))
         views[role] = write_geometry(geometry, tmp_path / f"{role}.xml")
     with WorkerClient(extra_args=["--threads", "2"]) as own:
-        own.call(
-            "open",
-            **pair,
-            **{k: str(v) for k, v in views.items()},
-            folder=str(tmp_path / "session"),
-            channels=CHANNELS,
-            grid=GRID,
-            device="cpu",
-            precision="fp32",
-            timeout=120,
-        )
+        open_with_geometry(own, pair, views, tmp_path)
         iso = own.call("iso", iterations=2, timeout=120)
         raw_iso = own.call("iso", iterations=2, match_artefacts=False, timeout=120)
         rso = own.call("rso", box_ras=NODULE_BOX_RAS, iterations=3, min_gain=0.0, timeout=120)
@@ -379,17 +384,7 @@ def test_open_with_tv_phases_geometry_says_so_and_native_rso_follows_the_scan_ru
     geometry = ProjectionGeometry.circular(1000.0, 1500.0, angles, offset_x=90.0)
     views = {role: write_geometry(geometry, tmp_path / f"{role}.xml", "tv") for role in GEOMETRY_ROLES}
     with WorkerClient(extra_args=["--threads", "2"]) as own:
-        opened = own.call(
-            "open",
-            **pair,
-            **{k: str(v) for k, v in views.items()},
-            folder=str(tmp_path / "session"),
-            channels=CHANNELS,
-            grid=GRID,
-            device="cpu",
-            precision="fp32",
-            timeout=120,
-        )
+        opened = open_with_geometry(own, pair, views, tmp_path)
         declined = own.call("rso", box_ras=NODULE_BOX_RAS, iterations=3, timeout=120)
         ruled_out = own.call("rso", box_ras=NODULE_BOX_RAS, iterations=3, scan_rule=False, timeout=120)
     assert opened["artefact_matching"] == (
