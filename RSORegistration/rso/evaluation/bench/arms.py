@@ -40,7 +40,7 @@ from rso.evaluation.bench.plan import (
     wrong_geometry_for,
     wrong_geometry_label,
 )
-from rso.settings import EngineSettings
+from rso.settings import EngineSettings, RSOSettings
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,12 @@ class CaseRun:
         iso_arm = START_OF.get(rso_arm, "iso_short")
         return iso_arm, self.iso_short if iso_arm == "iso_short" else self.paths().get(iso_arm)
 
+    def path_rso_settings(self, iso_arm: str, settings: RSOSettings) -> RSOSettings:
+        """An RSO arm's settings on its path: a path that shares ISO-short's session (a TV case without its
+        geometry files, other_path_inputs) is ISO-short's session with the scan's rule off."""
+        shares = iso_arm != "iso_short" and self.paths().get(iso_arm) is self.iso_short
+        return replace(settings, scan_rule=False) if shares else settings
+
     def path_settings(self, iso_arm: str) -> dict:
         """What the records of a path add to their settings: the wrong geometry's perturbation."""
         return {"wrong_geometry": self.perturbation} if iso_arm == WRONG_GEOMETRY_ISO_ARM else {}
@@ -131,13 +137,18 @@ def other_path_inputs(inputs: dict, plan: BenchPlan, position: int) -> tuple[dic
 
     Where the case has projection geometry: none (no geometry) and, with ``plan.wrong_geometry``, the moving
     geometry slightly wrong (the perturbation of the case's ``position`` in the plan, ``wrong_geometry_for``).
+    A TV case's no-geometry path is None: its ISO-short is ISO-short's own session, since TV phases are
+    never matched and ISO runs the same with or without their files (bench/results-conebeam-tv-6: 0.0 mm
+    apart in every box); that path's native RSO differs only in running without the scan's rule.
     """
     if inputs.get("fixed_geometry") is None:
         return {}, None
-    paths = {NO_GEOMETRY_ISO_ARM: {**inputs, "fixed_geometry": None, "moving_geometry": None}}
     moving = inputs.get("moving_geometry")  # a PhaseScan
-    if not plan.wrong_geometry or moving is None or moving.reconstruction != "fdk":
-        return paths, None  # a TV case's geometry is never matched: a wrong one would change nothing
+    if moving is not None and moving.reconstruction == "tv":
+        return {NO_GEOMETRY_ISO_ARM: None}, None  # never matched: a wrong geometry would change nothing
+    paths = {NO_GEOMETRY_ISO_ARM: {**inputs, "fixed_geometry": None, "moving_geometry": None}}
+    if not plan.wrong_geometry or moving is None:
+        return paths, None
     wrong = wrong_geometry_for(position, moving.geometry)
     if wrong is None:
         log.info("no wrong-geometry arms: case %d's perturbation does not apply to its geometry", position)
@@ -163,6 +174,9 @@ def prepare_case(case: Case, model: Model, plan: BenchPlan, progress, position: 
     path_inputs, perturbation = other_path_inputs(inputs, plan, position)
     paths = {}
     for arm, other_inputs in path_inputs.items():
+        if other_inputs is None:  # the same run as ISO-short's (other_path_inputs)
+            paths[arm], timings[arm] = short_arm, timings["iso_short"]
+            continue
         paths[arm] = model.session(other_inputs)
         paths[arm].general()
         with Measured(paths[arm].device) as timings[arm]:
@@ -235,7 +249,7 @@ def rso_arm(run: CaseRun, box, arm: str, plan: BenchPlan, progress, figure_path:
     latency is the step alone (the views do not change).
     """
     iso_arm, session = run.start(arm)
-    settings = rso_settings(arm, plan)
+    settings = run.path_rso_settings(iso_arm, rso_settings(arm, plan))
     with Measured(session.device) as step:
         record = session.rso(box, settings, progress=progress)
     export = Measured(session.device)
