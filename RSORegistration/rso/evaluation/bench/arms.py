@@ -104,7 +104,8 @@ class CaseRun:
     timings: dict  # step name -> Measured
     labels: CaseLabels | None = None
     contours: dict = field(default_factory=dict)  # the box-independent arms' contour scores
-    # general -> ISO-short given no projection geometry (None where the case has none): a Slicer user's path
+    # general -> ISO-short given no projection geometry (None where the case has none): a Slicer user's path;
+    # a TV case's is iso_short itself (other_path_inputs)
     no_geometry: RegistrationSession | None = None
     # general -> ISO-short with the moving image's geometry slightly wrong, and which perturbation it got
     # (plan.wrong_geometry; None where the case has no geometry): a user whose geometry file is a little off

@@ -96,7 +96,8 @@ the step alone). `declined`: RSO steps the guard declined (the field stays ISO-{
 the images ISO did not fit prefer there.
 `outside_change_max_mm`: the largest field change outside box + blend margin, over all boxes.
 `no geometry`: ISO-{plan["iso_short"]} and native RSO on a session given no projection geometry (nothing is
-artefact-matched); `wrong geometry`{wrong_off}: the same with the moving image's geometry slightly wrong,
+artefact-matched; on TV phases, which are never matched, ISO-short's own session with the scan's rule off);
+`wrong geometry`{wrong_off}: the same with the moving image's geometry slightly wrong,
 one perturbation per case in turn, named in the label (rso.evaluation.wrong_geometry). Both run only where
 the case has projection geometry.
 `dice_*`, `hd95_lesion_mm`: the simulator's labels of the moving phase carried onto the fixed image by the
