@@ -59,6 +59,13 @@ def shifted_cbct(chest_ct):
     return streaky(pair.fixed, 0), streaky(chest_ct, 1), pair.truth
 
 
+def native_session(pair, **keywords) -> RegistrationSession:
+    """A session on a (fixed, moving, truth) pair with an untrained network on the test grid, on the CPU:
+    native RSO needs no trained model. ``keywords``: session_of's (folder, the geometries, ...)."""
+    fixed, moving, truth = pair
+    return session_of(fixed, moving, _untrained(), grid=TEST_GRID, truth=truth, device="cpu", **keywords)
+
+
 def lung_box(session: RegistrationSession, half_mm: float = 20.0):
     """A box in the right lung of the small CT (fixed-image voxels around a point inside the lung)."""
     centre = np.array(session.fixed.TransformContinuousIndexToPhysicalPoint([30.0, 28.0, 12.0]))
@@ -129,16 +136,8 @@ def test_native_rso_recovers_a_known_shift_between_streaky_images(shifted_cbct):
 def test_the_fine_patch_reaches_the_native_field_and_undo_drops_it(shifted_cbct, tmp_path):
     from rso.core.native_grid import native_field
 
-    fixed, moving, truth = shifted_cbct
-    session = session_of(
-        fixed,
-        moving,
-        _untrained(),
-        grid=TEST_GRID,
-        truth=truth,
-        device="cpu",
-        folder=tmp_path / "session",
-    )
+    fixed = shifted_cbct[0]
+    session = native_session(shifted_cbct, folder=tmp_path / "session")
     box = lung_box(session)
     before = sitk.GetArrayFromImage(native_field(session))
     session.rso(box, RSOSettings(mode="native"))
@@ -162,16 +161,7 @@ def test_the_fine_patch_reaches_the_native_field_and_undo_drops_it(shifted_cbct,
 
 
 def test_the_guard_declines_when_the_box_already_agrees_and_nothing_changes(unshifted_cbct, tmp_path):
-    fixed, moving, truth = unshifted_cbct
-    session = session_of(
-        fixed,
-        moving,
-        _untrained(),
-        grid=TEST_GRID,
-        truth=truth,
-        device="cpu",
-        folder=tmp_path / "session",
-    )
+    session = native_session(unshifted_cbct, folder=tmp_path / "session")
     session.general()  # an untrained network: about the identity, which is the truth here
     field, manifest = session.field_voxels.copy(), (tmp_path / "session" / "session.json").read_bytes()
     record = session.rso(lung_box(session), RSOSettings(mode="native"))

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TEST_GRID, session_of
-from test_native import _untrained, lung_box, shifted_cbct  # noqa: F401 (shifted_cbct: a fixture)
+from test_native import lung_box, native_session, shifted_cbct  # noqa: F401 (shifted_cbct: a fixture)
 
 from rso.core.projection.geometry import ProjectionGeometry, write_geometry
 from rso.core.projection.matching import matching_status
@@ -76,19 +75,8 @@ def test_a_pair_the_rule_cannot_read_is_refused_in_one_line(scan_files, given, m
 def tv_session(shifted_cbct, scan_files, fan: str | None, **keywords) -> RegistrationSession:  # noqa: F811
     """The shifted CBCT pair (native RSO without geometry keeps the shift) with TV phases' geometry files
     (``fan`` None: without them)."""
-    fixed, moving, truth = shifted_cbct
     scan = PhaseScan.read(scan_files[fan, "tv"]) if fan else None
-    return session_of(
-        fixed,
-        moving,
-        _untrained(),
-        grid=TEST_GRID,
-        truth=truth,
-        device="cpu",
-        fixed_geometry=scan,
-        moving_geometry=scan,
-        **keywords,
-    )
+    return native_session(shifted_cbct, fixed_geometry=scan, moving_geometry=scan, **keywords)
 
 
 def test_native_rso_declines_on_half_fan_tv_phases_unless_the_rule_is_off(
