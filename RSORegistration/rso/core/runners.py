@@ -175,6 +175,8 @@ def native_rso(
     problem = dataclasses.replace(problem, matched=matched)
     patch, losses, verdict = refine_box(problem, settings, ctx.progress, ctx.cancel)
     if patch is None:
+        if verdict.declined and pair.scans is not None:  # the scan may say what would show the motion
+            verdict = dataclasses.replace(verdict, declined=verdict.declined + pair.scans.decline_advice())
         return NativeOutcome(None, verdict, matched, losses)
     return NativeOutcome(
         Candidate(state.field, ctx.net, losses, (*state.patches, patch)), verdict, matched, losses

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_native import lung_box, native_session, shifted_cbct  # noqa: F401 (shifted_cbct: a fixture)
+from test_native import lung_box, native_session, shifted_cbct, unshifted_cbct  # noqa: F401 (fixtures)
 
 from rso.core.projection.geometry import ProjectionGeometry, write_geometry
 from rso.core.projection.matching import matching_status
-from rso.core.projection.scan import HALF_FAN_TV_DECLINE, PhaseScan, ScanPair
+from rso.core.projection.scan import HALF_FAN_FDK_ADVICE, HALF_FAN_TV_DECLINE, PhaseScan, ScanPair
 from rso.core.session import RegistrationSession
 from rso.errors import InputError
 from rso.settings import RSOSettings
@@ -51,6 +51,9 @@ def test_the_geometry_files_say_what_the_steps_may_do(scan_files):
     assert (half_tv.native_rso_decline(), half_tv.wants_second_opinion()) == (HALF_FAN_TV_DECLINE, True)
     assert (full_tv.native_rso_decline(), full_tv.wants_second_opinion()) == (None, False)
     assert (half_fdk.native_rso_decline(), half_fdk.wants_second_opinion()) == (None, True)
+    assert half_fdk.decline_advice() == HALF_FAN_FDK_ADVICE
+    assert half_tv.decline_advice() == full_tv.decline_advice() == ""
+    assert pair_of(scan_files, "full", "fdk").decline_advice() == ""
     assert matching_status(half_tv, True) == f"artefact matching off: {HALF_FAN_TV}"
     assert matching_status(full_tv, False) == f"artefact matching off: {FULL_FAN_TV}"
     assert matching_status(half_fdk, True) == "artefact matching on: cone beam, 36 and 36 views"
@@ -104,6 +107,20 @@ def test_native_rso_declines_on_half_fan_tv_phases_unless_the_rule_is_off(
     without_files = tv_session(shifted_cbct, scan_files, None)
     assert without_files.rso(box, RSOSettings(returns=False)).loss == kept.loss
     assert np.array_equal(without_files.field_voxels, session.field_voxels)
+
+
+def test_a_declined_step_on_half_fan_fdk_phases_says_what_would_show_the_motion(
+    unshifted_cbct,  # noqa: F811
+    scan_files,
+):
+    """Matched FDK phases of a half fan: the guard's reason, then the way out (TV phases from the
+    projections); the session stays as it was."""
+    scan = PhaseScan.read(scan_files["half", "fdk"])
+    session = native_session(unshifted_cbct, fixed_geometry=scan, moving_geometry=scan)
+    record = session.rso(lung_box(session), RSOSettings(returns=False))
+    reason = record.declined.removesuffix(HALF_FAN_FDK_ADVICE)  # the guard's own reason comes first
+    assert record.params["artefacts_matched"] and reason and reason != record.declined
+    assert "\n" not in record.declined and not session.history
 
 
 def test_full_fan_tv_phases_are_refined_without_a_second_opinion(shifted_cbct, scan_files):  # noqa: F811

@@ -24,6 +24,13 @@ HALF_FAN_TV_DECLINE = (
     "as better in the benchmark (docs/results.md): the box is left as it is"
 )
 
+# Added to a declined box step's reason on FDK phases of a half-fan scan: their streaks hide the motion in
+# most boxes, even from the true correction (docs/results.md, "Why the TrueBeam-like boxes are declined").
+HALF_FAN_FDK_ADVICE = (
+    "; on FDK phases of a half-fan scan the streaks hide the motion in most boxes: with the projections, "
+    "TV phases (rso-registration phases --reconstruction tv) show it"
+)
+
 
 @dataclass(frozen=True)
 class PhaseScan:
@@ -87,6 +94,10 @@ class ScanPair:
     def native_rso_decline(self) -> str | None:
         """Why native RSO declines every box on this pair (None: it may refine)."""
         return HALF_FAN_TV_DECLINE if self.reconstruction == "tv" and self.is_half_fan else None
+
+    def decline_advice(self) -> str:
+        """What a declined box step's reason adds on this pair: on FDK phases of a half fan, the way out."""
+        return HALF_FAN_FDK_ADVICE if self.reconstruction == "fdk" and self.is_half_fan else ""
 
     def wants_second_opinion(self) -> bool:
         """Whether a kept step on the images as given gets the second opinion: not on full-fan TV phases."""
