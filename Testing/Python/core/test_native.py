@@ -121,8 +121,7 @@ def test_window_grid_and_moving_crop_match_simpleitk_resampling(known_pair):
 
 
 def test_native_rso_recovers_a_known_shift_between_streaky_images(shifted_cbct):
-    fixed, moving, truth = shifted_cbct
-    session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, truth=truth, device="cpu")
+    session = native_session(shifted_cbct)
     box = lung_box(session)
     before = session.metrics(box=box)["tre_mm_box"]["mean"]
     record = session.rso(box, RSOSettings(mode="native"))

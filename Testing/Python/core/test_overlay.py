@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import TEST_GRID, session_of
-from test_native import _untrained, lung_box, shifted_cbct, unshifted_cbct  # noqa: F401 (fixtures)
+from test_native import _untrained, lung_box, native_session, shifted_cbct, unshifted_cbct  # noqa: F401
 
 from rso.core.overlay import changed_window, window_products, write_patch
 from rso.core.results import write_images
@@ -18,8 +18,7 @@ from rso.settings import RSOSettings
 @pytest.fixture(scope="module")
 def stepped(shifted_cbct, tmp_path_factory):  # noqa: F811 (the fixture imported above)
     """A session with the whole viewer images before and after one accepted native step."""
-    fixed, moving, truth = shifted_cbct
-    session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, truth=truth, device="cpu")
+    session = native_session(shifted_cbct)
     session.general()
     folder = tmp_path_factory.mktemp("viewer")
     before = _read(write_images(session, folder / "before"))
@@ -63,8 +62,7 @@ def test_outside_the_window_the_whole_images_did_not_change(stepped):
 
 
 def test_a_step_that_changed_the_coarse_field_has_no_window(shifted_cbct):  # noqa: F811
-    fixed, moving, truth = shifted_cbct
-    session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, truth=truth, device="cpu")
+    session = native_session(shifted_cbct)
     assert changed_window(session) is None  # no step yet
     session.general()
     assert changed_window(session) is None  # the general model changes the whole field

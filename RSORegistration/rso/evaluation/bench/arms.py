@@ -187,11 +187,13 @@ def prepare_case(case: Case, model: Model, plan: BenchPlan, progress, position: 
         "general": native_field(short_arm, 1),
         "iso_long": native_field(long_arm),
         "iso_short": native_field(short_arm),
-        **{arm: native_field(session) for arm, session in paths.items()},
+        **{arm: native_field(session) for arm, session in paths.items() if session is not short_arm},
     }
     contours = {
         arm: contour_scores(labels, field_image, short_arm.fixed) for arm, field_image in fields.items()
     }
+    # a path that is ISO-short's own session (a TV case without its files) has ISO-short's contours
+    contours |= {arm: contours["iso_short"] for arm, session in paths.items() if session is short_arm}
     return CaseRun(
         case,
         inputs,
