@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rso.cli.common import add_engine_arguments, number_list
 from rso.errors import InputError
+from rso.evaluation.case_sets import CASE_SETS, describe
 from rso.options import PRECISIONS
 
 
@@ -32,7 +33,7 @@ def box_plan(text: str) -> tuple[tuple[str, int], ...]:
 
 
 def plan_from_args(args):
-    from rso.evaluation.bench.plan import CASE_SETS, BenchPlan
+    from rso.evaluation.bench.plan import BenchPlan
 
     plan = BenchPlan.quick() if args.quick else BenchPlan(cases=CASE_SETS[args.case_set])
     keys = ("boxes", "box_size_mm", "iso_long", "iso_short", "rso", "speed_iterations", "moving_phase")
@@ -205,21 +206,10 @@ def _add_case_arguments(parser) -> None:
     )
     parser.add_argument(
         "--case-set",
-        choices=(
-            "conebeam",
-            "conebeam-tv",
-            "conebeam-tv-first",
-            "conebeam-tv-third",
-            "conebeam-second",
-            "conebeam-first",
-            "parallel",
-        ),  # plan.CASE_SETS (torch-free here)
+        choices=tuple(CASE_SETS),
         default="conebeam",
-        help="conebeam: clinical cone-beam 4D CBCT (RTK, both scanner presets, seeds 17 and 18; the "
-        "default); conebeam-tv: the same scanners, each phase by the TV reconstruction (seeds 23 and 24; "
-        "conebeam-tv-first: seeds 19 and 20, conebeam-tv-third: 25 and 26); conebeam-second, "
-        "conebeam-first: the earlier cone-beam runs' cases (seeds 15 and 16, 13 and 14); parallel: last "
-        "round's parallel-beam cases (the secondary table)",
+        help="which simulated cases (docs: bench/README.md): "
+        + "; ".join(f"{name} ({describe(cases)})" for name, cases in CASE_SETS.items()),
     )
     parser.add_argument("--cases", type=int, metavar="N", help="only the first N cases of the plan")
     parser.add_argument(

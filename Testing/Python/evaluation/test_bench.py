@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from rso.cli import main
 from rso.errors import InputError
-from rso.evaluation import peers
+from rso.evaluation import case_sets, peers
 from rso.evaluation.bench import plan as bench
 from rso.evaluation.bench.measure import Measured
 
@@ -248,7 +248,7 @@ def test_plans_match_the_issue():
     for anatomy in ("cxr", "lung1", "lung2"):
         assert len({c.seed for c in paper.cases if c.anatomy == anatomy}) >= 2
     assert {c.preset for c in paper.cases} == {"xvi", "truebeam"}  # clinical cone-beam 4D CBCT (RTK)
-    assert {c.preset for c in bench.PARALLEL_CASES} == {"local", "clinical"}  # last round's, kept
+    assert {c.preset for c in case_sets.PARALLEL_CASES} == {"local", "clinical"}  # last round's, kept
     # seeds the bundled model was trained on are never benchmarked
     assert not any(
         c.anatomy in bench.TRAINING_ANATOMY and c.seed in bench.TRAINING_SEEDS for c in paper.cases

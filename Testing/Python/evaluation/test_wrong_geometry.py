@@ -9,6 +9,7 @@ import numpy as np
 
 from rso.core.projection.geometry import ProjectionGeometry
 from rso.core.projection.scan import PhaseScan
+from rso.evaluation import case_sets
 from rso.evaluation.bench import plan as bench
 from rso.evaluation.wrong_geometry import WRONG_GEOMETRIES, wrong_geometries
 from rso.settings import RSOSettings
@@ -125,6 +126,6 @@ def test_the_command_line_offers_every_case_set_of_the_plan():
     choices = next(
         a for a in parser._subparsers._group_actions[0].choices["bench"]._actions if a.dest == "case_set"
     )
-    assert set(choices.choices) == set(bench.CASE_SETS)
+    assert set(choices.choices) == set(case_sets.CASE_SETS)
     plan = plan_from_args(parser.parse_args(["bench", "--case-set", "conebeam-second"]))
-    assert plan.cases == bench.CONEBEAM_SECOND_CASES
+    assert plan.cases == case_sets.CONEBEAM_SECOND_CASES

@@ -10,7 +10,8 @@ from pathlib import Path
 from rso.core.inputs import read_inputs
 from rso.core.paths import cases_dir
 from rso.errors import InputError
-from rso.evaluation.bench.plan import HELD_OUT_ANATOMY, TRAINING_ANATOMY, TRAINING_SEEDS, BenchPlan, CaseSpec
+from rso.evaluation.bench.plan import HELD_OUT_ANATOMY, TRAINING_ANATOMY, TRAINING_SEEDS, BenchPlan
+from rso.evaluation.case_sets import CaseSpec
 from rso.evaluation.demo import EVALUATION_MASK
 from rso.settings import PairInputs
 from rso.simulation.fetch import DATA_FILES

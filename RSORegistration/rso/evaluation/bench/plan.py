@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from rso.core.projection.geometry import ProjectionGeometry
+from rso.evaluation.case_sets import BENCH_CASES, CaseSpec
 from rso.evaluation.demo import EVALUATION_MASK
 from rso.evaluation.peers import AntsSettings, ElastixSettings
 from rso.evaluation.wrong_geometry import WRONG_GEOMETRIES, wrong_geometries
@@ -59,108 +60,6 @@ ARM_ORDER = (
 )
 # The box kinds and how many boxes of each per case (rso.evaluation.box_kinds).
 BOX_PLAN = (("misaligned", 2), ("residual", 1), ("control", 2))
-
-
-@dataclass(frozen=True)
-class CaseSpec:
-    """A simulated case of one patient: which CT, which simulation preset, which breathing seed, which
-    moving phase."""
-
-    anatomy: str  # a fetch-data key: "cxr", "lung1" or "lung2"
-    seed: int
-    moving_phase: int  # fixed is always phase 0 (end exhale); 5 is end inhale, 3 mid-inhale
-    preset: str = "standard"  # rso.simulation.simulate.SimulationParams.preset
-
-    @property
-    def name(self) -> str:
-        return f"{self.anatomy}-{self.preset}-seed{self.seed}-phase{self.moving_phase}"
-
-
-# Six cases with local errors ISO leaves: every patient, the local and the clinical presets, two
-# moving phases. Seeds 5 and 6 of cxr/lung1 are not among the training seeds; lung2 is held out. Its
-# seeds 0-7 were scored by earlier runs (and seeds 0-5 moved the guard, bench/README.md): seeds 8 and 9 had
-# never been simulated when the defaults of 2026-11-29 (night: returning to an earlier state) were frozen.
-PARALLEL_CASES = (
-    CaseSpec("cxr", 5, 5, "local"),
-    CaseSpec("cxr", 6, 3, "clinical"),
-    CaseSpec("lung1", 5, 5, "local"),
-    CaseSpec("lung1", 6, 3, "clinical"),
-    CaseSpec("lung2", 8, 5, "local"),
-    CaseSpec("lung2", 9, 3, "clinical"),
-)
-# Clinical cone-beam 4D CBCT (RTK; rso.simulation.clinical): both scanner presets on every patient, end
-# inhale and mid-inhale. The first run (bench/results-conebeam/) scored the settings of 2026-11-29,
-# chosen on cxr and lung1 seeds 11 and 12 (scripts/conebeam_study.py); seeds 13 and 14 had never been
-# simulated, lung2 is held out.
-CONEBEAM_FIRST_CASES = (
-    CaseSpec("cxr", 13, 5, "xvi"),
-    CaseSpec("cxr", 14, 3, "truebeam"),
-    CaseSpec("lung1", 13, 5, "truebeam"),
-    CaseSpec("lung1", 14, 3, "xvi"),
-    CaseSpec("lung2", 13, 5, "xvi"),
-    CaseSpec("lung2", 14, 3, "truebeam"),
-)
-# Since the guard on the images as given (docs/decisions.md, chosen on ten cone-beam cases of the training
-# anatomies, scripts/conebeam_guard_study.py): seeds 15 and 16 had never been simulated when it was frozen.
-CONEBEAM_SECOND_CASES = (
-    CaseSpec("cxr", 15, 3, "truebeam"),
-    CaseSpec("cxr", 16, 5, "xvi"),
-    CaseSpec("lung1", 15, 3, "xvi"),
-    CaseSpec("lung1", 16, 5, "truebeam"),
-    CaseSpec("lung2", 15, 3, "truebeam"),
-    CaseSpec("lung2", 16, 5, "xvi"),
-)
-# Since ISO's guard on the images as given (docs/decisions.md, chosen on ten cone-beam cases of the training
-# anatomies, scripts/conebeam_iso_study.py): seeds 17 and 18 had never been simulated when it was frozen.
-CONEBEAM_CASES = (
-    CaseSpec("cxr", 17, 5, "xvi"),
-    CaseSpec("cxr", 18, 3, "truebeam"),
-    CaseSpec("lung1", 17, 3, "truebeam"),
-    CaseSpec("lung1", 18, 5, "xvi"),
-    CaseSpec("lung2", 17, 3, "truebeam"),
-    CaseSpec("lung2", 18, 5, "xvi"),
-)
-# The same scans with each phase by the TV reconstruction (``phases --reconstruction tv``: the -tv presets),
-# what a clinic with the projections can register. The recipe (rso.core.projection.TVRecipe) was chosen on
-# training cases (scripts/conebeam_prior_study.py); seeds 19 and 20 had never been simulated when it was.
-CONEBEAM_TV_FIRST_CASES = (
-    CaseSpec("cxr", 19, 5, "xvi-tv"),
-    CaseSpec("cxr", 20, 3, "truebeam-tv"),
-    CaseSpec("lung1", 19, 3, "truebeam-tv"),
-    CaseSpec("lung1", 20, 5, "xvi-tv"),
-    CaseSpec("lung2", 19, 3, "truebeam-tv"),
-    CaseSpec("lung2", 20, 5, "xvi-tv"),
-)
-# Since the guard's second opinion (docs/decisions.md, chosen on TV cases of the training anatomies,
-# scripts/tv_guard_study.py): seeds 23 and 24 were simulated before it was chosen and scored only after.
-CONEBEAM_TV_CASES = (
-    CaseSpec("cxr", 23, 3, "truebeam-tv"),
-    CaseSpec("cxr", 24, 5, "xvi-tv"),
-    CaseSpec("lung1", 23, 5, "xvi-tv"),
-    CaseSpec("lung1", 24, 3, "truebeam-tv"),
-    CaseSpec("lung2", 23, 3, "truebeam-tv"),
-    CaseSpec("lung2", 24, 5, "xvi-tv"),
-)
-# The same guard again on seeds 25 and 26, never simulated before its second opinion was frozen: a second
-# held-out look, after the first (seeds 23 and 24) missed the control-box target once.
-CONEBEAM_TV_THIRD_CASES = (
-    CaseSpec("cxr", 25, 3, "truebeam-tv"),
-    CaseSpec("cxr", 26, 5, "xvi-tv"),
-    CaseSpec("lung1", 25, 5, "xvi-tv"),
-    CaseSpec("lung1", 26, 3, "truebeam-tv"),
-    CaseSpec("lung2", 25, 3, "truebeam-tv"),
-    CaseSpec("lung2", 26, 5, "xvi-tv"),
-)
-BENCH_CASES = CONEBEAM_CASES  # last round's parallel-beam cases: PARALLEL_CASES, a secondary table
-CASE_SETS = {
-    "conebeam": CONEBEAM_CASES,
-    "conebeam-tv": CONEBEAM_TV_CASES,
-    "conebeam-tv-first": CONEBEAM_TV_FIRST_CASES,
-    "conebeam-tv-third": CONEBEAM_TV_THIRD_CASES,
-    "conebeam-second": CONEBEAM_SECOND_CASES,
-    "conebeam-first": CONEBEAM_FIRST_CASES,
-    "parallel": PARALLEL_CASES,
-}
 
 
 @dataclass(frozen=True)
