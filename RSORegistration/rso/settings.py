@@ -299,8 +299,9 @@ class RSOSettings(Settings):
     )
     min_unfitted_gain: float = setting(
         DEFAULT_RSO_MIN_UNFITTED_GAIN,
-        "native: the guard on the images as given, where the step compares artefact-matched ones; decline "
-        "a step that explains less than this fraction of their difference in the box",
+        "the guard on the pair a step did not fit, where both geometries are given: the images as given "
+        "after a step on artefact-matched ones (native, or a network mode's local step), else the matched "
+        "ones; decline a step that explains less than this fraction of their difference in the box",
         flag="--rso-min-unfitted-gain",
         metavar="F",
     )
@@ -326,7 +327,8 @@ class RSOSettings(Settings):
     )
     match_artefacts: bool = setting(
         DEFAULT_RSO_MATCH_ARTEFACTS,
-        "native: compare artefact-matched images where both images' projection geometries are given",
+        "compare (native) or fit (network modes) artefact-matched images where both images' projection "
+        "geometries are given",
         flag="--rso-match-artefacts",
     )
     scan_rule: bool = setting(

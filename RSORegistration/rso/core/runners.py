@@ -50,6 +50,9 @@ class Candidate:
     losses: list
     patches: tuple[FieldPatch, ...] = ()
     notes: dict = dataclasses.field(default_factory=dict)
+    # Why the step's guard declined it (the session then stays as it was), and the guard's numbers.
+    declined: str | None = None
+    guard: dict | None = None
 
 
 @dataclass
@@ -105,14 +108,17 @@ def iso(ctx: StepContext, params: dict, state: SessionState) -> Candidate:
 
 
 def network_rso(ctx: StepContext, old: np.ndarray, box: Box, settings: RSOSettings) -> Candidate:
-    """RSO in the network modes (full, crop) or on the model-grid field (direct), from field ``old``."""
+    """RSO in the network modes (full, crop) or on the model-grid field (direct), from field ``old``; on
+    the artefact-matched pair where ``settings.match_artefacts`` and both geometries are known, as ISO."""
     pair = ctx.pair
     margin = margin_voxels(ctx.grid, settings.blend_margin_mm)
+    notes = {"artefacts_matched": _fits_matched(pair, settings)}
+    fixed, moving = pair.network_inputs(notes["artefacts_matched"])
     if settings.mode == "full":
-        window, fixed, moving, region = None, pair.fixed_t, pair.moving_t, box.voxels.slices
+        window, region = None, box.voxels.slices
     else:
         window = crop_window(box.voxels, old, ctx.grid.shape, margin)
-        fixed, moving = pair.fixed_t[(..., *window.slices)], pair.moving_t[(..., *window.slices)]
+        fixed, moving = fixed[(..., *window.slices)], moving[(..., *window.slices)]
         region = relative_to(box.voxels, window)
     target = (slice(None), *window.slices) if window is not None else (slice(None),)
     loss = ctx.loss if window is None else ctx.loss.on_window(window.slices)  # the fit mask cropped alike
@@ -131,12 +137,44 @@ def network_rso(ctx: StepContext, old: np.ndarray, box: Box, settings: RSOSettin
         rate = settings.learning_rate
         losses = fine_tune(net, fixed, moving, learning_rate=rate, **common)
         if settings.compose == "global":
-            return Candidate(predict(net, pair.fixed_t, pair.moving_t)[0].cpu().numpy(), net, losses)
+            whole = pair.network_inputs(notes["artefacts_matched"])
+            return Candidate(predict(net, *whole)[0].cpu().numpy(), net, losses, notes=notes)
         new_window = predict(net, fixed, moving)
     candidate = old.copy()
     candidate[target] = new_window[0].cpu().numpy()
     weights = blend_weights(box.voxels, margin, ctx.grid.shape)
-    return Candidate(compose_local(old, candidate, weights[None]), net, losses)
+    candidate = Candidate(compose_local(old, candidate, weights[None]), net, losses, notes=notes)
+    return network_guard(ctx, old, candidate, box, settings)
+
+
+def _fits_matched(pair: ImagePair, settings: RSOSettings) -> bool:
+    return bool(settings.match_artefacts and pair.geometry)
+
+
+def network_guard(ctx: StepContext, old: np.ndarray, candidate: Candidate, box: Box, settings: RSOSettings):
+    """Where both geometries are known, a local network step must also explain ``settings.min_unfitted_gain``
+    of the box's MIND dissimilarity (model grid, inside the fit mask) on the pair it did not fit, as
+    native RSO's guard: the images as given after fitting the matched pair, else the matched pair. On
+    cone-beam streaks a step fitted to one pair's streaks does not hold on the other's (docs/decisions.md).
+
+    ``old``: (3, z, y, x) the field before the step, model-grid voxels; the candidate's field likewise."""
+    pair = ctx.pair
+    if pair.geometry is None:
+        return candidate
+    matched = not _fits_matched(pair, settings)  # the pair the step did not fit
+    mask = torch.zeros_like(pair.fixed_t)
+    mask[(..., *box.voxels.slices)] = 1.0
+    mask = mask if pair.fit_t is None else mask * pair.fit_t  # the box inside the fit mask
+    start, proposed = (torch.from_numpy(f).to(pair.fixed_t)[None] for f in (old, candidate.field))
+    gain = given_gain(ctx.net.warp, pair.network_inputs(matched), start, proposed, mask)
+    candidate.guard = {"unfitted_gain": round(gain, 4)}
+    if gain < settings.min_unfitted_gain:
+        other = "artefact-matched images" if matched else "images as given"
+        candidate.declined = (
+            f"the step does not hold on the {other}: it explains {100 * gain:.1f} % of their difference "
+            f"in the box (at least {100 * settings.min_unfitted_gain:.0f} % is needed)"
+        )
+    return candidate
 
 
 @dataclass

@@ -219,8 +219,10 @@ class RegistrationSession:
                 raise
             candidate = self._repeat_in_fp32(kind, propose)
             params = {**params, "precision": "fp32 (bf16 diverged)"}
+        guard, params = guard if guard is not None else candidate.guard, {**params, **candidate.notes}
+        if candidate.declined:  # a network RSO step's guard (runners.network_guard)
+            return self._declined(box, params, candidate.losses, candidate.declined, guard, start)
         seconds = time.perf_counter() - start
-        params = {**params, **candidate.notes}
         state = self._new_state(candidate)
         metrics = self.metrics(self.pair.effective_voxels(state.field, state.patches), box, self.field_voxels)
         record = StepRecord(kind, params, candidate.losses, round(seconds, 3), metrics, box, guard=guard)

@@ -157,6 +157,33 @@ def test_iso_keeps_its_field_only_where_the_images_as_given_agree_better(shifted
     assert np.abs(second.field_voxels - before).max() > 1e-3
 
 
+def test_a_network_step_fits_the_matched_pair_and_must_hold_on_the_images_as_given(shifted_sparse_pair):
+    """On a matched session a network step fits the artefact-matched pair, as ISO does, and must explain
+    min_unfitted_gain of the box's difference on the images as given (runners.network_guard), else it is
+    declined and the session stays as it was; asked not to match, it fits the images as given and is
+    judged on the matched pair. Without both geometries there is no second pair and no guard."""
+    step = {"mode": "direct", "compose": "local", "iterations": 3}
+    session = _session(shifted_sparse_pair, views=True, precision="fp32")
+    box, before = lung_box(session), session.field_voxels.copy()
+    declined = session.rso(box, RSOSettings(**step, min_unfitted_gain=0.99))
+    assert declined.declined.startswith("the step does not hold on the images as given")
+    assert declined.guard["unfitted_gain"] < 0.99 and not session.history
+    np.testing.assert_array_equal(session.field_voxels, before)
+    kept = session.rso(box, RSOSettings(**step, min_unfitted_gain=-1e9))
+    assert kept.accepted and kept.guard == declined.guard and kept.params["artefacts_matched"] is True
+    start, proposed = (torch.from_numpy(f)[None] for f in (before, session.field_voxels))
+    mask = torch.zeros_like(session.pair.fixed_t)
+    mask[(..., *box.voxels.slices)] = 1.0
+    gain = given_gain(session.net.warp, session.pair.network_inputs(False), start, proposed, mask)
+    assert kept.guard["unfitted_gain"] == pytest.approx(gain, abs=1e-4)
+    session.undo()
+    on_given = session.rso(box, RSOSettings(**step, match_artefacts=False, min_unfitted_gain=0.99))
+    assert on_given.declined.startswith("the step does not hold on the artefact-matched images")
+    without = _session(shifted_sparse_pair, views=False, precision="fp32")
+    unjudged = without.rso(lung_box(without), RSOSettings(**step, min_unfitted_gain=0.99))
+    assert unjudged.accepted and unjudged.guard is None and unjudged.params["artefacts_matched"] is False
+
+
 def test_geometry_files_are_read_and_bad_ones_refused_in_one_line(tmp_path, chest_ct):
     good = write_geometry(phase_geometry(3, 10, SPARSE), tmp_path / "geometry.xml")
     assert read_geometry(good) == phase_geometry(3, 10, SPARSE)
