@@ -208,7 +208,7 @@ def _add_case_arguments(parser) -> None:
         "--case-set",
         choices=tuple(CASE_SETS),
         default="conebeam",
-        help="which simulated cases (docs: bench/README.md): "
+        help="which simulated cases (default conebeam; bench/README.md): "
         + "; ".join(f"{name} ({describe(cases)})" for name, cases in CASE_SETS.items()),
     )
     parser.add_argument("--cases", type=int, metavar="N", help="only the first N cases of the plan")

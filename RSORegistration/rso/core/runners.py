@@ -151,7 +151,9 @@ def _fits_matched(pair: ImagePair, settings: RSOSettings) -> bool:
     return bool(settings.match_artefacts and pair.geometry)
 
 
-def network_guard(ctx: StepContext, old: np.ndarray, candidate: Candidate, box: Box, settings: RSOSettings):
+def network_guard(
+    ctx: StepContext, old: np.ndarray, candidate: Candidate, box: Box, settings: RSOSettings
+) -> Candidate:
     """Where both geometries are known, a local network step must also explain ``settings.min_unfitted_gain``
     of the box's MIND dissimilarity (model grid, inside the fit mask) on the pair it did not fit, as
     native RSO's guard: the images as given after fitting the matched pair, else the matched pair. On
