@@ -19,7 +19,7 @@ from rso.core.geometry import ModelGrid
 from rso.core.iso_guard import given_gain
 from rso.core.losses import RegistrationLoss
 from rso.core.model import RegistrationNet
-from rso.core.native import GuardVerdict, build_problem, limit_to_fit_mask, refine_box
+from rso.core.native import build_problem, limit_to_fit_mask, refine_box
 from rso.core.optimize import (
     Feedback,
     blend_weights,
@@ -179,21 +179,9 @@ def network_guard(
     return candidate
 
 
-@dataclass
-class NativeOutcome:
-    """A native RSO step's answer: the candidate (None where the guard declined the box), the guard's
-    verdict, whether the images compared were artefact-matched, and the loss curve."""
-
-    candidate: Candidate | None
-    verdict: GuardVerdict
-    matched: bool
-    losses: list
-
-
-def native_rso(
-    ctx: StepContext, states: list[SessionState], box: Box, settings: RSOSettings
-) -> NativeOutcome:
-    """Native-resolution RSO from the last of ``states`` (the earlier ones: where the box may return)."""
+def native_rso(ctx: StepContext, states: list[SessionState], box: Box, settings: RSOSettings) -> Candidate:
+    """Native-resolution RSO from the last of ``states`` (the earlier ones: where the box may return): the
+    state with a new fine patch, or the state as it was with why the guard declined the box."""
     pair, grid, state = ctx.pair, ctx.grid, states[-1]
     earlier = states[:-1] if settings.returns else []
     fixed, moving = pair.compared_images(settings.match_artefacts)
@@ -214,13 +202,18 @@ def native_rso(
     problem = limit_to_fit_mask(problem, pair.fit_mask)  # the similarity inside box and fit mask only
     problem = dataclasses.replace(problem, matched=matched)
     patch, losses, verdict = refine_box(problem, settings, ctx.progress, ctx.cancel)
+    step = Candidate(state.field, ctx.net, losses, state.patches, {"artefacts_matched": matched})
+    step.guard = verdict.to_dict()
     if patch is None:
-        if verdict.declined and pair.scans is not None:  # the scan may say what would show the motion
-            verdict = dataclasses.replace(verdict, declined=verdict.declined + pair.scans.decline_advice())
-        return NativeOutcome(None, verdict, matched, losses)
-    return NativeOutcome(
-        Candidate(state.field, ctx.net, losses, (*state.patches, patch)), verdict, matched, losses
-    )
+        step.declined = verdict.declined
+        if pair.scans is not None:  # the scan may say what would show the motion
+            step.declined += pair.scans.decline_advice()
+        return step
+    if verdict.returned_to is not None:
+        log.info(
+            "rso: the images prefer the box as it was after step %d: it returns there", verdict.returned_to
+        )
+    return dataclasses.replace(step, patches=(*state.patches, patch))
 
 
 def margin_voxels(grid: ModelGrid, margin_mm: float) -> np.ndarray:

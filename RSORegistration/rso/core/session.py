@@ -187,15 +187,8 @@ class RegistrationSession:
             return self._declined(box, params, [], ruled_out, None, start)
         states = [self.state_at(index) for index in range(len(self.history) + 1)]
         torch.manual_seed(self.seed + len(self.history))
-        outcome = runners.native_rso(ctx, states, box, settings)
-        verdict, candidate, params["artefacts_matched"] = outcome.verdict, outcome.candidate, outcome.matched
-        guard = verdict.to_dict()
-        if verdict.returned_to is not None:
-            step = verdict.returned_to
-            log.info("rso: the images prefer the box as it was after step %d: it returns there", step)
-        if candidate is None:
-            return self._declined(box, params, outcome.losses, verdict.declined, guard, start)
-        return self._run("rso", params, box, lambda: candidate, guard=guard, started=start)
+        candidate = runners.native_rso(ctx, states, box, settings)
+        return self._run("rso", params, box, lambda: candidate, started=start)
 
     def _declined(self, box: Box, params: dict, losses, why: str, guard, start: float) -> StepRecord:
         """The record of a declined RSO step: the session stays as it was (nothing is accepted)."""
@@ -208,7 +201,7 @@ class RegistrationSession:
         loss = RegistrationLoss(self.loss_config, self.pair.fit_t).to(self.device)  # fits inside the fit mask
         return runners.StepContext(self.pair, self.net, loss, progress, cancel)
 
-    def _run(self, kind: str, params: dict, box, propose, guard=None, started=None) -> StepRecord:
+    def _run(self, kind: str, params: dict, box, propose, started=None) -> StepRecord:
         propose = _finite(kind, propose)
         torch.manual_seed(self.seed + len(self.history))
         start = time.perf_counter() if started is None else started
@@ -219,8 +212,8 @@ class RegistrationSession:
                 raise
             candidate = self._repeat_in_fp32(kind, propose)
             params = {**params, "precision": "fp32 (bf16 diverged)"}
-        guard, params = guard if guard is not None else candidate.guard, {**params, **candidate.notes}
-        if candidate.declined:  # a network RSO step's guard (runners.network_guard)
+        guard, params = candidate.guard, {**params, **candidate.notes}
+        if candidate.declined:  # an RSO step's guard declined it: nothing changes
             return self._declined(box, params, candidate.losses, candidate.declined, guard, start)
         seconds = time.perf_counter() - start
         state = self._new_state(candidate)
