@@ -78,7 +78,7 @@ def plan_from_args(args):
 def run_bench_command(args) -> int:
     from rso.cli.progress import step_progress
     from rso.core.summary import format_table
-    from rso.evaluation.bench import run_bench
+    from rso.evaluation.bench.runner import run_bench
 
     if args.model and args.channels:
         raise InputError("--channels describes an untrained network; it cannot be combined with --model")

@@ -230,6 +230,17 @@ def test_displacement_nifti_is_tagged_as_a_displacement_field(registered):
     assert int(header["intent_code"]) == 1006
 
 
+def test_the_command_lines_help_loads_no_engine():
+    """Every subcommand's parser (what --help prints) builds without torch, MONAI or ITK: help is instant."""
+    code = (
+        "import sys; from rso.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'monai', 'itk') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
 def test_console_script_runs_and_reports_bad_input(tmp_path):
     result = subprocess.run(
         [

@@ -12,16 +12,20 @@ import threading
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from rso import __version__
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 
 def machine_info() -> dict:
     """CPU model, cores, memory and GPU: what a reader needs to compare timings."""
+    import torch  # here, not at the top: the command line's help imports this module's neighbours
+
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError, StopIteration):
         cpu = next(
@@ -121,6 +125,8 @@ class Measured:
             self._sampler = threading.Thread(target=self._sample, daemon=True)
             self._sampler.start()
         if self.cuda:
+            import torch
+
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         self.start = time.perf_counter()
@@ -133,6 +139,8 @@ class Measured:
 
     def __exit__(self, *exc) -> None:
         if self.cuda:
+            import torch
+
             torch.cuda.synchronize()
         self.seconds = time.perf_counter() - self.start
         self._stop.set()
@@ -147,6 +155,8 @@ class Measured:
         mb = lambda kb: round(kb / 1024, 1) if kb is not None else None  # noqa: E731
         self.memory = {"peak_rss_mb": mb(peak), "rss_before_mb": mb(self.rss_before_kb), "method": method}
         if self.cuda:
+            import torch
+
             self.memory["cuda_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
 
 
@@ -176,6 +186,8 @@ class StageMeter:
     def stage(self, name: str):
         before, start = tree_bytes(self.folder), time.perf_counter()
         yield
+        import torch
+
         if torch.cuda.is_available():
             torch.cuda.synchronize()  # CUDA work is asynchronous: the stage ends when the device is done
         seconds = time.perf_counter() - start
