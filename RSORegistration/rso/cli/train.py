@@ -36,6 +36,12 @@ def add_subcommand(subparsers) -> None:
         "--precision", choices=PRECISIONS, default="fp32", help="fp32 (default for training) or bf16"
     )
     parser.add_argument("--resume", action="store_true", help="continue from --out")
+    parser.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="start from this model's weights (e.g. the bundled one, to fine-tune on new scans); "
+        "its grid and channels must be the run's",
+    )
     parser.add_argument("--checkpoint-every", type=int, default=200)
     parser.add_argument("--compact", help="also write fp16 weights without optimizer state here at the end")
     parser.set_defaults(func=_run)
@@ -61,6 +67,8 @@ def _run(args) -> int:
         resume=args.resume,
         checkpoint_every=args.checkpoint_every,
         compact=args.compact,
+        init=args.init,
+        progress=not args.quiet and sys.stderr.isatty(),  # a bar in a log file is noise: log lines only
     )
     train(config)
     return 0

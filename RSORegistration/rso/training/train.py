@@ -59,6 +59,8 @@ class TrainConfig:
     checkpoint_every: int = 200
     image_glob: str = "cbct_phase*.nii.gz"
     compact: str | None = None
+    init: str | None = None  # start from this model's weights (fine-tuning); a fresh schedule and optimizer
+    progress: bool = True  # a tqdm bar on rank 0 (the command line turns it off when quiet or piped)
 
 
 def learning_rate_at(step: int, config: TrainConfig) -> float:
@@ -135,8 +137,8 @@ def train(config: TrainConfig) -> Path:
     )
     loss_fn = RegistrationLoss(config.loss).to(device)
     writer = _LossLog(Path(config.out).with_suffix(".csv"), resume=config.resume) if rank == 0 else None
-    bar = _progress_bar(rank, config.iterations, step)
-    start = time.perf_counter()
+    bar = _progress_bar(rank, config.iterations, step) if config.progress else None
+    start, first = time.perf_counter(), step
     while step < config.iterations:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, config)
@@ -147,17 +149,33 @@ def train(config: TrainConfig) -> Path:
         loss.backward()
         optimizer.step()
         step += 1
+        value = float(loss.detach())  # float() of a tensor that needs grad warns on every step
         if writer:
-            writer.add(step, float(loss), optimizer.param_groups[0]["lr"], time.perf_counter() - start)
+            writer.add(step, value, optimizer.param_groups[0]["lr"], time.perf_counter() - start)
         if bar:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.5f}")
+            bar.set_postfix(loss=f"{value:.5f}")
         if step % config.checkpoint_every == 0 or step == config.iterations:
             _checkpoint(net, optimizer, step, config, rank, world)
+            if rank == 0 and not bar:  # quiet or piped: a line per checkpoint instead of the bar
+                seconds_per_step = (time.perf_counter() - start) / (step - first)
+                _log_progress(step, config.iterations, value, seconds_per_step)
     if bar:
         bar.close()
     _stop_distributed(world)
     return Path(config.out)
+
+
+def _log_progress(step: int, iterations: int, loss: float, seconds_per_step: float) -> None:
+    left = seconds_per_step * (iterations - step)
+    log.info(
+        "step %d of %d: loss %.5f, %.2f s per step, about %.0f s left",
+        step,
+        iterations,
+        loss,
+        seconds_per_step,
+        left,
+    )
 
 
 def _initial_model(config: TrainConfig, grid) -> tuple[RegistrationNet, int, dict | None]:
@@ -165,6 +183,15 @@ def _initial_model(config: TrainConfig, grid) -> tuple[RegistrationNet, int, dic
         net, payload = load_checkpoint(config.out)
         log.info("resuming %s at step %d", config.out, payload.get("step", 0))
         return net, int(payload.get("step", 0)), payload.get("optimizer")
+    if config.init:
+        net, _ = load_checkpoint(config.init)
+        if net.config.grid != tuple(grid) or net.config.channels != tuple(config.channels):
+            raise InputError(
+                f"--init model {Path(config.init).name} has grid {list(net.config.grid)} and channels "
+                f"{list(net.config.channels)}; the run asks for {list(grid)} and {list(config.channels)}"
+            )
+        log.info("starting from the weights of %s", config.init)
+        return net, 0, None
     return RegistrationNet(ModelConfig(channels=tuple(config.channels), grid=grid)), 0, None
 
 
@@ -179,6 +206,7 @@ def _checkpoint(net, optimizer, step: int, config: TrainConfig, rank: int, world
         "world_size": world,
         "rank_weight_checksums": checksums,
         "learning_rate": config.learning_rate,
+        "init": config.init,
     }
     save_checkpoint(net, config.out, optimizer=optimizer.state_dict(), step=step, training=training)
     if config.compact and step == config.iterations:

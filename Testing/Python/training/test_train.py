@@ -1,6 +1,7 @@
 """Training the general model: the paper's schedule, resume, and DDP on 2 CPU processes."""
 
 import csv
+import logging
 import os
 import subprocess
 import sys
@@ -9,9 +10,10 @@ import pytest
 import torch
 from conftest import TEST_GRID, write
 
-from rso.core.model import load_checkpoint
+from rso.core.model import ModelConfig, RegistrationNet, load_checkpoint, save_checkpoint
+from rso.errors import InputError
 from rso.simulation.phantom import breathing_like_field, pair_from_field
-from rso.training.train import LR_DROPS, PairSampler, TrainConfig, learning_rate_at, load_cases
+from rso.training.train import LR_DROPS, PairSampler, TrainConfig, learning_rate_at, load_cases, train
 
 TINY = "4,8,16,32,64"
 
@@ -46,6 +48,36 @@ def test_pairs_are_two_different_phases_augmented_alike(case_folders):
     fixed, moving = PairSampler(cases, seed=0).sample()
     assert fixed.shape == moving.shape == (1, 1, *TEST_GRID)
     assert not torch.equal(fixed, moving)
+
+
+def test_fine_tuning_starts_from_the_given_weights_with_a_fresh_schedule(case_folders, tmp_path, caplog):
+    channels = tuple(int(c) for c in TINY.split(","))
+    start = RegistrationNet(ModelConfig(channels=channels, grid=TEST_GRID))
+    save_checkpoint(start, tmp_path / "start.pt", step=500)
+    config = TrainConfig(
+        data=case_folders,
+        out=str(tmp_path / "tuned.pt"),
+        iterations=2,
+        grid=TEST_GRID,
+        channels=channels,
+        learning_rate=1e-9,  # so small that the weights must stay where they started
+        device="cpu",
+        init=str(tmp_path / "start.pt"),
+        progress=False,
+    )
+    with caplog.at_level(logging.INFO, logger="rso.training.train"):
+        train(config)
+    assert "step 2 of 2: loss" in caplog.text  # no bar: a log line per checkpoint, with the time left
+    tuned, payload = load_checkpoint(tmp_path / "tuned.pt")
+    assert payload["step"] == 2 and payload["training"]["init"] == str(tmp_path / "start.pt")
+    for name, weights in start.state_dict().items():
+        assert torch.allclose(tuned.state_dict()[name], weights, atol=1e-5), name
+    wider = TrainConfig(
+        **{**config.__dict__, "out": str(tmp_path / "other.pt"), "channels": (8, 16, 32, 64, 128)}
+    )
+    with pytest.raises(InputError, match="has grid .* and channels"):
+        train(wider)
+    assert not (tmp_path / "other.pt").exists()
 
 
 def run_torchrun(args, processes):
