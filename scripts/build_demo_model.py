@@ -212,9 +212,10 @@ simulated three times, once per projector, every pair 0 → K (`python scripts/b
 | --- | --- | --- | --- |
 {rows}
 
-Fine-tuning this model on cone-beam cases of the training anatomies made it worse on both cone-beam
-presets and no better on parallel beams (`scripts/fine_tune_study.py`,
-[decisions.md]({FINE_TUNE_DECISION})): it is kept as it is.
+Fine-tuning this model on cone-beam cases of the training anatomies with the paper's image loss made it
+worse on both cone-beam presets (`scripts/fine_tune_study.py`); against the simulator's true fields it
+came out about a third better on every projector (`scripts/supervised_fine_tune_study.py`), and is not
+bundled yet ([decisions.md]({FINE_TUNE_DECISION})).
 """
 
 
