@@ -83,19 +83,38 @@ def fine_tune(lr: float, iterations: int, work: Path) -> Path:
     return compact
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--lr", type=float, action="append", required=True, help="repeatable")
+def study_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options both fine-tuning studies share: --iterations, --work, --out."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--work", default=str(data_dir().parent / "model-build" / "fine-tune"))
     parser.add_argument("--out", required=True)
-    args = parser.parse_args()
+    return parser
+
+
+def work_folder(args) -> Path:
+    """Logging, two threads and the work folder, as both studies start."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(2)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def write_record(record: dict, out: str) -> None:
+    """The study's JSON, and each model's mean TRE per projector on the terminal."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(record, indent=1) + "\n")
+    for name, result in record.items():
+        if isinstance(result, dict):
+            print(name, {key: round(value, 2) for key, value in result["general_tre_mm"].items()})
+
+
+def main() -> None:
+    parser = study_arguments(__doc__)
+    parser.add_argument("--lr", type=float, action="append", required=True, help="repeatable")
+    args = parser.parse_args()
+    work = work_folder(args)
     record = {
         "iterations": args.iterations,
         "cases": [list(case) for case in TUNE_CASES],
@@ -103,11 +122,7 @@ def main() -> None:
     }
     for lr in args.lr:
         record[f"lr{lr:g}"] = score(fine_tune(lr, args.iterations, work), work)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
-    for name, result in record.items():
-        if isinstance(result, dict):
-            print(name, {key: round(value, 2) for key, value in result["general_tre_mm"].items()})
+    write_record(record, args.out)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.summary:
         return summary(args.summary)
+    if not args.out or not args.case:
+        parser.error("give --case DIR[:K] (repeatable) and --out, or --summary")
     torch.set_num_threads(2)
     engine = EngineSettings(device="cpu", precision="fp32")
     network = build_network(engine)

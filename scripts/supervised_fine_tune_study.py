@@ -13,8 +13,6 @@ truth too), with the paper's schedule shape (x0.1 at 50 % and 75 %). Scored as t
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import random
 import time
@@ -24,15 +22,14 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from build_demo_model import BUNDLED, DEMO_GRID, case_folder, preset_case_folder
-from fine_tune_study import STANDARD_CASES, TUNE_CASES, score
+from fine_tune_study import STANDARD_CASES, TUNE_CASES, score, study_arguments, work_folder, write_record
 
 from rso.core.geometry import ModelGrid
 from rso.core.imageio import read_image
 from rso.core.model import load_checkpoint, normalise, save_checkpoint
-from rso.core.paths import data_dir
+from rso.training.train import LR_DROPS
 
 log = logging.getLogger("supervised_fine_tune_study")
-LR_DROPS = (0.5, 0.75)
 
 
 def case_pairs(folder: Path) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -85,26 +82,16 @@ def fine_tune(iterations: int, lr: float, out: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--iterations", type=int, default=1000)
+    parser = study_arguments(__doc__)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--work", default=str(data_dir().parent / "model-build" / "fine-tune"))
-    parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(2)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(args)
     candidate = work / f"supervised_lr{args.lr:g}.pt"
     if not candidate.is_file():
         fine_tune(args.iterations, args.lr, candidate)
     record = {"iterations": args.iterations, "lr": args.lr, "bundled": score(BUNDLED, work)}
     record["supervised"] = score(candidate, work)
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
-    for name in ("bundled", "supervised"):
-        print(name, {key: round(value, 2) for key, value in record[name]["general_tre_mm"].items()})
+    write_record(record, args.out)
 
 
 if __name__ == "__main__":
