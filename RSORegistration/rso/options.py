@@ -13,6 +13,9 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "auto")
 SIMILARITIES = ("mse", "lncc", "mind")  # the network steps' loss (ISO, and RSO in the network modes)
 NATIVE_SIMILARITIES = ("mind", "lncc", "mse")
+# What training compares: the pair's images (the paper's loss) or the simulator's true field
+# (rso.training.truth)
+SUPERVISIONS = ("images", "truth")
 
 DEFAULT_ISO_ITERATIONS = 100  # the paper's Algorithm 1: ISO-100, then RSO-400 per box
 PAPER_RSO_ITERATIONS = 400

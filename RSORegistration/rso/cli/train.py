@@ -14,6 +14,7 @@ from rso.options import (
     DEVICES,
     PAPER_LEARNING_RATE,
     PRECISIONS,
+    SUPERVISIONS,
 )
 
 
@@ -29,7 +30,11 @@ def add_subcommand(subparsers) -> None:
     )
     parser.add_argument("--channels", type=whole_numbers, default=(16, 32, 64, 128, 256))
     parser.add_argument("--lr", type=float, default=PAPER_LEARNING_RATE)
-    parser.add_argument("--smoothness", type=float, default=DEFAULT_SMOOTHNESS)
+    parser.add_argument(
+        "--smoothness",
+        type=float,
+        help=f"the image loss's diffusion weight (default {DEFAULT_SMOOTHNESS}; not with truth supervision)",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--device", choices=DEVICES, default=DEFAULT_DEVICE)
     parser.add_argument(
@@ -42,6 +47,13 @@ def add_subcommand(subparsers) -> None:
         help="start from this model's weights (e.g. the bundled one, to fine-tune on new scans); "
         "its grid and channels must be the run's",
     )
+    parser.add_argument(
+        "--supervision",
+        choices=SUPERVISIONS,
+        default=SUPERVISIONS[0],
+        help="images: the paper's loss on two phases' images (any case); truth: the squared error against "
+        "the true field 0 -> K of cases made by `simulate` (docs/model-card.md)",
+    )
     parser.add_argument("--checkpoint-every", type=int, default=200)
     parser.add_argument("--compact", help="also write fp16 weights without optimizer state here at the end")
     parser.set_defaults(func=_run)
@@ -53,6 +65,9 @@ def _run(args) -> int:
 
     if args.iterations < 1:
         raise InputError("--iterations must be >= 1")
+    if args.supervision == "truth" and args.smoothness is not None:
+        raise InputError("--smoothness weighs the image loss, which --supervision truth does not use")
+    smoothness = DEFAULT_SMOOTHNESS if args.smoothness is None else args.smoothness
     config = TrainConfig(
         data=args.data,
         out=args.out,
@@ -60,7 +75,7 @@ def _run(args) -> int:
         grid=args.grid,
         channels=args.channels,
         learning_rate=args.lr,
-        loss=LossConfig(smoothness_weight=args.smoothness),
+        loss=LossConfig(smoothness_weight=smoothness),
         seed=args.seed,
         device=args.device,
         precision=args.precision,
@@ -68,6 +83,7 @@ def _run(args) -> int:
         checkpoint_every=args.checkpoint_every,
         compact=args.compact,
         init=args.init,
+        supervision=args.supervision,
         progress=not args.quiet and sys.stderr.isatty(),  # a bar in a log file is noise: log lines only
     )
     train(config)

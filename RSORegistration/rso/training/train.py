@@ -3,6 +3,8 @@
 Each iteration draws a random case and two different CBCT phases as fixed and moving, applies
 the same random rotation (+-0.01, +-0.01, +-0.05 rad about x, y, z) and zoom (0.9-1.1) to both,
 normalises, and takes one Adam step (3e-4, x0.1 at 50 % and 75 % of the iterations).
+With ``supervision="truth"`` the pairs are 0 -> K of simulated cases, and the loss is the squared error
+against the simulator's true field (rso.training.truth).
 
 ``torchrun --nproc_per_node=K -m rso.train ...`` runs the same code with DistributedDataParallel
 (gloo on CPU, nccl on GPUs): each rank draws its own pairs and the gradients are averaged.
@@ -35,6 +37,8 @@ from rso.core.model import (
 )
 from rso.core.optimize import PAPER_LEARNING_RATE
 from rso.errors import InputError
+from rso.options import SUPERVISIONS
+from rso.training.truth import TruthPairSampler, load_truth_cases, truth_loss
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ class TrainConfig:
     compact: str | None = None
     init: str | None = None  # start from this model's weights (fine-tuning); a fresh schedule and optimizer
     progress: bool = True  # a tqdm bar on rank 0 (the command line turns it off when quiet or piped)
+    supervision: str = SUPERVISIONS[0]  # "images": the paper's loss; "truth": the simulator's fields
 
 
 def learning_rate_at(step: int, config: TrainConfig) -> float:
@@ -132,9 +137,7 @@ def train(config: TrainConfig) -> Path:
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
-    sampler = PairSampler(
-        load_cases(config.data, grid, config.image_glob), seed=config.seed + 1000 * (rank + 1) + step
-    )
+    sampler = _sampler(config, grid, seed=config.seed + 1000 * (rank + 1) + step)
     loss_fn = RegistrationLoss(config.loss).to(device)
     writer = _LossLog(Path(config.out).with_suffix(".csv"), resume=config.resume) if rank == 0 else None
     bar = _progress_bar(rank, config.iterations, step) if config.progress else None
@@ -142,10 +145,8 @@ def train(config: TrainConfig) -> Path:
     while step < config.iterations:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, config)
-        fixed, moving = (t.to(device) for t in sampler.sample())
         optimizer.zero_grad(set_to_none=True)
-        displacement = model(fixed, moving)
-        loss = loss_fn(fixed, net.warp(moving, displacement), displacement)
+        loss = _pair_loss(model, net, loss_fn, [t.to(device) for t in sampler.sample()])
         loss.backward()
         optimizer.step()
         step += 1
@@ -164,6 +165,24 @@ def train(config: TrainConfig) -> Path:
         bar.close()
     _stop_distributed(world)
     return Path(config.out)
+
+
+def _sampler(config: TrainConfig, grid, seed: int) -> PairSampler | TruthPairSampler:
+    if config.supervision not in SUPERVISIONS:
+        raise InputError(f"supervision must be one of {', '.join(SUPERVISIONS)}, not {config.supervision!r}")
+    if config.supervision == "truth":
+        return TruthPairSampler(load_truth_cases(config.data, grid), seed)
+    return PairSampler(load_cases(config.data, grid, config.image_glob), seed)
+
+
+def _pair_loss(model, net: RegistrationNet, loss_fn, batch: list[torch.Tensor]) -> torch.Tensor:
+    """One pair's loss: (fixed, moving) under the paper's image loss, or (fixed, moving, truth, body)
+    against the true field in the body (shapes in rso.training.truth.TruthCase)."""
+    fixed, moving, *truth = batch
+    displacement = model(fixed, moving)
+    if truth:
+        return truth_loss(displacement, *truth)
+    return loss_fn(fixed, net.warp(moving, displacement), displacement)
 
 
 def _log_progress(step: int, iterations: int, loss: float, seconds_per_step: float) -> None:
@@ -207,6 +226,7 @@ def _checkpoint(net, optimizer, step: int, config: TrainConfig, rank: int, world
         "rank_weight_checksums": checksums,
         "learning_rate": config.learning_rate,
         "init": config.init,
+        "supervision": config.supervision,
     }
     save_checkpoint(net, config.out, optimizer=optimizer.state_dict(), step=step, training=training)
     if config.compact and step == config.iterations:

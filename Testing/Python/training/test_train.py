@@ -1,4 +1,5 @@
-"""Training the general model: the paper's schedule, resume, and DDP on 2 CPU processes."""
+"""Training the general model: the paper's schedule, resume, DDP on 2 CPU processes, and training
+against the simulator's true fields."""
 
 import csv
 import logging
@@ -6,14 +7,19 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 from conftest import TEST_GRID, write
 
+from rso.cli import EXIT_BAD_INPUT, main
+from rso.core.geometry import ModelGrid
 from rso.core.model import ModelConfig, RegistrationNet, load_checkpoint, save_checkpoint
 from rso.errors import InputError
 from rso.simulation.phantom import breathing_like_field, pair_from_field
 from rso.training.train import LR_DROPS, PairSampler, TrainConfig, learning_rate_at, load_cases, train
+from rso.training.truth import TruthPairSampler, load_truth_cases, truth_loss
 
 TINY = "4,8,16,32,64"
 
@@ -78,6 +84,74 @@ def test_fine_tuning_starts_from_the_given_weights_with_a_fresh_schedule(case_fo
     with pytest.raises(InputError, match="has grid .* and channels"):
         train(wider)
     assert not (tmp_path / "other.pt").exists()
+
+
+@pytest.fixture(scope="module")
+def truth_case(chest_ct, tmp_path_factory):
+    """A simulated-like case: phase 0 pulled from the real chest CT (phase 1) through a known field."""
+    folder = tmp_path_factory.mktemp("truth_case")
+    pair = pair_from_field(chest_ct, breathing_like_field(chest_ct, 12.0, 6.0, (0.3, 0.0, 0.4)))
+    write(pair.fixed, folder / "cbct_phase0.nii.gz")
+    write(pair.moving, folder / "cbct_phase1.nii.gz")
+    write(pair.truth, folder / "truth_0_1.nii.gz")
+    write(sitk.Cast(chest_ct > -500, sitk.sitkUInt8), folder / "body_mask.nii.gz")
+    return folder, pair
+
+
+def test_truth_pairs_carry_the_true_field_in_model_voxels(truth_case):
+    folder, pair = truth_case
+    (case,) = load_truth_cases([str(folder)], TEST_GRID)
+    fixed, moving, truth, body = TruthPairSampler([case], seed=0).sample()
+    assert fixed.shape == moving.shape == body.shape == (1, 1, *TEST_GRID)
+    assert truth.shape == (1, 3, *TEST_GRID)
+    assert 0 < float(body.mean()) < 1 and set(torch.unique(body).tolist()) == {0.0, 1.0}
+    # Back in LPS mm on the model grid, the vectors are the field's own there.
+    grid = ModelGrid.covering(pair.fixed, TEST_GRID)
+    expected = grid.resample_field(pair.truth)
+    assert np.allclose(grid.voxels_to_mm(truth[0].numpy()), expected, atol=1e-3)
+    assert float(np.abs(expected[..., 2]).max()) > 5.0  # the SI motion is there to be learnt
+
+
+def test_training_against_the_truth_lowers_the_error_to_it(truth_case, tmp_path):
+    folder, _ = truth_case
+    channels = tuple(int(c) for c in TINY.split(","))
+    (case,) = load_truth_cases([str(folder)], TEST_GRID)
+
+    def error(model_path) -> float:
+        net, _ = load_checkpoint(model_path)
+        with torch.no_grad():
+            return float(truth_loss(net(case.fixed, case.moving[0]), case.truth[0], case.body))
+
+    save_checkpoint(RegistrationNet(ModelConfig(channels=channels, grid=TEST_GRID)), tmp_path / "start.pt")
+    config = TrainConfig(
+        data=[str(folder)],
+        out=str(tmp_path / "tuned.pt"),
+        iterations=30,
+        grid=TEST_GRID,
+        channels=channels,
+        learning_rate=3e-3,
+        device="cpu",
+        init=str(tmp_path / "start.pt"),
+        progress=False,
+        supervision="truth",
+    )
+    train(config)
+    assert load_checkpoint(tmp_path / "tuned.pt")[1]["training"]["supervision"] == "truth"
+    assert error(tmp_path / "tuned.pt") < 0.5 * error(tmp_path / "start.pt")
+
+
+def test_truth_supervision_refuses_cases_without_truth_and_the_image_loss_flags(
+    case_folders, truth_case, tmp_path, capsys
+):
+    common = ["train", "--out", str(tmp_path / "m.pt"), "--iterations", "1", "--channels", TINY]
+    common += ["--grid", ",".join(map(str, TEST_GRID)), "--supervision", "truth", "--device", "cpu"]
+    for extra in (["--data", case_folders[0]], ["--data", str(truth_case[0]), "--smoothness", "0.1"]):
+        with pytest.raises(SystemExit) as refused:
+            main([*common, *extra])
+        assert refused.value.code == EXIT_BAD_INPUT
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert "needs cases made by `simulate`" in errors[0] and "--smoothness weighs" in errors[1]
+    assert len(errors) == 2 and not (tmp_path / "m.pt").exists()
 
 
 def run_torchrun(args, processes):

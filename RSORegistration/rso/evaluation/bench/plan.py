@@ -24,10 +24,10 @@ from rso.settings import RSOSettings
 
 RECORD_FORMAT = "rso-bench/2"
 # The bundled general model is trained on these patients (other breathing seeds) by
-# scripts/build_demo_model.py (TRAIN_ANATOMY, TRAIN_SEEDS); lung2 is never seen in training, and
-# native RSO's settings were chosen on the training anatomies only (scripts/sweep_rso.py).
+# scripts/build_demo_model.py (TRAIN_ANATOMY; TRAIN_SEEDS, then FINE_TUNE_CASES' 33 and 34); lung2 is
+# never seen in training, and native RSO's settings were chosen on the training anatomies only.
 TRAINING_ANATOMY = ("cxr", "lung1")
-TRAINING_SEEDS = (1, 2, 3, 4)
+TRAINING_SEEDS = (1, 2, 3, 4, 33, 34)
 HELD_OUT_ANATOMY = "lung2"
 
 PAPER_ARM = "rso_full_global"
