@@ -334,19 +334,23 @@ RMSE is against the clean CT of the fixed phase. Reproduce everything with `make
 def train_on_images(iterations: int, work: Path) -> Path:
     """Step 2: the paper's network and loss on the standard training cases (resumable)."""
     compact = work / "general_model_images.pt"
-    train(
-        TrainConfig(
-            data=[str(case_folder(name, seed)) for name in TRAIN_ANATOMY for seed in TRAIN_SEEDS],
-            out=str(work / "general_model_full.pt"),
-            iterations=iterations,
-            grid=DEMO_GRID,
-            resume=True,
-            checkpoint_every=250,
-            compact=str(compact),
-            device="cpu",
-        )
-    )
+    cases = [case_folder(name, seed) for name in TRAIN_ANATOMY for seed in TRAIN_SEEDS]
+    train(resumable_run(cases, work / "general_model_full.pt", compact, iterations=iterations))
     return compact
+
+
+def resumable_run(cases: list[Path], out: Path, compact: Path, **settings) -> TrainConfig:
+    """A training step of this build: the demo grid on the CPU, resumed from ``out``, compact at the end."""
+    return TrainConfig(
+        data=[str(case) for case in cases],
+        out=str(out),
+        grid=DEMO_GRID,
+        resume=True,
+        checkpoint_every=250,
+        compact=str(compact),
+        device="cpu",
+        **settings,
+    )
 
 
 def truth_cases() -> list[Path]:
@@ -356,21 +360,9 @@ def truth_cases() -> list[Path]:
 
 def train_on_truth(images_model: Path, work: Path) -> None:
     """Step 3: ``images_model`` fine-tuned against the true fields, into the package (resumable)."""
-    train(
-        TrainConfig(
-            data=[str(case) for case in truth_cases()],
-            out=str(work / "general_model_truth_full.pt"),
-            iterations=TRUTH_ITERATIONS,
-            grid=DEMO_GRID,
-            learning_rate=TRUTH_LEARNING_RATE,
-            resume=True,
-            checkpoint_every=250,
-            compact=str(BUNDLED),
-            device="cpu",
-            init=str(images_model),
-            supervision="truth",
-        )
-    )
+    out = work / "general_model_truth_full.pt"
+    settings = {"iterations": TRUTH_ITERATIONS, "learning_rate": TRUTH_LEARNING_RATE}
+    train(resumable_run(truth_cases(), out, BUNDLED, init=str(images_model), supervision="truth", **settings))
 
 
 def held_out_summary(model: Path, work: Path) -> dict:
