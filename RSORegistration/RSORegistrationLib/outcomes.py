@@ -164,7 +164,7 @@ def step_summary(cmd: str, record: dict | None, history: list[dict]) -> str:
             else " (the box returned to no registration)"
         )
     params = (record or {}).get("params") or {}
-    if params.get("kept") == "start":  # ISO's guard: the images as given agreed less under its field
+    if params.get("kept") == "start":  # ISO's guard: the images as given did not clearly prefer its field
         gain = params["given_gain"]
-        done += f" (its field was not kept: the images as given agreed less under it, {gain:+.1%})"
+        done += f" (its field was not kept: the images as given preferred it too little, {gain:+.1%})"
     return f"{done}, {summary_text(metrics)}" if metrics.get("rmse_hu") is not None else done

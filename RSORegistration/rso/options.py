@@ -56,7 +56,9 @@ DEFAULT_ISO_MATCH_ARTEFACTS = True  # ISO too: on the raw pair it fits the strea
 # ISO on the matched pair keeps its field only where the images as given (never fitted) agree better under
 # it than under the field it started from, by MIND (rso.core.iso_guard; docs/decisions.md).
 DEFAULT_ISO_GUARD = True
-ISO_MIN_GIVEN_GAIN = 0.0
+# ... by at least this share of their dissimilarity: about twice the most a harmful ISO gained on the
+# cone-beam training cases with the bundled model (docs/decisions.md, "ISO's guard needs a margin").
+ISO_MIN_GIVEN_GAIN = 0.20
 DEFAULT_RSO_ITERATIONS = DEFAULT_NATIVE_ITERATIONS  # the default mode's (Slicer's and the review app's field)
 DEFAULT_DEVICE = "auto"
 DEFAULT_SEED = 0

@@ -3,8 +3,9 @@
 Where both projection geometries are known, ISO fine-tunes on the artefact-matched pair. On cone-beam
 streaks that fit can carry the field away from the anatomy (docs/results.md). The images as given show
 the same anatomy under other streaks and are never fitted, so they judge the fit as a validation pair
-would: ISO keeps its field only where the moving image as given, warped by it, is more like the fixed
-image as given (MIND) than under the field ISO started from (docs/decisions.md, *ISO's guard*).
+would: ISO keeps its field only where the moving image as given, warped by it, is clearly more like the
+fixed image as given (MIND: ``ISO_MIN_GIVEN_GAIN`` of the dissimilarity removed) than under the field ISO
+started from (docs/decisions.md, *ISO's guard* and *ISO's guard needs a margin*).
 """
 
 from __future__ import annotations

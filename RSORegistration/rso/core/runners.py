@@ -80,8 +80,8 @@ def iso(ctx: StepContext, params: dict, state: SessionState) -> Candidate:
     """Fine-tune a copy of the weights on the whole pair (paper eq. 3), matched where ``params`` says so.
 
     On the matched pair with ``params["guard"]``, ISO's field is kept only where the images as given
-    agree better under it than under ``state``'s (``rso.core.iso_guard``); elsewhere the candidate is
-    ``state`` itself, and ``notes`` say so."""
+    agree clearly better under it than under ``state``'s (``rso.core.iso_guard``); elsewhere the
+    candidate is ``state`` itself, and ``notes`` say so."""
     net = copy.deepcopy(ctx.net)
     fixed_t, moving_t = ctx.pair.network_inputs(params["artefacts_matched"])
     losses = fine_tune(
@@ -102,7 +102,10 @@ def iso(ctx: StepContext, params: dict, state: SessionState) -> Candidate:
     if gain > ISO_MIN_GIVEN_GAIN:
         return Candidate(field[0].cpu().numpy(), net, losses, notes=notes)
     log.info(
-        "iso: the images as given agree less under its field (gain %.1f %%): the field stays", 100 * gain
+        "iso: its field removes %.1f %% of the images' dissimilarity as given (at least %.0f %% is "
+        "needed): the field stays",
+        100 * gain,
+        100 * ISO_MIN_GIVEN_GAIN,
     )
     return Candidate(state.field, ctx.net, losses, state.patches, {**notes, "kept": "start"})
 

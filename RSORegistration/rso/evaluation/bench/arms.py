@@ -88,7 +88,7 @@ class ArmResult:
     export_seconds: float | None = None
     loss: list[float] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
-    declined: str | None = None  # the guard declined the RSO step: the field is ISO-short's
+    declined: str | None = None  # the guard declined the RSO step: the field is its start's
     guard: dict | None = None
     contours: dict = field(default_factory=dict)  # label name -> Dice, HD95 of the labels the field carries
 
@@ -111,6 +111,8 @@ class CaseRun:
     # (plan.wrong_geometry; None where the case has no geometry): a user whose geometry file is a little off
     wrong_geometry: RegistrationSession | None = None
     perturbation: str | None = None
+    # the general model's field alone, ISO never run: where GENERAL_RSO_ARM starts
+    general: RegistrationSession | None = None
 
     def paths(self) -> dict[str, RegistrationSession]:
         """The ISO-short arm of each other path the case has (no geometry, wrong geometry): its session."""
@@ -118,9 +120,11 @@ class CaseRun:
         return {arm: session for arm, session in sessions.items() if session is not None}
 
     def start(self, rso_arm: str) -> tuple[str, RegistrationSession | None]:
-        """The ISO-short arm an RSO arm starts from and its session (None: the case lacks that path)."""
+        """The arm an RSO arm starts from (an ISO-short arm, or the general model) and its session (None:
+        the case lacks that path)."""
         iso_arm = START_OF.get(rso_arm, "iso_short")
-        return iso_arm, self.iso_short if iso_arm == "iso_short" else self.paths().get(iso_arm)
+        sessions = {"iso_short": self.iso_short, "general": self.general, **self.paths()}
+        return iso_arm, sessions.get(iso_arm)
 
     def path_rso_settings(self, iso_arm: str, settings: RSOSettings) -> RSOSettings:
         """An RSO arm's settings on its path: a path that shares ISO-short's session (a TV case without its
@@ -160,7 +164,8 @@ def other_path_inputs(inputs: dict, plan: BenchPlan, position: int) -> tuple[dic
 
 def prepare_case(case: Case, model: Model, plan: BenchPlan, progress, position: int = 0) -> CaseRun:
     """general -> ISO-long in one session; general -> ISO-short (the RSO arms' start) in another; the same
-    ISO-short without geometry and with a wrong one (``position``: the case's place in the plan's list)."""
+    ISO-short without geometry and with a wrong one (``position``: the case's place in the plan's list);
+    the general model alone in a last one."""
     inputs = case.inputs()
     timings = {}
     long_arm = model.session(inputs)
@@ -182,6 +187,8 @@ def prepare_case(case: Case, model: Model, plan: BenchPlan, progress, position: 
         paths[arm].general()
         with Measured(paths[arm].device) as timings[arm]:
             paths[arm].iso(plan.iso_short, progress=progress)
+    general = model.session(inputs)
+    general.general()
     labels = CaseLabels.of(case.folder, case.moving_phase) if plan.contours else None
     fields = {
         "general": native_field(short_arm, 1),
@@ -205,6 +212,7 @@ def prepare_case(case: Case, model: Model, plan: BenchPlan, progress, position: 
         paths.get(NO_GEOMETRY_ISO_ARM),
         paths.get(WRONG_GEOMETRY_ISO_ARM),
         perturbation if WRONG_GEOMETRY_ISO_ARM in paths else None,
+        general,
     )
 
 
@@ -246,10 +254,11 @@ def fixed_arms(run: CaseRun, box) -> list[ArmResult]:
 
 
 def rso_arm(run: CaseRun, box, arm: str, plan: BenchPlan, progress, figure_path: Path | None) -> ArmResult:
-    """ISO-short + RSO on the box in one mode, then the re-warp; undone afterwards (bit-exact).
+    """ISO-short (or the arm's other start, ``CaseRun.start``) + RSO on the box in one mode, then the
+    re-warp; undone afterwards (bit-exact).
 
-    A step the guard declines leaves ISO-short's field, which is what the arm is scored on; its
-    latency is the step alone (the views do not change).
+    A step the guard declines leaves the start's field, which is what the arm is scored on; its latency
+    is the step alone (the views do not change).
     """
     iso_arm, session = run.start(arm)
     settings = run.path_rso_settings(iso_arm, rso_settings(arm, plan))
@@ -264,7 +273,7 @@ def rso_arm(run: CaseRun, box, arm: str, plan: BenchPlan, progress, figure_path:
         if figure_path is not None:
             paper_figure(run, box, plan, figure_path, record)
         session.undo()
-    before = (run.timings["general"], run.timings[iso_arm])
+    before = (run.timings["general"],) + ((run.timings[iso_arm],) if iso_arm != "general" else ())
     return ArmResult(
         arm,
         record.metrics,

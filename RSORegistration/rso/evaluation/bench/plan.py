@@ -33,6 +33,7 @@ HELD_OUT_ANATOMY = "lung2"
 PAPER_ARM = "rso_full_global"
 NO_GEOMETRY_ISO_ARM, NO_GEOMETRY_RSO_ARM = "iso_short_no_geometry", "rso_native_no_geometry"
 WRONG_GEOMETRY_ISO_ARM, WRONG_GEOMETRY_RSO_ARM = "iso_short_wrong_geometry", "rso_native_wrong_geometry"
+GENERAL_RSO_ARM = "rso_native_from_general"
 # RSO arms: the RSOSettings each runs on top of ISO-short. The paper's (full/global, MSE, its 400
 # iterations), the previous default (direct/local) and native RSO at the fixed image's resolution.
 RSO_ARMS = {
@@ -45,9 +46,15 @@ RSO_ARMS = {
     # What a user whose moving geometry file is slightly off gets: the same on a session whose moving image
     # has a wrong geometry, one perturbation per case in turn (wrong_geometry_for; the record names it).
     WRONG_GEOMETRY_RSO_ARM: {"mode": "native"},
+    # Native RSO straight from the general model, ISO never run: whether ISO earns its place before RSO.
+    GENERAL_RSO_ARM: {"mode": "native"},
 }
-# The ISO-short arm each RSO arm of another path starts from (the rest start from "iso_short").
-START_OF = {NO_GEOMETRY_RSO_ARM: NO_GEOMETRY_ISO_ARM, WRONG_GEOMETRY_RSO_ARM: WRONG_GEOMETRY_ISO_ARM}
+# The arm each RSO arm of another path starts from (the rest start from "iso_short").
+START_OF = {
+    NO_GEOMETRY_RSO_ARM: NO_GEOMETRY_ISO_ARM,
+    WRONG_GEOMETRY_RSO_ARM: WRONG_GEOMETRY_ISO_ARM,
+    GENERAL_RSO_ARM: "general",
+}
 PEER_ARMS = ("elastix_bspline", "elastix_bspline_box_mask", "ants_syn")
 ARM_ORDER = (
     "general",
@@ -141,6 +148,7 @@ def labels(plan: BenchPlan) -> dict[str, str]:
         rso[arm] = f"ISO-{plan.iso_short} + RSO-{settings.iterations} {settings.mode}{compose}"
     rso[NO_GEOMETRY_RSO_ARM] += ", no geometry"
     rso[WRONG_GEOMETRY_RSO_ARM] += ", wrong geometry"
+    rso[GENERAL_RSO_ARM] = rso[GENERAL_RSO_ARM].replace(f"ISO-{plan.iso_short}", "general model", 1)
     return {
         "general": "general model",
         "iso_long": f"ISO-{plan.iso_long}",
