@@ -4,7 +4,8 @@ For every cone-beam case of the training anatomies (``--case``, folders made by 
 simulate --preset xvi|truebeam``), two chains from the same general model: ISO-100 on the
 artefact-matched pair (both projection geometries) and ISO-100 without geometry. On two misaligned,
 one residual and two control boxes (40 mm, picked on the matched ISO-100 field), native RSO runs with
-the guard off and no return (``min_gain=0``, ``returns=False``); its correction is then scored by the
+the fitted-gain threshold off and no return (``min_gain=0``, ``returns=False``; the rule on the images as
+given, ``min_unfitted_gain``, chosen from this study's first run, stays on); its correction is scored by the
 gains of ``scripts/guard_study.py``'s views (the step's own MIND on the fitted pair, MIND after 4 mm
 pre-smoothing, MIND on the pair the current field was not fitted to). The return to an earlier state
 is scored on its own (the default setting), so that any rule ``return, else refine if ...`` can be
@@ -12,6 +13,8 @@ replayed offline (``--summary``). One JSON line per (case, chain, box).
 
     python scripts/conebeam_guard_study.py --case DIR ... --out bench/sweep/conebeam-guard/runs.jsonl
     python scripts/conebeam_guard_study.py --summary bench/sweep/conebeam-guard/runs.jsonl
+
+(``truth-model.jsonl``: the matched chain only, ``--matched-only``, with the model bundled since 2026-12-05.)
 
 lung2, the held-out patient, is never used here.
 """
@@ -71,7 +74,7 @@ def score_box(session, kind: str, box) -> dict:
     return row
 
 
-def study(cases: list[str], out: Path) -> None:
+def study(cases: list[str], out: Path, chains: tuple[str, ...] = ("matched", "no_geometry")) -> None:
     engine = EngineSettings(device="cpu", precision="fp32")
     network = build_network(engine)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -81,8 +84,10 @@ def study(cases: list[str], out: Path) -> None:
             inputs = case_inputs(folder, phase)
             matched = iso_chain(engine, inputs, network, matched=True)
             boxes = [(k, b) for k, n in BOXES for b in pick_boxes(matched, k, n, 40.0)]
-            chains = {"matched": matched, "no_geometry": iso_chain(engine, inputs, network, matched=False)}
-            for chain, session in chains.items():
+            sessions = {"matched": matched}
+            if "no_geometry" in chains:
+                sessions["no_geometry"] = iso_chain(engine, inputs, network, matched=False)
+            for chain, session in sessions.items():
                 for index, (kind, box) in enumerate(boxes):
                     row = {"case": folder.name, "chain": chain, "box": index, **score_box(session, kind, box)}
                     handle.write(json.dumps(row) + "\n")
@@ -125,6 +130,8 @@ def summary(path: Path) -> None:
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     for chain in ("matched", "no_geometry"):
         mine = [r for r in rows if r["chain"] == chain]
+        if not mine:
+            continue
         print(f"\n{chain}: {len(mine)} boxes")
         for r in mine:
             g = r.get("gains", {})
@@ -155,12 +162,13 @@ def main() -> None:
     parser.add_argument("--case", action="append", default=[], metavar="DIR[:K]")
     parser.add_argument("--out", type=Path, default=Path("bench/sweep/conebeam-guard/runs.jsonl"))
     parser.add_argument("--summary", type=Path, help="replay the guard rules on a runs file and stop")
+    parser.add_argument("--matched-only", action="store_true", help="leave out the no-geometry chain")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.summary:
         summary(args.summary)
     else:
-        study(args.case, args.out)
+        study(args.case, args.out, ("matched",) if args.matched_only else ("matched", "no_geometry"))
 
 
 if __name__ == "__main__":

@@ -229,8 +229,8 @@ class ISOSettings(Settings):
     )
     guard: bool = setting(
         DEFAULT_ISO_GUARD,
-        "on artefact-matched images, keep ISO's field only where the images as given agree better under it "
-        "than under the field it started from",
+        "on artefact-matched images, keep ISO's field only where the images as given agree clearly better "
+        "under it than under the field it started from",
         flag="--iso-guard",
     )
 
