@@ -91,7 +91,8 @@ grid; medians over (case, box). The default RSO arm is `{summary["default_arm"]}
 
 `seconds` runs from the input images to the arm's field (general + ISO + RSO for the deep arms);
 `latency_seconds` is an RSO step plus the native-resolution re-warp and difference image (a declined step:
-the step alone). `declined`: RSO steps the guard declined (the field stays ISO-{plan["iso_short"]}'s).
+the step alone). `declined`: RSO steps the guard declined (the field stays ISO-{plan["iso_short"]}'s, or the
+general model's on the path without ISO).
 `returned`: RSO steps that returned the box to an earlier state's field (the general model's, ...), which
 the images ISO did not fit prefer there.
 `outside_change_max_mm`: the largest field change outside box + blend margin, over all boxes.
@@ -99,7 +100,8 @@ the images ISO did not fit prefer there.
 artefact-matched; on TV phases, which are never matched, ISO-short's own session with the scan's rule off);
 `wrong geometry`{wrong_off}: the same with the moving image's geometry slightly wrong,
 one perturbation per case in turn, named in the label (rso.evaluation.wrong_geometry). Both run only where
-the case has projection geometry.
+the case has projection geometry. `general model + RSO`: native RSO on the general model's field, ISO never
+run.
 `dice_*`, `hd95_lesion_mm`: the simulator's labels of the moving phase carried onto the fixed image by the
 arm's field, against phase 0's labels (lungs: the mean of both; the inserted lesion;
 rso.evaluation.bench.contours).
