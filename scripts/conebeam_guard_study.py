@@ -5,7 +5,8 @@ simulate --preset xvi|truebeam``), two chains from the same general model: ISO-1
 artefact-matched pair (both projection geometries) and ISO-100 without geometry. On two misaligned,
 one residual and two control boxes (40 mm, picked on the matched ISO-100 field), native RSO runs with
 the fitted-gain threshold off and no return (``min_gain=0``, ``returns=False``; the rule on the images as
-given, ``min_unfitted_gain``, chosen from this study's first run, stays on); its correction is scored by the
+given, ``min_unfitted_gain``, chosen from this study's first run, stays on unless ``--given-rule-off``);
+its correction is scored by the
 gains of ``scripts/guard_study.py``'s views (the step's own MIND on the fitted pair, MIND after 4 mm
 pre-smoothing, MIND on the pair the current field was not fitted to). The return to an earlier state
 is scored on its own (the default setting), so that any rule ``return, else refine if ...`` can be
@@ -14,7 +15,8 @@ replayed offline (``--summary``). One JSON line per (case, chain, box).
     python scripts/conebeam_guard_study.py --case DIR ... --out bench/sweep/conebeam-guard/runs.jsonl
     python scripts/conebeam_guard_study.py --summary bench/sweep/conebeam-guard/runs.jsonl
 
-(``truth-model.jsonl``: the matched chain only, ``--matched-only``, with the model bundled since 2026-12-05.)
+(``truth-model.jsonl``: the matched chain only, ``--matched-only``, with the model bundled since 2026-12-05;
+``truth-model-given-rule-off.jsonl``: the same with ``--given-rule-off``.)
 
 lung2, the held-out patient, is never used here.
 """
@@ -25,6 +27,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +53,15 @@ def iso_chain(engine, inputs, network, matched: bool):
     return session
 
 
-def score_box(session, kind: str, box) -> dict:
-    """The box's TRE after ISO, after the unguarded refinement (with its view gains) and after the
-    default step's return (where it returns)."""
+def score_box(session, kind: str, box, given_rule: bool = True) -> dict:
+    """The box's TRE after ISO, after the unguarded refinement (with its view gains; ``given_rule``: the
+    rule on the images as given stays on) and after the default step's return (where it returns)."""
     before = session.metrics(box=box)["tre_mm_box"]["mean"]
     row = {"kind": kind, "ras": box.ras_corners, "tre_before": before}
-    record = session.rso(box, RSOSettings(min_gain=0.0, max_disagreement_mm=0.0, returns=False))
+    unguarded = RSOSettings(min_gain=0.0, max_disagreement_mm=0.0, returns=False)
+    if not given_rule:
+        unguarded = replace(unguarded, min_unfitted_gain=-np.inf)
+    record = session.rso(box, unguarded)
     row["tre_refined"] = record.metrics["tre_mm_box"]["mean"] if record.accepted else before
     row["guard"] = record.guard
     if record.accepted:
@@ -74,7 +80,9 @@ def score_box(session, kind: str, box) -> dict:
     return row
 
 
-def study(cases: list[str], out: Path, chains: tuple[str, ...] = ("matched", "no_geometry")) -> None:
+def study(
+    cases: list[str], out: Path, chains: tuple[str, ...] = ("matched", "no_geometry"), given_rule: bool = True
+) -> None:
     engine = EngineSettings(device="cpu", precision="fp32")
     network = build_network(engine)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +97,12 @@ def study(cases: list[str], out: Path, chains: tuple[str, ...] = ("matched", "no
                 sessions["no_geometry"] = iso_chain(engine, inputs, network, matched=False)
             for chain, session in sessions.items():
                 for index, (kind, box) in enumerate(boxes):
-                    row = {"case": folder.name, "chain": chain, "box": index, **score_box(session, kind, box)}
+                    row = {
+                        "case": folder.name,
+                        "chain": chain,
+                        "box": index,
+                        **score_box(session, kind, box, given_rule),
+                    }
                     handle.write(json.dumps(row) + "\n")
                     handle.flush()
                     log.info(
@@ -163,12 +176,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/sweep/conebeam-guard/runs.jsonl"))
     parser.add_argument("--summary", type=Path, help="replay the guard rules on a runs file and stop")
     parser.add_argument("--matched-only", action="store_true", help="leave out the no-geometry chain")
+    parser.add_argument(
+        "--given-rule-off",
+        action="store_true",
+        help="score steps the rule on the images as given declines too",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.summary:
         summary(args.summary)
     else:
-        study(args.case, args.out, ("matched",) if args.matched_only else ("matched", "no_geometry"))
+        chains = ("matched",) if args.matched_only else ("matched", "no_geometry")
+        study(args.case, args.out, chains, given_rule=not args.given_rule_off)
 
 
 if __name__ == "__main__":
