@@ -16,7 +16,9 @@ replayed offline (``--summary``). One JSON line per (case, chain, box).
     python scripts/conebeam_guard_study.py --summary bench/sweep/conebeam-guard/runs.jsonl
 
 (``truth-model.jsonl``: the matched chain only, ``--matched-only``, with the model bundled since 2026-12-05;
-``truth-model-given-rule-off.jsonl``: the same with ``--given-rule-off``.)
+``truth-model-given-rule-off.jsonl``: the same with ``--given-rule-off``. ``--summary`` also replays the
+axis share, the guard's rule since 2026-12-05: ``shape``'s superior-inferior share, the default placement's
+rotation axis.)
 
 lung2, the held-out patient, is never used here.
 """
@@ -58,7 +60,7 @@ def score_box(session, kind: str, box, given_rule: bool = True) -> dict:
     rule on the images as given stays on) and after the default step's return (where it returns)."""
     before = session.metrics(box=box)["tre_mm_box"]["mean"]
     row = {"kind": kind, "ras": box.ras_corners, "tre_before": before}
-    unguarded = RSOSettings(min_gain=0.0, max_disagreement_mm=0.0, returns=False)
+    unguarded = RSOSettings(min_gain=0.0, max_disagreement_mm=0.0, min_axis_share=0.0, returns=False)
     if not given_rule:
         unguarded = replace(unguarded, min_unfitted_gain=-np.inf)
     record = session.rso(box, unguarded)
@@ -161,13 +163,25 @@ def summary(path: Path) -> None:
                     else (lambda r, a=fitted, b=unfitted: r["gains"]["mind2"] >= a and r["gains"]["raw"] >= b)
                 )
                 scored = replay(mine, rule)
-                print(
-                    f"  fitted >= {fitted:.2f}, unfitted >= {unfitted}: "
-                    + "; ".join(
-                        f"{k[:4]} {s['median']:+.2f}/{s['worst']:+.2f} ({s['improved']}/{s['n']})"
-                        for k, s in scored.items()
-                    )
-                )
+                print(f"  fitted >= {fitted:.2f}, unfitted >= {unfitted}: {_scored(scored)}")
+        for unfitted in (None, 0.1):
+            for share in (0.45, 0.5, 0.55, 0.6, 0.65):
+                scored = replay(mine, lambda r, b=unfitted, s=share: _axis_rule(r, 0.2, b, s))
+                print(f"  fitted >= 0.20, unfitted >= {unfitted}, axis share >= {share}: {_scored(scored)}")
+
+
+def _axis_rule(row: dict, fitted: float, unfitted: float | None, share: float) -> bool:
+    """The guard with the axis share (the correction's superior-inferior share in the box: the default
+    placement's rotation axis) on top of the gain rules."""
+    gains = row["gains"]
+    kept = gains["mind2"] >= fitted and (unfitted is None or gains["raw"] >= unfitted)
+    return kept and row["shape"]["si_share"] >= share
+
+
+def _scored(scored: dict) -> str:
+    return "; ".join(
+        f"{k[:4]} {s['median']:+.2f}/{s['worst']:+.2f} ({s['improved']}/{s['n']})" for k, s in scored.items()
+    )
 
 
 def main() -> None:

@@ -110,7 +110,8 @@ def study(out: Path, work: Path) -> None:
                         continue
                     before = session.metrics(box=box)["tre_mm_box"]["mean"]
                     record = session.rso(
-                        box, RSOSettings(mode="native", min_gain=0.0, max_disagreement_mm=0.0)
+                        box,
+                        RSOSettings(mode="native", min_gain=0.0, max_disagreement_mm=0.0, min_axis_share=0.0),
                     )
                     row = {
                         "key": key,

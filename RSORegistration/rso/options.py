@@ -38,6 +38,11 @@ DEFAULT_RSO_MIN_GAIN = 0.20  # the guard: the lowest threshold that harmed no co
 # The guard on the images as given, where the step compares artefact-matched ones: twice the most that a
 # harmful cone-beam step of the training anatomies explained there (docs/decisions.md).
 DEFAULT_RSO_MIN_UNFITTED_GAIN = 0.10
+# Where the projection geometry is known: a circular scan's streaks lie across its rotation axis, so a
+# correction that lies mostly across it is as likely streak as motion. Decline one with less than this share
+# of its length along the axis: just above the most that a harmful cone-beam step of the training anatomies
+# had (0.52; docs/decisions.md, "The axis share").
+DEFAULT_RSO_MIN_AXIS_SHARE = 0.55
 # The second opinion, where the step compares the images as given: the box's mean correction under LNCC may
 # differ from MIND's by at most this (mm); chosen on TV phases of the training anatomies (docs/decisions.md).
 DEFAULT_RSO_MAX_DISAGREEMENT_MM = 1.0

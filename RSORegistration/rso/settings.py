@@ -32,6 +32,7 @@ from rso.options import (
     DEFAULT_RSO_CONTROL_SPACING_MM,
     DEFAULT_RSO_MATCH_ARTEFACTS,
     DEFAULT_RSO_MAX_DISAGREEMENT_MM,
+    DEFAULT_RSO_MIN_AXIS_SHARE,
     DEFAULT_RSO_MIN_GAIN,
     DEFAULT_RSO_MIN_UNFITTED_GAIN,
     DEFAULT_RSO_MODE,
@@ -305,6 +306,14 @@ class RSOSettings(Settings):
         flag="--rso-min-unfitted-gain",
         metavar="F",
     )
+    min_axis_share: float = setting(
+        DEFAULT_RSO_MIN_AXIS_SHARE,
+        "native, where the projection geometry is known: decline a correction with less than this share of "
+        "its length along the scanner's rotation axis, across which a circular scan's streaks lie (0: any "
+        "direction)",
+        flag="--rso-min-axis-share",
+        metavar="F",
+    )
     max_disagreement_mm: float = setting(
         DEFAULT_RSO_MAX_DISAGREEMENT_MM,
         "native: the second opinion, where the step compares the images as given; decline a correction "
@@ -354,6 +363,8 @@ class RSOSettings(Settings):
         )
         if self.min_unfitted_gain >= 1:
             raise InputError(f"min_unfitted_gain must be below 1, not {self.min_unfitted_gain}")
+        if not 0 <= self.min_axis_share <= 1:
+            raise InputError(f"min_axis_share must lie in 0..1, not {self.min_axis_share}")
         _check_signs(self, positive=("control_spacing_mm", "step_mm", "learning_rate"))
 
 

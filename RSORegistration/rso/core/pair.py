@@ -165,6 +165,14 @@ class ImagePair:
         scans = self.scans
         return scans.geometries if scans is not None and scans.matchable else None
 
+    def rotation_axis(self) -> np.ndarray | None:
+        """(3,) the scanners' rotation axis as an LPS unit vector (RTK's y axis through the placement), where
+        the projection geometries are known (``geometry``); else None."""
+        if self.geometry is None:
+            return None
+        axis = self.placement.rtk_to_lps(self.fixed)[0][:, 1]
+        return axis / np.linalg.norm(axis)
+
     def _resample(self) -> None:
         grid = self.grid
         self.fixed_hu = grid.resample(self.fixed)

@@ -4,6 +4,7 @@ projection geometries, on real anatomy: the parallel-beam fast preset, and RTK's
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -272,3 +273,20 @@ def test_cone_beam_matching_is_symmetric_and_cached(chest_ct):
     assert session.compared_images(True) is first and session.pair.matching_seconds == seconds
     for a, b in zip(first, forward):
         np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+
+
+def test_a_native_step_with_both_geometries_is_judged_by_its_axis_share(shifted_sparse_pair):
+    """With both geometries a native step's verdict holds its share along the rotation axis (the image's
+    superior axis in the default placement); a share below ``min_axis_share`` declines it with why and
+    leaves the session as it was. Without geometries the share is not judged."""
+    session = _session(shifted_sparse_pair, views=True, precision="fp32")
+    np.testing.assert_allclose(session.pair.rotation_axis(), [0.0, 0.0, 1.0], atol=1e-12)
+    box, before = lung_box(session), session.field_voxels.copy()
+    settings = RSOSettings(iterations=10, returns=False, min_gain=0.0, min_unfitted_gain=-1e9)
+    declined = session.rso(box, replace(settings, min_axis_share=1.0))
+    assert "across the scanner's rotation axis" in declined.declined and not session.history
+    assert 0.0 <= declined.guard["axis_share"] < 1.0
+    np.testing.assert_array_equal(session.field_voxels, before)
+    without = _session(shifted_sparse_pair, views=False, precision="fp32")
+    assert without.pair.rotation_axis() is None
+    assert without.rso(lung_box(without), settings).guard["axis_share"] is None

@@ -15,6 +15,7 @@ from rso.core.boxes import box_from_lps
 from rso.core.geometry import ModelGrid
 from rso.core.native import (
     Refinement,
+    axis_share,
     build_problem,
     guard_verdict,
     refine_box,
@@ -353,3 +354,35 @@ def test_a_patch_is_exactly_zero_at_every_model_voxel_beyond_box_and_margin(
     around = box.voxels.expanded(margin_voxels, grid.shape).mask(grid.shape)
     assert touched.any() and not (touched & ~around).any()
     assert touched[box.voxels.slices].mean() > 0.9  # and the box itself is (almost all) refined
+
+
+def test_the_axis_share_declines_a_correction_across_the_scanners_rotation_axis(shifted_cbct):
+    """The same recovered shift (3, -3, 4) mm is kept where the scanner rotates about the superior axis
+    (4 of its 5.8 mm lie along it) and declined, with why, about an oblique axis across it (left and
+    posterior); without a rotation axis (no geometry) the share is not judged."""
+    fixed, moving, _ = shifted_cbct
+    grid = ModelGrid.covering(fixed, TEST_GRID)
+    session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
+    settings = RSOSettings(returns=False, max_disagreement_mm=0.0)
+    current = (np.zeros((*grid.shape, 3), np.float32), ())
+    problem = build_problem((fixed, moving), lung_box(session), 10.0, grid, current, torch.device("cpu"))
+    _, _, unjudged = refine_box(problem, settings)
+    assert unjudged.declined is None and unjudged.axis_share is None
+    superior = replace(problem, rotation_axis=np.array([0.0, 0.0, 1.0]))
+    patch, _, kept = refine_box(superior, settings)
+    assert patch is not None and kept.axis_share > settings.min_axis_share
+    assert kept.to_dict()["axis_share"] == kept.axis_share
+    across = replace(problem, rotation_axis=np.array([1.0, 1.0, 0.0]) / np.sqrt(2.0))
+    patch, _, declined = refine_box(across, settings)
+    assert patch is None and declined.axis_share < settings.min_axis_share
+    assert "lies mostly across the scanner's rotation axis" in declined.declined
+    assert refine_box(across, replace(settings, min_axis_share=0.0))[0] is not None
+
+
+def test_the_axis_share_of_simple_corrections():
+    along, across = np.zeros((4, 4, 4, 3)), np.zeros((4, 4, 4, 3))
+    along[..., 2], across[..., 0] = 2.0, -3.0
+    axis = np.array([0.0, 0.0, 1.0])
+    assert axis_share(along, axis) == pytest.approx(1.0) and axis_share(across, axis) == pytest.approx(0.0)
+    assert axis_share(along + across, axis) == pytest.approx(2.0 / np.hypot(2.0, 3.0))
+    assert axis_share(np.zeros((2, 2, 2, 3)), axis) is None

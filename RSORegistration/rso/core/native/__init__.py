@@ -19,8 +19,9 @@ optimised:
 * **Regularised as a correction**: the diffusion penalty acts on ``c``, not on the total field, so
   real breathing motion already in the field costs nothing; a barrier keeps det J away from folding.
 * **A guard**: the step is declined when the best correction does not explain the images clearly
-  better than no correction, when it would add folded voxels (``GuardVerdict``), or, on the images as
-  given, when the box refined under local NCC lands elsewhere (``second_opinion``).
+  better than no correction, when it would add folded voxels (``GuardVerdict``), where the projection
+  geometry is known, when it lies mostly across the scanner's rotation axis (``axis_share``), or, on
+  the images as given, when the box refined under local NCC lands elsewhere (``second_opinion``).
 
 The defaults in ``rso.options`` were chosen on the training anatomies (scripts/sweep_rso.py).
 
@@ -35,7 +36,7 @@ again under local NCC) and ``refine`` (``refine_box``, one step).
 
 from __future__ import annotations
 
-from rso.core.native.guard import GuardVerdict, guard_verdict, with_second_opinion
+from rso.core.native.guard import GuardVerdict, axis_share, guard_verdict, with_second_opinion
 from rso.core.native.problem import (
     REACH_MARGIN_MM,
     WINDOW_SPACING_MM,
@@ -70,6 +71,7 @@ __all__ = [
     "GuardVerdict",
     "NativeProblem",
     "Refinement",
+    "axis_share",
     "build_problem",
     "correction_tensor",
     "current_field_on",

@@ -4,10 +4,11 @@ A correction is declined when it would add folded voxels (det J <= 0) in box + m
 explains less than ``min_gain`` of the box's remaining dissimilarity under the current field (the
 gain), or, where the step compares artefact-matched images, when it explains less than
 ``min_unfitted_gain`` of the dissimilarity of the images as given (the pair the current field was not
-fitted to: a correction that only aligns what matching left of the streaks does not hold there), and,
-where it compares the images as given, when a second similarity does not find it again
-(``rso.core.native.second_opinion``). A declined step leaves the session as it was
-(docs/architecture.md §4).
+fitted to: a correction that only aligns what matching left of the streaks does not hold there),
+where the projection geometry is known, when less than ``min_axis_share`` of its length lies along the
+scanner's rotation axis (a circular scan's streaks lie across it), and, where it compares the images as
+given, when a second similarity does not find it again (``rso.core.native.second_opinion``). A
+declined step leaves the session as it was (docs/architecture.md §4).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class GuardVerdict:
     unfitted_gain: float | None = None
     # How far (mm) the second opinion's box mean lies from the correction's, where it ran (else None).
     disagreement_mm: float | None = None
+    # The share of the correction's length along the scanner's rotation axis in the box, where the projection
+    # geometry is known and the step optimised a correction (else None).
+    axis_share: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -50,6 +54,7 @@ class GuardVerdict:
                 "returned_to",
                 "unfitted_gain",
                 "disagreement_mm",
+                "axis_share",
             )
         }
 
@@ -77,11 +82,15 @@ def guard_verdict(
     fitted.
     """
     gain, unfitted = _gains(refinement, returned)
+    problem = refinement.problem
     region = weights > 0
-    det_before, det_after = _jacobians(refinement.problem, weights, correction, region)
+    det_before, det_after = _jacobians(problem, weights, correction, region)
     folded = (int((det_before <= 0).sum()), int((det_after <= 0).sum()))
     largest, det_min = float(np.linalg.norm(correction[region], axis=-1).max()), float(det_after.min())
-    declined = _declined(refinement.settings, gain, unfitted, folded, det_min, largest)
+    share = None
+    if returned is None and problem.rotation_axis is not None:
+        share = axis_share(correction[problem.box.slices], problem.rotation_axis)
+    declined = _declined(refinement.settings, gain, unfitted, folded, det_min, largest, share)
     return GuardVerdict(
         gain,
         det_min,
@@ -90,7 +99,19 @@ def guard_verdict(
         declined,
         None if returned is None else returned[0],
         unfitted,
+        axis_share=share,
     )
+
+
+def axis_share(correction: np.ndarray, axis: np.ndarray) -> float | None:
+    """mean |c . axis| / mean |c| over the voxels of ``correction`` (..., 3) LPS mm, for ``axis`` (3,) a
+    unit vector: 1 along the axis, 0 across it, 0.5 for directions spread evenly. None where the
+    correction is zero (no direction)."""
+    vectors = correction.reshape(-1, 3).astype(np.float64)
+    length = float(np.linalg.norm(vectors, axis=1).mean())
+    if length < 1e-6:
+        return None
+    return float(np.abs(vectors @ np.asarray(axis, np.float64)).mean() / length)
 
 
 def with_second_opinion(verdict: GuardVerdict, disagreement: float, settings) -> GuardVerdict:
@@ -126,12 +147,18 @@ def _jacobians(problem, weights: np.ndarray, correction: np.ndarray, region: np.
 
 
 def _declined(
-    settings, gain: float, unfitted: float | None, folded: tuple[int, int], det_min: float, largest: float
+    settings,
+    gain: float,
+    unfitted: float | None,
+    folded: tuple[int, int],
+    det_min: float,
+    largest: float,
+    share: float | None = None,
 ) -> str | None:
     """Why the correction is declined (one sentence for the status line), or None where it is kept.
 
     ``settings``: the step's RSOSettings; ``folded``: voxels with det J <= 0 before and after;
-    ``largest``: the largest correction (mm)."""
+    ``largest``: the largest correction (mm); ``share``: its axis share (None: not judged)."""
     if folded[1] > folded[0]:
         return (
             f"the refinement would fold the field in the box ({folded[1]} folded voxels instead of "
@@ -148,5 +175,11 @@ def _declined(
             f"the best correction ({largest:.1f} mm) does not hold on the images as given: it explains "
             f"{100 * unfitted:.1f} % of their difference in the box, against {100 * gain:.1f} % of the "
             f"artefact-matched images' (at least {100 * settings.min_unfitted_gain:.0f} % is needed)"
+        )
+    if share is not None and share < settings.min_axis_share:
+        return (
+            f"the best correction ({largest:.1f} mm) lies mostly across the scanner's rotation axis, where a "
+            f"circular scan's streaks lie: {100 * share:.0f} % of its length is along the axis (at least "
+            f"{100 * settings.min_axis_share:.0f} % is needed)"
         )
     return None

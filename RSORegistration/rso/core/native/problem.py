@@ -36,7 +36,8 @@ class NativeProblem:
     holds where the current field sends each window voxel, as (z, y, x) continuous indices of the moving
     crop; ``mm_to_index`` (3, 3) turns an LPS-mm correction into (z, y, x) index steps; ``box`` is the box
     on the window grid; ``fit_mask`` (Z, Y, X) bool on the window, where the similarity is measured within
-    the box (None: the whole box; ``limit_to_fit_mask``).
+    the box (None: the whole box; ``limit_to_fit_mask``); ``rotation_axis`` (3,) the scanner's rotation axis
+    as an LPS unit vector where the projection geometry is known (None: unknown; the guard's axis share).
     """
 
     window: ModelGrid
@@ -50,6 +51,7 @@ class NativeProblem:
     earlier_mm: tuple[np.ndarray, ...] = ()  # earlier states' fields on the window, each (Z, Y, X, 3) LPS mm
     fit_mask: np.ndarray | None = None
     matched: bool = False  # channel 0 is artefact-matched (else the images as given)
+    rotation_axis: np.ndarray | None = None
 
     def __post_init__(self):
         """Shapes checked up front, as MONAI's ``Warp.forward`` does: a mismatch would otherwise surface deep
@@ -67,6 +69,8 @@ class NativeProblem:
             _check_shape(name, np.shape(field), (*shape, 3), "(Z, Y, X, 3) on the window")
         if self.fit_mask is not None:
             _check_shape("fit_mask", np.shape(self.fit_mask), shape, "(Z, Y, X) on the window")
+        if self.rotation_axis is not None:
+            _check_shape("rotation_axis", np.shape(self.rotation_axis), (3,), "(3,) LPS")
         if not all(0 <= lo < hi <= n for lo, hi, n in zip(self.box.lo, self.box.hi, shape)):
             raise ValueError(
                 f"NativeProblem.box {self.box.lo}..{self.box.hi} must lie inside the window {shape}"
