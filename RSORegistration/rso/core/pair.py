@@ -166,7 +166,7 @@ class ImagePair:
         return scans.geometries if scans is not None and scans.matchable else None
 
     def rotation_axis(self) -> np.ndarray | None:
-        """(3,) the scanners' rotation axis as an LPS unit vector (RTK's y axis through the placement), where
+        """(3,) the scanner's rotation axis as an LPS unit vector (RTK's y axis through the placement), where
         the projection geometries are known (``geometry``); else None."""
         if self.geometry is None:
             return None
