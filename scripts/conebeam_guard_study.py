@@ -20,7 +20,9 @@ replayed offline (``--summary``). One JSON line per (case, chain, box).
 axis share, the guard's rule since 2026-12-05: ``shape``'s superior-inferior share, the default placement's
 rotation axis.)
 
-lung2, the held-out patient, is never used here.
+Rules are chosen on the training anatomies only. The held-out patient (lung2) and fresh seeds come here
+only to score a rule already frozen: ``bench/results-conebeam-6/guard-replay.jsonl`` (seeds 37 and 38,
+``--given-rule-off``) and ``guard-replay-seeds35-36.jsonl``.
 """
 
 from __future__ import annotations
