@@ -167,4 +167,9 @@ def step_summary(cmd: str, record: dict | None, history: list[dict]) -> str:
     if params.get("kept") == "start":  # ISO's guard: the images as given did not clearly prefer its field
         gain = params["given_gain"]
         done += f" (its field was not kept: the images as given preferred it too little, {gain:+.1%})"
+    if params.get("unguarded"):  # ISO without projection geometry: nothing judged its field
+        done += (
+            " (unguarded: no projection geometry; on phase-binned CBCT phases without their geometry files "
+            "set ISO iterations to 0)"
+        )
     return f"{done}, {summary_text(metrics)}" if metrics.get("rmse_hu") is not None else done

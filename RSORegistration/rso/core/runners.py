@@ -95,7 +95,7 @@ def iso(ctx: StepContext, params: dict, state: SessionState) -> Candidate:
     )
     field = predict(net, fixed_t, moving_t)
     if not (params["artefacts_matched"] and params["guard"]):
-        return Candidate(field[0].cpu().numpy(), net, losses)
+        return Candidate(field[0].cpu().numpy(), net, losses, notes=_unguarded(ctx.pair))
     start = torch.from_numpy(ctx.pair.effective_voxels(state.field, state.patches)).to(field)[None]
     gain = given_gain(net.warp, ctx.pair.network_inputs(False), start, field, ctx.pair.fit_t)
     notes = {"given_gain": round(gain, 4)}
@@ -108,6 +108,20 @@ def iso(ctx: StepContext, params: dict, state: SessionState) -> Candidate:
         100 * ISO_MIN_GIVEN_GAIN,
     )
     return Candidate(state.field, ctx.net, losses, state.patches, {**notes, "kept": "start"})
+
+
+def _unguarded(pair: ImagePair) -> dict:
+    """Where no projection geometry was given, nothing can judge ISO's field: say so, in the log and in the
+    step's params (``unguarded``), with what to do for phase-binned CBCT (docs/results.md: there it fits the
+    phases' streaks). Where the user turned matching or the guard off themselves, nothing is said."""
+    if pair.scans is not None:
+        return {}
+    log.warning(
+        "iso: nothing guards ISO without projection geometry; on phase-binned cone-beam CBCT it fits the "
+        "phases' streaks and can make the registration worse: for such phases without their geometry "
+        "files, skip ISO (--iso 0)"
+    )
+    return {"unguarded": "no projection geometry"}
 
 
 def network_rso(ctx: StepContext, old: np.ndarray, box: Box, settings: RSOSettings) -> Candidate:

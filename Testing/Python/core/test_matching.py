@@ -290,3 +290,17 @@ def test_a_native_step_with_both_geometries_is_judged_by_its_axis_share(shifted_
     without = _session(shifted_sparse_pair, views=False, precision="fp32")
     assert without.pair.rotation_axis() is None
     assert without.rso(lung_box(without), settings).guard["axis_share"] is None
+
+
+def test_iso_without_projection_geometry_says_nothing_guards_it(shifted_sparse_pair, caplog):
+    """Without geometry files ISO's field is kept unjudged: the step's params and the log say so, with what
+    to do for phase-binned CBCT; with both files (guard on or off by choice) nothing of the kind is said."""
+    without = _session(shifted_sparse_pair, views=False, precision="fp32")
+    without.general()
+    with caplog.at_level("WARNING", logger="rso"):
+        record = without.iso(2)
+    assert record.params["unguarded"] == "no projection geometry"
+    assert any("--iso 0" in message for message in caplog.messages)
+    matched = _session(shifted_sparse_pair, views=True, precision="fp32")
+    matched.general()
+    assert "unguarded" not in matched.iso(ISOSettings(iterations=2, guard=False)).params

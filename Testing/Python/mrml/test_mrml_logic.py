@@ -644,6 +644,13 @@ def test_the_status_line_says_when_a_box_returned_to_an_earlier_state():
     )
     kept = step_summary("iso", {"metrics": metrics, "params": {"kept": "start", "given_gain": -0.021}}, [])
     assert kept.startswith("ISO done (its field was not kept") and "-2.1%" in kept
+    unguarded = step_summary(
+        "iso", {"metrics": metrics, "params": {"unguarded": "no projection geometry"}}, []
+    )
+    assert (
+        unguarded.startswith("ISO done (unguarded: no projection geometry")
+        and "ISO iterations to 0" in unguarded
+    )
 
 
 def test_run_keywords_split_into_the_plan_and_the_parameters():
