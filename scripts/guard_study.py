@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_rso import BOXES, CASES, MORE_CLINICAL_CASES, case_folder, iso_session, sessions_dir  # noqa: E402
 
-from rso.core.native import Refinement, build_problem, correction_tensor, window_grid  # noqa: E402
+from rso.core.native import Refinement, axis_share, build_problem, correction_tensor, window_grid  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
 from rso.options import (  # noqa: E402
     DEFAULT_RSO_CONTROL_SPACING_MM,
@@ -89,9 +89,8 @@ def view_gains(session, box, patch) -> dict[str, float]:
 def correction_shape(patch, box_voxels) -> dict:
     """Mean correction vector in the box (LPS mm) and the superior-inferior share of its length."""
     inside = patch.delta_mm[box_voxels.slices].reshape(-1, 3)
-    mean = inside.mean(axis=0)
-    si_share = np.abs(inside[:, 2]).mean() / np.linalg.norm(inside, axis=1).mean()
-    return {"mean_mm": mean.tolist(), "si_share": float(si_share)}
+    si_share = axis_share(inside, np.array([0.0, 0.0, 1.0]))  # the guard's measure, about the S axis
+    return {"mean_mm": inside.mean(axis=0).tolist(), "si_share": si_share}
 
 
 def study(out: Path, work: Path) -> None:

@@ -153,7 +153,7 @@ def _declined(
     folded: tuple[int, int],
     det_min: float,
     largest: float,
-    share: float | None = None,
+    share: float | None,
 ) -> str | None:
     """Why the correction is declined (one sentence for the status line), or None where it is kept.
 
