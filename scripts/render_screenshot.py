@@ -9,13 +9,18 @@ and the ROI box, exactly as the module sets up Slicer's views.
     VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow python scripts/render_screenshot.py \
         --out Resources/Screenshots/slice-view.png
 
-The README's picture is the demo case (after `make demo`) with the bundled model:
+The README's picture (``make screenshot``) is the held-out patient's XVI-like cone-beam case of the
+benchmark's seed 38 (lung2, phases 0 and 5, each with its RTK geometry, so ISO and RSO compare the
+artefact-matched pair) with the bundled model, in the misaligned box the benchmark refined:
 
-    C=~/.cache/rso-registration/cases/demo-lung2-seed0
+    C=~/.cache/rso-registration/cases/bench-lung2-xvi-seed38-phase5
     python scripts/render_screenshot.py --out Resources/Screenshots/slice-view.png \
         --fixed $C/cbct_phase0.nii.gz --moving $C/cbct_phase5.nii.gz \
+        --fixed-geometry $C/cbct_phase0_geometry.xml --moving-geometry $C/cbct_phase5_geometry.xml \
         --model RSORegistration/rso/resources/general_model.pt --grid 48,80,80 \
-        --iso 100 --rso 60 --region -58 221 -216 -18 261 -178
+        --iso 100 --rso 60 --region 10.5 227.8 -273.0 50.8 268.0 -235.2
+
+The lower left corner says what the last step did (the module's status line), declined or not.
 
 ``--evidence`` also writes the arrays the render test checks (the view without the ROI drawn, and
 the |difference| under every pixel; the view with the det J quality map as the foreground, and
@@ -29,6 +34,7 @@ import logging
 import os
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # before VTK makes a window
@@ -63,6 +69,8 @@ def parse_args(argv=None):
     parser.add_argument("--rso-mode", default=DEFAULT_RSO_MODE, choices=RSO_MODES, help="RSO mode")
     parser.add_argument("--fixed", help="fixed image file (default: the synthetic demo pair)")
     parser.add_argument("--moving", help="moving image file")
+    parser.add_argument("--fixed-geometry", help="the fixed phase's RTK projection geometry (XML)")
+    parser.add_argument("--moving-geometry", help="the moving phase's RTK projection geometry (XML)")
     parser.add_argument(
         "--region",
         type=float,
@@ -98,6 +106,11 @@ def build_scene(args, cache_dir: Path):
     roi.SetSize((high - low).tolist())
     logic = RegistrationLogic(app.scene, InProcessBackend, cache_dir=cache_dir)
     model = {"modelPath": args.model} if args.model else {"modelChannels": args.channels}
+    # both files turn artefact matching on; RunParameters.check refuses one without the other
+    geometry = {
+        "fixedGeometryFile": args.fixed_geometry or "",
+        "movingGeometryFile": args.moving_geometry or "",
+    }
     logic.run(
         fixed,
         moving,
@@ -108,6 +121,7 @@ def build_scene(args, cache_dir: Path):
         device="cpu",
         rsoMode=args.rso_mode,
         **model,
+        **geometry,
     )
     display = fixed.GetDisplayNode()
     display.AutoWindowLevelOff()
@@ -116,19 +130,24 @@ def build_scene(args, cache_dir: Path):
     return app, logic, roi
 
 
-def annotate(view, text: str) -> None:
+def annotate(view, text: str, status: str) -> None:
+    """The legend in the upper left corner, the module's status line in the lower left."""
     import vtk
 
     corner = vtk.vtkCornerAnnotation()
     corner.SetText(2, text)  # upper left
+    corner.SetText(0, status)  # lower left
     corner.SetMaximumFontSize(15)
-    corner.GetTextProperty().SetColor(0.95, 0.95, 0.95)
+    text_property = corner.GetTextProperty()
+    text_property.SetColor(0.95, 0.95, 0.95)
+    text_property.SetBackgroundColor(0.0, 0.0, 0.0)  # readable over the noise outside the body
+    text_property.SetBackgroundOpacity(0.7)
     view.renderer.AddViewProp(corner)
 
 
 def render(app, logic, roi, size, out: Path, evidence: Path | None) -> dict:
     from rso.core.geometry import ras_to_lps
-    from RSORegistrationLib.display import DIFFERENCE_LIMIT_HU, NEUTRAL_BAND
+    from RSORegistrationLib.display import NEUTRAL_ATTRIBUTE
     from RSORegistrationLib.headless import OffscreenSliceView
     from RSORegistrationLib.roi import roi_ras_box
     from RSORegistrationLib.volumes import image_from_volume
@@ -148,17 +167,20 @@ def render(app, logic, roi, size, out: Path, evidence: Path | None) -> dict:
     roi.GetDisplayNode().SetVisibility(False)
     overlay = view.render()  # the overlay alone, for the test
     roi.GetDisplayNode().SetVisibility(True)
+    neutral_hu = float(params.differenceVolume.GetAttribute(NEUTRAL_ATTRIBUTE))
     annotate(
         view,
-        "fixed + difference (warped - fixed)\nred: warped brighter, blue: darker\n"
-        "box: the region refined by RSO",
+        "fixed + difference (warped - fixed)\n"
+        f"red: warped brighter, blue: darker\nblack: they agree within {neutral_hu:.0f} HU\n"
+        "box: the region given to RSO",
+        textwrap.fill(logic.status, 64),
     )
     view.save_png(out)
     corners = [view.ras_to_pixel([box[0], box[1], centre[2]]), view.ras_to_pixel([box[3], box[4], centre[2]])]
     columns, rows = sorted(c[0] for c in corners), sorted(c[1] for c in corners)
     facts = {
         "roi_pixels": np.array([columns[0], rows[0], columns[1], rows[1]]),
-        "neutral_hu": NEUTRAL_BAND * DIFFERENCE_LIMIT_HU,
+        "neutral_hu": neutral_hu,
     }
     if evidence is not None:
         difference = image_from_volume(params.differenceVolume)

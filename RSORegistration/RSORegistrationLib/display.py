@@ -16,41 +16,85 @@ import slicer
 
 from rso.errors import InputError
 
+from .volumes import array_from_volume
+
 log = logging.getLogger(__name__)
 
 DIFFERENCE_COLORS_NAME = "RSO difference"
 DIFFERENCE_LIMIT_HU = 400.0  # full colour at +-400 HU: soft tissue against lung saturates
 NEUTRAL_BAND = 0.08  # |difference| below 8 % of the limit (32 HU, CT noise) stays black
+SATURATION = 0.6  # of the limit: where the colour is full
+COLOUR_RAMP_HU = 200.0  # a band's colour is full this far beyond it (at least)
+# Phase images of a 4D CBCT differ by their noise and streaks by 100-200 HU everywhere (robust spread
+# of warped - fixed in the body on the cone-beam benchmark's cases), which would colour 70-90 % of the
+# body at 32 HU. The band grows to this many robust spreads, so that what stands out is the pair's
+# largest differences (docs/decisions.md, "The difference overlay's band").
+BAND_SPREADS = 2.0
+BODY_HU = -900.0  # the spread is measured where the fixed image is denser than this (body and lungs)
+NEUTRAL_ATTRIBUTE = "RSORegistration.neutralHU"
 
 
-def difference_color_table(scene):
-    """The shared diverging table (blue - black - red), created once per scene."""
-    existing = scene.GetFirstNodeByName(DIFFERENCE_COLORS_NAME)
+def difference_band_hu(difference: np.ndarray, fixed: np.ndarray) -> float:
+    """|warped - fixed| below this many HU stays black: the default band (32 HU) or BAND_SPREADS robust
+    spreads (1.4826 x the median absolute deviation) of the difference inside the body, whichever is
+    larger. ``difference`` and ``fixed``: arrays of one shape, HU."""
+    inside = difference[fixed > BODY_HU]
+    if inside.size == 0:
+        return NEUTRAL_BAND * DIFFERENCE_LIMIT_HU
+    spread = 1.4826 * float(np.median(np.abs(inside - np.median(inside))))
+    return max(NEUTRAL_BAND * DIFFERENCE_LIMIT_HU, BAND_SPREADS * spread)
+
+
+def difference_limit_hu(neutral_hu: float) -> float:
+    """The window's half width: colour is full at SATURATION of it, COLOUR_RAMP_HU beyond the band or more."""
+    return max(DIFFERENCE_LIMIT_HU, (neutral_hu + COLOUR_RAMP_HU) / SATURATION)
+
+
+def difference_color_table(scene, neutral_hu: float = NEUTRAL_BAND * DIFFERENCE_LIMIT_HU):
+    """The diverging table (blue - black - red) for a band, created once per scene and band: black
+    within +-``neutral_hu`` of zero over a window of +-``difference_limit_hu(neutral_hu)``."""
+    band = neutral_hu / difference_limit_hu(neutral_hu)
+    default = round(neutral_hu) == round(NEUTRAL_BAND * DIFFERENCE_LIMIT_HU)
+    name = (
+        DIFFERENCE_COLORS_NAME if default else f"{DIFFERENCE_COLORS_NAME} (black within {neutral_hu:.0f} HU)"
+    )
+    existing = scene.GetFirstNodeByName(name)
     if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
         return existing
-    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", DIFFERENCE_COLORS_NAME)
+    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
     table.SetTypeToUser()
     count = 256
     table.SetNumberOfColors(count)
     for index, value in enumerate(np.linspace(-1.0, 1.0, count)):
-        strength = (
-            0.0 if abs(value) < NEUTRAL_BAND else min(1.0, (abs(value) - NEUTRAL_BAND) / (0.6 - NEUTRAL_BAND))
-        )
+        strength = 0.0 if abs(value) < band else min(1.0, (abs(value) - band) / (SATURATION - band))
         rgb = (strength, 0.25 * strength, 0.0) if value > 0 else (0.0, 0.45 * strength, strength)
         table.SetColor(index, f"{value:+.2f}", *rgb, 1.0)
     table.SetAttribute("Category", "RSORegistration")
     return table
 
 
-def show_difference_style(volume, limit_hu: float = DIFFERENCE_LIMIT_HU) -> None:
-    """Give a difference volume the diverging table, centred on zero."""
+def show_difference_style(volume, fixed_volume=None) -> float:
+    """Give a difference volume the diverging table, centred on zero; returns its band in HU.
+
+    The band is measured once per difference volume (against ``fixed_volume``; the default band
+    without it) and kept on the node, so that it stays the same from one step to the next.
+    """
     if volume.GetDisplayNode() is None:
         volume.CreateDefaultDisplayNodes()
+    stored = volume.GetAttribute(NEUTRAL_ATTRIBUTE)
+    if stored is not None:
+        neutral_hu = float(stored)
+    elif fixed_volume is not None:
+        neutral_hu = difference_band_hu(array_from_volume(volume), array_from_volume(fixed_volume))
+        volume.SetAttribute(NEUTRAL_ATTRIBUTE, f"{neutral_hu:.1f}")
+    else:
+        neutral_hu = NEUTRAL_BAND * DIFFERENCE_LIMIT_HU
     display = volume.GetDisplayNode()
-    display.SetAndObserveColorNodeID(difference_color_table(volume.GetScene()).GetID())
+    display.SetAndObserveColorNodeID(difference_color_table(volume.GetScene(), neutral_hu).GetID())
     display.AutoWindowLevelOff()
-    display.SetWindowLevel(2.0 * limit_hu, 0.0)
+    display.SetWindowLevel(2.0 * difference_limit_hu(neutral_hu), 0.0)
     display.SetInterpolate(False)
+    return neutral_hu
 
 
 # Quality maps (rso.core.quality), shown like the difference: black where all is well, added to the

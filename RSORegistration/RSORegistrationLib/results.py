@@ -70,7 +70,7 @@ def show_step_result(
         "difference",
         params,
     )
-    show_difference_style(params.differenceVolume)
+    show_difference_style(params.differenceVolume, params.fixedVolume)
     params.outputTransform = _tag(
         reload_transform_file(
             scene, paths["displacement"], f"{moving_name} to fixed", params.outputTransform

@@ -151,3 +151,53 @@ def test_bad_regions_are_clear_errors(app):
     with pytest.raises(InputError, match="6 numbers"):
         box_argument([1, 2, 3])
     assert box_argument([1, 2, 3, 4, 5, 6]) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+
+
+def _hu_image(values: np.ndarray) -> sitk.Image:
+    image = sitk.GetImageFromArray(values.astype(np.float32))
+    image.SetSpacing((2.0, 2.0, 2.0))
+    return image
+
+
+def _colour_at(volume, hu: float) -> list[float]:
+    """The RGB the volume's table gives a voxel of ``hu`` under its window (centred on zero)."""
+    display = volume.GetDisplayNode()
+    table = display.GetColorNode()
+    count = table.GetNumberOfColors()
+    position = (hu + display.GetWindow() / 2) / display.GetWindow()
+    rgba = [0.0] * 4
+    table.GetColor(int(np.clip(round(position * (count - 1)), 0, count - 1)), rgba)
+    return rgba[:3]
+
+
+def test_the_difference_overlay_keeps_noise_black_and_its_band_from_step_to_step(app):
+    """Phase images of a CBCT differ by noise everywhere: the band grows to two robust spreads of the
+    difference in the body, so that noise stays black and a larger difference is coloured; a clean pair
+    keeps the default band; a later step keeps the volume's band."""
+    from RSORegistrationLib.display import NEUTRAL_ATTRIBUTE, show_difference_style
+
+    rng = np.random.default_rng(0)
+    fixed = np.full((12, 40, 40), -1000.0)
+    fixed[:, 5:35, 5:35] = 40.0  # the body; the air around it does not count
+    body = fixed > -900
+    noisy = np.where(body, rng.normal(0.0, 100.0, fixed.shape), rng.normal(0.0, 400.0, fixed.shape))
+    fixed_node = volume_from_image(app.scene, _hu_image(fixed), "fixed")
+    difference = volume_from_image(app.scene, _hu_image(noisy), "difference")
+    band = show_difference_style(difference, fixed_node)
+    assert band == pytest.approx(200.0, rel=0.05)  # 2 x sigma of the body's noise, not the air's
+    assert float(difference.GetAttribute(NEUTRAL_ATTRIBUTE)) == pytest.approx(band, abs=0.1)
+    assert _colour_at(difference, 0.9 * band) == [0.0, 0.0, 0.0]
+    assert _colour_at(difference, -0.9 * band) == [0.0, 0.0, 0.0]
+    assert _colour_at(difference, band + 250.0)[0] > 0.9  # red: warped brighter
+    assert _colour_at(difference, -band - 250.0)[2] > 0.9  # blue: warped darker
+
+    # The next step's difference is re-read into the same node: the band stays, even if it is cleaner.
+    volume_from_image(app.scene, _hu_image(0.1 * noisy), "difference", difference)
+    assert show_difference_style(difference, fixed_node) == pytest.approx(band, abs=0.1)
+
+    clean = volume_from_image(
+        app.scene, _hu_image(np.where(body, rng.normal(0, 5.0, fixed.shape), 0)), "clean"
+    )
+    assert show_difference_style(clean, fixed_node) == pytest.approx(32.0)
+    assert clean.GetDisplayNode().GetColorNode().GetName() == "RSO difference"
+    assert _colour_at(clean, 20.0) == [0.0, 0.0, 0.0] and _colour_at(clean, 300.0)[0] > 0.9
