@@ -201,3 +201,18 @@ def test_the_difference_overlay_keeps_noise_black_and_its_band_from_step_to_step
     assert show_difference_style(clean, fixed_node) == pytest.approx(32.0)
     assert clean.GetDisplayNode().GetColorNode().GetName() == "RSO difference"
     assert _colour_at(clean, 20.0) == [0.0, 0.0, 0.0] and _colour_at(clean, 300.0)[0] > 0.9
+
+
+def test_the_band_of_a_large_image_comes_from_a_sample_of_it():
+    """Above SPREAD_SAMPLE voxels the spread is measured on a fixed random sample: the same band every
+    time, and the band of the whole."""
+    from RSORegistrationLib.display import SPREAD_SAMPLE, difference_band_hu
+
+    rng = np.random.default_rng(1)
+    shape = (40, 180, 180)
+    assert np.prod(shape) > SPREAD_SAMPLE
+    difference = rng.normal(0.0, 80.0, shape).astype(np.float32)
+    fixed = np.zeros(shape, np.int16)
+    band = difference_band_hu(difference, fixed)
+    assert band == pytest.approx(160.0, rel=0.02)
+    assert difference_band_hu(difference, fixed) == band
