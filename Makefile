@@ -1,7 +1,7 @@
 # RSORegistration: set-up, data, tests and the demo on a fresh machine with Python 3 and make.
-#   make demo   set up, fetch the real chest CTs, run the demo case
+#   make demo   set up, fetch the real chest CTs, run the demo (one case per scanner preset)
 #   make test   set up, fetch the real chest CTs, run the tests
-#   make review the browser review app on the demo case (docs/review-app.md)
+#   make review the browser review app on the demo's XVI-like case (docs/review-app.md)
 # A GPU user installs the torch build that matches their CUDA and runs `make TORCH_SPEC= test`.
 
 PYTHON ?= python3
@@ -18,6 +18,7 @@ export PYTHONUTF8 := 1
 # The review app's browser tests drive Debian's chromium (Playwright's own browser download is not used).
 CHROMIUM ?= /usr/bin/chromium
 REVIEW_ARGS ?=
+REVIEW_SCANNER ?= xvi
 
 .PHONY: setup data tcmalloc ssh-server chromium lint test test-fast demo review review-screenshot bench model screenshot clean
 
@@ -75,11 +76,13 @@ test-fast: data ssh-server chromium
 demo: data
 	$(BIN)/rso-registration demo --out out/demo $(DEMO_ARGS)
 
-# The review page on the demo case (CBCT phase 0 fixed, phase 5 moving, the simulator's truth for TRE);
-# open the address it prints, with its per-run token (from another machine: an SSH tunnel, docs/review-app.md).
+# The review page on the demo's XVI-like case (CBCT phase 0 fixed, phase 5 moving, the simulator's truth for
+# TRE); open the address it prints, with its per-run token (from another machine: an SSH tunnel,
+# docs/review-app.md). REVIEW_SCANNER=truebeam opens the half-fan one.
 review: data
 	case=$$($(BIN)/python -c "from rso.evaluation.demo import demo_case; from rso.simulation.simulate import \
-	  geometry_path; case = demo_case(); geometry_path(case, 0); geometry_path(case, 5); print(case)") && \
+	  geometry_path; case = demo_case('$(REVIEW_SCANNER)'); geometry_path(case, 0); geometry_path(case, 5); \
+	  print(case)") && \
 	$(BIN)/rso-registration review --fixed $$case/cbct_phase0.nii.gz --moving $$case/cbct_phase5.nii.gz \
 	  --truth $$case/truth_0_5.nii.gz --fixed-geometry $$case/cbct_phase0_geometry.xml \
 	  --moving-geometry $$case/cbct_phase5_geometry.xml $(REVIEW_ARGS)
@@ -100,10 +103,10 @@ bench: data $(BENCH_VENV)/.installed
 model: data
 	$(BIN)/python scripts/build_demo_model.py
 
-# Maintainers: re-render Resources/Screenshots/slice-view.png offscreen from a real MRML scene: the held-out
-# patient's XVI-like case of the cone-beam benchmark (seed 38), matched, in the box the benchmark refined.
+# Maintainers: re-render Resources/Screenshots/slice-view.png offscreen from a real MRML scene: the demo's
+# XVI-like case, matched, in the box the demo picks.
 screenshot: data
-	case=$$($(BIN)/python -c "from rso.evaluation.bench.cases import case_folder; print(case_folder('lung2', 38, 'xvi', 5))") && \
+	case=$$($(BIN)/python -c "from rso.evaluation.demo import demo_case; print(demo_case('xvi'))") && \
 	VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow $(BIN)/python scripts/render_screenshot.py --out Resources/Screenshots/slice-view.png \
 	  --fixed $$case/cbct_phase0.nii.gz --moving $$case/cbct_phase5.nii.gz \
 	  --fixed-geometry $$case/cbct_phase0_geometry.xml --moving-geometry $$case/cbct_phase5_geometry.xml \

@@ -9,11 +9,11 @@ and the ROI box, exactly as the module sets up Slicer's views.
     VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow python scripts/render_screenshot.py \
         --out Resources/Screenshots/slice-view.png
 
-The README's picture (``make screenshot``) is the held-out patient's XVI-like cone-beam case of the
-benchmark's seed 38 (lung2, phases 0 and 5, each with its RTK geometry, so ISO and RSO compare the
-artefact-matched pair) with the bundled model, in the misaligned box the benchmark refined:
+The README's picture (``make screenshot``) is the demo's XVI-like cone-beam case of the held-out patient
+(lung2 seed 0, phases 0 and 5, each with its RTK geometry, so ISO and RSO compare the artefact-matched
+pair) with the bundled model, in the box the demo picks (where ISO-100 is worst):
 
-    C=~/.cache/rso-registration/cases/bench-lung2-xvi-seed38-phase5
+    C=~/.cache/rso-registration/cases/demo-lung2-xvi-seed0
     python scripts/render_screenshot.py --out Resources/Screenshots/slice-view.png \
         --fixed $C/cbct_phase0.nii.gz --moving $C/cbct_phase5.nii.gz \
         --fixed-geometry $C/cbct_phase0_geometry.xml --moving-geometry $C/cbct_phase5_geometry.xml \

@@ -16,6 +16,9 @@ NATIVE_SIMILARITIES = ("mind", "lncc", "mse")
 # What training compares: the pair's images (the paper's loss) or the simulator's true field
 # (rso.training.truth)
 SUPERVISIONS = ("images", "truth")
+# The scanner presets the demo scans its held-out patient with (rso.evaluation.demo): Elekta XVI-like full
+# fan and Varian TrueBeam-like half fan.
+DEMO_SCANNERS = ("xvi", "truebeam")
 
 DEFAULT_ISO_ITERATIONS = 100  # the paper's Algorithm 1: ISO-100, then RSO-400 per box
 PAPER_RSO_ITERATIONS = 400

@@ -1,9 +1,12 @@
-"""`demo`: the paper's comparison on a simulated CBCT case of a real patient, with ground truth.
+"""`demo`: the paper's comparison on simulated CBCT cases of a real patient, with ground truth.
 
 general -> ISO-500 against general -> ISO-100 -> RSO (the default mode) on the box where ISO-100
 leaves the anatomy worst aligned (a clinician who spots it; ``--roi`` overrides it). RMSE is measured
 against the *clean* CT of the fixed phase and TRE against the simulator's true field, which the paper
 could not do, both inside the lungs. The demo patient is never part of the bundled model's training data.
+The same breathing is scanned twice, as by each of the two machines the simulator models
+(``rso.options.DEMO_SCANNERS``): where the scan lets RSO see the motion, and where its streaks hide it and the
+guard declines (docs/decisions.md, "The demo shows both scanners").
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from rso.core.results import check_output_folder, write_results
 from rso.core.summary import format_table
 from rso.core.workflow import build_network, start_session
 from rso.evaluation.box_kinds import pick_boxes
-from rso.options import PAPER_RSO_ITERATIONS
+from rso.options import DEMO_SCANNERS, PAPER_RSO_ITERATIONS
 from rso.settings import EngineSettings, PairInputs, RSOSettings
 from rso.simulation.fetch import fetch_data
 
@@ -28,8 +31,10 @@ log = logging.getLogger(__name__)
 
 DEMO_PATIENT = "lung2"  # held out: the bundled model is trained on the other anatomy
 DEMO_SEED = 0
-# Clinical cone-beam 4D CBCT (RTK): a TrueBeam-like half-fan scan, views clustered by an irregular breathing
-# trace, noise and scatter; each phase with its projection geometry, so the steps compare matched images.
+# Clinical cone-beam 4D CBCT (RTK): views clustered by an irregular breathing trace, noise and scatter; each
+# phase with its projection geometry, so the steps compare matched images. The demo runs one case per
+# scanner of DEMO_SCANNERS (rso.options), the same breathing.
+# The demo case of the scripts and benchmarks that take one (scale, fp32 speed, contours): the half fan.
 DEMO_PRESET = "truebeam"
 DEMO_PHASES = 10
 FIXED_PHASE, MOVING_PHASE = 0, 5  # end exhale and end inhale
@@ -53,15 +58,15 @@ class DemoPlan:
         return cls(iso_long=50, iso_short=10, rso=40)
 
 
-def demo_case() -> Path:
-    """The simulated demo case, made once and then read from the cache."""
+def demo_case(preset: str = DEMO_PRESET) -> Path:
+    """The simulated demo case of one scanner preset, made once and then read from the cache."""
     from rso.simulation.simulate import SimulationParams, simulate_case
 
-    folder = cases_dir() / f"demo-{DEMO_PATIENT}-{DEMO_PRESET}-seed{DEMO_SEED}"
+    folder = cases_dir() / f"demo-{DEMO_PATIENT}-{preset}-seed{DEMO_SEED}"
     if not (folder / "case.json").is_file():
         ct_path = fetch_data()[DEMO_PATIENT]
-        log.info("simulating the demo case from %s (once; cached in %s)", ct_path.name, folder)
-        params = SimulationParams.preset(DEMO_PRESET)
+        log.info("simulating the %s demo case from %s (once; cached in %s)", preset, ct_path.name, folder)
+        params = SimulationParams.preset(preset)
         simulate_case(
             ct_path,
             folder,
@@ -82,12 +87,26 @@ def run_demo(
     out: Path,
     roi: list[float] | None = None,
     progress=None,
+    scanners: tuple[str, ...] = DEMO_SCANNERS,
+) -> dict[str, list[dict]]:
+    """Both arms on each scanner's demo case; prints and returns the comparison rows per scanner and writes
+    each case's results to ``out``/<scanner>."""
+    check_output_folder(out)
+    for scanner in scanners:
+        check_output_folder(out / scanner)
+    network = build_network(engine)
+    return {
+        scanner: demo_on_case(plan, engine, network, rso, demo_case(scanner), out / scanner, roi, progress)
+        for scanner in scanners
+    }
+
+
+def demo_on_case(
+    plan: DemoPlan, engine: EngineSettings, network, rso: RSOSettings, case: Path, out: Path, roi, progress
 ) -> list[dict]:
-    """Both arms on the demo case; prints and returns the comparison rows and writes everything to ``out``."""
+    """Both arms on one demo case; prints the comparison and writes the results to ``out``."""
     from rso.simulation.simulate import geometry_path
 
-    check_output_folder(out)
-    case = demo_case()
     inputs = read_inputs(
         PairInputs(
             fixed=str(case / f"cbct_phase{FIXED_PHASE}.nii.gz"),
@@ -101,7 +120,6 @@ def run_demo(
     )
     if rso.mode != "native":
         rso = replace(rso, iterations=plan.rso)
-    network = build_network(engine)
     iso_arm = start_session(engine, inputs, network=network)
     iso_arm.general()
     iso_arm.iso(plan.iso_long, progress=progress)
@@ -118,7 +136,7 @@ def run_demo(
         f"box {box.ras_corners} RAS mm\n"
     )
     print(format_table(rows))
-    write_demo_outputs(out, iso_arm, rso_arm, box, rows, plan)
+    write_demo_outputs(out, case, iso_arm, rso_arm, box, rows, plan)
     return rows
 
 
@@ -157,13 +175,13 @@ def comparison_rows(iso_arm, rso_arm, box, plan: DemoPlan, rso) -> list[dict]:
     return rows
 
 
-def write_demo_outputs(out: Path, iso_arm, rso_arm, box, rows, plan: DemoPlan) -> None:
+def write_demo_outputs(out: Path, case: Path, iso_arm, rso_arm, box, rows, plan: DemoPlan) -> None:
     from rso.evaluation.figures import comparison_figure  # matplotlib only when needed
 
     write_results(iso_arm, out / "iso", figure=False)
     write_results(rso_arm, out / "rso", figure=True)
     summary = {
-        "case": str(demo_case()),
+        "case": str(case),
         "plan": asdict(plan),
         "box_ras": box.ras_corners,
         "rows": rows,

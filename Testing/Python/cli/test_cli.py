@@ -527,6 +527,14 @@ def test_landmark_tre_after_each_step_is_in_the_report_and_matches_a_hand_comput
     assert len(shown["markups"][0]["controlPoints"]) == 4
 
 
+def test_the_demo_scans_with_a_preset_it_knows(capsys):
+    """demo --scanner takes the simulator's scanner presets only: another name is refused up front."""
+    with pytest.raises(SystemExit) as refused:
+        main(["demo", "--scanner", "cone"])
+    assert refused.value.code == 2
+    assert "invalid choice: 'cone'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "command",
     [["demo"], ["batch", "pairs.csv", "--out", "runs"]],

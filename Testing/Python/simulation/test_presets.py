@@ -25,6 +25,14 @@ def ct() -> sitk.Image:
     return working_ct(sitk.ReadImage(str(fetch_data()["lung1"]), sitk.sitkFloat32), spacing_mm=6.0)
 
 
+def test_the_demo_scans_with_cone_beam_presets_of_the_simulator():
+    from rso.options import DEMO_SCANNERS
+    from rso.simulation.simulate import SIMULATION_PRESETS
+
+    assert set(DEMO_SCANNERS) <= set(SIMULATION_PRESETS)
+    assert all(SimulationParams.preset(name).scanner is not None for name in DEMO_SCANNERS)
+
+
 def test_presets_name_their_motion_and_cbct():
     standard, local, clinical = (SimulationParams.preset(name) for name in ("standard", "local", "clinical"))
     assert standard.motion.lesion is None and standard.motion.lower_lobe_lag == 0

@@ -117,16 +117,17 @@ def _case_from_spec(spec: CaseSpec) -> Case:
 def case_folder(anatomy: str, seed: int, preset: str = "standard", phase: int | None = None) -> Path:
     """A case in the shared case cache, simulated on first use (only phase 0 and ``phase``, when given).
 
-    The demo case (lung2 seed 0, its preset) is reused, and so are, for the standard preset, the
-    cases scripts/build_demo_model.py made (named train-*, held-out ones included).
+    The demo cases (lung2 seed 0, each demo scanner's preset) are reused, and so are, for the standard
+    preset, the cases scripts/build_demo_model.py made (named train-*, held-out ones included).
     """
-    from rso.evaluation.demo import DEMO_PATIENT, DEMO_PRESET, DEMO_SEED, demo_case
+    from rso.evaluation.demo import DEMO_PATIENT, DEMO_SEED, demo_case
+    from rso.options import DEMO_SCANNERS
     from rso.simulation.fetch import fetch_data
     from rso.simulation.simulate import SimulationParams, simulate_case
 
     cases = cases_dir()
-    if (anatomy, seed, preset) == (DEMO_PATIENT, DEMO_SEED, DEMO_PRESET):
-        return demo_case()
+    if (anatomy, seed) == (DEMO_PATIENT, DEMO_SEED) and preset in DEMO_SCANNERS:
+        return demo_case(preset)
     if preset == "standard":
         for prefix in ("train", "heldout", "bench"):
             if ((folder := cases / f"{prefix}-{anatomy}-seed{seed}") / "case.json").is_file():
