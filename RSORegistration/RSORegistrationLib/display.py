@@ -21,9 +21,9 @@ from .volumes import voxels_view
 log = logging.getLogger(__name__)
 
 DIFFERENCE_COLORS_NAME = "RSO difference"
-DIFFERENCE_LIMIT_HU = 400.0  # full colour at +-400 HU: soft tissue against lung saturates
+DIFFERENCE_LIMIT_HU = 400.0  # the window's half width for the default band: +-400 HU
 NEUTRAL_BAND = 0.08  # |difference| below 8 % of the limit (32 HU, CT noise) stays black
-SATURATION = 0.6  # of the limit: where the colour is full
+SATURATION = 0.6  # of the limit: where the colour is full (240 HU: soft tissue against lung saturates)
 COLOUR_RAMP_HU = 200.0  # a band's colour is full this far beyond it (at least)
 # Phase images of a 4D CBCT differ by their noise and streaks by 100-200 HU everywhere (robust spread
 # of warped - fixed in the body on the cone-beam benchmark's cases), which would colour 70-90 % of the
