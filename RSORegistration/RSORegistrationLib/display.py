@@ -53,6 +53,14 @@ def difference_band_hu(difference: np.ndarray, fixed: np.ndarray) -> float:
     return max(NEUTRAL_BAND * DIFFERENCE_LIMIT_HU, BAND_SPREADS * spread)
 
 
+def raised_band_hu(volume) -> float | None:
+    """The band a difference volume was given where it is above the default one (else None)."""
+    stored = volume.GetAttribute(NEUTRAL_ATTRIBUTE) if volume is not None else None
+    if stored is None or round(float(stored)) <= round(NEUTRAL_BAND * DIFFERENCE_LIMIT_HU):
+        return None
+    return float(stored)
+
+
 def difference_limit_hu(neutral_hu: float) -> float:
     """The window's half width: colour is full at SATURATION of it, COLOUR_RAMP_HU beyond the band or more."""
     return max(DIFFERENCE_LIMIT_HU, (neutral_hu + COLOUR_RAMP_HU) / SATURATION)

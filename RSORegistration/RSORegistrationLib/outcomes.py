@@ -112,7 +112,13 @@ class StepOutcomes:
         else:
             self.view.show(result.get("paths"), self.steps.history)
         self.steps.mark_regions(job)
-        self.feedback.set_status(step_summary(job.cmd, result.get("record"), self.steps.history))
+        status = step_summary(job.cmd, result.get("record"), self.steps.history)
+        band = self.view.band_news()
+        if band is not None:  # said once: the overlay hides the pair's noise from now on
+            status += (
+                f"; the overlay leaves differences within {band:.0f} HU black (the images' noise and streaks)"
+            )
+        self.feedback.set_status(status)
         region = job.region
         if region is not None and region.GetScene() is not None and moved_since(region, job.args["box_ras"]):
             self.region_ready(region)  # the user moved the box while it was being refined

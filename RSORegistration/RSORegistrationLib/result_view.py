@@ -7,6 +7,7 @@ must outlive one step: the overlay the clinician chose stays on after every late
 
 from __future__ import annotations
 
+from .display import raised_band_hu
 from .parameters import RunParameters, parameter_node, read_parameters, write_parameters
 from .results import paste_step_patch, show_carried_labels, show_overlay, show_step_result, update_charts
 
@@ -25,6 +26,8 @@ class ResultView:
         self.labels_report: dict | None = None
         self.carried_labels = None
         self.exported: dict | None = None
+        self._new_band_hu: float | None = None  # a raised band not yet said (band_news)
+        self._band_of: str | None = None  # the difference volume whose band was last said
 
     def parameters(self) -> RunParameters:
         return read_parameters(parameter_node(self.scene))
@@ -41,9 +44,22 @@ class ResultView:
             show_step_result(self.scene, params, paths, history)
             if self.overlay != "difference":  # the overlay the clinician chose stays on after each step
                 show_overlay(self.scene, params, self.overlay)
+            self._note_band(params.differenceVolume)
         else:
             update_charts(self.scene, params, history)
         self.set_parameters(params)
+
+    def band_news(self) -> float | None:
+        """The difference overlay's band, once, after it was raised above the default for a new difference
+        volume (a new pair gets new volumes); else None."""
+        news, self._new_band_hu = self._new_band_hu, None
+        return news
+
+    def _note_band(self, difference) -> None:
+        if difference is None or difference.GetID() == self._band_of:
+            return
+        self._new_band_hu = raised_band_hu(difference)
+        self._band_of = difference.GetID() if self._new_band_hu is not None else None
 
     def paste(self, patch: dict, history: list[dict]) -> bool:
         """A native step's window pasted into the output nodes shown; False when they are not all there

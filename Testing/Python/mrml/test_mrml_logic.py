@@ -720,3 +720,35 @@ def test_a_native_step_is_pasted_into_the_shown_nodes_and_a_deleted_node_brings_
     assert [cmd for cmd, _ in steps[-2:]] == ["rso", "viewer"]
     assert logic.parameters().warpedVolume is not None and logic.parameters().warpedVolume.GetScene()
     logic.close()
+
+
+def test_the_status_line_says_once_when_the_overlay_hides_the_images_noise(tmp_path, demo):
+    """Two noisy images (as two CBCT phases are): after the first step the status line says how much of
+    their difference the overlay leaves black; later steps of the same pair do not repeat it."""
+    from rso.simulation.phantom import PhantomPair
+
+    rng = np.random.default_rng(5)
+
+    def noisy(image: sitk.Image) -> sitk.Image:
+        voxels = sitk.GetArrayFromImage(image)
+        out = sitk.GetImageFromArray((voxels + rng.normal(0.0, 120.0, voxels.shape)).astype(np.float32))
+        out.CopyInformation(image)
+        return out
+
+    pair = PhantomPair(**{**vars(demo), "fixed": noisy(demo.fixed), "moving": noisy(demo.moving)})
+    app, logic = phantom_logic(tmp_path, pair)
+    said = []
+    logic.open_session()
+    logic.feedback.on_step = lambda cmd, result: said.append((cmd, logic.status))
+    logic.general()
+    logic.wait(timeout=120)
+    logic.undo()
+    logic.wait(timeout=120)
+    logic.general()
+    logic.wait(timeout=120)
+    (first, status), *later = [(cmd, text) for cmd, text in said if cmd != "open"]
+    assert first == "general" and "the overlay leaves differences within" in status
+    band = float(status.split("within ")[1].split(" HU")[0])
+    assert band > 200  # two images with 120 HU of noise each: a spread of about 170 HU
+    assert [cmd for cmd, _ in later] == ["undo", "general"]
+    assert not any("overlay leaves" in text for _, text in later)
