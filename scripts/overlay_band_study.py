@@ -9,7 +9,9 @@ ideal difference exceeds 100 HU, and *should not* where it is under 20 HU. Insid
 field of view, per band: the share of voxels coloured, recall (coloured where it should be), the
 false-colour rate (coloured where it should not be), and precision against the base rate.
 
-    python scripts/overlay_band_study.py --case DIR [--case DIR ...] --out bench/sweep/overlay-band/runs.json
+    python scripts/overlay_band_study.py --case DIR[:K] ... --out bench/sweep/overlay-band/runs.json
+
+(``K``: the moving phase; by default the last phase the case made.)
 
 The bands: the default 32 HU, and the display's noise band (``RSORegistrationLib.display``: two robust
 spreads of the difference where the fixed image is denser than -900 HU).
@@ -29,6 +31,8 @@ import SimpleITK as sitk
 
 MODULE_DIR = Path(__file__).resolve().parents[1] / "RSORegistration"
 sys.path.insert(0, str(MODULE_DIR))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conebeam_study import case_spec  # noqa: E402
 
 SHOULD_HU, SHOULD_NOT_HU = 100.0, 20.0
 
@@ -55,13 +59,16 @@ def register(folder: Path, moving: int, out: Path) -> None:
 
 def score(folder: Path, moving: int, result: Path) -> dict:
     """Recall, false colour and precision of the overlay at each band (module docstring)."""
-    from RSORegistrationLib.display import DIFFERENCE_LIMIT_HU, NEUTRAL_BAND, difference_band_hu
+    from RSORegistrationLib.display import DEFAULT_NEUTRAL_HU, difference_band_hu
 
     fixed = sitk.ReadImage(str(folder / "cbct_phase0.nii.gz"), sitk.sitkFloat32)
     transform = sitk.ReadTransform(str(result / "transform.h5"))
-    on_fixed = lambda image, t=sitk.Transform(), fill=-1000.0: sitk.GetArrayFromImage(  # noqa: E731
-        sitk.Resample(image, fixed, t, sitk.sitkLinear, fill, sitk.sitkFloat32)
-    )
+
+    def on_fixed(image: sitk.Image, transform: sitk.Transform = sitk.Transform(), fill: float = -1000.0):
+        return sitk.GetArrayFromImage(
+            sitk.Resample(image, fixed, transform, sitk.sitkLinear, fill, sitk.sitkFloat32)
+        )
+
     ct = [sitk.ReadImage(str(folder / f"ct_phase{p}.nii.gz"), sitk.sitkFloat32) for p in (0, moving)]
     ideal = on_fixed(ct[1], transform) - on_fixed(ct[0])
     difference = sitk.GetArrayFromImage(sitk.ReadImage(str(result / "difference.nii.gz"), sitk.sitkFloat32))
@@ -72,7 +79,7 @@ def score(folder: Path, moving: int, result: Path) -> dict:
     region = masks[0] & masks[1]
     should, should_not = np.abs(ideal) > SHOULD_HU, np.abs(ideal) < SHOULD_NOT_HU
     bands = {
-        "default": NEUTRAL_BAND * DIFFERENCE_LIMIT_HU,
+        "default": DEFAULT_NEUTRAL_HU,
         "noise": difference_band_hu(difference, sitk.GetArrayFromImage(fixed)),
     }
     record = {"case": folder.name, "moving_phase": moving, "base_rate": float(should[region].mean())}
@@ -90,13 +97,12 @@ def score(folder: Path, moving: int, result: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", action="append", required=True, metavar="DIR")
+    parser.add_argument("--case", action="append", required=True, metavar="DIR[:K]")
     parser.add_argument("--out", type=Path, required=True, help="JSON file of all cases' records")
     args = parser.parse_args()
     records = []
     for case in args.case:
-        folder = Path(case)
-        moving = json.loads((folder / "case.json").read_text())["phases_made"][-1]
+        folder, moving = case_spec(case)
         with tempfile.TemporaryDirectory(prefix="rso-overlay-") as scratch:
             register(folder, moving, Path(scratch) / "result")
             records.append(score(folder, moving, Path(scratch) / "result"))

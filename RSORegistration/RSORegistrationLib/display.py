@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 DIFFERENCE_COLORS_NAME = "RSO difference"
 DIFFERENCE_LIMIT_HU = 400.0  # the window's half width for the default band: +-400 HU
 NEUTRAL_BAND = 0.08  # |difference| below 8 % of the limit (32 HU, CT noise) stays black
+DEFAULT_NEUTRAL_HU = NEUTRAL_BAND * DIFFERENCE_LIMIT_HU
 SATURATION = 0.6  # of the limit: where the colour is full (240 HU: soft tissue against lung saturates)
 COLOUR_RAMP_HU = 200.0  # a band's colour is full this far beyond it (at least)
 # Phase images of a 4D CBCT differ by their noise and streaks by 100-200 HU everywhere (robust spread
@@ -48,17 +49,20 @@ def difference_band_hu(difference: np.ndarray, fixed: np.ndarray) -> float:
         difference, fixed = difference[picked], fixed[picked]
     inside = difference[fixed > BODY_HU].astype(np.float64)
     if inside.size == 0:
-        return NEUTRAL_BAND * DIFFERENCE_LIMIT_HU
+        return DEFAULT_NEUTRAL_HU
     spread = 1.4826 * float(np.median(np.abs(inside - np.median(inside))))
-    return max(NEUTRAL_BAND * DIFFERENCE_LIMIT_HU, BAND_SPREADS * spread)
+    return max(DEFAULT_NEUTRAL_HU, BAND_SPREADS * spread)
 
 
 def raised_band_hu(volume) -> float | None:
     """The band a difference volume was given where it is above the default one (else None)."""
     stored = volume.GetAttribute(NEUTRAL_ATTRIBUTE) if volume is not None else None
-    if stored is None or round(float(stored)) <= round(NEUTRAL_BAND * DIFFERENCE_LIMIT_HU):
-        return None
-    return float(stored)
+    return None if stored is None or _is_default_band(float(stored)) else float(stored)
+
+
+def _is_default_band(neutral_hu: float) -> bool:
+    """Whole HU decide: a band within half an HU of the default is drawn and named as the default."""
+    return round(neutral_hu) <= round(DEFAULT_NEUTRAL_HU)
 
 
 def difference_limit_hu(neutral_hu: float) -> float:
@@ -66,13 +70,14 @@ def difference_limit_hu(neutral_hu: float) -> float:
     return max(DIFFERENCE_LIMIT_HU, (neutral_hu + COLOUR_RAMP_HU) / SATURATION)
 
 
-def difference_color_table(scene, neutral_hu: float = NEUTRAL_BAND * DIFFERENCE_LIMIT_HU):
+def difference_color_table(scene, neutral_hu: float = DEFAULT_NEUTRAL_HU):
     """The diverging table (blue - black - red) for a band, created once per scene and band: black
     within +-``neutral_hu`` of zero over a window of +-``difference_limit_hu(neutral_hu)``."""
     band = neutral_hu / difference_limit_hu(neutral_hu)
-    default = round(neutral_hu) == round(NEUTRAL_BAND * DIFFERENCE_LIMIT_HU)
     name = (
-        DIFFERENCE_COLORS_NAME if default else f"{DIFFERENCE_COLORS_NAME} (black within {neutral_hu:.0f} HU)"
+        DIFFERENCE_COLORS_NAME
+        if _is_default_band(neutral_hu)
+        else f"{DIFFERENCE_COLORS_NAME} (black within {neutral_hu:.0f} HU)"
     )
     existing = scene.GetFirstNodeByName(name)
     if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
@@ -106,7 +111,7 @@ def show_difference_style(volume, fixed_volume=None) -> float:
         )
         volume.SetAttribute(NEUTRAL_ATTRIBUTE, f"{neutral_hu:.1f}")
     else:
-        neutral_hu = NEUTRAL_BAND * DIFFERENCE_LIMIT_HU
+        neutral_hu = DEFAULT_NEUTRAL_HU
     display = volume.GetDisplayNode()
     display.SetAndObserveColorNodeID(difference_color_table(volume.GetScene(), neutral_hu).GetID())
     display.AutoWindowLevelOff()
