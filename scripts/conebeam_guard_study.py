@@ -18,7 +18,9 @@ replayed offline (``--summary``). One JSON line per (case, chain, box).
 (``truth-model.jsonl``: the matched chain only, ``--matched-only``, with the model bundled since 2026-12-05;
 ``truth-model-given-rule-off.jsonl``: the same with ``--given-rule-off``. ``--summary`` also replays the
 axis share, the guard's rule since 2026-12-05: ``shape``'s superior-inferior share, the default placement's
-rotation axis.)
+rotation axis. ``no-geometry-truth-model.jsonl``: the no-geometry chain only, ``--no-geometry-only``, with
+the default step's guard recorded (its second opinion too); ``--summary`` replays the candidates of
+``no-geometry-rule.md`` on top of it.)
 
 Rules are chosen on the training anatomies only. The held-out patient (lung2) and fresh seeds come here
 only to score a rule already frozen: ``bench/results-conebeam-6/guard-replay.jsonl`` (seeds 37 and 38,
@@ -47,6 +49,9 @@ from rso.settings import EngineSettings, ISOSettings, RSOSettings  # noqa: E402
 
 BOXES = (("misaligned", 2), ("residual", 1), ("control", 2))
 NO_GEOMETRY = {"fixed_geometry": None, "moving_geometry": None}
+# The no-geometry chain's default step, which its candidates are replayed on: the guard as it was before the
+# axis share judged steps without geometry (2026-12-05), so that a held-out replay scores both rules.
+NO_GEOMETRY_TODAY = RSOSettings(min_axis_share=0.0)
 log = logging.getLogger("conebeam_guard_study")
 
 
@@ -57,9 +62,10 @@ def iso_chain(engine, inputs, network, matched: bool):
     return session
 
 
-def score_box(session, kind: str, box, given_rule: bool = True) -> dict:
+def score_box(session, kind: str, box, given_rule: bool = True, today: RSOSettings = RSOSettings()) -> dict:
     """The box's TRE after ISO, after the unguarded refinement (with its view gains; ``given_rule``: the
-    rule on the images as given stays on) and after the default step's return (where it returns)."""
+    rule on the images as given stays on) and after the default step (``today``: the guard the candidates
+    are replayed on)."""
     before = session.metrics(box=box)["tre_mm_box"]["mean"]
     row = {"kind": kind, "ras": box.ras_corners, "tre_before": before}
     unguarded = RSOSettings(min_gain=0.0, max_disagreement_mm=0.0, min_axis_share=0.0, returns=False)
@@ -74,11 +80,12 @@ def score_box(session, kind: str, box, given_rule: bool = True) -> dict:
         row["gains"] = view_gains(session, box, patch)
         row["shape"] = correction_shape(patch, box_voxels)
         session.undo()
-    default = session.rso(box, RSOSettings())
+    default = session.rso(box, today)
     returned = (default.guard or {}).get("returned_to")
     row["returned_to"] = returned
     row["return_gain"] = (default.guard or {}).get("gain") if returned is not None else None
     row["tre_default"] = default.metrics["tre_mm_box"]["mean"] if default.accepted else before
+    row["default_guard"] = default.guard
     if default.accepted:
         session.undo()
     return row
@@ -100,12 +107,15 @@ def study(
             if "no_geometry" in chains:
                 sessions["no_geometry"] = iso_chain(engine, inputs, network, matched=False)
             for chain, session in sessions.items():
+                if chain not in chains:
+                    continue  # the matched chain's ISO field still picks the boxes
+                today = NO_GEOMETRY_TODAY if chain == "no_geometry" else RSOSettings()
                 for index, (kind, box) in enumerate(boxes):
                     row = {
                         "case": folder.name,
                         "chain": chain,
                         "box": index,
-                        **score_box(session, kind, box, given_rule),
+                        **score_box(session, kind, box, given_rule, today),
                     }
                     handle.write(json.dumps(row) + "\n")
                     handle.flush()
@@ -132,19 +142,12 @@ def replay(rows: list[dict], rule) -> dict:
         else:
             after = row["tre_before"]
         changes.setdefault(row["kind"], []).append(after - row["tre_before"])
-    return {
-        kind: {
-            "median": float(np.median(c)),
-            "worst": float(np.max(c)),
-            "improved": int(sum(x < -0.5 for x in c)),
-            "n": len(c),
-        }
-        for kind, c in sorted(changes.items())
-    }
+    return _scores(changes)
 
 
 def summary(path: Path) -> None:
     rows = [json.loads(line) for line in path.read_text().splitlines()]
+    no_geometry_summary(rows)
     for chain in ("matched", "no_geometry"):
         mine = [r for r in rows if r["chain"] == chain]
         if not mine:
@@ -172,6 +175,58 @@ def summary(path: Path) -> None:
                 print(f"  fitted >= 0.20, unfitted >= {unfitted}, axis share >= {share}: {_scored(scored)}")
 
 
+# Candidates for the no-geometry path, each on top of today's guard (bench/sweep/conebeam-guard/
+# no-geometry-rule.md, written before the study ran): the row's unguarded correction is the default step's.
+NO_GEOMETRY_CANDIDATES = {
+    "today": lambda r: True,
+    "axis share >= 0.55": lambda r: r["shape"]["si_share"] >= 0.55,
+    "fitted gain >= 0.30": lambda r: r["gains"]["mind2"] >= 0.30,
+    "local NCC gain >= 0": lambda r: r["gains"]["lncc"] >= 0.0,
+    "4 mm gain >= 0.20": lambda r: r["gains"]["mind4"] >= 0.20,
+}
+
+
+def no_geometry_summary(rows: list[dict]) -> None:
+    """Today's no-geometry guard (the default step, second opinion included) and each candidate on top of
+    it: changes of box TRE against ISO-100 per kind. A return to an earlier state is left as it is."""
+    mine = [r for r in rows if r["chain"] == "no_geometry" and "default_guard" in r]
+    if not mine:
+        return
+    print(f"\nno-geometry guard ({len(mine)} boxes; change median/worst, boxes improved > 0.5 mm)")
+    for r in (r for r in mine if _refined_by_default(r)):
+        guard = r["default_guard"]
+        print(
+            f"  kept: {r['case'][:28]:28s} {r['kind'][:4]} {r['tre_before']:6.2f} -> "
+            f"{r['tre_default']:6.2f}  gain {guard['gain']:.2f}, second opinion "
+            f"{guard.get('disagreement_mm') or 0:.2f} mm, axis share {r['shape']['si_share']:.2f}, "
+            f"4 mm gain {r['gains']['mind4']:+.2f}, local NCC gain {r['gains']['lncc']:+.2f}"
+        )
+    for name, extra in NO_GEOMETRY_CANDIDATES.items():
+        changes = {}
+        for r in mine:
+            kept = r["returned_to"] is not None or (_refined_by_default(r) and extra(r))
+            after = r["tre_default"] if kept else r["tre_before"]
+            changes.setdefault(r["kind"], []).append(after - r["tre_before"])
+        print(f"  {name:22s} {_scored(_scores(changes))}")
+
+
+def _refined_by_default(row: dict) -> bool:
+    """Whether the default step kept an optimised correction (not a return, not a decline)."""
+    return row["returned_to"] is None and row["tre_default"] != row["tre_before"] and "gains" in row
+
+
+def _scores(changes: dict[str, list[float]]) -> dict:
+    return {
+        kind: {
+            "median": float(np.median(c)),
+            "worst": float(np.max(c)),
+            "improved": int(sum(x < -0.5 for x in c)),
+            "n": len(c),
+        }
+        for kind, c in sorted(changes.items())
+    }
+
+
 def _axis_rule(row: dict, fitted: float, unfitted: float | None, share: float) -> bool:
     """The guard with the axis share (the correction's superior-inferior share in the box: the default
     placement's rotation axis) on top of the gain rules."""
@@ -193,6 +248,9 @@ def main() -> None:
     parser.add_argument("--summary", type=Path, help="replay the guard rules on a runs file and stop")
     parser.add_argument("--matched-only", action="store_true", help="leave out the no-geometry chain")
     parser.add_argument(
+        "--no-geometry-only", action="store_true", help="score the no-geometry chain only (boxes as before)"
+    )
+    parser.add_argument(
         "--given-rule-off",
         action="store_true",
         help="score steps the rule on the images as given declines too",
@@ -203,6 +261,7 @@ def main() -> None:
         summary(args.summary)
     else:
         chains = ("matched",) if args.matched_only else ("matched", "no_geometry")
+        chains = ("no_geometry",) if args.no_geometry_only else chains
         study(args.case, args.out, chains, given_rule=not args.given_rule_off)
 
 
