@@ -49,8 +49,8 @@ from rso.settings import EngineSettings, ISOSettings, RSOSettings  # noqa: E402
 
 BOXES = (("misaligned", 2), ("residual", 1), ("control", 2))
 NO_GEOMETRY = {"fixed_geometry": None, "moving_geometry": None}
-# The no-geometry chain's default step, which its candidates are replayed on: the guard as it was before the
-# axis share judged steps without geometry (2026-12-05), so that a held-out replay scores both rules.
+# The no-geometry chain's default step, which its candidates are replayed on: the guard without the axis
+# share, which judged no-geometry steps in a trial (2026-12-05, not kept), so that a replay scores both rules.
 NO_GEOMETRY_TODAY = RSOSettings(min_axis_share=0.0)
 log = logging.getLogger("conebeam_guard_study")
 

@@ -308,9 +308,9 @@ class RSOSettings(Settings):
     )
     min_axis_share: float = setting(
         DEFAULT_RSO_MIN_AXIS_SHARE,
-        "native: decline a correction with less than this share of its length along the scanner's rotation "
-        "axis, across which a circular scan's streaks lie; without projection geometry the image's "
-        "superior-inferior axis is assumed (0: any direction, e.g. for CT)",
+        "native, where the projection geometry is known: decline a correction with less than this share of "
+        "its length along the scanner's rotation axis, across which a circular scan's streaks lie (0: any "
+        "direction)",
         flag="--rso-min-axis-share",
         metavar="F",
     )

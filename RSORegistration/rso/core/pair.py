@@ -166,19 +166,12 @@ class ImagePair:
         return scans.geometries if scans is not None and scans.matchable else None
 
     def rotation_axis(self) -> np.ndarray | None:
-        """(3,) the scanner's rotation axis as an LPS unit vector (RTK's y axis through the placement) where
-        the projection geometries are known (``geometry``), or where none is given (``axis_assumed``: a
-        CBCT turns about the patient's superior-inferior axis, the default placement's); None for scans
-        whose files say they are not FDK phases (TV phases: the half-fan rule judges them)."""
-        if self.geometry is None and not self.axis_assumed:
+        """(3,) the scanner's rotation axis as an LPS unit vector (RTK's y axis through the placement), where
+        the projection geometries are known (``geometry``); else None."""
+        if self.geometry is None:
             return None
         axis = self.placement.rtk_to_lps(self.fixed)[0][:, 1]
         return axis / np.linalg.norm(axis)
-
-    @property
-    def axis_assumed(self) -> bool:
-        """Whether the rotation axis is assumed: no projection geometry was given."""
-        return self.scans is None
 
     def _resample(self) -> None:
         grid = self.grid

@@ -217,9 +217,7 @@ def native_rso(ctx: StepContext, states: list[SessionState], box: Box, settings:
         unfitted,
     )
     problem = limit_to_fit_mask(problem, pair.fit_mask)  # the similarity inside box and fit mask only
-    problem = dataclasses.replace(
-        problem, matched=matched, rotation_axis=pair.rotation_axis(), axis_assumed=pair.axis_assumed
-    )
+    problem = dataclasses.replace(problem, matched=matched, rotation_axis=pair.rotation_axis())
     patch, losses, verdict = refine_box(problem, settings, ctx.progress, ctx.cancel)
     step = Candidate(state.field, ctx.net, losses, state.patches, {"artefacts_matched": matched})
     step.guard = verdict.to_dict()

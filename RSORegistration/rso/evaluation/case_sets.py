@@ -89,9 +89,9 @@ CONEBEAM_FIFTH_CASES = (
     CaseSpec("lung2", 37, 3, "truebeam"),
     CaseSpec("lung2", 38, 5, "xvi"),
 )
-# Since the axis share without projection geometry (docs/decisions.md, "The axis share without projection
-# geometry", chosen on the same ten training cases): seeds 39 and 40 had never been simulated when it was
-# frozen.
+# For the axis share without projection geometry (docs/decisions.md, "The axis share without projection
+# geometry", chosen on the same ten training cases, then not kept on these seeds): seeds 39 and 40 had never
+# been simulated when it was frozen.
 CONEBEAM_CASES = (
     CaseSpec("cxr", 39, 3, "truebeam"),
     CaseSpec("cxr", 40, 5, "xvi"),

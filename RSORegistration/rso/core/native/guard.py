@@ -5,11 +5,10 @@ explains less than ``min_gain`` of the box's remaining dissimilarity under the c
 gain), or, where the step compares artefact-matched images, when it explains less than
 ``min_unfitted_gain`` of the dissimilarity of the images as given (the pair the current field was not
 fitted to: a correction that only aligns what matching left of the streaks does not hold there),
-when less than ``min_axis_share`` of its length lies along the scanner's rotation axis (a circular scan's
-streaks lie across it; without projection geometry the image's superior-inferior axis is assumed), and,
-where it compares the images as given, when a second similarity does not find it again
-(``rso.core.native.second_opinion``). A declined step leaves the session as it was (docs/architecture.md
-§4).
+where the projection geometry is known, when less than ``min_axis_share`` of its length lies along the
+scanner's rotation axis (a circular scan's streaks lie across it), and, where it compares the images as
+given, when a second similarity does not find it again (``rso.core.native.second_opinion``). A
+declined step leaves the session as it was (docs/architecture.md §4).
 """
 
 from __future__ import annotations
@@ -39,8 +38,8 @@ class GuardVerdict:
     unfitted_gain: float | None = None
     # How far (mm) the second opinion's box mean lies from the correction's, where it ran (else None).
     disagreement_mm: float | None = None
-    # The share of the correction's length along the scanner's rotation axis in the box, where the step
-    # optimised a correction and the axis is known or assumed (else None).
+    # The share of the correction's length along the scanner's rotation axis in the box, where the projection
+    # geometry is known and the step optimised a correction (else None).
     axis_share: float | None = None
 
     def to_dict(self) -> dict:
@@ -91,8 +90,7 @@ def guard_verdict(
     share = None
     if returned is None and problem.rotation_axis is not None:
         share = axis_share(correction[problem.box.slices], problem.rotation_axis)
-    declined = _declined(refinement.settings, gain, unfitted, folded, det_min, largest)
-    declined = declined or _across_axis(refinement.settings, largest, share, problem.axis_assumed)
+    declined = _declined(refinement.settings, gain, unfitted, folded, det_min, largest, share)
     return GuardVerdict(
         gain,
         det_min,
@@ -155,11 +153,12 @@ def _declined(
     folded: tuple[int, int],
     det_min: float,
     largest: float,
+    share: float | None,
 ) -> str | None:
     """Why the correction is declined (one sentence for the status line), or None where it is kept.
 
     ``settings``: the step's RSOSettings; ``folded``: voxels with det J <= 0 before and after;
-    ``largest``: the largest correction (mm)."""
+    ``largest``: the largest correction (mm); ``share``: its axis share (None: not judged)."""
     if folded[1] > folded[0]:
         return (
             f"the refinement would fold the field in the box ({folded[1]} folded voxels instead of "
@@ -177,27 +176,10 @@ def _declined(
             f"{100 * unfitted:.1f} % of their difference in the box, against {100 * gain:.1f} % of the "
             f"artefact-matched images' (at least {100 * settings.min_unfitted_gain:.0f} % is needed)"
         )
-    return None
-
-
-def _across_axis(settings, largest: float, share: float | None, assumed: bool) -> str | None:
-    """Why a correction lying mostly across the rotation axis is declined, or None. ``share``: its axis
-    share (None: not judged); ``assumed``: no geometry gave the axis (the image's superior-inferior one)."""
-    if share is None or share >= settings.min_axis_share:
-        return None
-    axis = (
-        "the image's superior-inferior axis, the scanner's rotation axis"
-        if assumed
-        else "the scanner's rotation axis"
-    )
-    reason = (
-        f"the best correction ({largest:.1f} mm) lies mostly across {axis}, where a circular scan's streaks "
-        f"lie: {100 * share:.0f} % of its length is along the axis (at least "
-        f"{100 * settings.min_axis_share:.0f} % is needed)"
-    )
-    if assumed:
-        reason += (
-            "; without projection geometry that axis is assumed: give both images' geometry files, or set "
-            "RSO's minimum axis share to 0 for images without streaks (CT; --rso-min-axis-share 0)"
+    if share is not None and share < settings.min_axis_share:
+        return (
+            f"the best correction ({largest:.1f} mm) lies mostly across the scanner's rotation axis, where a "
+            f"circular scan's streaks lie: {100 * share:.0f} % of its length is along the axis (at least "
+            f"{100 * settings.min_axis_share:.0f} % is needed)"
         )
-    return reason
+    return None

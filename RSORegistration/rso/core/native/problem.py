@@ -37,8 +37,7 @@ class NativeProblem:
     crop; ``mm_to_index`` (3, 3) turns an LPS-mm correction into (z, y, x) index steps; ``box`` is the box
     on the window grid; ``fit_mask`` (Z, Y, X) bool on the window, where the similarity is measured within
     the box (None: the whole box; ``limit_to_fit_mask``); ``rotation_axis`` (3,) the scanner's rotation axis
-    as an LPS unit vector (None: not judged; the guard's axis share), ``axis_assumed`` where no projection
-    geometry gave it (``ImagePair.rotation_axis``).
+    as an LPS unit vector where the projection geometry is known (None: unknown; the guard's axis share).
     """
 
     window: ModelGrid
@@ -53,7 +52,6 @@ class NativeProblem:
     fit_mask: np.ndarray | None = None
     matched: bool = False  # channel 0 is artefact-matched (else the images as given)
     rotation_axis: np.ndarray | None = None
-    axis_assumed: bool = False
 
     def __post_init__(self):
         """Shapes checked up front, as MONAI's ``Warp.forward`` does: a mismatch would otherwise surface deep
