@@ -19,7 +19,7 @@ its guard) on two misaligned and two control boxes picked on the general model's
 true correction on the images as given and on the matched pair (``scripts/streak_study.py``'s measure).
 One JSON line per (case, variant, box); ``--summary`` prints the table.
 
-    python scripts/simulator_mismatch_study.py --case ANATOMY:PRESET:SEED:K ... --out FILE
+    python scripts/simulator_mismatch_study.py --case ANATOMY:PRESET:SEED:K ... [--more-cts DIR] --out FILE
     python scripts/simulator_mismatch_study.py --summary FILE
 
 Training anatomies only (cxr, lung1, chest crops); lung2 is held out.
@@ -51,7 +51,6 @@ from rso.simulation.fetch import fetch_data  # noqa: E402
 from rso.simulation.simulate import SimulationParams, simulate_case  # noqa: E402
 
 VENDOR_HANN_CUT = 0.5
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "thorax"
 log = logging.getLogger("simulator_mismatch_study")
 
 
@@ -80,11 +79,15 @@ def variant_recipe(variant: str):
     return undo
 
 
-def make_case(anatomy: str, preset: str, seed: int, phase: int, variant: str, cases: Path) -> Path:
+def make_case(
+    anatomy: str, preset: str, seed: int, phase: int, variant: str, cases: Path, more: Path | None
+) -> Path:
+    """The case folder of ``variant`` (simulated once). ``more``: a folder of further source CTs, each
+    ``ANATOMY.nii.gz`` (the chest crops), beside fetch-data's."""
     folder = cases / f"mismatch-{variant}-{anatomy}-{preset}-seed{seed}-phase{phase}"
     if (folder / "case.json").is_file():
         return folder
-    sources = {**fetch_data(), **{p.name.split(".")[0]: p for p in SHARED_DATA.glob("*.nii.gz")}}
+    sources = {**fetch_data(), **({p.name.split(".")[0]: p for p in more.glob("*.nii.gz")} if more else {})}
     undo = variant_recipe(variant)
     try:
         simulate_case(sources[anatomy], folder, 10, seed, SimulationParams.preset(preset), only=[phase])
@@ -126,7 +129,7 @@ def score_case(engine, network, folder: Path, phase: int, seed: int) -> list[dic
     return rows
 
 
-def study(specs: list[str], out: Path, variants: list[str], cases: Path) -> None:
+def study(specs: list[str], out: Path, variants: list[str], cases: Path, more: Path | None) -> None:
     engine = EngineSettings(device="cpu", precision="fp32")
     network = build_network(engine)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +138,7 @@ def study(specs: list[str], out: Path, variants: list[str], cases: Path) -> None
             anatomy, preset, seed, phase = spec.split(":")
             for variant in variants:
                 started = time.perf_counter()
-                folder = make_case(anatomy, preset, int(seed), int(phase), variant, cases)
+                folder = make_case(anatomy, preset, int(seed), int(phase), variant, cases, more)
                 for index, row in enumerate(score_case(engine, network, folder, int(phase), int(seed))):
                     row = {"case": f"{anatomy}-{preset}-seed{seed}", "variant": variant, "box": index, **row}
                     handle.write(json.dumps(row) + "\n")
@@ -177,6 +180,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/sweep/simulator-mismatch/runs.jsonl"))
     parser.add_argument("--summary", type=Path)
     parser.add_argument("--simulate-only", action="store_true", help="make the cases and stop")
+    parser.add_argument("--more-cts", type=Path, help="a folder of further source CTs, each ANATOMY.nii.gz")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(2)
@@ -186,9 +190,9 @@ def main() -> None:
     elif args.simulate_only:
         for spec, variant in ((s, v) for s in args.case for v in variants):
             anatomy, preset, seed, phase = spec.split(":")
-            make_case(anatomy, preset, int(seed), int(phase), variant, args.cases)
+            make_case(anatomy, preset, int(seed), int(phase), variant, args.cases, args.more_cts)
     else:
-        study(args.case, args.out, variants, args.cases)
+        study(args.case, args.out, variants, args.cases, args.more_cts)
 
 
 if __name__ == "__main__":
