@@ -49,9 +49,6 @@ from rso.settings import EngineSettings, ISOSettings, RSOSettings  # noqa: E402
 
 BOXES = (("misaligned", 2), ("residual", 1), ("control", 2))
 NO_GEOMETRY = {"fixed_geometry": None, "moving_geometry": None}
-# The no-geometry chain's default step, which its candidates are replayed on: the guard without the axis
-# share, which judged no-geometry steps in a trial (2026-12-05, not kept), so that a replay scores both rules.
-NO_GEOMETRY_TODAY = RSOSettings(min_axis_share=0.0)
 log = logging.getLogger("conebeam_guard_study")
 
 
@@ -62,10 +59,10 @@ def iso_chain(engine, inputs, network, matched: bool):
     return session
 
 
-def score_box(session, kind: str, box, given_rule: bool = True, today: RSOSettings = RSOSettings()) -> dict:
+def score_box(session, kind: str, box, given_rule: bool = True) -> dict:
     """The box's TRE after ISO, after the unguarded refinement (with its view gains; ``given_rule``: the
-    rule on the images as given stays on) and after the default step (``today``: the guard the candidates
-    are replayed on)."""
+    rule on the images as given stays on) and after the default step (its guard recorded: the candidates are
+    replayed on it)."""
     before = session.metrics(box=box)["tre_mm_box"]["mean"]
     row = {"kind": kind, "ras": box.ras_corners, "tre_before": before}
     unguarded = RSOSettings(min_gain=0.0, max_disagreement_mm=0.0, min_axis_share=0.0, returns=False)
@@ -80,7 +77,7 @@ def score_box(session, kind: str, box, given_rule: bool = True, today: RSOSettin
         row["gains"] = view_gains(session, box, patch)
         row["shape"] = correction_shape(patch, box_voxels)
         session.undo()
-    default = session.rso(box, today)
+    default = session.rso(box, RSOSettings())
     returned = (default.guard or {}).get("returned_to")
     row["returned_to"] = returned
     row["return_gain"] = (default.guard or {}).get("gain") if returned is not None else None
@@ -109,13 +106,12 @@ def study(
             for chain, session in sessions.items():
                 if chain not in chains:
                     continue  # the matched chain's ISO field still picks the boxes
-                today = NO_GEOMETRY_TODAY if chain == "no_geometry" else RSOSettings()
                 for index, (kind, box) in enumerate(boxes):
                     row = {
                         "case": folder.name,
                         "chain": chain,
                         "box": index,
-                        **score_box(session, kind, box, given_rule, today),
+                        **score_box(session, kind, box, given_rule),
                     }
                     handle.write(json.dumps(row) + "\n")
                     handle.flush()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import logging
 import sys
@@ -100,7 +101,7 @@ def score_case(engine, network, folder: Path, phase: int, seed: int) -> list[dic
     session = start_session(engine, case_inputs(folder, phase), network=network)
     session.general()
     boxes = [(k, b) for k in ("misaligned", "control") for b in pick_boxes(session, k, 2, 40.0, seed=seed)]
-    iso = session.iso()
+    session.iso()
     rows = []
     for kind, box in boxes:
         before = session.metrics(box=box)["tre_mm_box"]["mean"]
@@ -121,7 +122,6 @@ def score_case(engine, network, folder: Path, phase: int, seed: int) -> list[dic
                 "kept": record.accepted,
                 "declined": record.declined,
                 "gain_at_truth": gains,
-                "iso_kept": iso.declined is None,
             }
         )
         if record.accepted:
@@ -149,27 +149,28 @@ def study(specs: list[str], out: Path, variants: list[str], cases: Path, more: P
 
 def summary(path: Path) -> None:
     rows = [json.loads(line) for line in path.read_text().splitlines()]
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
     for preset in sorted({r["case"].split("-")[1] for r in rows}):
         print(f"\n{preset}-like cases")
-        for variant in dict.fromkeys(r["variant"] for r in rows):
-            for kind in ("misaligned", "control"):
-                mine = [
-                    r
-                    for r in rows
-                    if r["variant"] == variant and r["kind"] == kind and f"-{preset}-" in r["case"]
-                ]
-                if not mine:
-                    continue
-                change = np.array([r["tre_after"] - r["tre_before"] for r in mine])
-                given = np.median([r["gain_at_truth"]["given"] for r in mine])
-                matched = np.median([r["gain_at_truth"]["matched"] for r in mine])
-                print(
-                    f"  {variant:14s} {kind:10s} n={len(mine):2d} kept {sum(r['kept'] for r in mine):2d}  "
-                    f"TRE {np.median([r['tre_before'] for r in mine]):5.2f} -> "
-                    f"{np.median([r['tre_after'] for r in mine]):5.2f} (worst {change.max():+.2f}, "
-                    f"improved > 0.5 mm: {int((change < -0.5).sum())})  gain at truth: given {given:+.2f}, "
-                    f"matched {matched:+.2f}"
-                )
+        for variant, kind in itertools.product(variants, ("misaligned", "control")):
+            mine = [
+                r for r in rows if (r["variant"], r["kind"]) == (variant, kind) and f"-{preset}-" in r["case"]
+            ]
+            if mine:
+                print(f"  {variant:14s} {kind:10s} {_summary_line(mine)}")
+
+
+def _summary_line(rows: list[dict]) -> str:
+    """Kept steps, median box TRE before and after, the worst change, boxes improved and gains at truth."""
+    change = np.array([r["tre_after"] - r["tre_before"] for r in rows])
+    median = {key: np.median([r[key] for r in rows]) for key in ("tre_before", "tre_after")}
+    gain = {pair: np.median([r["gain_at_truth"][pair] for r in rows]) for pair in ("given", "matched")}
+    return (
+        f"n={len(rows):2d} kept {sum(r['kept'] for r in rows):2d}  TRE {median['tre_before']:5.2f} -> "
+        f"{median['tre_after']:5.2f} (worst {change.max():+.2f}, improved > 0.5 mm: "
+        f"{int((change < -0.5).sum())})  gain at truth: given {gain['given']:+.2f}, "
+        f"matched {gain['matched']:+.2f}"
+    )
 
 
 def main() -> None:
