@@ -20,7 +20,9 @@ replayed offline (``--summary``). One JSON line per (case, chain, box).
 axis share, the guard's rule since 2026-12-05: ``shape``'s superior-inferior share, the default placement's
 rotation axis. ``no-geometry-truth-model.jsonl``: the no-geometry chain only, ``--no-geometry-only``, with
 the default step's guard recorded (its second opinion too); ``--summary`` replays the candidates of
-``no-geometry-rule.md`` on top of it.)
+``no-geometry-rule.md`` on top of it. ``matching-share.jsonl``: ``--matched-only --given-rule-off`` on the
+ten cases and eight more of the training anatomies, with the guard of the commit that added it (it recorded the
+matching share, taken out after); ``--summary`` replays the candidates of ``matching-share-rule.md``.)
 
 Rules are chosen on the training anatomies only. The held-out patient (lung2) and fresh seeds come here
 only to score a rule already frozen: ``bench/results-conebeam-6/guard-replay.jsonl`` (seeds 37 and 38,
@@ -144,6 +146,7 @@ def replay(rows: list[dict], rule) -> dict:
 def summary(path: Path) -> None:
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     no_geometry_summary(rows)
+    matching_share_summary(rows)
     for chain in ("matched", "no_geometry"):
         mine = [r for r in rows if r["chain"] == chain]
         if not mine:
@@ -204,6 +207,37 @@ def no_geometry_summary(rows: list[dict]) -> None:
             after = r["tre_default"] if kept else r["tre_before"]
             changes.setdefault(r["kind"], []).append(after - r["tre_before"])
         print(f"  {name:22s} {_scored(_scores(changes))}")
+
+
+# Candidates for the default path, each on top of today's guard (bench/sweep/conebeam-guard/
+# matching-share-rule.md, written before the study ran): decline where the matching share is >= t.
+MATCHING_SHARE_CANDIDATES = (0.3, 0.5, 0.7, 1.0)
+
+
+def matching_share_summary(rows: list[dict]) -> None:
+    """Today's guard on the matched chain (replayed on the unguarded step: fitted gain, gain on the images
+    as given, axis share) and with each matching-share threshold on top: changes of box TRE against
+    ISO-100 per kind, and the steps today's guard keeps with their matching shares."""
+    mine = [r for r in rows if r["chain"] == "matched" and (r.get("guard") or {}).get("matching_share")]
+    if not mine:
+        return
+    print(f"\nmatching share ({len(mine)} boxes; change median/worst, boxes improved > 0.5 mm)")
+    for r in (r for r in mine if "gains" in r and _today(r)):
+        print(
+            f"  kept: {r['case'][:30]:30s} {r['kind'][:4]} {r['tre_before']:6.2f} -> {r['tre_refined']:6.2f}"
+            f"  matching share {r['guard']['matching_share']:.2f}, gain {r['gains']['mind2']:.2f}, as given "
+            f"{r['gains']['raw']:+.2f}"
+        )
+    print(f"  {'today':12s} {_scored(replay(mine, _today))}")
+    for t in MATCHING_SHARE_CANDIDATES:
+        scored = replay(mine, lambda r, t=t: _today(r) and r["guard"]["matching_share"] < t)
+        print(f"  {'share < ' + str(t):12s} {_scored(scored)}")
+
+
+def _today(row: dict) -> bool:
+    """Today's guard on the matched chain, replayed on a step scored with the rules off."""
+    gains, share = row["gains"], row["guard"].get("axis_share")
+    return gains["mind2"] >= 0.20 and gains["raw"] >= 0.10 and (share is None or share >= 0.55)
 
 
 def _refined_by_default(row: dict) -> bool:
