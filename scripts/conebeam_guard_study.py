@@ -20,9 +20,10 @@ replayed offline (``--summary``). One JSON line per (case, chain, box).
 axis share, the guard's rule since 2026-12-05: ``shape``'s superior-inferior share, the default placement's
 rotation axis. ``no-geometry-truth-model.jsonl``: the no-geometry chain only, ``--no-geometry-only``, with
 the default step's guard recorded (its second opinion too); ``--summary`` replays the candidates of
-``no-geometry-rule.md`` on top of it. ``matching-share.jsonl``: ``--matched-only --given-rule-off`` on the
-ten cases and eight more of the training anatomies, with the guard of the commit that added it (it recorded the
-matching share, taken out after); ``--summary`` replays the candidates of ``matching-share-rule.md``.)
+``no-geometry-rule.md`` on top of it. ``matching-share.jsonl``: ``--matched-only --given-rule-off`` on
+the ten cases and eight more of the training anatomies, with the guard of commit 65d9ce2, which recorded
+the matching share (taken out after it); ``--summary`` replays the candidates of
+``matching-share-rule.md``.)
 
 Rules are chosen on the training anatomies only. The held-out patient (lung2) and fresh seeds come here
 only to score a rule already frozen: ``bench/results-conebeam-6/guard-replay.jsonl`` (seeds 37 and 38,

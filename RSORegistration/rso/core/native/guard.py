@@ -41,10 +41,6 @@ class GuardVerdict:
     # The share of the correction's length along the scanner's rotation axis in the box, where the projection
     # geometry is known and the step optimised a correction (else None).
     axis_share: float | None = None
-    # What artefact matching changes in the box against the box's difference before the step (both in the
-    # similarity's units), where the step compares artefact-matched images (else None): near or above 1,
-    # the box differs by no more than the two geometries' streaks do.
-    matching_share: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -59,7 +55,6 @@ class GuardVerdict:
                 "unfitted_gain",
                 "disagreement_mm",
                 "axis_share",
-                "matching_share",
             )
         }
 
@@ -95,7 +90,6 @@ def guard_verdict(
     share = None
     if returned is None and problem.rotation_axis is not None:
         share = axis_share(correction[problem.box.slices], problem.rotation_axis)
-    streak = matching_share(refinement) if returned is None else None
     declined = _declined(refinement.settings, gain, unfitted, folded, det_min, largest, share)
     return GuardVerdict(
         gain,
@@ -106,19 +100,7 @@ def guard_verdict(
         None if returned is None else returned[0],
         unfitted,
         axis_share=share,
-        matching_share=streak,
     )
-
-
-def matching_share(refinement: Refinement) -> float | None:
-    """What artefact matching changes in the box over the box's difference under the current field, on
-    the fitted pair (``Refinement.matching_change``); None where the step compares no matched images."""
-    change = refinement.matching_change()
-    if change is None:
-        return None
-    with torch.no_grad():
-        before = float(refinement.similarity(torch.zeros_like(refinement.correction_mm())))
-    return change / before if before > 0 else None
 
 
 def axis_share(correction: np.ndarray, axis: np.ndarray) -> float | None:

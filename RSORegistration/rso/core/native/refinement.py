@@ -97,20 +97,6 @@ class Refinement:
             return 1.0 + self._mean(self.lncc(warped, fixed))  # MONAI's LNCC is -NCC: 0 here means identical
         return self._mean((fixed - warped) ** 2)
 
-    def matching_change(self) -> float | None:
-        """How much artefact matching changes the box: the mean of the fixed and the (currently warped)
-        moving image's squared feature change between the images as given and the matched ones, in the
-        similarity's units; None where the step does not compare artefact-matched images. Two scans of the
-        same anatomy through the two geometries differ by about this much, motion or not."""
-        if not (self.has_unfitted_pair and self.problem.matched):
-            return None
-        (moving_matched, fixed_matched), (moving_given, fixed_given) = self.pair_features
-        with torch.no_grad():
-            fixed = self._mean((fixed_matched - fixed_given)[self.box] ** 2)
-            moving = sample(moving_matched - moving_given, self.problem.base_index)[self.box]
-            moving = self._mean(moving**2)
-        return 0.5 * float(fixed + moving)
-
     def _mean(self, terms: torch.Tensor) -> torch.Tensor:
         """The box's mean of per-voxel terms (B, C, Zb, Yb, Xb), inside the fit mask where there is one."""
         return torch.mean(terms) if self.fit is None else masked_mean(terms, self.fit)
