@@ -236,9 +236,11 @@ def matching_share_summary(rows: list[dict]) -> None:
 
 
 def _today(row: dict) -> bool:
-    """Today's guard on the matched chain, replayed on a step scored with the rules off."""
-    gains, share = row["gains"], row["guard"].get("axis_share")
-    return gains["mind2"] >= 0.20 and gains["raw"] >= 0.10 and (share is None or share >= 0.55)
+    """Today's guard on the matched chain (the default settings' thresholds), replayed on a step scored with
+    the rules off."""
+    gains, share, today = row["gains"], row["guard"].get("axis_share"), RSOSettings()
+    kept = gains["mind2"] >= today.min_gain and gains["raw"] >= today.min_unfitted_gain
+    return kept and (share is None or share >= today.min_axis_share)
 
 
 def _refined_by_default(row: dict) -> bool:
