@@ -213,6 +213,7 @@ def no_geometry_summary(rows: list[dict]) -> None:
 # Candidates for the default path, each on top of today's guard (bench/sweep/conebeam-guard/
 # matching-share-rule.md, written before the study ran): decline where the matching share is >= t.
 MATCHING_SHARE_CANDIDATES = (0.3, 0.5, 0.7, 1.0)
+TODAY = RSOSettings()  # the default step's guard thresholds
 
 
 def matching_share_summary(rows: list[dict]) -> None:
@@ -238,9 +239,7 @@ def matching_share_summary(rows: list[dict]) -> None:
 def _today(row: dict) -> bool:
     """Today's guard on the matched chain (the default settings' thresholds), replayed on a step scored with
     the rules off."""
-    gains, share, today = row["gains"], row["guard"].get("axis_share"), RSOSettings()
-    kept = gains["mind2"] >= today.min_gain and gains["raw"] >= today.min_unfitted_gain
-    return kept and (share is None or share >= today.min_axis_share)
+    return _axis_rule(row, TODAY.min_gain, TODAY.min_unfitted_gain, TODAY.min_axis_share)
 
 
 def _refined_by_default(row: dict) -> bool:
