@@ -56,8 +56,7 @@ class RSORegistration(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class RSORegistrationParameterNode:
-    """The names are those of RSORegistrationLib.parameters.RunParameters (a test keeps them equal); the
-    settings' defaults and choices come from rso.settings, as RunParameters' SETTING_FIELDS says."""
+    """RunParameters' names (a test keeps them equal); defaults, choices: rso.settings (SETTING_FIELDS)."""
 
     fixedVolume: vtkMRMLScalarVolumeNode
     movingVolume: vtkMRMLScalarVolumeNode
@@ -70,6 +69,7 @@ class RSORegistrationParameterNode:
         EngineSettings, "device"
     )
     isoIterations: Annotated[int, WithinRange(0, 100000)] = default_of(ISOSettings, "iterations")
+    isoGuard: bool = default_of(ISOSettings, "guard")
     rsoIterations: Annotated[int, WithinRange(0, 100000)] = default_of(RSOSettings, "iterations")
     rsoMode: Annotated[str, Choice(list(choices_of(RSOSettings, "mode")))] = default_of(RSOSettings, "mode")
     composition: Annotated[str, Choice(list(choices_of(RSOSettings, "compose")))] = default_of(

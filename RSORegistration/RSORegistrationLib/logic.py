@@ -160,7 +160,7 @@ class RegistrationLogic:
 
     def iso(self, iterations: int | None = None) -> None:
         iterations = self.parameters().isoIterations if iterations is None else int(iterations)
-        self._step(StepRequest("iso", {"iterations": iterations}))
+        self._step(StepRequest("iso", {"iterations": iterations, "guard": bool(self.parameters().isoGuard)}))
 
     def rso(
         self, region, iterations: int | None = None, mode: str | None = None, composition: str | None = None

@@ -170,12 +170,18 @@ def step_summary(cmd: str, record: dict | None, history: list[dict]) -> str:
             else " (the box returned to no registration)"
         )
     params = (record or {}).get("params") or {}
-    if params.get("kept") == "start":  # ISO's guard: the images as given did not clearly prefer its field
+    if params.get("kept") == "start" and "given_gain" in params:  # ISO's guard on the matched pair
         gain = params["given_gain"]
         done += f" (its field was not kept: the images as given preferred it too little, {gain:+.1%})"
-    if params.get("unguarded"):  # ISO without projection geometry: nothing judged its field
+    elif params.get("kept") == "start":  # ISO's guard without geometry: the change lay across the body's axis
+        share = params["axis_share"]
         done += (
-            " (unguarded: no projection geometry; on phase-binned CBCT phases without their geometry files "
+            f" (its field was not kept: it moved the lungs mostly across the body's axis, {share:.0%} of the "
+            "change along it, as a fit to CBCT streaks does)"
+        )
+    if params.get("unguarded"):  # ISO without projection geometry, where nothing could judge its field
+        done += (
+            f" (unguarded: {params['unguarded']}; on phase-binned CBCT phases without their geometry files "
             "set ISO iterations to 0)"
         )
     return f"{done}, {summary_text(metrics)}" if metrics.get("rmse_hu") is not None else done

@@ -44,6 +44,7 @@ SETTING_FIELDS = {
     "seed": (EngineSettings, "seed"),
     "allowNonCt": (EngineSettings, "allow_non_ct"),
     "isoIterations": (ISOSettings, "iterations"),
+    "isoGuard": (ISOSettings, "guard"),
     "rsoIterations": (RSOSettings, "iterations"),
     "rsoMode": (RSOSettings, "mode"),
     "composition": (RSOSettings, "compose"),
@@ -102,6 +103,7 @@ class RunParameters:
     gridShape: str = ""  # e.g. "32,64,64": the model grid (z, y, x); empty: the model's own
     device: str = setting_default("device")
     isoIterations: int = setting_default("isoIterations")
+    isoGuard: bool = setting_default("isoGuard")  # keep ISO's field only where its guard trusts it
     rsoIterations: int = setting_default("rsoIterations")
     rsoMode: str = setting_default("rsoMode")
     composition: str = setting_default("composition")

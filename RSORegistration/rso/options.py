@@ -67,6 +67,10 @@ DEFAULT_ISO_GUARD = True
 # ... by at least this share of their dissimilarity: about twice the most a harmful ISO gained on the
 # cone-beam training cases with the bundled model (docs/decisions.md, "ISO's guard needs a margin").
 ISO_MIN_GIVEN_GAIN = 0.20
+# Without projection geometry ISO keeps its field where at least this share of its change in the lungs lies
+# along the body's superior-inferior axis: the lowest multiple of 0.05 that declined every ISO that made a
+# training pair worse (docs/decisions.md, "ISO without projection geometry: the axis share").
+ISO_MIN_AXIS_SHARE = 0.85
 DEFAULT_RSO_ITERATIONS = DEFAULT_NATIVE_ITERATIONS  # the default mode's (Slicer's and the review app's field)
 DEFAULT_DEVICE = "auto"
 DEFAULT_SEED = 0

@@ -231,7 +231,8 @@ class ISOSettings(Settings):
     guard: bool = setting(
         DEFAULT_ISO_GUARD,
         "on artefact-matched images, keep ISO's field only where the images as given agree clearly better "
-        "under it than under the field it started from",
+        "under it than under the field it started from; without projection geometry, only where its change "
+        "in the lungs lies mostly along the body's superior-inferior axis",
         flag="--iso-guard",
     )
 

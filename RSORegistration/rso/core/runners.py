@@ -16,7 +16,7 @@ import torch
 
 from rso.core.boxes import Box
 from rso.core.geometry import ModelGrid
-from rso.core.iso_guard import given_gain
+from rso.core.iso_guard import given_gain, lung_axis_share
 from rso.core.losses import RegistrationLoss
 from rso.core.model import RegistrationNet
 from rso.core.native import build_problem, limit_to_fit_mask, refine_box
@@ -33,7 +33,7 @@ from rso.core.optimize import (
 from rso.core.pair import ImagePair
 from rso.core.patches import FieldPatch
 from rso.core.store import SessionState
-from rso.options import ISO_MIN_GIVEN_GAIN
+from rso.options import ISO_MIN_AXIS_SHARE, ISO_MIN_GIVEN_GAIN
 from rso.settings import RSOSettings
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,10 @@ def general(ctx: StepContext) -> Candidate:
 def iso(ctx: StepContext, params: dict, state: SessionState) -> Candidate:
     """Fine-tune a copy of the weights on the whole pair (paper eq. 3), matched where ``params`` says so.
 
-    On the matched pair with ``params["guard"]``, ISO's field is kept only where the images as given
-    agree clearly better under it than under ``state``'s (``rso.core.iso_guard``); elsewhere the
-    candidate is ``state`` itself, and ``notes`` say so."""
+    With ``params["guard"]`` ISO's field is judged (``rso.core.iso_guard``): on the matched pair it is kept
+    only where the images as given agree clearly better under it than under ``state``'s; without projection
+    geometry only where its change in the lungs lies mostly along the body's axis. Elsewhere the candidate
+    is ``state`` itself, and ``notes`` say so."""
     net = copy.deepcopy(ctx.net)
     fixed_t, moving_t = ctx.pair.network_inputs(params["artefacts_matched"])
     losses = fine_tune(
@@ -94,34 +95,64 @@ def iso(ctx: StepContext, params: dict, state: SessionState) -> Candidate:
         feedback=Feedback("iso", ctx.progress, ctx.cancel),
     )
     field = predict(net, fixed_t, moving_t)
-    if not (params["artefacts_matched"] and params["guard"]):
-        return Candidate(field[0].cpu().numpy(), net, losses, notes=_unguarded(ctx.pair))
-    start = torch.from_numpy(ctx.pair.effective_voxels(state.field, state.patches)).to(field)[None]
-    gain = given_gain(net.warp, ctx.pair.network_inputs(False), start, field, ctx.pair.fit_t)
+    if params["guard"] and params["artefacts_matched"]:
+        return _judged_as_given(ctx, state, Candidate(field[0].cpu().numpy(), net, losses))
+    if params["guard"] and ctx.pair.scans is None:
+        return _judged_by_axis(ctx, state, Candidate(field[0].cpu().numpy(), net, losses))
+    return Candidate(field[0].cpu().numpy(), net, losses)
+
+
+def _judged_as_given(ctx: StepContext, state: SessionState, fitted: Candidate) -> Candidate:
+    """ISO's field on the matched pair, kept where the images as given prefer it by ISO_MIN_GIVEN_GAIN."""
+    pair = ctx.pair
+    proposed = torch.from_numpy(fitted.field).to(pair.fixed_t.device)[None]
+    start = torch.from_numpy(pair.effective_voxels(state.field, state.patches)).to(proposed)[None]
+    gain = given_gain(fitted.net.warp, pair.network_inputs(False), start, proposed, pair.fit_t)
     notes = {"given_gain": round(gain, 4)}
     if gain > ISO_MIN_GIVEN_GAIN:
-        return Candidate(field[0].cpu().numpy(), net, losses, notes=notes)
+        return dataclasses.replace(fitted, notes=notes)
     log.info(
         "iso: its field removes %.1f %% of the images' dissimilarity as given (at least %.0f %% is "
         "needed): the field stays",
         100 * gain,
         100 * ISO_MIN_GIVEN_GAIN,
     )
-    return Candidate(state.field, ctx.net, losses, state.patches, {**notes, "kept": "start"})
+    return Candidate(state.field, ctx.net, fitted.losses, state.patches, {**notes, "kept": "start"})
 
 
-def _unguarded(pair: ImagePair) -> dict:
-    """Where no projection geometry was given, nothing can judge ISO's field: say so, in the log and in the
-    step's params (``unguarded``), with what to do for phase-binned CBCT (docs/results.md: there it fits the
-    phases' streaks). Where the user turned matching or the guard off themselves, nothing is said."""
-    if pair.scans is not None:
-        return {}
-    log.warning(
-        "iso: nothing guards ISO without projection geometry; on phase-binned cone-beam CBCT it fits the "
-        "phases' streaks and can make the registration worse: for such phases without their geometry "
-        "files, skip ISO (--iso 0)"
+def _judged_by_axis(ctx: StepContext, state: SessionState, fitted: Candidate) -> Candidate:
+    """ISO's field without projection geometry, kept where its change in the lungs lies along the body's
+    superior-inferior axis by at least ISO_MIN_AXIS_SHARE (a fit to streaks moves them across it)."""
+    pair = ctx.pair
+    if any(window is not None for window in (pair.normalisation.fixed, pair.normalisation.moving)):
+        return dataclasses.replace(fitted, notes=_unguarded("the images are not CT"))
+    change = ctx.grid.voxels_to_mm(fitted.field - pair.effective_voxels(state.field, state.patches))
+    share = lung_axis_share(change, pair.fixed_hu, pair.fit_grid)
+    if share is None:
+        return dataclasses.replace(fitted, notes=_unguarded("no lungs to judge it by"))
+    notes = {"axis_share": round(share, 4)}
+    if share >= ISO_MIN_AXIS_SHARE:
+        return dataclasses.replace(fitted, notes=notes)
+    log.info(
+        "iso: without projection geometry its field moved the lungs mostly across the body's axis (%.0f %% "
+        "of the change along it, at least %.0f %% is needed), as a fit to the streaks of phase-binned CBCT "
+        "does: the field stays",
+        100 * share,
+        100 * ISO_MIN_AXIS_SHARE,
     )
-    return {"unguarded": "no projection geometry"}
+    return Candidate(state.field, ctx.net, fitted.losses, state.patches, {**notes, "kept": "start"})
+
+
+def _unguarded(why: str) -> dict:
+    """Where nothing can judge ISO's field without projection geometry: say so, in the log and in the step's
+    params (``unguarded``), with what to do for phase-binned CBCT (on its phases ISO fits their streaks)."""
+    log.warning(
+        "iso: nothing guards ISO here (no projection geometry, and %s); on phase-binned cone-beam CBCT it "
+        "fits the phases' streaks and can make the registration worse: for such phases without their "
+        "geometry files, skip ISO (--iso 0)",
+        why,
+    )
+    return {"unguarded": f"no projection geometry; {why}"}
 
 
 def network_rso(ctx: StepContext, old: np.ndarray, box: Box, settings: RSOSettings) -> Candidate:

@@ -15,7 +15,7 @@ from test_native import _untrained, constant_field, lung_box
 
 from rso.core import runners
 from rso.core.inputs import read_inputs
-from rso.core.iso_guard import given_gain
+from rso.core.iso_guard import given_gain, lung_axis_share
 from rso.core.native import Refinement, build_problem
 from rso.core.projection.geometry import ProjectionGeometry, read_geometry, write_geometry
 from rso.core.projection.matching import NO_GEOMETRY, match_artefacts
@@ -123,7 +123,7 @@ def test_iso_fine_tunes_on_the_matched_pair_where_both_views_are_known(shifted_s
         _session(shifted_sparse_pair, views=v, precision="fp32") for v in (True, False, True)
     )
     unguarded = ISOSettings(iterations=2, guard=False)
-    records = matched.iso(unguarded), raw.iso(2), asked.iso(ISOSettings(iterations=2, match_artefacts=False))
+    records = matched.iso(unguarded), raw.iso(unguarded), asked.iso(replace(unguarded, match_artefacts=False))
     assert [r.params["artefacts_matched"] for r in records] == [True, False, False]
     np.testing.assert_allclose(asked.field_voxels, raw.field_voxels, atol=1e-5)
     assert np.abs(matched.field_voxels - raw.field_voxels).max() > 1e-3  # trained on other images
@@ -292,14 +292,57 @@ def test_a_native_step_with_both_geometries_is_judged_by_its_axis_share(shifted_
     assert without.rso(lung_box(without), settings).guard["axis_share"] is None
 
 
-def test_iso_without_projection_geometry_says_nothing_guards_it(shifted_sparse_pair, caplog):
-    """Without geometry files ISO's field is kept unjudged: the step's params and the log say so, with what
-    to do for phase-binned CBCT; with both files (guard on or off by choice) nothing of the kind is said."""
-    without = _session(shifted_sparse_pair, views=False, precision="fp32")
+def test_iso_without_projection_geometry_keeps_its_field_only_along_the_body(
+    shifted_sparse_pair, monkeypatch
+):
+    """Without geometry files ISO's guard is the axis share of its change in the lungs
+    (rso.core.iso_guard.lung_axis_share): below ISO_MIN_AXIS_SHARE the state stays as it was, bit for bit,
+    with the share in the record; at or above it ISO's own field is kept, as without the guard."""
+    first, second, free = (_session(shifted_sparse_pair, views=False, precision="fp32") for _ in range(3))
+    first.general()
+    before, weights = first.field_voxels.copy(), {k: v.clone() for k, v in first.net.state_dict().items()}
+    monkeypatch.setattr(runners, "ISO_MIN_AXIS_SHARE", 1.01)  # no change lies wholly along the axis
+    record = first.iso(2)
+    assert record.params["kept"] == "start" and 0.0 <= record.params["axis_share"] <= 1.0
+    np.testing.assert_array_equal(first.field_voxels, before)
+    assert all(torch.equal(v, weights[k]) for k, v in first.net.state_dict().items())
+    monkeypatch.setattr(runners, "ISO_MIN_AXIS_SHARE", 0.0)
+    second.general(), free.general()
+    kept, unguarded = second.iso(2), free.iso(ISOSettings(iterations=2, guard=False))
+    assert "kept" not in kept.params and "axis_share" in kept.params and "axis_share" not in unguarded.params
+    np.testing.assert_allclose(second.field_voxels, free.field_voxels, atol=1e-6)
+    assert np.abs(second.field_voxels - before).max() > 1e-3
+
+
+def test_the_lung_axis_share_measures_the_change_in_the_lungs_along_the_body():
+    """1 for a change along the superior-inferior axis, 0 across it, only lung-density voxels counted
+    (and only inside the fit mask); None without lungs to judge by."""
+    hu = np.full((20, 20, 20), 40.0)
+    hu[5:15, 5:15, 5:15] = -800.0  # 1000 voxels of lung
+    along, across = np.zeros((20, 20, 20, 3)), np.zeros((20, 20, 20, 3))
+    along[..., 2], across[..., 0] = 3.0, 3.0
+    across[hu > -300] = (0.0, 0.0, 5.0)  # outside the lungs: not counted
+    assert lung_axis_share(along, hu) == pytest.approx(1.0)
+    assert lung_axis_share(across, hu) == pytest.approx(0.0)
+    assert lung_axis_share(along, np.full_like(hu, 40.0)) is None
+    mask = np.zeros_like(hu, bool)
+    mask[:, :, :10] = True  # half the lungs: fewer voxels than needed
+    assert lung_axis_share(along, hu, mask) is None
+
+
+def test_iso_says_nothing_guards_it_where_nothing_can_judge_it(shifted_sparse_pair, caplog):
+    """Without geometry files and without lungs of CT density in the fit mask to judge its change by, ISO's
+    field is kept unjudged: the step's params and the log say so, with what to do for phase-binned CBCT; with
+    both files (guard on or off by choice) nothing of the kind is said."""
+    fixed = shifted_sparse_pair[0]
+    corner = sitk.Image(fixed.GetSize(), sitk.sitkUInt8)
+    corner.CopyInformation(fixed)
+    corner[0:8, 0:8, 0:8] = 1  # air in a corner of the field of view: no lungs
+    without = _session(shifted_sparse_pair, views=False, precision="fp32", fit_mask=corner)
     without.general()
     with caplog.at_level("WARNING", logger="rso"):
         record = without.iso(2)
-    assert record.params["unguarded"] == "no projection geometry"
+    assert record.params["unguarded"] == "no projection geometry; no lungs to judge it by"
     assert any("--iso 0" in message for message in caplog.messages)
     matched = _session(shifted_sparse_pair, views=True, precision="fp32")
     matched.general()

@@ -188,7 +188,13 @@ def test_the_fit_mask_reaches_the_worker_and_changes_iso(demo, tmp_path):
     runs = {}
     for name, fit_mask in (("without", None), ("with", mask)):
         logic, history = registered(
-            app.scene, tmp_path / name, fixed_node, moving_node, isoIterations=2, fitMask=fit_mask
+            app.scene,
+            tmp_path / name,
+            fixed_node,
+            moving_node,
+            isoIterations=2,
+            isoGuard=False,  # ISO's field is kept, so that the fit mask's effect on it shows
+            fitMask=fit_mask,
         )
         folder = Path(logic.parameters().sessionFolder)
         runs[name] = (history, field_from_transform_node(logic.parameters().outputTransform), folder)

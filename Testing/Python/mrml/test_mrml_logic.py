@@ -299,7 +299,9 @@ def test_cancel_mid_step_then_undo(tmp_path, demo):
         volume_from_image(app.scene, demo.moving, "m"),
     )
     logic = RegistrationLogic(app.scene, InProcessBackend, cache_dir=tmp_path)
-    assert [r["kind"] for r in logic.run(fixed, moving, iso_iterations=2, **SETTINGS)] == ["general", "iso"]
+    # ISO's guard off: its field is kept, so that undoing it shows
+    steps = logic.run(fixed, moving, iso_iterations=2, isoGuard=False, **SETTINGS)
+    assert [r["kind"] for r in steps] == ["general", "iso"]
     warped_before = array_from_volume(logic.parameters().warpedVolume)
 
     logic.rso(demo.region_ras(), iterations=500)  # far too long: cancelled after its first iteration
@@ -644,8 +646,12 @@ def test_the_status_line_says_when_a_box_returned_to_an_earlier_state():
     )
     kept = step_summary("iso", {"metrics": metrics, "params": {"kept": "start", "given_gain": -0.021}}, [])
     assert kept.startswith("ISO done (its field was not kept") and "-2.1%" in kept
+    across = step_summary("iso", {"metrics": metrics, "params": {"kept": "start", "axis_share": 0.42}}, [])
+    assert across.startswith("ISO done (its field was not kept") and "42% of the change" in across
     unguarded = step_summary(
-        "iso", {"metrics": metrics, "params": {"unguarded": "no projection geometry"}}, []
+        "iso",
+        {"metrics": metrics, "params": {"unguarded": "no projection geometry; the images are not CT"}},
+        [],
     )
     assert (
         unguarded.startswith("ISO done (unguarded: no projection geometry")
