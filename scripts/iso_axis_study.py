@@ -21,18 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conebeam_study import case_spec  # noqa: E402
-from iso_rate_study import KINDS, pair_inputs  # noqa: E402
+from iso_rate_study import KINDS, pair_inputs, record_pairs  # noqa: E402
 
 from rso.core.iso_guard import lung_axis_share  # noqa: E402
-from rso.core.workflow import build_network, start_session  # noqa: E402
-from rso.settings import EngineSettings, ISOSettings  # noqa: E402
+from rso.core.workflow import start_session  # noqa: E402
+from rso.settings import ISOSettings  # noqa: E402
 
 HARM_MM = 0.5
 
@@ -83,19 +81,7 @@ def main() -> None:
     if args.summary:
         summary(args.summary, args.threshold)
         return
-    engine = EngineSettings(device="cpu", precision="fp32")
-    network = build_network(engine)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as handle:
-        for spec in args.case:
-            folder, moving = case_spec(spec)
-            for kind in KINDS:
-                started = time.perf_counter()
-                row = run_pair(engine, network, folder, moving, kind)
-                row["seconds"] = round(time.perf_counter() - started)
-                handle.write(json.dumps(row) + "\n")
-                handle.flush()
-                print(json.dumps(row), flush=True)
+    record_pairs(args.case, args.out, run_pair)
 
 
 if __name__ == "__main__":

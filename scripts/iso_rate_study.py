@@ -99,15 +99,21 @@ def main() -> None:
     if args.summary:
         summary(args.summary)
         return
+    record_pairs(args.case, args.out, lambda *pair: run_pair(*pair, args.rate))
+
+
+def record_pairs(cases: list[str], out: Path, run) -> None:
+    """One JSON line per (case, pair kind): ``run(engine, network, folder, moving, kind)``'s row and its
+    seconds, appended to ``out`` as each pair ends (fp32 on the CPU, the bundled model)."""
     engine = EngineSettings(device="cpu", precision="fp32")
     network = build_network(engine)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as handle:
-        for spec in args.case:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as handle:
+        for spec in cases:
             folder, moving = case_spec(spec)
             for kind in KINDS:
                 start = time.perf_counter()
-                row = run_pair(engine, network, folder, moving, kind, args.rate)
+                row = run(engine, network, folder, moving, kind)
                 row["seconds"] = round(time.perf_counter() - start)
                 handle.write(json.dumps(row) + "\n")
                 handle.flush()
