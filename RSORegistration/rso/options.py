@@ -60,6 +60,12 @@ DEFAULT_RSO_MATCH_ARTEFACTS = True
 # second opinion on a full-fan one (rso.core.projection.scan; docs/decisions.md, "Native RSO on half-fan TV
 # phases": chosen on the training boxes, scored on seeds simulated after it was written down).
 DEFAULT_RSO_SCAN_RULE = True
+# Without geometry files: decline box steps where either image's fine in-plane detail ripples around the
+# directions at least this much (rso.core.view_streaks): few-view cone-beam phases, whose streaks the box's
+# similarity follows as readily as motion. Chosen on the training anatomies between the steps that helped
+# (pairs up to 0.29) and those that harmed (from 0.77); CT pairs reach 0.38 (docs/decisions.md, "Box steps
+# without projection geometry: the streaks seen in the image").
+NO_GEOMETRY_MAX_MODULATION = 0.45
 DEFAULT_ISO_MATCH_ARTEFACTS = True  # ISO too: on the raw pair it fits the streaks
 # ISO on the matched pair keeps its field only where the images as given (never fitted) agree better under
 # it than under the field it started from, by MIND (rso.core.iso_guard; docs/decisions.md).

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import SimpleITK as sitk
@@ -30,6 +31,7 @@ from rso.core.patches import add_patches
 from rso.core.projection import matching
 from rso.core.projection.geometry import Placement, ProjectionGeometry
 from rso.core.projection.scan import ScanPair
+from rso.core.view_streaks import pair_modulation
 from rso.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -172,6 +174,14 @@ class ImagePair:
             return None
         axis = self.placement.rtk_to_lps(self.fixed)[0][:, 1]
         return axis / np.linalg.norm(axis)
+
+    @cached_property
+    def view_modulation(self) -> float | None:
+        """How strongly the images carry few-view cone-beam streaks (``rso.core.view_streaks``), measured
+        once per pair on the images as read; None for images that are not CT (no HU to measure)."""
+        if any(window is not None for window in (self.normalisation.fixed, self.normalisation.moving)):
+            return None
+        return pair_modulation(self.fixed, self.moving)
 
     def _resample(self) -> None:
         grid = self.grid

@@ -34,6 +34,7 @@ from rso.core.projection.scan import ScanPair
 from rso.core.steps import StepRecord
 from rso.core.store import SessionState, SessionStore
 from rso.core.summary import summary_text
+from rso.core.view_streaks import no_geometry_decline
 from rso.errors import Diverged
 from rso.options import (
     DEFAULT_BLEND_MARGIN_MM,
@@ -330,9 +331,17 @@ def _restore(session: RegistrationSession, store: SessionStore, manifest: dict, 
 
 def _scan_rule(pair: ImagePair, settings: RSOSettings, params: dict) -> tuple[RSOSettings, str | None]:
     """Where the geometry files say both phases are TV reconstructions (``ScanPair``): the step's settings
-    (no second opinion on a full fan) and why it is declined (a half fan), noted in ``params``."""
-    scans = pair.scans if settings.scan_rule else None
-    if scans is None or scans.reconstruction != "tv":
+    (no second opinion on a full fan) and why it is declined (a half fan), noted in ``params``. Without
+    the files: declined where the images show few-view cone-beam streaks (``view_streaks``)."""
+    if not settings.scan_rule:
+        return settings, None
+    scans = pair.scans
+    if scans is None:
+        modulation = pair.view_modulation
+        if modulation is not None:
+            params["view_modulation"] = round(modulation, 3)
+        return settings, no_geometry_decline(modulation)
+    if scans.reconstruction != "tv":
         return settings, None
     params["scan"] = scans.status()
     if not scans.wants_second_opinion():

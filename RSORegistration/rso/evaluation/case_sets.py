@@ -113,13 +113,24 @@ CONEBEAM_SEVENTH_CASES = (
 )
 # ISO's guard without projection geometry (docs/decisions.md, "ISO without projection geometry: the axis
 # share"), chosen on the training anatomies: seeds 45 and 46 had never been simulated when it was frozen.
-CONEBEAM_CASES = (
+CONEBEAM_EIGHTH_CASES = (
     CaseSpec("cxr", 45, 3, "truebeam"),
     CaseSpec("cxr", 46, 5, "xvi"),
     CaseSpec("lung1", 45, 5, "xvi"),
     CaseSpec("lung1", 46, 3, "truebeam"),
     CaseSpec("lung2", 45, 3, "truebeam"),
     CaseSpec("lung2", 46, 5, "xvi"),
+)
+# Box steps without projection geometry declined on few-view cone-beam phases (rso.core.view_streaks;
+# docs/decisions.md, "Box steps without projection geometry"), chosen on the training anatomies: seeds 47
+# and 48 had never been simulated when it was frozen.
+CONEBEAM_CASES = (
+    CaseSpec("cxr", 47, 5, "xvi"),
+    CaseSpec("cxr", 48, 3, "truebeam"),
+    CaseSpec("lung1", 47, 3, "truebeam"),
+    CaseSpec("lung1", 48, 5, "xvi"),
+    CaseSpec("lung2", 47, 5, "xvi"),
+    CaseSpec("lung2", 48, 3, "truebeam"),
 )
 # The same scans with each phase by the TV reconstruction (``phases --reconstruction tv``: the -tv presets),
 # what a clinic with the projections can register. The recipe (rso.core.projection.TVRecipe) was chosen on
@@ -158,6 +169,7 @@ CASE_SETS = {
     "conebeam-tv": CONEBEAM_TV_CASES,
     "conebeam-tv-first": CONEBEAM_TV_FIRST_CASES,
     "conebeam-tv-third": CONEBEAM_TV_THIRD_CASES,
+    "conebeam-eighth": CONEBEAM_EIGHTH_CASES,
     "conebeam-seventh": CONEBEAM_SEVENTH_CASES,
     "conebeam-sixth": CONEBEAM_SIXTH_CASES,
     "conebeam-fifth": CONEBEAM_FIFTH_CASES,
