@@ -83,4 +83,3 @@ def test_a_ct_pair_without_geometry_is_measured_and_not_ruled_out(fine_ct):
     session = native_session((fine_ct, fine_ct, None))
     assert session.pair.view_modulation < NO_GEOMETRY_MAX_MODULATION
     assert no_geometry_decline(session.pair.view_modulation) is None
-
