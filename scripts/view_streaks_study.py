@@ -14,6 +14,12 @@ pairs the rule would rule out and what that costs:
         --cases-root ~/.cache/rso-registration/cases /tmp/cases --out bench/sweep/view-streaks/training.json
     python scripts/view_streaks_study.py --bench bench/results-conebeam-9 --threshold T
     python scripts/view_streaks_study.py --case DIR ... --threshold T   # values only (e.g. other recipes)
+    python scripts/view_streaks_study.py --bench bench/results-conebeam-10 --threshold T \
+        --counterfactual bench/results-conebeam-10/view-streaks-off.jsonl
+
+``--counterfactual``: on each ruled-out pair of the ``--bench`` folders, what the declined steps would have
+done: ISO-100 without geometry (fp32), then native RSO on each of the benchmark's boxes with the scan's
+rule off (``RSOSettings(scan_rule=False)``, the guard as it is), one JSON line per box.
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import SimpleITK as sitk
 
-from rso.core.view_streaks import pair_modulation
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rso.core.view_streaks import pair_modulation  # noqa: E402
 
 HARM_MM = 0.5
 
@@ -63,6 +71,50 @@ def steps_from_bench(folder: Path) -> tuple[dict, dict[str, Path]]:
         if {"rso_native_no_geometry", "iso_short_no_geometry"} <= tre.keys():
             steps[case].append((kind, tre["rso_native_no_geometry"] - tre["iso_short_no_geometry"]))
     return steps, folders
+
+
+def counterfactual(folders: list[Path], threshold: float, out: Path) -> None:
+    """Native RSO with the scan's rule off on every box of the ruled-out pairs of benchmark ``folders``."""
+    from iso_rate_study import pair_inputs
+
+    from rso.core.workflow import build_network, start_session
+    from rso.settings import EngineSettings, ISOSettings, RSOSettings
+
+    engine = EngineSettings(device="cpu", precision="fp32")
+    network = build_network(engine)
+    with out.open("w") as handle:
+        for case, folder, moving, boxes in _bench_boxes(folders):
+            value = case_values(folder)["cbct"]
+            if value is None or value < threshold:
+                continue
+            session = start_session(engine, pair_inputs(folder, moving, "cbct"), network=network)
+            session.general()
+            session.iso(ISOSettings(iterations=100))
+            for kind, index, ras in boxes:
+                box = session.box_from_ras(ras)
+                before = session.metrics(box=box)["tre_mm_box"]["mean"]
+                record = session.rso(box, RSOSettings(scan_rule=False))
+                after = record.metrics["tre_mm_box"]["mean"] if record.accepted else before
+                row = {"case": case, "kind": kind, "box": index, "modulation": value}
+                row.update(tre_before=before, tre_after=after, declined=record.declined)
+                handle.write(json.dumps(row) + "\n")
+                outcome = record.declined or "kept"
+                print(f"{case:32s} {kind:10s} {index} {before:6.2f} -> {after:6.2f}  {outcome}")
+                if record.accepted:
+                    session.undo()
+
+
+def _bench_boxes(folders: list[Path]):
+    """(case, folder, moving phase, [(kind, index, ras)]) of each case in benchmark result folders."""
+    cases = {}
+    for folder in folders:
+        for path in sorted(folder.glob("arm_*_rso_native_no_geometry.json")):
+            arm = json.loads(path.read_text())
+            case = arm["case"]
+            entry = cases.setdefault(case["name"], (Path(case["folder"]), case["moving_phase"], []))
+            entry[2].append((arm["box"]["kind"], arm["box"]["index"], arm["box"]["ras"]))
+    for name, (folder, moving, boxes) in sorted(cases.items()):
+        yield name, folder, moving, boxes
 
 
 def find_case(name: str, roots: list[Path]) -> Path:
@@ -135,7 +187,11 @@ def main() -> None:
     parser.add_argument("--case", type=Path, nargs="+", default=[], help="case folders: values only")
     parser.add_argument("--threshold", type=float, help="a frozen threshold to score")
     parser.add_argument("--out", type=Path, help="write the rows (and the chosen threshold) as JSON")
+    parser.add_argument("--counterfactual", type=Path, help="replay ruled-out --bench pairs, rule off")
     args = parser.parse_args()
+    if args.counterfactual:
+        counterfactual(args.bench, args.threshold, args.counterfactual)
+        return
     steps, folders = defaultdict(list), {}
     if args.records:
         for case, changes in steps_from_records(args.records).items():

@@ -31,7 +31,7 @@ from rso.core.patches import add_patches
 from rso.core.projection import matching
 from rso.core.projection.geometry import Placement, ProjectionGeometry
 from rso.core.projection.scan import ScanPair
-from rso.core.view_streaks import pair_modulation
+from rso.core.view_streaks import STREAKS_SEEN, no_geometry_decline, pair_modulation
 from rso.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -242,8 +242,12 @@ class ImagePair:
         return self._matched
 
     def matching_status(self, match_artefacts: bool) -> str:
-        """One line: whether the steps compare artefact-matched images, and if not, why."""
-        return matching.matching_status(self.scans, match_artefacts)
+        """One line: whether the steps compare artefact-matched images, and if not, why (without geometry,
+        and where the images carry few-view cone-beam streaks, what that means for box steps)."""
+        status = matching.matching_status(self.scans, match_artefacts)
+        if self.scans is None and no_geometry_decline(self.view_modulation):
+            status += f"; {STREAKS_SEEN} (angular modulation {self.view_modulation:.2f})"
+        return status
 
     def network_inputs(self, matched: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(1, 1, z, y, x) normalised fixed and moving on the model grid: the inputs, or the matched pair."""

@@ -25,8 +25,10 @@ FREQUENCY_BAND = (0.07, 0.16)  # cycles/mm: the fine detail whose directions are
 DIRECTION_BINS = 60  # 3 degree bins over the half-turn (a spectrum's line has two ends)
 HARMONICS = (4, 20)  # angular periods 45 .. 9 degrees: narrower than the anatomy's, as wide as the gaps
 MAX_SLICES = 32  # evenly spaced through the middle half of the image along its superior axis
-MIN_BIN_SAMPLES = 4  # spectrum samples per direction bin, fewer: the image is too coarse to tell
+MIN_BIN_SAMPLES = 4  # spectrum samples per direction bin; fewer: the image is too small to tell
 HU_RANGE = (-1000.0, 1000.0)  # metal and beyond-range values would dominate the spectrum
+# The status line's tail on such a pair given without geometry (ImagePair.matching_status).
+STREAKS_SEEN = "the images carry few-view cone-beam streaks: native RSO declines box steps without the files"
 
 
 def angular_modulation(image: sitk.Image) -> float | None:
@@ -38,9 +40,9 @@ def angular_modulation(image: sitk.Image) -> float | None:
             takes the scanner's rotation axis).
 
     Returns the RMS amplitude of the log power's angular harmonics 4-20 (dimensionless; 0 for detail spread
-    evenly; the larger of a pair's two, training anatomies: CT phases 0.15-0.38, XVI-like FDK phases
-    0.17-0.51, TrueBeam-like 0.77-0.98), or None
-    where the pixels are too coarse (over 3.1 mm in-plane) or the image too small to resolve the band.
+    evenly; the larger of a pair's two on the training anatomies: CT phases 0.15-0.38, XVI-like FDK phases
+    0.17-0.51, TrueBeam-like 0.77-0.98), or None where the pixels are too coarse (over 3.1 mm in-plane) or
+    the image too small to resolve the band.
     """
     volume, spacing = _axial_stack(image)
     band = _band(volume.shape[1:], spacing)
@@ -74,7 +76,7 @@ def no_geometry_decline(modulation: float | None) -> str | None:
         f"no projection geometry, and the images carry the streaks of few-view cone-beam phases (angular "
         f"modulation {modulation:.2f}; {NO_GEOMETRY_MAX_MODULATION:.2f} and above marks them): there a box's "
         "similarity follows the streaks as readily as the motion, so the box is left as it is; give both "
-        "phases' geometry files (--fixed-geometry, --moving-geometry) to compare them artefact-matched"
+        "phases' projection geometry files to compare them artefact-matched"
     )
 
 

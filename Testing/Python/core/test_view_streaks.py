@@ -11,8 +11,8 @@ from conftest import resample_to_spacing
 from test_native import native_session
 
 from rso.core.projection.geometry import ProjectionGeometry
-from rso.core.projection.matching import reproject
-from rso.core.view_streaks import angular_modulation, no_geometry_decline, pair_modulation
+from rso.core.projection.matching import NO_GEOMETRY, reproject
+from rso.core.view_streaks import STREAKS_SEEN, angular_modulation, no_geometry_decline, pair_modulation
 from rso.options import NO_GEOMETRY_MAX_MODULATION
 from rso.settings import RSOSettings
 
@@ -72,6 +72,8 @@ def test_without_geometry_native_rso_declines_on_streaky_phases_and_says_why(pha
     record = session.rso(box, RSOSettings())
     assert record.declined == no_geometry_decline(session.pair.view_modulation)
     assert "geometry files" in record.declined and record.params["view_modulation"] > 0.9
+    status = session.pair.matching_status(True)
+    assert status.startswith(f"{NO_GEOMETRY}; {STREAKS_SEEN} (angular modulation "), status
     assert np.array_equal(session.field_voxels, before) and len(session.history) == 0
     # with the scan's rule off the step runs: whatever its guard says, not for this reason
     record = session.rso(box, RSOSettings(scan_rule=False, iterations=3))
@@ -83,3 +85,4 @@ def test_a_ct_pair_without_geometry_is_measured_and_not_ruled_out(fine_ct):
     session = native_session((fine_ct, fine_ct, None))
     assert session.pair.view_modulation < NO_GEOMETRY_MAX_MODULATION
     assert no_geometry_decline(session.pair.view_modulation) is None
+    assert session.pair.matching_status(True) == NO_GEOMETRY
