@@ -59,11 +59,16 @@ def steps_from_records(path: Path) -> dict[str, list[tuple[str, float]]]:
     return steps
 
 
+def no_geometry_arms(folder: Path, arm: str = ""):
+    """The benchmark's no-geometry arm records in ``folder`` (``arm``: only that arm's), sorted by file."""
+    for path in sorted(folder.glob(f"arm_*_{arm or '*'}_no_geometry.json")):
+        yield json.loads(path.read_text())
+
+
 def steps_from_bench(folder: Path) -> tuple[dict, dict[str, Path]]:
     """case name -> [(box kind, native RSO's change from ISO-100, both without geometry)], and folders."""
     steps, folders, arms = defaultdict(list), {}, {}
-    for path in folder.glob("arm_*_no_geometry.json"):
-        arm = json.loads(path.read_text())
+    for arm in no_geometry_arms(folder):
         key = (arm["case"]["name"], arm["box"]["kind"], arm["box"]["index"])
         arms.setdefault(key, {})[arm["arm"]] = arm["metrics"]["tre_mm_box"]["mean"]
         folders[arm["case"]["name"]] = Path(arm["case"]["folder"])
@@ -108,8 +113,7 @@ def _bench_boxes(folders: list[Path]):
     """(case, folder, moving phase, [(kind, index, ras)]) of each case in benchmark result folders."""
     cases = {}
     for folder in folders:
-        for path in sorted(folder.glob("arm_*_rso_native_no_geometry.json")):
-            arm = json.loads(path.read_text())
+        for arm in no_geometry_arms(folder, "rso_native"):
             case = arm["case"]
             entry = cases.setdefault(case["name"], (Path(case["folder"]), case["moving_phase"], []))
             entry[2].append((arm["box"]["kind"], arm["box"]["index"], arm["box"]["ras"]))
