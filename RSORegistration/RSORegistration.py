@@ -45,8 +45,7 @@ class RSORegistration(ScriptedLoadableModule):
             "pair with the general model, refine the whole image (ISO), then draw boxes where the result is "
             "not good enough: each box is refined (RSO) as soon as it is placed. The slice views show the "
             "fixed image with the difference to the warped moving image in colour. "
-            "Documentation: docs/slicer-module.md in this extension's source folder "
-            "(the online repository is not published yet)."
+            "Documentation: docs/slicer-module.md in this extension's source folder."
         )
         self.parent.acknowledgementText = _(
             "Implements the method of Bai et al., Region Specific Optimization (RSO)-based Deep Interactive "
@@ -72,6 +71,7 @@ class RSORegistrationParameterNode:
     isoGuard: bool = default_of(ISOSettings, "guard")
     rsoIterations: Annotated[int, WithinRange(0, 100000)] = default_of(RSOSettings, "iterations")
     rsoMode: Annotated[str, Choice(list(choices_of(RSOSettings, "mode")))] = default_of(RSOSettings, "mode")
+    rsoScanRule: bool = default_of(RSOSettings, "scan_rule")
     composition: Annotated[str, Choice(list(choices_of(RSOSettings, "compose")))] = default_of(
         RSOSettings, "compose"
     )

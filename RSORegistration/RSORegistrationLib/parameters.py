@@ -47,6 +47,7 @@ SETTING_FIELDS = {
     "isoGuard": (ISOSettings, "guard"),
     "rsoIterations": (RSOSettings, "iterations"),
     "rsoMode": (RSOSettings, "mode"),
+    "rsoScanRule": (RSOSettings, "scan_rule"),
     "composition": (RSOSettings, "compose"),
 }
 
@@ -106,6 +107,7 @@ class RunParameters:
     isoGuard: bool = setting_default("isoGuard")  # keep ISO's field only where its guard trusts it
     rsoIterations: int = setting_default("rsoIterations")
     rsoMode: str = setting_default("rsoMode")
+    rsoScanRule: bool = setting_default("rsoScanRule")  # native: decline box steps the scan cannot show
     composition: str = setting_default("composition")
     seed: int = setting_default("seed")
     autoRefine: bool = True  # placing an ROI starts RSO on it

@@ -104,6 +104,16 @@ def test_the_parameter_node_takes_its_defaults_and_choices_from_the_settings():
     assert checked == len(SETTING_FIELDS)
 
 
+def test_the_scan_rule_checkbox_reaches_the_rso_step():
+    """Slicer's *Scan rule* box is RSOSettings.scan_rule: unticked, the RSO request turns the rule off."""
+    from RSORegistrationLib.parameters import RunParameters, settings_arguments
+
+    assert settings_arguments(RunParameters(), RSOSettings)["scan_rule"] is True
+    arguments = settings_arguments(RunParameters(rsoScanRule=False), RSOSettings)
+    assert arguments["scan_rule"] is False
+    assert RSOSettings(**arguments).scan_rule is False
+
+
 def _settings_defaults() -> list[ast.expr]:
     tree = ast.parse((PACKAGE / "rso" / "settings.py").read_text())
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setting"]
