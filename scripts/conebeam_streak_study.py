@@ -111,15 +111,20 @@ def study(cases: list[str], out: Path) -> dict:
     return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_case_study(description: str, default_out: str, study) -> None:
+    """The command line of a study over cone-beam cases: ``--case DIR[:K]`` (repeatable), ``--out``."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--case", action="append", required=True, metavar="DIR[:K]", help="a cone-beam case")
-    parser.add_argument("--out", type=Path, default=Path("bench/sweep/conebeam-streaks/study.json"))
+    parser.add_argument("--out", type=Path, default=Path(default_out))
     args = parser.parse_args()
     torch.set_num_threads(2)
     started = time.perf_counter()
     study(args.case, args.out)
     print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s")
+
+
+def main() -> None:
+    run_case_study(__doc__, "bench/sweep/conebeam-streaks/study.json", study)
 
 
 if __name__ == "__main__":

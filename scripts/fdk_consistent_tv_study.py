@@ -24,7 +24,6 @@ units of water's mu (0.015-0.12 tried on chest_crop_a seed 22 and cxr seed 12: l
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -32,12 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 from skimage.restoration import denoise_tv_chambolle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conebeam_prior_study import lung_error  # noqa: E402
-from conebeam_streak_study import read  # noqa: E402
+from conebeam_streak_study import read, run_case_study  # noqa: E402
 from conebeam_study import case_inputs, case_spec  # noqa: E402
 from streak_study import box_row, summarise  # noqa: E402
 
@@ -46,6 +44,7 @@ from rso.core.projection.conebeam import FDK_HANN_CUT, Detector, fdk, field_of_v
 from rso.core.projection.matching import match_artefacts  # noqa: E402
 from rso.core.projection.units import MU_WATER_PER_MM, hu_to_mu  # noqa: E402
 from rso.core.workflow import build_network, start_session  # noqa: E402
+from rso.evaluation.bench.arms import write_json  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
 from rso.settings import EngineSettings  # noqa: E402
 
@@ -114,21 +113,12 @@ def study(cases: list[str], out: Path) -> dict:
     report = {"recipe": recipe, "seconds_per_pair": seconds, "lung_error_hu": errors, "rows": rows}
     report["summary"] = summarise(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(out)
+    write_json(out, report)
     return report
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", action="append", required=True, metavar="DIR[:K]", help="a cone-beam case")
-    parser.add_argument("--out", type=Path, default=Path("bench/sweep/fdk-consistent-tv/study.json"))
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    started = time.perf_counter()
-    study(args.case, args.out)
-    print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s")
+    run_case_study(__doc__, "bench/sweep/fdk-consistent-tv/study.json", study)
 
 
 if __name__ == "__main__":
