@@ -1,12 +1,15 @@
-"""Replay one benchmark box step and say what the box holds: the correction, and how the truth moves its
-lung and its other voxels (#20).
+"""Replay one benchmark box step and say what the box holds and which images prefer the step (#20).
 
 From a benchmark arm record (``--record bench/results-.../arm_<case>_<kind><i>_rso_native.json``), the case
 is opened as the benchmark opens it (with both geometry files for an FDK case), general model -> ISO-100
 -> native RSO with the default settings on the recorded box. Printed and written as JSON (``--out``): the
 box TRE before and after, the guard's record, the correction's mean in the box (LPS mm), the true
 displacement's mean along each axis in the box's lung voxels and in its other voxels (a box on a sliding
-boundary shows two motions), and the lung share of the box.
+boundary shows two motions), and the lung share of the box. Then the native similarity's gain of the
+step's correction and of the true one (1 - cost(correction) / cost(0), as ``scripts/conebeam_streak_study.py``
+measures it) on five pairs: the clean CT phases, the CBCT phases as given, artefact-matched, each CT
+phase noiselessly through its own phase's geometry, and both through the fixed phase's. With ``--fit-mask
+lung_mask|fov_mask`` the session limits its similarity to that mask of the case (the step again).
 
     python scripts/box_step_replay.py \
         --record bench/results-conebeam-11/arm_lung1-xvi-seed49-phase5_control0_rso_native.json \
@@ -25,9 +28,14 @@ import SimpleITK as sitk
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conebeam_streak_study import pairs_of  # noqa: E402
 from conebeam_study import case_inputs, iso_session  # noqa: E402
+from streak_study import SETTINGS  # noqa: E402
 
 from rso.core.boxes import box_from_ras  # noqa: E402
+from rso.core.geometry import upsample_field  # noqa: E402
+from rso.core.native import Refinement, build_problem, correction_tensor  # noqa: E402
+from rso.core.pair import read_fit_mask  # noqa: E402
 from rso.core.workflow import build_network  # noqa: E402
 from rso.evaluation.bench.arms import write_json  # noqa: E402
 from rso.evaluation.bench.cases import case_folder  # noqa: E402
@@ -49,20 +57,42 @@ def truth_in_box(folder: Path, moving: int, box) -> dict:
     }
 
 
-def replay(record_path: Path) -> dict:
+def gains(session, state, box, step_mm: np.ndarray, pairs: dict) -> dict:
+    """Per image pair: the similarity's gain of ``step_mm`` and of the true correction, from ``state``."""
+    current = (session.grid.voxels_to_mm(state.field), state.patches)
+    result = {}
+    for name, pair in pairs.items():
+        problem = build_problem(pair, box, 15.0, session.grid, current, torch.device("cpu"))
+        truth = upsample_field(session.truth, problem.window.reference_image())
+        to_truth = sitk.GetArrayFromImage(truth).astype(np.float32) - problem.current_mm
+        refinement = Refinement(problem, SETTINGS)
+        with torch.no_grad():
+            cost = [
+                float(refinement.similarity(correction_tensor(c))) for c in (0 * step_mm, step_mm, to_truth)
+            ]
+        result[name] = {"step": round(1 - cost[1] / cost[0], 3), "truth": round(1 - cost[2] / cost[0], 3)}
+    return result
+
+
+def replay(record_path: Path, fit_mask: str | None) -> dict:
     record = json.loads(record_path.read_text())
     case = record["case"]
     moving = case["moving_phase"]
     folder = case_folder(case["anatomy"], case["seed"], case["preset"], moving)
+    inputs = case_inputs(folder, moving)
+    if fit_mask:
+        inputs["fit_mask"] = read_fit_mask(str(folder / f"{fit_mask}.nii.gz"))
     engine = EngineSettings(device="cpu", precision="fp32")
-    session, _ = iso_session(engine, case_inputs(folder, moving), build_network(engine), 100)
+    session, _ = iso_session(engine, inputs, build_network(engine), 100)
     box = box_from_ras(session.grid, record["box"]["ras"])
-    before_field = session.field_mm.copy()
+    before_state, before_field = session.state, session.field_mm.copy()
     before = session.metrics(box=box)["tre_mm_box"]["mean"]
     step = session.rso(box, RSOSettings())
+    after = session.state
     correction = (session.field_mm - before_field)[box.voxels.slices].reshape(-1, 3)
-    return {
+    result = {
         "record": str(record_path),
+        "fit_mask": fit_mask,
         "box_tre_before_mm": round(before, 2),
         "box_tre_after_mm": round(step.metrics["tre_mm_box"]["mean"], 2) if step.accepted else None,
         "declined": step.declined,
@@ -70,15 +100,25 @@ def replay(record_path: Path) -> dict:
         "correction_mean_mm": np.round(correction.mean(axis=0), 2).tolist(),
         **truth_in_box(folder, moving, box),
     }
+    if step.accepted:
+        pairs = pairs_of(session, folder, moving)
+        pairs = {name: pairs[name] for name in ("ct", "cbct", "matched", "ideal", "ideal_one_geometry")}
+        current = (session.grid.voxels_to_mm(before_state.field), before_state.patches)
+        window = build_problem(pairs["ct"], box, 15.0, session.grid, current, torch.device("cpu"))
+        moved = (session.grid.voxels_to_mm(after.field), after.patches)
+        step_mm = build_problem(pairs["ct"], box, 15.0, session.grid, moved, torch.device("cpu")).current_mm
+        result["gain"] = gains(session, before_state, box, step_mm - window.current_mm, pairs)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--record", type=Path, required=True, help="a benchmark arm record of a native step")
+    parser.add_argument("--fit-mask", choices=("lung_mask", "fov_mask"), help="limit the similarity to it")
     parser.add_argument("--out", type=Path, help="write the result here as JSON")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    result = replay(args.record)
+    result = replay(args.record, args.fit_mask)
     print(json.dumps(result, indent=1))
     if args.out:
         write_json(args.out, result)
