@@ -57,19 +57,32 @@ def truth_in_box(folder: Path, moving: int, box) -> dict:
     }
 
 
+def window_problem(session, pair, box, state):
+    """Native RSO's problem for ``box`` on ``pair`` from session ``state`` (its window, its current field)."""
+    current = (session.grid.voxels_to_mm(state.field), state.patches)
+    margin = RSOSettings().blend_margin_mm
+    return build_problem(pair, box, margin, session.grid, current, torch.device("cpu"))
+
+
+def step_on_window(session, pair, box, before, after) -> np.ndarray:
+    """The correction a step made, from state ``before`` to ``after``, on the box's window (Z, Y, X, 3) mm."""
+    return (
+        window_problem(session, pair, box, after).current_mm
+        - window_problem(session, pair, box, before).current_mm
+    )
+
+
 def gains(session, state, box, step_mm: np.ndarray, pairs: dict) -> dict:
     """Per image pair: the similarity's gain of ``step_mm`` and of the true correction, from ``state``."""
-    current = (session.grid.voxels_to_mm(state.field), state.patches)
     result = {}
     for name, pair in pairs.items():
-        problem = build_problem(pair, box, 15.0, session.grid, current, torch.device("cpu"))
+        problem = window_problem(session, pair, box, state)
         truth = upsample_field(session.truth, problem.window.reference_image())
         to_truth = sitk.GetArrayFromImage(truth).astype(np.float32) - problem.current_mm
         refinement = Refinement(problem, SETTINGS)
         with torch.no_grad():
-            cost = [
-                float(refinement.similarity(correction_tensor(c))) for c in (0 * step_mm, step_mm, to_truth)
-            ]
+            corrections = (0 * step_mm, step_mm, to_truth)
+            cost = [float(refinement.similarity(correction_tensor(c))) for c in corrections]
         result[name] = {"step": round(1 - cost[1] / cost[0], 3), "truth": round(1 - cost[2] / cost[0], 3)}
     return result
 
@@ -88,7 +101,6 @@ def replay(record_path: Path, fit_mask: str | None) -> dict:
     before_state, before_field = session.state, session.field_mm.copy()
     before = session.metrics(box=box)["tre_mm_box"]["mean"]
     step = session.rso(box, RSOSettings())
-    after = session.state
     correction = (session.field_mm - before_field)[box.voxels.slices].reshape(-1, 3)
     result = {
         "record": str(record_path),
@@ -103,11 +115,8 @@ def replay(record_path: Path, fit_mask: str | None) -> dict:
     if step.accepted:
         pairs = pairs_of(session, folder, moving)
         pairs = {name: pairs[name] for name in ("ct", "cbct", "matched", "ideal", "ideal_one_geometry")}
-        current = (session.grid.voxels_to_mm(before_state.field), before_state.patches)
-        window = build_problem(pairs["ct"], box, 15.0, session.grid, current, torch.device("cpu"))
-        moved = (session.grid.voxels_to_mm(after.field), after.patches)
-        step_mm = build_problem(pairs["ct"], box, 15.0, session.grid, moved, torch.device("cpu")).current_mm
-        result["gain"] = gains(session, before_state, box, step_mm - window.current_mm, pairs)
+        step_mm = step_on_window(session, pairs["ct"], box, before_state, session.state)
+        result["gain"] = gains(session, before_state, box, step_mm, pairs)
     return result
 
 

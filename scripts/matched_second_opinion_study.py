@@ -28,19 +28,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from box_step_replay import window_problem  # noqa: E402
 from conebeam_study import case_inputs, case_spec, iso_session  # noqa: E402
 
 from rso.core.boxes import box_from_ras  # noqa: E402
-from rso.core.native import build_problem  # noqa: E402
 from rso.core.native.second_opinion import disagreement_mm  # noqa: E402
 from rso.core.workflow import build_network  # noqa: E402
 from rso.settings import EngineSettings, RSOSettings  # noqa: E402
-
-
-def window_field(session, pair, box, state):
-    """The state's field on the box's native window, (Z, Y, X, 3) LPS mm."""
-    current = (session.grid.voxels_to_mm(state.field), state.patches)
-    return build_problem(pair, box, 15.0, session.grid, current, torch.device("cpu"))
 
 
 def study_case(session, records: list[dict]) -> list[dict]:
@@ -55,8 +49,8 @@ def study_case(session, records: list[dict]) -> list[dict]:
         row |= {"tre_before": round(before, 3), "kept": step.accepted, "guard": step.guard}
         if step.accepted:
             row["tre_after"] = round(step.metrics["tre_mm_box"]["mean"], 3)
-            problem = window_field(session, given, box, before_state)
-            correction = window_field(session, given, box, session.state).current_mm - problem.current_mm
+            problem = window_problem(session, given, box, before_state)
+            correction = window_problem(session, given, box, session.state).current_mm - problem.current_mm
             row["disagreement_mm"] = round(disagreement_mm(problem, settings, correction), 3)
             session.undo()
         rows.append(row)
