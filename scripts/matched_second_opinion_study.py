@@ -8,7 +8,8 @@ record file (``--records``, e.g. ``bench/sweep/conebeam-guard/matching-share.jso
 the case is opened as the benchmark opens it (both geometry files), ISO-100, then the default native step
 on the recorded box; where the step is kept, local NCC refines the box again on the images as given from
 the same state (``rso.core.native.second_opinion.disagreement_mm``) and the distance between the two
-corrections' box means is recorded with the box TRE before and after. One JSON line per box.
+corrections' box means is recorded with the box TRE before and after, and with the share of the box's
+current field the step undoes (``undone_share``: 1 takes the box back to no motion). One JSON line per box.
 
     python scripts/matched_second_opinion_study.py \\
         --records bench/sweep/conebeam-guard/matching-share.jsonl \\
@@ -37,6 +38,15 @@ from rso.core.workflow import build_network  # noqa: E402
 from rso.settings import EngineSettings, RSOSettings  # noqa: E402
 
 
+def undone_share(problem, correction) -> dict:
+    """How much of the box's current field the correction undoes: -sum(c . u) / sum(|u|^2) over the box's
+    voxels (1: back to no motion, 0: across or none), with the current field's box mean (LPS mm)."""
+    current = problem.current_mm[problem.box.slices].reshape(-1, 3).astype(float)
+    step = correction[problem.box.slices].reshape(-1, 3).astype(float)
+    share = -float((step * current).sum() / max((current**2).sum(), 1e-12))
+    return {"current_mean_mm": current.mean(axis=0).round(2).tolist(), "undone_share": round(share, 3)}
+
+
 def study_case(session, records: list[dict]) -> list[dict]:
     settings, given = RSOSettings(), (session.fixed, session.moving)
     rows = []
@@ -52,6 +62,7 @@ def study_case(session, records: list[dict]) -> list[dict]:
             problem = window_problem(session, given, box, before_state)
             correction = window_problem(session, given, box, session.state).current_mm - problem.current_mm
             row["disagreement_mm"] = round(disagreement_mm(problem, settings, correction), 3)
+            row |= undone_share(problem, correction)
             session.undo()
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "guard"}), flush=True)

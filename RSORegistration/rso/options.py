@@ -46,6 +46,13 @@ DEFAULT_RSO_MIN_UNFITTED_GAIN = 0.10
 # of its length along the axis: just above the most that a harmful cone-beam step of the training anatomies
 # had (0.52; docs/decisions.md, "The axis share").
 DEFAULT_RSO_MIN_AXIS_SHARE = 0.55
+# Artefacts stay where the scanner put them, so they favour no motion: decline a correction that takes back
+# more than this share of the box's current motion. Chosen on the training anatomies' matched steps: the
+# helpful ones took back at most 0.36 of a motion of 2 mm or more; the step that took a sliding-boundary
+# control box 1.04 -> 13.46 mm took back 1.00 (docs/decisions.md, "No motion is what artefacts favour").
+DEFAULT_RSO_MAX_UNDONE_SHARE = 0.6
+# Below this RMS motion in the box the undone share is not judged: a share of almost no motion says nothing.
+UNDONE_MIN_MOTION_MM = 2.0
 # The second opinion, where the step compares the images as given: the box's mean correction under LNCC may
 # differ from MIND's by at most this (mm); chosen on TV phases of the training anatomies (docs/decisions.md).
 DEFAULT_RSO_MAX_DISAGREEMENT_MM = 1.0

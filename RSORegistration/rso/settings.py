@@ -32,6 +32,7 @@ from rso.options import (
     DEFAULT_RSO_CONTROL_SPACING_MM,
     DEFAULT_RSO_MATCH_ARTEFACTS,
     DEFAULT_RSO_MAX_DISAGREEMENT_MM,
+    DEFAULT_RSO_MAX_UNDONE_SHARE,
     DEFAULT_RSO_MIN_AXIS_SHARE,
     DEFAULT_RSO_MIN_GAIN,
     DEFAULT_RSO_MIN_UNFITTED_GAIN,
@@ -315,6 +316,13 @@ class RSOSettings(Settings):
         flag="--rso-min-axis-share",
         metavar="F",
     )
+    max_undone_share: float = setting(
+        DEFAULT_RSO_MAX_UNDONE_SHARE,
+        "native: decline a correction that takes back more than this share of the box's current motion "
+        "(1: all of it), toward no motion, which artefacts fixed in the scanner favour (0: any share)",
+        flag="--rso-max-undone-share",
+        metavar="F",
+    )
     max_disagreement_mm: float = setting(
         DEFAULT_RSO_MAX_DISAGREEMENT_MM,
         "native: the second opinion, where the step compares the images as given; decline a correction "
@@ -362,7 +370,15 @@ class RSOSettings(Settings):
             self.iterations = DEFAULT_NATIVE_ITERATIONS if self.mode == "native" else PAPER_RSO_ITERATIONS
         check_iterations(self.iterations)
         _check_signs(
-            self, ("blend_margin_mm", "smoothness", "min_gain", "max_disagreement_mm", "presmooth_mm")
+            self,
+            (
+                "blend_margin_mm",
+                "smoothness",
+                "min_gain",
+                "max_undone_share",
+                "max_disagreement_mm",
+                "presmooth_mm",
+            ),
         )
         if self.min_unfitted_gain >= 1:
             raise InputError(f"min_unfitted_gain must be below 1, not {self.min_unfitted_gain}")

@@ -20,6 +20,7 @@ from rso.core.native import (
     guard_verdict,
     refine_box,
     sample,
+    undone_share,
     with_second_opinion,
 )
 from rso.core.optimize import blend_weights
@@ -377,6 +378,39 @@ def test_the_axis_share_declines_a_correction_across_the_scanners_rotation_axis(
     assert patch is None and declined.axis_share < settings.min_axis_share
     assert "lies mostly across the scanner's rotation axis" in declined.declined
     assert refine_box(across, replace(settings, min_axis_share=0.0))[0] is not None
+
+
+def test_a_correction_back_to_no_motion_is_declined(unshifted_cbct):
+    """Both CBCTs hold the same anatomy; a current field of SHIFT in the box (5.8 mm) is wrong, and the step
+    takes it all back (undone share about 1). A step toward no motion is what artefacts fixed in the
+    scanner favour, so it is declined with why; with the rule off (0) it is kept. From no motion the share
+    is not judged."""
+    fixed, moving, _ = unshifted_cbct
+    grid = ModelGrid.covering(fixed, TEST_GRID)
+    session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
+    settings = RSOSettings(returns=False, max_disagreement_mm=0.0)
+    moved = (np.broadcast_to(SHIFT_MM, (*grid.shape, 3)).astype(np.float32), ())
+    problem = build_problem((fixed, moving), lung_box(session), 10.0, grid, moved, torch.device("cpu"))
+    patch, _, declined = refine_box(problem, settings)
+    assert patch is None and declined.undone_share > settings.max_undone_share
+    assert "takes the box back toward no motion" in declined.declined
+    assert declined.to_dict()["undone_share"] == declined.undone_share
+    patch, _, kept = refine_box(problem, replace(settings, max_undone_share=0.0))
+    assert patch is not None and kept.declined is None and kept.undone_share > 0.6
+    still = (np.zeros((*grid.shape, 3), np.float32), ())
+    problem = build_problem((fixed, moving), lung_box(session), 10.0, grid, still, torch.device("cpu"))
+    assert refine_box(problem, settings)[2].undone_share is None
+
+
+def test_the_undone_share_of_simple_corrections():
+    current = np.zeros((4, 4, 4, 3))
+    current[..., 2] = -10.0
+    assert undone_share(-current, current) == pytest.approx(1.0)
+    assert undone_share(0.3 * current, current) == pytest.approx(-0.3)
+    across = np.zeros_like(current)
+    across[..., 0] = 5.0
+    assert undone_share(across, current) == pytest.approx(0.0)
+    assert undone_share(-current, current / 10.0) is None  # 1 mm of motion: not judged
 
 
 def test_the_axis_share_of_simple_corrections():

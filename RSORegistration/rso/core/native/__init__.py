@@ -20,8 +20,10 @@ optimised:
   real breathing motion already in the field costs nothing; a barrier keeps det J away from folding.
 * **A guard**: the step is declined when the best correction does not explain the images clearly
   better than no correction, when it would add folded voxels (``GuardVerdict``), where the projection
-  geometry is known, when it lies mostly across the scanner's rotation axis (``axis_share``), or, on
-  the images as given, when the box refined under local NCC lands elsewhere (``second_opinion``).
+  geometry is known, when it lies mostly across the scanner's rotation axis (``axis_share``), when it
+  takes the box back toward no motion (``undone_share``: artefacts fixed in the scanner favour none),
+  or, on the images as given, when the box refined under local NCC lands elsewhere
+  (``second_opinion``).
 
 The defaults in ``rso.options`` were chosen on the training anatomies (scripts/sweep_rso.py).
 
@@ -36,7 +38,13 @@ again under local NCC) and ``refine`` (``refine_box``, one step).
 
 from __future__ import annotations
 
-from rso.core.native.guard import GuardVerdict, axis_share, guard_verdict, with_second_opinion
+from rso.core.native.guard import (
+    GuardVerdict,
+    axis_share,
+    guard_verdict,
+    undone_share,
+    with_second_opinion,
+)
 from rso.core.native.problem import (
     REACH_MARGIN_MM,
     WINDOW_SPACING_MM,
@@ -82,6 +90,7 @@ __all__ = [
     "refine_box",
     "sample",
     "sample_batch",
+    "undone_share",
     "window_grid",
     "with_second_opinion",
 ]

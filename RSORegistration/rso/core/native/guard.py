@@ -6,9 +6,11 @@ gain), or, where the step compares artefact-matched images, when it explains les
 ``min_unfitted_gain`` of the dissimilarity of the images as given (the pair the current field was not
 fitted to: a correction that only aligns what matching left of the streaks does not hold there),
 where the projection geometry is known, when less than ``min_axis_share`` of its length lies along the
-scanner's rotation axis (a circular scan's streaks lie across it), and, where it compares the images as
-given, when a second similarity does not find it again (``rso.core.native.second_opinion``). A
-declined step leaves the session as it was (docs/architecture.md §4).
+scanner's rotation axis (a circular scan's streaks lie across it), when it takes back more than
+``max_undone_share`` of the box's current motion (artefacts stay where the scanner put them, so they
+favour no motion), and, where it compares the images as given, when a second similarity does not find it
+again (``rso.core.native.second_opinion``). A declined step leaves the session as it was
+(docs/architecture.md §4).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from rso.core.metrics import jacobian_determinant
 from rso.core.native.refinement import Refinement
+from rso.options import UNDONE_MIN_MOTION_MM
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class GuardVerdict:
     # The share of the correction's length along the scanner's rotation axis in the box, where the projection
     # geometry is known and the step optimised a correction (else None).
     axis_share: float | None = None
+    # The share of the box's current motion the correction takes back (``undone_share``), where the step
+    # optimised a correction and the box moves (else None).
+    undone_share: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -55,6 +61,7 @@ class GuardVerdict:
                 "unfitted_gain",
                 "disagreement_mm",
                 "axis_share",
+                "undone_share",
             )
         }
 
@@ -87,10 +94,13 @@ def guard_verdict(
     det_before, det_after = _jacobians(problem, weights, correction, region)
     folded = (int((det_before <= 0).sum()), int((det_after <= 0).sum()))
     largest, det_min = float(np.linalg.norm(correction[region], axis=-1).max()), float(det_after.min())
-    share = None
-    if returned is None and problem.rotation_axis is not None:
-        share = axis_share(correction[problem.box.slices], problem.rotation_axis)
-    declined = _declined(refinement.settings, gain, unfitted, folded, det_min, largest, share)
+    share, undone = None, None
+    if returned is None:
+        in_box = correction[problem.box.slices]
+        undone = undone_share(in_box, problem.current_mm[problem.box.slices])
+        if problem.rotation_axis is not None:
+            share = axis_share(in_box, problem.rotation_axis)
+    declined = _declined(refinement.settings, gain, unfitted, folded, det_min, largest, (share, undone))
     return GuardVerdict(
         gain,
         det_min,
@@ -100,6 +110,7 @@ def guard_verdict(
         None if returned is None else returned[0],
         unfitted,
         axis_share=share,
+        undone_share=undone,
     )
 
 
@@ -112,6 +123,19 @@ def axis_share(correction: np.ndarray, axis: np.ndarray) -> float | None:
     if length < 1e-6:
         return None
     return float(np.abs(vectors @ np.asarray(axis, np.float64)).mean() / length)
+
+
+def undone_share(correction: np.ndarray, current: np.ndarray) -> float | None:
+    """-sum(c . u) / sum(|u|^2) over the voxels of ``correction`` c and ``current`` u (..., 3) LPS mm: the
+    share of the current motion the correction takes back (1: back to no motion, 0: none, below 0: more
+    motion). None where the current motion's RMS is below UNDONE_MIN_MOTION_MM (a share of almost no motion
+    says nothing)."""
+    c = correction.reshape(-1, 3).astype(np.float64)
+    u = current.reshape(-1, 3).astype(np.float64)
+    motion = float((u**2).sum())
+    if motion < len(u) * UNDONE_MIN_MOTION_MM**2:
+        return None
+    return -float((c * u).sum()) / motion
 
 
 def with_second_opinion(verdict: GuardVerdict, disagreement: float, settings) -> GuardVerdict:
@@ -153,12 +177,14 @@ def _declined(
     folded: tuple[int, int],
     det_min: float,
     largest: float,
-    share: float | None,
+    shares: tuple[float | None, float | None],
 ) -> str | None:
     """Why the correction is declined (one sentence for the status line), or None where it is kept.
 
     ``settings``: the step's RSOSettings; ``folded``: voxels with det J <= 0 before and after;
-    ``largest``: the largest correction (mm); ``share``: its axis share (None: not judged)."""
+    ``largest``: the largest correction (mm); ``shares``: its axis share and undone share (None: not
+    judged)."""
+    share, undone = shares
     if folded[1] > folded[0]:
         return (
             f"the refinement would fold the field in the box ({folded[1]} folded voxels instead of "
@@ -181,5 +207,11 @@ def _declined(
             f"the best correction ({largest:.1f} mm) lies mostly across the scanner's rotation axis, where a "
             f"circular scan's streaks lie: {100 * share:.0f} % of its length is along the axis (at least "
             f"{100 * settings.min_axis_share:.0f} % is needed)"
+        )
+    if undone is not None and 0 < settings.max_undone_share < undone:
+        return (
+            f"the best correction ({largest:.1f} mm) takes the box back toward no motion, which artefacts "
+            f"fixed in the scanner favour: it undoes {100 * undone:.0f} % of the box's current motion (at "
+            f"most {100 * settings.max_undone_share:.0f} % is allowed)"
         )
     return None

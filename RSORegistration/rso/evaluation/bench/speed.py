@@ -91,6 +91,7 @@ def speed_measurement(session: RegistrationSession, box, mode: str, plan: BenchP
         min_gain=0.0,
         max_disagreement_mm=0.0,
         min_axis_share=0.0,
+        max_undone_share=0.0,
     )
     with Measured(session.device) as call:
         record = session.rso(box, settings, progress=lambda update: elapsed.append(update.elapsed))
