@@ -16,7 +16,8 @@ current field the step undoes (``undone_share``: 1 takes the box back to no moti
         --cases-root ~/.cache/rso-registration/cases --cases-root /tmp/cases \\
         --out bench/sweep/conebeam-guard/matched-second-opinion.jsonl
 
-Training anatomies only (the record file's cases); lung2 never comes here.
+Settings are chosen on the training anatomies' records only; a scored run's boxes may be replayed for a
+diagnosis (``bench/results-conebeam-11/matched-records.jsonl``, made from its arm records).
 """
 
 from __future__ import annotations
