@@ -9,7 +9,9 @@ boundary shows two motions), and the lung share of the box. Then the native simi
 step's correction and of the true one (1 - cost(correction) / cost(0), as ``scripts/conebeam_streak_study.py``
 measures it) on five pairs: the clean CT phases, the CBCT phases as given, artefact-matched, each CT
 phase noiselessly through its own phase's geometry, and both through the fixed phase's. With ``--fit-mask
-lung_mask|fov_mask`` the session limits its similarity to that mask of the case (the step again).
+lung_mask|fov_mask`` the session limits its similarity to that mask of the case (the step again); with
+``--max-undone-share F`` the step runs with that guard setting (0: what a step the rule declined would
+have done).
 
     python scripts/box_step_replay.py \
         --record bench/results-conebeam-11/arm_lung1-xvi-seed49-phase5_control0_rso_native.json \
@@ -87,7 +89,7 @@ def gains(session, state, box, step_mm: np.ndarray, pairs: dict) -> dict:
     return result
 
 
-def replay(record_path: Path, fit_mask: str | None) -> dict:
+def replay(record_path: Path, fit_mask: str | None, settings: RSOSettings) -> dict:
     record = json.loads(record_path.read_text())
     case = record["case"]
     moving = case["moving_phase"]
@@ -100,7 +102,7 @@ def replay(record_path: Path, fit_mask: str | None) -> dict:
     box = box_from_ras(session.grid, record["box"]["ras"])
     before_state, before_field = session.state, session.field_mm.copy()
     before = session.metrics(box=box)["tre_mm_box"]["mean"]
-    step = session.rso(box, RSOSettings())
+    step = session.rso(box, settings)
     correction = (session.field_mm - before_field)[box.voxels.slices].reshape(-1, 3)
     result = {
         "record": str(record_path),
@@ -124,10 +126,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--record", type=Path, required=True, help="a benchmark arm record of a native step")
     parser.add_argument("--fit-mask", choices=("lung_mask", "fov_mask"), help="limit the similarity to it")
+    parser.add_argument(
+        "--max-undone-share",
+        type=float,
+        help="the guard's undone share for the step (0: off; default: the default)",
+    )
     parser.add_argument("--out", type=Path, help="write the result here as JSON")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    result = replay(args.record, args.fit_mask)
+    settings = RSOSettings()
+    if args.max_undone_share is not None:
+        settings = RSOSettings(max_undone_share=args.max_undone_share)
+    result = replay(args.record, args.fit_mask, settings)
     print(json.dumps(result, indent=1))
     if args.out:
         write_json(args.out, result)

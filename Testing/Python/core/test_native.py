@@ -253,16 +253,21 @@ def test_a_second_similarity_confirms_a_real_shift_and_its_disagreement_declines
 def test_an_earlier_state_the_images_prefer_clearly_becomes_the_box_answer(unshifted_cbct):
     """A whole-image step moved the box away from an earlier, better field: the step returns the box there
     (no translation could), without refining it; an earlier field that explains the box worse is left
-    alone, and so is a better one that does not clear the guard's margin."""
+    alone, and so is a better one that does not clear the guard's margin. The earlier state here is no
+    registration: by default the undone share declines the return (artefacts fixed in the scanner favour
+    no motion), so the return is checked with that rule off."""
     fixed, moving, _ = unshifted_cbct  # the truth is the identity
     grid = ModelGrid.covering(fixed, TEST_GRID)
     session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
     box = lung_box(session)
     identity, wrong = _identity_and_wrong(grid)
-    settings = RSOSettings(min_gain=0.2, iterations=5)
+    settings = RSOSettings(min_gain=0.2, iterations=5, max_undone_share=0.0)
 
     cpu = torch.device("cpu")
     went_wrong = build_problem((fixed, moving), box, 10.0, grid, (wrong, ()), cpu, earlier=((identity, ()),))
+    patch, _, declined = refine_box(went_wrong, replace(settings, max_undone_share=0.6))
+    assert patch is None and declined.returned_to == 0 and declined.undone_share == pytest.approx(1.0)
+    assert "takes the box back toward no motion" in declined.declined
     patch, losses, verdict = refine_box(went_wrong, settings)
     assert verdict.returned_to == 0 and verdict.gain >= 0.2 and verdict.declined is None and losses == []
     weights = blend_weights(went_wrong.box, went_wrong.margin_voxels, went_wrong.window.shape)

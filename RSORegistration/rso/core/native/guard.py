@@ -44,8 +44,8 @@ class GuardVerdict:
     # The share of the correction's length along the scanner's rotation axis in the box, where the projection
     # geometry is known and the step optimised a correction (else None).
     axis_share: float | None = None
-    # The share of the box's current motion the correction takes back (``undone_share``), where the step
-    # optimised a correction and the box moves (else None).
+    # The share of the box's current motion the correction (or the return) takes back (``undone_share``),
+    # where the box moves (else None).
     undone_share: float | None = None
 
     def to_dict(self) -> dict:
@@ -94,12 +94,12 @@ def guard_verdict(
     det_before, det_after = _jacobians(problem, weights, correction, region)
     folded = (int((det_before <= 0).sum()), int((det_after <= 0).sum()))
     largest, det_min = float(np.linalg.norm(correction[region], axis=-1).max()), float(det_after.min())
-    share, undone = None, None
-    if returned is None:
-        in_box = correction[problem.box.slices]
-        undone = undone_share(in_box, problem.current_mm[problem.box.slices])
-        if problem.rotation_axis is not None:
-            share = axis_share(in_box, problem.rotation_axis)
+    in_box = correction[problem.box.slices]
+    # A return to no registration takes back all of the box's motion: judged like a correction.
+    undone = undone_share(in_box, problem.current_mm[problem.box.slices])
+    share = None
+    if returned is None and problem.rotation_axis is not None:
+        share = axis_share(in_box, problem.rotation_axis)
     declined = _declined(refinement.settings, gain, unfitted, folded, det_min, largest, (share, undone))
     return GuardVerdict(
         gain,
@@ -210,8 +210,8 @@ def _declined(
         )
     if undone is not None and 0 < settings.max_undone_share < undone:
         return (
-            f"the best correction ({largest:.1f} mm) takes the box back toward no motion, which artefacts "
-            f"fixed in the scanner favour: it undoes {100 * undone:.0f} % of the box's current motion (at "
+            f"the step ({largest:.1f} mm) takes the box back toward no motion, which artefacts fixed in the "
+            f"scanner favour: it undoes {100 * undone:.0f} % of the box's current motion (at "
             f"most {100 * settings.max_undone_share:.0f} % is allowed)"
         )
     return None

@@ -81,7 +81,7 @@ def per_arm_table(records: list[dict]) -> list[dict]:
                 "hd95_lesion_mm": _median(_contour(r, ("lesion",), "hd95_mm") for r in mine),
                 "dice_nodule": _median(_contour(r, ("nodule",), "dice") for r in mine),
                 "declined": sum(r.get("declined") is not None for r in mine),
-                "returned": sum((r.get("guard") or {}).get("returned_to") is not None for r in mine),
+                "returned": sum(_returned(r) for r in mine),
                 "seconds": _median(r["seconds"] for r in mine),
                 "latency_seconds": _median(r.get("latency_seconds") for r in mine),
                 "peak_rss_mb": _median(r["peak_memory"].get("peak_rss_mb") for r in mine),
@@ -314,3 +314,8 @@ def summarise(arm_records: list[dict], speed_records: list[dict], context: dict)
     }
     summary["targets"] = targets(arm_records) + (targets(held_out, "held-out lung2") if held_out else [])
     return summary
+
+
+def _returned(record: dict) -> bool:
+    """Whether a kept step returned its box to an earlier state (a declined return changed nothing)."""
+    return record.get("declined") is None and (record.get("guard") or {}).get("returned_to") is not None
