@@ -46,10 +46,11 @@ DEFAULT_RSO_MIN_UNFITTED_GAIN = 0.10
 # of its length along the axis: just above the most that a harmful cone-beam step of the training anatomies
 # had (0.52; docs/decisions.md, "The axis share").
 DEFAULT_RSO_MIN_AXIS_SHARE = 0.55
-# Artefacts stay where the scanner put them, so they favour no motion: decline a correction that takes back
-# more than this share of the box's current motion. Chosen on the training anatomies' matched steps: the
-# helpful ones took back at most 0.36 of a motion of 2 mm or more; the step that took a sliding-boundary
-# control box 1.04 -> 13.46 mm took back 1.00 (docs/decisions.md, "No motion is what artefacts favour").
+# Artefacts stay where the scanner put them, so they favour no motion: decline a step (a correction or a
+# return) that takes back more than this share of the box's current motion. Chosen on the training
+# anatomies' matched steps: the helpful ones took back at most 0.36 of a motion of 2 mm or more; the step
+# that took a sliding-boundary control box 1.04 -> 13.46 mm took back 1.00. On fresh cases harmful steps
+# took back 0.51 too, helpful ones up to 0.87 (docs/decisions.md, "No motion is what artefacts favour").
 DEFAULT_RSO_MAX_UNDONE_SHARE = 0.6
 # Below this RMS motion in the box the undone share is not judged: a share of almost no motion says nothing.
 UNDONE_MIN_MOTION_MM = 2.0

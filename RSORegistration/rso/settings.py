@@ -318,8 +318,9 @@ class RSOSettings(Settings):
     )
     max_undone_share: float = setting(
         DEFAULT_RSO_MAX_UNDONE_SHARE,
-        "native: decline a correction that takes back more than this share of the box's current motion "
-        "(1: all of it), toward no motion, which artefacts fixed in the scanner favour (0: any share)",
+        "native: decline a step (a correction or a return to an earlier state) that takes back more than "
+        "this share of the box's current motion (1: all of it), toward no motion, which artefacts fixed in "
+        "the scanner favour (0: any share)",
         flag="--rso-max-undone-share",
         metavar="F",
     )
