@@ -34,18 +34,19 @@ from box_step_replay import window_problem  # noqa: E402
 from conebeam_study import case_inputs, case_spec, iso_session  # noqa: E402
 
 from rso.core.boxes import box_from_ras  # noqa: E402
+from rso.core.native import undone_share  # noqa: E402
 from rso.core.native.second_opinion import disagreement_mm  # noqa: E402
 from rso.core.workflow import build_network  # noqa: E402
 from rso.settings import EngineSettings, RSOSettings  # noqa: E402
 
 
-def undone_share(problem, correction) -> dict:
-    """How much of the box's current field the correction undoes: -sum(c . u) / sum(|u|^2) over the box's
-    voxels (1: back to no motion, 0: across or none), with the current field's box mean (LPS mm)."""
-    current = problem.current_mm[problem.box.slices].reshape(-1, 3).astype(float)
-    step = correction[problem.box.slices].reshape(-1, 3).astype(float)
-    share = -float((step * current).sum() / max((current**2).sum(), 1e-12))
-    return {"current_mean_mm": current.mean(axis=0).round(2).tolist(), "undone_share": round(share, 3)}
+def undone_row(problem, correction) -> dict:
+    """The share of the box's current field the correction undoes (the guard's ``undone_share``, judged
+    here however little the box moves), with the current field's box mean (LPS mm)."""
+    current = problem.current_mm[problem.box.slices]
+    share = undone_share(correction[problem.box.slices], current, min_motion_mm=0.0)
+    mean = current.reshape(-1, 3).mean(axis=0).round(2).tolist()
+    return {"current_mean_mm": mean, "undone_share": None if share is None else round(share, 3)}
 
 
 def study_case(session, records: list[dict]) -> list[dict]:
@@ -63,7 +64,7 @@ def study_case(session, records: list[dict]) -> list[dict]:
             problem = window_problem(session, given, box, before_state)
             correction = window_problem(session, given, box, session.state).current_mm - problem.current_mm
             row["disagreement_mm"] = round(disagreement_mm(problem, settings, correction), 3)
-            row |= undone_share(problem, correction)
+            row |= undone_row(problem, correction)
             session.undo()
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "guard"}), flush=True)

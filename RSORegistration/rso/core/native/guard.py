@@ -125,15 +125,17 @@ def axis_share(correction: np.ndarray, axis: np.ndarray) -> float | None:
     return float(np.abs(vectors @ np.asarray(axis, np.float64)).mean() / length)
 
 
-def undone_share(correction: np.ndarray, current: np.ndarray) -> float | None:
+def undone_share(
+    correction: np.ndarray, current: np.ndarray, min_motion_mm: float = UNDONE_MIN_MOTION_MM
+) -> float | None:
     """-sum(c . u) / sum(|u|^2) over the voxels of ``correction`` c and ``current`` u (..., 3) LPS mm: the
     share of the current motion the correction takes back (1: back to no motion, 0: none, below 0: more
-    motion). None where the current motion's RMS is below UNDONE_MIN_MOTION_MM (a share of almost no motion
-    says nothing)."""
+    motion). None where the current motion's RMS is below ``min_motion_mm`` (a share of almost no motion
+    says nothing) or zero."""
     c = correction.reshape(-1, 3).astype(np.float64)
     u = current.reshape(-1, 3).astype(np.float64)
     motion = float((u**2).sum())
-    if motion < len(u) * UNDONE_MIN_MOTION_MM**2:
+    if motion <= 0 or motion < len(u) * min_motion_mm**2:
         return None
     return -float((c * u).sum()) / motion
 
