@@ -318,14 +318,7 @@ def _run_stages(meter: StageMeter, case: ScaleCase, engine: EngineSettings, job:
         viewer.after_step(session, session.history[-1], native_step=False)
     box = session.box_from_ras(case.box_ras())
     with meter.stage("rso"):
-        unguarded = RSOSettings(
-            min_gain=0.0,
-            max_disagreement_mm=0.0,
-            min_axis_share=0.0,
-            max_undone_share=0.0,
-            returns=False,
-        )
-        record = session.rso(box, unguarded)
+        record = session.rso(box, RSOSettings.unguarded(returns=False))
     with meter.stage("overlay"):  # the step's window of each viewer image
         overlay = viewer.after_step(session, record, native_step=True)
     with meter.stage("results"):

@@ -84,15 +84,7 @@ def speed_measurement(session: RegistrationSession, box, mode: str, plan: BenchP
     elapsed: list[float] = []
     full_length = RSOSettings(mode=mode).iterations if mode == "native" else plan.rso
     compose = "global" if mode == "full" else "local"
-    settings = RSOSettings(
-        iterations=plan.speed_iterations,
-        mode=mode,
-        compose=compose,
-        min_gain=0.0,
-        max_disagreement_mm=0.0,
-        min_axis_share=0.0,
-        max_undone_share=0.0,
-    )
+    settings = RSOSettings.unguarded(iterations=plan.speed_iterations, mode=mode, compose=compose)
     with Measured(session.device) as call:
         record = session.rso(box, settings, progress=lambda update: elapsed.append(update.elapsed))
     export = Measured(session.device)
