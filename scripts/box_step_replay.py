@@ -8,9 +8,10 @@ displacement's mean along each axis in the box's lung voxels and in its other vo
 boundary shows two motions), and the lung share of the box. Then the native similarity's gain of the
 step's correction and of the true one (1 - cost(correction) / cost(0), as ``scripts/conebeam_streak_study.py``
 measures it) on five pairs: the clean CT phases, the CBCT phases as given, artefact-matched, each CT
-phase noiselessly through its own phase's geometry, and both through the fixed phase's. With ``--fit-mask
+phase noiselessly through its own phase's geometry, both through the fixed phase's, and each phase as
+given against the other through its geometry (``half_fixed``, ``half_moving``). With ``--fit-mask
 lung_mask|fov_mask`` the session limits its similarity to that mask of the case (the step again); with
-``--max-undone-share F`` the step runs with that guard setting (0: what a step the rule declined would
+``--min-motion-left F`` the step runs with that guard setting (0: what a step the rule declined would
 have done).
 
     python scripts/box_step_replay.py \
@@ -89,6 +90,12 @@ def gains(session, state, box, step_mm: np.ndarray, pairs: dict) -> dict:
     return result
 
 
+def half_matched(given, matched) -> dict:
+    """Each phase as given against the other through its geometry: the pair then shares one geometry's
+    streaks (made from each phase's own anatomy) and not the other's, unlike the matched pair."""
+    return {"half_fixed": (given[0], matched[1]), "half_moving": (matched[0], given[1])}
+
+
 def replay(record_path: Path, fit_mask: str | None, settings: RSOSettings) -> dict:
     record = json.loads(record_path.read_text())
     case = record["case"]
@@ -117,6 +124,7 @@ def replay(record_path: Path, fit_mask: str | None, settings: RSOSettings) -> di
     if step.accepted:
         pairs = pairs_of(session, folder, moving)
         pairs = {name: pairs[name] for name in ("ct", "cbct", "matched", "ideal", "ideal_one_geometry")}
+        pairs |= half_matched(pairs["cbct"], pairs["matched"])
         step_mm = step_on_window(session, pairs["ct"], box, before_state, session.state)
         result["gain"] = gains(session, before_state, box, step_mm, pairs)
     return result
@@ -127,16 +135,16 @@ def main() -> None:
     parser.add_argument("--record", type=Path, required=True, help="a benchmark arm record of a native step")
     parser.add_argument("--fit-mask", choices=("lung_mask", "fov_mask"), help="limit the similarity to it")
     parser.add_argument(
-        "--max-undone-share",
+        "--min-motion-left",
         type=float,
-        help="the guard's undone share for the step (0: off; default: the default)",
+        help="the guard's motion left for the step (0: off; default: the default)",
     )
     parser.add_argument("--out", type=Path, help="write the result here as JSON")
     args = parser.parse_args()
     torch.set_num_threads(2)
     settings = RSOSettings()
-    if args.max_undone_share is not None:
-        settings = RSOSettings(max_undone_share=args.max_undone_share)
+    if args.min_motion_left is not None:
+        settings = RSOSettings(min_motion_left=args.min_motion_left)
     result = replay(args.record, args.fit_mask, settings)
     print(json.dumps(result, indent=1))
     if args.out:

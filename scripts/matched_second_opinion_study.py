@@ -9,12 +9,13 @@ the case is opened as the benchmark opens it (both geometry files), ISO-100, the
 on the recorded box; where the step is kept, local NCC refines the box again on the images as given from
 the same state (``rso.core.native.second_opinion.disagreement_mm``) and the distance between the two
 corrections' box means is recorded with the box TRE before and after, and with the share of the box's
-current field the step undoes (``undone_share``: 1 takes the box back to no motion). One JSON line per box.
+RMS motion the step leaves (``motion_left``: 0 takes the box back to no motion; files made before
+2026-12-06 noon hold the ``undone_share``, -sum(c . u) / sum(|u|^2), instead). One JSON line per box.
 
     python scripts/matched_second_opinion_study.py \\
         --records bench/sweep/conebeam-guard/matching-share.jsonl \\
         --cases-root ~/.cache/rso-registration/cases --cases-root /tmp/cases \\
-        --out bench/sweep/conebeam-guard/matched-second-opinion.jsonl
+        --out bench/sweep/conebeam-guard/matched-motion-left.jsonl --min-motion-left 0
 
 Settings are chosen on the training anatomies' records only; a scored run's boxes may be replayed for a
 diagnosis (``bench/results-conebeam-11/matched-records.jsonl``, made from its arm records).
@@ -27,6 +28,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,23 +36,26 @@ from box_step_replay import window_problem  # noqa: E402
 from conebeam_study import case_inputs, case_spec, iso_session  # noqa: E402
 
 from rso.core.boxes import box_from_ras  # noqa: E402
-from rso.core.native import undone_share  # noqa: E402
+from rso.core.native import motion_left  # noqa: E402
 from rso.core.native.second_opinion import disagreement_mm  # noqa: E402
 from rso.core.workflow import build_network  # noqa: E402
 from rso.settings import EngineSettings, RSOSettings  # noqa: E402
 
 
-def undone_row(problem, correction) -> dict:
-    """The share of the box's current field the correction undoes (the guard's ``undone_share``, judged
-    here however little the box moves), with the current field's box mean (LPS mm)."""
+def motion_row(problem, correction) -> dict:
+    """The share of the box's RMS motion the correction leaves (the guard's ``motion_left``, judged here
+    however little the box moves), with the current field's box mean and RMS (LPS mm)."""
     current = problem.current_mm[problem.box.slices]
-    share = undone_share(correction[problem.box.slices], current, min_motion_mm=0.0)
-    mean = current.reshape(-1, 3).mean(axis=0).round(2).tolist()
-    return {"current_mean_mm": mean, "undone_share": None if share is None else round(share, 3)}
+    left = motion_left(correction[problem.box.slices], current, min_motion_mm=0.0)
+    return {
+        "current_mean_mm": current.reshape(-1, 3).mean(axis=0).round(2).tolist(),
+        "motion_rms_mm": round(float(np.sqrt((current**2).sum(axis=-1).mean())), 3),
+        "motion_left": None if left is None else round(left, 3),
+    }
 
 
-def study_case(session, records: list[dict]) -> list[dict]:
-    settings, given = RSOSettings(), (session.fixed, session.moving)
+def study_case(session, records: list[dict], settings: RSOSettings) -> list[dict]:
+    given = (session.fixed, session.moving)
     rows = []
     for record in records:
         box = box_from_ras(session.grid, record["ras"])
@@ -64,7 +69,7 @@ def study_case(session, records: list[dict]) -> list[dict]:
             problem = window_problem(session, given, box, before_state)
             correction = window_problem(session, given, box, session.state).current_mm - problem.current_mm
             row["disagreement_mm"] = round(disagreement_mm(problem, settings, correction), 3)
-            row |= undone_row(problem, correction)
+            row |= motion_row(problem, correction)
             session.undo()
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "guard"}), flush=True)
@@ -76,7 +81,13 @@ def main() -> None:
     parser.add_argument("--records", type=Path, required=True, help="a guard-study JSONL (matched chain)")
     parser.add_argument("--cases-root", type=Path, action="append", required=True, help="where cases are")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--min-motion-left", type=float, help="the guard's motion left (0: off; default: the default)"
+    )
     args = parser.parse_args()
+    settings = RSOSettings()
+    if args.min_motion_left is not None:
+        settings = RSOSettings(min_motion_left=args.min_motion_left)
     torch.set_num_threads(2)
     records = [json.loads(line) for line in args.records.read_text().splitlines() if line.strip()]
     records = [r for r in records if r.get("chain", "matched") == "matched"]
@@ -88,7 +99,7 @@ def main() -> None:
             folder = next(root / name for root in args.cases_root if (root / name).is_dir())
             folder, phase = case_spec(str(folder))
             session, _ = iso_session(engine, case_inputs(folder, phase), network, 100)
-            for row in study_case(session, [r for r in records if r["case"] == name]):
+            for row in study_case(session, [r for r in records if r["case"] == name], settings):
                 out.write(json.dumps(row) + "\n")
 
 

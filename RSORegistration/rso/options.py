@@ -47,13 +47,13 @@ DEFAULT_RSO_MIN_UNFITTED_GAIN = 0.10
 # had (0.52; docs/decisions.md, "The axis share").
 DEFAULT_RSO_MIN_AXIS_SHARE = 0.55
 # Artefacts stay where the scanner put them, so they favour no motion: decline a step (a correction or a
-# return) that takes back more than this share of the box's current motion. Chosen on the training
-# anatomies' matched steps: the helpful ones took back at most 0.36 of a motion of 2 mm or more; the step
-# that took a sliding-boundary control box 1.04 -> 13.46 mm took back 1.00. On fresh cases harmful steps
-# took back 0.51 too, helpful ones up to 0.87 (docs/decisions.md, "No motion is what artefacts favour").
-DEFAULT_RSO_MAX_UNDONE_SHARE = 0.6
-# Below this RMS motion in the box the undone share is not judged: a share of almost no motion says nothing.
-UNDONE_MIN_MOTION_MM = 2.0
+# return) that leaves less than this share of the box's RMS motion. 0.4 is the earlier rule's strength for
+# a step straight back (it declined taking back more than 0.6); a step that passes through no motion, or
+# turns aside, is not what fixed artefacts favour and is no longer counted. The training anatomies' helpful
+# steps left at least 0.66 of a motion of 2 mm or more (docs/decisions.md, "The motion left").
+DEFAULT_RSO_MIN_MOTION_LEFT = 0.4
+# Below this RMS motion in the box the motion left is not judged: a share of almost no motion says nothing.
+MOTION_LEFT_MIN_MOTION_MM = 2.0
 # The second opinion, where the step compares the images as given: the box's mean correction under LNCC may
 # differ from MIND's by at most this (mm); chosen on TV phases of the training anatomies (docs/decisions.md).
 DEFAULT_RSO_MAX_DISAGREEMENT_MM = 1.0

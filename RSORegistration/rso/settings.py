@@ -32,9 +32,9 @@ from rso.options import (
     DEFAULT_RSO_CONTROL_SPACING_MM,
     DEFAULT_RSO_MATCH_ARTEFACTS,
     DEFAULT_RSO_MAX_DISAGREEMENT_MM,
-    DEFAULT_RSO_MAX_UNDONE_SHARE,
     DEFAULT_RSO_MIN_AXIS_SHARE,
     DEFAULT_RSO_MIN_GAIN,
+    DEFAULT_RSO_MIN_MOTION_LEFT,
     DEFAULT_RSO_MIN_UNFITTED_GAIN,
     DEFAULT_RSO_MODE,
     DEFAULT_RSO_PRESMOOTH_MM,
@@ -316,12 +316,12 @@ class RSOSettings(Settings):
         flag="--rso-min-axis-share",
         metavar="F",
     )
-    max_undone_share: float = setting(
-        DEFAULT_RSO_MAX_UNDONE_SHARE,
-        "native: decline a step (a correction or a return to an earlier state) that takes back more than "
-        "this share of the box's current motion (1: all of it), toward no motion, which artefacts fixed in "
-        "the scanner favour (0: any share)",
-        flag="--rso-max-undone-share",
+    min_motion_left: float = setting(
+        DEFAULT_RSO_MIN_MOTION_LEFT,
+        "native: decline a step (a correction or a return to an earlier state) that leaves less than this "
+        "share of the box's RMS motion, landing near no motion, which artefacts fixed in the scanner favour "
+        "(0: any step)",
+        flag="--rso-min-motion-left",
         metavar="F",
     )
     max_disagreement_mm: float = setting(
@@ -363,7 +363,7 @@ class RSOSettings(Settings):
     def unguarded(cls, **fields) -> RSOSettings:
         """Settings with every guard rule that has an off value turned off, and ``fields``: for timings,
         which measure a step that is kept whatever the images say."""
-        off = {"min_gain": 0.0, "max_disagreement_mm": 0.0, "min_axis_share": 0.0, "max_undone_share": 0.0}
+        off = {"min_gain": 0.0, "max_disagreement_mm": 0.0, "min_axis_share": 0.0, "min_motion_left": 0.0}
         return cls(**off, **fields)
 
     def __post_init__(self):
@@ -383,15 +383,15 @@ class RSOSettings(Settings):
                 "blend_margin_mm",
                 "smoothness",
                 "min_gain",
-                "max_undone_share",
                 "max_disagreement_mm",
                 "presmooth_mm",
             ),
         )
         if self.min_unfitted_gain >= 1:
             raise InputError(f"min_unfitted_gain must be below 1, not {self.min_unfitted_gain}")
-        if not 0 <= self.min_axis_share <= 1:
-            raise InputError(f"min_axis_share must lie in 0..1, not {self.min_axis_share}")
+        for name in ("min_axis_share", "min_motion_left"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise InputError(f"{name} must lie in 0..1, not {getattr(self, name)}")
         _check_signs(self, positive=("control_spacing_mm", "step_mm", "learning_rate"))
 
 

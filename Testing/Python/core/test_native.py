@@ -18,9 +18,9 @@ from rso.core.native import (
     axis_share,
     build_problem,
     guard_verdict,
+    motion_left,
     refine_box,
     sample,
-    undone_share,
     with_second_opinion,
 )
 from rso.core.optimize import blend_weights
@@ -254,19 +254,19 @@ def test_an_earlier_state_the_images_prefer_clearly_becomes_the_box_answer(unshi
     """A whole-image step moved the box away from an earlier, better field: the step returns the box there
     (no translation could), without refining it; an earlier field that explains the box worse is left
     alone, and so is a better one that does not clear the guard's margin. The earlier state here is no
-    registration: by default the undone share declines the return (artefacts fixed in the scanner favour
-    no motion), so the return is checked with that rule off."""
+    registration: by default the motion-left rule declines the return (artefacts fixed in the scanner
+    favour no motion), so the return is checked with that rule off."""
     fixed, moving, _ = unshifted_cbct  # the truth is the identity
     grid = ModelGrid.covering(fixed, TEST_GRID)
     session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
     box = lung_box(session)
     identity, wrong = _identity_and_wrong(grid)
-    settings = RSOSettings(min_gain=0.2, iterations=5, max_undone_share=0.0)
+    settings = RSOSettings(min_gain=0.2, iterations=5, min_motion_left=0.0)
 
     cpu = torch.device("cpu")
     went_wrong = build_problem((fixed, moving), box, 10.0, grid, (wrong, ()), cpu, earlier=((identity, ()),))
-    patch, _, declined = refine_box(went_wrong, replace(settings, max_undone_share=0.6))
-    assert patch is None and declined.returned_to == 0 and declined.undone_share == pytest.approx(1.0)
+    patch, _, declined = refine_box(went_wrong, replace(settings, min_motion_left=0.4))
+    assert patch is None and declined.returned_to == 0 and declined.motion_left == pytest.approx(0.0)
     assert "takes the box back toward no motion" in declined.declined
     patch, losses, verdict = refine_box(went_wrong, settings)
     assert verdict.returned_to == 0 and verdict.gain >= 0.2 and verdict.declined is None and losses == []
@@ -387,9 +387,9 @@ def test_the_axis_share_declines_a_correction_across_the_scanners_rotation_axis(
 
 def test_a_correction_back_to_no_motion_is_declined(unshifted_cbct):
     """Both CBCTs hold the same anatomy; a current field of SHIFT in the box (5.8 mm) is wrong, and the step
-    takes it all back (undone share about 1). A step toward no motion is what artefacts fixed in the
-    scanner favour, so it is declined with why; with the rule off (0) it is kept. From no motion the share
-    is not judged."""
+    takes it all back (little motion left). A step to no motion is what artefacts fixed in the scanner
+    favour, so it is declined with why; with the rule off (0) it is kept. From no motion the motion left is
+    not judged."""
     fixed, moving, _ = unshifted_cbct
     grid = ModelGrid.covering(fixed, TEST_GRID)
     session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
@@ -397,25 +397,29 @@ def test_a_correction_back_to_no_motion_is_declined(unshifted_cbct):
     moved = (np.broadcast_to(SHIFT_MM, (*grid.shape, 3)).astype(np.float32), ())
     problem = build_problem((fixed, moving), lung_box(session), 10.0, grid, moved, torch.device("cpu"))
     patch, _, declined = refine_box(problem, settings)
-    assert patch is None and declined.undone_share > settings.max_undone_share
+    assert patch is None and declined.motion_left < settings.min_motion_left
     assert "takes the box back toward no motion" in declined.declined
-    assert declined.to_dict()["undone_share"] == declined.undone_share
-    patch, _, kept = refine_box(problem, replace(settings, max_undone_share=0.0))
-    assert patch is not None and kept.declined is None and kept.undone_share > 0.6
+    assert declined.to_dict()["motion_left"] == declined.motion_left
+    patch, _, kept = refine_box(problem, replace(settings, min_motion_left=0.0))
+    assert patch is not None and kept.declined is None and kept.motion_left < 0.4
     still = (np.zeros((*grid.shape, 3), np.float32), ())
     problem = build_problem((fixed, moving), lung_box(session), 10.0, grid, still, torch.device("cpu"))
-    assert refine_box(problem, settings)[2].undone_share is None
+    assert refine_box(problem, settings)[2].motion_left is None
 
 
-def test_the_undone_share_of_simple_corrections():
+def test_the_motion_left_by_simple_corrections():
+    """Back to no motion leaves none; through no motion to as much on the other side, or a turn aside of
+    the same length, leaves more than straight back part of the way would (artefacts favour none)."""
     current = np.zeros((4, 4, 4, 3))
     current[..., 2] = -10.0
-    assert undone_share(-current, current) == pytest.approx(1.0)
-    assert undone_share(0.3 * current, current) == pytest.approx(-0.3)
+    assert motion_left(-current, current) == pytest.approx(0.0)
+    assert motion_left(-0.6 * current, current) == pytest.approx(0.4)
+    assert motion_left(0.3 * current, current) == pytest.approx(1.3)
+    assert motion_left(-2.0 * current, current) == pytest.approx(1.0)  # reversed: not toward none
     across = np.zeros_like(current)
     across[..., 0] = 5.0
-    assert undone_share(across, current) == pytest.approx(0.0)
-    assert undone_share(-current, current / 10.0) is None  # 1 mm of motion: not judged
+    assert motion_left(across, current) == pytest.approx(np.sqrt(1.25))
+    assert motion_left(-current, current / 10.0) is None  # 1 mm of motion: not judged
 
 
 def test_the_axis_share_of_simple_corrections():

@@ -21,7 +21,7 @@ optimised:
 * **A guard**: the step is declined when the best correction does not explain the images clearly
   better than no correction, when it would add folded voxels (``GuardVerdict``), where the projection
   geometry is known, when it lies mostly across the scanner's rotation axis (``axis_share``), when it
-  takes the box back toward no motion (``undone_share``: artefacts fixed in the scanner favour none),
+  takes the box back toward no motion (``motion_left``: artefacts fixed in the scanner favour none),
   or, on the images as given, when the box refined under local NCC lands elsewhere
   (``second_opinion``).
 
@@ -42,7 +42,7 @@ from rso.core.native.guard import (
     GuardVerdict,
     axis_share,
     guard_verdict,
-    undone_share,
+    motion_left,
     with_second_opinion,
 )
 from rso.core.native.problem import (
@@ -87,10 +87,10 @@ __all__ = [
     "float_tensor",
     "guard_verdict",
     "limit_to_fit_mask",
+    "motion_left",
     "refine_box",
     "sample",
     "sample_batch",
-    "undone_share",
     "window_grid",
     "with_second_opinion",
 ]

@@ -6,9 +6,9 @@ gain), or, where the step compares artefact-matched images, when it explains les
 ``min_unfitted_gain`` of the dissimilarity of the images as given (the pair the current field was not
 fitted to: a correction that only aligns what matching left of the streaks does not hold there),
 where the projection geometry is known, when less than ``min_axis_share`` of its length lies along the
-scanner's rotation axis (a circular scan's streaks lie across it), when it takes back more than
-``max_undone_share`` of the box's current motion (artefacts stay where the scanner put them, so they
-favour no motion), and, where it compares the images as given, when a second similarity does not find it
+scanner's rotation axis (a circular scan's streaks lie across it), when it leaves less than
+``min_motion_left`` of the box's motion (artefacts stay where the scanner put them, so they favour no
+motion), and, where it compares the images as given, when a second similarity does not find it
 again (``rso.core.native.second_opinion``). A declined step leaves the session as it was
 (docs/architecture.md §4).
 """
@@ -22,7 +22,7 @@ import torch
 
 from rso.core.metrics import jacobian_determinant
 from rso.core.native.refinement import Refinement
-from rso.options import UNDONE_MIN_MOTION_MM
+from rso.options import MOTION_LEFT_MIN_MOTION_MM
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,9 @@ class GuardVerdict:
     # The share of the correction's length along the scanner's rotation axis in the box, where the projection
     # geometry is known and the step optimised a correction (else None).
     axis_share: float | None = None
-    # The share of the box's current motion the correction (or the return) takes back (``undone_share``),
+    # The share of the box's RMS motion the correction (or the return) leaves (``motion_left``),
     # where the box moves (else None).
-    undone_share: float | None = None
+    motion_left: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -61,7 +61,7 @@ class GuardVerdict:
                 "unfitted_gain",
                 "disagreement_mm",
                 "axis_share",
-                "undone_share",
+                "motion_left",
             )
         }
 
@@ -96,11 +96,11 @@ def guard_verdict(
     largest, det_min = float(np.linalg.norm(correction[region], axis=-1).max()), float(det_after.min())
     in_box = correction[problem.box.slices]
     # A return to no registration takes back all of the box's motion: judged like a correction.
-    undone = undone_share(in_box, problem.current_mm[problem.box.slices])
+    left = motion_left(in_box, problem.current_mm[problem.box.slices])
     share = None
     if returned is None and problem.rotation_axis is not None:
         share = axis_share(in_box, problem.rotation_axis)
-    declined = _declined(refinement.settings, gain, unfitted, folded, det_min, largest, (share, undone))
+    declined = _declined(refinement.settings, gain, unfitted, folded, det_min, largest, (share, left))
     return GuardVerdict(
         gain,
         det_min,
@@ -110,7 +110,7 @@ def guard_verdict(
         None if returned is None else returned[0],
         unfitted,
         axis_share=share,
-        undone_share=undone,
+        motion_left=left,
     )
 
 
@@ -125,19 +125,19 @@ def axis_share(correction: np.ndarray, axis: np.ndarray) -> float | None:
     return float(np.abs(vectors @ np.asarray(axis, np.float64)).mean() / length)
 
 
-def undone_share(
-    correction: np.ndarray, current: np.ndarray, min_motion_mm: float = UNDONE_MIN_MOTION_MM
+def motion_left(
+    correction: np.ndarray, current: np.ndarray, min_motion_mm: float = MOTION_LEFT_MIN_MOTION_MM
 ) -> float | None:
-    """-sum(c . u) / sum(|u|^2) over the voxels of ``correction`` c and ``current`` u (..., 3) LPS mm: the
-    share of the current motion the correction takes back (1: back to no motion, 0: none, below 0: more
-    motion). None where the current motion's RMS is below ``min_motion_mm`` (a share of almost no motion
-    says nothing) or zero."""
+    """sqrt(sum |u + c|^2 / sum |u|^2) over the voxels of ``correction`` c and ``current`` u (..., 3) LPS
+    mm: the share of the box's RMS motion left after the correction (0: back to no motion, 1: as much as
+    before, above 1: more, or through no motion to the other side). None where the current motion's RMS
+    is below ``min_motion_mm`` (a share of almost no motion says nothing) or zero."""
     c = correction.reshape(-1, 3).astype(np.float64)
     u = current.reshape(-1, 3).astype(np.float64)
     motion = float((u**2).sum())
     if motion <= 0 or motion < len(u) * min_motion_mm**2:
         return None
-    return -float((c * u).sum()) / motion
+    return float(np.sqrt(((u + c) ** 2).sum() / motion))
 
 
 def with_second_opinion(verdict: GuardVerdict, disagreement: float, settings) -> GuardVerdict:
@@ -184,9 +184,9 @@ def _declined(
     """Why the correction is declined (one sentence for the status line), or None where it is kept.
 
     ``settings``: the step's RSOSettings; ``folded``: voxels with det J <= 0 before and after;
-    ``largest``: the largest correction (mm); ``shares``: its axis share and undone share (None: not
-    judged)."""
-    share, undone = shares
+    ``largest``: the largest correction (mm); ``shares``: its axis share and the motion it leaves (None:
+    not judged)."""
+    share, left = shares
     if folded[1] > folded[0]:
         return (
             f"the refinement would fold the field in the box ({folded[1]} folded voxels instead of "
@@ -210,10 +210,10 @@ def _declined(
             f"circular scan's streaks lie: {100 * share:.0f} % of its length is along the axis (at least "
             f"{100 * settings.min_axis_share:.0f} % is needed)"
         )
-    if undone is not None and 0 < settings.max_undone_share < undone:
+    if left is not None and left < settings.min_motion_left:
         return (
             f"the step ({largest:.1f} mm) takes the box back toward no motion, which artefacts fixed in the "
-            f"scanner favour: it undoes {100 * undone:.0f} % of the box's current motion (at "
-            f"most {100 * settings.max_undone_share:.0f} % is allowed)"
+            f"scanner favour: it leaves {100 * left:.0f} % of the box's current motion (at least "
+            f"{100 * settings.min_motion_left:.0f} % must remain)"
         )
     return None
