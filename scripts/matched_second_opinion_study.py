@@ -9,8 +9,9 @@ the case is opened as the benchmark opens it (both geometry files), ISO-100, the
 on the recorded box; where the step is kept, local NCC refines the box again on the images as given from
 the same state (``rso.core.native.second_opinion.disagreement_mm``) and the distance between the two
 corrections' box means is recorded with the box TRE before and after, and with the share of the box's
-RMS motion the step leaves (``motion_left``: 0 takes the box back to no motion; files made before
-2026-12-06 noon hold the ``undone_share``, -sum(c . u) / sum(|u|^2), instead). One JSON line per box.
+RMS motion the step leaves (``motion_left``: 0 takes the box back to no motion) and the share of it the
+step takes back (``undone_share``, -sum(c . u) / sum(|u|^2), the earlier rule's measure). One JSON line
+per box.
 
     python scripts/matched_second_opinion_study.py \\
         --records bench/sweep/conebeam-guard/matching-share.jsonl \\
@@ -45,12 +46,16 @@ from rso.settings import EngineSettings, RSOSettings  # noqa: E402
 def motion_row(problem, correction) -> dict:
     """The share of the box's RMS motion the correction leaves (the guard's ``motion_left``, judged here
     however little the box moves), with the current field's box mean and RMS (LPS mm)."""
-    current = problem.current_mm[problem.box.slices]
-    left = motion_left(correction[problem.box.slices], current, min_motion_mm=0.0)
+    current, in_box = problem.current_mm[problem.box.slices], correction[problem.box.slices]
+    left = motion_left(in_box, current, min_motion_mm=0.0)
+    # The guard's measure before the motion left (a step through no motion counts as undoing it all):
+    # recorded to say what the earlier rule would have done.
+    undone = -float((in_box * current).sum() / max(float((current**2).sum()), 1e-12))
     return {
         "current_mean_mm": current.reshape(-1, 3).mean(axis=0).round(2).tolist(),
         "motion_rms_mm": round(float(np.sqrt((current**2).sum(axis=-1).mean())), 3),
         "motion_left": None if left is None else round(left, 3),
+        "undone_share": round(undone, 3),
     }
 
 
