@@ -130,22 +130,29 @@ def replay(record_path: Path, fit_mask: str | None, settings: RSOSettings) -> di
     return result
 
 
+def add_motion_left_option(parser: argparse.ArgumentParser) -> None:
+    """``--min-motion-left F``: the guard's motion left for the replayed steps (0: off)."""
+    parser.add_argument(
+        "--min-motion-left", type=float, help="the guard's motion left (0: off; default: the default)"
+    )
+
+
+def step_settings(args: argparse.Namespace) -> RSOSettings:
+    """The default RSO settings, with ``--min-motion-left`` where it was given."""
+    if args.min_motion_left is None:
+        return RSOSettings()
+    return RSOSettings(min_motion_left=args.min_motion_left)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--record", type=Path, required=True, help="a benchmark arm record of a native step")
     parser.add_argument("--fit-mask", choices=("lung_mask", "fov_mask"), help="limit the similarity to it")
-    parser.add_argument(
-        "--min-motion-left",
-        type=float,
-        help="the guard's motion left for the step (0: off; default: the default)",
-    )
+    add_motion_left_option(parser)
     parser.add_argument("--out", type=Path, help="write the result here as JSON")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    settings = RSOSettings()
-    if args.min_motion_left is not None:
-        settings = RSOSettings(min_motion_left=args.min_motion_left)
-    result = replay(args.record, args.fit_mask, settings)
+    result = replay(args.record, args.fit_mask, step_settings(args))
     print(json.dumps(result, indent=1))
     if args.out:
         write_json(args.out, result)

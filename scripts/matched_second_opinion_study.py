@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from box_step_replay import window_problem  # noqa: E402
+from box_step_replay import add_motion_left_option, step_settings, window_problem  # noqa: E402
 from conebeam_study import case_inputs, case_spec, iso_session  # noqa: E402
 
 from rso.core.boxes import box_from_ras  # noqa: E402
@@ -86,13 +86,9 @@ def main() -> None:
     parser.add_argument("--records", type=Path, required=True, help="a guard-study JSONL (matched chain)")
     parser.add_argument("--cases-root", type=Path, action="append", required=True, help="where cases are")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument(
-        "--min-motion-left", type=float, help="the guard's motion left (0: off; default: the default)"
-    )
+    add_motion_left_option(parser)
     args = parser.parse_args()
-    settings = RSOSettings()
-    if args.min_motion_left is not None:
-        settings = RSOSettings(min_motion_left=args.min_motion_left)
+    settings = step_settings(args)
     torch.set_num_threads(2)
     records = [json.loads(line) for line in args.records.read_text().splitlines() if line.strip()]
     records = [r for r in records if r.get("chain", "matched") == "matched"]
