@@ -184,6 +184,16 @@ CONEBEAM_MOTION_LEFT_CONFIRM_CASES = (
     CaseSpec("lung2", 57, 3, "truebeam"),
     CaseSpec("lung2", 58, 5, "xvi"),
 )
+# The same defaults a third time on seeds 59 and 60 (seeds 57 and 58 missed the guard's target by 0.04 mm with
+# nothing declined by the motion left): never simulated before the run.
+CONEBEAM_MOTION_LEFT_THIRD_CASES = (
+    CaseSpec("cxr", 59, 5, "xvi"),
+    CaseSpec("cxr", 60, 3, "truebeam"),
+    CaseSpec("lung1", 59, 3, "truebeam"),
+    CaseSpec("lung1", 60, 5, "xvi"),
+    CaseSpec("lung2", 59, 5, "xvi"),
+    CaseSpec("lung2", 60, 3, "truebeam"),
+)
 # The same scans with each phase by the TV reconstruction (``phases --reconstruction tv``: the -tv presets),
 # what a clinic with the projections can register. The recipe (rso.core.projection.TVRecipe) was chosen on
 # training cases (scripts/conebeam_prior_study.py); seeds 19 and 20 had never been simulated when it was.
@@ -223,6 +233,7 @@ CASE_SETS = {
     "conebeam-returns": CONEBEAM_RETURNS_CASES,
     "conebeam-motion-left": CONEBEAM_MOTION_LEFT_CASES,
     "conebeam-motion-left-confirm": CONEBEAM_MOTION_LEFT_CONFIRM_CASES,
+    "conebeam-motion-left-third": CONEBEAM_MOTION_LEFT_THIRD_CASES,
     "conebeam-tv": CONEBEAM_TV_CASES,
     "conebeam-tv-first": CONEBEAM_TV_FIRST_CASES,
     "conebeam-tv-third": CONEBEAM_TV_THIRD_CASES,
