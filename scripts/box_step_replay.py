@@ -11,8 +11,8 @@ measures it) on five pairs: the clean CT phases, the CBCT phases as given, artef
 phase noiselessly through its own phase's geometry, both through the fixed phase's, and each phase as
 given against the other through its geometry (``half_fixed``, ``half_moving``). With ``--fit-mask
 lung_mask|fov_mask`` the session limits its similarity to that mask of the case (the step again); with
-``--min-motion-left F`` the step runs with that guard setting (0: what a step the rule declined would
-have done).
+``--min-motion-left F`` or ``--min-unfitted-gain F`` the step runs with that guard setting (what a step the
+rule declined would have done).
 
     python scripts/box_step_replay.py \
         --record bench/results-conebeam-11/arm_lung1-xvi-seed49-phase5_control0_rso_native.json \
@@ -130,25 +130,29 @@ def replay(record_path: Path, fit_mask: str | None, settings: RSOSettings) -> di
     return result
 
 
-def add_motion_left_option(parser: argparse.ArgumentParser) -> None:
-    """``--min-motion-left F``: the guard's motion left for the replayed steps (0: off)."""
+def add_guard_options(parser: argparse.ArgumentParser) -> None:
+    """``--min-motion-left F`` and ``--min-unfitted-gain F``: guard settings for the replayed steps."""
     parser.add_argument(
         "--min-motion-left", type=float, help="the guard's motion left (0: off; default: the default)"
+    )
+    parser.add_argument(
+        "--min-unfitted-gain",
+        type=float,
+        help="the gain a matched step needs on the images as given (default: the default)",
     )
 
 
 def step_settings(args: argparse.Namespace) -> RSOSettings:
-    """The default RSO settings, with ``--min-motion-left`` where it was given."""
-    if args.min_motion_left is None:
-        return RSOSettings()
-    return RSOSettings(min_motion_left=args.min_motion_left)
+    """The default RSO settings, with the guard options that were given."""
+    given = {"min_motion_left": args.min_motion_left, "min_unfitted_gain": args.min_unfitted_gain}
+    return RSOSettings(**{name: value for name, value in given.items() if value is not None})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--record", type=Path, required=True, help="a benchmark arm record of a native step")
     parser.add_argument("--fit-mask", choices=("lung_mask", "fov_mask"), help="limit the similarity to it")
-    add_motion_left_option(parser)
+    add_guard_options(parser)
     parser.add_argument("--out", type=Path, help="write the result here as JSON")
     args = parser.parse_args()
     torch.set_num_threads(2)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from box_step_replay import add_motion_left_option, step_settings, window_problem  # noqa: E402
+from box_step_replay import add_guard_options, step_settings, window_problem  # noqa: E402
 from conebeam_study import case_inputs, case_spec, iso_session  # noqa: E402
 
 from rso.core.boxes import box_from_ras  # noqa: E402
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--records", type=Path, required=True, help="a guard-study JSONL (matched chain)")
     parser.add_argument("--cases-root", type=Path, action="append", required=True, help="where cases are")
     parser.add_argument("--out", type=Path, required=True)
-    add_motion_left_option(parser)
+    add_guard_options(parser)
     args = parser.parse_args()
     settings = step_settings(args)
     torch.set_num_threads(2)
