@@ -68,7 +68,9 @@ def score_box(session, kind: str, box, given_rule: bool = True) -> dict:
     replayed on it)."""
     before = session.metrics(box=box)["tre_mm_box"]["mean"]
     row = {"kind": kind, "ras": box.ras_corners, "tre_before": before}
-    unguarded = RSOSettings(min_gain=0.0, max_disagreement_mm=0.0, min_axis_share=0.0, returns=False)
+    unguarded = RSOSettings(
+        min_gain=0.0, max_disagreement_mm=0.0, min_axis_share=0.0, min_motion_left=0.0, returns=False
+    )
     if not given_rule:
         unguarded = replace(unguarded, min_unfitted_gain=-np.inf)
     record = session.rso(box, unguarded)
