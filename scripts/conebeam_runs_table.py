@@ -51,6 +51,7 @@ def box_tre(record: dict) -> float:
 
 
 def of_kind(records: list[dict], kinds: tuple[str, ...], preset: str | None = None) -> list[dict]:
+    """The records of boxes of these kinds (on one scanner preset where given)."""
     return [
         r for r in records if r["box"]["kind"] in kinds and (preset is None or r["case"]["preset"] == preset)
     ]
@@ -105,10 +106,10 @@ def presets(records: list[dict]) -> list[str]:
     return sorted({r["case"]["preset"] for r in records})
 
 
-def harm_cell(harm: dict) -> str:
-    """'1 (+0.87)': boxes worse than the limit on one path, with the worst change where any."""
-    worst = f" ({harm['worst_change_mm']:+.2f})" if harm["worse_than_limit"] else ""
-    return f"{harm['worse_than_limit']} of {harm['boxes_judged']}{worst}"
+def harm_cell(counts: dict) -> str:
+    """'1 of 18 (+0.87)': boxes worse than the limit on one path, with the worst change where any."""
+    worst = f" ({counts['worst_change_mm']:+.2f})" if counts["worse_than_limit"] else ""
+    return f"{counts['worse_than_limit']} of {counts['boxes_judged']}{worst}"
 
 
 def print_table(rows: list[dict], pooled: dict) -> None:
