@@ -26,15 +26,21 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "RSORegistration"))
-from rso.evaluation.bench.plan import NO_GEOMETRY_RSO_ARM, WRONG_GEOMETRY_RSO_ARM  # noqa: E402
+from rso.evaluation.bench.plan import (  # noqa: E402
+    NO_GEOMETRY_ISO_ARM,
+    NO_GEOMETRY_RSO_ARM,
+    WRONG_GEOMETRY_ISO_ARM,
+    WRONG_GEOMETRY_RSO_ARM,
+    default_arm,
+)
 from rso.evaluation.bench.summary import paired, versus  # noqa: E402
 
-DEFAULT_ARM = "rso_native"
+DEFAULT_ARM = default_arm()
 HARM_MM = 0.5  # #20's guard target: no control or residual box worse than ISO-100 by more than this
 PATHS = {  # the RSO arm of each path and the ISO-100 arm it starts from
     "default": (DEFAULT_ARM, "iso_short"),
-    "wrong geometry": (WRONG_GEOMETRY_RSO_ARM, "iso_short_wrong_geometry"),
-    "no geometry": (NO_GEOMETRY_RSO_ARM, "iso_short_no_geometry"),
+    "wrong geometry": (WRONG_GEOMETRY_RSO_ARM, WRONG_GEOMETRY_ISO_ARM),
+    "no geometry": (NO_GEOMETRY_RSO_ARM, NO_GEOMETRY_ISO_ARM),
 }
 
 
