@@ -181,7 +181,12 @@ def add_subcommand(subparsers) -> None:
         "residual, control), plus fp32/bf16 speed and memory; writes JSON, summary.md and figures "
         "(see bench/README.md).",
     )
-    parser.add_argument("--out", default="bench/results", help="output folder (default bench/results)")
+    parser.add_argument(
+        "--out",
+        default="out/bench",
+        help="output folder, its previous run's files replaced (default out/bench; name a bench/ folder to keep "
+        "a run with the repository)",
+    )
     _add_case_arguments(parser)
     _add_arm_arguments(parser)
     _add_speed_arguments(parser)

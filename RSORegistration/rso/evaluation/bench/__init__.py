@@ -15,7 +15,7 @@ The package imports nothing heavy, so that the command line's help stays quick:
   box sizes, side by side in one run, and the interactive latency from a box handed to the
   session until the re-warped full-resolution image and difference image exist.
 
-Results go to ``--out`` (default bench/results): one JSON per (case, box, arm) and per speed
+Results go to ``--out`` (default out/bench): one JSON per (case, box, arm) and per speed
 measurement, ``summary.json``, ``summary.md`` and ``figures/``. Every JSON records the machine and
 library versions.
 """
