@@ -184,8 +184,8 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument(
         "--out",
         default="out/bench",
-        help="output folder, its previous run's files replaced (default out/bench; name a bench/ folder to keep "
-        "a run with the repository)",
+        help="output folder, its previous run's files replaced (default out/bench; name a bench/ folder "
+        "to keep a run with the repository)",
     )
     _add_case_arguments(parser)
     _add_arm_arguments(parser)
