@@ -52,6 +52,20 @@ DEFAULT_RSO_MIN_AXIS_SHARE = 0.55
 # turns aside, is not what fixed artefacts favour and is no longer counted. The training anatomies' helpful
 # steps left at least 0.66 of a motion of 2 mm or more (docs/decisions.md, "The motion left").
 DEFAULT_RSO_MIN_MOTION_LEFT = 0.4
+# A step may add folded voxels (det J <= 0) in box + margin up to this share of those the field already has
+# there (none where it has none): 0, none at all (docs/decisions.md, "Folds the field already has": one
+# training step, too few to choose more).
+DEFAULT_RSO_MAX_ADDED_FOLD_SHARE = 0.0
+# Decline a step where the current or the corrected field sends more than this share of the box outside the
+# moving image, whose crop holds air there (1: never; no threshold declined a harmful training step:
+# docs/decisions.md, "A box at the image's superior or inferior end").
+DEFAULT_RSO_MAX_OUTSIDE_SHARE = 1.0
+# Where the projection geometry is known, decline a box step where the box comes closer than this (mm) to the
+# fixed image's end along the scanner's rotation axis: a cone-beam reconstruction's last centimetres there are
+# its least reliable, and the artefacts fixed there favour no motion. Every harmful step of the lung1
+# training cases lay within 20 mm of the end (docs/decisions.md, "A box at the image's superior or inferior
+# end"; 0: anywhere).
+DEFAULT_RSO_MIN_END_DISTANCE_MM = 20.0
 # Below this RMS motion in the box the motion left is not judged: a share of almost no motion says nothing.
 MOTION_LEFT_MIN_MOTION_MM = 2.0
 # The second opinion, where the step compares the images as given: the box's mean correction under LNCC may

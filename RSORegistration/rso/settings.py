@@ -31,8 +31,11 @@ from rso.options import (
     DEFAULT_PRECISION,
     DEFAULT_RSO_CONTROL_SPACING_MM,
     DEFAULT_RSO_MATCH_ARTEFACTS,
+    DEFAULT_RSO_MAX_ADDED_FOLD_SHARE,
     DEFAULT_RSO_MAX_DISAGREEMENT_MM,
+    DEFAULT_RSO_MAX_OUTSIDE_SHARE,
     DEFAULT_RSO_MIN_AXIS_SHARE,
+    DEFAULT_RSO_MIN_END_DISTANCE_MM,
     DEFAULT_RSO_MIN_GAIN,
     DEFAULT_RSO_MIN_MOTION_LEFT,
     DEFAULT_RSO_MIN_UNFITTED_GAIN,
@@ -324,6 +327,28 @@ class RSOSettings(Settings):
         flag="--rso-min-motion-left",
         metavar="F",
     )
+    max_added_fold_share: float = setting(
+        DEFAULT_RSO_MAX_ADDED_FOLD_SHARE,
+        "native: decline a step that adds more folded voxels (det J <= 0) in box + margin than this share of "
+        "those the field already has there (0: none; where it has none, none whatever the share)",
+        flag="--rso-max-added-folds",
+        metavar="F",
+    )
+    max_outside_share: float = setting(
+        DEFAULT_RSO_MAX_OUTSIDE_SHARE,
+        "native: decline a step where the current or the corrected field sends more than this share of the "
+        "box outside the moving image, which does not show where that part moved (1: never)",
+        flag="--rso-max-outside-share",
+        metavar="F",
+    )
+    min_end_distance_mm: float = setting(
+        DEFAULT_RSO_MIN_END_DISTANCE_MM,
+        "native, where the projection geometry is known: decline a box step where the box comes closer than "
+        "this to the fixed image's end along the scanner's rotation axis, where a cone-beam reconstruction "
+        "is least reliable and its artefacts, fixed in the scanner, favour no motion (0: anywhere)",
+        flag="--rso-min-end-distance",
+        metavar="MM",
+    )
     max_disagreement_mm: float = setting(
         DEFAULT_RSO_MAX_DISAGREEMENT_MM,
         "native: the second opinion, where the step compares the images as given; decline a correction "
@@ -363,7 +388,13 @@ class RSOSettings(Settings):
     def unguarded(cls, **fields) -> RSOSettings:
         """Settings with every guard rule that has an off value turned off, and ``fields``: for timings,
         which measure a step that is kept whatever the images say."""
-        off = {"min_gain": 0.0, "max_disagreement_mm": 0.0, "min_axis_share": 0.0, "min_motion_left": 0.0}
+        off = {
+            "min_gain": 0.0,
+            "max_disagreement_mm": 0.0,
+            "min_axis_share": 0.0,
+            "min_motion_left": 0.0,
+            "min_end_distance_mm": 0.0,
+        }
         return cls(**off, **fields)
 
     def __post_init__(self):
@@ -383,13 +414,15 @@ class RSOSettings(Settings):
                 "blend_margin_mm",
                 "smoothness",
                 "min_gain",
+                "max_added_fold_share",
+                "min_end_distance_mm",
                 "max_disagreement_mm",
                 "presmooth_mm",
             ),
         )
         if self.min_unfitted_gain >= 1:
             raise InputError(f"min_unfitted_gain must be below 1, not {self.min_unfitted_gain}")
-        for name in ("min_axis_share", "min_motion_left"):
+        for name in ("min_axis_share", "min_motion_left", "max_outside_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(f"{name} must lie in 0..1, not {getattr(self, name)}")
         _check_signs(self, positive=("control_spacing_mm", "step_mm", "learning_rate"))

@@ -128,3 +128,15 @@ def box_from_fixed_index(grid: ModelGrid, fixed: sitk.Image, ijk: list[float]) -
         for c in itertools.product(*zip(a - 0.5, b + 0.5))
     ]
     return _box_around(grid, np.array(corners))
+
+
+def axial_end_distance_mm(image: sitk.Image, box: Box, axis=(0.0, 0.0, 1.0)) -> float:
+    """How far (mm) the box lies from ``image``'s nearer end along ``axis`` (an LPS unit vector; default the
+    superior-inferior axis): the gap between the box's corners and the image's outer faces projected on
+    it (negative where the box reaches beyond)."""
+    axis = np.asarray(axis, float)
+    size = np.array(image.GetSize())
+    faces = np.array(list(itertools.product(*[(-0.5, n - 0.5) for n in size])))
+    image_along = [np.dot(image.TransformContinuousIndexToPhysicalPoint(c.tolist()), axis) for c in faces]
+    box_along = [np.dot(c, axis) for c in itertools.product(*zip(box.lps_min, box.lps_max))]
+    return float(min(min(box_along) - min(image_along), max(image_along) - max(box_along)))

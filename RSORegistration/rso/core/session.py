@@ -21,7 +21,7 @@ import torch
 
 from rso import __version__
 from rso.core import runners
-from rso.core.boxes import Box
+from rso.core.boxes import Box, axial_end_distance_mm
 from rso.core.geometry import ModelGrid
 from rso.core.history import History
 from rso.core.losses import LossConfig, RegistrationLoss
@@ -181,9 +181,10 @@ class RegistrationSession:
 
     def _run_native(self, ctx, box: Box, settings: RSOSettings, params: dict) -> StepRecord:
         """Native-resolution RSO: a new fine patch, or a declined step that leaves the session as it was
-        (the scan's rule first, ``_scan_rule``)."""
+        (the scan's rule first, ``_scan_rule``, then the box's place, ``_end_rule``)."""
         start = time.perf_counter()
         settings, ruled_out = _scan_rule(self.pair, settings, params)
+        ruled_out = ruled_out or _end_rule(self.pair, box, settings)
         if ruled_out:
             return self._declined(box, params, [], ruled_out, None, start)
         states = [self.state_at(index) for index in range(len(self.history) + 1)]
@@ -348,6 +349,24 @@ def _scan_rule(pair: ImagePair, settings: RSOSettings, params: dict) -> tuple[RS
         params["max_disagreement_mm"] = 0.0
         settings = replace(settings, max_disagreement_mm=0.0)
     return settings, scans.native_rso_decline()
+
+
+def _end_rule(pair: ImagePair, box: Box, settings: RSOSettings) -> str | None:
+    """Why a box too near the fixed image's end along the scanner's rotation axis is declined
+    (``min_end_distance_mm``; 0: anywhere), where the projection geometry says the images are cone-beam
+    reconstructions: their last centimetres along that axis are their least reliable, and artefacts fixed
+    in the scanner favour no motion."""
+    axis = pair.rotation_axis()
+    if axis is None or settings.min_end_distance_mm <= 0:
+        return None
+    distance = axial_end_distance_mm(pair.fixed, box, axis)
+    if distance >= settings.min_end_distance_mm:
+        return None
+    return (
+        f"the box lies {max(distance, 0.0):.0f} mm from the image's end along the scanner's rotation axis "
+        f"(at least {settings.min_end_distance_mm:.0f} mm is needed): a cone-beam reconstruction's last "
+        "centimetres there are its least reliable, and artefacts fixed there favour no motion"
+    )
 
 
 def _finite(kind: str, propose):

@@ -185,7 +185,8 @@ CONEBEAM_MOTION_LEFT_CONFIRM_CASES = (
     CaseSpec("lung2", 58, 5, "xvi"),
 )
 # Seeds 91-100 of cxr and lung1 (and 91-92 of the chest crops) are training cases of the guard studies
-# (bench/sweep/conebeam-guard/band-rule*.md): a fresh-seed run takes its seeds below 91.
+# (bench/sweep/conebeam-guard/band-rule*.md), and so are lung1's XVI-like seeds 101-116
+# (bench/sweep/fold-backtrack/relative-rule.md): a fresh-seed run takes its seeds below 91.
 # The same defaults a third time on seeds 59 and 60 (seeds 57 and 58 missed the guard's target by 0.04 mm with
 # nothing declined by the motion left): never simulated before the run.
 CONEBEAM_MOTION_LEFT_THIRD_CASES = (
@@ -195,6 +196,16 @@ CONEBEAM_MOTION_LEFT_THIRD_CASES = (
     CaseSpec("lung1", 60, 5, "xvi"),
     CaseSpec("lung2", 59, 5, "xvi"),
     CaseSpec("lung2", 60, 3, "truebeam"),
+)
+# Since the box's distance from the image's superior or inferior end (bench/sweep/edge/rule.md, chosen on
+# lung1's training seeds 101-116): seeds 61 and 62, never simulated before it was frozen.
+CONEBEAM_END_CASES = (
+    CaseSpec("cxr", 61, 5, "xvi"),
+    CaseSpec("cxr", 62, 3, "truebeam"),
+    CaseSpec("lung1", 61, 3, "truebeam"),
+    CaseSpec("lung1", 62, 5, "xvi"),
+    CaseSpec("lung2", 61, 5, "xvi"),
+    CaseSpec("lung2", 62, 3, "truebeam"),
 )
 # The same scans with each phase by the TV reconstruction (``phases --reconstruction tv``: the -tv presets),
 # what a clinic with the projections can register. The recipe (rso.core.projection.TVRecipe) was chosen on
@@ -236,6 +247,7 @@ CASE_SETS = {
     "conebeam-motion-left": CONEBEAM_MOTION_LEFT_CASES,
     "conebeam-motion-left-confirm": CONEBEAM_MOTION_LEFT_CONFIRM_CASES,
     "conebeam-motion-left-third": CONEBEAM_MOTION_LEFT_THIRD_CASES,
+    "conebeam-end": CONEBEAM_END_CASES,
     "conebeam-tv": CONEBEAM_TV_CASES,
     "conebeam-tv-first": CONEBEAM_TV_FIRST_CASES,
     "conebeam-tv-third": CONEBEAM_TV_THIRD_CASES,

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import torch
 from conftest import TEST_GRID, session_of
 
-from rso.core.boxes import box_from_lps
+from rso.core.boxes import axial_end_distance_mm, box_from_lps
 from rso.core.geometry import ModelGrid
 from rso.core.native import (
     Refinement,
@@ -173,7 +173,10 @@ def test_the_guard_declines_when_the_box_already_agrees_and_nothing_changes(unsh
     assert (tmp_path / "session" / "session.json").read_bytes() == manifest
 
 
-def test_the_guard_declines_a_correction_that_would_fold(shifted_cbct):
+def _folding_problem(shifted_cbct):
+    """A box's problem on real anatomy from the identity field, settings, its blend weights, and a
+    correction maker: ``wave(a)`` is a * sin(z / 2) mm along S, whose du/dz reaches -a / 2 (det J <= 0, the
+    field turning back on itself, once a > 2)."""
     fixed, moving, _ = shifted_cbct
     grid = ModelGrid.covering(fixed, TEST_GRID)
     session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
@@ -185,23 +188,106 @@ def test_the_guard_declines_a_correction_that_would_fold(shifted_cbct):
         (np.zeros((*grid.shape, 3), np.float32), ()),
         torch.device("cpu"),
     )
-    refinement = Refinement(
-        problem,
-        RSOSettings(
-            similarity="mind",
-            control_spacing_mm=10.0,
-            smoothness=1.0,
-            step_mm=0.3,
-            min_gain=0.0,
-            presmooth_mm=0.0,
-        ),
+    settings = RSOSettings(
+        similarity="mind",
+        control_spacing_mm=10.0,
+        smoothness=1.0,
+        step_mm=0.3,
+        min_gain=0.0,
+        presmooth_mm=0.0,
     )
     weights = blend_weights(problem.box, problem.margin_voxels, problem.window.shape)
     z = np.arange(problem.window.shape[0]) * problem.window.spacing[0]
-    folding = np.zeros((*problem.window.shape, 3), np.float32)
-    folding[..., 2] = 8.0 * np.sin(z / 2.0)[:, None, None]  # du/dz down to -4: the field turns back on itself
-    verdict = guard_verdict(refinement, weights, folding)
+
+    def wave(amplitude: float) -> np.ndarray:
+        correction = np.zeros((*problem.window.shape, 3), np.float32)
+        correction[..., 2] = amplitude * np.sin(z / 2.0)[:, None, None]
+        return correction
+
+    return problem, settings, weights, wave
+
+
+def test_the_guard_declines_a_correction_that_would_fold(shifted_cbct):
+    problem, settings, weights, wave = _folding_problem(shifted_cbct)
+    verdict = guard_verdict(Refinement(problem, settings), weights, wave(8.0))
     assert verdict.folded_after > verdict.folded_before == 0 and "fold" in verdict.declined
+    # Where the field has no folds, no share of added folds is allowed.
+    relaxed = Refinement(problem, replace(settings, max_added_fold_share=1e6))
+    assert "fold" in guard_verdict(relaxed, weights, wave(8.0)).declined
+
+
+def test_a_field_already_folded_may_gain_the_allowed_share_of_folded_voxels(shifted_cbct):
+    """Where the current field already folds in box + margin, ``max_added_fold_share`` lets a step add up to
+    that share of its folded voxels (none by default)."""
+    problem, settings, weights, wave = _folding_problem(shifted_cbct)
+    folded = replace(problem, current_mm=wave(4.0))  # du/dz down to -2: bands where the field folds
+    deeper = np.zeros_like(folded.current_mm)  # the bands widen, in two columns of voxels in the box only
+    columns = (*problem.box.slices[:2], slice(problem.box.slices[2].start, problem.box.slices[2].start + 2))
+    deeper[columns] = wave(3.0)[columns]
+    strict = guard_verdict(Refinement(folded, settings), weights, deeper)
+    assert strict.folded_after > strict.folded_before > 0 and "fold" in strict.declined
+    added = (strict.folded_after - strict.folded_before) / strict.folded_before
+    tolerant = Refinement(folded, replace(settings, max_added_fold_share=2 * added))
+    assert "fold" not in (guard_verdict(tolerant, weights, deeper).declined or "")
+    too_few = Refinement(folded, replace(settings, max_added_fold_share=added / 2))
+    assert "at most" in guard_verdict(too_few, weights, deeper).declined
+
+
+def test_the_guard_declines_a_box_the_field_sends_outside_the_moving_image(shifted_cbct):
+    """Where the field sends the box below the moving image's volume, the moving crop holds air there: the
+    guard records the share of the box sent outside and declines the step beyond ``max_outside_share``."""
+    fixed, moving, _ = shifted_cbct
+    grid = ModelGrid.covering(fixed, TEST_GRID)
+    session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
+    box = lung_box(session)
+    depth_mm = np.array(moving.GetSize()) * np.array(moving.GetSpacing())  # (x, y, z) extent
+    settings = RSOSettings(min_gain=0.0, max_outside_share=0.5)
+    for shift, expected in ((0.0, 0.0), (depth_mm[2], 1.0)):
+        field = np.zeros((*grid.shape, 3), np.float32)
+        field[..., 2] = -shift  # LPS: towards the feet, past the volume's inferior end
+        problem = build_problem((fixed, moving), box, 10.0, grid, (field, ()), torch.device("cpu"))
+        weights = blend_weights(problem.box, problem.margin_voxels, problem.window.shape)
+        none = np.zeros((*problem.window.shape, 3), np.float32)
+        verdict = guard_verdict(Refinement(problem, settings), weights, none)
+        assert verdict.outside_share == pytest.approx(expected)
+        assert verdict.to_dict()["outside_share"] == verdict.outside_share
+        assert ("outside the moving image" in (verdict.declined or "")) == (expected > 0.5)
+
+
+def test_a_box_near_the_images_end_along_the_rotation_axis_is_declined_where_the_scan_is_known(
+    unshifted_cbct, tmp_path
+):
+    """With both projection geometries, a box closer than ``min_end_distance_mm`` (20 mm by default) to the
+    fixed image's first or last slice along the scanner's rotation axis is declined before any
+    optimisation, saying why, and the session stays as it was; without the geometries (a CT, or phases
+    whose scan is not known) and with the rule off (0) the box's place declines nothing."""
+    from rso.core.projection.geometry import ProjectionGeometry, write_geometry
+    from rso.core.projection.scan import PhaseScan
+
+    views = ProjectionGeometry.circular(1000.0, 1536.0, np.arange(0.0, 360.0, 10.0))
+    scan = PhaseScan.read(str(write_geometry(views, tmp_path / "scan.xml", "fdk")))
+    session = native_session(unshifted_cbct, fixed_geometry=scan, moving_geometry=scan, folder=tmp_path / "s")
+    session.general()
+    fixed, axis = session.fixed, session.pair.rotation_axis()
+    size = np.array(fixed.GetSize())
+    ends = [
+        fixed.TransformContinuousIndexToPhysicalPoint([*(size[:2] / 2), k])[2] for k in (-0.5, size[2] - 0.5)
+    ]
+    centre = np.array(fixed.TransformContinuousIndexToPhysicalPoint([30.0, 28.0, 12.0]))
+    lowest = min(ends)
+    near = session.box_from_lps((*(centre[:2] - 20), lowest + 5), (*(centre[:2] + 20), lowest + 45))
+    assert np.allclose(np.abs(axis), (0, 0, 1)) and axial_end_distance_mm(fixed, near, axis) == pytest.approx(
+        5.0
+    )
+    assert axial_end_distance_mm(fixed, lung_box(session), axis) > 20.0
+    manifest = (tmp_path / "s" / "session.json").read_bytes()
+    record = session.rso(near, RSOSettings())
+    assert not record.accepted and "rotation axis" in record.declined and not record.loss
+    assert len(session.history) == 1 and (tmp_path / "s" / "session.json").read_bytes() == manifest
+    assert "rotation axis" not in (session.rso(near, RSOSettings(min_end_distance_mm=0)).declined or "")
+    without = native_session(unshifted_cbct)
+    without.general()
+    assert "rotation axis" not in (without.rso(near, RSOSettings()).declined or "")
 
 
 def test_the_guard_declines_a_correction_the_images_as_given_do_not_support(shifted_cbct, unshifted_cbct):

@@ -75,7 +75,13 @@ def test_the_protocol_carries_settings_whole():
 def test_settings_refuse_unknown_names_and_bad_values_in_one_line():
     with pytest.raises(InputError, match="unknown setting"):
         RSOSettings.from_dict({"step": 0.3})
-    for bad in ({"mode": "fast"}, {"min_gain": -1.0}, {"iterations": 2.5}, {"min_motion_left": 1.5}):
+    for bad in (
+        {"mode": "fast"},
+        {"min_gain": -1.0},
+        {"iterations": 2.5},
+        {"min_motion_left": 1.5},
+        {"max_added_fold_share": -0.1},
+    ):
         with pytest.raises(InputError) as error:
             RSOSettings(**bad)
         assert "\n" not in str(error.value)

@@ -22,6 +22,7 @@ optimised:
   better than no correction, when it would add folded voxels (``GuardVerdict``), where the projection
   geometry is known, when it lies mostly across the scanner's rotation axis (``axis_share``), when it
   takes the box back toward no motion (``motion_left``: artefacts fixed in the scanner favour none),
+  when the field sends too much of the box outside the moving image (``outside_share``),
   or, on the images as given, when the box refined under local NCC lands elsewhere
   (``second_opinion``).
 
@@ -43,6 +44,7 @@ from rso.core.native.guard import (
     axis_share,
     guard_verdict,
     motion_left,
+    outside_share,
     with_second_opinion,
 )
 from rso.core.native.problem import (
@@ -88,6 +90,7 @@ __all__ = [
     "guard_verdict",
     "limit_to_fit_mask",
     "motion_left",
+    "outside_share",
     "refine_box",
     "sample",
     "sample_batch",

@@ -1,14 +1,14 @@
 """The guard: whether a box's refinement is kept, and why not when it is declined.
 
-A correction is declined when it would add folded voxels (det J <= 0) in box + margin, when it
-explains less than ``min_gain`` of the box's remaining dissimilarity under the current field (the
-gain), or, where the step compares artefact-matched images, when it explains less than
-``min_unfitted_gain`` of the dissimilarity of the images as given (the pair the current field was not
-fitted to: a correction that only aligns what matching left of the streaks does not hold there),
-where the projection geometry is known, when less than ``min_axis_share`` of its length lies along the
-scanner's rotation axis (a circular scan's streaks lie across it), when it leaves less than
-``min_motion_left`` of the box's motion (artefacts stay where the scanner put them, so they favour no
-motion), and, where it compares the images as given, when a second similarity does not find it
+A correction is declined when it would add folded voxels (det J <= 0) in box + margin (more than
+``max_added_fold_share`` of those the field already has there), when it explains less than ``min_gain`` of
+the box's remaining dissimilarity under the current field (the gain), or, where the step compares
+artefact-matched images, when it explains less than ``min_unfitted_gain`` of the dissimilarity of the images
+as given (the pair the current field was not fitted to: a correction that only aligns what matching left of
+the streaks does not hold there), where the projection geometry is known, when less than ``min_axis_share``
+of its length lies along the scanner's rotation axis (a circular scan's streaks lie across it), when it
+leaves less than ``min_motion_left`` of the box's motion (artefacts stay where the scanner put them, so they
+favour no motion), and, where it compares the images as given, when a second similarity does not find it
 again (``rso.core.native.second_opinion``). A declined step leaves the session as it was
 (docs/architecture.md §4).
 """
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from rso.core.metrics import jacobian_determinant
+from rso.core.native.problem import NativeProblem, sample
 from rso.core.native.refinement import Refinement
 from rso.options import MOTION_LEFT_MIN_MOTION_MM
 
@@ -47,6 +48,9 @@ class GuardVerdict:
     # The share of the box's RMS motion the correction (or the return) leaves (``motion_left``),
     # where the box moves (else None).
     motion_left: float | None = None
+    # The share of the box the current or the corrected field sends outside the moving image
+    # (``outside_share``), where the problem knows the image's extent (else None).
+    outside_share: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -62,6 +66,7 @@ class GuardVerdict:
                 "disagreement_mm",
                 "axis_share",
                 "motion_left",
+                "outside_share",
             )
         }
 
@@ -100,7 +105,9 @@ def guard_verdict(
     share = None
     if returned is None and problem.rotation_axis is not None:
         share = axis_share(in_box, problem.rotation_axis)
-    declined = _declined(refinement.settings, gain, unfitted, folded, det_min, largest, (share, left))
+    outside = outside_share(problem, correction)
+    shares = (share, left, outside)
+    declined = _declined(refinement.settings, gain, unfitted, folded, det_min, largest, shares)
     return GuardVerdict(
         gain,
         det_min,
@@ -111,7 +118,29 @@ def guard_verdict(
         unfitted,
         axis_share=share,
         motion_left=left,
+        outside_share=outside,
     )
+
+
+def outside_share(problem: NativeProblem, correction: np.ndarray) -> float | None:
+    """The share of the box's voxels (inside the fit mask where there is one) that the current field, or the
+    field with ``correction`` ((Z, Y, X, 3) LPS mm on the window), sends outside the moving image: the larger
+    of the two. None where the problem does not know the image's extent.
+
+    There the moving crop holds air, not anatomy (the volume, or the scan's field of view, ends), and a
+    correction that brings those samples back inside matches tissue with tissue whatever the motion was.
+    """
+    if problem.moving_inside is None:
+        return None
+    steps = torch.from_numpy(np.ascontiguousarray(correction, np.float32)) @ problem.mm_to_index.cpu()
+    box = problem.box.slices
+    counted = np.ones(problem.box.shape, bool) if problem.fit_mask is None else problem.fit_mask[box]
+    shares = []
+    with torch.no_grad():
+        for index in (problem.base_index, problem.base_index + steps.to(problem.base_index.device)):
+            outside = sample(problem.moving_inside, index[box])[0, 0].cpu().numpy() < 0.5
+            shares.append(float(outside[counted].mean()) if counted.any() else 0.0)
+    return max(shares)
 
 
 def axis_share(correction: np.ndarray, axis: np.ndarray) -> float | None:
@@ -179,18 +208,26 @@ def _declined(
     folded: tuple[int, int],
     det_min: float,
     largest: float,
-    shares: tuple[float | None, float | None],
+    shares: tuple[float | None, float | None, float | None],
 ) -> str | None:
     """Why the correction is declined (one sentence for the status line), or None where it is kept.
 
     ``settings``: the step's RSOSettings; ``folded``: voxels with det J <= 0 before and after;
-    ``largest``: the largest correction (mm); ``shares``: its axis share and the motion it leaves (None:
-    not judged)."""
-    share, left = shares
-    if folded[1] > folded[0]:
+    ``largest``: the largest correction (mm); ``shares``: its axis share, the motion it leaves and the share
+    of the box sent outside the moving image (None: not judged)."""
+    share, left, outside = shares
+    if folded[1] - folded[0] > settings.max_added_fold_share * folded[0]:
+        allowed = settings.max_added_fold_share
         return (
             f"the refinement would fold the field in the box ({folded[1]} folded voxels instead of "
             f"{folded[0]}; min det J {det_min:.2f})"
+            + (f"; at most {100 * allowed:.0f} % more are allowed" if allowed and folded[0] else "")
+        )
+    if outside is not None and outside > settings.max_outside_share:
+        return (
+            f"the field sends {100 * outside:.0f} % of the box outside the moving image (at most "
+            f"{100 * settings.max_outside_share:.0f} % is allowed): the image does not show where that part "
+            "moved, so the box cannot be judged"
         )
     if gain < settings.min_gain:
         return (

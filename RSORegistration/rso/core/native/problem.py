@@ -37,7 +37,9 @@ class NativeProblem:
     crop; ``mm_to_index`` (3, 3) turns an LPS-mm correction into (z, y, x) index steps; ``box`` is the box
     on the window grid; ``fit_mask`` (Z, Y, X) bool on the window, where the similarity is measured within
     the box (None: the whole box; ``limit_to_fit_mask``); ``rotation_axis`` (3,) the scanner's rotation axis
-    as an LPS unit vector where the projection geometry is known (None: unknown; the guard's axis share).
+    as an LPS unit vector where the projection geometry is known (None: unknown; the guard's axis share);
+    ``moving_inside`` (1, 1, Zm, Ym, Xm) on the moving crop, 1 where it lies inside the moving image and 0
+    where the crop is padded with air beyond it (None: not known; the guard's outside share).
     """
 
     window: ModelGrid
@@ -52,6 +54,7 @@ class NativeProblem:
     fit_mask: np.ndarray | None = None
     matched: bool = False  # channel 0 is artefact-matched (else the images as given)
     rotation_axis: np.ndarray | None = None
+    moving_inside: torch.Tensor | None = None
 
     def __post_init__(self):
         """Shapes checked up front, as MONAI's ``Warp.forward`` does: a mismatch would otherwise surface deep
@@ -69,6 +72,9 @@ class NativeProblem:
             _check_shape(name, np.shape(field), (*shape, 3), "(Z, Y, X, 3) on the window")
         if self.fit_mask is not None:
             _check_shape("fit_mask", np.shape(self.fit_mask), shape, "(Z, Y, X) on the window")
+        if self.moving_inside is not None:
+            crop = tuple(self.moving.shape[2:])
+            _check_shape("moving_inside", self.moving_inside.shape, (1, 1, *crop), "(1, 1, Zm, Ym, Xm)")
         if self.rotation_axis is not None:
             _check_shape("rotation_axis", np.shape(self.rotation_axis), (3,), "(3,) LPS")
         if not all(0 <= lo < hi <= n for lo, hi, n in zip(self.box.lo, self.box.hi, shape)):
@@ -168,7 +174,16 @@ def build_problem(
         margin,
         current,
         earlier_mm,
+        moving_inside=float_tensor(_inside(moving, crop), device)[None, None],
     )
+
+
+def _inside(image: sitk.Image, grid: ModelGrid) -> np.ndarray:
+    """(Z, Y, X) on ``grid``: 1 inside ``image``'s volume, 0 beyond it (where its resampling is padded)."""
+    region = _cut_to(image, grid)
+    ones = sitk.Image(region.GetSize(), sitk.sitkFloat32) + 1.0
+    ones.CopyInformation(region)
+    return sitk.GetArrayFromImage(_resample(ones, grid, default=0.0))
 
 
 def limit_to_fit_mask(problem: NativeProblem, fit_mask: sitk.Image | None) -> NativeProblem:
