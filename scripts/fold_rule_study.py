@@ -9,7 +9,8 @@ them in the case cache), ISO-100 on the artefact-matched pair, then the default 
 ``max_added_fold_share`` so large that only the other rules judge it. One JSON line per box: the box TRE
 before, after the default step and after the relaxed one, and the folded voxels before and after.
 ``--summary`` replays the candidates of ``relative-rule.md`` and of ``bench/sweep/edge/rule.md`` (the
-share of the box the field sends outside the moving image, recorded by the guard).
+share of the box the field sends outside the moving image, recorded by the guard; the box's distance from
+the image's end, from its place).
 
     python scripts/fold_rule_study.py --simulate lung1:xvi:5:101-116 --out bench/sweep/edge/study.jsonl
     python scripts/fold_rule_study.py --summary bench/sweep/edge/study.jsonl \\
@@ -22,22 +23,29 @@ import argparse
 import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conebeam_study import case_inputs, case_spec, iso_session  # noqa: E402
 
+from rso.core.boxes import Box, VoxelBox, axial_end_distance_mm  # noqa: E402
+from rso.core.geometry import ras_to_lps  # noqa: E402
 from rso.core.workflow import build_network  # noqa: E402
 from rso.evaluation.bench.cases import case_folder  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
 from rso.settings import EngineSettings, RSOSettings  # noqa: E402
 
 BOXES = (("misaligned", 3), ("residual", 2), ("control", 3))
-RELAXED = RSOSettings(max_added_fold_share=1e6)  # only a field with no folds stays protected
+# The default step as the study ran it, before the image's-end rule (which a box's place replays exactly).
+STUDIED = RSOSettings(min_end_distance_mm=0.0)
+RELAXED = replace(STUDIED, max_added_fold_share=1e6)  # only a field with no folds stays protected
 CANDIDATES = (0.0, 0.02, 0.05, 0.10, 0.25)
 OUTSIDE_CANDIDATES = (1.0, 0.30, 0.20, 0.10, 0.05)
+END_CANDIDATES = (10.0, 15.0, 20.0)
 TRAINING_SEEDS = 91  # seeds from here on are training cases (rso.evaluation.case_sets)
 
 
@@ -63,7 +71,7 @@ def study_case(session, name: str) -> list[dict]:
             "ras": box.ras_corners,
             "tre_before": round(before, 3),
         }
-        row["default"] = step_row(session, box, RSOSettings())
+        row["default"] = step_row(session, box, STUDIED)
         if "fold the field" in (row["default"]["declined"] or ""):
             row["relaxed"] = step_row(session, box, RELAXED)
         rows.append(row)
@@ -142,6 +150,31 @@ def outside_summary(paths: list[Path]) -> None:
         print(f"  max_outside_share {limit:.2f}: harmful kept {harmful}; helpful declined {lost}")
 
 
+def end_summary(paths: list[Path]) -> None:
+    """Each candidate ``min_end_distance_mm`` (bench/sweep/edge/rule.md, second candidate) replayed on the
+    default steps of this script's rows: a step whose box lies closer than E to the image's superior or
+    inferior end is declined. Per candidate, the harmful (> 0.5 mm worse) and helpful steps it declines."""
+    from end_rule_replay import working_grid
+
+    rows = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+    kept = [r for r in rows if "default" in r and r["default"]["kept"] and _seed(r["case"]) >= TRAINING_SEEDS]
+    for r in kept:
+        a, b = ras_to_lps(r["ras"][:3]), ras_to_lps(r["ras"][3:])
+        box = Box(tuple(np.minimum(a, b)), tuple(np.maximum(a, b)), VoxelBox((0, 0, 0), (1, 1, 1)))
+        r["end_mm"] = axial_end_distance_mm(working_grid(r["case"].split("-")[1]), box)
+    print(
+        f"\n{len(kept)} kept training steps; harmful (> 0.5 mm worse) and helpful ones by their box's place:"
+    )
+    for r in kept:
+        change = r["default"]["tre_after"] - r["tre_before"]
+        if abs(change) > 0.5 and r["end_mm"] < 30:
+            print(f"  {r['case']:32s} {r['kind']:10s} {change:+.2f} mm, {r['end_mm']:.1f} mm from the end")
+    for limit in END_CANDIDATES:
+        near = [r["default"]["tre_after"] - r["tre_before"] for r in kept if r["end_mm"] < limit]
+        harmful, helpful = sum(c > 0.5 for c in near), sum(c < -0.5 for c in near)
+        print(f"  min_end_distance_mm {limit:.0f}: declines {harmful} harmful and {helpful} helpful steps")
+
+
 def _normalised(row: dict) -> dict | None:
     """A fold-declined step with its TRE after the relaxed step (None where another rule declined it) and
     its folded voxels (before, after); None for a step the fold rule did not decline."""
@@ -172,6 +205,7 @@ def main() -> None:
     if args.summary:
         summary(args.summary)
         outside_summary(args.summary)
+        end_summary(args.summary)
         return
     torch.set_num_threads(2)
     engine = EngineSettings(device="cpu", precision="fp32")
