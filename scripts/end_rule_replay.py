@@ -43,12 +43,11 @@ def working_grid(anatomy: str):
     return working_ct(read_image(str(fetch_data()[anatomy]), "CT"), params.spacing_mm, params.crop_margin_mm)
 
 
-def end_distance(record: dict) -> float:
-    """mm from the record's box to its case image's nearer superior or inferior end."""
-    ras = record["box"]["ras"]
+def end_distance(ras: list[float], anatomy: str) -> float:
+    """mm from a box ([R1, A1, S1, R2, A2, S2]) to its anatomy's image's nearer superior or inferior end."""
     a, b = ras_to_lps(ras[:3]), ras_to_lps(ras[3:])
     box = Box(tuple(np.minimum(a, b)), tuple(np.maximum(a, b)), VoxelBox((0, 0, 0), (1, 1, 1)))
-    return axial_end_distance_mm(working_grid(record["case"]["anatomy"]), box)
+    return axial_end_distance_mm(working_grid(anatomy), box)
 
 
 def with_rule(records: list[dict], limit_mm: float) -> tuple[list[dict], list[dict]]:
@@ -60,7 +59,7 @@ def with_rule(records: list[dict], limit_mm: float) -> tuple[list[dict], list[di
     result, declined = [], []
     for record in records:
         start = starts.get(record["arm"])
-        if start is None or end_distance(record) >= limit_mm:
+        if start is None or end_distance(record["box"]["ras"], record["case"]["anatomy"]) >= limit_mm:
             result.append(record)
             continue
         before = by_key[(record["case"]["name"], record["box"]["kind"], record["box"]["index"], start)]

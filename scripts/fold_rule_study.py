@@ -26,14 +26,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conebeam_study import case_inputs, case_spec, iso_session  # noqa: E402
 
-from rso.core.boxes import Box, VoxelBox, axial_end_distance_mm  # noqa: E402
-from rso.core.geometry import ras_to_lps  # noqa: E402
 from rso.core.workflow import build_network  # noqa: E402
 from rso.evaluation.bench.cases import case_folder  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
@@ -154,14 +151,12 @@ def end_summary(paths: list[Path]) -> None:
     """Each candidate ``min_end_distance_mm`` (bench/sweep/edge/rule.md, second candidate) replayed on the
     default steps of this script's rows: a step whose box lies closer than E to the image's superior or
     inferior end is declined. Per candidate, the harmful (> 0.5 mm worse) and helpful steps it declines."""
-    from end_rule_replay import working_grid
+    from end_rule_replay import end_distance
 
     rows = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
     kept = [r for r in rows if "default" in r and r["default"]["kept"] and _seed(r["case"]) >= TRAINING_SEEDS]
     for r in kept:
-        a, b = ras_to_lps(r["ras"][:3]), ras_to_lps(r["ras"][3:])
-        box = Box(tuple(np.minimum(a, b)), tuple(np.maximum(a, b)), VoxelBox((0, 0, 0), (1, 1, 1)))
-        r["end_mm"] = axial_end_distance_mm(working_grid(r["case"].split("-")[1]), box)
+        r["end_mm"] = end_distance(r["ras"], r["case"].split("-")[1])
     print(
         f"\n{len(kept)} kept training steps; harmful (> 0.5 mm worse) and helpful ones by their box's place:"
     )
