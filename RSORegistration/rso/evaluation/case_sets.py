@@ -207,6 +207,16 @@ CONEBEAM_END_CASES = (
     CaseSpec("lung2", 61, 5, "xvi"),
     CaseSpec("lung2", 62, 3, "truebeam"),
 )
+# The half fan turning in 4 min, not 2 (``truebeam-4min``; bench/sweep/half-fan-4min/rule.md, written before
+# any run): seeds 63 and 64, never simulated before, every patient, the settings of the seeds 61/62 run.
+CONEBEAM_HALF_FAN_4MIN_CASES = (
+    CaseSpec("cxr", 63, 5, "truebeam-4min"),
+    CaseSpec("cxr", 64, 3, "truebeam-4min"),
+    CaseSpec("lung1", 63, 3, "truebeam-4min"),
+    CaseSpec("lung1", 64, 5, "truebeam-4min"),
+    CaseSpec("lung2", 63, 5, "truebeam-4min"),
+    CaseSpec("lung2", 64, 3, "truebeam-4min"),
+)
 # The same scans with each phase by the TV reconstruction (``phases --reconstruction tv``: the -tv presets),
 # what a clinic with the projections can register. The recipe (rso.core.projection.TVRecipe) was chosen on
 # training cases (scripts/conebeam_prior_study.py); seeds 19 and 20 had never been simulated when it was.
@@ -248,6 +258,7 @@ CASE_SETS = {
     "conebeam-motion-left-confirm": CONEBEAM_MOTION_LEFT_CONFIRM_CASES,
     "conebeam-motion-left-third": CONEBEAM_MOTION_LEFT_THIRD_CASES,
     "conebeam-end": CONEBEAM_END_CASES,
+    "conebeam-4min": CONEBEAM_HALF_FAN_4MIN_CASES,
     "conebeam-tv": CONEBEAM_TV_CASES,
     "conebeam-tv-first": CONEBEAM_TV_FIRST_CASES,
     "conebeam-tv-third": CONEBEAM_TV_THIRD_CASES,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import SimpleITK as sitk
@@ -105,7 +105,11 @@ XVI = ScannerPreset("xvi", 1000.0, 1536.0, (409.6, 409.6), 0.0, 360.0, 5.5, 240.
 # the isocentre), one turn in 2 min at 7 frames/s: 840 projections, ~84 per phase of 10, 12 degrees of turn
 # per 4 s breath, so gaps of 10 degrees or more between a phase's clusters.
 TRUEBEAM = ScannerPreset("truebeam", 1000.0, 1500.0, (397.0, 298.0), 160.0, 360.0, 7.0, 120.0)
-PRESETS = {preset.name: preset for preset in (XVI, TRUEBEAM)}
+# The same half fan turning at 1.5 degrees/s (4D CBCT on Varian's On-Board Imager is used at 1-6 degrees/s:
+# Santoso et al., Radiat Oncol 2016): 4 min at 5.5 frames/s, XVI-like's 1320 projections, so that the two
+# differ only in fan and panel (bench/sweep/half-fan-4min/rule.md).
+TRUEBEAM_4MIN = replace(TRUEBEAM, name="truebeam-4min", frame_rate_hz=5.5, duration_s=240.0)
+PRESETS = {preset.name: preset for preset in (XVI, TRUEBEAM, TRUEBEAM_4MIN)}
 
 
 def scanner_preset(name: str) -> ScannerPreset:

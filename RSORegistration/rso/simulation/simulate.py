@@ -71,7 +71,7 @@ class SimulationParams:
     crop_margin_mm: float | None = 10.0
     motion: MotionParams = field(default_factory=MotionParams)
     cbct: CBCTParams | None = None  # the parallel-beam projector's settings (None: its defaults)
-    # A cone-beam scanner (rso.simulation.clinical.PRESETS: "xvi", "truebeam"): clinical 4D CBCT with RTK,
+    # A cone-beam scanner (rso.simulation.clinical.PRESETS, e.g. "xvi"): clinical 4D CBCT with RTK,
     # clustered views from an irregular breathing trace, noise and scatter. None: the parallel-beam projector.
     scanner: str | None = None
     # How a cone-beam phase is reconstructed from its projections (rso.core.projection.RECONSTRUCTIONS):
@@ -96,8 +96,9 @@ class SimulationParams:
         errors a whole-image fit leaves; ``clinical``: ``local`` imaged with the parallel projector's
         clinical preset; ``xvi`` and ``truebeam``: ``local`` imaged as clinical 4D CBCT by a cone-beam
         scanner like Elekta's XVI (full fan) or Varian's TrueBeam (half fan) (rso.simulation.clinical), each
-        phase reconstructed by FDK; ``xvi-tv`` and ``truebeam-tv``: the same scans, each phase by the TV
-        reconstruction (``rso-registration phases --reconstruction tv``)."""
+        phase reconstructed by FDK; ``truebeam-4min``: the same half fan turning in 4 min, not 2; ``xvi-tv``
+        and ``truebeam-tv``: the same scans, each phase by the TV reconstruction (``rso-registration phases
+        --reconstruction tv``)."""
         from rso.simulation.cbct import CBCTParams
 
         local = MotionParams(si_amplitude_mm=(20.0, 25.0), lower_lobe_lag=0.08, lesion=LesionParams())
@@ -107,6 +108,7 @@ class SimulationParams:
             "clinical": cls(motion=local, cbct=CBCTParams.clinical()),
             "xvi": cls(motion=local, scanner="xvi"),
             "truebeam": cls(motion=local, scanner="truebeam"),
+            "truebeam-4min": cls(motion=local, scanner="truebeam-4min"),
             "xvi-tv": cls(motion=local, scanner="xvi", reconstruction="tv"),
             "truebeam-tv": cls(motion=local, scanner="truebeam", reconstruction="tv"),
         }
@@ -115,7 +117,16 @@ class SimulationParams:
         return presets[name]
 
 
-SIMULATION_PRESETS = ("standard", "local", "clinical", "xvi", "truebeam", "xvi-tv", "truebeam-tv")
+SIMULATION_PRESETS = (
+    "standard",
+    "local",
+    "clinical",
+    "xvi",
+    "truebeam",
+    "truebeam-4min",
+    "xvi-tv",
+    "truebeam-tv",
+)
 
 
 @dataclass

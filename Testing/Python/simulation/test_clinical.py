@@ -117,10 +117,14 @@ def test_quantised_states_stay_within_tolerance():
 
 def test_presets_are_clinical_like():
     xvi, truebeam = scanner_preset("xvi"), scanner_preset("truebeam")
-    assert set(PRESETS) == {"xvi", "truebeam"}
+    slow = scanner_preset("truebeam-4min")
+    assert set(PRESETS) == {"xvi", "truebeam", "truebeam-4min"}
     assert xvi.count == 1320 and not xvi.geometry().is_half_fan and xvi.geometry().arc_deg > 359
     assert truebeam.geometry().is_half_fan and 60 <= truebeam.count / 10 <= 130
-    for preset in (xvi, truebeam):
+    # the slower half fan: XVI-like's turn and projections, TrueBeam-like's fan and panel
+    assert slow.count == xvi.count and slow.duration_s == xvi.duration_s and slow.geometry().is_half_fan
+    assert (slow.panel_mm, slow.panel_offset_mm) == (truebeam.panel_mm, truebeam.panel_offset_mm)
+    for preset in (xvi, truebeam, slow):
         assert 60.0 <= preset.duration_s <= 240.0 and preset.geometry().count == preset.count
     with pytest.raises(InputError):
         scanner_preset("cyberknife")
