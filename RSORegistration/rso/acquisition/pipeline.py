@@ -189,7 +189,7 @@ def make_phases(
 
 def _write_phases(folder: Path, projections, geometry, sorting: PhaseSorting, recon, summary: dict) -> None:
     from rso.core.imageio import write_image
-    from rso.core.projection import mu_to_hu, reconstruct, write_geometry
+    from rso.core.projection import FOV_MASK, mu_to_hu, reconstruct, scan_field_of_view, write_geometry
 
     like, placement, reconstruction, hann_cut = recon
     like_rtk = placement.rtk_grid(like)
@@ -204,8 +204,17 @@ def _write_phases(folder: Path, projections, geometry, sorting: PhaseSorting, re
         row["image"], row["geometry"] = f"cbct_phase{k}.nii.gz", f"cbct_phase{k}_geometry.xml"
         write_image(image, folder / row["image"])
         write_geometry(views, folder / row["geometry"], reconstruction)
+    # What the scanner saw: the phases' fit mask where the grid reaches beyond it (docs/scanner-import.md).
+    fov = scan_field_of_view(like, placement, geometry, detector)
+    write_image(fov, folder / FOV_MASK)
+    summary["field_of_view"] = {"mask": FOV_MASK, "share_of_grid": _share(fov)}
     np.savetxt(folder / "phase_signal.txt", sorting.phase, fmt="%.6f")
     (folder / "phases.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
+def _share(mask: sitk.Image) -> float:
+    """The share of a binary image's voxels that are set."""
+    return round(float(sitk.GetArrayViewFromImage(mask).mean()), 4)
 
 
 def _check_reconstruction(reconstruction: str, hann_cut: float) -> None:

@@ -39,7 +39,8 @@ from rso.core.imageio import (
     write_displacement_field,
     write_image,
 )
-from rso.core.projection.geometry import RECONSTRUCTIONS, ProjectionGeometry, write_geometry
+from rso.core.projection import FOV_MASK
+from rso.core.projection.geometry import RECONSTRUCTIONS, write_geometry
 from rso.errors import InputError
 from rso.simulation.anatomy import MaskParams, body_mask, lung_mask
 from rso.simulation.case_labels import phase_labels, reference_labels, write_labels
@@ -271,7 +272,7 @@ def simulate_case(
     try:
         _write_case(building, made, cbcts, body, lungs)
         if fov is not None:
-            write_image(fov, building / "fov_mask.nii.gz")
+            write_image(fov, building / FOV_MASK)
         for phase, geometry in zip(made, geometries):
             write_geometry(geometry, building / geometry_name(phase.index), params.reconstruction)
         description = _describe(ct_path, seed, phases, params, acquisition, model, made, ct)
@@ -351,21 +352,14 @@ def _image_phases(made: list[Phase], model, phases: int, seed: int, params: Simu
 
 
 def scanned_field_of_view(ct: sitk.Image, preset) -> sitk.Image:
-    """(uint8 on ct's grid) the scan's field of view on the preset's panel, every 10 degrees of its turn
-    and the opposite angle: where a clinical scan has complete data at all (default placement)."""
-    from rso.core.projection.conebeam import Detector, field_of_view
-    from rso.core.projection.geometry import Placement
+    """(uint8 on ct's grid) the preset's field of view on its panel (default placement): where a clinical
+    scan has complete data at all."""
+    from rso.core.projection import Detector, Placement, scan_field_of_view
 
     placement = Placement.default()
-    grid = placement.rtk_grid(ct)
     full = preset.geometry()
-    angles = np.arange(0.0, 360.0, 10.0)
-    sid, sdd = full.source_to_isocenter_mm[0], full.source_to_detector_mm[0]
-    probe = ProjectionGeometry.circular(sid, sdd, angles, full.projection_offset_x_mm[0])
-    seen = field_of_view(grid, probe, Detector.covering(grid, full, preset.panel_mm))
-    mask = sitk.GetImageFromArray(seen.astype(np.float32))
-    mask.CopyInformation(grid)
-    return sitk.Cast(placement.from_rtk(mask, ct) > 0.5, sitk.sitkUInt8)
+    detector = Detector.covering(placement.rtk_grid(ct), full, preset.panel_mm)
+    return scan_field_of_view(ct, placement, full, detector)
 
 
 def _as_int16(image: sitk.Image) -> sitk.Image:

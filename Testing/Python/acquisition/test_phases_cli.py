@@ -125,7 +125,11 @@ def test_phases_from_a_signal_file(scan, tmp_path):
     )
     summary = json.loads((out / "phases.json").read_text())
     expected = {f"cbct_phase{k}{suffix}" for k in range(PHASES) for suffix in (".nii.gz", "_geometry.xml")}
-    assert {p.name for p in out.iterdir()} == expected | {"phases.json", "phase_signal.txt"}
+    assert {p.name for p in out.iterdir()} == expected | {
+        "phases.json",
+        "phase_signal.txt",
+        "fov_mask.nii.gz",
+    }
     assert [p.name for p in tmp_path.iterdir()] == ["phases"]  # built aside, renamed whole
     bins = np.floor(breath_phase() * PHASES + 0.5).astype(int) % PHASES
     gantry = np.arange(VIEWS) * 360.0 / VIEWS
@@ -138,6 +142,14 @@ def test_phases_from_a_signal_file(scan, tmp_path):
         image = sitk.ReadImage(str(out / row["image"]))
         assert image.GetSize() == (N, N, N) and image.GetSpacing() == (SPACING,) * 3
     assert summary["geometry"]["kind"] == "rtk" and summary["signal"]["kind"] == "phase"
+    # what the scanner saw: the panel reaches +-46 mm along the axis, the grid +-62 mm
+    fov = sitk.ReadImage(str(out / "fov_mask.nii.gz"))
+    assert fov.GetSize() == image.GetSize() and fov.GetOrigin() == image.GetOrigin()
+    seen = sitk.GetArrayFromImage(fov)  # (k, j, i)
+    heights = np.array([fov.TransformIndexToPhysicalPoint((0, 0, k))[2] for k in range(N)])
+    centre = seen[:, N // 2, N // 2]
+    assert centre[np.abs(heights) < 40].all() and not centre[np.abs(heights) > 50].any()
+    assert summary["field_of_view"] == {"mask": "fov_mask.nii.gz", "share_of_grid": round(seen.mean(), 4)}
     np.testing.assert_allclose(np.loadtxt(out / "phase_signal.txt"), breath_phase(), atol=1e-6)
     # the diaphragm where it was: high at end exhale (phase 0), 16 x amplitude lower towards end inhale
     exhale, inhale = diaphragm_mm(out / "cbct_phase0.nii.gz"), diaphragm_mm(out / "cbct_phase2.nii.gz")

@@ -4,11 +4,13 @@ RTK (``itk-rtk``) is imported lazily inside the functions that need it: its firs
 """
 
 from rso.core.projection.conebeam import (
+    FOV_MASK,
     Detector,
     TVRecipe,
     fdk,
     forward_project,
     reconstruct,
+    scan_field_of_view,
     tv_reconstruct,
 )
 from rso.core.projection.geometry import (
@@ -22,6 +24,7 @@ from rso.core.projection.geometry import (
 from rso.core.projection.units import MU_WATER_PER_MM, hu_to_mu, mu_to_hu
 
 __all__ = [
+    "FOV_MASK",
     "MU_WATER_PER_MM",
     "PANEL_MM",
     "RECONSTRUCTIONS",
@@ -35,6 +38,7 @@ __all__ = [
     "mu_to_hu",
     "read_geometry",
     "reconstruct",
+    "scan_field_of_view",
     "tv_reconstruct",
     "write_geometry",
 ]

@@ -255,6 +255,33 @@ def field_of_view(volume_rtk: sitk.Image, geometry: ProjectionGeometry, detector
     return complete.reshape(x.shape)
 
 
+# The file a scan's field of view is written to beside its phases (``phases``, ``simulate``).
+FOV_MASK = "fov_mask.nii.gz"
+
+
+def scan_field_of_view(
+    like: sitk.Image, placement, geometry: ProjectionGeometry, detector: Detector
+) -> sitk.Image:
+    """(uint8 on ``like``'s LPS grid, 1 inside) the scan's field of view: ``field_of_view`` of a full turn
+    (every 10 degrees) with the scan's first projection's distances and panel offset, the scan placed by
+    ``placement`` (``Placement``).
+
+    Beyond it, along the rotation axis above all, FDK leaves a dark, streaked image that carries no
+    anatomy: ISO fitted it on half-fan scans (docs/decisions.md, "A slower half-fan protocol"), and as
+    the fit mask it keeps ISO and native RSO to what the scanner saw.
+    """
+    grid = placement.rtk_grid(like)
+    probe = ProjectionGeometry.circular(
+        geometry.source_to_isocenter_mm[0],
+        geometry.source_to_detector_mm[0],
+        np.arange(0.0, 360.0, 10.0),
+        geometry.projection_offset_x_mm[0],
+    )
+    mask = sitk.GetImageFromArray(field_of_view(grid, probe, detector).astype(np.float32))
+    mask.CopyInformation(grid)
+    return sitk.Cast(placement.from_rtk(mask, like) > 0.5, sitk.sitkUInt8)
+
+
 def tv_reconstruct(
     line_integrals: np.ndarray,
     geometry: ProjectionGeometry,
