@@ -33,6 +33,7 @@ def box_plan(text: str) -> tuple[tuple[str, int], ...]:
 
 
 def plan_from_args(args):
+    from rso.core.projection import FOV_MASK
     from rso.evaluation.bench.plan import BenchPlan
 
     plan = BenchPlan.quick() if args.quick else BenchPlan(cases=CASE_SETS[args.case_set])
@@ -71,6 +72,7 @@ def plan_from_args(args):
         "device": args.device,
         "precision": args.precision,
         "threads": args.threads,
+        "fit_mask": FOV_MASK if args.fit_field_of_view else None,
     }
     return replace(plan, **changes)
 
@@ -235,6 +237,12 @@ def _add_case_arguments(parser) -> None:
     )
     parser.add_argument(
         "--box-size", dest="box_size_mm", type=float, metavar="MM", help="box side (default 40 mm)"
+    )
+    parser.add_argument(
+        "--fit-field-of-view",
+        action="store_true",
+        help="every path fits inside the case's field of view (its fov_mask.nii.gz as the fit mask): the "
+        "phases limited to what the scanner saw",
     )
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from rso.cli import main
+from rso.cli import EXIT_BAD_INPUT, main
 from rso.errors import InputError
 from rso.evaluation import case_sets, peers
 from rso.evaluation.bench import plan as bench
@@ -293,6 +293,35 @@ def test_a_case_is_benchmarked_with_its_geometry_files_fdk_or_tv(tmp_path):
         expected = tuple(tmp_path / kind / geometry_name(k) for k in (0, 3))
         assert _geometries(tmp_path / kind, (0, 3)) == expected
     assert _geometries(tmp_path / "fdk", (0, 5)) == (None, None)
+
+
+def test_every_path_can_fit_inside_the_scans_field_of_view(tiny_case, tmp_path, capsys):
+    """``--fit-field-of-view``: each path's session gets the case's fov_mask.nii.gz as its fit mask; a case
+    without one is a one-line error before anything runs."""
+    import shutil
+    from dataclasses import replace
+
+    from rso.core.projection import FOV_MASK
+    from rso.evaluation.bench.cases import resolve_cases
+
+    out = tmp_path / "out"
+    args = ["bench", "--quick", "--out", str(out), "--case-dir", str(tiny_case), "--fit-field-of-view"]
+    with pytest.raises(SystemExit) as exited:
+        main([*args, *TINY])
+    assert exited.value.code == EXIT_BAD_INPUT and not out.exists()
+    assert "has no fov_mask.nii.gz" in capsys.readouterr().err
+
+    case = shutil.copytree(tiny_case, tmp_path / "case")
+    ct = sitk.ReadImage(str(case / "ct_phase0.nii.gz"))
+    seen = sitk.Image(ct.GetSize(), sitk.sitkUInt8)
+    seen.CopyInformation(ct)
+    seen[:, :, 2:-2] = 1  # the scanner saw all but two slices at each end
+    sitk.WriteImage(seen, str(case / FOV_MASK))
+    plan = replace(bench.BenchPlan.quick(), case_dirs=(str(case),), fit_mask=FOV_MASK)
+    (resolved,) = resolve_cases(plan)
+    fit = resolved.inputs()["fit_mask"]
+    assert resolved.to_dict()["fit_mask"] == FOV_MASK
+    assert sitk.GetArrayFromImage(fit).sum() == sitk.GetArrayFromImage(seen).sum()
 
 
 @pytest.mark.parametrize("reset", [True, False])

@@ -32,6 +32,7 @@ class Case:
     fixed_phase: int = 0
     mask: str = EVALUATION_MASK
     preset: str | None = None
+    fit_mask: str | None = None  # a file of the case folder that every path fits inside (BenchPlan.fit_mask)
 
     def inputs(self) -> dict:
         folder, f, k = self.folder, self.fixed_phase, self.moving_phase
@@ -43,6 +44,7 @@ class Case:
                 reference=str(folder / f"ct_phase{f}.nii.gz"),
                 truth=str(folder / f"truth_{f}_{k}.nii.gz"),
                 metrics_mask=str(folder / self.mask),
+                fit_mask=str(folder / self.fit_mask) if self.fit_mask else None,
                 fixed_geometry=str(geometries[0]) if geometries[0] else None,
                 moving_geometry=str(geometries[1]) if geometries[1] else None,
             )
@@ -62,6 +64,7 @@ class Case:
             "moving": f"cbct_phase{self.moving_phase}",
             "reference": f"ct_phase{self.fixed_phase} (clean CT)",
             "evaluation_mask": self.mask,
+            "fit_mask": self.fit_mask,
             # The bundled model saw this patient (with other breathing seeds) in training.
             "training_anatomy": self.anatomy in TRAINING_ANATOMY,
             "training_case": self.anatomy in TRAINING_ANATOMY and self.seed in TRAINING_SEEDS,
@@ -81,7 +84,12 @@ def resolve_cases(plan: BenchPlan) -> list[Case]:
         cases = [_case_from_folder(Path(folder), plan.moving_phase) for folder in plan.case_dirs]
     else:
         cases = [_case_from_spec(spec) for spec in plan.cases]
-    return [replace(case, mask=plan.evaluation_mask) for case in cases]
+    for case in cases:
+        if plan.fit_mask and not (case.folder / plan.fit_mask).is_file():
+            raise InputError(
+                f"case {case.folder} has no {plan.fit_mask} to fit inside (a cone-beam case has one)"
+            )
+    return [replace(case, mask=plan.evaluation_mask, fit_mask=plan.fit_mask) for case in cases]
 
 
 def _case_from_folder(folder: Path, moving_phase: int | None) -> Case:
