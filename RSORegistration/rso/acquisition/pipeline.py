@@ -204,7 +204,7 @@ def _write_phases(folder: Path, projections, geometry, sorting: PhaseSorting, re
         row["image"], row["geometry"] = f"cbct_phase{k}.nii.gz", f"cbct_phase{k}_geometry.xml"
         write_image(image, folder / row["image"])
         write_geometry(views, folder / row["geometry"], reconstruction)
-    # What the scanner saw: the phases' fit mask where the grid reaches beyond it (docs/scanner-import.md).
+    # What the scanner saw, for the user to know where the phases are images at all (docs/scanner-import.md).
     fov = scan_field_of_view(like, placement, geometry, detector)
     write_image(fov, folder / FOV_MASK)
     summary["field_of_view"] = {"mask": FOV_MASK, "share_of_grid": _share(fov)}

@@ -267,8 +267,8 @@ def scan_field_of_view(
     ``placement`` (``Placement``).
 
     Beyond it, along the rotation axis above all, FDK leaves a dark, streaked image that carries no
-    anatomy: ISO fitted it on half-fan scans (docs/decisions.md, "A slower half-fan protocol"), and as
-    the fit mask it keeps ISO and native RSO to what the scanner saw.
+    anatomy (docs/decisions.md, "A slower half-fan protocol": ISO fitted it on half-fan scans; as the fit
+    mask it stopped those fits and let harmful ones through on full-fan scans).
     """
     grid = placement.rtk_grid(like)
     probe = ProjectionGeometry.circular(
