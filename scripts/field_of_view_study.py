@@ -10,8 +10,8 @@ image beyond it. Two looks, neither choosing a setting:
   working grid, which every seed of that anatomy and preset shares.
 * ``--case CASE_DIR:K``: ISO-100 on the matched pair as the default runs it, and again with the field of
   view (the case's ``fov_mask.nii.gz``) as the fit mask; whether ISO's guard kept ISO, the whole-lung TRE
- and, with ``--run``, the run's box TREs; one JSON line each.
-  ``--simulate ANATOMY:PRESET:K:SEEDS`` makes training cases in the case cache and runs the same.
+  and, with ``--run``, the run's box TREs; one JSON line each. ``--simulate ANATOMY:PRESET:K:SEEDS`` makes
+  training cases in the case cache and runs the same.
 
     python scripts/field_of_view_study.py --run bench/results-conebeam-5 ... --run bench/results-conebeam-18
     python scripts/field_of_view_study.py --run bench/results-conebeam-18 \\
@@ -36,6 +36,7 @@ from conebeam_runs_table import DEFAULT_ARM, box_tre, of_kind, read_run  # noqa:
 from end_rule_replay import working_grid  # noqa: E402
 
 from rso.core.geometry import ras_to_lps  # noqa: E402
+from rso.core.projection import FOV_MASK  # noqa: E402
 from rso.evaluation.bench.summary import paired  # noqa: E402
 from rso.simulation.clinical import scanner_preset  # noqa: E402
 from rso.simulation.simulate import SimulationParams, scanned_field_of_view  # noqa: E402
@@ -98,7 +99,7 @@ def iso_rows(folder: Path, moving: int, run: Path | None) -> list[dict]:
     torch.set_num_threads(2)
     engine = EngineSettings(device="cpu", precision="fp32")
     network = build_network(engine)
-    fov = read_fit_mask(str(folder / "fov_mask.nii.gz"))
+    fov = read_fit_mask(str(folder / FOV_MASK))
     rows = []
     for masked in (False, True):
         inputs = case_inputs(folder, moving)

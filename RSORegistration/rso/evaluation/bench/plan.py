@@ -107,8 +107,9 @@ class BenchPlan:
     threads: int | None = None  # torch CPU threads; None keeps torch's default (one per core)
     # Where metrics are measured (a case's mask file): the lungs, as in the demo and the model card.
     evaluation_mask: str = EVALUATION_MASK
-    # A case file every path fits inside (``--fit-mask``), e.g. the scan's field of view (``fov_mask.nii.gz``:
-    # ``bench --fit-field-of-view``, the images limited to what the scanner saw); None: the whole images.
+    # A case file every path fits inside (register's ``--fit-mask``), e.g. the scan's field of view
+    # (``fov_mask.nii.gz``: ``bench --fit-field-of-view``, the images limited to what the scanner saw); None:
+    # the whole images.
     fit_mask: str | None = None
 
     @classmethod
