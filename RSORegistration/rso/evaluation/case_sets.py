@@ -217,6 +217,17 @@ CONEBEAM_HALF_FAN_4MIN_CASES = (
     CaseSpec("lung2", 63, 5, "truebeam-4min"),
     CaseSpec("lung2", 64, 3, "truebeam-4min"),
 )
+# The phases as a vendor's console writes them, air outside the scan's field of view (``-vendor`` presets;
+# bench/results-conebeam-20/plan.md, written before any run): seeds 65 and 66, never simulated before, the
+# settings of the seeds 61-64 runs.
+CONEBEAM_VENDOR_CASES = (
+    CaseSpec("cxr", 65, 5, "xvi-vendor"),
+    CaseSpec("cxr", 66, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 65, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 66, 5, "xvi-vendor"),
+    CaseSpec("lung2", 65, 5, "xvi-vendor"),
+    CaseSpec("lung2", 66, 3, "truebeam-vendor"),
+)
 # The same scans with each phase by the TV reconstruction (``phases --reconstruction tv``: the -tv presets),
 # what a clinic with the projections can register. The recipe (rso.core.projection.TVRecipe) was chosen on
 # training cases (scripts/conebeam_prior_study.py); seeds 19 and 20 had never been simulated when it was.
@@ -259,6 +270,7 @@ CASE_SETS = {
     "conebeam-motion-left-third": CONEBEAM_MOTION_LEFT_THIRD_CASES,
     "conebeam-end": CONEBEAM_END_CASES,
     "conebeam-4min": CONEBEAM_HALF_FAN_4MIN_CASES,
+    "conebeam-vendor": CONEBEAM_VENDOR_CASES,
     "conebeam-tv": CONEBEAM_TV_CASES,
     "conebeam-tv-first": CONEBEAM_TV_FIRST_CASES,
     "conebeam-tv-third": CONEBEAM_TV_THIRD_CASES,

@@ -78,6 +78,9 @@ class SimulationParams:
     # How a cone-beam phase is reconstructed from its projections (rso.core.projection.RECONSTRUCTIONS):
     # "fdk" as the vendors do, or "tv" as ``rso-registration phases --reconstruction tv`` does (-tv presets).
     reconstruction: str = "fdk"
+    # Write each cone-beam phase as a vendor's console does: air outside the scan's field of view (the
+    # region every view of the turn sees), where FDK's own image is a dark, streaked guess (-vendor presets).
+    air_outside_field_of_view: bool = False
     masks: MaskParams = field(default_factory=MaskParams)
 
     def __post_init__(self):
@@ -89,6 +92,8 @@ class SimulationParams:
             raise InputError(
                 f"reconstruction {self.reconstruction!r} needs a cone-beam preset (xvi, truebeam)"
             )
+        if self.air_outside_field_of_view and self.scanner is None:
+            raise InputError("air outside the field of view needs a cone-beam preset (xvi, truebeam)")
 
     @classmethod
     def preset(cls, name: str) -> SimulationParams:
@@ -99,7 +104,8 @@ class SimulationParams:
         scanner like Elekta's XVI (full fan) or Varian's TrueBeam (half fan) (rso.simulation.clinical), each
         phase reconstructed by FDK; ``truebeam-4min``: the same half fan turning in 4 min, not 2; ``xvi-tv``
         and ``truebeam-tv``: the same scans, each phase by the TV reconstruction (``rso-registration phases
-        --reconstruction tv``)."""
+        --reconstruction tv``); ``xvi-vendor`` and ``truebeam-vendor``: the FDK phases written as a vendor's
+        console writes them, air outside the scan's field of view."""
         from rso.simulation.cbct import CBCTParams
 
         local = MotionParams(si_amplitude_mm=(20.0, 25.0), lower_lobe_lag=0.08, lesion=LesionParams())
@@ -112,6 +118,8 @@ class SimulationParams:
             "truebeam-4min": cls(motion=local, scanner="truebeam-4min"),
             "xvi-tv": cls(motion=local, scanner="xvi", reconstruction="tv"),
             "truebeam-tv": cls(motion=local, scanner="truebeam", reconstruction="tv"),
+            "xvi-vendor": cls(motion=local, scanner="xvi", air_outside_field_of_view=True),
+            "truebeam-vendor": cls(motion=local, scanner="truebeam", air_outside_field_of_view=True),
         }
         if name not in presets:
             raise InputError(f"simulation preset must be one of {sorted(presets)}, not {name!r}")
@@ -127,6 +135,8 @@ SIMULATION_PRESETS = (
     "truebeam-4min",
     "xvi-tv",
     "truebeam-tv",
+    "xvi-vendor",
+    "truebeam-vendor",
 )
 
 
@@ -266,6 +276,8 @@ def simulate_case(
     fov = acquisition.pop("field_of_view", None)
     if fov is not None:  # a cone beam's truncated field of view: the lungs are scored only where it sees
         lungs = sitk.Cast(sitk.And(lungs, fov), sitk.sitkUInt8)
+    if params.air_outside_field_of_view:
+        cbcts = [air_outside(cbct, fov) for cbct in cbcts]
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-building-", dir=out_dir.parent))
@@ -349,6 +361,11 @@ def _image_phases(made: list[Phase], model, phases: int, seed: int, params: Simu
     acquisition["phase_scans"] = [scan.info for scan in scans]
     acquisition["field_of_view"] = scanned_field_of_view(made[0].ct, preset)
     return [scan.cbct for scan in scans], [scan.geometry for scan in scans], acquisition
+
+
+def air_outside(image: sitk.Image, field_of_view: sitk.Image) -> sitk.Image:
+    """``image`` (HU) with every voxel outside ``field_of_view`` (uint8 on its grid, 1 inside) set to air."""
+    return sitk.Mask(image, field_of_view, outsideValue=AIR_HU)
 
 
 def scanned_field_of_view(ct: sitk.Image, preset) -> sitk.Image:

@@ -46,6 +46,7 @@ from rso.simulation.clinical import (
 )
 from rso.simulation.motion import BreathingMotion, MotionParams
 from rso.simulation.phantom import phantom_pair
+from rso.simulation.simulate import SimulationParams, air_outside, scanned_field_of_view
 
 FPS, DURATION_S, PHASES = 5.5, 120.0, 10
 
@@ -237,6 +238,24 @@ def test_clustered_views_leave_more_streaks_than_even_views(phantom):
         for name, image in (("clustered", reconstruct(scan.geometry)), ("even", even))
     }
     assert streaks["clustered"] > 1.3 * streaks["even"], streaks
+
+
+def test_a_vendor_phase_is_air_outside_the_field_of_view(phantom):
+    """``-vendor`` presets write a phase as a console does: air where not every view of the turn sees, FDK's
+    own image (a dark, streaked guess there) everywhere else, unchanged."""
+    ct, body, motion = phantom
+    narrow = replace(SMALL, panel_mm=(260.0, 200.0))  # sees part of the 19 cm phantom
+    cbct = simulate_phases(ct, motion, 4, [0], narrow, Physics.off(), seed=1)[0].cbct
+    fov = scanned_field_of_view(ct, narrow)
+    seen = sitk.GetArrayFromImage(fov).astype(bool)
+    assert 0.2 < seen.mean() < 0.9
+    given, cut = (sitk.GetArrayFromImage(image) for image in (cbct, air_outside(cbct, fov)))
+    assert np.all(cut[~seen] == -1000.0) and np.array_equal(cut[seen], given[seen])
+    assert np.mean(np.abs(given[~seen & body] + 1000.0)) > 50.0  # the body there was not air before
+    assert SimulationParams.preset("truebeam-vendor").air_outside_field_of_view
+    assert SimulationParams.preset("xvi-vendor").scanner == "xvi"
+    with pytest.raises(InputError, match="needs a cone-beam preset"):
+        SimulationParams(air_outside_field_of_view=True)
 
 
 def test_bad_input_is_one_line(phantom):
