@@ -39,7 +39,8 @@ from rso.core.geometry import ras_to_lps  # noqa: E402
 from rso.core.projection import FOV_MASK  # noqa: E402
 from rso.evaluation.bench.summary import paired  # noqa: E402
 from rso.simulation.clinical import scanner_preset  # noqa: E402
-from rso.simulation.simulate import SimulationParams, scanned_field_of_view  # noqa: E402
+from rso.simulation.field_of_view import scanned_field_of_view  # noqa: E402
+from rso.simulation.simulate import SimulationParams  # noqa: E402
 
 BOX_KINDS = ("misaligned0", "misaligned1", "residual0", "control0", "control1")
 

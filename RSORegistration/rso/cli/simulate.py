@@ -41,9 +41,10 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         help="standard: the breathing model; local: 20-25 mm breathing, lagging lower lobes and an "
         "inserted lesion with its own trajectory; clinical: local with the parallel projector's clinical "
         "preset; xvi, truebeam: local as clinical cone-beam 4D CBCT (RTK) like Elekta XVI or Varian "
-        "TrueBeam, each phase by FDK with its RTK geometry file; xvi-tv, truebeam-tv: the same, each "
-        "phase by the TV reconstruction of `phases --reconstruction tv` (~20 times slower; "
-        "docs/simulator.md)",
+        "TrueBeam, each phase by FDK with its RTK geometry file; truebeam-4min: the half fan turning in "
+        "4 min; xvi-tv, truebeam-tv: the same, each phase by the TV reconstruction of `phases "
+        "--reconstruction tv` (~20 times slower); xvi-vendor, truebeam-vendor: each FDK phase written as "
+        "a console writes it, air outside the scan's field of view (docs/simulator.md)",
     )
     parser.add_argument(
         "--only",

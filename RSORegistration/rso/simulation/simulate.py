@@ -44,6 +44,7 @@ from rso.core.projection.geometry import RECONSTRUCTIONS, write_geometry
 from rso.errors import InputError
 from rso.simulation.anatomy import MaskParams, body_mask, lung_mask
 from rso.simulation.case_labels import phase_labels, reference_labels, write_labels
+from rso.simulation.field_of_view import air_outside, scanned_field_of_view
 from rso.simulation.figures import plot_case as plot_case  # re-exported: the simulate command uses it
 from rso.simulation.grid import AIR_HU, working_ct
 from rso.simulation.lesion import LesionParams, draw_lesion, paint_lesion
@@ -361,22 +362,6 @@ def _image_phases(made: list[Phase], model, phases: int, seed: int, params: Simu
     acquisition["phase_scans"] = [scan.info for scan in scans]
     acquisition["field_of_view"] = scanned_field_of_view(made[0].ct, preset)
     return [scan.cbct for scan in scans], [scan.geometry for scan in scans], acquisition
-
-
-def air_outside(image: sitk.Image, field_of_view: sitk.Image) -> sitk.Image:
-    """``image`` (HU) with every voxel outside ``field_of_view`` (uint8 on its grid, 1 inside) set to air."""
-    return sitk.Mask(image, field_of_view, outsideValue=AIR_HU)
-
-
-def scanned_field_of_view(ct: sitk.Image, preset) -> sitk.Image:
-    """(uint8 on ct's grid) the preset's field of view on its panel (default placement): where a clinical
-    scan has complete data at all."""
-    from rso.core.projection import Detector, Placement, scan_field_of_view
-
-    placement = Placement.default()
-    full = preset.geometry()
-    detector = Detector.covering(placement.rtk_grid(ct), full, preset.panel_mm)
-    return scan_field_of_view(ct, placement, full, detector)
 
 
 def _as_int16(image: sitk.Image) -> sitk.Image:

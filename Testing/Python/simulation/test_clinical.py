@@ -44,9 +44,10 @@ from rso.simulation.clinical import (
     scanner_preset,
     simulate_phases,
 )
+from rso.simulation.field_of_view import air_outside, scanned_field_of_view
 from rso.simulation.motion import BreathingMotion, MotionParams
 from rso.simulation.phantom import phantom_pair
-from rso.simulation.simulate import SimulationParams, air_outside, scanned_field_of_view
+from rso.simulation.simulate import SimulationParams
 
 FPS, DURATION_S, PHASES = 5.5, 120.0, 10
 
