@@ -361,6 +361,7 @@ def _image_phases(made: list[Phase], model, phases: int, seed: int, params: Simu
     acquisition = {"cbct": None, "scanner": params.scanner, "acquisition": scans[0].acquisition}
     acquisition["phase_scans"] = [scan.info for scan in scans]
     acquisition["field_of_view"] = scanned_field_of_view(made[0].ct, preset)
+    acquisition["air_outside_field_of_view"] = params.air_outside_field_of_view
     return [scan.cbct for scan in scans], [scan.geometry for scan in scans], acquisition
 
 

@@ -47,7 +47,7 @@ from rso.simulation.clinical import (
 from rso.simulation.field_of_view import air_outside, scanned_field_of_view
 from rso.simulation.motion import BreathingMotion, MotionParams
 from rso.simulation.phantom import phantom_pair
-from rso.simulation.simulate import SimulationParams
+from rso.simulation.simulate import SimulationParams, simulate_case
 
 FPS, DURATION_S, PHASES = 5.5, 120.0, 10
 
@@ -257,6 +257,22 @@ def test_a_vendor_phase_is_air_outside_the_field_of_view(phantom):
     assert SimulationParams.preset("xvi-vendor").scanner == "xvi"
     with pytest.raises(InputError, match="needs a cone-beam preset"):
         SimulationParams(air_outside_field_of_view=True)
+
+
+def test_a_vendor_case_is_written_cut_and_says_so(tmp_path):
+    """``simulate_case`` with a ``-vendor`` preset end to end: a phantom wider than XVI-like's 27 cm circle,
+    its phases air outside the field of view it writes, the lungs scored only inside, case.json saying so."""
+    ct = phantom_pair(shape=(48, 80, 80), spacing_mm=4.0).moving  # 32 cm across: its corners lie outside
+    sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
+    params = replace(SimulationParams.preset("xvi-vendor"), spacing_mm=None, crop_margin_mm=None)
+    case = simulate_case(tmp_path / "ct.nii.gz", tmp_path / "case", seed=1, params=params, only=[5])
+    assert json.loads((case / "case.json").read_text())["air_outside_field_of_view"] is True
+    seen, lungs, phase = (
+        sitk.GetArrayFromImage(sitk.ReadImage(str(case / name)))
+        for name in ("fov_mask.nii.gz", "lung_mask.nii.gz", "cbct_phase5.nii.gz")
+    )
+    seen = seen.astype(bool)
+    assert 0.3 < seen.mean() < 0.99 and np.all(phase[~seen] == -1000) and not np.any(lungs[~seen])
 
 
 def test_bad_input_is_one_line(phantom):
