@@ -228,6 +228,16 @@ CONEBEAM_VENDOR_CASES = (
     CaseSpec("lung2", 65, 5, "xvi-vendor"),
     CaseSpec("lung2", 66, 3, "truebeam-vendor"),
 )
+# The same on fresh seeds 67 and 68, settings unchanged (bench/results-conebeam-21/plan.md, written before the
+# run): one run of six cut scans is one draw.
+CONEBEAM_VENDOR_SECOND_CASES = (
+    CaseSpec("cxr", 67, 5, "xvi-vendor"),
+    CaseSpec("cxr", 68, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 67, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 68, 5, "xvi-vendor"),
+    CaseSpec("lung2", 67, 5, "xvi-vendor"),
+    CaseSpec("lung2", 68, 3, "truebeam-vendor"),
+)
 # The same scans with each phase by the TV reconstruction (``phases --reconstruction tv``: the -tv presets),
 # what a clinic with the projections can register. The recipe (rso.core.projection.TVRecipe) was chosen on
 # training cases (scripts/conebeam_prior_study.py); seeds 19 and 20 had never been simulated when it was.
@@ -271,6 +281,7 @@ CASE_SETS = {
     "conebeam-end": CONEBEAM_END_CASES,
     "conebeam-4min": CONEBEAM_HALF_FAN_4MIN_CASES,
     "conebeam-vendor": CONEBEAM_VENDOR_CASES,
+    "conebeam-vendor-second": CONEBEAM_VENDOR_SECOND_CASES,
     "conebeam-tv": CONEBEAM_TV_CASES,
     "conebeam-tv-first": CONEBEAM_TV_FIRST_CASES,
     "conebeam-tv-third": CONEBEAM_TV_THIRD_CASES,
