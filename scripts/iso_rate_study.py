@@ -102,16 +102,16 @@ def main() -> None:
     record_pairs(args.case, args.out, lambda *pair: run_pair(*pair, args.rate))
 
 
-def record_pairs(cases: list[str], out: Path, run) -> None:
-    """One JSON line per (case, pair kind): ``run(engine, network, folder, moving, kind)``'s row and its
-    seconds, appended to ``out`` as each pair ends (fp32 on the CPU, the bundled model)."""
+def record_pairs(cases: list[str], out: Path, run, kinds: tuple = KINDS) -> None:
+    """One JSON line per (case, pair kind in ``kinds``): ``run(engine, network, folder, moving, kind)``'s row
+    and its seconds, appended to ``out`` as each pair ends (fp32 on the CPU, the bundled model)."""
     engine = EngineSettings(device="cpu", precision="fp32")
     network = build_network(engine)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as handle:
         for spec in cases:
             folder, moving = case_spec(spec)
-            for kind in KINDS:
+            for kind in kinds:
                 start = time.perf_counter()
                 row = run(engine, network, folder, moving, kind)
                 row["seconds"] = round(time.perf_counter() - start)

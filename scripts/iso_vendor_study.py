@@ -22,18 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conebeam_study import case_inputs, case_spec  # noqa: E402
+from conebeam_study import case_inputs  # noqa: E402
+from iso_rate_study import record_pairs  # noqa: E402
 
 from rso.core.iso_guard import lung_axis_share  # noqa: E402
-from rso.core.workflow import build_network, start_session  # noqa: E402
+from rso.core.workflow import start_session  # noqa: E402
 from rso.options import ISO_MIN_AXIS_SHARE  # noqa: E402
-from rso.settings import EngineSettings, ISOSettings  # noqa: E402
+from rso.settings import ISOSettings  # noqa: E402
 
 ITERATIONS = 100
 HARM_MM = 0.5
@@ -106,19 +106,9 @@ def main() -> None:
     if args.summary:
         summary(args.summary)
         return
-    engine = EngineSettings(device="cpu", precision="fp32")
-    network = build_network(engine)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as handle:
-        for spec in args.case:
-            folder, moving = case_spec(spec)
-            began = time.perf_counter()
-            run = run_matched if args.matched_only else run_case
-            row = run(engine, network, folder, moving)
-            row["seconds"] = round(time.perf_counter() - began)
-            handle.write(json.dumps(row) + "\n")
-            handle.flush()
-            print(json.dumps(row), flush=True)
+    run = run_matched if args.matched_only else run_case
+    # One row per case: the pair kinds are those of this study, fitted or as given, within each row.
+    record_pairs(args.case, args.out, lambda *pair: run(*pair[:4]), kinds=("cbct",))
 
 
 if __name__ == "__main__":
