@@ -238,6 +238,17 @@ CONEBEAM_VENDOR_SECOND_CASES = (
     CaseSpec("lung2", 67, 5, "xvi-vendor"),
     CaseSpec("lung2", 68, 3, "truebeam-vendor"),
 )
+# The -vendor presets now also write only the slices the panel reaches along the axis, as a console does
+# (bench/results-conebeam-22/plan.md, written before the run): seeds 69 and 70, never simulated before,
+# settings unchanged.
+CONEBEAM_CONSOLE_CASES = (
+    CaseSpec("cxr", 69, 5, "xvi-vendor"),
+    CaseSpec("cxr", 70, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 69, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 70, 5, "xvi-vendor"),
+    CaseSpec("lung2", 69, 5, "xvi-vendor"),
+    CaseSpec("lung2", 70, 3, "truebeam-vendor"),
+)
 # The same scans with each phase by the TV reconstruction (``phases --reconstruction tv``: the -tv presets),
 # what a clinic with the projections can register. The recipe (rso.core.projection.TVRecipe) was chosen on
 # training cases (scripts/conebeam_prior_study.py); seeds 19 and 20 had never been simulated when it was.
@@ -282,6 +293,7 @@ CASE_SETS = {
     "conebeam-4min": CONEBEAM_HALF_FAN_4MIN_CASES,
     "conebeam-vendor": CONEBEAM_VENDOR_CASES,
     "conebeam-vendor-second": CONEBEAM_VENDOR_SECOND_CASES,
+    "conebeam-console": CONEBEAM_CONSOLE_CASES,
     "conebeam-tv": CONEBEAM_TV_CASES,
     "conebeam-tv-first": CONEBEAM_TV_FIRST_CASES,
     "conebeam-tv-third": CONEBEAM_TV_THIRD_CASES,

@@ -44,7 +44,7 @@ from rso.core.projection.geometry import RECONSTRUCTIONS, write_geometry
 from rso.errors import InputError
 from rso.simulation.anatomy import MaskParams, body_mask, lung_mask
 from rso.simulation.case_labels import phase_labels, reference_labels, write_labels
-from rso.simulation.field_of_view import air_outside, scanned_field_of_view
+from rso.simulation.field_of_view import as_a_console_writes, scanned_field_of_view
 from rso.simulation.figures import plot_case as plot_case  # re-exported: the simulate command uses it
 from rso.simulation.grid import AIR_HU, working_ct
 from rso.simulation.lesion import LesionParams, draw_lesion, paint_lesion
@@ -80,7 +80,8 @@ class SimulationParams:
     # "fdk" as the vendors do, or "tv" as ``rso-registration phases --reconstruction tv`` does (-tv presets).
     reconstruction: str = "fdk"
     # Write each cone-beam phase as a vendor's console does: air outside the scan's field of view (the
-    # region every view of the turn sees), where FDK's own image is a dark, streaked guess (-vendor presets).
+    # region every view of the turn sees), where FDK's own image is a dark, streaked guess, and only the
+    # slices the panel reaches along the rotation axis; the whole case is cut to them (-vendor presets).
     air_outside_field_of_view: bool = False
     masks: MaskParams = field(default_factory=MaskParams)
 
@@ -106,7 +107,7 @@ class SimulationParams:
         phase reconstructed by FDK; ``truebeam-4min``: the same half fan turning in 4 min, not 2; ``xvi-tv``
         and ``truebeam-tv``: the same scans, each phase by the TV reconstruction (``rso-registration phases
         --reconstruction tv``); ``xvi-vendor`` and ``truebeam-vendor``: the FDK phases written as a vendor's
-        console writes them, air outside the scan's field of view."""
+        console writes them, air outside the scan's field of view and only the slices it reaches."""
         from rso.simulation.cbct import CBCTParams
 
         local = MotionParams(si_amplitude_mm=(20.0, 25.0), lower_lobe_lag=0.08, lesion=LesionParams())
@@ -278,7 +279,7 @@ def simulate_case(
     if fov is not None:  # a cone beam's truncated field of view: the lungs are scored only where it sees
         lungs = sitk.Cast(sitk.And(lungs, fov), sitk.sitkUInt8)
     if params.air_outside_field_of_view:
-        cbcts = [air_outside(cbct, fov) for cbct in cbcts]
+        made, cbcts, (body, lungs), fov = as_a_console_writes(made, cbcts, [body, lungs], fov)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-building-", dir=out_dir.parent))
@@ -288,7 +289,7 @@ def simulate_case(
             write_image(fov, building / FOV_MASK)
         for phase, geometry in zip(made, geometries):
             write_geometry(geometry, building / geometry_name(phase.index), params.reconstruction)
-        description = _describe(ct_path, seed, phases, params, acquisition, model, made, ct)
+        description = _describe(ct_path, seed, phases, params, acquisition, model, made, made[0].ct)
         (building / "case.json").write_text(json.dumps(description, indent=2) + "\n")
         _make_readable(building)
         _move_into_place(building, out_dir)

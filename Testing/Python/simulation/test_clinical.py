@@ -44,6 +44,7 @@ from rso.simulation.clinical import (
     scanner_preset,
     simulate_phases,
 )
+from rso.simulation.anatomy import MaskParams
 from rso.simulation.field_of_view import air_outside, scanned_field_of_view
 from rso.simulation.motion import BreathingMotion, MotionParams
 from rso.simulation.phantom import phantom_pair
@@ -260,19 +261,29 @@ def test_a_vendor_phase_is_air_outside_the_field_of_view(phantom):
 
 
 def test_a_vendor_case_is_written_cut_and_says_so(tmp_path):
-    """``simulate_case`` with a ``-vendor`` preset end to end: a phantom wider than XVI-like's 27 cm circle,
-    its phases air outside the field of view it writes, the lungs scored only inside, case.json saying so."""
-    ct = phantom_pair(shape=(48, 80, 80), spacing_mm=4.0).moving  # 32 cm across: its corners lie outside
+    """``simulate_case`` with a ``-vendor`` preset end to end: a phantom wider than XVI-like's 27 cm circle
+    and longer than the 27 cm its panel reaches along the axis. Its phases are air outside the field of view,
+    every file of the case holds only the slices the panel reaches, as many cut at each end (the centre, the
+    isocentre, stays), the lungs are scored only inside, and case.json says so."""
+    ct = phantom_pair(shape=(72, 80, 80), spacing_mm=4.0).moving  # 32 cm across, 28.8 cm long
     sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
     params = replace(SimulationParams.preset("xvi-vendor"), spacing_mm=None, crop_margin_mm=None)
+    params = replace(params, masks=MaskParams(min_lung_fraction=0.01))  # the phantom's body is long
     case = simulate_case(tmp_path / "ct.nii.gz", tmp_path / "case", seed=1, params=params, only=[5])
     assert json.loads((case / "case.json").read_text())["air_outside_field_of_view"] is True
-    seen, lungs, phase = (
-        sitk.GetArrayFromImage(sitk.ReadImage(str(case / name)))
-        for name in ("fov_mask.nii.gz", "lung_mask.nii.gz", "cbct_phase5.nii.gz")
-    )
+    names = ("fov_mask", "lung_mask", "cbct_phase5", "ct_phase5", "truth_0_5", "labels_phase5")
+    images = {name: sitk.ReadImage(str(case / f"{name}.nii.gz")) for name in names}
+    sizes = {image.GetSize() for image in images.values()}
+    assert len(sizes) == 1 and next(iter(sizes))[2] < 72, sizes
+
+    def centre(image: sitk.Image) -> np.ndarray:
+        return np.array(image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()]))
+
+    assert np.allclose(centre(images["cbct_phase5"]), centre(ct))
+    seen, lungs, phase = (sitk.GetArrayFromImage(images[name]) for name in names[:3])
     seen = seen.astype(bool)
-    assert 0.3 < seen.mean() < 0.99 and np.all(phase[~seen] == -1000) and not np.any(lungs[~seen])
+    assert seen[0].any() and seen[-1].any()  # the panel reaches the first and last slices written
+    assert 0.2 < seen.mean() < 0.99 and np.all(phase[~seen] == -1000) and not np.any(lungs[~seen])
 
 
 def test_bad_input_is_one_line(phantom):
