@@ -25,6 +25,7 @@ from rso.core.projection import (
     mu_to_hu,
 )
 from rso.errors import InputError
+from rso.simulation.anatomy import MaskParams
 from rso.simulation.breathing import (
     BreathingParams,
     BreathingTrace,
@@ -44,7 +45,6 @@ from rso.simulation.clinical import (
     scanner_preset,
     simulate_phases,
 )
-from rso.simulation.anatomy import MaskParams
 from rso.simulation.field_of_view import air_outside, scanned_field_of_view
 from rso.simulation.motion import BreathingMotion, MotionParams
 from rso.simulation.phantom import phantom_pair
