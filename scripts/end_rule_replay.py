@@ -8,7 +8,8 @@ the per-arm records of benchmark runs (``--run DIR``, as ``conebeam_runs_table.p
 each path with geometry (default, wrong geometry) whose box lies that close the metrics of the ISO-100 arm
 it started from, and prints the table and the pooled numbers. The case's image extent comes from its
 anatomy's working grid (the simulator's, rebuilt from the fetched CT), which every preset and seed of that
-anatomy shares.
+anatomy shares, except the ``-vendor`` cases made since run 22 (seeds 69 on), which are cut to the slices the
+scan reaches: not for those.
 
     python scripts/end_rule_replay.py --min-end-distance 20 --run bench/results-conebeam-5 ... \\
         --out bench/sweep/edge/heldout-replay.json

@@ -7,7 +7,8 @@ image beyond it. Two looks, neither choosing a setting:
 * ``--run DIR`` (benchmark outputs, as ``conebeam_runs_table.py``): each misaligned box of the default
   path, wholly inside the field of view or partly outside it, by preset: how many, how many below ISO-500,
   the median reduction. The field of view is the simulator's (``scanned_field_of_view``) on the anatomy's
-  working grid, which every seed of that anatomy and preset shares.
+  working grid, which every seed of that anatomy and preset shares (not the ``-vendor`` cases since run 22,
+  cut to the slices the scan reaches).
 * ``--case CASE_DIR:K``: ISO-100 on the matched pair as the default runs it, and again with the field of
   view (the case's ``fov_mask.nii.gz``) as the fit mask; whether ISO's guard kept ISO, the whole-lung TRE
   and, with ``--run``, the run's box TREs; one JSON line each. ``--simulate ANATOMY:PRESET:K:SEEDS`` makes
