@@ -15,6 +15,13 @@ images as given where A keeps the start) and C (the images as given only), each 
 ``--matched-only`` records the general model's and matched ISO-100's whole-lung TRE with ISO's guard off:
 a diagnosis of held-out cases (what the guard declined), never a choice. Training anatomies only for
 choosing.
+
+``--cross`` (bench/sweep/iso-console/rule-2.md) records ISO-100 on the images as given with its gain on the
+artefact-matched pair (``rso.core.iso_guard.given_gain`` there: the pair it did not fit), and ``--summary
+FILE --cross-file CROSS`` scores candidate D: A, then where A keeps the start, ISO on the images as given
+where that gain exceeds ``ISO_MIN_GIVEN_GAIN``.
+
+    python scripts/iso_vendor_study.py --cross --case DIR:5 ... --out bench/sweep/iso-console/cross.jsonl
 """
 
 from __future__ import annotations
@@ -25,14 +32,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conebeam_study import case_inputs  # noqa: E402
 from iso_rate_study import record_pairs  # noqa: E402
 
-from rso.core.iso_guard import lung_axis_share  # noqa: E402
+from rso.core.iso_guard import given_gain, lung_axis_share  # noqa: E402
 from rso.core.workflow import start_session  # noqa: E402
-from rso.options import ISO_MIN_AXIS_SHARE  # noqa: E402
+from rso.options import ISO_MIN_AXIS_SHARE, ISO_MIN_GIVEN_GAIN  # noqa: E402
 from rso.settings import ISOSettings  # noqa: E402
 
 ITERATIONS = 100
@@ -66,6 +74,20 @@ def run_matched(engine, network, folder: Path, moving: int) -> dict:
     return {"case": folder.name, "moving": moving, "tre_general": general, "tre_matched_unguarded": matched}
 
 
+def run_cross(engine, network, folder: Path, moving: int) -> dict:
+    """ISO-100 on the images as given (unguarded) from the general model's field: its whole-lung TRE (mm)
+    and the share of the matched pair's dissimilarity its field removes against the start."""
+    session = start_session(engine, case_inputs(folder, moving), network=network)
+    session.general()
+    start = torch.from_numpy(session.field_voxels)[None]
+    session.iso(ISOSettings(iterations=ITERATIONS, match_artefacts=False, guard=False))
+    proposed = torch.from_numpy(session.field_voxels)[None]
+    pair = session.pair
+    cross = given_gain(session.net.warp, pair.network_inputs(True), start, proposed, pair.fit_t)
+    given = {"tre": _tre(session), "matched_gain": round(cross, 4)}
+    return {"case": folder.name, "moving": moving, "given": given}
+
+
 def _tre(session) -> float:
     return session.metrics()["tre_mm"]["mean"]
 
@@ -96,17 +118,47 @@ def summary(path: Path) -> None:
         print(f"{key}: worst case against A {worst:+.2f} mm; qualifies by the rule: {qualifies}")
 
 
+def cross_summary(path: Path, cross_paths: list[Path]) -> None:
+    """Candidate D against A over the cases of ``path`` (rows of ``run_case``, several files joined with
+    ``:``) and their rows of ``run_cross``."""
+    rows = [json.loads(line) for part in str(path).split(":") for line in Path(part).read_text().splitlines()]
+    cross = {}
+    for cross_path in cross_paths:
+        cross |= {row["case"]: row for row in map(json.loads, cross_path.read_text().splitlines())}
+    print(f"{'case':42s} general  A      as given (matched gain)  D")
+    differences, d_tres, a_tres = [], [], []
+    for row in rows:
+        a, given = row["matched"]["tre"], cross[row["case"]]["given"]
+        kept = not row["matched"]["kept"] and given["matched_gain"] > ISO_MIN_GIVEN_GAIN
+        d = given["tre"] if kept else a
+        print(
+            f"{row['case']:42s} {row['tre_general']:6.2f} {a:6.2f}  {given['tre']:6.2f}"
+            f" ({given['matched_gain']:+.3f})  {d:6.2f}"
+        )
+        differences.append(d - a)
+        d_tres.append(d)
+        a_tres.append(a)
+    qualifies = np.mean(d_tres) < np.mean(a_tres) and max(differences) <= HARM_MM
+    print(f"{len(rows)} cases: mean whole-lung TRE A {np.mean(a_tres):.3f}, D {np.mean(d_tres):.3f} mm")
+    print(f"D: worst case against A {max(differences):+.2f} mm; qualifies by the rule: {qualifies}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", action="append", default=[], help="case folder[:moving phase]")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--summary", type=Path)
     parser.add_argument("--matched-only", action="store_true", help="matched ISO unguarded (a diagnosis)")
+    parser.add_argument("--cross", action="store_true", help="ISO as given, judged by the matched pair")
+    parser.add_argument("--cross-file", type=Path, action="append", default=[], help="--summary: score D")
     args = parser.parse_args()
+    if args.summary and args.cross_file:
+        cross_summary(args.summary, args.cross_file)
+        return
     if args.summary:
         summary(args.summary)
         return
-    run = run_matched if args.matched_only else run_case
+    run = run_matched if args.matched_only else run_cross if args.cross else run_case
     # One row per case: the pair kinds are those of this study, fitted or as given, within each row.
     record_pairs(args.case, args.out, lambda *pair: run(*pair[:4]), kinds=("cbct",))
 
