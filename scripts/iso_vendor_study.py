@@ -22,6 +22,9 @@ FILE --cross-file CROSS`` scores candidate D: A, then where A keeps the start, I
 where that gain exceeds ``ISO_MIN_GIVEN_GAIN``.
 
     python scripts/iso_vendor_study.py --cross --case DIR:5 ... --out bench/sweep/iso-console/cross.jsonl
+    python scripts/iso_vendor_study.py --summary \
+        bench/sweep/iso-vendor/training.jsonl:bench/sweep/iso-console/training.jsonl \
+        --cross-file bench/sweep/iso-console/cross.jsonl
 """
 
 from __future__ import annotations
