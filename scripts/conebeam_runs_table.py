@@ -7,6 +7,7 @@ the default arm (ISO-100 + native RSO, matched):
 * per run: the misaligned boxes' median box TRE at ISO-500 and after the step, how many of them end below
   ISO-500 on each preset, the control and residual boxes ending more than 0.5 mm worse than ISO-100 on each
   path (default, wrong geometry, no geometry) with the worst change, and the median box -> overlay latency;
+* per path, pooled: the misaligned boxes ending more than 0.5 mm worse than that path's ISO-100;
 * per preset, pooled over the runs: #20's misaligned targets (share of boxes below ISO-500, median
   reduction).
 
@@ -64,7 +65,10 @@ def of_kind(records: list[dict], kinds: tuple[str, ...], preset: str | None = No
 
 
 def harm(records: list[dict]) -> dict:
-    """Per path: control and residual boxes more than HARM_MM worse than ISO-100, and the worst change."""
+    """Per path: control and residual boxes more than HARM_MM worse than ISO-100, and the worst change; and
+    misaligned boxes more than HARM_MM worse than that path's ISO-100 (not in #20's guard target, but a box
+    ISO has already fixed on one path is no longer misaligned there: the boxes are picked on the default
+    path's field)."""
     result = {}
     for path, (arm, start) in PATHS.items():
         pairs = paired(of_kind(records, ("control", "residual")), arm, start)
@@ -74,6 +78,10 @@ def harm(records: list[dict]) -> dict:
             "worse_than_limit": int(sum(c > HARM_MM for c in changes)),
             "worst_change_mm": round(max(changes), 2) if changes else None,
         }
+        pairs = paired(of_kind(records, ("misaligned",)), arm, start)
+        changes = [box_tre(after) - box_tre(before) for after, before in pairs]
+        result[path]["misaligned_worse_than_limit"] = int(sum(c > HARM_MM for c in changes))
+        result[path]["misaligned_worst_change_mm"] = round(max(changes), 2) if changes else None
     return result
 
 
@@ -131,6 +139,14 @@ def print_table(rows: list[dict], pooled: dict) -> None:
             f"| {row['run']} | {seeds} | {m['iso_500_median_mm']} -> {m['rso_median_mm']} | {below} |"
             f" {harms} | {row['latency_median_s']} ({row['cpu']}) |"
         )
+    print(f"\nmisaligned boxes more than {HARM_MM} mm worse than the path's ISO-100, pooled:")
+    for path in PATHS:
+        worse = [
+            row["harm"][path] for row in rows if row["harm"][path]["misaligned_worst_change_mm"] is not None
+        ]
+        count = sum(h["misaligned_worse_than_limit"] for h in worse)
+        worst = max((h["misaligned_worst_change_mm"] for h in worse), default=0.0)
+        print(f"  {path}: {count} (worst {worst:+.2f} mm)")
     print("\npooled misaligned boxes, by preset (targets: >= 80 % below ISO-500, median reduction >= 30 %)")
     for preset, v in pooled.items():
         print(
