@@ -249,6 +249,16 @@ CONEBEAM_CONSOLE_CASES = (
     CaseSpec("lung2", 69, 5, "xvi-vendor"),
     CaseSpec("lung2", 70, 3, "truebeam-vendor"),
 )
+# The same on fresh seeds 71 and 72, settings unchanged (bench/results-conebeam-23/plan.md, written before the
+# run): a second draw of phases as long as the scan.
+CONEBEAM_CONSOLE_SECOND_CASES = (
+    CaseSpec("cxr", 71, 5, "xvi-vendor"),
+    CaseSpec("cxr", 72, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 71, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 72, 5, "xvi-vendor"),
+    CaseSpec("lung2", 71, 5, "xvi-vendor"),
+    CaseSpec("lung2", 72, 3, "truebeam-vendor"),
+)
 # The same scans with each phase by the TV reconstruction (``phases --reconstruction tv``: the -tv presets),
 # what a clinic with the projections can register. The recipe (rso.core.projection.TVRecipe) was chosen on
 # training cases (scripts/conebeam_prior_study.py); seeds 19 and 20 had never been simulated when it was.
@@ -294,6 +304,7 @@ CASE_SETS = {
     "conebeam-vendor": CONEBEAM_VENDOR_CASES,
     "conebeam-vendor-second": CONEBEAM_VENDOR_SECOND_CASES,
     "conebeam-console": CONEBEAM_CONSOLE_CASES,
+    "conebeam-console-second": CONEBEAM_CONSOLE_SECOND_CASES,
     "conebeam-tv": CONEBEAM_TV_CASES,
     "conebeam-tv-first": CONEBEAM_TV_FIRST_CASES,
     "conebeam-tv-third": CONEBEAM_TV_THIRD_CASES,
