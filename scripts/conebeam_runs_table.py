@@ -71,18 +71,18 @@ def harm(records: list[dict]) -> dict:
     path's field)."""
     result = {}
     for path, (arm, start) in PATHS.items():
-        pairs = paired(of_kind(records, ("control", "residual")), arm, start)
-        changes = [box_tre(after) - box_tre(before) for after, before in pairs]
-        result[path] = {
-            "boxes_judged": len(changes),
-            "worse_than_limit": int(sum(c > HARM_MM for c in changes)),
-            "worst_change_mm": round(max(changes), 2) if changes else None,
-        }
-        pairs = paired(of_kind(records, ("misaligned",)), arm, start)
-        changes = [box_tre(after) - box_tre(before) for after, before in pairs]
-        result[path]["misaligned_worse_than_limit"] = int(sum(c > HARM_MM for c in changes))
-        result[path]["misaligned_worst_change_mm"] = round(max(changes), 2) if changes else None
+        judged, worse, worst = _worse(of_kind(records, ("control", "residual")), arm, start)
+        result[path] = {"boxes_judged": judged, "worse_than_limit": worse, "worst_change_mm": worst}
+        _, worse, worst = _worse(of_kind(records, ("misaligned",)), arm, start)
+        result[path] |= {"misaligned_worse_than_limit": worse, "misaligned_worst_change_mm": worst}
     return result
+
+
+def _worse(records: list[dict], arm: str, start: str) -> tuple[int, int, float | None]:
+    """(boxes paired, boxes more than HARM_MM worse after ``arm`` than at ``start``, the worst change mm)."""
+    changes = [box_tre(after) - box_tre(before) for after, before in paired(records, arm, start)]
+    worst = round(max(changes), 2) if changes else None
+    return len(changes), int(sum(c > HARM_MM for c in changes)), worst
 
 
 def misaligned(records: list[dict], preset: str | None = None) -> dict | None:

@@ -3,7 +3,7 @@
 A phase written as a console writes it (``-vendor`` presets) is air outside the scan's field of view, in
 both phases at the same place: a correction that moves the moving phase's tissue there also moves that
 still edge, which the similarity counts against it. For each benchmark record of a native step (``--run N``,
-``--preset P`` picks ``arm_*P*_rso_native.json``) the case is opened as the benchmark opens it, general
+``--preset P`` picks that preset's cases) the case is opened as the benchmark opens it, general
 model -> ISO-100, and the same box step runs with the session's fit mask (the similarity inside it only)
 set, after ISO, to: none (the default), the case's ``fov_mask.nii.gz``, and that mask eroded by 6 and 12 mm.
 One JSON line per box: ISO-100's box TRE, and per mask the TRE after the step, the gains on the pair
@@ -16,7 +16,6 @@ compared and on the images as given, and why a declined step was declined.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "RSORegistration"))
+from conebeam_runs_table import DEFAULT_ARM, read_run  # noqa: E402
 from conebeam_study import case_inputs, iso_session  # noqa: E402
 
 from rso.core.boxes import box_from_ras  # noqa: E402
@@ -37,12 +37,12 @@ EROSIONS_MM = (None, 0, 6, 12)  # None: no fit mask (the default); 0: the field 
 
 
 def records_by_case(runs: list[str], preset: str) -> dict[str, list[dict]]:
-    """The native steps' records of the runs whose case name holds ``preset``, by case folder."""
+    """The default native steps' records of the runs' cases of ``preset``, by case folder."""
     by_case: dict[str, list[dict]] = {}
     for run in runs:
-        for path in sorted(glob.glob(str(BENCH / f"results-conebeam-{run}/arm_*{preset}*_rso_native.json"))):
-            record = json.loads(Path(path).read_text())
-            by_case.setdefault(record["case"]["folder"], []).append(record)
+        for record in read_run(BENCH / f"results-conebeam-{run}"):
+            if record["arm"] == DEFAULT_ARM and record["case"]["preset"] == preset:
+                by_case.setdefault(record["case"]["folder"], []).append(record)
     return by_case
 
 
