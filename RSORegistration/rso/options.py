@@ -26,7 +26,7 @@ PAPER_LEARNING_RATE = 3e-4  # Adam, ISO, RSO and training alike (Table 3)
 DEFAULT_RSO_MODE = "native"  # misaligned boxes' TRE -42 %, control boxes kept; network modes ~3x worse
 DEFAULT_COMPOSITION = "local"
 DEFAULT_BLEND_MARGIN_MM = 15.0  # local composition: the new field fades to the old one across this margin
-DEFAULT_SIMILARITY = "mse"  # MIND and a stronger smoothness made ISO's TRE worse
+DEFAULT_SIMILARITY = "mse"  # MIND: worse on parallel beams, no better on held-out cone-beam phases
 DEFAULT_SMOOTHNESS = 0.01  # weight of the diffusion term on a displacement in voxels (MSE on (HU+1000)/2000)
 # bf16 where the hardware has it natively (2-3x faster, same TRE); a step that diverges is redone in fp32.
 DEFAULT_PRECISION = "auto"
