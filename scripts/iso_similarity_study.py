@@ -38,11 +38,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conebeam_study import case_inputs, case_spec  # noqa: E402
+from conebeam_study import case_inputs  # noqa: E402
+from iso_rate_study import record_pairs  # noqa: E402
 
 from rso.core.inputs import read_inputs  # noqa: E402
 from rso.core.iso_guard import given_gain, lung_axis_share  # noqa: E402
-from rso.core.workflow import build_network, start_session  # noqa: E402
+from rso.core.workflow import start_session  # noqa: E402
 from rso.options import ISO_MIN_AXIS_SHARE, ISO_MIN_GIVEN_GAIN  # noqa: E402
 from rso.settings import EngineSettings, ISOSettings, PairInputs  # noqa: E402
 
@@ -67,16 +68,13 @@ def run_case(network, folder: Path, moving: int, variant: str) -> dict:
         given_gain(session.net.warp, pair.network_inputs(False), start, proposed, pair.fit_t), 4
     )
     session.undo()
-    given = _fit(session, match_artefacts=False)
-    change = session.grid.voxels_to_mm(session.field_voxels - start_voxels)
-    given["axis_share"] = lung_axis_share(change, pair.fixed_hu, pair.fit_grid)
     return {
         "case": folder.name,
         "moving": moving,
         "variant": variant,
         "tre_general": general,
         "matched": matched,
-        "given": given,
+        "given": _given_fit(session, start_voxels),
     }
 
 
@@ -91,11 +89,8 @@ def run_ct(network, folder: Path, moving: int, variant: str) -> dict:
     session = start_session(_engine(variant), read_inputs(inputs), network=network)
     session.general()
     start_voxels, general = session.field_voxels, _tre(session)
-    given = _fit(session, match_artefacts=False)
-    change = session.grid.voxels_to_mm(session.field_voxels - start_voxels)
-    given["axis_share"] = lung_axis_share(change, session.pair.fixed_hu, session.pair.fit_grid)
     row = {"case": f"{folder.name}-ct", "moving": moving, "variant": variant, "tre_general": general}
-    return row | {"matched": None, "given": given}
+    return row | {"matched": None, "given": _given_fit(session, start_voxels)}
 
 
 def _engine(variant: str) -> EngineSettings:
@@ -103,6 +98,14 @@ def _engine(variant: str) -> EngineSettings:
     return EngineSettings(
         device="cpu", precision="fp32", network_similarity=similarity, network_smoothness=float(smoothness)
     )
+
+
+def _given_fit(session, start_voxels) -> dict:
+    """ISO-100 on the images as given (unguarded) and the no-geometry guard's statistic of its change."""
+    given = _fit(session, match_artefacts=False)
+    change = session.grid.voxels_to_mm(session.field_voxels - start_voxels)
+    given["axis_share"] = lung_axis_share(change, session.pair.fixed_hu, session.pair.fit_grid)
+    return given
 
 
 def _fit(session, match_artefacts: bool) -> dict:
@@ -244,16 +247,9 @@ def main() -> None:
     if args.summary:
         summary(args.summary)
         return
-    network = build_network(EngineSettings(device="cpu", precision="fp32"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as handle:
-        for spec in args.case:
-            folder, moving = case_spec(spec)
-            for variant in args.variant:
-                row = (run_ct if args.ct else run_case)(network, folder, moving, variant)
-                handle.write(json.dumps(row) + "\n")
-                handle.flush()
-                print(json.dumps(row), flush=True)
+    run = run_ct if args.ct else run_case
+    # One row per (case, variant): the "kinds" of iso_rate_study's loop are this study's variants.
+    record_pairs(args.case, args.out, lambda _, *row: run(*row), kinds=tuple(args.variant))
 
 
 if __name__ == "__main__":
