@@ -78,7 +78,7 @@ def score_box(session, kind: str, box, given_rule: bool = True) -> dict:
     row["guard"] = record.guard
     if record.accepted:
         patch = session.state.patches[-1]
-        _, box_voxels, _ = window_grid(session.fixed, session.grid, box, RSOSettings().blend_margin_mm)
+        _, box_voxels, _ = window_grid(session.grid, box, RSOSettings().blend_margin_mm)
         row["gains"] = view_gains(session, box, patch)
         row["shape"] = correction_shape(patch, box_voxels)
         session.undo()

@@ -121,9 +121,7 @@ def study(out: Path, work: Path) -> None:
                     }
                     if record.accepted:
                         patch = session.state.patches[-1]
-                        _, box_voxels, _ = window_grid(
-                            session.fixed, session.grid, box, RSOSettings().blend_margin_mm
-                        )
+                        _, box_voxels, _ = window_grid(session.grid, box, RSOSettings().blend_margin_mm)
                         row.update(
                             gains=view_gains(session, box, patch), shape=correction_shape(patch, box_voxels)
                         )

@@ -51,7 +51,7 @@ log = logging.getLogger("tv_guard_study")
 
 def box_correction(session, box) -> np.ndarray:
     """(N, 3) LPS mm: the last step's correction at the box's voxels."""
-    _, box_voxels, _ = window_grid(session.fixed, session.grid, box, RSOSettings().blend_margin_mm)
+    _, box_voxels, _ = window_grid(session.grid, box, RSOSettings().blend_margin_mm)
     return session.state.patches[-1].delta_mm[box_voxels.slices].reshape(-1, 3)
 
 

@@ -2,8 +2,8 @@
 
 Conventions (docs/architecture.md §3):
 * SimpleITK images and points are LPS. Slicer shows RAS. ``ras_to_lps`` is the only conversion.
-* The model grid covers the fixed image's physical box with ``shape`` = (z, y, x) voxels and the
-  fixed image's direction. Arrays on it are indexed [z, y, x].
+* The model grid covers the fixed image's physical box with ``shape`` = (z, y, x) voxels along the
+  fixed image's axes nearest L, P and S (``nearest_lps_axes``). Arrays on it are indexed [z, y, x].
 * Inside the engine a displacement field is a (3, z, y, x) array in model-grid voxels, channels
   (dz, dy, dx): MONAI's ``Warp`` convention. It maps fixed voxels to moving voxels. At every
   boundary it becomes a (z, y, x, 3) field of LPS millimetres.
@@ -45,16 +45,32 @@ class ModelGrid:
 
     @classmethod
     def covering(cls, image: sitk.Image, shape) -> ModelGrid:
-        """The grid with ``shape`` voxels whose outer box is exactly the image's outer box."""
+        """The grid with ``shape`` voxels whose outer box is exactly the image's outer box.
+
+        Its axes are the image's own, reordered and flipped to lie nearest L, P and S (``nearest_lps_axes``):
+        the network was trained on axial volumes stored that way, and sees a chest stored in another voxel
+        order (RAS, a sagittal stack) turned or mirrored otherwise (docs/decisions.md, "The network sees
+        every image as an axial LPS volume"). An image stored as LPS keeps its grid exactly.
+        """
         shape = check_grid_shape(shape)
-        size_xyz = np.array(image.GetSize(), float)
-        spacing_xyz = np.array(image.GetSpacing()) * size_xyz / np.array(shape[::-1], float)
-        direction = np.array(image.GetDirection()).reshape(3, 3)
-        # Voxel centres move by half the change of spacing so that the outer edges coincide.
-        shift = direction @ ((spacing_xyz - np.array(image.GetSpacing())) / 2)
+        order, signs = nearest_lps_axes(image.GetDirection())
+        image_direction = np.array(image.GetDirection()).reshape(3, 3)
+        direction = image_direction[:, order] * signs
+        size, image_spacing = (
+            np.array(values, float)[order] for values in (image.GetSize(), image.GetSpacing())
+        )
+        spacing_xyz = image_spacing * size / np.array(shape[::-1], float)
+        # Voxel centres move by half the change of spacing so that the outer edges coincide; a flipped axis
+        # starts at the image's last voxel.
+        half_change = (spacing_xyz - image_spacing) / 2
+        start = np.where(signs > 0, half_change, (size - 1) * image_spacing - half_change)
+        shift = image_direction[:, order] @ start
         origin = np.array(image.GetOrigin()) + shift
         return cls(
-            tuple(shape), tuple(spacing_xyz.tolist()), tuple(origin.tolist()), tuple(image.GetDirection())
+            tuple(shape),
+            tuple(spacing_xyz.tolist()),
+            tuple(origin.tolist()),
+            tuple(direction.ravel().tolist()),
         )
 
     @classmethod
@@ -129,6 +145,18 @@ class ModelGrid:
     def voxel_size_mm(self) -> np.ndarray:
         """Spacing in array order (z, y, x)."""
         return np.array(self.spacing[::-1])
+
+
+def nearest_lps_axes(direction) -> tuple[list[int], np.ndarray]:
+    """For an image's ``direction`` (9 numbers, ITK's row-major: column a is index axis a's LPS direction),
+    the index axes that lie nearest L, P and S, in that order, and the signs (+1 or -1, shape (3,)) that
+    make each point that way: the permutation with the largest sum of |cosines|. An axial LPS volume:
+    [0, 1, 2] and +1s; stored RAS: [0, 1, 2] with L and P flipped; a sagittal stack (ITK's 'PSL'):
+    [2, 0, 1]."""
+    matrix = np.abs(np.asarray(direction, float).reshape(3, 3))
+    order = max(itertools.permutations(range(3)), key=lambda o: sum(matrix[p, o[p]] for p in range(3)))
+    cosines = np.asarray(direction, float).reshape(3, 3)[range(3), order]
+    return list(order), np.where(cosines < 0, -1.0, 1.0)
 
 
 def check_grid_shape(shape) -> tuple[int, int, int]:

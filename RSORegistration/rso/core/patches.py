@@ -18,7 +18,7 @@ from rso.core.geometry import ModelGrid
 
 @dataclass(frozen=True)
 class FieldPatch:
-    """``delta_mm`` (z, y, x, 3), LPS mm, on ``grid`` (any spacing, the fixed image's direction)."""
+    """``delta_mm`` (z, y, x, 3), LPS mm, on ``grid`` (any spacing, the model grid's direction)."""
 
     grid: ModelGrid
     delta_mm: np.ndarray

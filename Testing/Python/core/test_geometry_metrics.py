@@ -33,6 +33,30 @@ def test_model_grid_covers_the_fixed_image_box():
     assert ModelGrid.from_dict(grid.to_dict()) == grid
 
 
+@pytest.mark.parametrize("stored", ["RAS", "PSL", "SLA", "LPI"])
+def test_the_model_grid_lies_along_lps_however_the_file_stores_the_image(stored):
+    """The same physical image stored in another voxel order (RAS, a sagittal stack, ...) gets the grid of
+    its axial LPS copy: the network sees the chest as it saw its training volumes."""
+    image = sitk.Image([20, 24, 16], sitk.sitkFloat32)
+    image.SetSpacing((1.5, 2.0, 3.0))
+    image.SetOrigin((10.0, -20.0, 30.0))
+    expected = ModelGrid.covering(image, (16, 32, 48))
+    grid = ModelGrid.covering(sitk.DICOMOrient(image, stored), (16, 32, 48))
+    assert grid.shape == expected.shape and grid.direction == expected.direction == tuple(np.eye(3).ravel())
+    np.testing.assert_allclose(grid.spacing, expected.spacing, atol=1e-12)
+    np.testing.assert_allclose(grid.origin, expected.origin, atol=1e-9)
+
+
+def test_an_oblique_model_grid_keeps_the_image_tilt_along_the_axes_nearest_lps():
+    image = oblique_image()  # turned 23 degrees: its own axes lie nearest L, P and S
+    grid = ModelGrid.covering(image, (16, 32, 32))
+    assert grid.direction == image.GetDirection()
+    turned = ModelGrid.covering(sitk.DICOMOrient(image, "SAR"), (16, 32, 32))
+    np.testing.assert_allclose(turned.direction, grid.direction, atol=1e-12)
+    np.testing.assert_allclose(turned.spacing, grid.spacing, atol=1e-12)
+    np.testing.assert_allclose(turned.origin, grid.origin, atol=1e-9)
+
+
 def test_grid_must_suit_the_unet():
     with pytest.raises(InputError, match="multiple of 16"):
         ModelGrid.covering(oblique_image(), (16, 30, 32))

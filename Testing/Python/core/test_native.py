@@ -89,7 +89,7 @@ def test_window_grid_and_moving_crop_match_simpleitk_resampling(known_pair):
         box = lung_box(session)
         problem = build_problem((fixed, moving), box, 10.0, grid, (current, ()), torch.device("cpu"))
         window = problem.window
-        assert window.direction == fixed.GetDirection() and len(set(window.spacing)) == 1
+        assert window.direction == grid.direction and len(set(window.spacing)) == 1
         assert 1.0 <= window.spacing[0] <= 2.0
         expected = sitk.GetArrayFromImage(
             sitk.Resample(
@@ -132,6 +132,23 @@ def test_native_rso_recovers_a_known_shift_between_streaky_images(shifted_cbct):
     assert record.metrics["tre_mm_box"]["mean"] < 0.3 * before
     assert record.metrics["outside_change_mm"] == 0.0 and record.guard["folded_after"] == 0
     assert len(session.state.patches) == 1
+
+
+@pytest.mark.parametrize("stored", ["RAS", "PSL"])
+def test_native_rso_takes_the_same_step_however_the_files_store_the_images(shifted_cbct, stored):
+    """The window runs along the model grid's axes, which lie nearest LPS whatever the voxel order: the
+    same pair stored RAS or as a sagittal stack gets the same step in the same box."""
+    fixed, moving, truth = shifted_cbct
+    centre = np.array(fixed.TransformContinuousIndexToPhysicalPoint([30.0, 28.0, 12.0]))
+    records = []
+    for images in ((fixed, moving), tuple(sitk.DICOMOrient(image, stored) for image in (fixed, moving))):
+        session = native_session((*images, truth))
+        box = session.box_from_lps(centre - 20.0, centre + 20.0)
+        records.append(session.rso(box, RSOSettings(mode="native")))
+    assert all(record.accepted for record in records)
+    after = [record.metrics["tre_mm_box"]["mean"] for record in records]
+    assert after[1] == pytest.approx(after[0], abs=0.05)
+    assert records[1].guard["gain"] == pytest.approx(records[0].guard["gain"], abs=0.01)
 
 
 def test_the_fine_patch_reaches_the_native_field_and_undo_drops_it(shifted_cbct, tmp_path):
@@ -437,7 +454,7 @@ def test_a_patch_is_exactly_zero_at_every_model_voxel_beyond_box_and_margin(
     grid = ModelGrid.covering(fixed, grid_shape)
     centre = np.array(fixed.TransformContinuousIndexToPhysicalPoint([30.0, 28.0, 12.0]))
     box = box_from_lps(grid, centre - 17.0, centre + 23.0)
-    window, box_voxels, margin = window_grid(fixed, grid, box, margin_mm)
+    window, box_voxels, margin = window_grid(grid, box, margin_mm)
     ones = blend_weights(box_voxels, margin, window.shape)[..., None] * np.ones(3, np.float32)
     slices, values = FieldPatch(window, ones.astype(np.float32)).on_grid(grid)
     touched = np.zeros(grid.shape, bool)

@@ -157,6 +157,26 @@ def test_same_seed_repeats_on_cpu(known_pair, precision, tolerance_voxels):
     np.testing.assert_allclose(*fields, rtol=0, atol=tolerance_voxels)
 
 
+@pytest.mark.parametrize("stored", ["RAS", "PSL"])
+def test_the_general_model_sees_the_same_chest_however_the_files_store_it(known_pair, stored):
+    """The bundled general model on a real CT pair: the same field when both files store the voxels in
+    another order (RAS as many NIfTI converters write it, PSL a sagittal stack). While the model grid
+    followed the file's axes a RAS-stored training pair lost 5 mm (bench/sweep/orientation/)."""
+    from rso.core.workflow import build_network
+    from rso.settings import EngineSettings
+
+    fixed, moving, truth = known_pair
+    results = []
+    for images in ((fixed, moving), tuple(sitk.DICOMOrient(image, stored) for image in (fixed, moving))):
+        net, _ = build_network(EngineSettings())
+        session = session_of(*images, net, truth=truth, device="cpu", precision="fp32")
+        general = session.general()
+        results.append((general.metrics["tre_mm"]["mean"], session.field_mm))
+    (tre, field), (stored_tre, stored_field) = results
+    assert stored_tre == pytest.approx(tre, abs=0.01)
+    np.testing.assert_allclose(stored_field, field, atol=0.01)
+
+
 def test_images_without_physical_overlap_are_refused(known_pair, tiny_net):
     fixed, moving, _ = known_pair
     far = sitk.Image(moving)

@@ -91,10 +91,8 @@ def _check_shape(name: str, shape, expected: tuple, what: str) -> None:
         raise ValueError(f"NativeProblem.{name} must be {what}: {wanted}, got {shape}")
 
 
-def window_grid(
-    fixed: sitk.Image, model_grid: ModelGrid, box: Box, margin_mm: float
-) -> tuple[ModelGrid, VoxelBox, np.ndarray]:
-    """An isotropic grid in the fixed image's direction covering the box, its margin and a border of zeros.
+def window_grid(model_grid: ModelGrid, box: Box, margin_mm: float) -> tuple[ModelGrid, VoxelBox, np.ndarray]:
+    """An isotropic grid along the model grid's axes covering the box, its margin and a border of zeros.
 
     The box is the model-grid voxels' cells (what the session's metrics call the box); the margin is
     the session's blend margin in model voxels, less one window voxel, so that the patch is exactly
@@ -112,10 +110,11 @@ def window_grid(
     shape = box_size + 2 * start
     # Along the shared axes, the window's voxel 0 sits start - 0.5 window voxels before the box's first edge.
     corner = model_grid.index_to_lps_points(lo)
-    direction = np.array(fixed.GetDirection()).reshape(3, 3)
+    # The model grid's axes (the fixed image's, nearest LPS): the box's extents above are along them.
+    direction = np.array(model_grid.direction).reshape(3, 3)
     origin = corner - direction @ ((start - 0.5)[::-1] * spacing)
     grid = ModelGrid(
-        tuple(int(n) for n in shape), (spacing,) * 3, tuple(origin.tolist()), tuple(fixed.GetDirection())
+        tuple(int(n) for n in shape), (spacing,) * 3, tuple(origin.tolist()), model_grid.direction
     )
     voxels = VoxelBox(tuple(int(v) for v in start), tuple(int(v) for v in start + box_size))
     return grid, voxels, margin
@@ -147,7 +146,7 @@ def build_problem(
     return to an earlier state (``Refinement.choose_return``).
     """
     fixed, moving = images
-    window, box_voxels, margin = window_grid(fixed, model_grid, box, margin_mm)
+    window, box_voxels, margin = window_grid(model_grid, box, margin_mm)
     current = current_field_on(window, model_grid, *current)
     earlier_mm = tuple(
         current_field_on(window, model_grid, field, its_patches) for field, its_patches in earlier
