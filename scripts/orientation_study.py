@@ -1,11 +1,14 @@
-"""The network's view of an image stored in another orientation (bench/sweep/orientation/plan.md).
+"""The network's view of an image as a scanner or a converter stores it (bench/sweep/orientation/plan.md,
+plan-fov.md).
 
 For each case (``--case DIR:K``, made by ``rso-registration simulate``), its clean CT phases 0 and K are
-written again in each orientation (``--orientation``: ``LPS`` as simulated, ``RAS``, ``PSL`` (a sagittal
-stack) through ``sitk.DICOMOrient``: the same physical image in another voxel order; ``oblique``: resampled
-onto the same grid tilted 10 degrees about L), then ``rso-registration register`` runs the general model
-and ISO-100 in fp32 with the case's truth and lung mask. One JSON line per (case, orientation): the
-whole-lung TRE (mm) after each step.
+written again in each storage (``--storage``): ``LPS`` as simulated, ``RAS``, ``PSL`` (a sagittal stack)
+through ``sitk.DICOMOrient``: the same physical image in another voxel order; ``oblique``: resampled onto the
+same grid tilted 10 degrees about L; ``fov500``: placed on a scanner's 500 mm field of view in the axial
+plane (air around the body, as a CT console writes it; the simulator crops to the body); ``fov500-padded``:
+the same with -2048 outside the reconstruction circle, as many CT scanners pad. Then ``rso-registration
+register`` runs the general model and ISO-100 in fp32 with the case's truth and lung mask. One JSON line per
+(case, storage): the whole-lung TRE (mm) after each step.
 
     C=~/.cache/rso-registration/cases
     python scripts/orientation_study.py --case $C/bench-lung1-xvi-seed101-phase5:5 \
@@ -24,34 +27,61 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-ORIENTATIONS = ("LPS", "RAS", "PSL", "oblique")
+STORAGES = ("LPS", "RAS", "PSL", "oblique", "fov500", "fov500-padded")
 TILT_DEGREES = 10.0
+FIELD_OF_VIEW_MM = 500.0
+PADDING_HU = -2048.0
 
 
-def reoriented(image: sitk.Image, orientation: str) -> sitk.Image:
-    """``image`` (an LPS-stored volume) stored in ``orientation``; 'oblique': resampled onto its own grid
-    tilted about L (linear interpolation, air outside)."""
-    if orientation != "oblique":
-        return sitk.DICOMOrient(image, orientation)
+def stored(image: sitk.Image, storage: str) -> sitk.Image:
+    """``image`` (an LPS-stored volume cropped to the body) as ``storage`` stores it (the module's
+    docstring)."""
+    if storage in ("fov500", "fov500-padded"):
+        return _on_field_of_view(image, padded=storage == "fov500-padded")
+    if storage != "oblique":
+        return sitk.DICOMOrient(image, storage)
     tilt = sitk.VersorTransform((1.0, 0.0, 0.0), np.deg2rad(TILT_DEGREES)).GetMatrix()
-    size, spacing = np.array(image.GetSize()), np.array(image.GetSpacing())
-    centre = image.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2).tolist())
-    direction = np.array(tilt).reshape(3, 3)
-    origin = np.array(centre) - direction @ ((size - 1) / 2 * spacing)
-    reference = sitk.Image(image.GetSize(), image.GetPixelID())
+    return _resampled_around_centre(image, image.GetSize(), tilt)
+
+
+def _resampled_around_centre(image: sitk.Image, size, direction) -> sitk.Image:
+    """``image`` on ``size`` voxels at its spacing along ``direction``, about its centre (air outside)."""
+    size, spacing = np.array(size), np.array(image.GetSpacing())
+    middle = (np.array(image.GetSize()) - 1) / 2
+    centre = np.array(image.TransformContinuousIndexToPhysicalPoint(middle.tolist()))
+    matrix = np.array(direction).reshape(3, 3)
+    reference = sitk.Image([int(n) for n in size], image.GetPixelID())
     reference.SetSpacing(image.GetSpacing())
-    reference.SetDirection(tilt)
-    reference.SetOrigin(origin.tolist())
+    reference.SetDirection(direction)
+    reference.SetOrigin((centre - matrix @ ((size - 1) / 2 * spacing)).tolist())
     return sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, -1000.0)
 
 
-def run(folder: Path, moving: int, orientation: str, work: Path) -> dict:
+def _on_field_of_view(image: sitk.Image, padded: bool) -> sitk.Image:
+    """The axial plane widened to FIELD_OF_VIEW_MM about the image's centre; with ``padded``, PADDING_HU
+    outside the inscribed circle (the reconstruction circle)."""
+    spacing = np.array(image.GetSpacing())
+    across = np.ceil(FIELD_OF_VIEW_MM / spacing[:2]).astype(int)
+    widened = _resampled_around_centre(image, [*across, image.GetSize()[2]], image.GetDirection())
+    if not padded:
+        return widened
+    array = sitk.GetArrayFromImage(widened)
+    y, x = np.meshgrid(
+        *[(np.arange(n) - (n - 1) / 2) * s for n, s in zip(array.shape[1:], spacing[1::-1])], indexing="ij"
+    )
+    array[:, np.hypot(x, y) > FIELD_OF_VIEW_MM / 2] = PADDING_HU
+    result = sitk.GetImageFromArray(array)
+    result.CopyInformation(widened)
+    return result
+
+
+def run(folder: Path, moving: int, storage: str, work: Path) -> dict:
     names = {"fixed": "ct_phase0.nii.gz", "moving": f"ct_phase{moving}.nii.gz"}
     paths = {}
     for role, name in names.items():
-        paths[role] = work / f"{role}_{orientation}.nii.gz"
-        sitk.WriteImage(reoriented(sitk.ReadImage(str(folder / name)), orientation), str(paths[role]))
-    out = work / f"out_{orientation}"
+        paths[role] = work / f"{role}_{storage}.nii.gz"
+        sitk.WriteImage(stored(sitk.ReadImage(str(folder / name)), storage), str(paths[role]))
+    out = work / f"out_{storage}"
     command = [
         *("rso-registration", "register", "--iso", "100", "--precision", "fp32", "--quiet", "--no-figure"),
         *("--fixed", str(paths["fixed"]), "--moving", str(paths["moving"]), "--out", str(out)),
@@ -64,7 +94,7 @@ def run(folder: Path, moving: int, orientation: str, work: Path) -> dict:
     iso = next(s for s in steps if s["kind"] == "iso")
     return {
         "case": folder.name,
-        "orientation": orientation,
+        "orientation": storage,
         "direction": [round(v, 4) for v in sitk.ReadImage(str(paths["fixed"])).GetDirection()],
         "tre_general": tre["general"],
         "tre_iso": tre["iso"],
@@ -76,15 +106,15 @@ def run(folder: Path, moving: int, orientation: str, work: Path) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", action="append", required=True, help="DIR:K")
-    parser.add_argument("--orientation", action="append", choices=ORIENTATIONS)
+    parser.add_argument("--storage", action="append", choices=STORAGES, help="default: the first four")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, args.out.open("a") as sink:
         for spec in args.case:
             folder, moving = spec.rsplit(":", 1)
-            for orientation in args.orientation or ORIENTATIONS:
-                row = run(Path(folder).expanduser(), int(moving), orientation, Path(tmp))
+            for storage in args.storage or STORAGES[:4]:
+                row = run(Path(folder).expanduser(), int(moving), storage, Path(tmp))
                 print(json.dumps(row), file=sink, flush=True)
                 print(row, file=sys.stderr)
     return 0

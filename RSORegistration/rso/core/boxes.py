@@ -100,7 +100,10 @@ def _box_around(grid: ModelGrid, corners_lps: np.ndarray) -> Box:
     if np.any(hi_clipped <= lo_clipped):
         if np.any(hi <= 0) or np.any(lo >= np.array(grid.shape)):
             ras_a, ras_b = lps_to_ras(lps_min).round(1).tolist(), lps_to_ras(lps_max).round(1).tolist()
-            raise InputError(f"box {ras_a}..{ras_b} (RAS mm) lies outside the image")
+            raise InputError(
+                f"box {ras_a}..{ras_b} (RAS mm) lies outside the image (or outside the body's frame, where a "
+                "CT reaches far beyond the body: docs/cli.md)"
+            )
         raise InputError("box is smaller than one model-grid voxel; draw a larger box")
     voxels = VoxelBox(tuple(lo_clipped.tolist()), tuple(hi_clipped.tolist()))
     return Box(tuple(lps_min.tolist()), tuple(lps_max.tolist()), voxels)

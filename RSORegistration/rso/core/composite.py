@@ -19,7 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.ndimage import map_coordinates
 
-from rso.core.geometry import ModelGrid
+from rso.core.geometry import ModelGrid, physical_corners
 from rso.core.initial import parts
 from rso.core.patches import FieldPatch
 
@@ -45,25 +45,35 @@ class CoarseField:
     def transform(self) -> sitk.DisplacementFieldTransform:
         return sitk.DisplacementFieldTransform(self.grid.field_image(self.field_mm))
 
-    def padded(self) -> CoarseField:
-        """One voxel more on every side, holding the edge's values: beyond the outermost voxel centres the
-        field keeps its edge value (as ``geometry.upsample_field`` extrapolates), where an ITK displacement
-        field transform would fall to zero."""
+    def padded(self, cover: sitk.Image | None = None) -> CoarseField:
+        """Voxels added on every side, holding the edge's values, one at least and enough to reach past
+        ``cover``'s outer box (the fixed image, which the model grid may frame only part of:
+        ``rso.core.body``): beyond the outermost voxel centres the field keeps its edge value (as
+        ``geometry.upsample_field`` extrapolates), where an ITK displacement field transform would fall to
+        zero."""
         grid = self.grid
-        origin = grid.index_to_lps_points(np.array([-1.0, -1.0, -1.0]))
-        shape = tuple(n + 2 for n in grid.shape)
-        padded = np.pad(self.field_mm, ((1, 1), (1, 1), (1, 1), (0, 0)), mode="edge")
+        before, after = np.ones(3, int), np.ones(3, int)
+        if cover is not None:
+            index = grid.lps_to_index(physical_corners(cover))  # (8, 3) (z, y, x)
+            before = np.maximum(before, np.ceil(-index.min(axis=0)).astype(int))
+            after = np.maximum(after, np.ceil(index.max(axis=0) - (np.array(grid.shape) - 1)).astype(int))
+        origin = grid.index_to_lps_points(-before.astype(float))
+        shape = tuple(int(n + b + a) for n, b, a in zip(grid.shape, before, after))
+        padded = np.pad(self.field_mm, (*zip(before, after), (0, 0)), mode="edge")
         return CoarseField(
             ModelGrid(shape, grid.spacing, tuple(float(v) for v in origin), grid.direction), padded
         )
 
 
-def session_transform(coarse: CoarseField, patches, initial: sitk.Transform | None = None) -> sitk.Transform:
+def session_transform(
+    coarse: CoarseField, patches, initial: sitk.Transform | None = None, cover: sitk.Image | None = None
+) -> sitk.Transform:
     """T0 o C o Q_1 o ... o Q_n: one ITK transform equal to the session's field (fixed -> moving).
 
-    ``patches``: the state's FieldPatch list; ``initial``: T0 or None. A field without patches and
-    T0 is a plain displacement field transform."""
-    coarse = coarse.padded()
+    ``patches``: the state's FieldPatch list; ``initial``: T0 or None; ``cover``: the fixed image, which
+    the transform's coarse field reaches past (``CoarseField.padded``). A field without patches and T0 is a
+    plain displacement field transform."""
+    coarse = coarse.padded(cover)
     corrections = [_correction_transform(coarse, group) for group in overlapping_groups(patches)]
     pieces = [*(parts(initial) if initial is not None else []), coarse.transform(), *corrections]
     return pieces[0] if len(pieces) == 1 else sitk.CompositeTransform(pieces)

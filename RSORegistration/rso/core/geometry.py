@@ -44,8 +44,9 @@ class ModelGrid:
     direction: tuple[float, ...]  # 9 numbers, row-major, ITK's
 
     @classmethod
-    def covering(cls, image: sitk.Image, shape) -> ModelGrid:
-        """The grid with ``shape`` voxels whose outer box is exactly the image's outer box.
+    def covering(cls, image: sitk.Image, shape, region=None) -> ModelGrid:
+        """The grid with ``shape`` voxels whose outer box is exactly the image's outer box, or that of its
+        ``region``: ITK index bounds ``(lower, upper)``, upper exclusive (``rso.core.body.body_frame``).
 
         Its axes are the image's own, reordered and flipped to lie nearest L, P and S (``nearest_lps_axes``):
         the network was trained on axial volumes stored that way, and sees a chest stored in another voxel
@@ -56,16 +57,16 @@ class ModelGrid:
         order, signs = nearest_lps_axes(image.GetDirection())
         image_direction = np.array(image.GetDirection()).reshape(3, 3)
         direction = image_direction[:, order] * signs
-        size, image_spacing = (
-            np.array(values, float)[order] for values in (image.GetSize(), image.GetSpacing())
-        )
+        lower, upper = region or ((0, 0, 0), image.GetSize())
+        extent = np.array(upper, float) - np.array(lower, float)
+        size, image_spacing = (np.array(values, float)[order] for values in (extent, image.GetSpacing()))
         spacing_xyz = image_spacing * size / np.array(shape[::-1], float)
         # Voxel centres move by half the change of spacing so that the outer edges coincide; a flipped axis
         # starts at the image's last voxel.
         half_change = (spacing_xyz - image_spacing) / 2
         start = np.where(signs > 0, half_change, (size - 1) * image_spacing - half_change)
         shift = image_direction[:, order] @ start
-        origin = np.array(image.GetOrigin()) + shift
+        origin = np.array(image.TransformIndexToPhysicalPoint([int(v) for v in lower])) + shift
         return cls(
             tuple(shape),
             tuple(spacing_xyz.tolist()),
@@ -187,11 +188,16 @@ def upsample_field(field: sitk.Image, reference: sitk.Image, pixel=sitk.sitkVect
     return _resample_vectors(field, reference, pixel)
 
 
-def physical_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
-    """Axis-aligned LPS bounds of the image's outer box (voxel edges, not centres)."""
+def physical_corners(image: sitk.Image) -> np.ndarray:
+    """(8, 3) LPS points: the corners of the image's outer box (voxel edges, not centres)."""
     size = np.array(image.GetSize(), float)
     corners = [np.array(c) * size - 0.5 for c in itertools.product((0, 1), repeat=3)]
-    points = np.array([image.TransformContinuousIndexToPhysicalPoint(c.tolist()) for c in corners])
+    return np.array([image.TransformContinuousIndexToPhysicalPoint(c.tolist()) for c in corners])
+
+
+def physical_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned LPS bounds of the image's outer box (voxel edges, not centres)."""
+    points = physical_corners(image)
     return points.min(axis=0), points.max(axis=0)
 
 

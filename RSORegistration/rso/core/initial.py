@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from rso.core.body import BODY_HU  # the inverse's residual is measured in the body, air holes filled
 from rso.core.geometry import AIR_HU
 from rso.core.imageio import check_scalar_volume, read_displacement_field
 from rso.errors import InputError
@@ -36,7 +37,6 @@ MIN_COVERAGE = 0.01  # the share of the fixed image's box the moving image must 
 INVERSE_ITERATIONS = 20  # ITK's fixed-point inversion: a smooth field's round trip is then within 1e-4 mm
 INVERSE_MEAN_TOLERANCE = 1e-4  # ITK stops early below either tolerance: the defaults stop too soon
 INVERSE_MAX_TOLERANCE = 1e-2
-BODY_HU = -500.0  # where the inverse's residual is measured: above this, air holes filled per slice
 MAX_RESIDUAL_VOXELS = 0.5  # a mean round-trip residual above this (in the body) is worth a warning
 
 

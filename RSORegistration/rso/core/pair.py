@@ -208,8 +208,9 @@ class ImagePair:
         inside = self.grid.resample(sitk.Cast(self.fit_mask != 0, sitk.sitkFloat32), default=0) > 0.5
         if not inside.any():
             raise InputError(
-                "the fit mask does not overlap the fixed image: it selects none of its voxels "
-                "(check its origin, direction and values)"
+                "the fit mask does not overlap the fixed image: it selects none of its voxels, or none in "
+                "the body's frame where a CT reaches far beyond the body (check its origin, direction and "
+                "values)"
             )
         return inside
 

@@ -85,7 +85,7 @@ def session_transform_of(session, index: int | None = None) -> sitk.Transform:
     has (rso.core.composite): the model-grid field and the native windows, never a dense field."""
     state = session.state if index is None else session.state_at(index)
     coarse = CoarseField(session.grid, session.grid.voxels_to_mm(state.field))
-    return session_transform(coarse, state.patches, session.pair.initial_transform)
+    return session_transform(coarse, state.patches, session.pair.initial_transform, session.fixed)
 
 
 def write_images(session, out_dir: Path, outputs=ALL_OUTPUTS, compress: bool = True) -> dict[str, Path]:

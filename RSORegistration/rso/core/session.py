@@ -21,6 +21,7 @@ import torch
 
 from rso import __version__
 from rso.core import runners
+from rso.core.body import framed_grid
 from rso.core.boxes import Box, axial_end_distance_mm
 from rso.core.geometry import ModelGrid
 from rso.core.history import History
@@ -75,7 +76,8 @@ class RegistrationSession:
         images = dict(images)
         geometries = (images.pop("fixed_geometry", None), images.pop("moving_geometry", None))
         placement = images.pop("placement", None)
-        grid = ModelGrid.covering(images["fixed"], engine.grid or net.config.grid)
+        hu = normalisation is None or normalisation.fixed is None
+        grid = framed_grid(images["fixed"], engine.grid or net.config.grid, hu)
         self.device = resolve_device(engine.device)
         self.seed, self.model_source = int(engine.seed), model_source
         self.loss_config = LossConfig(

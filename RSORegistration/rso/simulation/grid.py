@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from rso.core.body import BODY_MARGIN_MM
 from rso.simulation.anatomy import MaskParams, body_mask, check_ct
 
 AIR_HU = -1000.0
@@ -17,7 +18,7 @@ AIR_HU = -1000.0
 def working_ct(
     ct: sitk.Image,
     spacing_mm: float | None = 2.5,
-    crop_margin_mm: float | None = 10.0,
+    crop_margin_mm: float | None = BODY_MARGIN_MM,
     masks: MaskParams = MaskParams(),
 ) -> sitk.Image:
     """The CT on an axis-aligned LPS grid (identity direction) at spacing_mm, cropped to the body.

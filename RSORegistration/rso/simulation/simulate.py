@@ -33,6 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from rso import __version__
+from rso.core.body import BODY_MARGIN_MM
 from rso.core.imageio import (
     file_sha256,
     read_image,
@@ -70,7 +71,7 @@ class SimulationParams:
     # Working grid: isotropic spacing (None keeps the source's), cropped to the body plus a margin
     # (None keeps the whole field of view). 2.5 mm keeps a case near 128 x 100 x 100 voxels.
     spacing_mm: float | None = 2.5
-    crop_margin_mm: float | None = 10.0
+    crop_margin_mm: float | None = BODY_MARGIN_MM
     motion: MotionParams = field(default_factory=MotionParams)
     cbct: CBCTParams | None = None  # the parallel-beam projector's settings (None: its defaults)
     # A cone-beam scanner (rso.simulation.clinical.PRESETS, e.g. "xvi"): clinical 4D CBCT with RTK,

@@ -104,3 +104,19 @@ def test_the_file_holds_the_model_grid_and_the_windows_not_a_dense_field(tmp_pat
     assert read.GetNumberOfTransforms() == 2  # the model-grid field, one window
     dense_bytes = np.prod(fixed.GetSize()) * 3 * 8
     assert path.stat().st_size < dense_bytes / 2
+
+
+def test_a_framed_model_grid_exports_the_field_across_the_whole_fixed_image():
+    """Where the model grid frames the body only (rso.core.body), the transform keeps the field's edge value
+    out to the fixed image's edges, as the dense field does, instead of falling to no motion."""
+    fixed = _fixed()
+    region = ([30, 20, 10], [90, 80, 70])  # the middle of the image, as a body's frame
+    grid = ModelGrid.covering(fixed, (32, 48, 48), region)
+    z, y, x = np.meshgrid(*[np.linspace(0, np.pi, n) for n in grid.shape], indexing="ij")
+    coarse = CoarseField(grid, np.stack([3 + np.sin(x), 2 * np.cos(y), 4 + z], -1))
+    composite, dense = session_transform(coarse, [], cover=fixed), _dense(fixed, coarse, [])
+    corners = ModelGrid.of_image(fixed).index_to_lps_points(np.array([[0, 0, 0], [79, 99, 119], [0, 99, 5]]))
+    for point in corners:  # far outside the framed grid
+        gap = np.subtract(composite.TransformPoint(point), dense.TransformPoint(point))
+        assert np.linalg.norm(gap) < 1e-6
+        assert np.linalg.norm(np.subtract(dense.TransformPoint(point), point)) > 1.0

@@ -16,7 +16,6 @@ import SimpleITK as sitk
 import torch
 from conftest import TEST_GRID, TINY_CHANNELS, session_of, write
 
-from rso.core.geometry import ModelGrid
 from rso.core.losses import LossConfig, RegistrationLoss
 from rso.core.model import ModelConfig, RegistrationNet, normalise
 from rso.core.native import Refinement, build_problem, limit_to_fit_mask
@@ -137,8 +136,8 @@ def test_the_masked_loss_is_blind_outside_the_mask(similarity):
 
 def test_native_rso_compares_the_box_only_inside_the_fit_mask(known_pair):
     fixed, moving, truth = known_pair
-    grid = ModelGrid.covering(fixed, TEST_GRID)
     session = session_of(fixed, moving, tiny_net(), grid=TEST_GRID, device="cpu")
+    grid = session.grid
     centre = np.array(fixed.TransformContinuousIndexToPhysicalPoint([30.0, 28.0, 12.0]))
     box = session.box_from_lps(centre - 20.0, centre + 20.0)
     problem = build_problem(

@@ -337,7 +337,8 @@ def test_iso_says_nothing_guards_it_where_nothing_can_judge_it(shifted_sparse_pa
     fixed = shifted_sparse_pair[0]
     corner = sitk.Image(fixed.GetSize(), sitk.sitkUInt8)
     corner.CopyInformation(fixed)
-    corner[0:8, 0:8, 0:8] = 1  # air in a corner of the field of view: no lungs
+    rows = fixed.GetSize()[1]
+    corner[0:8, rows - 8 : rows, 0:8] = 1  # air in a posterior corner (inside the body's frame): no lungs
     without = _session(shifted_sparse_pair, views=False, precision="fp32", fit_mask=corner)
     without.general()
     with caplog.at_level("WARNING", logger="rso"):

@@ -83,9 +83,9 @@ def test_window_grid_and_moving_crop_match_simpleitk_resampling(known_pair):
             rotation = sitk.VersorTransform((0.0, 0.2, 1.0), 0.3).GetMatrix()
             for image in (fixed, moving, truth):
                 image.SetDirection(rotation)
-        grid = ModelGrid.covering(fixed, TEST_GRID)
-        current = grid.resample_field(truth)
         session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
+        grid = session.grid
+        current = grid.resample_field(truth)
         box = lung_box(session)
         problem = build_problem((fixed, moving), box, 10.0, grid, (current, ()), torch.device("cpu"))
         window = problem.window
@@ -195,8 +195,8 @@ def _folding_problem(shifted_cbct):
     correction maker: ``wave(a)`` is a * sin(z / 2) mm along S, whose du/dz reaches -a / 2 (det J <= 0, the
     field turning back on itself, once a > 2)."""
     fixed, moving, _ = shifted_cbct
-    grid = ModelGrid.covering(fixed, TEST_GRID)
     session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
+    grid = session.grid
     problem = build_problem(
         (fixed, moving),
         lung_box(session),
@@ -254,8 +254,8 @@ def test_the_guard_declines_a_box_the_field_sends_outside_the_moving_image(shift
     """Where the field sends the box below the moving image's volume, the moving crop holds air there: the
     guard records the share of the box sent outside and declines the step beyond ``max_outside_share``."""
     fixed, moving, _ = shifted_cbct
-    grid = ModelGrid.covering(fixed, TEST_GRID)
     session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
+    grid = session.grid
     box = lung_box(session)
     depth_mm = np.array(moving.GetSize()) * np.array(moving.GetSpacing())  # (x, y, z) extent
     settings = RSOSettings(min_gain=0.0, max_outside_share=0.5)
@@ -312,8 +312,8 @@ def test_the_guard_declines_a_correction_the_images_as_given_do_not_support(shif
     and says why; without images as given there is no such check (the verdict has no unfitted gain)."""
     fixed, moving, _ = shifted_cbct  # the fitted pair asks for SHIFT_MM
     as_given = unshifted_cbct[:2]  # the same anatomy, no shift: the correction makes these worse
-    grid = ModelGrid.covering(fixed, TEST_GRID)
     session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
+    grid = session.grid
     box = lung_box(session)
     settings = RSOSettings(min_gain=0.2, min_unfitted_gain=0.05, returns=False)
     current = (np.zeros((*grid.shape, 3), np.float32), ())
@@ -332,8 +332,8 @@ def test_a_second_similarity_confirms_a_real_shift_and_its_disagreement_declines
     shift (its progress shows as its own step); a second opinion further away than
     ``max_disagreement_mm`` declines the step and says why. Matched pairs have the unfitted gain instead."""
     fixed, moving, _ = shifted_cbct
-    grid = ModelGrid.covering(fixed, TEST_GRID)
     session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
+    grid = session.grid
     settings = RSOSettings(returns=False)
     current = (np.zeros((*grid.shape, 3), np.float32), ())
     problem = build_problem((fixed, moving), lung_box(session), 10.0, grid, current, torch.device("cpu"))
@@ -360,8 +360,8 @@ def test_an_earlier_state_the_images_prefer_clearly_becomes_the_box_answer(unshi
     registration: by default the motion-left rule declines the return (artefacts fixed in the scanner
     favour no motion), so the return is checked with that rule off."""
     fixed, moving, _ = unshifted_cbct  # the truth is the identity
-    grid = ModelGrid.covering(fixed, TEST_GRID)
     session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
+    grid = session.grid
     box = lung_box(session)
     identity, wrong = _identity_and_wrong(grid)
     settings = RSOSettings(min_gain=0.2, iterations=5, min_motion_left=0.0)
@@ -387,8 +387,8 @@ def test_the_return_is_judged_on_the_images_the_current_field_was_not_fitted_to(
     """After ISO on matched images, the matched pair is biased towards ISO's answer: the images as given
     (``unfitted``) decide whether the box returns to an earlier state, whatever the fitted pair says."""
     fixed, moving, _ = unshifted_cbct
-    grid = ModelGrid.covering(fixed, TEST_GRID)
     session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
+    grid = session.grid
     box = lung_box(session)
     identity, wrong = _identity_and_wrong(grid)
     settings = RSOSettings(min_gain=0.2, iterations=5)
@@ -470,8 +470,8 @@ def test_the_axis_share_declines_a_correction_across_the_scanners_rotation_axis(
     (4 of its 5.8 mm lie along it) and declined, with why, about an oblique axis across it (left and
     posterior); without a rotation axis (no geometry) the share is not judged."""
     fixed, moving, _ = shifted_cbct
-    grid = ModelGrid.covering(fixed, TEST_GRID)
     session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
+    grid = session.grid
     settings = RSOSettings(returns=False, max_disagreement_mm=0.0)
     current = (np.zeros((*grid.shape, 3), np.float32), ())
     problem = build_problem((fixed, moving), lung_box(session), 10.0, grid, current, torch.device("cpu"))
@@ -494,8 +494,8 @@ def test_a_correction_back_to_no_motion_is_declined(unshifted_cbct):
     favour, so it is declined with why; with the rule off (0) it is kept. From no motion the motion left is
     not judged."""
     fixed, moving, _ = unshifted_cbct
-    grid = ModelGrid.covering(fixed, TEST_GRID)
     session = session_of(fixed, moving, _untrained(), grid=TEST_GRID, device="cpu")
+    grid = session.grid
     settings = RSOSettings(returns=False, max_disagreement_mm=0.0)
     moved = (np.broadcast_to(SHIFT_MM, (*grid.shape, 3)).astype(np.float32), ())
     problem = build_problem((fixed, moving), lung_box(session), 10.0, grid, moved, torch.device("cpu"))
