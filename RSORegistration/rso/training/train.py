@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from rso.core.geometry import ModelGrid, check_grid_shape
+from rso.core.body import framed_grid
+from rso.core.geometry import check_grid_shape
 from rso.core.imageio import read_image
 from rso.core.losses import LossConfig, RegistrationLoss
 from rso.core.model import (
@@ -81,7 +82,7 @@ def load_cases(folders: list[str], grid_shape, pattern: str) -> list[np.ndarray]
         if len(paths) < 2:
             raise InputError(f"training case {folder} has fewer than 2 images matching {pattern}")
         images = [read_image(p, "training image") for p in paths]
-        grid = ModelGrid.covering(images[0], grid_shape)
+        grid = framed_grid(images[0], grid_shape, hu=True)  # as a session frames its fixed image
         cases.append(np.stack([normalise(grid.resample(image)) for image in images]).astype(np.float32))
     return cases
 

@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from rso.core.geometry import ModelGrid
+from rso.core.body import framed_grid
 from rso.core.imageio import read_image
 from rso.core.model import normalise
 from rso.errors import InputError
@@ -57,7 +57,7 @@ def _load_case(folder: Path, grid_shape) -> TruthCase:
             "--supervision truth needs cases made by `simulate`"
         )
     fixed_image = read_image(folder / "cbct_phase0.nii.gz", "fixed training image")
-    grid = ModelGrid.covering(fixed_image, grid_shape)
+    grid = framed_grid(fixed_image, grid_shape, hu=True)  # as a session frames its fixed image
     body = grid.resample(sitk.ReadImage(str(folder / BODY_MASK)), 0.0) > 0.5
     case = TruthCase(_tensor(normalise(grid.resample(fixed_image))), _tensor(body), [], [])
     for path in truths:

@@ -14,7 +14,7 @@ import torch
 from conftest import TEST_GRID, write
 
 from rso.cli import EXIT_BAD_INPUT, main
-from rso.core.geometry import ModelGrid
+from rso.core.body import framed_grid
 from rso.core.model import ModelConfig, RegistrationNet, load_checkpoint, save_checkpoint
 from rso.errors import InputError
 from rso.simulation.phantom import breathing_like_field, pair_from_field
@@ -106,7 +106,7 @@ def test_truth_pairs_carry_the_true_field_in_model_voxels(truth_case):
     assert truth.shape == (1, 3, *TEST_GRID)
     assert 0 < float(body.mean()) < 1 and set(torch.unique(body).tolist()) == {0.0, 1.0}
     # Back in LPS mm on the model grid, the vectors are the field's own there.
-    grid = ModelGrid.covering(pair.fixed, TEST_GRID)
+    grid = framed_grid(pair.fixed, TEST_GRID, hu=True)  # the session's grid for this fixed image
     expected = grid.resample_field(pair.truth)
     assert np.allclose(grid.voxels_to_mm(truth[0].numpy()), expected, atol=1e-3)
     assert float(np.abs(expected[..., 2]).max()) > 5.0  # the SI motion is there to be learnt
