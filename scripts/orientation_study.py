@@ -8,7 +8,8 @@ same grid tilted 10 degrees about L; ``fov500``: placed on a scanner's 500 mm fi
 plane (air around the body, as a CT console writes it; the simulator crops to the body); ``fov500-padded``:
 the same with -2048 outside the reconstruction circle, as many CT scanners pad. Then ``rso-registration
 register`` runs the general model and ISO-100 in fp32 with the case's truth and lung mask. One JSON line per
-(case, storage): the whole-lung TRE (mm) after each step.
+(case, storage): the whole-lung TRE (mm) after each step. With ``--mr-like`` (orientations only) each CT
+phase is first made an MR-like image (``mr_like``) and registered with ``--allow-non-ct``.
 
     C=~/.cache/rso-registration/cases
     python scripts/orientation_study.py --case $C/bench-lung1-xvi-seed101-phase5:5 \
@@ -29,8 +30,23 @@ import SimpleITK as sitk
 
 STORAGES = ("LPS", "RAS", "PSL", "oblique", "fov500", "fov500-padded")
 TILT_DEGREES = 10.0
+# The MR-like map: lungs and bone dark, fat brightest, soft tissue between (not monotone in HU), 0-255.
+MR_HU = (-1100.0, -900.0, -500.0, -150.0, -80.0, 0.0, 60.0, 200.0, 400.0, 1500.0, 3000.0)
+MR_VALUES = (2.0, 8.0, 30.0, 190.0, 210.0, 120.0, 110.0, 90.0, 50.0, 20.0, 20.0)
 FIELD_OF_VIEW_MM = 500.0
 PADDING_HU = -2048.0
+
+
+def mr_like(image: sitk.Image, seed: int) -> sitk.Image:
+    """A CT phase (HU, stored LPS) as an MR-like image: MR_HU -> MR_VALUES, a smooth bias field over the
+    image (up to +-25 %) and Gaussian noise (sigma 4, ``seed``), clipped to 0-255."""
+    array = sitk.GetArrayFromImage(image).astype(np.float64)
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in array.shape], indexing="ij")
+    bias = 1 + 0.25 * x + 0.15 * y - 0.2 * z * z
+    values = np.interp(array, MR_HU, MR_VALUES) * bias + np.random.default_rng(seed).normal(0, 4, array.shape)
+    result = sitk.GetImageFromArray(np.clip(values, 0, 255).astype(np.float32))
+    result.CopyInformation(image)
+    return result
 
 
 def stored(image: sitk.Image, storage: str) -> sitk.Image:
@@ -75,18 +91,20 @@ def _on_field_of_view(image: sitk.Image, padded: bool) -> sitk.Image:
     return result
 
 
-def run(folder: Path, moving: int, storage: str, work: Path) -> dict:
-    names = {"fixed": "ct_phase0.nii.gz", "moving": f"ct_phase{moving}.nii.gz"}
+def run(folder: Path, moving: int, storage: str, work: Path, mr: bool = False) -> dict:
+    names = {"fixed": (0, "ct_phase0.nii.gz"), "moving": (moving, f"ct_phase{moving}.nii.gz")}
     paths = {}
-    for role, name in names.items():
+    for role, (phase, name) in names.items():
         paths[role] = work / f"{role}_{storage}.nii.gz"
-        sitk.WriteImage(stored(sitk.ReadImage(str(folder / name)), storage), str(paths[role]))
+        image = sitk.ReadImage(str(folder / name))
+        sitk.WriteImage(stored(mr_like(image, phase) if mr else image, storage), str(paths[role]))
     out = work / f"out_{storage}"
     command = [
         *("rso-registration", "register", "--iso", "100", "--precision", "fp32", "--quiet", "--no-figure"),
         *("--fixed", str(paths["fixed"]), "--moving", str(paths["moving"]), "--out", str(out)),
         *("--truth", str(folder / f"truth_0_{moving}.nii.gz")),
         *("--metrics-mask", str(folder / "lung_mask.nii.gz")),
+        *(("--allow-non-ct",) if mr else ()),
     ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     steps = json.loads((out / "report.json").read_text())["steps"]
@@ -95,6 +113,7 @@ def run(folder: Path, moving: int, storage: str, work: Path) -> dict:
     return {
         "case": folder.name,
         "orientation": storage,
+        "mr_like": mr,
         "direction": [round(v, 4) for v in sitk.ReadImage(str(paths["fixed"])).GetDirection()],
         "tre_general": tre["general"],
         "tre_iso": tre["iso"],
@@ -107,14 +126,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", action="append", required=True, help="DIR:K")
     parser.add_argument("--storage", action="append", choices=STORAGES, help="default: the first four")
+    parser.add_argument("--mr-like", action="store_true", help="MR-like images (LPS, RAS, PSL only)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.mr_like and set(args.storage or STORAGES[:4]) - {"LPS", "RAS", "PSL"}:
+        parser.error(
+            "--mr-like takes only --storage LPS, RAS or PSL (the others pad or resample with CT's air)"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, args.out.open("a") as sink:
         for spec in args.case:
             folder, moving = spec.rsplit(":", 1)
             for storage in args.storage or STORAGES[:4]:
-                row = run(Path(folder).expanduser(), int(moving), storage, Path(tmp))
+                row = run(Path(folder).expanduser(), int(moving), storage, Path(tmp), args.mr_like)
                 print(json.dumps(row), file=sink, flush=True)
                 print(row, file=sys.stderr)
     return 0
