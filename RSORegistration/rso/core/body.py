@@ -14,7 +14,7 @@ import logging
 import numpy as np
 import SimpleITK as sitk
 
-from rso.core.geometry import ModelGrid, nearest_lps_axes
+from rso.core.geometry import AIR_HU, ModelGrid, nearest_lps_axes
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ BODY_MARGIN_MM = 10.0  # the air kept around the body, as the simulator crops it
 # a CT's scan length is the anatomy's, and a half fan's slices beyond its panel are what it was trained on.
 FRAME_SLACK_MM = 40.0
 FRAME_SPACING_MM = 2.0  # the body is found on a copy this coarse: quick at 1 mm, and within a voxel of it
-OPENING_MM = 3.0  # the opening that detaches the table and blankets, as the simulator's body mask opens
+OPENING_MM = 3.0  # the opening that detaches the table and blankets (the simulator's body mask too)
 
 
 def body_frame(image: sitk.Image) -> tuple[list[int], list[int]] | None:
@@ -51,11 +51,11 @@ def body_frame(image: sitk.Image) -> tuple[list[int], list[int]] | None:
     corners = [start - 0.5 + size * np.array(c) for c in np.ndindex(2, 2, 2)]  # the box's cell edges
     points = [coarse.TransformContinuousIndexToPhysicalPoint(c.tolist()) for c in corners]
     index = np.array([image.TransformPhysicalPointToContinuousIndex(p) for p in points])
-    margin = BODY_MARGIN_MM / np.array(image.GetSpacing())
-    extent = np.array(image.GetSize())
+    spacing, extent = np.array(image.GetSpacing()), np.array(image.GetSize())
+    margin = BODY_MARGIN_MM / spacing
     low = np.floor(index.min(axis=0) + 0.5 - margin).astype(int)  # voxels whose cells reach the box
     high = np.ceil(index.max(axis=0) + 0.5 + margin).astype(int)
-    slack = FRAME_SLACK_MM / np.array(image.GetSpacing())
+    slack = FRAME_SLACK_MM / spacing
     axial = np.ones(3, bool)
     axial[nearest_lps_axes(image.GetDirection())[0][2]] = False  # the index axis nearest S
     cut_low, cut_high = axial & (low > slack), axial & (extent - high > slack)
@@ -78,7 +78,7 @@ def _coarse(image: sitk.Image) -> sitk.Image:
     reference.SetSpacing(spacing.tolist())
     reference.SetDirection(image.GetDirection())
     reference.SetOrigin(origin.tolist())
-    return sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
+    return sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, AIR_HU, sitk.sitkFloat32)
 
 
 def framed_grid(image: sitk.Image, shape, hu: bool) -> ModelGrid:

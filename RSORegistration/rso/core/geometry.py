@@ -55,8 +55,8 @@ class ModelGrid:
         """
         shape = check_grid_shape(shape)
         order, signs = nearest_lps_axes(image.GetDirection())
-        image_direction = np.array(image.GetDirection()).reshape(3, 3)
-        direction = image_direction[:, order] * signs
+        axes = np.array(image.GetDirection()).reshape(3, 3)[:, order]  # columns: nearest L, P, S
+        direction = axes * signs
         lower, upper = region or ((0, 0, 0), image.GetSize())
         extent = np.array(upper, float) - np.array(lower, float)
         size, image_spacing = (np.array(values, float)[order] for values in (extent, image.GetSpacing()))
@@ -65,7 +65,7 @@ class ModelGrid:
         # starts at the image's last voxel.
         half_change = (spacing_xyz - image_spacing) / 2
         start = np.where(signs > 0, half_change, (size - 1) * image_spacing - half_change)
-        shift = image_direction[:, order] @ start
+        shift = axes @ start
         origin = np.array(image.TransformIndexToPhysicalPoint([int(v) for v in lower])) + shift
         return cls(
             tuple(shape),
@@ -154,9 +154,9 @@ def nearest_lps_axes(direction) -> tuple[list[int], np.ndarray]:
     make each point that way: the permutation with the largest sum of |cosines|. An axial LPS volume:
     [0, 1, 2] and +1s; stored RAS: [0, 1, 2] with L and P flipped; a sagittal stack (ITK's 'PSL'):
     [2, 0, 1]."""
-    matrix = np.abs(np.asarray(direction, float).reshape(3, 3))
-    order = max(itertools.permutations(range(3)), key=lambda o: sum(matrix[p, o[p]] for p in range(3)))
-    cosines = np.asarray(direction, float).reshape(3, 3)[range(3), order]
+    matrix = np.asarray(direction, float).reshape(3, 3)
+    order = max(itertools.permutations(range(3)), key=lambda o: sum(abs(matrix[p, o[p]]) for p in range(3)))
+    cosines = matrix[range(3), order]
     return list(order), np.where(cosines < 0, -1.0, 1.0)
 
 

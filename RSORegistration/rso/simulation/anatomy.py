@@ -14,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from rso.core.body import BODY_HU, OPENING_MM
 from rso.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MaskParams:
-    body_threshold_hu: float = -500.0  # skin/air boundary lies between fat (-100) and air (-1000)
+    body_threshold_hu: float = BODY_HU  # skin/air boundary lies between fat (-100) and air (-1000)
     lung_upper_hu: float = -400.0  # aerated lung is about -900..-500; vessels are excluded, then closed in
     closing_radius_mm: float = 6.0  # closes vessels and airway walls into the lung mask
     min_lung_fraction: float = 0.02  # lungs must fill at least this fraction of the body volume
@@ -55,7 +56,7 @@ def body_mask(ct: sitk.Image, params: MaskParams = MaskParams()) -> sitk.Image:
     """
     check_ct(ct)
     tissue = sitk.BinaryThreshold(ct, params.body_threshold_hu, 1e9, 1, 0)
-    tissue = sitk.BinaryMorphologicalOpening(tissue, _radius(ct, 3.0))  # detaches table and thin sheets
+    tissue = sitk.BinaryMorphologicalOpening(tissue, _radius(ct, OPENING_MM))  # detaches table, thin sheets
     body = _largest_components(tissue, count=1)
     array = sitk.GetArrayFromImage(body).astype(bool)
     if not array.any():
