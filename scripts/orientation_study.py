@@ -6,10 +6,13 @@ written again in each storage (``--storage``): ``LPS`` as simulated, ``RAS``, ``
 through ``sitk.DICOMOrient``: the same physical image in another voxel order; ``oblique``: resampled onto the
 same grid tilted 10 degrees about L; ``fov500``: placed on a scanner's 500 mm field of view in the axial
 plane (air around the body, as a CT console writes it; the simulator crops to the body); ``fov500-padded``:
-the same with -2048 outside the reconstruction circle, as many CT scanners pad. Then ``rso-registration
-register`` runs the general model and ISO-100 in fp32 with the case's truth and lung mask. One JSON line per
-(case, storage): the whole-lung TRE (mm) after each step. With ``--mr-like`` (orientations only) each CT
-phase is first made an MR-like image (``mr_like``) and registered with ``--allow-non-ct``.
+the same with -2048 outside the reconstruction circle, as many CT scanners pad; ``circle-padded`` (plan in
+bench/sweep/padding/): the image's own grid with -3024 outside the tightest reconstruction circle about its
+centre (5 mm beyond the fixed phase's body), as a console pads a body that fills its field of view. Then
+``rso-registration register`` runs the general model and ISO-100 in fp32 with the case's truth and lung
+mask. One JSON line per (case, storage): the whole-lung TRE (mm) after each step. With ``--mr-like``
+(orientations only) each CT phase is first made an MR-like image (``mr_like``) and registered with
+``--allow-non-ct``.
 
     C=~/.cache/rso-registration/cases
     python scripts/orientation_study.py --case $C/bench-lung1-xvi-seed101-phase5:5 \
@@ -28,13 +31,17 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-STORAGES = ("LPS", "RAS", "PSL", "oblique", "fov500", "fov500-padded")
+from rso.core.body import BODY_HU, OPENING_MM
+
+STORAGES = ("LPS", "RAS", "PSL", "oblique", "fov500", "fov500-padded", "circle-padded")
 TILT_DEGREES = 10.0
 # The MR-like map: lungs and bone dark, fat brightest, soft tissue between (not monotone in HU), 0-255.
 MR_HU = (-1100.0, -900.0, -500.0, -150.0, -80.0, 0.0, 60.0, 200.0, 400.0, 1500.0, 3000.0)
 MR_VALUES = (2.0, 8.0, 30.0, 190.0, 210.0, 120.0, 110.0, 90.0, 50.0, 20.0, 20.0)
 FIELD_OF_VIEW_MM = 500.0
 PADDING_HU = -2048.0
+TIGHT_PADDING_HU = -3024.0  # the other common padding value
+TIGHT_CLEARANCE_MM = 5.0  # a tight circle's reach beyond the body
 
 
 def mr_like(image: sitk.Image, seed: int) -> sitk.Image:
@@ -49,9 +56,12 @@ def mr_like(image: sitk.Image, seed: int) -> sitk.Image:
     return result
 
 
-def stored(image: sitk.Image, storage: str) -> sitk.Image:
+def stored(image: sitk.Image, storage: str, body: sitk.Image | None = None) -> sitk.Image:
     """``image`` (an LPS-stored volume cropped to the body) as ``storage`` stores it (the module's
-    docstring)."""
+    docstring); ``body``: the CT whose body sets the circle (``circle-padded`` only: the fixed phase's, so
+    both phases share the console's one field of view)."""
+    if storage == "circle-padded":
+        return _padded_beside_body(image, body)
     if storage in ("fov500", "fov500-padded"):
         return _on_field_of_view(image, padded=storage == "fov500-padded")
     if storage != "oblique":
@@ -91,13 +101,36 @@ def _on_field_of_view(image: sitk.Image, padded: bool) -> sitk.Image:
     return result
 
 
+def _padded_beside_body(image: sitk.Image, body_of: sitk.Image) -> sitk.Image:
+    """``image`` with TIGHT_PADDING_HU outside the axial circle about its centre that reaches
+    TIGHT_CLEARANCE_MM beyond the farthest voxel of the body in ``body_of`` (a CT on the same grid; the body
+    as ``rso.core.body`` finds it: above BODY_HU, opened, the largest object)."""
+    tissue = sitk.BinaryThreshold(body_of, BODY_HU, 1e4, 1, 0)
+    radius_voxels = [int(np.ceil(OPENING_MM / s)) for s in body_of.GetSpacing()]
+    labels = sitk.RelabelComponent(
+        sitk.ConnectedComponent(sitk.BinaryMorphologicalOpening(tissue, radius_voxels))
+    )
+    inside = (sitk.GetArrayFromImage(labels) == 1).any(axis=0)
+    array = sitk.GetArrayFromImage(image)
+    spacing = np.array(image.GetSpacing())
+    y, x = np.meshgrid(
+        *[(np.arange(n) - (n - 1) / 2) * s for n, s in zip(array.shape[1:], spacing[1::-1])], indexing="ij"
+    )
+    radius = np.hypot(x, y)
+    array[:, radius > radius[inside].max() + TIGHT_CLEARANCE_MM] = TIGHT_PADDING_HU
+    result = sitk.GetImageFromArray(array)
+    result.CopyInformation(image)
+    return result
+
+
 def run(folder: Path, moving: int, storage: str, work: Path, mr: bool = False) -> dict:
     names = {"fixed": (0, "ct_phase0.nii.gz"), "moving": (moving, f"ct_phase{moving}.nii.gz")}
     paths = {}
     for role, (phase, name) in names.items():
         paths[role] = work / f"{role}_{storage}.nii.gz"
         image = sitk.ReadImage(str(folder / name))
-        sitk.WriteImage(stored(mr_like(image, phase) if mr else image, storage), str(paths[role]))
+        body = sitk.ReadImage(str(folder / "ct_phase0.nii.gz")) if storage == "circle-padded" else None
+        sitk.WriteImage(stored(mr_like(image, phase) if mr else image, storage, body), str(paths[role]))
     out = work / f"out_{storage}"
     command = [
         *("rso-registration", "register", "--iso", "100", "--precision", "fp32", "--quiet", "--no-figure"),

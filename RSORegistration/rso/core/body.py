@@ -1,10 +1,12 @@
-"""The body in a CT, and the frame the network sees it in.
+"""The body in a CT, the frame the network sees it in, and the padding around it.
 
 The general model was trained on chests cropped to the body with a margin (``rso.simulation.grid``), so they
 fill the model grid. A CT console writes the whole reconstructed field of view, 500 mm across with the table
 and air around the body: spread over the same model grid, the chest would reach the network at a scale it
 never saw. Where the fixed image reaches well beyond the body, the model grid frames the body instead
-(docs/decisions.md, "The network frames the body").
+(docs/decisions.md, "The network frames the body"). Outside its reconstruction circle a console writes a
+constant below any tissue (padding); the simulator made that air for every chest the network learnt from,
+and so does a session (``padding_as_air``; docs/decisions.md, "Padding is air").
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ BODY_MARGIN_MM = 10.0  # the air kept around the body, as the simulator crops it
 FRAME_SLACK_MM = 40.0
 FRAME_SPACING_MM = 2.0  # the body is found on a copy this coarse: quick at 1 mm, and within a voxel of it
 OPENING_MM = 3.0  # the opening that detaches the table and blankets (the simulator's body mask too)
+# Padding is an image's minimum, held by a large region: often -2048 or -3024 HU. Cone-beam streaks reach
+# -3050 HU too, but over many values: at most 0.001 % of a simulated phase's voxels hold its minimum, where a
+# tight reconstruction circle pads 1-9 % of a chest's frame (bench/sweep/padding/).
+PADDING_BELOW_HU = -1100.0
+PADDING_MIN_SHARE = 0.005
 
 
 def body_frame(image: sitk.Image) -> tuple[list[int], list[int]] | None:
@@ -97,3 +104,30 @@ def framed_grid(image: sitk.Image, shape, hu: bool) -> ModelGrid:
             list(image.GetSize()),
         )
     return grid
+
+
+def padding_as_air(image: sitk.Image, what: str) -> sitk.Image:
+    """A CT ``image`` (HU, float32) with its padding as air (AIR_HU): the voxels within half an HU of its
+    minimum, where that minimum lies below PADDING_BELOW_HU and they are at least PADDING_MIN_SHARE of the
+    image. ``image`` itself where it has none. ``what`` names it in the log."""
+    values = sitk.GetArrayViewFromImage(image)
+    low = float(values.min())
+    if low >= PADDING_BELOW_HU:
+        return image
+    padding = values <= low + 0.5
+    share = float(padding.mean())
+    if share < PADDING_MIN_SHARE:
+        return image
+    array = sitk.GetArrayFromImage(image)
+    array[padding] = AIR_HU
+    result = sitk.GetImageFromArray(array)
+    result.CopyInformation(image)
+    log.info(
+        "%s: %.1f %% of its voxels hold %g, a constant below any tissue: padding outside the scanner's "
+        "field of view, air (%g HU) for the registration",
+        what,
+        100 * share,
+        low,
+        AIR_HU,
+    )
+    return result

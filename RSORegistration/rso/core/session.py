@@ -21,7 +21,7 @@ import torch
 
 from rso import __version__
 from rso.core import runners
-from rso.core.body import framed_grid
+from rso.core.body import framed_grid, padding_as_air
 from rso.core.boxes import Box, axial_end_distance_mm
 from rso.core.geometry import ModelGrid
 from rso.core.history import History
@@ -72,11 +72,16 @@ class RegistrationSession:
     ):
         """``images``: the read inputs by name (``rso.core.inputs.read_inputs``: ``fixed`` and ``moving``,
         optional ``reference``, ``truth``, ``mask``, ``fit_mask``, ``initial_transform``, the projection
-        geometries and ``placement``); ``engine``: the grid, device, precision, loss and seed."""
+        geometries and ``placement``); ``engine``: the grid, device, precision, loss and seed. A CT's
+        padding becomes air (``rso.core.body.padding_as_air``)."""
         images = dict(images)
         geometries = (images.pop("fixed_geometry", None), images.pop("moving_geometry", None))
         placement = images.pop("placement", None)
-        hu = normalisation is None or normalisation.fixed is None
+        windows = normalisation or Normalisation()
+        for name, window in (("fixed", windows.fixed), ("moving", windows.moving)):
+            if window is None:  # CT in HU
+                images[name] = padding_as_air(images[name], f"{name} image")
+        hu = windows.fixed is None
         grid = framed_grid(images["fixed"], engine.grid or net.config.grid, hu)
         self.device = resolve_device(engine.device)
         self.seed, self.model_source = int(engine.seed), model_source
