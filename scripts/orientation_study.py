@@ -12,7 +12,9 @@ centre (5 mm beyond the fixed phase's body), as a console pads a body that fills
 ``rso-registration register`` runs the general model and ISO-100 in fp32 with the case's truth and lung
 mask. One JSON line per (case, storage): the whole-lung TRE (mm) after each step. With ``--mr-like``
 (orientations only) each CT phase is first made an MR-like image (``mr_like``) and registered with
-``--allow-non-ct``.
+``--allow-non-ct``. ``offset100`` and ``gain110`` (plan in bench/sweep/calibration/): a scanner's HU
+calibration off by +100 HU or by a 10 % gain about air, meant with ``--phases cbct`` (the case's CBCT phases,
+registered as given, without their geometry).
 
     C=~/.cache/rso-registration/cases
     python scripts/orientation_study.py --case $C/bench-lung1-xvi-seed101-phase5:5 \
@@ -33,7 +35,18 @@ import SimpleITK as sitk
 
 from rso.core.body import BODY_HU, OPENING_MM
 
-STORAGES = ("LPS", "RAS", "PSL", "oblique", "fov500", "fov500-padded", "circle-padded")
+STORAGES = (
+    "LPS",
+    "RAS",
+    "PSL",
+    "oblique",
+    "fov500",
+    "fov500-padded",
+    "circle-padded",
+    "offset100",
+    "gain110",
+)
+CALIBRATIONS = {"offset100": (1.0, 100.0), "gain110": (1.1, 0.0)}  # HU' = -1000 + gain (HU + 1000) + offset
 TILT_DEGREES = 10.0
 # The MR-like map: lungs and bone dark, fat brightest, soft tissue between (not monotone in HU), 0-255.
 MR_HU = (-1100.0, -900.0, -500.0, -150.0, -80.0, 0.0, 60.0, 200.0, 400.0, 1500.0, 3000.0)
@@ -62,6 +75,9 @@ def stored(image: sitk.Image, storage: str, body: sitk.Image | None = None) -> s
     both phases share the console's one field of view)."""
     if storage == "circle-padded":
         return _padded_beside_body(image, body)
+    if storage in CALIBRATIONS:
+        gain, offset = CALIBRATIONS[storage]
+        return sitk.Cast(image, sitk.sitkFloat32) * gain + (offset - 1000.0 + 1000.0 * gain)
     if storage in ("fov500", "fov500-padded"):
         return _on_field_of_view(image, padded=storage == "fov500-padded")
     if storage != "oblique":
@@ -123,8 +139,8 @@ def _padded_beside_body(image: sitk.Image, body_of: sitk.Image) -> sitk.Image:
     return result
 
 
-def run(folder: Path, moving: int, storage: str, work: Path, mr: bool = False) -> dict:
-    names = {"fixed": (0, "ct_phase0.nii.gz"), "moving": (moving, f"ct_phase{moving}.nii.gz")}
+def run(folder: Path, moving: int, storage: str, work: Path, mr: bool = False, kind: str = "ct") -> dict:
+    names = {"fixed": (0, f"{kind}_phase0.nii.gz"), "moving": (moving, f"{kind}_phase{moving}.nii.gz")}
     paths = {}
     for role, (phase, name) in names.items():
         paths[role] = work / f"{role}_{storage}.nii.gz"
@@ -147,6 +163,7 @@ def run(folder: Path, moving: int, storage: str, work: Path, mr: bool = False) -
         "case": folder.name,
         "orientation": storage,
         "mr_like": mr,
+        "phases": kind,
         "direction": [round(v, 4) for v in sitk.ReadImage(str(paths["fixed"])).GetDirection()],
         "tre_general": tre["general"],
         "tre_iso": tre["iso"],
@@ -160,6 +177,9 @@ def main(argv=None) -> int:
     parser.add_argument("--case", action="append", required=True, help="DIR:K")
     parser.add_argument("--storage", action="append", choices=STORAGES, help="default: the first four")
     parser.add_argument("--mr-like", action="store_true", help="MR-like images (LPS, RAS, PSL only)")
+    parser.add_argument(
+        "--phases", choices=("ct", "cbct"), default="ct", help="the clean CT or the CBCT phases"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.mr_like and set(args.storage or STORAGES[:4]) - {"LPS", "RAS", "PSL"}:
@@ -171,7 +191,9 @@ def main(argv=None) -> int:
         for spec in args.case:
             folder, moving = spec.rsplit(":", 1)
             for storage in args.storage or STORAGES[:4]:
-                row = run(Path(folder).expanduser(), int(moving), storage, Path(tmp), args.mr_like)
+                row = run(
+                    Path(folder).expanduser(), int(moving), storage, Path(tmp), args.mr_like, args.phases
+                )
                 print(json.dumps(row), file=sink, flush=True)
                 print(row, file=sys.stderr)
     return 0
