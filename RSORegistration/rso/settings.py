@@ -23,6 +23,7 @@ from rso.options import (
     DEFAULT_BLEND_MARGIN_MM,
     DEFAULT_COMPOSITION,
     DEFAULT_DEVICE,
+    DEFAULT_ISO_END_FADE_MM,
     DEFAULT_ISO_GUARD,
     DEFAULT_ISO_ITERATIONS,
     DEFAULT_ISO_MATCH_ARTEFACTS,
@@ -239,10 +240,17 @@ class ISOSettings(Settings):
         "in the lungs lies mostly along the body's superior-inferior axis",
         flag="--iso-guard",
     )
+    end_fade_mm: float = setting(
+        DEFAULT_ISO_END_FADE_MM,
+        "ISO's change fades to nothing over this distance (mm) towards the fixed image's superior and "
+        "inferior ends, where tissue that moved across the end has no counterpart (0: no fade)",
+        flag="--iso-end-fade",
+        metavar="MM",
+    )
 
     def __post_init__(self):
         check_iterations(self.iterations)
-        _check_signs(self, positive=("learning_rate",))
+        _check_signs(self, at_least_zero=("end_fade_mm",), positive=("learning_rate",))
 
 
 @dataclass

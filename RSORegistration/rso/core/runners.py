@@ -94,12 +94,27 @@ def iso(ctx: StepContext, params: dict, state: SessionState) -> Candidate:
         learning_rate=params["learning_rate"],
         feedback=Feedback("iso", ctx.progress, ctx.cancel),
     )
-    field = predict(net, fixed_t, moving_t)
+    field = _faded_at_the_ends(ctx, state, predict(net, fixed_t, moving_t), params["end_fade_mm"])
     if params["guard"] and params["artefacts_matched"]:
         return _judged_as_given(ctx, state, Candidate(field[0].cpu().numpy(), net, losses))
     if params["guard"] and ctx.pair.scans is None:
         return _judged_by_axis(ctx, state, Candidate(field[0].cpu().numpy(), net, losses))
     return Candidate(field[0].cpu().numpy(), net, losses)
+
+
+def _faded_at_the_ends(ctx: StepContext, state: SessionState, field: torch.Tensor, fade_mm: float):
+    """ISO's ``field`` (1, 3, z, y, x) in voxels with its change from ``state`` scaled by d / ``fade_mm``
+    (at most 1), d (mm) a voxel's distance from the nearer end of the model grid's z axis (the axis nearest
+    the body's, whose ends are the fixed image's): where the scan ends inside moving tissue, what crossed
+    the end has no counterpart, and fitting the images pulls its motion to zero."""
+    if fade_mm <= 0:
+        return field
+    spacing, count = ctx.grid.spacing[2], ctx.grid.shape[0]  # spacing is (x, y, z) mm
+    slices = np.arange(count)
+    distance = (np.minimum(slices, count - 1 - slices) + 0.5) * spacing
+    weight = torch.from_numpy(np.clip(distance / fade_mm, 0.0, 1.0).astype(np.float32)).to(field.device)
+    start = torch.from_numpy(ctx.pair.effective_voxels(state.field, state.patches)).to(field)[None]
+    return start + weight[:, None, None] * (field - start)
 
 
 def _judged_as_given(ctx: StepContext, state: SessionState, fitted: Candidate) -> Candidate:

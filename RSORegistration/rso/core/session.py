@@ -165,6 +165,7 @@ class RegistrationSession:
             "learning_rate": settings.learning_rate,
             "artefacts_matched": matched,
             "guard": settings.guard,
+            "end_fade_mm": settings.end_fade_mm,
         }
         ctx, state = self._context(progress, cancel), self.state
         return self._run("iso", params, None, lambda: runners.iso(ctx, params, state))

@@ -34,8 +34,8 @@ from rso.settings import EngineSettings, ISOSettings, PairInputs, RSOSettings, k
 # 6: open, iso and rso take exactly the fields of rso.settings (open's similarity and smoothness are now
 # network_similarity and network_smoothness; series, initial transform, pre-alignment, metrics mask).
 # 7: a native step replies with its window (patch) and the viewer command rewrites the whole images;
-# 8: the viewer's whole images in current/ are uncompressed NIfTI (.nii).
-PROTOCOL_VERSION = 8
+# 8: the viewer's whole images in current/ are uncompressed NIfTI (.nii); 9: iso takes end_fade_mm.
+PROTOCOL_VERSION = 9
 
 # Events the worker sends (``died`` comes from the client, not the worker).
 EVENTS = ("ready", "progress", "done", "error", "died")

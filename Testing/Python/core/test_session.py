@@ -39,6 +39,35 @@ def test_iso_lowers_tre_against_truth(make_session):
     assert iso.metrics["rmse_hu"] < general.metrics["rmse_hu"]
 
 
+def test_iso_fades_its_change_towards_the_ends_of_the_body_axis(make_session, tiny_net):
+    """``--iso-end-fade``: the same fine-tuning, its change from the start scaled by d / fade (the distance
+    from the nearer end of the model grid's z axis), untouched from the fade's distance in."""
+    import copy
+
+    from rso.settings import ISOSettings
+
+    changes = []
+    for fade_mm in (0.0, 40.0):
+        session = make_session(grid=TEST_GRID, net=copy.deepcopy(tiny_net))
+        session.general()
+        start = session.state.field.copy()
+        session.iso(ISOSettings(iterations=3, guard=False, end_fade_mm=fade_mm))
+        changes.append(session.state.field - start)
+    spacing, count = session.grid.spacing[2], session.grid.shape[0]
+    slices = np.arange(count)
+    weight = np.clip((np.minimum(slices, count - 1 - slices) + 0.5) * spacing / 40.0, 0.0, 1.0)
+    assert 0 < weight[0] < 1 and weight.max() == 1.0
+    np.testing.assert_allclose(changes[1], weight[None, :, None, None] * changes[0], atol=1e-5)
+    assert np.abs(changes[0]).max() > 1e-3
+
+
+def test_iso_end_fade_must_not_be_negative():
+    from rso.settings import ISOSettings
+
+    with pytest.raises(InputError, match="end fade mm must be >= 0"):
+        ISOSettings(end_fade_mm=-1.0)
+
+
 def test_rso_improves_the_box_more_than_the_same_extra_iso(make_session):
     session = make_session(grid=TEST_GRID)
     session.general()
