@@ -3,7 +3,9 @@
 A 4D CT export often puts every phase in one folder, one series per phase. Reading "the first
 series" would register the wrong phase without a word, so a folder with several series is refused
 with a list of them (``list_series``), and ``read_series`` reads the one asked for, by series
-instance UID or by its index in that list.
+instance UID or by its index in that list. ITK stacks a series' slices whatever their positions, with a
+warning only: two phases exported under one series UID become one volume at half the spacing, and a
+missing slice shifts every slice after it. ``read_series`` refuses both (``check_slice_positions``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 from rso.errors import InputError
@@ -27,6 +30,10 @@ TAGS = {  # SeriesInfo field -> DICOM tag, as GDCM names it in SimpleITK's meta-
     "trigger_time_ms": "0018|1060",
     "acquisition_time": "0008|0032",  # hhmmss.frac
 }
+POSITION_TAG, ORIENTATION_TAG = "0020|0032", "0020|0037"  # image position and orientation (patient)
+# Slice spacings may differ by this share of their median (the decimal text of positions rounds) before a
+# series counts as unevenly spaced.
+SPACING_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -94,9 +101,53 @@ def read_series(folder: str | os.PathLike, what: str = "image", series: str | No
         uid = uids[0]
     else:
         uid = _chosen(folder, what, series, list_series(folder))
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+    check_slice_positions(files, f"{what} series {uid}")
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+    reader.SetFileNames(files)
     return reader.Execute()
+
+
+def check_slice_positions(files, what: str) -> None:
+    """A one-line InputError unless the files' slices (in GDCM's order) share one orientation and lie at
+    distinct, evenly spaced positions along its normal. Files without both tags (a multi-frame file, a
+    secondary capture) are not judged."""
+    if len(files) < 3:
+        return
+    headers = [_geometry_tags(path) for path in files]
+    if any(h is None for h in headers):
+        return
+    orientations = np.array([h[1] for h in headers])
+    if np.abs(orientations - orientations[0]).max() > 1e-3:
+        raise InputError(f"{what} mixes slice orientations (a localizer among the slices?): export it alone")
+    normal = np.cross(orientations[0][:3], orientations[0][3:])
+    depth = np.sort(np.array([h[0] for h in headers]) @ normal)
+    gaps = np.diff(depth)
+    distinct = int(np.sum(gaps > SPACING_TOLERANCE * gaps.max())) + 1
+    if distinct < len(files):
+        raise InputError(
+            f"{what} holds {len(files)} slices at only {distinct} positions: several phases or acquisitions "
+            "share one series UID; export each as a series of its own"
+        )
+    typical = float(np.median(gaps))
+    if np.abs(gaps - typical).max() > SPACING_TOLERANCE * typical:
+        raise InputError(
+            f"{what}: its slices are not evenly spaced ({gaps.min():.3g} to {gaps.max():.3g} mm apart, "
+            f"typically {typical:.3g}): a missing slice would shift every slice after it"
+        )
+
+
+def _geometry_tags(path: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """A file's image position (3,) mm and orientation (6,) (row and column direction cosines), or None."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+        values = [reader.GetMetaData(tag) for tag in (POSITION_TAG, ORIENTATION_TAG)]
+        position, orientation = (np.array([float(v) for v in text.split("\\")]) for text in values)
+    except (RuntimeError, ValueError):
+        return None
+    return (position, orientation) if position.size == 3 and orientation.size == 6 else None
 
 
 def _chosen(folder: Path, what: str, series: str | None, found: list[SeriesInfo]) -> str:

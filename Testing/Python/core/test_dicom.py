@@ -1,5 +1,6 @@
 """A DICOM folder with several series (a 4D CT export: one per phase) is refused with a list of them,
-and ``read_image(series=...)`` reads the one named, by series UID or index."""
+and ``read_image(series=...)`` reads the one named, by series UID or index; a series whose slices repeat
+positions (two phases under one UID) or skip one is refused, where ITK would stack them with a warning."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ def phase_image(depth: int, offset: int) -> sitk.Image:
     return image
 
 
-def write_series(image: sitk.Image, folder, phase: dict) -> None:
-    """One file per slice, as SimpleITK's "Dicom Series From Array" example writes them, in one series."""
+def write_series(image: sitk.Image, folder, phase: dict, prefix: str = "series", first: int = 0) -> None:
+    """One file per slice, as SimpleITK's "Dicom Series From Array" example writes them, in one series;
+    ``prefix`` and ``first`` (the first instance's number) let a second image join the same series."""
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for k in range(image.GetDepth()):
@@ -43,7 +45,7 @@ def write_series(image: sitk.Image, folder, phase: dict) -> None:
             "0020|0011": phase["number"],
             "0008|103e": phase["description"],
             "0020|9241": phase["phase"],
-            "0008|0018": f"{phase['uid']}.{k}",
+            "0008|0018": f"{phase['uid']}.{first + k}",
             "0020|0013": str(k + 1),
             "0020|0032": "\\".join(str(v) for v in position),
             "0020|0037": "1\\0\\0\\0\\1\\0",
@@ -52,7 +54,7 @@ def write_series(image: sitk.Image, folder, phase: dict) -> None:
             "0028|1053": "1",
         }.items():
             slice_image.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"series{phase['number']}_{k:03d}.dcm"))
+        writer.SetFileName(str(folder / f"{prefix}{phase['number']}_{k:03d}.dcm"))
         writer.Execute(slice_image)
 
 
@@ -172,3 +174,19 @@ def test_the_worker_opens_the_series_named_and_refuses_an_ambiguous_folder(tmp_p
     session = new_session(check_args("open", {**args, **chosen}))
     assert same_image(session.fixed, images[PHASES[0]["uid"]])
     assert same_image(session.pair.original_moving, images[PHASES[1]["uid"]])
+
+
+def test_two_phases_under_one_series_uid_are_refused(tmp_path):
+    """ITK would stack both phases' slices into one volume at half the spacing."""
+    write_series(phase_image(6, 0), tmp_path, PHASES[0])
+    write_series(phase_image(6, 500), tmp_path, PHASES[0], prefix="again", first=100)
+    with pytest.raises(InputError, match="holds 12 slices at only 6 positions: several phases"):
+        read_image(tmp_path, "fixed image")
+
+
+def test_a_series_with_a_missing_slice_is_refused(tmp_path):
+    """ITK would spread the remaining slices evenly, every slice after the gap shifted."""
+    write_series(phase_image(8, 0), tmp_path, PHASES[0])
+    (tmp_path / f"series{PHASES[0]['number']}_003.dcm").unlink()
+    with pytest.raises(InputError, match="not evenly spaced .*2.5 to 5 mm apart.*missing slice"):
+        read_image(tmp_path, "fixed image")
