@@ -4,8 +4,9 @@ A 4D CT export often puts every phase in one folder, one series per phase. Readi
 series" would register the wrong phase without a word, so a folder with several series is refused
 with a list of them (``list_series``), and ``read_series`` reads the one asked for, by series
 instance UID or by its index in that list. ITK stacks a series' slices whatever their positions, with a
-warning only: two phases exported under one series UID become one volume at half the spacing, and a
-missing slice shifts every slice after it. ``read_series`` refuses both (``check_slice_positions``).
+warning at most: two phases exported under one series UID become one volume at half the spacing, a
+missing slice shifts every slice after it, and a gantry tilt's shear is dropped. ``read_series`` refuses
+them (``check_slice_positions``).
 """
 
 from __future__ import annotations
@@ -109,20 +110,21 @@ def read_series(folder: str | os.PathLike, what: str = "image", series: str | No
 
 
 def check_slice_positions(files, what: str) -> None:
-    """A one-line InputError unless the files' slices (in GDCM's order) share one orientation and lie at
-    distinct, evenly spaced positions along its normal. Files without both tags (a multi-frame file, a
-    secondary capture) are not judged."""
+    """A one-line InputError unless the files' slices share one orientation and lie at distinct, evenly
+    spaced positions along its normal, one behind the other (no gantry tilt). Files without both tags (a
+    multi-frame file, a secondary capture) are not judged."""
     if len(files) < 3:
         return
     headers = [_geometry_tags(path) for path in files]
     if any(h is None for h in headers):
         return
-    orientations = np.array([h[1] for h in headers])
-    if np.abs(orientations - orientations[0]).max() > 1e-3:
-        raise InputError(f"{what} mixes slice orientations (a localizer among the slices?): export it alone")
-    normal = np.cross(orientations[0][:3], orientations[0][3:])
-    depth = np.sort(np.array([h[0] for h in headers]) @ normal)
-    gaps = np.diff(depth)
+    gaps, sideways = _slice_steps(headers, what)
+    if np.any(sideways > SPACING_TOLERANCE * gaps.max()):
+        tilt = np.degrees(np.arctan2(sideways.max(), gaps.max()))
+        raise InputError(
+            f"{what}: each slice is shifted sideways from the last (a gantry tilt of about {tilt:.1f} "
+            "degrees), which a volume's grid cannot hold: resample it onto an upright grid first"
+        )
     distinct = int(np.sum(gaps > SPACING_TOLERANCE * gaps.max())) + 1
     if distinct < len(files):
         raise InputError(
@@ -135,6 +137,19 @@ def check_slice_positions(files, what: str) -> None:
             f"{what}: its slices are not evenly spaced ({gaps.min():.3g} to {gaps.max():.3g} mm apart, "
             f"typically {typical:.3g}): a missing slice would shift every slice after it"
         )
+
+
+def _slice_steps(headers, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """From slice to slice in order along the orientation's normal: the step along it and the step sideways
+    (mm), each (n - 1,). Refuses slices of different orientations."""
+    orientations = np.array([h[1] for h in headers])
+    if np.abs(orientations - orientations[0]).max() > 1e-3:
+        raise InputError(f"{what} mixes slice orientations (a localizer among the slices?): export it alone")
+    normal = np.cross(orientations[0][:3], orientations[0][3:])
+    positions = np.array([h[0] for h in headers])
+    steps = np.diff(positions[np.argsort(positions @ normal)], axis=0)
+    gaps = steps @ normal
+    return gaps, np.linalg.norm(steps - gaps[:, None] * normal, axis=1)
 
 
 def _geometry_tags(path: str) -> tuple[np.ndarray, np.ndarray] | None:

@@ -190,3 +190,13 @@ def test_a_series_with_a_missing_slice_is_refused(tmp_path):
     (tmp_path / f"series{PHASES[0]['number']}_003.dcm").unlink()
     with pytest.raises(InputError, match="not evenly spaced .*2.5 to 5 mm apart.*missing slice"):
         read_image(tmp_path, "fixed image")
+
+
+def test_a_gantry_tilted_series_is_refused(tmp_path):
+    """Each slice shifted 0.5 mm along y per 2.5 mm step (about 11 degrees): ITK's grid would drop the
+    shear."""
+    image = phase_image(5, 0)
+    image.SetDirection((1, 0, 0, 0, 1, 0.2, 0, 0, 1))  # the slice axis leans along y
+    write_series(image, tmp_path, PHASES[0])
+    with pytest.raises(InputError, match="gantry tilt of about 11.3 degrees"):
+        read_image(tmp_path, "fixed image")
