@@ -32,8 +32,9 @@ TAGS = {  # SeriesInfo field -> DICOM tag, as GDCM names it in SimpleITK's meta-
     "acquisition_time": "0008|0032",  # hhmmss.frac
 }
 POSITION_TAG, ORIENTATION_TAG = "0020|0032", "0020|0037"  # image position and orientation (patient)
-# Slice spacings may differ by this share of their median (the decimal text of positions rounds) before a
-# series counts as unevenly spaced.
+# A slice-to-slice step may stray by this share of the typical step (the decimal text of positions rounds)
+# before the series counts as tilted (sideways) or uneven (in length); a step shorter than this share of the
+# longest repeats a position.
 SPACING_TOLERANCE = 0.01
 
 
