@@ -5,7 +5,8 @@ registered twice, the general model alone and with ISO-100 unguarded, each writi
 fixed image's resolution. Each lung voxel's error (mm) is then reported by its distance from the nearer
 axial end of the fixed image, and, offline, for ISO's correction faded towards the ends:
 field = general + w (ISO - general), w = clip((d - E0) / (E1 - E0), 0, 1); with ``--engine-fade MM``, also
-ISO with the engine's own fade (``--iso-end-fade MM``). One JSON line per case.
+ISO with the engine's own fade (``--iso-end-fade MM``); and offline by where the general model carries each
+voxel (``carried_end_distance_mm``, the plan's second addendum). One JSON line per case.
 
     C=~/.cache/rso-registration/cases
     python scripts/iso_ends_study.py --case $C/bench-lung1-xvi-seed101-phase5:5 \
@@ -27,6 +28,7 @@ import SimpleITK as sitk
 
 BANDS_MM = (0.0, 10.0, 20.0, 30.0, 50.0, np.inf)
 FADES_MM = ((0.0, 20.0), (0.0, 40.0), (10.0, 40.0), (20.0, 60.0))
+CARRIED_FADES_MM = (20.0, 30.0, 40.0)  # the second addendum: by where the general model carries a voxel
 
 
 def register(folder: Path, moving: int, iso: int, out: Path, fade_mm: float = 0.0) -> np.ndarray:
@@ -49,6 +51,15 @@ def end_distance_mm(image: sitk.Image) -> np.ndarray:
     return np.broadcast_to(distance[:, None, None], (size[2], size[1], size[0]))
 
 
+def carried_end_distance_mm(image: sitk.Image, field: np.ndarray) -> np.ndarray:
+    """(z, y, x) mm: how far inside the image's axial extent (negative: beyond it) ``field`` ((z, y, x, 3)
+    LPS mm, on ``image``'s grid, an axial LPS volume; the moving phase shares the grid) carries each voxel."""
+    spacing = image.GetSpacing()[2]
+    k = np.arange(image.GetSize()[2]) * spacing
+    z = k[:, None, None] + field[..., 2]
+    return np.minimum(z - k[0], k[-1] - z) + spacing / 2
+
+
 def study(folder: Path, moving: int, work: Path, engine_fades=()) -> dict:
     fixed = sitk.ReadImage(str(folder / "ct_phase0.nii.gz"))
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"truth_0_{moving}.nii.gz")))
@@ -60,6 +71,10 @@ def study(folder: Path, moving: int, work: Path, engine_fades=()) -> dict:
     for e0, e1 in FADES_MM:
         weight = np.clip((end_distance_mm(fixed) - e0) / (e1 - e0), 0.0, 1.0)[..., None]
         fields[f"fade{e0:g}-{e1:g}"] = general + weight * (iso - general)
+    carried = carried_end_distance_mm(fixed, general)
+    for fade in CARRIED_FADES_MM:
+        weight = np.clip(carried / fade, 0.0, 1.0)[..., None]
+        fields[f"carried{fade:g}"] = general + weight * (iso - general)
     for fade in engine_fades:
         fields[f"iso-end-fade{fade:g}"] = register(folder, moving, 100, work / f"fade{fade:g}", fade)
     row = {"case": folder.name, "moving": moving, "lung_voxels": int(lung.sum())}
