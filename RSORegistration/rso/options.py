@@ -89,10 +89,10 @@ DEFAULT_RSO_SCAN_RULE = True
 # without projection geometry: the streaks seen in the image").
 NO_GEOMETRY_MAX_MODULATION = 0.45
 DEFAULT_ISO_MATCH_ARTEFACTS = True  # ISO too: on the raw pair it fits the streaks
-# ISO's change fades to nothing over this distance (mm) towards the fixed image's two ends along the body's
-# axis, where tissue that moved across the end has no counterpart in the other image and ISO pulled its
-# motion to zero: the smallest fade that helped the training pairs and harmed none (docs/decisions.md, "ISO
-# where the scan ends inside the lungs"; 0: no fade).
+# ISO's change fades to nothing over this distance (mm) from the images' two ends along the body's axis,
+# measured where the field ISO started from carries each voxel: tissue carried across an end has no
+# counterpart in the other image, and ISO pulled its motion to zero. The smallest fade that helped the
+# training pairs and harmed none (docs/decisions.md, "ISO where the scan ends inside the lungs"; 0: none).
 DEFAULT_ISO_END_FADE_MM = 20.0
 # ISO on the matched pair keeps its field only where the images as given (never fitted) agree better under
 # it than under the field it started from, by MIND (rso.core.iso_guard; docs/decisions.md).

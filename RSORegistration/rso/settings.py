@@ -242,8 +242,9 @@ class ISOSettings(Settings):
     )
     end_fade_mm: float = setting(
         DEFAULT_ISO_END_FADE_MM,
-        "ISO's change fades to nothing over this distance (mm) towards the fixed image's superior and "
-        "inferior ends, where tissue that moved across the end has no counterpart (0: no fade)",
+        "ISO's change fades to nothing over this distance (mm) from the images' superior and inferior "
+        "ends, where the field it started from carries each voxel: tissue carried across an end has no "
+        "counterpart (0: no fade)",
         flag="--iso-end-fade",
         metavar="MM",
     )

@@ -104,17 +104,17 @@ def iso(ctx: StepContext, params: dict, state: SessionState) -> Candidate:
 
 def _faded_at_the_ends(ctx: StepContext, state: SessionState, field: torch.Tensor, fade_mm: float):
     """ISO's ``field`` (1, 3, z, y, x) in voxels with its change from ``state`` scaled by d / ``fade_mm``
-    (at most 1), d (mm) a voxel's distance from the nearer end of the model grid's z axis (the axis nearest
-    the body's, whose ends are the fixed image's): where the scan ends inside moving tissue, what crossed
-    the end has no counterpart, and fitting the images pulls its motion to zero."""
+    (at most 1; 0 at and beyond the end), d (mm) how far inside the model grid's z axis (the axis nearest
+    the body's, whose ends are the images') ``state``'s field carries the voxel: where the scan ends inside
+    moving tissue, what crossed the end has no counterpart, and fitting the images pulls its motion to zero
+    (docs/decisions.md, "ISO where the scan ends inside the lungs")."""
     if fade_mm <= 0:
         return field
-    spacing, count = ctx.grid.spacing[2], ctx.grid.shape[0]  # spacing is (x, y, z) mm
-    slices = np.arange(count)
-    distance = (np.minimum(slices, count - 1 - slices) + 0.5) * spacing
-    weight = torch.from_numpy(np.clip(distance / fade_mm, 0.0, 1.0).astype(np.float32)).to(field.device)
     start = torch.from_numpy(ctx.pair.effective_voxels(state.field, state.patches)).to(field)[None]
-    return start + weight[:, None, None] * (field - start)
+    count = ctx.grid.shape[0]
+    carried = torch.arange(count, dtype=field.dtype, device=field.device)[:, None, None] + start[0, 0]
+    inside_mm = (torch.minimum(carried, count - 1 - carried) + 0.5) * ctx.grid.spacing[2]  # spacing (x, y, z)
+    return start + torch.clamp(inside_mm / fade_mm, 0.0, 1.0) * (field - start)
 
 
 def _judged_as_given(ctx: StepContext, state: SessionState, fitted: Candidate) -> Candidate:

@@ -40,8 +40,8 @@ def test_iso_lowers_tre_against_truth(make_session):
 
 
 def test_iso_fades_its_change_towards_the_ends_of_the_body_axis(make_session, tiny_net):
-    """``--iso-end-fade``: the same fine-tuning, its change from the start scaled by d / fade (the distance
-    from the nearer end of the model grid's z axis), untouched from the fade's distance in."""
+    """``--iso-end-fade``: the same fine-tuning, its change from the start scaled by d / fade, d how far
+    inside the model grid's z axis the start field carries each voxel (mm); untouched further in."""
     import copy
 
     from rso.settings import ISOSettings
@@ -50,14 +50,15 @@ def test_iso_fades_its_change_towards_the_ends_of_the_body_axis(make_session, ti
     for fade_mm in (0.0, 40.0):
         session = make_session(grid=TEST_GRID, net=copy.deepcopy(tiny_net))
         session.general()
-        start = session.state.field.copy()
+        start = session.state.field.copy()  # (3, z, y, x) voxels, (dz, dy, dx)
         session.iso(ISOSettings(iterations=3, guard=False, end_fade_mm=fade_mm))
         changes.append(session.state.field - start)
-    spacing, count = session.grid.spacing[2], session.grid.shape[0]
-    slices = np.arange(count)
-    weight = np.clip((np.minimum(slices, count - 1 - slices) + 0.5) * spacing / 40.0, 0.0, 1.0)
-    assert 0 < weight[0] < 1 and weight.max() == 1.0
-    np.testing.assert_allclose(changes[1], weight[None, :, None, None] * changes[0], atol=1e-5)
+    count = session.grid.shape[0]
+    carried = np.arange(count)[:, None, None] + start[0]
+    inside_mm = (np.minimum(carried, count - 1 - carried) + 0.5) * session.grid.spacing[2]
+    weight = np.clip(inside_mm / 40.0, 0.0, 1.0)
+    assert 0 < weight.min() < 1 and weight.max() == 1.0
+    np.testing.assert_allclose(changes[1], weight[None] * changes[0], atol=1e-5)
     assert np.abs(changes[0]).max() > 1e-3
 
 
