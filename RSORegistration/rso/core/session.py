@@ -77,11 +77,8 @@ class RegistrationSession:
         images = dict(images)
         geometries = (images.pop("fixed_geometry", None), images.pop("moving_geometry", None))
         placement = images.pop("placement", None)
-        windows = normalisation or Normalisation()
-        for name, window in (("fixed", windows.fixed), ("moving", windows.moving)):
-            if window is None:  # CT in HU
-                images[name] = padding_as_air(images[name], f"{name} image")
-        hu = windows.fixed is None
+        images = _padding_as_air(images, normalisation or Normalisation())
+        hu = normalisation is None or normalisation.fixed is None
         grid = framed_grid(images["fixed"], engine.grid or net.config.grid, hu)
         self.device = resolve_device(engine.device)
         self.seed, self.model_source = int(engine.seed), model_source
@@ -302,6 +299,16 @@ class RegistrationSession:
         session = cls.__new__(cls)
         _restore(session, store, manifest, device)
         return session
+
+
+def _padding_as_air(images: dict, normalisation: Normalisation) -> dict:
+    """``images`` with the fixed and the moving image's padding as air where they are CT in HU
+    (``rso.core.body.padding_as_air``)."""
+    in_hu = {"fixed": normalisation.fixed is None, "moving": normalisation.moving is None}
+    return {
+        name: padding_as_air(image, f"{name} image") if in_hu.get(name) else image
+        for name, image in images.items()
+    }
 
 
 def _manifest_head(session: RegistrationSession) -> dict:
