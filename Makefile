@@ -100,8 +100,10 @@ bench: data $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/rso-registration bench $(BENCH_ARGS)
 
 # Maintainers: rebuild the bundled general model and its model card (simulate, train, evaluate; resumable).
+# THORAX=DIR: the folder of chest_crop_a/b.nii.gz, two real chest CT crops step 3 also trains on (not on the
+# package index; docs/model-card.md).
 model: data
-	$(BIN)/python scripts/build_demo_model.py
+	$(BIN)/python scripts/build_demo_model.py $(if $(THORAX),--thorax $(THORAX))
 
 # Maintainers: re-render Resources/Screenshots/slice-view.png offscreen from a real MRML scene: the demo's
 # XVI-like case, matched, in the box the demo picks.
@@ -111,7 +113,7 @@ screenshot: data
 	  --fixed $$case/cbct_phase0.nii.gz --moving $$case/cbct_phase5.nii.gz \
 	  --fixed-geometry $$case/cbct_phase0_geometry.xml --moving-geometry $$case/cbct_phase5_geometry.xml \
 	  --model RSORegistration/rso/resources/general_model.pt --grid 48,80,80 --iso 100 --rso 60 \
-	  --region 10.5 227.8 -273.0 50.8 268.0 -235.2
+	  --region 10.5 220.5 -222.6 50.8 260.7 -184.8
 
 # Maintainers: the README's picture of the review page, taken by its browser test in headless Chromium.
 review-screenshot: data chromium

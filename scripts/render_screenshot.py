@@ -18,7 +18,7 @@ pair) with the bundled model, in the box the demo picks (where ISO-100 is worst)
         --fixed $C/cbct_phase0.nii.gz --moving $C/cbct_phase5.nii.gz \
         --fixed-geometry $C/cbct_phase0_geometry.xml --moving-geometry $C/cbct_phase5_geometry.xml \
         --model RSORegistration/rso/resources/general_model.pt --grid 48,80,80 \
-        --iso 100 --rso 60 --region 10.5 227.8 -273.0 50.8 268.0 -235.2
+        --iso 100 --rso 60 --region 10.5 220.5 -222.6 50.8 260.7 -184.8
 
 The lower left corner says what the last step did (the module's status line), declined or not.
 

@@ -259,6 +259,16 @@ CONEBEAM_CONSOLE_SECOND_CASES = (
     CaseSpec("lung2", 71, 5, "xvi-vendor"),
     CaseSpec("lung2", 72, 3, "truebeam-vendor"),
 )
+# The same protocol on fresh seeds 79 and 80, simulated after the general model's four-patient fine-tuning was
+# chosen (bench/sweep/general-model-anatomy/plan.md): run once per model, the bundled one and the candidate.
+CONEBEAM_CONSOLE_THIRD_CASES = (
+    CaseSpec("cxr", 79, 5, "xvi-vendor"),
+    CaseSpec("cxr", 80, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 79, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 80, 5, "xvi-vendor"),
+    CaseSpec("lung2", 79, 5, "xvi-vendor"),
+    CaseSpec("lung2", 80, 3, "truebeam-vendor"),
+)
 # The same scans with each phase by the TV reconstruction (``phases --reconstruction tv``: the -tv presets),
 # what a clinic with the projections can register. The recipe (rso.core.projection.TVRecipe) was chosen on
 # training cases (scripts/conebeam_prior_study.py); seeds 19 and 20 had never been simulated when it was.
@@ -305,6 +315,7 @@ CASE_SETS = {
     "conebeam-vendor-second": CONEBEAM_VENDOR_SECOND_CASES,
     "conebeam-console": CONEBEAM_CONSOLE_CASES,
     "conebeam-console-second": CONEBEAM_CONSOLE_SECOND_CASES,
+    "conebeam-console-third": CONEBEAM_CONSOLE_THIRD_CASES,
     "conebeam-tv": CONEBEAM_TV_CASES,
     "conebeam-tv-first": CONEBEAM_TV_FIRST_CASES,
     "conebeam-tv-third": CONEBEAM_TV_THIRD_CASES,
