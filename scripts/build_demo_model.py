@@ -344,8 +344,8 @@ lungs against the simulator's true motion (and RMSE there against the clean fixe
 | --- | --- | --- | --- | --- | --- |
 {rows}
 
-RMSE is against the clean CT of the fixed phase. Reproduce everything with `make model`
-(simulation, both training steps with resume, evaluation, this card).
+RMSE is against the clean CT of the fixed phase. Reproduce everything with `make model THORAX=DIR`, DIR
+the folder of the two chest CT crops (simulation, both training steps with resume, evaluation, this card).
 {scanner_section(card.get("scanner_check"), before.get("scanner_check"))}
 ## Limits, honestly
 
