@@ -356,9 +356,10 @@ the folder of the two chest CT crops (simulation, both training steps with resum
   the paper's schedule, on two anatomies. The general model is a starting point, and ISO does the rest.
 * Near-identical phases (the {len(still)} pairs with under 1 mm of motion) come out worse than the identity,
   {still_identity:.2f} → {still_general:.2f} mm: the network predicts some motion everywhere.
-* Its field folds at most {most_folded:.2%} of the model grid on
-  these pairs (the simulator's true fields fold nowhere): inside the body, not in the lungs where looked at
-  (docs/decisions.md). ISO and RSO steps add none (their guards); the quality maps show where they are.
+* Its field folds at most {most_folded:.2%} of the model grid on these pairs (the simulator's true fields
+  fold nowhere): on four pairs looked at, all within three model-grid slices of the image's axial ends,
+  where tissue enters and leaves the scan, mostly far from the lungs (docs/decisions.md). ISO and RSO
+  steps add none (their guards); the quality maps show them.
 * The grid is coarse ({card["grid"]}: about 6 mm along z over a 30 cm chest) so that the demo runs on a
   laptop CPU; TRE below a few millimetres needs a finer grid or the paper's 128 × 256 × 256.
 """
