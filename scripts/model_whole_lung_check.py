@@ -20,12 +20,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conebeam_guard_study import NO_GEOMETRY  # noqa: E402
 from conebeam_study import case_inputs, case_spec  # noqa: E402
 
 from rso.core.workflow import build_network, start_session  # noqa: E402
 from rso.settings import EngineSettings, ISOSettings  # noqa: E402
-
-NO_GEOMETRY = {"fixed_geometry": None, "moving_geometry": None}
 
 
 def score(model: Path, folder: Path, moving: int) -> dict:

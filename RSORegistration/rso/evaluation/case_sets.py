@@ -260,7 +260,8 @@ CONEBEAM_CONSOLE_SECOND_CASES = (
     CaseSpec("lung2", 72, 3, "truebeam-vendor"),
 )
 # The same protocol on fresh seeds 79 and 80, simulated after the general model's four-patient fine-tuning was
-# chosen (bench/sweep/general-model-anatomy/plan.md): run once per model, the bundled one and the candidate.
+# chosen (bench/sweep/general-model-anatomy/plan.md): the benchmark with the candidate (run 24); both models'
+# whole lung on these cases: scripts/model_whole_lung_check.py.
 CONEBEAM_CONSOLE_THIRD_CASES = (
     CaseSpec("cxr", 79, 5, "xvi-vendor"),
     CaseSpec("cxr", 80, 3, "truebeam-vendor"),
