@@ -357,8 +357,9 @@ the folder of the two chest CT crops (simulation, both training steps with resum
 * Near-identical phases (the {len(still)} pairs with under 1 mm of motion) come out worse than the identity,
   {still_identity:.2f} → {still_general:.2f} mm: the network predicts some motion everywhere.
 * Its field folds at most {most_folded:.2%} of the model grid on these pairs (the simulator's true fields
-  fold nowhere): on four pairs looked at, all within three model-grid slices of the image's axial ends,
-  where tissue enters and leaves the scan, mostly far from the lungs (docs/decisions.md). ISO and RSO
+  fold nowhere): on the 40 held-out pairs that fold, all but 7 of the folded voxels lie in the model
+  grid's first slice, its inferior end, where the network's SI motion falls off towards the edge while the
+  true motion does not (docs/decisions.md, "A smoothness term on step 3"). ISO and RSO
   steps add none (their guards); the quality maps show them.
 * The grid is coarse ({card["grid"]}: about 6 mm along z over a 30 cm chest) so that the demo runs on a
   laptop CPU; TRE below a few millimetres needs a finer grid or the paper's 128 × 256 × 256.

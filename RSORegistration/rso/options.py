@@ -28,6 +28,9 @@ DEFAULT_COMPOSITION = "local"
 DEFAULT_BLEND_MARGIN_MM = 15.0  # local composition: the new field fades to the old one across this margin
 DEFAULT_SIMILARITY = "mse"  # MIND: worse on parallel beams, no better on held-out cone-beam phases
 DEFAULT_SMOOTHNESS = 0.01  # weight of the diffusion term on a displacement in voxels (MSE on (HU+1000)/2000)
+# The same term's weight with truth supervision (squared error in voxels^2): none, as 0.1 and 1 did not reduce
+# the folds (docs/decisions.md, "A smoothness term on step 3")
+DEFAULT_TRUTH_SMOOTHNESS = 0.0
 # bf16 where the hardware has it natively (2-3x faster, same TRE); a step that diverges is redone in fp32.
 DEFAULT_PRECISION = "auto"
 # Native-resolution RSO (rso.core.native): swept on the training anatomies only, frozen before the

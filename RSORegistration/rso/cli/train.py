@@ -11,6 +11,7 @@ from rso.options import (
     DEFAULT_DEVICE,
     DEFAULT_SEED,
     DEFAULT_SMOOTHNESS,
+    DEFAULT_TRUTH_SMOOTHNESS,
     DEVICES,
     PAPER_LEARNING_RATE,
     PRECISIONS,
@@ -33,7 +34,8 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument(
         "--smoothness",
         type=float,
-        help=f"the image loss's diffusion weight (default {DEFAULT_SMOOTHNESS}; not with truth supervision)",
+        help="the diffusion term's weight on the displacement in voxels (default "
+        f"{DEFAULT_SMOOTHNESS} with images, {DEFAULT_TRUTH_SMOOTHNESS} with truth supervision)",
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--device", choices=DEVICES, default=DEFAULT_DEVICE)
@@ -65,9 +67,12 @@ def _run(args) -> int:
 
     if args.iterations < 1:
         raise InputError("--iterations must be >= 1")
-    if args.supervision == "truth" and args.smoothness is not None:
-        raise InputError("--smoothness weighs the image loss, which --supervision truth does not use")
-    smoothness = DEFAULT_SMOOTHNESS if args.smoothness is None else args.smoothness
+    truth = args.supervision == "truth"
+    smoothness = args.smoothness
+    if smoothness is None:
+        smoothness = DEFAULT_TRUTH_SMOOTHNESS if truth else DEFAULT_SMOOTHNESS
+    if smoothness < 0:
+        raise InputError("--smoothness must be >= 0")
     config = TrainConfig(
         data=args.data,
         out=args.out,
@@ -75,7 +80,7 @@ def _run(args) -> int:
         grid=args.grid,
         channels=args.channels,
         learning_rate=args.lr,
-        loss=LossConfig(smoothness_weight=smoothness),
+        loss=LossConfig() if truth else LossConfig(smoothness_weight=smoothness),
         seed=args.seed,
         device=args.device,
         precision=args.precision,
@@ -84,6 +89,7 @@ def _run(args) -> int:
         compact=args.compact,
         init=args.init,
         supervision=args.supervision,
+        truth_smoothness=smoothness if truth else DEFAULT_TRUTH_SMOOTHNESS,
         progress=not args.quiet and sys.stderr.isatty(),  # a bar in a log file is noise: log lines only
     )
     train(config)

@@ -38,8 +38,8 @@ from rso.core.model import (
 )
 from rso.core.optimize import PAPER_LEARNING_RATE
 from rso.errors import InputError
-from rso.options import SUPERVISIONS
-from rso.training.truth import TruthPairSampler, load_truth_cases, truth_loss
+from rso.options import DEFAULT_TRUTH_SMOOTHNESS, SUPERVISIONS
+from rso.training.truth import TruthLoss, TruthPairSampler, load_truth_cases
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class TrainConfig:
     init: str | None = None  # start from this model's weights (fine-tuning); a fresh schedule and optimizer
     progress: bool = True  # a tqdm bar on rank 0 (the command line turns it off when quiet or piped)
     supervision: str = SUPERVISIONS[0]  # "images": the paper's loss; "truth": the simulator's fields
+    truth_smoothness: float = DEFAULT_TRUTH_SMOOTHNESS  # with "truth": the diffusion term's weight
 
 
 def learning_rate_at(step: int, config: TrainConfig) -> float:
@@ -139,7 +140,7 @@ def train(config: TrainConfig) -> Path:
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
     sampler = _sampler(config, grid, seed=config.seed + 1000 * (rank + 1) + step)
-    loss_fn = RegistrationLoss(config.loss).to(device)
+    loss_fn = _loss(config).to(device)
     writer = _LossLog(Path(config.out).with_suffix(".csv"), resume=config.resume) if rank == 0 else None
     bar = _progress_bar(rank, config.iterations, step) if config.progress else None
     start, first = time.perf_counter(), step
@@ -176,13 +177,19 @@ def _sampler(config: TrainConfig, grid, seed: int) -> PairSampler | TruthPairSam
     return PairSampler(load_cases(config.data, grid, config.image_glob), seed)
 
 
+def _loss(config: TrainConfig) -> torch.nn.Module:
+    if config.supervision == "truth":
+        return TruthLoss(config.truth_smoothness)
+    return RegistrationLoss(config.loss)
+
+
 def _pair_loss(model, net: RegistrationNet, loss_fn, batch: list[torch.Tensor]) -> torch.Tensor:
     """One pair's loss: (fixed, moving) under the paper's image loss, or (fixed, moving, truth, body)
-    against the true field in the body (shapes in rso.training.truth.TruthCase)."""
+    against the true field (shapes in rso.training.truth.TruthCase)."""
     fixed, moving, *truth = batch
     displacement = model(fixed, moving)
     if truth:
-        return truth_loss(displacement, *truth)
+        return loss_fn(displacement, *truth)
     return loss_fn(fixed, net.warp(moving, displacement), displacement)
 
 
@@ -229,6 +236,8 @@ def _checkpoint(net, optimizer, step: int, config: TrainConfig, rank: int, world
         "init": config.init,
         "supervision": config.supervision,
     }
+    if config.supervision == "truth":
+        training["truth_smoothness"] = config.truth_smoothness
     save_checkpoint(net, config.out, optimizer=optimizer.state_dict(), step=step, training=training)
     if config.compact and step == config.iterations:
         save_checkpoint(net, config.compact, dtype=torch.float16, step=step, training=training)

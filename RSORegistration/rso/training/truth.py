@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
+from monai.losses import DiffusionLoss
 
 from rso.core.body import framed_grid
 from rso.core.imageio import read_image
@@ -97,3 +98,25 @@ def truth_loss(displacement: torch.Tensor, truth: torch.Tensor, body: torch.Tens
     """
     error = ((displacement - truth) ** 2).sum(dim=1, keepdim=True)
     return (error * body).sum() / body.sum().clamp(min=1.0)
+
+
+class TruthLoss(torch.nn.Module):
+    """``truth_loss`` + ``smoothness`` x MONAI's diffusion term of the displacement over the whole grid.
+
+    The truth reaches only the body; the diffusion term also keeps the field smooth in the air around it,
+    where nothing else constrains it (docs/decisions.md, "A smoothness term on step 3").
+    """
+
+    def __init__(self, smoothness: float):
+        super().__init__()
+        if smoothness < 0:
+            raise InputError("the truth loss's smoothness weight must be >= 0")
+        self.smoothness = smoothness
+        self.diffusion = DiffusionLoss()
+
+    def forward(self, displacement, truth, body) -> torch.Tensor:
+        """displacement, truth: (N, 3, z, y, x) model-grid voxels; body: (N, 1, z, y, x), 0/1."""
+        loss = truth_loss(displacement, truth, body)
+        if self.smoothness == 0:
+            return loss
+        return loss + self.smoothness * self.diffusion(displacement)

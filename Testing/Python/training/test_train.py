@@ -19,7 +19,7 @@ from rso.core.model import ModelConfig, RegistrationNet, load_checkpoint, save_c
 from rso.errors import InputError
 from rso.simulation.phantom import breathing_like_field, pair_from_field
 from rso.training.train import LR_DROPS, PairSampler, TrainConfig, learning_rate_at, load_cases, train
-from rso.training.truth import TruthPairSampler, load_truth_cases, truth_loss
+from rso.training.truth import TruthLoss, TruthPairSampler, load_truth_cases, truth_loss
 
 TINY = "4,8,16,32,64"
 
@@ -134,23 +134,36 @@ def test_training_against_the_truth_lowers_the_error_to_it(truth_case, tmp_path)
         init=str(tmp_path / "start.pt"),
         progress=False,
         supervision="truth",
+        truth_smoothness=0.01,
     )
     train(config)
-    assert load_checkpoint(tmp_path / "tuned.pt")[1]["training"]["supervision"] == "truth"
+    training = load_checkpoint(tmp_path / "tuned.pt")[1]["training"]
+    assert training["supervision"] == "truth" and training["truth_smoothness"] == 0.01
     assert error(tmp_path / "tuned.pt") < 0.5 * error(tmp_path / "start.pt")
 
 
-def test_truth_supervision_refuses_cases_without_truth_and_the_image_loss_flags(
+def test_the_truth_loss_smoothness_constrains_the_field_where_the_truth_does_not_reach():
+    body = torch.zeros(1, 1, 8, 8, 8)
+    body[..., 2:6, 2:6, 2:6] = 1.0
+    z = torch.linspace(0, 1, 8).view(1, 1, 8, 1, 1).expand(1, 3, 8, 8, 8)
+    truth = 2.0 * z  # smooth motion, in voxels
+    rough = truth + 3.0 * (1 - body) * (torch.arange(8) % 2).view(1, 1, 1, 1, 8)  # noise in the air only
+    assert float(truth_loss(rough, truth, body)) == float(truth_loss(truth, truth, body)) == 0.0
+    assert float(TruthLoss(0.0)(rough, truth, body)) == 0.0
+    assert float(TruthLoss(1.0)(rough, truth, body)) > 10 * float(TruthLoss(1.0)(truth, truth, body)) > 0
+
+
+def test_truth_supervision_refuses_cases_without_truth_and_a_negative_smoothness(
     case_folders, truth_case, tmp_path, capsys
 ):
     common = ["train", "--out", str(tmp_path / "m.pt"), "--iterations", "1", "--channels", TINY]
     common += ["--grid", ",".join(map(str, TEST_GRID)), "--supervision", "truth", "--device", "cpu"]
-    for extra in (["--data", case_folders[0]], ["--data", str(truth_case[0]), "--smoothness", "0.1"]):
+    for extra in (["--data", case_folders[0]], ["--data", str(truth_case[0]), "--smoothness", "-0.1"]):
         with pytest.raises(SystemExit) as refused:
             main([*common, *extra])
         assert refused.value.code == EXIT_BAD_INPUT
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
-    assert "needs cases made by `simulate`" in errors[0] and "--smoothness weighs" in errors[1]
+    assert "needs cases made by `simulate`" in errors[0] and "--smoothness must be >= 0" in errors[1]
     assert len(errors) == 2 and not (tmp_path / "m.pt").exists()
 
 
