@@ -270,6 +270,16 @@ CONEBEAM_CONSOLE_THIRD_CASES = (
     CaseSpec("lung2", 79, 5, "xvi-vendor"),
     CaseSpec("lung2", 80, 3, "truebeam-vendor"),
 )
+# The same protocol on fresh seeds 81 and 82 (bench/results-conebeam-25/plan.md, written before the run): a
+# second draw with the four-patient general model, settings unchanged.
+CONEBEAM_CONSOLE_FOURTH_CASES = (
+    CaseSpec("cxr", 81, 5, "xvi-vendor"),
+    CaseSpec("cxr", 82, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 81, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 82, 5, "xvi-vendor"),
+    CaseSpec("lung2", 81, 5, "xvi-vendor"),
+    CaseSpec("lung2", 82, 3, "truebeam-vendor"),
+)
 # The same scans with each phase by the TV reconstruction (``phases --reconstruction tv``: the -tv presets),
 # what a clinic with the projections can register. The recipe (rso.core.projection.TVRecipe) was chosen on
 # training cases (scripts/conebeam_prior_study.py); seeds 19 and 20 had never been simulated when it was.
@@ -317,6 +327,7 @@ CASE_SETS = {
     "conebeam-console": CONEBEAM_CONSOLE_CASES,
     "conebeam-console-second": CONEBEAM_CONSOLE_SECOND_CASES,
     "conebeam-console-third": CONEBEAM_CONSOLE_THIRD_CASES,
+    "conebeam-console-fourth": CONEBEAM_CONSOLE_FOURTH_CASES,
     "conebeam-tv": CONEBEAM_TV_CASES,
     "conebeam-tv-first": CONEBEAM_TV_FIRST_CASES,
     "conebeam-tv-third": CONEBEAM_TV_THIRD_CASES,
