@@ -84,14 +84,19 @@ def _mean(rows: list[dict]) -> dict:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def study_parser(doc: str, work: str) -> argparse.ArgumentParser:
+    """The arguments every study of step 3 takes: the crops, step 2's model, the baseline, work and out."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--thorax", type=Path, required=True, help="folder of chest_crop_a/b.nii.gz")
     parser.add_argument("--images-model", type=Path, required=True, help="step 2's model (compact)")
-    parser.add_argument("--baseline", type=Path, required=True, help="the model bundled before (compact)")
-    parser.add_argument("--work", type=Path, default=cases_dir().parent / "model-anatomy")
+    parser.add_argument("--baseline", type=Path, required=True, help="the model to compare (compact)")
+    parser.add_argument("--work", type=Path, default=cases_dir().parent / work)
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = study_parser(__doc__, "model-anatomy").parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(2)
     args.work.mkdir(parents=True, exist_ok=True)

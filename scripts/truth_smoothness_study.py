@@ -14,7 +14,6 @@ the model bundled on 2026-12-07, ``git show a178931:RSORegistration/rso/resource
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -36,9 +35,8 @@ from build_demo_model import (  # noqa: E402
     resumable_run,
     truth_cases,
 )
-from general_model_anatomy_study import scores  # noqa: E402
+from general_model_anatomy_study import scores, study_parser  # noqa: E402
 
-from rso.core.paths import cases_dir  # noqa: E402
 from rso.training.train import train  # noqa: E402
 
 WEIGHTS = (0.1, 1.0)  # fixed in the plan
@@ -143,13 +141,8 @@ def print_table(study: dict) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--thorax", type=Path, required=True, help="folder of chest_crop_a/b.nii.gz")
-    parser.add_argument("--images-model", type=Path, required=True, help="step 2's model (compact)")
-    parser.add_argument("--baseline", type=Path, required=True, help="the bundled model (compact)")
-    parser.add_argument("--work", type=Path, default=cases_dir().parent / "truth-smoothness")
+    parser = study_parser(__doc__, "truth-smoothness")
     parser.add_argument("--train-only", action="store_true", help="train the candidates, score nothing")
-    parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(2)
