@@ -11,8 +11,8 @@ measures it) on five pairs: the clean CT phases, the CBCT phases as given, artef
 phase noiselessly through its own phase's geometry, both through the fixed phase's, and each phase as
 given against the other through its geometry (``half_fixed``, ``half_moving``). With ``--fit-mask
 lung_mask|fov_mask`` the session limits its similarity to that mask of the case (the step again); with
-``--min-motion-left F`` or ``--min-unfitted-gain F`` the step runs with that guard setting (what a step the
-rule declined would have done).
+``--min-gain F``, ``--min-motion-left F`` or ``--min-unfitted-gain F`` the step runs with that guard setting
+(what a step the rule declined would have done).
 
     python scripts/box_step_replay.py \
         --record bench/results-conebeam-11/arm_lung1-xvi-seed49-phase5_control0_rso_native.json \
@@ -131,7 +131,9 @@ def replay(record_path: Path, fit_mask: str | None, settings: RSOSettings) -> di
 
 
 def add_guard_options(parser: argparse.ArgumentParser) -> None:
-    """``--min-motion-left F`` and ``--min-unfitted-gain F``: guard settings for the replayed steps."""
+    """``--min-gain F``, ``--min-motion-left F`` and ``--min-unfitted-gain F``: guard settings for the
+    replayed steps."""
+    parser.add_argument("--min-gain", type=float, help="the gain a step needs (default: the default)")
     parser.add_argument(
         "--min-motion-left", type=float, help="the guard's motion left (0: off; default: the default)"
     )
@@ -144,7 +146,11 @@ def add_guard_options(parser: argparse.ArgumentParser) -> None:
 
 def step_settings(args: argparse.Namespace) -> RSOSettings:
     """The default RSO settings, with the guard options that were given."""
-    given = {"min_motion_left": args.min_motion_left, "min_unfitted_gain": args.min_unfitted_gain}
+    given = {
+        "min_gain": args.min_gain,
+        "min_motion_left": args.min_motion_left,
+        "min_unfitted_gain": args.min_unfitted_gain,
+    }
     return RSOSettings(**{name: value for name, value in given.items() if value is not None})
 
 
