@@ -100,7 +100,9 @@ def replay(record_path: Path, fit_mask: str | None, settings: RSOSettings) -> di
     record = json.loads(record_path.read_text())
     case = record["case"]
     moving = case["moving_phase"]
-    folder = case_folder(case["anatomy"], case["seed"], case["preset"], moving)
+    # the record's own folder (a --case-dir run's is not the plan's)
+    folder = Path(case["folder"]) if case.get("folder") else None
+    folder = folder or case_folder(case["anatomy"], case["seed"], case["preset"], moving)
     inputs = case_inputs(folder, moving)
     if fit_mask:
         inputs["fit_mask"] = read_fit_mask(str(folder / f"{fit_mask}.nii.gz"))

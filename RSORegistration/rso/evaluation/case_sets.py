@@ -280,6 +280,16 @@ CONEBEAM_CONSOLE_FOURTH_CASES = (
     CaseSpec("lung2", 81, 5, "xvi-vendor"),
     CaseSpec("lung2", 82, 3, "truebeam-vendor"),
 )
+# The same protocol on fresh seeds 83 and 84 (bench/results-conebeam-26/plan.md, written before the run): the
+# box guard's gain threshold 0.10, chosen on training anatomies with the four-patient general model.
+CONEBEAM_CONSOLE_FIFTH_CASES = (
+    CaseSpec("cxr", 83, 5, "xvi-vendor"),
+    CaseSpec("cxr", 84, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 83, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 84, 5, "xvi-vendor"),
+    CaseSpec("lung2", 83, 5, "xvi-vendor"),
+    CaseSpec("lung2", 84, 3, "truebeam-vendor"),
+)
 # The same scans with each phase by the TV reconstruction (``phases --reconstruction tv``: the -tv presets),
 # what a clinic with the projections can register. The recipe (rso.core.projection.TVRecipe) was chosen on
 # training cases (scripts/conebeam_prior_study.py); seeds 19 and 20 had never been simulated when it was.
@@ -328,6 +338,7 @@ CASE_SETS = {
     "conebeam-console-second": CONEBEAM_CONSOLE_SECOND_CASES,
     "conebeam-console-third": CONEBEAM_CONSOLE_THIRD_CASES,
     "conebeam-console-fourth": CONEBEAM_CONSOLE_FOURTH_CASES,
+    "conebeam-console-fifth": CONEBEAM_CONSOLE_FIFTH_CASES,
     "conebeam-tv": CONEBEAM_TV_CASES,
     "conebeam-tv-first": CONEBEAM_TV_FIRST_CASES,
     "conebeam-tv-third": CONEBEAM_TV_THIRD_CASES,
