@@ -3,7 +3,8 @@
 The guard only decides whether a finished refinement is kept (rso.core.native.guard_verdict): a step whose
 gain is below the threshold (or that adds folding) leaves ISO-100's field. Each arm record holds the
 step's gain and the box TRE of its outcome, so every threshold at or above the run's own follows from
-one run exactly (a step the run declined holds no refined TRE: lower thresholds are not scored). A step
+one run exactly (a step the run declined holds no refined TRE: lower thresholds are not scored), on each
+path the run has (matched, wrong geometry, no geometry: ``PATHS``). A step
 that returned its box to an earlier state did not refine it: at a threshold above that return's gain the
 box would have been refined instead, so such a threshold is not scored for its kind.
 
@@ -19,7 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-THRESHOLDS = (0.15, 0.20, 0.25, 0.30, 0.35)
+THRESHOLDS = (0.10, 0.125, 0.15, 0.20, 0.25, 0.30, 0.35)
+# Each path's native RSO arm and the ISO-100 arm it starts from (rso.evaluation.bench.arms)
+PATHS = {
+    "default": ("rso_native", "iso_short"),
+    "wrong geometry": ("rso_native_wrong_geometry", "iso_short_wrong_geometry"),
+    "no geometry": ("rso_native_no_geometry", "iso_short_no_geometry"),
+}
 
 
 def box_tre(record: dict) -> float:
@@ -49,29 +56,42 @@ def table(folder: Path) -> list[dict]:
     ran_at = max(r["rso_native"]["settings"]["min_gain"] for r in boxes.values())
     rows = []
     for threshold in (t for t in THRESHOLDS if t >= ran_at - 1e-9):
-        for kind in ("misaligned", "residual", "control"):
-            for scope in ("all cases", "lung2"):
-                keys = [k for k in boxes if k[1] == kind and (scope == "all cases" or "lung2" in k[0])]
-                if not keys or any(returned_below(boxes[k]["rso_native"], threshold) for k in keys):
-                    continue
-                native = [rescored(boxes[k]["rso_native"], boxes[k]["iso_short"], threshold) for k in keys]
-                iso_500 = [box_tre(boxes[k]["iso_long"]) for k in keys]
-                change = [n - box_tre(boxes[k]["iso_short"]) for n, k in zip(native, keys)]
-                rows.append(
-                    {
-                        "min_gain": threshold,
-                        "kind": kind,
-                        "scope": scope,
-                        "boxes": len(keys),
-                        "median_box_tre_mm": float(np.median(native)),
-                        "wins_vs_iso500": float(np.mean([n < a for n, a in zip(native, iso_500)])),
-                        "median_reduction_vs_iso500": float(
-                            np.median([1 - n / a for n, a in zip(native, iso_500)])
-                        ),
-                        "median_change_vs_iso100_mm": float(np.median(change)),
-                        "worst_change_vs_iso100_mm": float(np.max(change)),
-                    }
-                )
+        for path, (arm, start) in PATHS.items():
+            rows += path_rows(boxes, path, arm, start, threshold)
+    return rows
+
+
+def path_rows(boxes: dict, path: str, arm: str, start: str, threshold: float) -> list[dict]:
+    """One path's rows at ``threshold``: ``arm`` rescored, against ``start`` (its ISO-100) and ISO-500."""
+    rows = []
+    for kind in ("misaligned", "residual", "control"):
+        for scope in ("all cases", "lung2"):
+            keys = [
+                k
+                for k in boxes
+                if k[1] == kind and arm in boxes[k] and (scope == "all cases" or "lung2" in k[0])
+            ]
+            if not keys or any(returned_below(boxes[k][arm], threshold) for k in keys):
+                continue
+            native = [rescored(boxes[k][arm], boxes[k][start], threshold) for k in keys]
+            iso_500 = [box_tre(boxes[k]["iso_long"]) for k in keys]
+            change = [n - box_tre(boxes[k][start]) for n, k in zip(native, keys)]
+            rows.append(
+                {
+                    "min_gain": threshold,
+                    "path": path,
+                    "kind": kind,
+                    "scope": scope,
+                    "boxes": len(keys),
+                    "median_box_tre_mm": float(np.median(native)),
+                    "wins_vs_iso500": float(np.mean([n < a for n, a in zip(native, iso_500)])),
+                    "median_reduction_vs_iso500": float(
+                        np.median([1 - n / a for n, a in zip(native, iso_500)])
+                    ),
+                    "median_change_vs_iso100_mm": float(np.median(change)),
+                    "worst_change_vs_iso100_mm": float(np.max(change)),
+                }
+            )
     return rows
 
 
@@ -81,12 +101,12 @@ def main() -> None:
     args = parser.parse_args()
     rows = table(args.results)
     print(
-        "min_gain | kind | scope | boxes | median TRE | wins vs ISO-500 | reduction | "
+        "min_gain | path | kind | scope | boxes | median TRE | wins vs ISO-500 | reduction | "
         "vs ISO-100 median / worst"
     )
     for r in rows:
         print(
-            f"{r['min_gain']:.2f} | {r['kind']} | {r['scope']} | {r['boxes']} | "
+            f"{r['min_gain']:.3f} | {r['path']} | {r['kind']} | {r['scope']} | {r['boxes']} | "
             f"{r['median_box_tre_mm']:.2f} | "
             f"{r['wins_vs_iso500']:.0%} | {r['median_reduction_vs_iso500']:+.0%} | "
             f"{r['median_change_vs_iso100_mm']:+.2f} / {r['worst_change_vs_iso100_mm']:+.2f}"
