@@ -20,12 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
+from rso.evaluation.bench.plan import (
+    NO_GEOMETRY_ISO_ARM,
+    NO_GEOMETRY_RSO_ARM,
+    WRONG_GEOMETRY_ISO_ARM,
+    WRONG_GEOMETRY_RSO_ARM,
+)
+
 THRESHOLDS = (0.10, 0.125, 0.15, 0.20, 0.25, 0.30, 0.35)
-# Each path's native RSO arm and the ISO-100 arm it starts from (rso.evaluation.bench.arms)
+# Each path's native RSO arm and the ISO-100 arm it starts from
 PATHS = {
     "default": ("rso_native", "iso_short"),
-    "wrong geometry": ("rso_native_wrong_geometry", "iso_short_wrong_geometry"),
-    "no geometry": ("rso_native_no_geometry", "iso_short_no_geometry"),
+    "wrong geometry": (WRONG_GEOMETRY_RSO_ARM, WRONG_GEOMETRY_ISO_ARM),
+    "no geometry": (NO_GEOMETRY_RSO_ARM, NO_GEOMETRY_ISO_ARM),
 }
 
 

@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from box_step_replay import replay  # noqa: E402
+from guard_thresholds import box_tre  # noqa: E402
 
 from rso.options import DEFAULT_RSO_MIN_GAIN  # noqa: E402
 from rso.settings import RSOSettings  # noqa: E402
@@ -31,10 +32,6 @@ LOWEST = 0.10
 THRESHOLDS = (0.10, 0.125, 0.15, 0.175, 0.20)
 HARM_MM = 0.5  # #20: no control or residual box worse than ISO-100 by more than this
 CONTROL_MEDIAN_MM = 0.1  # #20: the control boxes' median change at most this
-
-
-def box_tre(record: dict) -> float:
-    return record["metrics"]["tre_mm_box"]["mean"]
 
 
 def boxes(run: Path) -> list[dict]:
