@@ -290,6 +290,16 @@ CONEBEAM_CONSOLE_FIFTH_CASES = (
     CaseSpec("lung2", 83, 5, "xvi-vendor"),
     CaseSpec("lung2", 84, 3, "truebeam-vendor"),
 )
+# The same protocol on fresh seeds 85 and 86 (bench/results-conebeam-27/plan.md, written before the run): the
+# first run with the gain threshold 0.125 as the default.
+CONEBEAM_CONSOLE_SIXTH_CASES = (
+    CaseSpec("cxr", 85, 5, "xvi-vendor"),
+    CaseSpec("cxr", 86, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 85, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 86, 5, "xvi-vendor"),
+    CaseSpec("lung2", 85, 5, "xvi-vendor"),
+    CaseSpec("lung2", 86, 3, "truebeam-vendor"),
+)
 # The same scans with each phase by the TV reconstruction (``phases --reconstruction tv``: the -tv presets),
 # what a clinic with the projections can register. The recipe (rso.core.projection.TVRecipe) was chosen on
 # training cases (scripts/conebeam_prior_study.py); seeds 19 and 20 had never been simulated when it was.
@@ -339,6 +349,7 @@ CASE_SETS = {
     "conebeam-console-third": CONEBEAM_CONSOLE_THIRD_CASES,
     "conebeam-console-fourth": CONEBEAM_CONSOLE_FOURTH_CASES,
     "conebeam-console-fifth": CONEBEAM_CONSOLE_FIFTH_CASES,
+    "conebeam-console-sixth": CONEBEAM_CONSOLE_SIXTH_CASES,
     "conebeam-tv": CONEBEAM_TV_CASES,
     "conebeam-tv-first": CONEBEAM_TV_FIRST_CASES,
     "conebeam-tv-third": CONEBEAM_TV_THIRD_CASES,
