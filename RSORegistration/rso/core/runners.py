@@ -237,7 +237,7 @@ def network_guard(
         other = "artefact-matched images" if matched else "images as given"
         candidate.declined = (
             f"the step does not hold on the {other}: it explains {100 * gain:.1f} % of their difference "
-            f"in the box (at least {100 * settings.min_unfitted_gain:.0f} % is needed)"
+            f"in the box (at least {100 * settings.min_unfitted_gain:g} % is needed)"
         )
     return candidate
 

@@ -232,20 +232,20 @@ def _declined(
     if gain < settings.min_gain:
         return (
             f"no correction clearly improves the box: the best ({largest:.1f} mm) explains only "
-            f"{100 * gain:.1f} % of the remaining difference (at least {100 * settings.min_gain:.0f} % is "
+            f"{100 * gain:.1f} % of the remaining difference (at least {100 * settings.min_gain:g} % is "
             "needed); the images there already agree, or their artefacts hide the motion"
         )
     if unfitted is not None and unfitted < settings.min_unfitted_gain:
         return (
             f"the best correction ({largest:.1f} mm) does not hold on the images as given: it explains "
             f"{100 * unfitted:.1f} % of their difference in the box, against {100 * gain:.1f} % of the "
-            f"artefact-matched images' (at least {100 * settings.min_unfitted_gain:.0f} % is needed)"
+            f"artefact-matched images' (at least {100 * settings.min_unfitted_gain:g} % is needed)"
         )
     if share is not None and share < settings.min_axis_share:
         return (
             f"the best correction ({largest:.1f} mm) lies mostly across the scanner's rotation axis, where a "
             f"circular scan's streaks lie: {100 * share:.0f} % of its length is along the axis (at least "
-            f"{100 * settings.min_axis_share:.0f} % is needed)"
+            f"{100 * settings.min_axis_share:g} % is needed)"
         )
     if left is not None and left < settings.min_motion_left:
         return (
