@@ -300,6 +300,16 @@ CONEBEAM_CONSOLE_SIXTH_CASES = (
     CaseSpec("lung2", 85, 5, "xvi-vendor"),
     CaseSpec("lung2", 86, 3, "truebeam-vendor"),
 )
+# The same protocol on fresh seeds 87 and 88 (bench/sweep/iso-margin-four-patient/plan.md, before the run):
+# ISO's margin 0.05, chosen on training anatomies with the four-patient general model.
+CONEBEAM_CONSOLE_SEVENTH_CASES = (
+    CaseSpec("cxr", 87, 5, "xvi-vendor"),
+    CaseSpec("cxr", 88, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 87, 3, "truebeam-vendor"),
+    CaseSpec("lung1", 88, 5, "xvi-vendor"),
+    CaseSpec("lung2", 87, 5, "xvi-vendor"),
+    CaseSpec("lung2", 88, 3, "truebeam-vendor"),
+)
 # The same scans with each phase by the TV reconstruction (``phases --reconstruction tv``: the -tv presets),
 # what a clinic with the projections can register. The recipe (rso.core.projection.TVRecipe) was chosen on
 # training cases (scripts/conebeam_prior_study.py); seeds 19 and 20 had never been simulated when it was.
@@ -350,6 +360,7 @@ CASE_SETS = {
     "conebeam-console-fourth": CONEBEAM_CONSOLE_FOURTH_CASES,
     "conebeam-console-fifth": CONEBEAM_CONSOLE_FIFTH_CASES,
     "conebeam-console-sixth": CONEBEAM_CONSOLE_SIXTH_CASES,
+    "conebeam-console-seventh": CONEBEAM_CONSOLE_SEVENTH_CASES,
     "conebeam-tv": CONEBEAM_TV_CASES,
     "conebeam-tv-first": CONEBEAM_TV_FIRST_CASES,
     "conebeam-tv-third": CONEBEAM_TV_THIRD_CASES,
