@@ -86,8 +86,11 @@ def summary(rows: list[dict]) -> list[dict]:
     return result
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_pair_study(doc: str, folders_of, score_pair, summary) -> int:
+    """A study's command line: ``score_pair(engine, network, folder, moving)`` for every moving phase 1-9 of
+    every folder ``folders_of(thorax)`` gives, one JSON line each into ``--out`` (resumable: pairs already
+    there are skipped), then ``summary(rows)`` into ``--out`` with the suffix ``.summary.json``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON lines, one per pair (resumable)")
     parser.add_argument("--thorax", type=Path, default=None, help="the chest crops' folder, if not simulated")
     args = parser.parse_args()
@@ -97,21 +100,22 @@ def main() -> int:
     lines = args.out.read_text().splitlines() if args.out.is_file() else []
     done = {(row["case"], row["phase"]) for row in map(json.loads, lines)}
     with args.out.open("a") as sink:
-        for folders in validation_folders(args.thorax).values():
-            for folder in folders:
-                for moving in MOVING_PHASES:
-                    if (folder.name, moving) in done:
-                        continue
+        for folder in folders_of(args.thorax):
+            for moving in MOVING_PHASES:
+                if (folder.name, moving) not in done:
                     row = score_pair(engine, network, folder, moving)
                     print(json.dumps(row), file=sink, flush=True)
                     print(json.dumps(row), flush=True)
-    rows = [json.loads(line) for line in args.out.read_text().splitlines()]
-    result = summary(rows)
+    result = summary([json.loads(line) for line in args.out.read_text().splitlines()])
     args.out.with_suffix(".summary.json").write_text(json.dumps(result, indent=1) + "\n")
     for row in result:
         print(json.dumps(row))
     return 0
 
 
+def every_validation_folder(thorax: Path | None) -> list[Path]:
+    return [folder for folders in validation_folders(thorax).values() for folder in folders]
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_pair_study(__doc__, every_validation_folder, score_pair, summary))

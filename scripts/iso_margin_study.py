@@ -12,8 +12,6 @@ measure, ``rso.core.iso_guard.given_gain``). One JSON line per pair (resumable);
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,18 +19,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_demo_model import preset_case_folder  # noqa: E402
 from conebeam_study import case_inputs  # noqa: E402
+from identity_start_study import run_pair_study  # noqa: E402
+from truth_smoothness_study import validation_folders  # noqa: E402
 
 from rso.core.iso_guard import given_gain  # noqa: E402
-from rso.core.workflow import build_network, start_session  # noqa: E402
-from rso.settings import EngineSettings, ISOSettings  # noqa: E402
+from rso.core.workflow import start_session  # noqa: E402
+from rso.settings import ISOSettings  # noqa: E402
 
-SEED = 127
-SCANS = {
-    "xvi-vendor": ("cxr", "lung1", "chest_crop_a", "chest_crop_b"),
-    "truebeam-vendor": ("cxr", "chest_crop_a"),
-}
 MARGINS = (0.20, 0.15, 0.10, 0.05)  # the plan's candidates, today's first
 HARM_MM = 0.5  # the plan: no pair more than this worse than the general model
 ITERATIONS = 100
@@ -80,31 +74,11 @@ def summary(rows: list[dict]) -> list[dict]:
     return result
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="JSON lines, one per pair (resumable)")
-    parser.add_argument("--thorax", type=Path, default=None, help="the chest crops' folder, if not simulated")
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    engine = EngineSettings(device="cpu", precision="fp32")
-    network = build_network(engine)
-    lines = args.out.read_text().splitlines() if args.out.is_file() else []
-    done = {(row["case"], row["phase"]) for row in map(json.loads, lines)}
-    with args.out.open("a") as sink:
-        for preset, names in SCANS.items():
-            for name in names:
-                folder = preset_case_folder(name, preset, SEED, args.thorax)
-                for moving in range(1, 10):
-                    if (folder.name, moving) not in done:
-                        row = score_pair(engine, network, folder, moving)
-                        print(json.dumps(row), file=sink, flush=True)
-                        print(json.dumps(row), flush=True)
-    result = summary([json.loads(line) for line in args.out.read_text().splitlines()])
-    args.out.with_suffix(".summary.json").write_text(json.dumps(result, indent=1) + "\n")
-    for row in result:
-        print(json.dumps(row))
-    return 0
+def console_folders(thorax: Path | None) -> list[Path]:
+    """The validation set's console scans (both geometry files): its XVI-like and TrueBeam-like ones."""
+    folders = validation_folders(thorax)
+    return folders["xvi-vendor"] + folders["truebeam-vendor"]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_pair_study(__doc__, console_folders, score_pair, summary))
