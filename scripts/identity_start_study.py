@@ -86,10 +86,15 @@ def summary(rows: list[dict]) -> list[dict]:
     return result
 
 
-def run_pair_study(doc: str, folders_of, score_pair, summary) -> int:
-    """A study's command line: ``score_pair(engine, network, folder, moving)`` for every moving phase 1-9 of
-    every folder ``folders_of(thorax)`` gives, one JSON line each into ``--out`` (resumable: pairs already
-    there are skipped), then ``summary(rows)`` into ``--out`` with the suffix ``.summary.json``."""
+def every_phase(folders_of):
+    """``pairs_of`` for ``run_pair_study``: every moving phase 1-9 of every folder ``folders_of(thorax)``."""
+    return lambda thorax: [(folder, moving) for folder in folders_of(thorax) for moving in MOVING_PHASES]
+
+
+def run_pair_study(doc: str, pairs_of, score_pair, summary) -> int:
+    """A study's command line: ``score_pair(engine, network, folder, moving)`` for every (folder, moving
+    phase) ``pairs_of(thorax)`` gives, one JSON line each into ``--out`` (resumable: pairs already there are
+    skipped), then ``summary(rows)`` into ``--out`` with the suffix ``.summary.json``."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON lines, one per pair (resumable)")
     parser.add_argument("--thorax", type=Path, default=None, help="the chest crops' folder, if not simulated")
@@ -100,12 +105,11 @@ def run_pair_study(doc: str, folders_of, score_pair, summary) -> int:
     lines = args.out.read_text().splitlines() if args.out.is_file() else []
     done = {(row["case"], row["phase"]) for row in map(json.loads, lines)}
     with args.out.open("a") as sink:
-        for folder in folders_of(args.thorax):
-            for moving in MOVING_PHASES:
-                if (folder.name, moving) not in done:
-                    row = score_pair(engine, network, folder, moving)
-                    print(json.dumps(row), file=sink, flush=True)
-                    print(json.dumps(row), flush=True)
+        for folder, moving in pairs_of(args.thorax):
+            if (folder.name, moving) not in done:
+                row = score_pair(engine, network, folder, moving)
+                print(json.dumps(row), file=sink, flush=True)
+                print(json.dumps(row), flush=True)
     result = summary([json.loads(line) for line in args.out.read_text().splitlines()])
     args.out.with_suffix(".summary.json").write_text(json.dumps(result, indent=1) + "\n")
     for row in result:
@@ -118,4 +122,4 @@ def every_validation_folder(thorax: Path | None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    sys.exit(run_pair_study(__doc__, every_validation_folder, score_pair, summary))
+    sys.exit(run_pair_study(__doc__, every_phase(every_validation_folder), score_pair, summary))

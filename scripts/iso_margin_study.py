@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conebeam_study import case_inputs  # noqa: E402
-from identity_start_study import run_pair_study  # noqa: E402
+from identity_start_study import every_phase, run_pair_study  # noqa: E402
 from truth_smoothness_study import validation_folders  # noqa: E402
 
 from rso.core.iso_guard import given_gain  # noqa: E402
@@ -81,4 +81,4 @@ def console_folders(thorax: Path | None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    sys.exit(run_pair_study(__doc__, console_folders, score_pair, summary))
+    sys.exit(run_pair_study(__doc__, every_phase(console_folders), score_pair, summary))
