@@ -12,7 +12,6 @@ boxes are picked on it and each box's TRE (mm) is recorded under it and under th
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conebeam_study import case_inputs  # noqa: E402
 from identity_start_study import run_pair_study  # noqa: E402
 from iso_margin_study import console_folders  # noqa: E402
-from iso_returns_study import BOX_MM, BOX_SEED, MARGIN_STUDY, box_tre  # noqa: E402
+from iso_returns_study import BOX_MM, BOX_SEED, box_tre, margin_study_row  # noqa: E402
 
 from rso.core.workflow import start_session  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
@@ -40,8 +39,7 @@ def pairs(thorax: Path | None) -> list[tuple[Path, int]]:
 
 def matched_today(case: str, moving: int) -> dict:
     """Today's matched path on the pair, from the ISO margin study: its TRE and whether ISO was kept."""
-    rows = [json.loads(line) for line in MARGIN_STUDY.read_text().splitlines()]
-    row = next(r for r in rows if (r["case"], r["phase"]) == (case, moving))
+    row = margin_study_row(case, moving)
     kept = row["given_gain"] > TODAY_MARGIN
     return {
         "matched_general_tre_mm": row["general_tre_mm"],

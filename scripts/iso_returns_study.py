@@ -73,9 +73,8 @@ def score_pair(engine, network, folder: Path, moving: int) -> dict:
     general_tre = session.general().metrics["tre_mm"]["mean"]
     iso = session.iso(ISOSettings(iterations=100, guard=False))
     picked = [(k, i, b) for k, n in BOXES for i, b in enumerate(pick_boxes(session, k, n, BOX_MM, BOX_SEED))]
-    boxes = []
+    boxes, on = [], RSOSettings()
     for kind, index, box in picked:
-        on = RSOSettings()
         boxes.append(
             {
                 "kind": kind,
@@ -85,13 +84,13 @@ def score_pair(engine, network, folder: Path, moving: int) -> dict:
                 "C": rso_outcome(session, box, replace(on, returns=False)),
             }
         )
-    margin_gain = margin_study_gain(folder.name, moving)
+    margin_gain = margin_study_row(folder.name, moving)["given_gain"]
     iso_kept_today = margin_gain > TODAY_MARGIN
     if not iso_kept_today:
         session.undo()  # back to the general model's field (bit-exact), where A starts
     for entry, (_, _, box) in zip(boxes, picked, strict=True):
         entry["general_mm"] = box_tre(session, box) if not iso_kept_today else None
-        entry["A"] = rso_outcome(session, box, replace(RSOSettings(), returns=True))
+        entry["A"] = rso_outcome(session, box, replace(on, returns=True))
     return {
         "case": folder.name,
         "phase": moving,
@@ -103,9 +102,10 @@ def score_pair(engine, network, folder: Path, moving: int) -> dict:
     }
 
 
-def margin_study_gain(case: str, moving: int) -> float:
+def margin_study_row(case: str, moving: int) -> dict:
+    """The ISO margin study's row of one pair (general and matched ISO-100's TRE, ISO's gain as given)."""
     rows = [json.loads(line) for line in MARGIN_STUDY.read_text().splitlines()]
-    return next(r["given_gain"] for r in rows if (r["case"], r["phase"]) == (case, moving))
+    return next(r for r in rows if (r["case"], r["phase"]) == (case, moving))
 
 
 def start_mm(pair: dict, entry: dict, arm: str) -> float:
