@@ -239,6 +239,16 @@ def test_quick_bench_summary_tables_and_figures(quick_run):
     assert all(row["met"] in (True, False) for row in targets.values())
     for path in ("no geometry", "wrong geometry"):  # each path's own guard row
         assert any(f", {path}: no control or residual box worse" in t for t in targets), path
+    box_tre = {}  # (arm, case, kind, index) -> box TRE (mm)
+    for record in map(json.loads, map(Path.read_text, quick_run.glob("arm_*.json"))):
+        box = (record["case"]["name"], record["box"]["kind"], record["box"]["index"])
+        box_tre[(record["arm"], *box)] = record["metrics"]["tre_mm_box"]["mean"]
+    boxes = [key[1:] for key in box_tre if key[0] == "general"]
+    for arm, path in (("iso_short", "default path"), ("iso_short_no_geometry", "no geometry")):
+        # ISO against the general model, box by box: the worst change over every box of the run
+        worst = max(box_tre[(arm, *box)] - box_tre[("general", *box)] for box in boxes)
+        aim = f"all cases, {path} (aim): no box worse under ISO-short than the general model by > 0.5 mm"
+        assert targets[aim]["measured"] == pytest.approx(worst), path
     for kind, part in summary["by_kind"].items():
         rows = {row["arm"]: row for row in part["arms"]}
         assert rows["iso_short_wrong_geometry"]["label"] == "ISO-2, wrong geometry (angles +0.5 deg)", kind
