@@ -186,7 +186,9 @@ CONEBEAM_MOTION_LEFT_CONFIRM_CASES = (
 )
 # Seeds 91-100 of cxr and lung1 (and 91-92 of the chest crops) are training cases of the guard studies
 # (bench/sweep/conebeam-guard/band-rule*.md), and so are lung1's XVI-like seeds 101-116
-# (bench/sweep/fold-backtrack/relative-rule.md): a fresh-seed run takes its seeds below 91.
+# (bench/sweep/fold-backtrack/relative-rule.md): a fresh-seed run takes its seeds below 91. Training studies
+# have used seeds up to 127; training takes seeds 91-199, and once 89 and 90 are spent, fresh-seed runs take
+# theirs from 200 up.
 # The same defaults a third time on seeds 59 and 60 (seeds 57 and 58 missed the guard's target by 0.04 mm with
 # nothing declined by the motion left): never simulated before the run.
 CONEBEAM_MOTION_LEFT_THIRD_CASES = (
