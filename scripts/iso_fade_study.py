@@ -23,25 +23,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conebeam_study import case_inputs  # noqa: E402
 from identity_start_study import run_pair_study  # noqa: E402
 from iso_margin_study import console_folders  # noqa: E402
-from iso_returns_study import BOX_MM, LOW_MARGIN, MARGIN_STUDY  # noqa: E402
+from iso_returns_study import (  # noqa: E402
+    BOX_MM,
+    HARM_MM,
+    LOW_MARGIN,
+    MARGIN_STUDY,
+    margin_study_rows,
+)
 
 from rso.core import runners  # noqa: E402
 from rso.core.workflow import start_session  # noqa: E402
 from rso.evaluation.box_kinds import box_tre_map  # noqa: E402
+from rso.options import DEFAULT_ISO_END_FADE_MM  # noqa: E402
 from rso.settings import ISOSettings  # noqa: E402
 
 FALLBACK_STUDY = MARGIN_STUDY.parents[1] / "iso-fallback/study.jsonl"
-FADES_MM = (0.0, 20.0, 40.0, 60.0, 80.0)  # the plan's; 20 is today's DEFAULT_ISO_END_FADE_MM
-TODAY_MM = 20.0
-HARM_MM = 0.5
+FADES_MM = (0.0, 20.0, 40.0, 60.0, 80.0)  # the plan's, today's among them
+TODAY_MM = DEFAULT_ISO_END_FADE_MM
 
 
 def combinations(thorax: Path | None) -> list[tuple[Path, int]]:
     """(folder, moving) per combination, the path in the moving phase's sign: negative means no geometry
     (the rows keep the sign, so that the study resumes per combination)."""
-    margin = [json.loads(line) for line in MARGIN_STUDY.read_text().splitlines()]
     fallback = [json.loads(line) for line in FALLBACK_STUDY.read_text().splitlines()]
-    matched = {(r["case"], r["phase"]) for r in margin if r["given_gain"] > LOW_MARGIN}
+    matched = {(r["case"], r["phase"]) for r in margin_study_rows() if r["given_gain"] > LOW_MARGIN}
     given = {(r["case"], r["phase"]) for r in fallback if r["given_kept"] and not r["matched_kept"]}
     folders = {folder.name: folder for folder in console_folders(thorax)}
     return [(folders[c], p) for c, p in sorted(matched)] + [(folders[c], -p) for c, p in sorted(given)]
@@ -65,11 +70,11 @@ def score_pair(engine, network, folder: Path, moving: int) -> dict:
     general_map, allowed = box_tre_map(as_field(session, general), BOX_MM)
     session.iso(ISOSettings(iterations=100, guard=False, end_fade_mm=0.0))
     unfaded = torch.from_numpy(session.field_voxels)[None]
-    context = runners.StepContext(session.pair, session.net, None)
+    context, start = runners.StepContext(session.pair, session.net, None), session.state_at(1)
     row = {"case": folder.name, "phase": moving, "matched": moving > 0, "fades": []}
     for fade in FADES_MM:
         # the engine's own fade (a private helper: the study must fade exactly as ISO does)
-        field = runners._faded_at_the_ends(context, session.state_at(1), unfaded, fade)[0].numpy()
+        field = runners._faded_at_the_ends(context, start, unfaded, fade)[0].numpy()
         change = box_tre_map(as_field(session, field), BOX_MM)[0] - general_map
         row["fades"].append(
             {

@@ -21,16 +21,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conebeam_study import case_inputs  # noqa: E402
 from identity_start_study import run_pair_study  # noqa: E402
 from iso_margin_study import console_folders  # noqa: E402
-from iso_returns_study import BOX_MM, BOX_SEED, box_tre, margin_study_row  # noqa: E402
+from iso_returns_study import (  # noqa: E402
+    BOX_MM,
+    BOX_SEED,
+    HARM_MM,
+    TODAY_MARGIN,
+    box_tre,
+    margin_study_row,
+)
 
 from rso.core.workflow import start_session  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
 from rso.settings import ISOSettings  # noqa: E402
 
-TODAY_MARGIN = 0.20  # ISO_MIN_GIVEN_GAIN
 MOVING_PHASES = (1, 3, 5, 7, 9)  # the plan: odd phases only
 BOXES = (("misaligned", 2), ("control", 2))
-HARM_MM = 0.5  # the plan: no pair's whole lung, and no box, more than this worse
 
 
 def pairs(thorax: Path | None) -> list[tuple[Path, int]]:
@@ -54,15 +59,15 @@ def score_pair(engine, network, folder: Path, moving: int) -> dict:
     session = start_session(engine, inputs, network=network)
     general = session.general().metrics["tre_mm"]["mean"]
     iso = session.iso(ISOSettings(iterations=100))
-    guard = iso.params
+    notes = iso.params  # ISO's guard reports through the step's parameters
     row = {
         "case": folder.name,
         "phase": moving,
         **matched_today(folder.name, moving),
         "general_tre_mm": round(general, 4),
         "given_iso_tre_mm": round(iso.metrics["tre_mm"]["mean"], 4),
-        "axis_share": guard.get("axis_share"),
-        "given_kept": guard.get("kept") != "start",
+        "axis_share": notes.get("axis_share"),
+        "given_kept": notes.get("kept") != "start",
         "boxes": [],
     }
     if row["matched_kept"] or not row["given_kept"]:

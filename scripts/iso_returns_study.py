@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,11 @@ from iso_margin_study import console_folders  # noqa: E402
 
 from rso.core.workflow import start_session  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
+from rso.options import ISO_MIN_GIVEN_GAIN  # noqa: E402
 from rso.settings import ISOSettings, RSOSettings  # noqa: E402
 
 MARGIN_STUDY = Path(__file__).resolve().parents[1] / "bench/sweep/iso-margin-four-patient/study.jsonl"
-TODAY_MARGIN, LOW_MARGIN = 0.20, 0.05
+TODAY_MARGIN, LOW_MARGIN = ISO_MIN_GIVEN_GAIN, 0.05
 BOXES = (("misaligned", 2), ("residual", 1), ("control", 2))  # the benchmark's default
 BOX_MM, BOX_SEED = 40.0, 127  # the benchmark's box side, and its seed (the case's)
 HARM_MM = 0.5  # #20: no control or residual box worse than its start by more than this
@@ -39,8 +41,7 @@ ARMS = ("A", "B", "C")
 
 def kept_pairs(thorax: Path | None) -> list[tuple[Path, int]]:
     """The training pairs on which ISO's gain as given exceeds LOW_MARGIN (the margin study's rows)."""
-    rows = [json.loads(line) for line in MARGIN_STUDY.read_text().splitlines()]
-    kept = {(r["case"], r["phase"]): r["given_gain"] for r in rows if r["given_gain"] > LOW_MARGIN}
+    kept = {(r["case"], r["phase"]) for r in margin_study_rows() if r["given_gain"] > LOW_MARGIN}
     return [
         (folder, moving)
         for folder in console_folders(thorax)
@@ -102,10 +103,15 @@ def score_pair(engine, network, folder: Path, moving: int) -> dict:
     }
 
 
+@cache
+def margin_study_rows() -> tuple[dict, ...]:
+    """The ISO margin study's rows (general and matched ISO-100's TRE, ISO's gain as given), read once."""
+    return tuple(json.loads(line) for line in MARGIN_STUDY.read_text().splitlines())
+
+
 def margin_study_row(case: str, moving: int) -> dict:
-    """The ISO margin study's row of one pair (general and matched ISO-100's TRE, ISO's gain as given)."""
-    rows = [json.loads(line) for line in MARGIN_STUDY.read_text().splitlines()]
-    return next(r for r in rows if (r["case"], r["phase"]) == (case, moving))
+    """The ISO margin study's row of one pair."""
+    return next(r for r in margin_study_rows() if (r["case"], r["phase"]) == (case, moving))
 
 
 def start_mm(pair: dict, entry: dict, arm: str) -> float:
