@@ -99,7 +99,8 @@ def _box_around(grid: ModelGrid, corners_lps: np.ndarray) -> Box:
     lo_clipped, hi_clipped = np.maximum(lo, 0), np.minimum(hi, grid.shape)
     if np.any(hi_clipped <= lo_clipped):
         if np.any(hi <= 0) or np.any(lo >= np.array(grid.shape)):
-            ras_a, ras_b = lps_to_ras(lps_min).round(1).tolist(), lps_to_ras(lps_max).round(1).tolist()
+            a, b = lps_to_ras(lps_min), lps_to_ras(lps_max)
+            ras_a, ras_b = (np.round(corner(a, b), 1).tolist() for corner in (np.minimum, np.maximum))
             raise InputError(
                 f"box {ras_a}..{ras_b} (RAS mm) lies outside the image (or outside the body's frame, where a "
                 "CT reaches far beyond the body: docs/cli.md)"

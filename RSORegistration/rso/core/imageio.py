@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import logging
 import os
+import re
 import secrets
 import stat
 import tempfile
@@ -124,6 +125,32 @@ def read_file(path: str | os.PathLike, what: str) -> sitk.Image:
         raise InputError(f"{what} not found: {path}")
     try:
         return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError(f"{what} could not be read ({path}): {_first_line(exc)}") from None
+
+
+# What sitk.ReadTransform reads, by suffix: ITK text, HDF5, MATLAB (ANTs) and MINC transform files.
+TRANSFORM_SUFFIXES = (".tfm", ".txt", ".h5", ".hdf5", ".mat", ".xfm")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def read_transform_file(path: str | os.PathLike, what: str) -> sitk.Transform:
+    """An ITK transform file, or a one-line InputError.
+
+    The suffix and an HDF5 file's signature are checked first: ITK's HDF5 probe of a file that is not
+    one prints a page of diagnostics to stderr before it fails.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found: {path}")
+    if not path.name.lower().endswith(TRANSFORM_SUFFIXES):
+        raise InputError(f"{what} {path.name}: not an ITK transform file ({', '.join(TRANSFORM_SUFFIXES)})")
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        with path.open("rb") as stream:
+            if stream.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+                raise InputError(f"{what} {path.name}: not an HDF5 file")
+    try:
+        return sitk.ReadTransform(str(path))
     except RuntimeError as exc:
         raise InputError(f"{what} could not be read ({path}): {_first_line(exc)}") from None
 
@@ -276,5 +303,5 @@ def current_umask(status_file: str = "/proc/self/status") -> int:
 
 def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    # ITK messages end with the useful sentence; the first lines are file/line noise.
-    return lines[-1] if lines else type(exc).__name__
+    # ITK messages end with the useful sentence; the first lines, and its object's address, are noise.
+    return re.sub(r"^ITK ERROR: \w+\(0x[0-9a-fA-F]+\): ", "", lines[-1]) if lines else type(exc).__name__

@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from rso.core.body import BODY_HU  # the inverse's residual is measured in the body, air holes filled
 from rso.core.geometry import AIR_HU
-from rso.core.imageio import check_scalar_volume, read_displacement_field
+from rso.core.imageio import check_scalar_volume, read_displacement_field, read_transform_file
 from rso.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,7 @@ def read_initial_transform(path: str | os.PathLike) -> sitk.Transform:
         raise InputError(f"initial transform not found: {path}")
     if path.name.lower().endswith(FIELD_IMAGE_SUFFIXES):
         return sitk.DisplacementFieldTransform(read_displacement_field(path, "initial transform"))
-    try:
-        transform = sitk.ReadTransform(str(path))
-    except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = lines[-1] if lines else type(exc).__name__
-        raise InputError(f"initial transform could not be read ({path}): {reason}") from None
+    transform = read_transform_file(path, "initial transform")
     check_initial_transform(transform, path.name)
     return transform
 

@@ -105,6 +105,10 @@ def _pair(index: int, row: dict, base: Path) -> Pair:
     for first, second in (("fixed_geometry", "moving_geometry"), ("landmarks_fixed", "landmarks_moving")):
         if bool(row.get(first)) != bool(row.get(second)):
             raise InputError(f"{where}: give {first} and {second} together, or neither")
+    # The machines of a cluster share one file system (docs/remote.md): a path missing here is missing there.
+    for column in ("fixed", "moving", "truth", "mask", *FILE_COLUMNS):
+        if row.get(column) and not Path(path(column)).exists():
+            raise InputError(f"{where}: {column} not found: {path(column)}")
     return Pair(name, path("fixed"), path("moving"), path("truth"), path("mask"), boxes, inputs)
 
 

@@ -234,8 +234,23 @@ def flat_file(folder) -> str:
     return str(path)
 
 
+def named_file(folder, name: str, text: str) -> str:
+    path = folder / name
+    path.write_text(text)
+    return str(path)
+
+
 BAD_INPUTS = {
     "unreadable transform": (lambda f, c: ["--initial-transform", bad_file(f)], "could not be read"),
+    "not a transform file": (
+        lambda f, c: ["--initial-transform", named_file(f, "case.json", "{}")],
+        "not an ITK transform file",
+    ),
+    # ITK's HDF5 probe would print a page of diagnostics first: the signature is checked before it
+    "not an HDF5 file": (
+        lambda f, c: ["--initial-transform", named_file(f, "t.h5", "garbage")],
+        "not an HDF5 file",
+    ),
     "2-D transform": (lambda f, c: ["--initial-transform", flat_file(f)], "is 2-D"),
     "missing transform": (lambda f, c: ["--initial-transform", str(f / "none.tfm")], "not found"),
     "both": (lambda f, c: ["--initial-transform", c["initial"], "--prealign", "rigid"], "not both"),

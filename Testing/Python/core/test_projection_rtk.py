@@ -391,6 +391,9 @@ def test_explicit_placement_from_a_transform_file(tmp_path):
     (tmp_path / "bad.tfm").write_text("#Insight Transform File V1.0\nnot a transform\n")
     with pytest.raises(InputError, match="bad.tfm"):
         Placement.from_transform(tmp_path / "bad.tfm")
+    (tmp_path / "geometry.xml").write_text("<RTKThreeDCircularGeometry/>")
+    with pytest.raises(InputError, match="geometry.xml: not an ITK transform file"):
+        Placement.from_transform(tmp_path / "geometry.xml")
 
 
 def test_a_fine_image_is_matched_on_a_copy_no_finer_than_2_mm_with_the_same_isocentre():

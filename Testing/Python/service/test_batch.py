@@ -210,7 +210,11 @@ def test_a_bad_pairs_file_is_one_clear_error_before_anything_runs(tmp_path):
         "name,fixed,moving\nx,a,b\nx,c,d\n": "repeated: x",
         "fixed,moving,fixed_geometry\na,b,g.xml\n": "give fixed_geometry and moving_geometry together",
         "fixed,moving,landmarks_moving\na,b,m.fcsv\n": "give landmarks_fixed and landmarks_moving together",
+        "fixed,moving\na,missing.nii.gz\n": "row 1: moving not found",
+        "fixed,moving,truth\na,b\nc,d,t.nii.gz\n": "row 2: truth not found",
     }
+    for name in ("a", "b", "c", "d"):
+        (tmp_path / name).write_text("")  # every row's images exist, so each row fails on its own flaw
     for text, message in cases.items():
         path = tmp_path / "pairs.csv"
         path.write_text(text)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from rso.core.imageio import write_bytes_atomically
+from rso.core.imageio import read_transform_file, write_bytes_atomically
 from rso.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -330,12 +330,7 @@ class Placement:
     @classmethod
     def from_transform(cls, path: str | Path) -> Placement:
         """An ITK affine transform file (.tfm/.txt) mapping RTK-frame points (mm) to image LPS points."""
-        try:
-            transform = sitk.ReadTransform(str(path))
-        except RuntimeError as error:
-            raise InputError(
-                f"placement transform {path}: cannot read it ({error})".splitlines()[0]
-            ) from None
+        transform = read_transform_file(path, "placement transform")
         offset = np.asarray(transform.TransformPoint((0.0, 0.0, 0.0)))
         columns = [np.asarray(transform.TransformPoint(tuple(e))) - offset for e in np.eye(3) * 100.0]
         matrix = np.stack(columns, axis=1) / 100.0
