@@ -343,6 +343,17 @@ CONEBEAM_TV_THIRD_CASES = (
     CaseSpec("lung2", 25, 3, "truebeam-tv"),
     CaseSpec("lung2", 26, 5, "xvi-tv"),
 )
+# TV phases again with today's defaults (the four-patient general model, the gain threshold 0.125), on fresh
+# seeds 89 and 90 (bench/results-conebeam-tv-8/plan.md, written before the run): what a clinic with the
+# projections gets now; the TV runs above scored the general model of 2026-12-04.
+CONEBEAM_TV_FOURTH_CASES = (
+    CaseSpec("cxr", 89, 5, "xvi-tv"),
+    CaseSpec("cxr", 90, 3, "truebeam-tv"),
+    CaseSpec("lung1", 89, 3, "truebeam-tv"),
+    CaseSpec("lung1", 90, 5, "xvi-tv"),
+    CaseSpec("lung2", 89, 5, "xvi-tv"),
+    CaseSpec("lung2", 90, 3, "truebeam-tv"),
+)
 BENCH_CASES = CONEBEAM_CASES  # last round's parallel-beam cases: PARALLEL_CASES, a secondary table
 CASE_SETS = {
     "conebeam": CONEBEAM_CASES,
@@ -366,6 +377,7 @@ CASE_SETS = {
     "conebeam-tv": CONEBEAM_TV_CASES,
     "conebeam-tv-first": CONEBEAM_TV_FIRST_CASES,
     "conebeam-tv-third": CONEBEAM_TV_THIRD_CASES,
+    "conebeam-tv-fourth": CONEBEAM_TV_FOURTH_CASES,
     "conebeam-eighth": CONEBEAM_EIGHTH_CASES,
     "conebeam-seventh": CONEBEAM_SEVENTH_CASES,
     "conebeam-sixth": CONEBEAM_SIXTH_CASES,
