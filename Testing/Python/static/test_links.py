@@ -1,8 +1,9 @@
 """No dead links: README.md, docs/, the module's help, the catalog entry and the CMake metadata.
 
-Relative links and image paths must name files (or folders) in this repository; a ``#anchor`` is not
-checked. An absolute http(s) URL must be on a short list of stable hosts, or name the repository
-that is not published yet in a paragraph that says so. Nothing here touches the network.
+Relative links and image paths must name files (or folders) in this repository, and a ``#anchor`` into a
+Markdown file one of its headings (as GitHub names them). An absolute http(s) URL must be on a short list
+of stable hosts, or name the repository that is not published yet in a paragraph that says so. Nothing
+here touches the network.
 """
 
 from __future__ import annotations
@@ -121,6 +122,32 @@ def test_relative_links_and_images_name_files(path):
     assert not dead, "\n".join(dead)
 
 
+def heading_anchors(path: Path) -> set[str]:
+    """GitHub's anchor of each heading: lower case, links and punctuation dropped, spaces as hyphens, a
+    repeated heading numbered (-1, -2, ...)."""
+    text = FENCE.sub("", path.read_text(encoding="utf-8"))
+    anchors, seen = set(), {}
+    for heading in re.findall(r"^#{1,6} +(.+?) *$", text, re.M):
+        words = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).replace("`", "").lower()
+        anchor = re.sub(r"[^\w\- ]", "", words).replace(" ", "-")
+        count = seen.get(anchor, 0)
+        seen[anchor] = count + 1
+        anchors.add(anchor if count == 0 else f"{anchor}-{count}")
+    return anchors
+
+
+@pytest.mark.parametrize("path", MARKDOWN, ids=lambda p: str(p.relative_to(REPO)))
+def test_anchors_name_headings(path):
+    text = INLINE_CODE.sub(" ", FENCE.sub("", path.read_text(encoding="utf-8")))
+    dead = []
+    for target in LINK.findall(text):
+        file_part, _, anchor = target.partition("#")
+        page = path.parent / file_part if file_part else path
+        if anchor and page.suffix == ".md" and page.is_file() and anchor not in heading_anchors(page):
+            dead.append(f"{path.relative_to(REPO)}: {target}")
+    assert not dead, "\n".join(dead)
+
+
 @pytest.mark.parametrize("path", [*MARKDOWN, *OTHER_FILES], ids=lambda p: str(p.relative_to(REPO)))
 def test_absolute_urls_are_stable_or_marked_unpublished(path):
     text = path.read_text(encoding="utf-8")
@@ -163,3 +190,5 @@ def test_the_checker_catches_what_it_should(tmp_path):
         "[a](absent.md#x) `[b](in-code.md)`\n```\n[c](fenced.md)\n```\n![d](<img.png>) [e](#top)\n"
     )
     assert list(relative_targets(page)) == [(1, "absent.md#x"), (5, "img.png")]
+    page.write_text("# ISO's guard (2026-12-03)\n## Use [it](x.md)\n## Use it\n```\n# not a heading\n```\n")
+    assert heading_anchors(page) == {"isos-guard-2026-12-03", "use-it", "use-it-1"}
