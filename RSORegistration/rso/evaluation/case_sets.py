@@ -354,6 +354,16 @@ CONEBEAM_TV_FOURTH_CASES = (
     CaseSpec("lung2", 89, 5, "xvi-tv"),
     CaseSpec("lung2", 90, 3, "truebeam-tv"),
 )
+# ISO declined on TV phases (chosen on training anatomies, bench/sweep/iso-tv/), scored on fresh seeds 200 and
+# 201 (bench/results-conebeam-tv-9/plan.md, written before the run).
+CONEBEAM_TV_FIFTH_CASES = (
+    CaseSpec("cxr", 200, 5, "xvi-tv"),
+    CaseSpec("cxr", 201, 3, "truebeam-tv"),
+    CaseSpec("lung1", 200, 3, "truebeam-tv"),
+    CaseSpec("lung1", 201, 5, "xvi-tv"),
+    CaseSpec("lung2", 200, 5, "xvi-tv"),
+    CaseSpec("lung2", 201, 3, "truebeam-tv"),
+)
 BENCH_CASES = CONEBEAM_CASES  # last round's parallel-beam cases: PARALLEL_CASES, a secondary table
 CASE_SETS = {
     "conebeam": CONEBEAM_CASES,
@@ -378,6 +388,7 @@ CASE_SETS = {
     "conebeam-tv-first": CONEBEAM_TV_FIRST_CASES,
     "conebeam-tv-third": CONEBEAM_TV_THIRD_CASES,
     "conebeam-tv-fourth": CONEBEAM_TV_FOURTH_CASES,
+    "conebeam-tv-fifth": CONEBEAM_TV_FIFTH_CASES,
     "conebeam-eighth": CONEBEAM_EIGHTH_CASES,
     "conebeam-seventh": CONEBEAM_SEVENTH_CASES,
     "conebeam-sixth": CONEBEAM_SIXTH_CASES,
