@@ -170,7 +170,9 @@ def step_summary(cmd: str, record: dict | None, history: list[dict]) -> str:
             else " (the box returned to no registration)"
         )
     params = (record or {}).get("params") or {}
-    if params.get("kept") == "start" and "given_gain" in params:  # ISO's guard on the matched pair
+    if params.get("kept") == "start" and "why" in params:  # ISO's guard on TV phases: it did not fit
+        done += f" (its field was not kept: {params['why']})"
+    elif params.get("kept") == "start" and "given_gain" in params:  # ISO's guard on the matched pair
         gain = params["given_gain"]
         done += f" (its field was not kept: the images as given preferred it too little, {gain:+.1%})"
     elif params.get("kept") == "start":  # ISO's guard without geometry: the change lay across the body's axis

@@ -237,7 +237,7 @@ class ISOSettings(Settings):
         DEFAULT_ISO_GUARD,
         "on artefact-matched images, keep ISO's field only where the images as given agree clearly better "
         "under it than under the field it started from; without projection geometry, only where its change "
-        "in the lungs lies mostly along the body's superior-inferior axis",
+        "in the lungs lies mostly along the body's superior-inferior axis; on TV phases, never",
         flag="--iso-guard",
     )
     end_fade_mm: float = setting(

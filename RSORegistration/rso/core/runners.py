@@ -82,7 +82,12 @@ def iso(ctx: StepContext, params: dict, state: SessionState) -> Candidate:
     With ``params["guard"]`` ISO's field is judged (``rso.core.iso_guard``): on the matched pair it is kept
     only where the images as given agree clearly better under it than under ``state``'s; without projection
     geometry only where its change in the lungs lies mostly along the body's axis. Elsewhere the candidate
-    is ``state`` itself, and ``notes`` say so."""
+    is ``state`` itself, and ``notes`` say so. On TV phases the guarded ISO does not fit at all
+    (``ScanPair.iso_decline``)."""
+    declined = ctx.pair.scans.iso_decline() if params["guard"] and ctx.pair.scans is not None else None
+    if declined:
+        log.info("iso: %s", declined)
+        return Candidate(state.field, ctx.net, [], state.patches, {"kept": "start", "why": declined})
     net = copy.deepcopy(ctx.net)
     fixed_t, moving_t = ctx.pair.network_inputs(params["artefacts_matched"])
     losses = fine_tune(

@@ -14,6 +14,7 @@ from conftest import write
 from rso.cli import EXIT_BAD_INPUT, main
 from rso.core.model import ModelConfig, RegistrationNet, save_checkpoint
 from rso.core.projection.geometry import ProjectionGeometry, write_geometry
+from rso.core.projection.scan import TV_ISO_DECLINE
 from rso.simulation.cbct import CBCTParams, phase_geometry
 
 COMMON = ["--grid", "32,64,64", "--device", "cpu", "--no-figure", "--quiet"]
@@ -163,8 +164,9 @@ def test_the_same_run_twice_gives_the_same_bits(pair_files, tmp_path):
 
 
 def test_tv_phases_of_a_half_fan_register_with_their_geometry_and_decline_box_steps(pair_files, tmp_path):
-    """TV phases' geometry files describe the scan (matching off); on a half fan the box step is declined
-    with the scan's reason, which the report carries (rso.core.projection.scan)."""
+    """TV phases' geometry files describe the scan (matching off): ISO keeps the general model's field and
+    on a half fan the box step is declined, each with the scan's reason, which the report carries
+    (rso.core.projection.scan)."""
     angles = (np.arange(12)[:, None] * 30.0 + np.arange(3)[None, :]).ravel()
     geometry = ProjectionGeometry.circular(1000.0, 1500.0, angles, offset_x=90.0)
     files = [write_geometry(geometry, tmp_path / f"{phase}.xml", reconstruction="tv") for phase in "fm"]
@@ -177,10 +179,11 @@ def test_tv_phases_of_a_half_fan_register_with_their_geometry_and_decline_box_st
     matching = report["artefact_matching"]
     assert matching["status"] == (
         "artefact matching off: the phases are TV reconstructions of a half-fan scan "
-        "(native RSO declines box steps)"
+        "(ISO keeps the field; native RSO declines box steps)"
     )
     assert matching["reconstruction"] == "tv" and matching["geometry"][0]["half_fan"] is True
-    assert [step["kind"] for step in report["steps"]] == ["general", "iso"]  # the field is ISO's
+    assert [step["kind"] for step in report["steps"]] == ["general", "iso"]
+    assert report["steps"][1]["params"]["why"] == TV_ISO_DECLINE  # the field stays the general model's
     (declined,) = report["declined_steps"]
     assert declined["kind"] == "rso" and declined["box_ras"] is not None
     assert declined["declined"].startswith("the phases are TV reconstructions of a half-fan scan")

@@ -1,6 +1,7 @@
 """The scan's rule (rso.core.projection.scan): what a pair's RTK geometry files say about the scan decides
-artefact matching and, for TV phases, native RSO: declined on a half fan, no second opinion on a full fan
-(docs/decisions.md, "Native RSO on half-fan TV phases")."""
+artefact matching and, for TV phases, the guarded ISO (the field stays) and native RSO: declined on a half
+fan, no second opinion on a full fan (docs/decisions.md, "Native RSO on half-fan TV phases", "ISO on TV
+phases")."""
 
 from __future__ import annotations
 
@@ -10,13 +11,22 @@ from test_native import lung_box, native_session, shifted_cbct, unshifted_cbct  
 
 from rso.core.projection.geometry import ProjectionGeometry, write_geometry
 from rso.core.projection.matching import matching_status
-from rso.core.projection.scan import HALF_FAN_FDK_ADVICE, HALF_FAN_TV_DECLINE, PhaseScan, ScanPair
+from rso.core.projection.scan import (
+    HALF_FAN_FDK_ADVICE,
+    HALF_FAN_TV_DECLINE,
+    TV_ISO_DECLINE,
+    PhaseScan,
+    ScanPair,
+)
 from rso.core.session import RegistrationSession
 from rso.errors import InputError
-from rso.settings import RSOSettings
+from rso.settings import ISOSettings, RSOSettings
 
-HALF_FAN_TV = "the phases are TV reconstructions of a half-fan scan (native RSO declines box steps)"
-FULL_FAN_TV = "the phases are TV reconstructions of a full-fan scan (no second opinion)"
+HALF_FAN_TV = (
+    "the phases are TV reconstructions of a half-fan scan "
+    "(ISO keeps the field; native RSO declines box steps)"
+)
+FULL_FAN_TV = "the phases are TV reconstructions of a full-fan scan (ISO keeps the field; no second opinion)"
 
 
 def clustered(half_fan: bool) -> ProjectionGeometry:
@@ -51,6 +61,7 @@ def test_the_geometry_files_say_what_the_steps_may_do(scan_files):
     assert (half_tv.native_rso_decline(), half_tv.wants_second_opinion()) == (HALF_FAN_TV_DECLINE, True)
     assert (full_tv.native_rso_decline(), full_tv.wants_second_opinion()) == (None, False)
     assert (half_fdk.native_rso_decline(), half_fdk.wants_second_opinion()) == (None, True)
+    assert half_tv.iso_decline() == full_tv.iso_decline() == TV_ISO_DECLINE and half_fdk.iso_decline() is None
     assert half_fdk.decline_advice() == HALF_FAN_FDK_ADVICE
     assert half_tv.decline_advice() == full_tv.decline_advice() == ""
     assert pair_of(scan_files, "full", "fdk").decline_advice() == ""
@@ -131,3 +142,19 @@ def test_full_fan_tv_phases_are_refined_without_a_second_opinion(shifted_cbct, s
     )
     assert record.accepted and record.guard["disagreement_mm"] is None and "rso check" not in steps
     assert record.params["max_disagreement_mm"] == 0.0 and record.params["scan"] == FULL_FAN_TV
+
+
+def test_the_guarded_iso_keeps_the_field_on_tv_phases_without_fitting(shifted_cbct, scan_files):  # noqa: F811
+    """On either fan's TV phases ISO does not fit (no loss), keeps the start's field and says why; with its
+    guard off it fits them as before, and without the files the axis share judges it."""
+    for fan in ("half", "full"):
+        session = tv_session(shifted_cbct, scan_files, fan)
+        before = session.field_voxels.copy()
+        record = session.iso(ISOSettings(iterations=3))
+        assert record.loss == [] and record.params["kept"] == "start"
+        assert record.params["why"] == TV_ISO_DECLINE
+        assert np.array_equal(session.field_voxels, before)
+    fitted = tv_session(shifted_cbct, scan_files, "half").iso(ISOSettings(iterations=3, guard=False))
+    assert len(fitted.loss) == 3 and "why" not in fitted.params
+    without_files = tv_session(shifted_cbct, scan_files, None).iso(ISOSettings(iterations=3))
+    assert len(without_files.loss) == 3 and "why" not in without_files.params

@@ -648,6 +648,8 @@ def test_the_status_line_says_when_a_box_returned_to_an_earlier_state():
     assert kept.startswith("ISO done (its field was not kept") and "-2.1%" in kept
     across = step_summary("iso", {"metrics": metrics, "params": {"kept": "start", "axis_share": 0.42}}, [])
     assert across.startswith("ISO done (its field was not kept") and "42% of the change" in across
+    tv = step_summary("iso", {"metrics": metrics, "params": {"kept": "start", "why": "TV phases"}}, [])
+    assert tv.startswith("ISO done (its field was not kept: TV phases)")
     unguarded = step_summary(
         "iso",
         {"metrics": metrics, "params": {"unguarded": "no projection geometry; the images are not CT"}},

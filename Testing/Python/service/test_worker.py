@@ -390,7 +390,7 @@ def test_open_with_tv_phases_geometry_says_so_and_native_rso_follows_the_scan_ru
         ruled_out = own.call("rso", box_ras=NODULE_BOX_RAS, iterations=3, scan_rule=False, timeout=120)
     assert opened["artefact_matching"] == (
         "artefact matching off: the phases are TV reconstructions of a half-fan scan "
-        "(native RSO declines box steps)"
+        "(ISO keeps the field; native RSO declines box steps)"
     )
     assert declined["record"]["declined"] == HALF_FAN_TV_DECLINE and declined["history"] == opened["history"]
     assert "scan" not in ruled_out["record"]["params"] and ruled_out["record"]["loss"]

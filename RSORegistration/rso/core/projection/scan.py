@@ -10,6 +10,10 @@ benchmark found that this decides native RSO (docs/decisions.md, "Native RSO on 
   ones, and no guard tried tells them apart, so native RSO declines box steps;
 * a full-fan (XVI-like) scan: the steps help, and the second opinion declined only helpful ones, so it
   is off.
+
+ISO's guard judges a fit on the matched pair against the images as given, which TV phases do not have; on
+both scanners' TV phases its unguarded fit left the lungs further from the truth than the general model
+(docs/decisions.md, "ISO on TV phases"), so the guarded ISO keeps the general model's answer there.
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ from rso.errors import InputError
 HALF_FAN_TV_DECLINE = (
     "the phases are TV reconstructions of a half-fan scan, where box steps made boxes worse as often "
     "as better in the benchmark (docs/results.md): the box is left as it is"
+)
+
+TV_ISO_DECLINE = (
+    "the phases are TV reconstructions, on which ISO's fit left the lungs further from the truth than the "
+    'general model (docs/decisions.md, "ISO on TV phases"): the field stays'
 )
 
 # Added to a declined box step's reason on FDK phases of a half-fan scan: their streaks hide the motion in
@@ -95,6 +104,10 @@ class ScanPair:
         """Why native RSO declines every box on this pair (None: it may refine)."""
         return HALF_FAN_TV_DECLINE if self.reconstruction == "tv" and self.is_half_fan else None
 
+    def iso_decline(self) -> str | None:
+        """Why the guarded ISO keeps the start's field on this pair (None: it may fit)."""
+        return TV_ISO_DECLINE if self.reconstruction == "tv" else None
+
     def decline_advice(self) -> str:
         """What a declined box step's reason adds on this pair: on FDK phases of a half fan, the way out."""
         return HALF_FAN_FDK_ADVICE if self.reconstruction == "fdk" and self.is_half_fan else ""
@@ -107,7 +120,7 @@ class ScanPair:
         """What the scan means for the steps, where matching cannot run (the status line's tail)."""
         fan = "half" if self.is_half_fan else "full"
         rule = "native RSO declines box steps" if self.native_rso_decline() else "no second opinion"
-        return f"the phases are TV reconstructions of a {fan}-fan scan ({rule})"
+        return f"the phases are TV reconstructions of a {fan}-fan scan (ISO keeps the field; {rule})"
 
     def to_dict(self) -> dict:
         """The session manifest's record: each phase's geometry and reconstruction."""
