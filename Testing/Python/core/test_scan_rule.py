@@ -99,8 +99,7 @@ def test_native_rso_declines_on_half_fan_tv_phases_unless_the_rule_is_off(
     tmp_path,
 ):
     """The step is declined at once, with the rule's line, and the session stays as it was; with the rule
-    off it runs as it does without the files, bit for bit (the benchmark's no-geometry path of a TV case
-    rests on it). A reopened session keeps the scan and its rule."""
+    off it runs as it does without the files, bit for bit. A reopened session keeps the scan and its rule."""
     session = tv_session(shifted_cbct, scan_files, "half", folder=tmp_path / "session")
     assert session.pair.matching_status(True) == f"artefact matching off: {HALF_FAN_TV}"
     assert session.geometry is None  # nothing to match

@@ -12,7 +12,6 @@ from rso.core.projection.scan import PhaseScan
 from rso.evaluation import case_sets
 from rso.evaluation.bench import plan as bench
 from rso.evaluation.wrong_geometry import WRONG_GEOMETRIES, wrong_geometries
-from rso.settings import RSOSettings
 
 # A phase bin of a 4D scan: clusters of views 1 degree apart (one per breathing cycle), 30-40 degrees between.
 CLUSTER_SIZES = (5, 8, 4, 6)
@@ -96,26 +95,14 @@ def test_a_case_gets_the_wrong_geometry_path_only_with_geometry_and_the_flag_on(
     assert wrong["moving_geometry"] == PhaseScan(wrong_geometries(geometry)["distances +1 %"])
     assert paths[bench.NO_GEOMETRY_ISO_ARM]["moving_geometry"] is None
     tv = {**inputs, "fixed_geometry": PhaseScan(geometry, "tv"), "moving_geometry": PhaseScan(geometry, "tv")}
-    # never matched: no wrong geometry, and ISO-short without the files is ISO-short's own session (None)
-    assert other_path_inputs(tv, plan, position=4) == ({bench.NO_GEOMETRY_ISO_ARM: None}, None)
+    # never matched: no wrong geometry; without the files a session of its own (ISO differs there)
+    tv_paths, tv_perturbation = other_path_inputs(tv, plan, position=4)
+    assert set(tv_paths) == {bench.NO_GEOMETRY_ISO_ARM} and tv_perturbation is None
+    assert tv_paths[bench.NO_GEOMETRY_ISO_ARM]["fixed_geometry"] is None
     off, none = other_path_inputs(inputs, replace(plan, wrong_geometry=False), position=4)
     assert set(off) == {bench.NO_GEOMETRY_ISO_ARM} and none is None
     bare = {**inputs, "fixed_geometry": None, "moving_geometry": None}
     assert other_path_inputs(bare, plan, position=0) == ({}, None)
-
-
-def test_a_tv_case_without_its_files_is_iso_short_with_the_scan_rule_off():
-    """other_path_inputs gives a TV case's no-geometry path ISO-short's session: its native RSO arm is then
-    the same session without the scan's rule (test_scan_rule: the same bits as a session without files)."""
-    from rso.evaluation.bench.arms import CaseRun
-
-    shared, own = object(), object()  # two sessions: the arms are told apart by identity alone
-    native = RSOSettings(mode="native")
-    tv = CaseRun(None, {}, own, shared, {}, no_geometry=shared)
-    assert tv.path_rso_settings(bench.NO_GEOMETRY_ISO_ARM, native) == replace(native, scan_rule=False)
-    assert tv.path_rso_settings("iso_short", native) == native
-    fdk = CaseRun(None, {}, own, shared, {}, no_geometry=own)
-    assert fdk.path_rso_settings(bench.NO_GEOMETRY_ISO_ARM, native) == native
 
 
 def test_the_command_line_offers_every_case_set_of_the_plan():

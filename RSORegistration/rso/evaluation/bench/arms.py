@@ -40,7 +40,7 @@ from rso.evaluation.bench.plan import (
     wrong_geometry_for,
     wrong_geometry_label,
 )
-from rso.settings import EngineSettings, RSOSettings
+from rso.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,7 @@ class CaseRun:
     timings: dict  # step name -> Measured
     labels: CaseLabels | None = None
     contours: dict = field(default_factory=dict)  # the box-independent arms' contour scores
-    # general -> ISO-short given no projection geometry (None where the case has none): a Slicer user's path;
-    # a TV case's is iso_short itself (other_path_inputs)
+    # general -> ISO-short given no projection geometry (None where the case has none): a Slicer user's path
     no_geometry: RegistrationSession | None = None
     # general -> ISO-short with the moving image's geometry slightly wrong, and which perturbation it got
     # (plan.wrong_geometry; None where the case has no geometry): a user whose geometry file is a little off
@@ -126,12 +125,6 @@ class CaseRun:
         sessions = {"iso_short": self.iso_short, "general": self.general, **self.paths()}
         return iso_arm, sessions.get(iso_arm)
 
-    def path_rso_settings(self, iso_arm: str, settings: RSOSettings) -> RSOSettings:
-        """An RSO arm's settings on its path: a path that shares ISO-short's session (a TV case without its
-        geometry files, other_path_inputs) is ISO-short's session with the scan's rule off."""
-        shares = iso_arm != "iso_short" and self.paths().get(iso_arm) is self.iso_short
-        return replace(settings, scan_rule=False) if shares else settings
-
     def path_settings(self, iso_arm: str) -> dict:
         """What the records of a path add to their settings: the wrong geometry's perturbation."""
         return {"wrong_geometry": self.perturbation} if iso_arm == WRONG_GEOMETRY_ISO_ARM else {}
@@ -142,17 +135,15 @@ def other_path_inputs(inputs: dict, plan: BenchPlan, position: int) -> tuple[dic
 
     Where the case has projection geometry: none (no geometry) and, with ``plan.wrong_geometry``, the moving
     geometry slightly wrong (the perturbation of the case's ``position`` in the plan, ``wrong_geometry_for``).
-    A TV case's no-geometry path is None: its ISO-short is ISO-short's own session, since TV phases are
-    never matched and ISO runs the same with or without their files (bench/results-conebeam-tv-6: 0.0 mm
-    apart in every box); that path's native RSO differs only in running without the scan's rule.
+    A TV case has no wrong-geometry path: its phases are never matched. Its no-geometry path is a session
+    of its own: with the files the guarded ISO keeps the field on TV phases, without them the axis share
+    judges ISO's fit (docs/decisions.md, "ISO on TV phases").
     """
     if inputs.get("fixed_geometry") is None:
         return {}, None
     moving = inputs.get("moving_geometry")  # a PhaseScan
-    if moving is not None and moving.reconstruction == "tv":
-        return {NO_GEOMETRY_ISO_ARM: None}, None  # never matched: a wrong geometry would change nothing
     paths = {NO_GEOMETRY_ISO_ARM: {**inputs, "fixed_geometry": None, "moving_geometry": None}}
-    if not plan.wrong_geometry or moving is None:
+    if not plan.wrong_geometry or moving is None or moving.reconstruction == "tv":
         return paths, None
     wrong = wrong_geometry_for(position, moving.geometry)
     if wrong is None:
@@ -180,9 +171,6 @@ def prepare_case(case: Case, model: Model, plan: BenchPlan, progress, position: 
     path_inputs, perturbation = other_path_inputs(inputs, plan, position)
     paths = {}
     for arm, other_inputs in path_inputs.items():
-        if other_inputs is None:  # the same run as ISO-short's (other_path_inputs)
-            paths[arm], timings[arm] = short_arm, timings["iso_short"]
-            continue
         paths[arm] = model.session(other_inputs)
         paths[arm].general()
         with Measured(paths[arm].device) as timings[arm]:
@@ -194,13 +182,11 @@ def prepare_case(case: Case, model: Model, plan: BenchPlan, progress, position: 
         "general": native_field(short_arm, 1),
         "iso_long": native_field(long_arm),
         "iso_short": native_field(short_arm),
-        **{arm: native_field(session) for arm, session in paths.items() if session is not short_arm},
+        **{arm: native_field(session) for arm, session in paths.items()},
     }
     contours = {
         arm: contour_scores(labels, field_image, short_arm.fixed) for arm, field_image in fields.items()
     }
-    # a path that is ISO-short's own session (a TV case without its files) has ISO-short's contours
-    contours |= {arm: contours["iso_short"] for arm, session in paths.items() if session is short_arm}
     return CaseRun(
         case,
         inputs,
@@ -261,7 +247,7 @@ def rso_arm(run: CaseRun, box, arm: str, plan: BenchPlan, progress, figure_path:
     is the step alone (the views do not change).
     """
     iso_arm, session = run.start(arm)
-    settings = run.path_rso_settings(iso_arm, rso_settings(arm, plan))
+    settings = rso_settings(arm, plan)
     with Measured(session.device) as step:
         record = session.rso(box, settings, progress=progress)
     export = Measured(session.device)

@@ -97,7 +97,7 @@ general model's on the path without ISO).
 the images ISO did not fit prefer there.
 `outside_change_max_mm`: the largest field change outside box + blend margin, over all boxes.
 `no geometry`: ISO-{plan["iso_short"]} and native RSO on a session given no projection geometry (nothing is
-artefact-matched; on TV phases, which are never matched, ISO-short's own session with the scan's rule off);
+artefact-matched; on TV phases ISO is then judged by its axis share and native RSO has no scan rule);
 `wrong geometry`{wrong_off}: the same with the moving image's geometry slightly wrong,
 one perturbation per case in turn, named in the label (rso.evaluation.wrong_geometry). Both run only where
 the case has projection geometry. `general model + RSO`: native RSO on the general model's field, ISO never
