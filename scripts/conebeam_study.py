@@ -38,11 +38,11 @@ def case_spec(spec: str) -> tuple[Path, int]:
     return folder, int(moving) if moving else made[-1]
 
 
-def case_inputs(folder: Path, moving: int) -> dict:
-    """The pair as the studies register it: with geometry for FDK phases, without for TV ones (they were
-    run before TV phases' geometry files were accepted: the path of a user without the files)."""
+def case_inputs(folder: Path, moving: int, tv_files: bool = False) -> dict:
+    """The pair as the studies register it: with geometry for FDK phases, without for TV ones unless
+    ``tv_files`` (the studies before TV phases' geometry files were accepted: a user without the files)."""
     fixed_geometry, moving_geometry = _geometries(folder, (0, moving))
-    if fixed_geometry and phase_reconstruction(fixed_geometry) != "fdk":
+    if fixed_geometry and not tv_files and phase_reconstruction(fixed_geometry) != "fdk":
         fixed_geometry = moving_geometry = None
     return read_inputs(
         PairInputs(
