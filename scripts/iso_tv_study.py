@@ -25,21 +25,22 @@ from iso_returns_study import BOX_MM, HARM_MM  # noqa: E402
 from rso.core.workflow import start_session  # noqa: E402
 from rso.evaluation.bench.cases import case_folder  # noqa: E402
 from rso.evaluation.box_kinds import box_tre_map  # noqa: E402
+from rso.evaluation.case_sets import CaseSpec  # noqa: E402
 from rso.settings import ISOSettings  # noqa: E402
 
-# (anatomy, seed, preset, moving phase): the plan's training cases
+# the plan's training cases
 CASES = (
-    ("cxr", 128, "xvi-tv", 5),
-    ("lung1", 128, "xvi-tv", 5),
-    ("cxr", 129, "xvi-tv", 5),
-    ("lung1", 129, "xvi-tv", 5),
-    ("cxr", 128, "truebeam-tv", 3),
-    ("lung1", 128, "truebeam-tv", 3),
+    CaseSpec("cxr", 128, 5, "xvi-tv"),
+    CaseSpec("lung1", 128, 5, "xvi-tv"),
+    CaseSpec("cxr", 129, 5, "xvi-tv"),
+    CaseSpec("lung1", 129, 5, "xvi-tv"),
+    CaseSpec("cxr", 128, 3, "truebeam-tv"),
+    CaseSpec("lung1", 128, 3, "truebeam-tv"),
 )
 
 
 def tv_pairs(_thorax) -> list[tuple[Path, int]]:
-    return [(case_folder(anatomy, seed, preset, phase), phase) for anatomy, seed, preset, phase in CASES]
+    return [(case_folder(c.anatomy, c.seed, c.preset, c.moving_phase), c.moving_phase) for c in CASES]
 
 
 def score_pair(engine, network, folder: Path, moving: int) -> dict:
