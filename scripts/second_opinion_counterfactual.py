@@ -2,10 +2,12 @@
 
 For every box of ``--results`` where the second opinion ran (its ``rso_native`` arm records
 ``disagreement_mm``), the case is registered again as the benchmark registers it (general model, then
-ISO-100; a TV case without geometry) and the box is stepped with ``max_disagreement_mm=0``: the guard of
-the gain alone. One JSON line per box (the box TRE after ISO-100, without and with the second opinion).
+ISO-100; a TV case without geometry, or with its files given ``--tv-files``) and the box is stepped with
+``max_disagreement_mm=0``: the guard of the gain alone. One JSON line per box (the box TRE after ISO-100,
+without and with the second opinion).
 
     python scripts/second_opinion_counterfactual.py --results bench/results-conebeam-tv-3
+    python scripts/second_opinion_counterfactual.py --results bench/results-conebeam-tv-10/xvi --tv-files
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def without_second_opinion(session, arm: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument("--tv-files", action="store_true", help="register TV cases with their geometry files")
     args = parser.parse_args()
     engine = EngineSettings(device="cpu", precision="fp32")
     network = build_network(engine)
@@ -61,7 +64,7 @@ def main() -> None:
     rows = []
     for arms in checked_arms(args.results).values():
         case = arms[0]["case"]
-        inputs = case_inputs(Path(case["folder"]), case["moving_phase"])
+        inputs = case_inputs(Path(case["folder"]), case["moving_phase"], tv_files=args.tv_files)
         session = start_session(engine, inputs, network=network)
         session.general()
         session.iso(ISOSettings(iterations=100))
