@@ -39,8 +39,11 @@ CASES = (
 )
 
 
-def tv_pairs(_thorax) -> list[tuple[Path, int]]:
-    return [(case_folder(c.anatomy, c.seed, c.preset, c.moving_phase), c.moving_phase) for c in CASES]
+def case_pairs(cases: tuple[CaseSpec, ...]):
+    """``pairs_of`` for ``run_pair_study``: each case's folder (simulated on first use) and moving phase."""
+    return lambda _thorax: [
+        (case_folder(c.anatomy, c.seed, c.preset, c.moving_phase), c.moving_phase) for c in cases
+    ]
 
 
 def score_pair(engine, network, folder: Path, moving: int) -> dict:
@@ -86,4 +89,4 @@ def summary(rows: list[dict]) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_pair_study(__doc__, tv_pairs, score_pair, lambda rows: [summary(rows)]))
+    sys.exit(run_pair_study(__doc__, case_pairs(CASES), score_pair, lambda rows: [summary(rows)]))

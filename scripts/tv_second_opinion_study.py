@@ -21,27 +21,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conebeam_study import case_inputs  # noqa: E402
 from identity_start_study import run_pair_study  # noqa: E402
+from iso_tv_study import CASES as ISO_TV_CASES  # noqa: E402
+from iso_tv_study import case_pairs  # noqa: E402
 
 from rso.core.workflow import start_session  # noqa: E402
-from rso.evaluation.bench.cases import case_folder  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
-from rso.evaluation.case_sets import CaseSpec  # noqa: E402
 from rso.settings import RSOSettings  # noqa: E402
 
-# the plan's training cases (simulated for bench/sweep/iso-tv/, training anatomies only)
-CASES = (
-    CaseSpec("cxr", 128, 5, "xvi-tv"),
-    CaseSpec("lung1", 128, 5, "xvi-tv"),
-    CaseSpec("cxr", 129, 5, "xvi-tv"),
-    CaseSpec("lung1", 129, 5, "xvi-tv"),
-)
+# the plan's training cases: the XVI-like TV pairs of bench/sweep/iso-tv/ (training anatomies only)
+CASES = tuple(case for case in ISO_TV_CASES if case.preset == "xvi-tv")
 BOXES = (("misaligned", 3), ("residual", 2), ("control", 3))
 BOX_MM = 40.0
 CHANGE_MM = 0.5  # a step helped or harmed its box where the box's TRE changed by more than this
-
-
-def tv_pairs(_thorax) -> list[tuple[Path, int]]:
-    return [(case_folder(c.anatomy, c.seed, c.preset, c.moving_phase), c.moving_phase) for c in CASES]
 
 
 def step(session, box, settings: RSOSettings, before: float) -> dict:
@@ -123,4 +114,4 @@ def summary(rows: list[dict]) -> list[dict]:
 
 
 if __name__ == "__main__":
-    sys.exit(run_pair_study(__doc__, tv_pairs, score_pair, summary))
+    sys.exit(run_pair_study(__doc__, case_pairs(CASES), score_pair, summary))
