@@ -84,10 +84,11 @@ DEFAULT_RSO_RETURNS = True
 # Compare phase-binned CBCTs artefact-matched where both projection geometries are known
 # (rso.core.projection.matching): otherwise the rotation between two phases' streaks looks like motion.
 DEFAULT_RSO_MATCH_ARTEFACTS = True
-# Where the geometry files say both phases are TV reconstructions: decline native RSO on a half-fan scan
-# (rso.core.projection.scan; docs/decisions.md, "Native RSO on half-fan TV phases": chosen on the training
-# boxes, scored on seeds simulated after it was written down). A full-fan one keeps the second opinion
-# (docs/decisions.md, "The second opinion on full-fan TV phases").
+# Where the geometry files say both phases are TV reconstructions: decline native RSO on a half-fan scan, no
+# second opinion on a full-fan one (rso.core.projection.scan; docs/decisions.md, "Native RSO on half-fan TV
+# phases": chosen on the training boxes, scored on seeds simulated after it was written down; the second
+# opinion on full-fan TV phases was chosen again with today's model and undone on fresh seeds: "The second
+# opinion on full-fan TV phases").
 DEFAULT_RSO_SCAN_RULE = True
 # Without geometry files: decline box steps where either image's fine in-plane detail ripples around the
 # directions at least this much (rso.core.view_streaks): few-view cone-beam phases, whose streaks the box's

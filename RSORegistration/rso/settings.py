@@ -387,8 +387,9 @@ class RSOSettings(Settings):
     scan_rule: bool = setting(
         DEFAULT_RSO_SCAN_RULE,
         "native: where the geometry files say both phases are TV reconstructions, decline box steps on a "
-        "half-fan scan (they were as often wrong as right); without geometry files, decline them where the "
-        "images carry the streaks of few-view cone-beam phases (rso.core.view_streaks)",
+        "half-fan scan (they were as often wrong as right) and skip the second opinion on a full-fan one; "
+        "without geometry files, decline them where the images carry the streaks of few-view cone-beam "
+        "phases (rso.core.view_streaks)",
         flag="--rso-scan-rule",
     )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +188,8 @@ class RegistrationSession:
         """Native-resolution RSO: a new fine patch, or a declined step that leaves the session as it was
         (the scan's rule first, ``_scan_rule``, then the box's place, ``_end_rule``)."""
         start = time.perf_counter()
-        ruled_out = _scan_rule(self.pair, settings, params) or _end_rule(self.pair, box, settings)
+        settings, ruled_out = _scan_rule(self.pair, settings, params)
+        ruled_out = ruled_out or _end_rule(self.pair, box, settings)
         if ruled_out:
             return self._declined(box, params, [], ruled_out, None, start)
         states = [self.state_at(index) for index in range(len(self.history) + 1)]
@@ -344,22 +345,25 @@ def _restore(session: RegistrationSession, store: SessionStore, manifest: dict, 
     session.pair = ImagePair(images, grid, session.device, scans, placement, normalisation)
 
 
-def _scan_rule(pair: ImagePair, settings: RSOSettings, params: dict) -> str | None:
-    """Why the scan declines every box step, noted in ``params``: where the geometry files say both phases
-    are TV reconstructions (``ScanPair``), a half fan; without the files, images that show few-view
-    cone-beam streaks (``view_streaks``). None: the step may run."""
+def _scan_rule(pair: ImagePair, settings: RSOSettings, params: dict) -> tuple[RSOSettings, str | None]:
+    """Where the geometry files say both phases are TV reconstructions (``ScanPair``): the step's settings
+    (no second opinion on a full fan) and why it is declined (a half fan), noted in ``params``. Without
+    the files: declined where the images show few-view cone-beam streaks (``view_streaks``)."""
     if not settings.scan_rule:
-        return None
+        return settings, None
     scans = pair.scans
     if scans is None:
         modulation = pair.view_modulation
         if modulation is not None:
             params["view_modulation"] = round(modulation, 3)
-        return no_geometry_decline(modulation)
+        return settings, no_geometry_decline(modulation)
     if scans.reconstruction != "tv":
-        return None
+        return settings, None
     params["scan"] = scans.status()
-    return scans.native_rso_decline()
+    if not scans.wants_second_opinion():
+        params["max_disagreement_mm"] = 0.0
+        settings = replace(settings, max_disagreement_mm=0.0)
+    return settings, scans.native_rso_decline()
 
 
 def _end_rule(pair: ImagePair, box: Box, settings: RSOSettings) -> str | None:

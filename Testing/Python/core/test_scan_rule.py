@@ -1,7 +1,7 @@
 """The scan's rule (rso.core.projection.scan): what a pair's RTK geometry files say about the scan decides
 artefact matching and, for TV phases, the guarded ISO (the field stays) and native RSO: declined on a half
-fan, checked by the second opinion on a full fan (docs/decisions.md, "Native RSO on half-fan TV phases", "ISO
-on TV phases", "The second opinion on full-fan TV phases")."""
+fan, no second opinion on a full fan (docs/decisions.md, "Native RSO on half-fan TV phases", "ISO on TV
+phases")."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ HALF_FAN_TV = (
     "the phases are TV reconstructions of a half-fan scan "
     "(ISO keeps the field; native RSO declines box steps)"
 )
-FULL_FAN_TV = "the phases are TV reconstructions of a full-fan scan (ISO keeps the field)"
+FULL_FAN_TV = "the phases are TV reconstructions of a full-fan scan (ISO keeps the field; no second opinion)"
 
 
 def clustered(half_fan: bool) -> ProjectionGeometry:
@@ -58,8 +58,9 @@ def test_the_geometry_files_say_what_the_steps_may_do(scan_files):
     half_fdk = pair_of(scan_files, "half", "fdk")
     assert half_fdk.matchable and not half_tv.matchable and not full_tv.matchable
     assert half_tv.is_half_fan and not full_tv.is_half_fan
-    assert half_tv.native_rso_decline() == HALF_FAN_TV_DECLINE
-    assert full_tv.native_rso_decline() is None and half_fdk.native_rso_decline() is None
+    assert (half_tv.native_rso_decline(), half_tv.wants_second_opinion()) == (HALF_FAN_TV_DECLINE, True)
+    assert (full_tv.native_rso_decline(), full_tv.wants_second_opinion()) == (None, False)
+    assert (half_fdk.native_rso_decline(), half_fdk.wants_second_opinion()) == (None, True)
     assert half_tv.iso_decline() == full_tv.iso_decline() == TV_ISO_DECLINE and half_fdk.iso_decline() is None
     assert half_fdk.decline_advice() == HALF_FAN_FDK_ADVICE
     assert half_tv.decline_advice() == full_tv.decline_advice() == ""
@@ -132,18 +133,14 @@ def test_a_declined_step_on_half_fan_fdk_phases_says_what_would_show_the_motion(
     assert "\n" not in record.declined and not session.history
 
 
-def test_full_fan_tv_phases_are_refined_with_the_second_opinion(shifted_cbct, scan_files):  # noqa: F811
-    """A kept step on full-fan TV phases is checked by the second opinion, as on any pair compared as given
-    (its progress bar shows), and is the step the pair without the files takes, bit for bit."""
+def test_full_fan_tv_phases_are_refined_without_a_second_opinion(shifted_cbct, scan_files):  # noqa: F811
     session = tv_session(shifted_cbct, scan_files, "full")
     steps = []
-    box = lung_box(session)
-    record = session.rso(box, RSOSettings(returns=False), progress=lambda update: steps.append(update.step))
-    assert record.accepted and record.guard["disagreement_mm"] is not None and "rso check" in steps
-    assert record.params["max_disagreement_mm"] == RSOSettings().max_disagreement_mm > 0
-    assert record.params["scan"] == FULL_FAN_TV
-    without_files = tv_session(shifted_cbct, scan_files, None)
-    assert without_files.rso(box, RSOSettings(returns=False)).guard == record.guard
+    record = session.rso(
+        lung_box(session), RSOSettings(returns=False), progress=lambda update: steps.append(update.step)
+    )
+    assert record.accepted and record.guard["disagreement_mm"] is None and "rso check" not in steps
+    assert record.params["max_disagreement_mm"] == 0.0 and record.params["scan"] == FULL_FAN_TV
 
 
 def test_the_guarded_iso_keeps_the_field_on_tv_phases_without_fitting(shifted_cbct, scan_files):  # noqa: F811

@@ -8,8 +8,8 @@ benchmark found that this decides native RSO (docs/decisions.md, "Native RSO on 
 
 * a half-fan (TrueBeam-like) scan: the box's similarity prefers wrong corrections as strongly as right
   ones, and no guard tried tells them apart, so native RSO declines box steps;
-* a full-fan (XVI-like) scan: the steps help, checked by the second opinion as on any pair compared as
-  given (docs/decisions.md, "The second opinion on full-fan TV phases").
+* a full-fan (XVI-like) scan: the steps help, and the second opinion declined only helpful ones, so it
+  is off.
 
 ISO's guard judges a fit on the matched pair against the images as given, which TV phases do not have; on
 both scanners' TV phases its unguarded fit left the lungs further from the truth than the general model
@@ -112,11 +112,15 @@ class ScanPair:
         """What a declined box step's reason adds on this pair: on FDK phases of a half fan, the way out."""
         return HALF_FAN_FDK_ADVICE if self.reconstruction == "fdk" and self.is_half_fan else ""
 
+    def wants_second_opinion(self) -> bool:
+        """Whether a kept step on the images as given gets the second opinion: not on full-fan TV phases."""
+        return not (self.reconstruction == "tv" and not self.is_half_fan)
+
     def status(self) -> str:
         """What the scan means for the steps, where matching cannot run (the status line's tail)."""
         fan = "half" if self.is_half_fan else "full"
-        rule = "; native RSO declines box steps" if self.native_rso_decline() else ""
-        return f"the phases are TV reconstructions of a {fan}-fan scan (ISO keeps the field{rule})"
+        rule = "native RSO declines box steps" if self.native_rso_decline() else "no second opinion"
+        return f"the phases are TV reconstructions of a {fan}-fan scan (ISO keeps the field; {rule})"
 
     def to_dict(self) -> dict:
         """The session manifest's record: each phase's geometry and reconstruction."""
