@@ -9,7 +9,9 @@ the default arm (ISO-100 + native RSO, matched):
   path (default, wrong geometry, no geometry) with the worst change, and the median box -> overlay latency;
 * per path, pooled: the misaligned boxes ending more than 0.5 mm worse than that path's ISO-100;
 * per preset, pooled over the runs: #20's misaligned targets (share of boxes below ISO-500, median
-  reduction).
+  reduction); how many steps the guard kept, how many of those ended below ISO-500 and their median
+  reduction; and in how many boxes ISO-500's answer was the general model's (ISO declined), where "below
+  ISO-500" means below the general model.
 
 Runs made with different defaults are pooled as they ran; the README and docs/results.md say which default
 each run had. Writes the same numbers as JSON (``--out``).
@@ -99,7 +101,26 @@ def misaligned(records: list[dict], preset: str | None = None) -> dict | None:
         "median_reduction": round(score["median_box_tre_reduction"], 3),
         "iso_500_median_mm": round(float(np.median([box_tre(b) for _, b in pairs])), 2),
         "rso_median_mm": round(float(np.median([box_tre(a) for a, _ in pairs])), 2),
+        **kept_steps(pairs),
+        "iso_500_is_general": iso_500_is_general(mine),
     }
+
+
+def kept_steps(pairs: list[tuple[dict, dict]]) -> dict:
+    """Of (RSO, ISO-500) box pairs, the steps the guard kept: how many, how many ended below ISO-500, and
+    their median box TRE reduction (None where none was kept)."""
+    kept = [(a, b) for a, b in pairs if not a.get("declined")]
+    reductions = [1 - box_tre(a) / box_tre(b) for a, b in kept]
+    return {
+        "kept": len(kept),
+        "kept_below_iso_500": int(sum(box_tre(a) < box_tre(b) for a, b in kept)),
+        "kept_median_reduction": round(float(np.median(reductions)), 3) if kept else None,
+    }
+
+
+def iso_500_is_general(records: list[dict]) -> int:
+    """Boxes where ISO-500's box TRE is the general model's: ISO kept the field it started from."""
+    return int(sum(box_tre(b) == box_tre(g) for b, g in paired(records, "iso_long", "general")))
 
 
 def run_row(folder: Path, records: list[dict]) -> dict:
@@ -152,8 +173,15 @@ def print_table(rows: list[dict], pooled: dict) -> None:
         print(
             f"  {preset}: {v['below_iso_500']} of {v['boxes']} below ISO-500"
             f" ({100 * v['win_fraction']:.0f} %), median reduction {100 * v['median_reduction']:.0f} %,"
-            f" median {v['iso_500_median_mm']} -> {v['rso_median_mm']} mm"
+            f" median {v['iso_500_median_mm']} -> {v['rso_median_mm']} mm; steps kept {v['kept']},"
+            f" {v['kept_below_iso_500']} of them below ISO-500 (median reduction {_percent(v)});"
+            f" ISO-500 = the general model in {v['iso_500_is_general']} of {v['boxes']}"
         )
+
+
+def _percent(pooled: dict) -> str:
+    reduction = pooled["kept_median_reduction"]
+    return "-" if reduction is None else f"{100 * reduction:.0f} %"
 
 
 def main(argv: list[str] | None = None) -> None:
