@@ -34,10 +34,12 @@ TV_ISO_DECLINE = (
 )
 
 # Added to a declined box step's reason on FDK phases of a half-fan scan: their streaks hide the motion in
-# most boxes, even from the true correction (docs/results.md, "Why the TrueBeam-like boxes are declined").
+# most boxes, even from the true correction (docs/results.md, "Why the TrueBeam-like boxes are declined"),
+# and TV phases of the same scan leave those boxes no nearer the truth (docs/decisions.md, "A declined step
+# on half-fan FDK phases": so the clause explains the decline rather than sending the user to them).
 HALF_FAN_FDK_ADVICE = (
-    "; on FDK phases of a half-fan scan the streaks hide the motion in most boxes: with the projections, "
-    "TV phases (rso-registration phases --reconstruction tv) show it"
+    "; on a half-fan scan the streaks hide the motion in most boxes, whether the phases are FDK or TV "
+    "reconstructions: the box keeps the field it had"
 )
 
 
