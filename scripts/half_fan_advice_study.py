@@ -1,8 +1,9 @@
 """Do TV phases show a half-fan scan's motion better than its FDK phases, with today's model?
 (bench/sweep/half-fan-advice/plan.md)
 
-A declined box step on FDK phases of a half fan adds advice: with the projections, TV phases show the
-motion (``rso.core.projection.scan.HALF_FAN_FDK_ADVICE``, chosen with the general model of 2026-12-05). For
+A declined box step on FDK phases of a half fan added advice: with the projections, TV phases show the
+motion (``HALF_FAN_FDK_ADVICE``, chosen with the general model of 2026-12-05; since this study
+``rso.core.projection.scan.HALF_FAN_FDK_NOTE``, which says why instead). For
 each scan of the plan (the same breathing, the same truth), reconstructed both ways: the FDK phases with
 their geometry files as the default path registers them (general model, ISO-100 matched, then native RSO
 in three misaligned boxes of 40 mm picked on that field), and the TV phases with theirs (general model; ISO

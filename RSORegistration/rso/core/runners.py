@@ -274,8 +274,8 @@ def native_rso(ctx: StepContext, states: list[SessionState], box: Box, settings:
     step.guard = verdict.to_dict()
     if patch is None:
         step.declined = verdict.declined
-        if pair.scans is not None:  # the scan may say what would show the motion
-            step.declined += pair.scans.decline_advice()
+        if pair.scans is not None:  # the scan may say why the motion is hidden
+            step.declined += pair.scans.decline_note()
         return step
     if verdict.returned_to is not None:
         log.info(

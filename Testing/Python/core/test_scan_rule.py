@@ -12,7 +12,7 @@ from test_native import lung_box, native_session, shifted_cbct, unshifted_cbct  
 from rso.core.projection.geometry import ProjectionGeometry, write_geometry
 from rso.core.projection.matching import matching_status
 from rso.core.projection.scan import (
-    HALF_FAN_FDK_ADVICE,
+    HALF_FAN_FDK_NOTE,
     HALF_FAN_TV_DECLINE,
     TV_ISO_DECLINE,
     PhaseScan,
@@ -62,9 +62,9 @@ def test_the_geometry_files_say_what_the_steps_may_do(scan_files):
     assert (full_tv.native_rso_decline(), full_tv.wants_second_opinion()) == (None, False)
     assert (half_fdk.native_rso_decline(), half_fdk.wants_second_opinion()) == (None, True)
     assert half_tv.iso_decline() == full_tv.iso_decline() == TV_ISO_DECLINE and half_fdk.iso_decline() is None
-    assert half_fdk.decline_advice() == HALF_FAN_FDK_ADVICE
-    assert half_tv.decline_advice() == full_tv.decline_advice() == ""
-    assert pair_of(scan_files, "full", "fdk").decline_advice() == ""
+    assert half_fdk.decline_note() == HALF_FAN_FDK_NOTE
+    assert half_tv.decline_note() == full_tv.decline_note() == ""
+    assert pair_of(scan_files, "full", "fdk").decline_note() == ""
     assert matching_status(half_tv, True) == f"artefact matching off: {HALF_FAN_TV}"
     assert matching_status(full_tv, False) == f"artefact matching off: {FULL_FAN_TV}"
     assert matching_status(half_fdk, True) == "artefact matching on: cone beam, 36 and 36 views"
@@ -119,16 +119,16 @@ def test_native_rso_declines_on_half_fan_tv_phases_unless_the_rule_is_off(
     assert np.array_equal(without_files.field_voxels, session.field_voxels)
 
 
-def test_a_declined_step_on_half_fan_fdk_phases_says_what_would_show_the_motion(
+def test_a_declined_step_on_half_fan_fdk_phases_says_why(
     unshifted_cbct,  # noqa: F811
     scan_files,
 ):
-    """Matched FDK phases of a half fan: the guard's reason, then the way out (TV phases from the
-    projections); the session stays as it was."""
+    """Matched FDK phases of a half fan: the guard's reason, then the scan's (the streaks hide the motion
+    in most boxes); the session stays as it was."""
     scan = PhaseScan.read(scan_files["half", "fdk"])
     session = native_session(unshifted_cbct, fixed_geometry=scan, moving_geometry=scan)
     record = session.rso(lung_box(session), RSOSettings(returns=False))
-    reason = record.declined.removesuffix(HALF_FAN_FDK_ADVICE)  # the guard's own reason comes first
+    reason = record.declined.removesuffix(HALF_FAN_FDK_NOTE)  # the guard's own reason comes first
     assert record.params["artefacts_matched"] and reason and reason != record.declined
     assert "\n" not in record.declined and not session.history
 

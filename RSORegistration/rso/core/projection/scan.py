@@ -37,7 +37,7 @@ TV_ISO_DECLINE = (
 # most boxes, even from the true correction (docs/results.md, "Why the TrueBeam-like boxes are declined"),
 # and TV phases of the same scan leave those boxes no nearer the truth (docs/decisions.md, "A declined step
 # on half-fan FDK phases": so the clause explains the decline rather than sending the user to them).
-HALF_FAN_FDK_ADVICE = (
+HALF_FAN_FDK_NOTE = (
     "; on a half-fan scan the streaks hide the motion in most boxes, whether the phases are FDK or TV "
     "reconstructions: the box keeps the field it had"
 )
@@ -110,9 +110,9 @@ class ScanPair:
         """Why the guarded ISO keeps the start's field on this pair (None: it may fit)."""
         return TV_ISO_DECLINE if self.reconstruction == "tv" else None
 
-    def decline_advice(self) -> str:
-        """What a declined box step's reason adds on this pair: on FDK phases of a half fan, the way out."""
-        return HALF_FAN_FDK_ADVICE if self.reconstruction == "fdk" and self.is_half_fan else ""
+    def decline_note(self) -> str:
+        """What a declined box step's reason adds on this pair: on FDK phases of a half fan, why."""
+        return HALF_FAN_FDK_NOTE if self.reconstruction == "fdk" and self.is_half_fan else ""
 
     def wants_second_opinion(self) -> bool:
         """Whether a kept step on the images as given gets the second opinion: not on full-fan TV phases."""
