@@ -27,11 +27,8 @@ from rso.evaluation.case_sets import CaseSpec  # noqa: E402
 from rso.settings import RSOSettings  # noqa: E402
 
 # the plan's training cases (training anatomies only): seed 128 from bench/sweep/iso-tv/, seed 129 new
-CASES = (
-    CaseSpec("cxr", 128, 3, "truebeam-tv"),
-    CaseSpec("lung1", 128, 3, "truebeam-tv"),
-    CaseSpec("cxr", 129, 3, "truebeam-tv"),
-    CaseSpec("lung1", 129, 3, "truebeam-tv"),
+CASES = tuple(
+    CaseSpec(anatomy, seed, 3, "truebeam-tv") for seed in (128, 129) for anatomy in ("cxr", "lung1")
 )
 
 
