@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from rso.evaluation.bench.plan import (  # noqa: E402
 from rso.evaluation.bench.summary import paired, versus  # noqa: E402
 
 DEFAULT_ARM = default_arm()
+CASE_FOLDER = re.compile(r"^bench-[^-]+-(?P<preset>.+)-seed\d+(-phase\d+)?$")
 HARM_MM = 0.5  # #20's guard target: no control or residual box worse than ISO-100 by more than this
 PATHS = {  # the RSO arm of each path and the ISO-100 arm it starts from
     "default": (DEFAULT_ARM, "iso_short"),
@@ -52,7 +54,18 @@ def read_run(folder: Path) -> list[dict]:
     records = [json.loads(path.read_text()) for path in sorted(folder.glob("arm_*.json"))]
     if not records:
         raise SystemExit(f"error: no arm records (arm_*.json) in {folder}")
+    for record in records:
+        record["case"]["preset"] = record["case"]["preset"] or folder_preset(record["case"]["folder"])
     return records
+
+
+def folder_preset(folder: str) -> str:
+    """The preset of a case given to ``bench --case-dir`` (its record has none), from the folder's name as
+    ``rso.evaluation.bench.cases.case_folder`` makes it: bench-ANATOMY-PRESET-seedN[-phaseK]."""
+    found = CASE_FOLDER.match(Path(folder).name)
+    if found is None:
+        raise SystemExit(f"error: {folder}: no preset recorded, and not a case_folder name")
+    return found["preset"]
 
 
 def box_tre(record: dict) -> float:
