@@ -25,12 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conebeam_study import case_inputs  # noqa: E402
 from identity_start_study import run_pair_study  # noqa: E402
 from iso_tv_study import case_pairs  # noqa: E402
-from tv_second_opinion_study import BOX_MM  # noqa: E402
+from tv_second_opinion_study import BOX_MM, step  # noqa: E402
 
 from rso.core.workflow import start_session  # noqa: E402
 from rso.evaluation.bench.cases import case_folder  # noqa: E402
 from rso.evaluation.box_kinds import pick_boxes  # noqa: E402
 from rso.evaluation.case_sets import CaseSpec  # noqa: E402
+from rso.settings import RSOSettings  # noqa: E402
 
 # the plan's training scans, as FDK phases; each also as TV phases (the `truebeam-tv` preset, same seed)
 CASES = tuple(CaseSpec(anatomy, seed, 3, "truebeam") for seed in (128, 129) for anatomy in ("cxr", "lung1"))
@@ -47,11 +48,9 @@ def fdk_boxes(session) -> tuple[list, list[dict]]:
     boxes, rows = pick_boxes(session, "misaligned", 3, BOX_MM), []
     for box in boxes:
         before = box_tre(session, box)
-        record = session.rso(box)
-        rows.append({"ras": box.ras_corners, "fdk_before": round(before, 4), "declined": record.declined})
-        rows[-1]["fdk_after"] = round(record.metrics["tre_mm_box"]["mean"] if record.accepted else before, 4)
-        if record.accepted:
-            session.undo()
+        stepped = step(session, box, RSOSettings(), before)
+        rows.append({"ras": box.ras_corners, "fdk_before": round(before, 4), "declined": stepped["declined"]})
+        rows[-1]["fdk_after"] = stepped["tre"]
     return boxes, rows
 
 
